@@ -1,0 +1,179 @@
+//! `WarmupPlan`: daily sending caps for new IPs, so receivers learn to trust
+//! them gradually (the seeds' teams did this by hand for two weeks).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube_derive::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+/// A schedule of daily caps per IP: explicit steps or a ramp. A pool that
+/// references the plan starts each new egress IP on day 1.
+#[derive(CustomResource, KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "sendfleet.io",
+    version = "v1alpha1",
+    kind = "WarmupPlan",
+    namespaced,
+    status = "WarmupPlanStatus",
+    shortname = "wp",
+    category = "sendfleet",
+    printcolumn(name = "Days", type_ = "integer", json_path = ".status.days", description = "Days until the plan's last step"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    crates(
+        kube_core = "::kube_core",
+        k8s_openapi = "::k8s_openapi",
+        schemars = "::schemars",
+        serde = "::serde",
+        serde_json = "::serde_json"
+    )
+)]
+#[x_kube(crates(kube_core = ::kube_core))]
+#[x_kube(validation = Rule::new("has(self.steps) != has(self.ramp)").message("set exactly one of steps or ramp"))]
+#[serde(rename_all = "camelCase")]
+pub struct WarmupPlanSpec {
+    /// Explicit steps: from `day` on (day 1 = the IP's first day), at most
+    /// `dailyCap` messages per IP per day. Days strictly increasing, the
+    /// first step on day 1.
+    #[schemars(length(min = 1, max = 365))]
+    #[x_kube(validation = Rule::new("self[0].day == 1").message("steps: the first step must be on day 1"))]
+    #[x_kube(validation = Rule::new("self.all(s, self.all(t, s.day != t.day || s == t))").message("steps: days must be unique"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<WarmupStep>>,
+
+    /// Geometric ramp: day 1 allows `start`, each later day `growthPercent`
+    /// more, until `ceiling`, after which the IP is warm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ramp: Option<Ramp>,
+
+    /// IANA time zone in which days start, e.g. `Asia/Tokyo`. Default UTC.
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}$"))]
+    #[serde(default = "utc")]
+    pub time_zone: String,
+
+    /// Largest share of an IP's daily cap one provider may take, so a new IP
+    /// does not meet a big provider with all its volume at once.
+    #[schemars(length(max = 32))]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub domain_shares: Vec<DomainShare>,
+
+    /// Hold an IP on its step (no promotion) while its delivery is unhealthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<PauseRules>,
+}
+
+fn utc() -> String {
+    "UTC".into()
+}
+
+/// One step of an explicit schedule.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(crates(kube_core = ::kube_core))]
+#[serde(rename_all = "camelCase")]
+pub struct WarmupStep {
+    /// First day (1-based) on which this cap applies.
+    #[schemars(range(min = 1, max = 3650))]
+    pub day: u32,
+    /// Messages per IP per day.
+    #[schemars(range(min = 1, max = 100000000))]
+    pub daily_cap: u64,
+}
+
+/// Geometric ramp.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(crates(kube_core = ::kube_core))]
+#[x_kube(validation = Rule::new("self.start <= self.ceiling").message("ramp.start must not exceed ramp.ceiling").field_path(".start"))]
+#[serde(rename_all = "camelCase")]
+pub struct Ramp {
+    /// Day-1 cap per IP.
+    #[schemars(range(min = 1, max = 100000000))]
+    pub start: u64,
+    /// Daily growth in percent (e.g. 50 = x1.5 per day).
+    #[schemars(range(min = 1, max = 1000))]
+    pub growth_percent: u32,
+    /// Cap at which the IP counts as warm.
+    #[schemars(range(min = 1, max = 100000000))]
+    pub ceiling: u64,
+}
+
+/// Share limit for one provider's domains.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(crates(kube_core = ::kube_core))]
+#[serde(rename_all = "camelCase")]
+pub struct DomainShare {
+    /// Domain patterns of the provider (as in DomainPolicy.domains).
+    #[schemars(length(min = 1, max = 64))]
+    #[x_kube(validation = Rule::new("self.all(d, size(d) <= 253 && d.matches('^(\\\\*\\\\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\\\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$'))").message("domainShares.domains: each entry must be a lowercase domain name, optionally prefixed by '*.'"))]
+    pub domains: Vec<String>,
+    /// Largest share of the daily cap, in percent.
+    #[schemars(range(min = 1, max = 100))]
+    pub max_percent: u32,
+}
+
+/// Pause rules.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(crates(kube_core = ::kube_core))]
+#[x_kube(validation = Rule::new("has(self.maxDeferralPercent) || has(self.maxBouncePercent)").message("pause: set maxDeferralPercent, maxBouncePercent or both"))]
+#[serde(rename_all = "camelCase")]
+pub struct PauseRules {
+    /// Deferred / attempted above this percentage within `window` holds the IP.
+    #[schemars(range(min = 1, max = 100))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_deferral_percent: Option<u32>,
+    /// Bounced / attempted above this percentage within `window` holds the IP.
+    #[schemars(range(min = 1, max = 100))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bounce_percent: Option<u32>,
+    /// Window the rates are computed over. Default 1h.
+    #[schemars(length(max = 8), regex(pattern = "^([1-9][0-9]{0,5})[smhdw]$"))]
+    #[serde(default = "d1h")]
+    pub window: String,
+    /// Fewer attempts than this in the window never pause (too little data).
+    #[schemars(range(min = 1, max = 1000000))]
+    #[serde(default = "d20")]
+    pub min_messages: u32,
+}
+
+fn d1h() -> String {
+    "1h".into()
+}
+fn d20() -> u32 {
+    20
+}
+
+/// Observed state of a plan.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WarmupPlanStatus {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Days until the last step (or until the ramp reaches its ceiling).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub days: Option<u32>,
+}
+
+impl WarmupPlanSpec {
+    /// Daily cap on `day` (1-based), or `None` once the plan is finished
+    /// (the IP is warm). Pure: day counting is the caller's job.
+    pub fn cap_on_day(&self, day: u32) -> Option<u64> {
+        if let Some(steps) = &self.steps {
+            let last = steps.iter().map(|s| s.day).max()?;
+            if day > last.saturating_add(0) && day > 0 {
+                // The last step holds on its own day; the day after, warm.
+                if day > last {
+                    return None;
+                }
+            }
+            return steps.iter().filter(|s| s.day <= day).max_by_key(|s| s.day).map(|s| s.daily_cap);
+        }
+        let ramp = self.ramp.as_ref()?;
+        let mut cap = ramp.start as f64;
+        for _ in 1..day.max(1) {
+            cap *= 1.0 + ramp.growth_percent as f64 / 100.0;
+            if cap >= ramp.ceiling as f64 {
+                return None;
+            }
+        }
+        Some((cap.floor() as u64).min(ramp.ceiling))
+    }
+}

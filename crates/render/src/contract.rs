@@ -1,0 +1,308 @@
+//! The operator/agent contract: where the agent listens, what it serves, and
+//! the JSON payload of its `/status` route.
+//!
+//! Both sides compile against these types, so a field renamed here breaks
+//! the build of the other side instead of silently reading `null`. The agent
+//! serialises [`AgentStatus`]; the operator deserialises it. The config hash
+//! the operator compares with what it rendered is computed by one function,
+//! [`config_hash`], on both sides.
+//!
+//! Pure serde types and pure helpers: no I/O, no clock (timestamps are passed
+//! in as Unix seconds by whoever owns a clock). Nothing in a payload may hold
+//! a recipient address in plaintext: domains, rule names, counts, hashes.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Schema version of [`AgentStatus`]; bumped on incompatible change.
+pub const STATUS_VERSION: u32 = 1;
+
+/// TCP port of the agent's HTTP server (metrics, status, probes).
+pub const AGENT_HTTP_PORT: u16 = 9187;
+/// Prometheus text exposition.
+pub const PATH_METRICS: &str = "/metrics";
+/// [`AgentStatus`] as JSON.
+pub const PATH_STATUS: &str = "/status";
+/// Liveness: the agent's loops are alive (200) or not (503).
+pub const PATH_HEALTHZ: &str = "/healthz";
+/// Readiness: a config is installed, Postfix runs, the policy socket listens.
+pub const PATH_READYZ: &str = "/readyz";
+
+/// Default path of the socketmap the rendered `main.cf` names in
+/// `transport_maps = socketmap:unix:<path>:<name>, hash:...`.
+pub const DEFAULT_POLICY_SOCKET: &str = "/run/sendfleet/policy.sock";
+/// The socketmap name the agent answers (the `:<name>` suffix above).
+pub const SOCKETMAP_NAME: &str = "transport";
+/// Name of the master.cf transport that relays to a peer instance.
+pub const PEER_RELAY_TRANSPORT: &str = "peer-relay";
+
+/// Stable hash of a rendered config directory: file name -> contents.
+///
+/// Computed by the operator over what it puts in the ConfigMap and by the
+/// agent over what it installed, so "the config Postfix runs" can be compared
+/// with "the config the operator wants". Dotfiles (the ConfigMap's `..data`
+/// machinery) must be left out by the caller. Format: `sha256:<hex>`.
+pub fn config_hash<'a, I>(files: I) -> String
+where
+    I: IntoIterator<Item = (&'a str, &'a [u8])>,
+{
+    let sorted: BTreeMap<&str, &[u8]> = files.into_iter().collect();
+    let mut h = Sha256::new();
+    for (name, content) in sorted {
+        // Length-prefixed so ("a", "bc") and ("ab", "c") differ.
+        h.update((name.len() as u64).to_be_bytes());
+        h.update(name.as_bytes());
+        h.update((content.len() as u64).to_be_bytes());
+        h.update(content);
+    }
+    let digest = h.finalize();
+    let mut out = String::with_capacity(7 + 64);
+    out.push_str("sha256:");
+    for b in digest {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+/// What `GET /status` returns.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentStatus {
+    pub version: u32,
+    /// Pool and instance from the installed policy (empty before the first install).
+    pub pool: String,
+    pub instance: String,
+    /// Random id chosen when the agent process starts: a change means a restart.
+    pub session_id: String,
+    /// Unix seconds.
+    pub started_at: u64,
+    pub now: u64,
+    pub config: ConfigStatus,
+    pub postfix: PostfixStatus,
+    pub counters: DeliveryCounters,
+    pub queue: QueueStatus,
+    /// Per recipient domain, most active first, at most the agent's top-N.
+    pub domains: Vec<DomainHealth>,
+    /// What the agent would change if it could (the operator decides).
+    pub suggestions: Vec<Suggestion>,
+    pub log: LogStats,
+}
+
+/// The configuration actually loaded into Postfix.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigStatus {
+    /// [`config_hash`] of the files installed and reloaded, if any.
+    pub loaded_hash: Option<String>,
+    pub loaded_at: Option<u64>,
+    /// Number of successful installs since the agent started.
+    pub installs: u64,
+    /// The last config that was refused; cleared when a later one installs.
+    pub refused: Option<RefusedConfig>,
+}
+
+/// A config the agent would not install (the previous one stays loaded).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RefusedConfig {
+    pub hash: String,
+    pub at: u64,
+    /// Stable PascalCase reason, usable as an Event reason.
+    pub reason: String,
+    /// Human text (tool output, truncated).
+    pub message: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PostfixStatus {
+    pub running: bool,
+    /// Times the supervised Postfix master exited unexpectedly.
+    pub exits: u64,
+    pub reloads: u64,
+}
+
+/// Delivery outcomes counted from the mail log.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryCounters {
+    /// The day "today" refers to (`YYYY-MM-DD` in the warm-up time zone, UTC otherwise).
+    pub day: String,
+    /// Messages sent today by this instance (all domains); persisted across restarts.
+    pub sent_today: u64,
+    /// Sent today per domain rule (`""` = no rule), persisted.
+    pub sent_today_by_rule: BTreeMap<String, u64>,
+    /// Since the agent started: recipients per final status.
+    pub since_start: StatusCounts,
+}
+
+/// Recipient counts per delivery status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusCounts {
+    pub sent: u64,
+    pub deferred: u64,
+    pub bounced: u64,
+    pub expired: u64,
+}
+
+/// The queue as `postqueue -j` last showed it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueStatus {
+    pub scanned_at: Option<u64>,
+    /// Messages per queue name (`active`, `deferred`, `hold`, `incoming`, `maildrop`).
+    pub messages: BTreeMap<String, u64>,
+    pub older_than_warn: u64,
+    pub older_than_critical: u64,
+    pub warn_seconds: u64,
+    pub critical_seconds: u64,
+    pub oldest_age_seconds: Option<u64>,
+    /// Deferred recipients per domain, largest first.
+    pub deferred_by_domain: Vec<DomainCount>,
+    /// Messages entering the queue per minute (from the log, last window).
+    pub inflow_per_minute: f64,
+    /// Messages leaving the queue (sent, bounced, expired) per minute.
+    pub outflow_per_minute: f64,
+    /// Queue size (active + deferred + incoming) growing over the last scans.
+    pub growing: bool,
+    /// At the current rates, when the backlog would be empty (None: not draining).
+    pub drain_eta_seconds: Option<u64>,
+    /// Lines of `postqueue -j` output that did not parse.
+    pub malformed: u64,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DomainCount {
+    pub domain: String,
+    pub count: u64,
+}
+
+/// Delivery health toward one recipient domain since the agent started.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DomainHealth {
+    pub domain: String,
+    /// Rule that matched the domain, if any.
+    pub rule: Option<String>,
+    pub counts: StatusCounts,
+    /// Non-success responses per category ([`ResponseCategory`] names).
+    pub categories: BTreeMap<String, u64>,
+    pub last_category: Option<ResponseCategory>,
+    /// Unix seconds of the last outcome seen.
+    pub last_at: Option<u64>,
+}
+
+/// What a receiver's answer means, from its text and DSN code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ResponseCategory {
+    Accepted,
+    RateLimit,
+    IpBlock,
+    UnknownUser,
+    MailboxFull,
+    TlsFailure,
+    Timeout,
+    Other,
+}
+
+impl ResponseCategory {
+    pub const ALL: [ResponseCategory; 8] = [
+        Self::Accepted,
+        Self::RateLimit,
+        Self::IpBlock,
+        Self::UnknownUser,
+        Self::MailboxFull,
+        Self::TlsFailure,
+        Self::Timeout,
+        Self::Other,
+    ];
+
+    /// Stable name (metric label value, map key).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "Accepted",
+            Self::RateLimit => "RateLimit",
+            Self::IpBlock => "IpBlock",
+            Self::UnknownUser => "UnknownUser",
+            Self::MailboxFull => "MailboxFull",
+            Self::TlsFailure => "TlsFailure",
+            Self::Timeout => "Timeout",
+            Self::Other => "Other",
+        }
+    }
+}
+
+/// A change the agent recommends to the operator.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Suggestion {
+    pub kind: SuggestionKind,
+    /// Domain rule concerned (the operator's unit of decision).
+    pub rule: String,
+    /// Domain whose responses triggered it.
+    pub domain: String,
+    /// Responses that support the suggestion, within the agent's window.
+    pub evidence: u64,
+    pub reason: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SuggestionKind {
+    /// Rate-limit deferrals: slow this rule down on this instance.
+    SlowDown,
+    /// Repeated IP/reputation blocks: exclude this instance for this rule.
+    Exclude,
+}
+
+/// Mail-log parsing health (every line is counted in exactly one bucket).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LogStats {
+    pub lines: u64,
+    /// Understood and used.
+    pub parsed: u64,
+    /// A Postfix line whose message the agent does not use.
+    pub ignored: u64,
+    /// Not a Postfix log line at all (no prefix), or a known shape with bad fields.
+    pub malformed: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_hash_is_order_independent_and_length_prefixed() {
+        let a = config_hash([("main.cf", &b"x"[..]), ("master.cf", &b"y"[..])]);
+        let b = config_hash([("master.cf", &b"y"[..]), ("main.cf", &b"x"[..])]);
+        assert_eq!(a, b);
+        assert!(a.starts_with("sha256:") && a.len() == 71, "{a}");
+        let c = config_hash([("a", &b"bc"[..])]);
+        let d = config_hash([("ab", &b"c"[..])]);
+        assert_ne!(c, d);
+    }
+
+    #[test]
+    fn status_round_trips_as_camel_case_json() {
+        let s = AgentStatus {
+            version: STATUS_VERSION,
+            session_id: "abc".into(),
+            domains: vec![DomainHealth {
+                domain: "example.com".into(),
+                last_category: Some(ResponseCategory::RateLimit),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let j = serde_json::to_string(&s).unwrap();
+        assert!(j.contains("\"sessionId\":\"abc\""), "{j}");
+        assert!(j.contains("\"lastCategory\":\"RateLimit\""), "{j}");
+        let back: AgentStatus = serde_json::from_str(&j).unwrap();
+        assert_eq!(back, s);
+    }
+}

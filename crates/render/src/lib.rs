@@ -1,0 +1,20 @@
+//! sendfleet's pure core.
+//!
+//! Everything the operator and the CLI need to turn resources into Postfix
+//! configuration and Kubernetes objects, as plain functions of their inputs:
+//!
+//! - [`api`]: the `sendfleet.io/v1alpha1` kinds (and so the CRDs);
+//! - [`validate`]: the renderer's own check of every value that could reach a
+//!   Postfix file — it never assumes the API server's schema ran;
+//! - [`postfix`]: `main.cf`, `master.cf` and lookup tables per instance;
+//! - [`policy`]: the agent's `policy.json`;
+//! - [`objects`]: ConfigMaps, StatefulSets, Services, PDB, ServiceAccount;
+//! - [`conditions`]: condition types, reasons and builders (time passed in).
+//!
+//! It must never do I/O, read a clock, or talk to a cluster: no tokio, no
+//! kube client, no `std::fs`. Cargo enforces the first two (they are not
+//! dependencies); `tests/render_purity.rs` checks the rest.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod policy;
