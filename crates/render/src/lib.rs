@@ -17,4 +17,9 @@
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod contract;
 pub mod policy;
+pub mod postfix;
+pub mod render;
+pub mod selector;
+pub mod validate;

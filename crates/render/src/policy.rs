@@ -93,9 +93,6 @@ pub struct DomainRule {
     pub relay: Option<String>,
     /// Deliveries are paused: lookups answer a deferral with this reason.
     pub paused: Option<String>,
-    /// Largest share (0.0-1.0) of an instance's daily cap this rule may use
-    /// while warming up.
-    pub warmup_share: Option<f64>,
 }
 
 /// Warm-up state the agent needs to apply caps.
@@ -105,6 +102,19 @@ pub struct WarmupPolicy {
     pub plan: String,
     /// IANA time zone name in which days start (the agent counts "today" in it).
     pub time_zone: String,
+    /// Largest share of an instance's daily cap that one provider's domains
+    /// may take while the instance warms up.
+    pub shares: Vec<WarmupShare>,
+}
+
+/// A provider's share of a warming instance's daily cap.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WarmupShare {
+    /// Patterns in the same form as [`DomainRule::patterns`].
+    pub patterns: Vec<String>,
+    /// Percent (1-100) of the daily cap.
+    pub max_percent: u32,
 }
 
 impl DomainRule {

@@ -1,0 +1,603 @@
+//! Render one pool: (pool, selected DomainPolicies, WarmupPlan, observed
+//! state, operator settings) -> per-instance Postfix files and agent policy.
+//!
+//! Precedence, from weakest to strongest: Postfix defaults < the pool spec
+//! (retry, TLS, default throttle) < DomainPolicies (sorted by name; the first
+//! policy to claim a domain pattern wins, later claims are reported as
+//! conflicts) < observed state (quarantine, exclusions, slow-downs, warm-up
+//! day), which only ever takes capacity *away*.
+//!
+//! Pure: same inputs, same bytes. No clock — the warm-up day and every
+//! observation arrive in [`Observed`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use sha2::{Digest, Sha256};
+
+use crate::api::*;
+use crate::policy::{self, AgentPolicy, DomainRule, InstancePolicy, WarmupPolicy, WarmupShare};
+use crate::postfix::main_cf::MainCf;
+use crate::postfix::maps::{regex_escape, Table};
+use crate::postfix::master_cf::{MasterCf, Service};
+use crate::postfix::*;
+use crate::selector;
+use crate::validate::{self, FieldError, ValidDomainPolicy, ValidPool, ValidationError};
+
+/// Operator-wide settings that shape every instance.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// Postfix queue directory inside the instance (the queue volume).
+    pub queue_directory: String,
+    /// Postfix data directory (TLS session cache etc.).
+    pub data_directory: String,
+    /// Unix socket of the agent's transport policy service.
+    pub policy_socket: String,
+    /// Port on which instances accept mail relayed by peers.
+    pub peer_port: u16,
+    /// Port of the agent's HTTP server (/status, /metrics, probes).
+    pub agent_port: u16,
+    /// Cluster DNS domain, for Service names in relay routes.
+    pub cluster_domain: String,
+    /// Instance image when the pool names none.
+    pub default_image: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            queue_directory: "/var/spool/postfix".into(),
+            data_directory: "/var/lib/postfix".into(),
+            policy_socket: "/run/sendfleet/policy.sock".into(),
+            peer_port: 2525,
+            agent_port: 9187,
+            cluster_domain: "cluster.local".into(),
+            default_image: "sendfleet:dev".into(),
+        }
+    }
+}
+
+/// What the operator has observed and decided about a pool's instances.
+/// Every entry only ever restricts sending.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    /// Instances out of rotation, with the reason (e.g. a DNSBL quarantine).
+    pub quarantined: BTreeMap<String, String>,
+    /// (DomainPolicy name, instance) pairs excluded automatically, with reason.
+    pub exclusions: BTreeMap<(String, String), String>,
+    /// DomainPolicies whose adaptive slow-down is engaged for this pool.
+    pub slowed: BTreeSet<String>,
+    /// Warm-up day (1-based) of each instance; an instance not listed is on day 1.
+    pub warmup_day: BTreeMap<String, u32>,
+}
+
+/// Everything one pool's render reads.
+#[derive(Clone, Copy, Debug)]
+pub struct PoolInput<'a> {
+    pub pool: &'a SendingPool,
+    /// All DomainPolicies of the namespace; the render selects.
+    pub policies: &'a [DomainPolicy],
+    /// The pool's WarmupPlan, if it references one and it exists.
+    pub plan: Option<&'a WarmupPlan>,
+    /// All pools of the namespace (for `route.pool` and `spamRoute.pool`).
+    pub pools: &'a [SendingPool],
+    pub observed: &'a Observed,
+}
+
+/// One instance's rendered configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RenderedInstance {
+    /// Egress IP name.
+    pub name: String,
+    pub address: String,
+    pub helo_name: String,
+    pub node_name: Option<String>,
+    pub weight: u32,
+    /// File name -> content, exactly as the agent installs them.
+    pub files: BTreeMap<String, String>,
+    pub policy: AgentPolicy,
+    /// [`config_hash`] of `files`.
+    pub config_hash: String,
+}
+
+/// A rendered pool.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RenderedPool {
+    pub namespace: String,
+    pub name: String,
+    pub instances: Vec<RenderedInstance>,
+    /// Names of the DomainPolicies that selected this pool (sorted).
+    pub policies: Vec<String>,
+    /// Policies skipped because they are invalid, with the reason.
+    pub invalid_policies: Vec<ValidationError>,
+    /// Domain patterns claimed by more than one policy: (pattern, winner, loser).
+    pub conflicts: Vec<(String, String, String)>,
+}
+
+/// Why a pool cannot be rendered.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error(transparent)]
+    Unsafe(#[from] UnsafeValue),
+    #[error("{field}: {message}")]
+    Reference { field: String, message: String },
+}
+
+/// Stable hash of a set of files: SHA-256 over `name NUL content NUL` in
+/// name order, first 16 hex digits. The agent computes the same over what it
+/// installed, so equal hashes mean Postfix runs what was rendered.
+pub fn config_hash(files: &BTreeMap<String, String>) -> String {
+    let mut h = Sha256::new();
+    for (name, content) in files {
+        h.update(name.as_bytes());
+        h.update([0]);
+        h.update(content.as_bytes());
+        h.update([0]);
+    }
+    let digest = h.finalize();
+    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+}
+
+/// `*.example.com` -> `.example.com` (Postfix table form for subdomains).
+pub fn table_pattern(p: &str) -> String {
+    match p.strip_prefix('*') {
+        Some(rest) => rest.to_string(),
+        None => p.to_string(),
+    }
+}
+
+/// The master.cf transport that throttles a DomainPolicy's domains.
+pub fn throttle_transport(policy: &str) -> String {
+    format!("dp-{policy}")
+}
+
+/// Its slowed variant, used while an adaptive slow-down is engaged.
+pub fn slow_transport(policy: &str) -> String {
+    format!("dp-{policy}-slow")
+}
+
+/// DNS name of a pool's submission Service.
+pub fn submission_host(pool: &str, namespace: &str, cluster_domain: &str) -> String {
+    format!("{pool}.{namespace}.svc.{cluster_domain}")
+}
+
+fn nexthop_literal(host: &str) -> String {
+    match host.parse::<IpAddr>() {
+        Ok(IpAddr::V6(_)) => format!("[ipv6:{host}]"),
+        _ => format!("[{host}]"),
+    }
+}
+
+fn network(addr: &str) -> String {
+    match addr.parse::<IpAddr>() {
+        Ok(IpAddr::V6(_)) => format!("[{addr}]/128"),
+        _ => format!("{addr}/32"),
+    }
+}
+
+fn cidr_for_postfix(c: &str) -> String {
+    match c.split_once('/') {
+        Some((a, l)) if a.contains(':') => format!("[{a}]/{l}"),
+        _ => c.to_string(),
+    }
+}
+
+/// The DomainPolicies (validated) that select `pool`, sorted by name, and
+/// the invalid ones that would have.
+pub fn selected_policies<'a>(
+    pool: &SendingPool,
+    policies: &'a [DomainPolicy],
+) -> (Vec<ValidDomainPolicy<'a>>, Vec<ValidationError>) {
+    let labels = pool.metadata.labels.clone().unwrap_or_default();
+    let ns = pool.metadata.namespace.as_deref();
+    let mut sorted: Vec<&DomainPolicy> = policies
+        .iter()
+        .filter(|p| p.metadata.namespace.as_deref() == ns)
+        .filter(|p| selector::matches(&p.spec.pool_selector, &labels))
+        .collect();
+    sorted.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    let mut valid = vec![];
+    let mut invalid = vec![];
+    for p in sorted {
+        match validate::domain_policy(p) {
+            Ok(v) => valid.push(v),
+            Err(e) => invalid.push(e),
+        }
+    }
+    (valid, invalid)
+}
+
+/// Render a pool. See the module doc for precedence.
+pub fn render_pool(input: PoolInput<'_>, settings: &Settings) -> Result<RenderedPool, RenderError> {
+    let pool = validate::pool(input.pool)?;
+    if let Some(plan) = input.plan {
+        validate::warmup_plan(plan)?;
+    }
+    let (policies, invalid_policies) = selected_policies(input.pool, input.policies);
+
+    // Domain pattern ownership: first policy (by name) wins.
+    let mut owner: BTreeMap<String, &str> = BTreeMap::new();
+    let mut conflicts = vec![];
+    for p in &policies {
+        for d in &p.spec.domains {
+            match owner.get(d) {
+                Some(w) => conflicts.push((d.clone(), w.to_string(), p.name.to_string())),
+                None => {
+                    owner.insert(d.clone(), p.name);
+                }
+            }
+        }
+    }
+    let owned = |p: &ValidDomainPolicy<'_>| -> Vec<String> {
+        p.spec.domains.iter().filter(|d| owner.get(*d) == Some(&p.name)).cloned().collect()
+    };
+
+    let shared = Shared::build(&pool, &policies, &owned, &input, settings)?;
+    let instances_policy = instance_policies(&pool, &policies, input);
+    let mut instances = vec![];
+    for ip in &pool.spec.egress_ips {
+        instances.push(render_instance(&pool, ip, &shared, &instances_policy, &policies, &owned, input, settings)?);
+    }
+    Ok(RenderedPool {
+        namespace: pool.namespace.to_string(),
+        name: pool.name.to_string(),
+        instances,
+        policies: policies.iter().map(|p| p.name.to_string()).collect(),
+        invalid_policies,
+        conflicts,
+    })
+}
+
+/// Parts identical for every instance of the pool.
+struct Shared {
+    transport: Table,
+    tls_policy: Table,
+    header_checks: Option<String>,
+    /// (transport name, throttle) for each throttle transport.
+    throttles: Vec<(String, Throttle, u32)>,
+}
+
+impl Shared {
+    fn build(
+        pool: &ValidPool<'_>,
+        policies: &[ValidDomainPolicy<'_>],
+        owned: &dyn Fn(&ValidDomainPolicy<'_>) -> Vec<String>,
+        input: &PoolInput<'_>,
+        settings: &Settings,
+    ) -> Result<Self, RenderError> {
+        let mut transport = Table::new(TRANSPORT_MAP);
+        let mut tls_policy = Table::new(TLS_POLICY_MAP);
+        let mut throttles = vec![];
+        for p in policies {
+            let domains = owned(p);
+            let throttled = p.spec.throttle.clone().filter(|t| *t != Throttle::default());
+            let tname = throttle_transport(p.name);
+            if let Some(t) = &throttled {
+                throttles.push((tname.clone(), t.clone(), t.processes.unwrap_or(0)));
+            }
+            if let Some(sd) = &p.spec.slow_down {
+                let slow = Throttle { connections: Some(1), messages_per_minute: Some(sd.messages_per_minute), processes: Some(1) };
+                throttles.push((slow_transport(p.name), slow, 1));
+            }
+            let via = if throttled.is_some() { tname.as_str() } else { "smtp" };
+            let value = match &p.spec.route {
+                Some(Route { relay_host: Some(h), port, use_mx, .. }) => {
+                    let host = if *use_mx { h.clone() } else { nexthop_literal(h) };
+                    Some(format!("{via}:{host}:{}", port.unwrap_or(25)))
+                }
+                Some(Route { pool: Some(target), .. }) => {
+                    let port = input
+                        .pools
+                        .iter()
+                        .find(|sp| sp.metadata.name.as_deref() == Some(target) && sp.metadata.namespace.as_deref() == Some(pool.namespace))
+                        .map(|sp| sp.spec.submission.port)
+                        .ok_or_else(|| RenderError::Reference {
+                            field: format!("DomainPolicy {}: spec.route.pool", p.name),
+                            message: format!("SendingPool {:?} not found in namespace {}", target, pool.namespace),
+                        })?;
+                    Some(format!("smtp:[{}]:{port}", submission_host(target, pool.namespace, &settings.cluster_domain)))
+                }
+                _ => throttled.as_ref().map(|_| format!("{tname}:")),
+            };
+            for d in &domains {
+                let key = table_pattern(d);
+                if let Some(v) = &value {
+                    transport.insert(&key, v)?;
+                }
+                if let Some(t) = &p.spec.tls {
+                    let mut v = t.level.as_postfix().to_string();
+                    if let Some(proto) = t.minimum_protocol {
+                        v.push_str(" protocols=");
+                        v.push_str(proto.as_postfix());
+                    }
+                    tls_policy.insert(&key, &v)?;
+                }
+            }
+        }
+        let header_checks = match &pool.spec.spam_route {
+            Some(s) => {
+                let target = input
+                    .pools
+                    .iter()
+                    .find(|sp| sp.metadata.name.as_deref() == Some(&s.pool) && sp.metadata.namespace.as_deref() == Some(pool.namespace))
+                    .ok_or_else(|| RenderError::Reference {
+                        field: "spec.spamRoute.pool".into(),
+                        message: format!("SendingPool {:?} not found in namespace {}", s.pool, pool.namespace),
+                    })?;
+                let host = submission_host(&s.pool, pool.namespace, &settings.cluster_domain);
+                let line = format!(
+                    "/^{}:[[:space:]]*{}([[:space:]]|$)/ FILTER smtp:[{host}]:{}",
+                    regex_escape(&s.header),
+                    regex_escape(&s.value),
+                    target.spec.submission.port
+                );
+                if !is_safe_line(&line) {
+                    return Err(UnsafeValue { place: "header_checks".into(), value: line }.into());
+                }
+                Some(format!("# Spam-classified mail goes to pool {}.\n{line}\n", s.pool))
+            }
+            None => None,
+        };
+        Ok(Shared { transport, tls_policy, header_checks, throttles })
+    }
+}
+
+/// Every instance as the agents see it (weights, caps, exclusions).
+fn instance_policies(pool: &ValidPool<'_>, policies: &[ValidDomainPolicy<'_>], input: PoolInput<'_>) -> Vec<InstancePolicy> {
+    pool.spec
+        .egress_ips
+        .iter()
+        .map(|ip| {
+            let reason = if !ip.enabled {
+                Some("Disabled: spec.egressIPs[].enabled is false".to_string())
+            } else {
+                input.observed.quarantined.get(&ip.name).map(|r| format!("Quarantined: {r}"))
+            };
+            let mut excluded: BTreeSet<String> = policies
+                .iter()
+                .filter(|p| p.spec.excluded_ips.iter().any(|n| n == &ip.name))
+                .map(|p| p.name.to_string())
+                .collect();
+            for (policy, inst) in input.observed.exclusions.keys() {
+                if inst == &ip.name && policies.iter().any(|p| p.name == policy) {
+                    excluded.insert(policy.clone());
+                }
+            }
+            let day = input.observed.warmup_day.get(&ip.name).copied().unwrap_or(1);
+            InstancePolicy {
+                name: ip.name.clone(),
+                address: ip.address.clone(),
+                helo_name: ip.helo_name.clone(),
+                weight: if reason.is_some() { 0 } else { 1 },
+                out_of_rotation_reason: reason,
+                daily_cap: input.plan.and_then(|p| p.spec.cap_on_day(day)),
+                excluded_rules: excluded.into_iter().collect(),
+            }
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn render_instance(
+    pool: &ValidPool<'_>,
+    ip: &EgressIP,
+    shared: &Shared,
+    instances: &[InstancePolicy],
+    policies: &[ValidDomainPolicy<'_>],
+    owned: &dyn Fn(&ValidDomainPolicy<'_>) -> Vec<String>,
+    input: PoolInput<'_>,
+    settings: &Settings,
+) -> Result<RenderedInstance, RenderError> {
+    let spec = pool.spec;
+    let addr: IpAddr = ip.address.parse().map_err(|_| FieldError {
+        field: "spec.egressIPs[].address".into(),
+        message: "not an address".into(),
+    })
+    .map_err(|e| ValidationError { resource: "SendingPool".into(), errors: vec![e] })?;
+    let pinned = matches!(spec.egress.mode, EgressMode::HostNetwork | EgressMode::Multus);
+    let r = pool.retry_seconds;
+
+    let mut m = MainCf::default();
+    m.set("compatibility_level", "3.6")?;
+    m.set("myhostname", ip.helo_name.clone())?;
+    m.set("mydestination", "")?;
+    m.set("local_recipient_maps", "")?;
+    m.set("local_transport", "error:5.1.1 local delivery is disabled")?;
+    m.set("alias_maps", "")?;
+    m.set("alias_database", "")?;
+    m.set("relay_domains", "")?;
+    m.set("notify_classes", "")?;
+    m.set("biff", "no")?;
+    m.set("append_dot_mydomain", "no")?;
+    m.set("smtputf8_enable", "no")?;
+    m.set("queue_directory", settings.queue_directory.clone())?;
+    m.set("data_directory", settings.data_directory.clone())?;
+    m.set("maillog_file", "/dev/stdout")?;
+    if pinned {
+        m.set("inet_interfaces", ip.address.clone())?;
+        m.set(if addr.is_ipv4() { "smtp_bind_address" } else { "smtp_bind_address6" }, ip.address.clone())?;
+        m.set("inet_protocols", if addr.is_ipv4() { "ipv4" } else { "ipv6" })?;
+    } else {
+        m.set("inet_interfaces", "all")?;
+        m.set("inet_protocols", "all")?;
+    }
+    // Submission: only the listed client networks (and the pool's own
+    // instances, for peer relay) may send through the pool.
+    let mut nets: Vec<String> = spec.submission.allowed_cidrs.iter().map(|c| cidr_for_postfix(c)).collect();
+    nets.extend(instances.iter().map(|i| network(&i.address)));
+    m.set("mynetworks", nets.join(" "))?;
+    m.set("smtpd_relay_restrictions", "permit_mynetworks, reject_unauth_destination")?;
+    m.set("smtpd_recipient_restrictions", "permit_mynetworks, reject")?;
+    m.set("smtpd_banner", "$myhostname ESMTP")?;
+    // Retry schedule.
+    m.set("queue_run_delay", format!("{}s", r.queue_run_delay))?;
+    m.set("minimal_backoff_time", format!("{}s", r.minimal_backoff))?;
+    m.set("maximal_backoff_time", format!("{}s", r.maximal_backoff))?;
+    m.set("maximal_queue_lifetime", format!("{}s", r.maximal_queue_lifetime))?;
+    m.set("bounce_queue_lifetime", format!("{}s", r.bounce_queue_lifetime))?;
+    m.set("delay_warning_time", format!("{}s", r.delay_warning_time))?;
+    // Routing: the agent first (dynamic decisions), then the static table.
+    m.set(
+        "transport_maps",
+        format!("socketmap:unix:{}:transport, hash:$config_directory/{TRANSPORT_MAP}", settings.policy_socket),
+    )?;
+    // TLS.
+    m.set("smtp_tls_security_level", spec.tls.security_level.as_postfix())?;
+    m.set("smtp_tls_protocols", spec.tls.minimum_protocol.as_postfix())?;
+    m.set("smtp_tls_mandatory_protocols", spec.tls.minimum_protocol.as_postfix())?;
+    m.set("smtp_tls_CAfile", "/etc/ssl/certs/ca-certificates.crt")?;
+    m.set("smtp_tls_loglevel", "1")?;
+    m.set("smtp_tls_session_cache_database", "btree:$data_directory/smtp_scache")?;
+    m.set("smtp_tls_policy_maps", format!("hash:$config_directory/{TLS_POLICY_MAP}"))?;
+    let dane = spec.tls.security_level == TlsLevel::Dane
+        || policies.iter().any(|p| p.spec.tls.as_ref().is_some_and(|t| t.level == TlsLevel::Dane));
+    if dane {
+        m.set("smtp_dns_support_level", "dnssec")?;
+    }
+    if shared.header_checks.is_some() {
+        m.set("header_checks", format!("regexp:$config_directory/{HEADER_CHECKS}"))?;
+    }
+    // Throttles: the pool default on `smtp`, one transport per policy.
+    let mut smtp_maxproc = "-".to_string();
+    if let Some(t) = &spec.default_throttle {
+        throttle_params(&mut m, "smtp", t)?;
+        if let Some(p) = t.processes {
+            smtp_maxproc = p.to_string();
+        }
+    }
+    for (name, t, _) in &shared.throttles {
+        throttle_params(&mut m, name, t)?;
+    }
+
+    // master.cf
+    let mut mc = MasterCf::default();
+    let listen = |port: u16| -> String { port.to_string() };
+    mc.push(
+        Service { kind: "inet", private: "n", ..Service::internal(&listen(spec.submission.port), "inet", "n", "-", "-", "smtpd") }
+            .with("syslog_name", "postfix/submission"),
+    );
+    // Mail relayed by a peer is sent directly from here and never relayed
+    // again: content_filter forces the plain smtp transport, bypassing the
+    // agent's transport lookups (see docs/ARCHITECTURE.md).
+    let peers: Vec<String> = instances.iter().filter(|i| i.name != ip.name).map(|i| network(&i.address)).collect();
+    let peer_nets = if peers.is_empty() { network(&ip.address) } else { peers.join(",") };
+    mc.push(
+        Service { kind: "inet", private: "n", ..Service::internal(&listen(settings.peer_port), "inet", "n", "-", "-", "smtpd") }
+            .with("syslog_name", "postfix/peer-in")
+            .with("mynetworks", peer_nets)
+            .with("smtpd_client_restrictions", "permit_mynetworks,reject")
+            .with("smtpd_relay_restrictions", "permit_mynetworks,reject")
+            .with("smtpd_recipient_restrictions", "permit_mynetworks,reject")
+            .with("content_filter", "smtp:"),
+    );
+    for (name, kind, private, wakeup, maxproc, command) in [
+        ("pickup", "unix", "n", "60", "1", "pickup"),
+        ("cleanup", "unix", "n", "-", "0", "cleanup"),
+        ("qmgr", "unix", "n", "300", "1", "qmgr"),
+        ("tlsmgr", "unix", "-", "1000?", "1", "tlsmgr"),
+        ("rewrite", "unix", "-", "-", "-", "trivial-rewrite"),
+        ("bounce", "unix", "-", "-", "0", "bounce"),
+        ("defer", "unix", "-", "-", "0", "bounce"),
+        ("trace", "unix", "-", "-", "0", "bounce"),
+        ("verify", "unix", "-", "-", "1", "verify"),
+        ("flush", "unix", "n", "1000?", "0", "flush"),
+        ("proxymap", "unix", "-", "-", "-", "proxymap"),
+        ("proxywrite", "unix", "-", "-", "1", "proxymap"),
+        ("showq", "unix", "n", "-", "-", "showq"),
+        ("error", "unix", "-", "-", "-", "error"),
+        ("retry", "unix", "-", "-", "-", "error"),
+        ("discard", "unix", "-", "-", "-", "discard"),
+        ("anvil", "unix", "-", "-", "1", "anvil"),
+        ("scache", "unix", "-", "-", "1", "scache"),
+        ("postlog", "unix-dgram", "n", "-", "1", "postlogd"),
+    ] {
+        mc.push(Service::internal(name, kind, private, wakeup, maxproc, command));
+    }
+    mc.push(Service::internal("smtp", "unix", "-", "-", &smtp_maxproc, "smtp"));
+    mc.push(Service::internal("relay", "unix", "-", "-", "-", "smtp"));
+    mc.push(Service::internal("peer-relay", "unix", "-", "-", "-", "smtp").with("syslog_name", "postfix/peer-relay"));
+    for (name, _, maxproc) in &shared.throttles {
+        let mp = if *maxproc == 0 { "-".to_string() } else { maxproc.to_string() };
+        mc.push(Service::internal(name, "unix", "-", "-", &mp, "smtp").with("syslog_name", format!("postfix/{name}")));
+    }
+
+    let header = format!(
+        "Rendered by sendfleet for SendingPool {}/{}, instance {} ({}).\nDo not edit: the sendfleet agent replaces this file on every change.",
+        pool.namespace, pool.name, ip.name, ip.address
+    );
+    let mut files = BTreeMap::new();
+    files.insert(MAIN_CF.to_string(), m.render(&header));
+    files.insert(MASTER_CF.to_string(), mc.render(&header)?);
+    files.insert(TRANSPORT_MAP.to_string(), shared.transport.render(&header));
+    files.insert(TLS_POLICY_MAP.to_string(), shared.tls_policy.render(&header));
+    if let Some(h) = &shared.header_checks {
+        files.insert(HEADER_CHECKS.to_string(), format!("# {}\n{h}", header.replace('\n', "\n# ")));
+    }
+
+    let agent_policy = AgentPolicy {
+        version: policy::POLICY_VERSION,
+        pool: format!("{}/{}", pool.namespace, pool.name),
+        instance: ip.name.clone(),
+        instances: instances.to_vec(),
+        domains: policies
+            .iter()
+            .map(|p| {
+                let throttled = p.spec.throttle.as_ref().is_some_and(|t| *t != Throttle::default());
+                DomainRule {
+                    name: p.name.to_string(),
+                    patterns: owned(p).iter().map(|d| table_pattern(d)).collect(),
+                    throttle_transport: throttled.then(|| throttle_transport(p.name)),
+                    slow_transport: p.spec.slow_down.as_ref().map(|_| slow_transport(p.name)),
+                    slowed: p.spec.slow_down.is_some() && input.observed.slowed.contains(p.name),
+                    relay: p.spec.route.as_ref().map(|r| match (&r.relay_host, &r.pool) {
+                        (Some(h), _) => format!("[{h}]:{}", r.port.unwrap_or(25)),
+                        (_, Some(pl)) => format!("pool/{pl}"),
+                        _ => String::new(),
+                    }),
+                    paused: p.spec.paused.clone(),
+                }
+            })
+            .collect(),
+        peer_port: settings.peer_port,
+        backlog_warn_seconds: pool.backlog_warn,
+        backlog_critical_seconds: pool.backlog_critical,
+        warmup: input.plan.map(|plan| WarmupPolicy {
+            plan: plan.metadata.name.clone().unwrap_or_default(),
+            time_zone: plan.spec.time_zone.clone(),
+            shares: plan
+                .spec
+                .domain_shares
+                .iter()
+                .map(|s| WarmupShare { patterns: s.domains.iter().map(|d| table_pattern(d)).collect(), max_percent: s.max_percent })
+                .collect(),
+        }),
+    };
+    // policy.json is part of the installed configuration: a policy change
+    // is a config change, and the hash must show it.
+    let policy_json = serde_json::to_string_pretty(&agent_policy).expect("policy serializes");
+    files.insert(policy::POLICY_FILE.to_string(), policy_json + "\n");
+    let me = instances.iter().find(|i| i.name == ip.name).expect("instance listed");
+    Ok(RenderedInstance {
+        name: ip.name.clone(),
+        address: ip.address.clone(),
+        helo_name: ip.helo_name.clone(),
+        node_name: ip.node_name.clone(),
+        weight: me.weight,
+        config_hash: config_hash(&files),
+        files,
+        policy: agent_policy,
+    })
+}
+
+fn throttle_params(m: &mut MainCf, transport: &str, t: &Throttle) -> Result<(), UnsafeValue> {
+    if let Some(c) = t.connections {
+        m.set(format!("{transport}_destination_concurrency_limit"), c.to_string())?;
+    }
+    if let Some(mpm) = t.messages_per_minute {
+        // validate::messages_per_minute guarantees 60 % mpm == 0.
+        m.set(format!("{transport}_destination_rate_delay"), format!("{}s", 60 / mpm.max(1)))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,631 @@
+//! The renderer's own validation: every value that can reach a Postfix file,
+//! checked again, whatever the API server's schema did.
+//!
+//! The CRD schema (patterns, bounds, CEL) is the first line: it refuses bad
+//! resources at admission with a message that names the field. This module
+//! is the second: resources also come from files (`sendfleet render`), from
+//! clusters whose CRD is older than the operator, or from clients that
+//! bypassed validation. Postfix files are line- and token-oriented — a
+//! newline ends a parameter, `#` starts a comment, whitespace and `,`
+//! separate list items, `=` and `-o` build master.cf overrides — so one bad
+//! character can add a parameter or a service. Every value is therefore
+//! checked against a strict character set *before* rendering, and the error
+//! names the field as it appears in the resource (`spec.egressIPs[1].address`).
+//!
+//! Output: validated views ([`ValidPool`], [`ValidDomainPolicy`], ...) that
+//! the renderers read instead of the raw resources.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::IpAddr;
+
+use crate::api::*;
+
+/// One refused value.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FieldError {
+    /// Path of the field in the resource, e.g. `spec.retry.minimalBackoff`.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// All values refused in one resource.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ValidationError {
+    /// `Kind namespace/name` of the resource.
+    pub resource: String,
+    pub errors: Vec<FieldError>,
+}
+
+impl fmt::Display for ValidationError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} is invalid: ", self.resource)?;
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Collects field errors while walking a resource.
+#[derive(Default)]
+struct Errors(Vec<FieldError>);
+
+impl Errors {
+    fn add(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.0.push(FieldError { field: field.into(), message: message.into() });
+    }
+    fn check(&mut self, field: impl Into<String>, result: Result<(), String>) {
+        if let Err(m) = result {
+            self.add(field, m);
+        }
+    }
+    fn finish(self, resource: String) -> Result<(), ValidationError> {
+        if self.0.is_empty() {
+            Ok(())
+        } else {
+            Err(ValidationError { resource, errors: self.0 })
+        }
+    }
+}
+
+// ---- single values -------------------------------------------------------
+
+/// Longest egress IP name: it is part of StatefulSet, ConfigMap and Postfix
+/// transport names, which have their own limits.
+pub const MAX_INSTANCE_NAME: usize = 30;
+/// Longest DomainPolicy name: it becomes a master.cf service name.
+pub const MAX_POLICY_NAME: usize = 40;
+/// Longest pool name: `<pool>-<instance>` must fit a StatefulSet name (52).
+pub const MAX_POOL_NAME: usize = 21;
+
+/// A DNS-1123 label of at most `max` characters (`a-z`, `0-9`, inner `-`).
+pub fn label(s: &str, max: usize) -> Result<(), String> {
+    if s.is_empty() || s.len() > max {
+        return Err(format!("must be 1 to {max} characters long, got {}", s.len()));
+    }
+    let ok = s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}: must consist of lowercase letters, digits and '-', starting and ending with a letter or digit",
+            quote(s)
+        ))
+    }
+}
+
+/// A lowercase DNS name of two or more LDH labels (A-labels for IDNs).
+pub fn dns_name(s: &str) -> Result<(), String> {
+    if s.is_empty() || s.len() > 253 {
+        return Err(format!("must be a DNS name of 1 to 253 characters, got {}", s.len()));
+    }
+    let labels: Vec<&str> = s.split('.').collect();
+    if labels.len() < 2 {
+        return Err(format!("{}: must be a fully qualified DNS name (at least two labels)", quote(s)));
+    }
+    for l in &labels {
+        if label(l, 63).is_err() {
+            return Err(format!(
+                "{}: must be a lowercase DNS name (letters a-z, digits, '-', dots; internationalised names in xn-- form)",
+                quote(s)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A destination pattern: a DNS name, or `*.` followed by one.
+pub fn domain_pattern(s: &str) -> Result<(), String> {
+    dns_name(s.strip_prefix("*.").unwrap_or(s))
+        .map_err(|_| format!("{}: must be a lowercase domain name, optionally prefixed by '*.'", quote(s)))
+}
+
+/// An IP address literal in canonical form (as the system prints it back).
+pub fn ip_address(s: &str) -> Result<IpAddr, String> {
+    match s.parse::<IpAddr>() {
+        Ok(ip) if ip.to_string() == s => Ok(ip),
+        Ok(ip) => Err(format!("{}: write the address in canonical form, {ip}", quote(s))),
+        Err(_) => Err(format!("{}: must be an IPv4 or IPv6 address", quote(s))),
+    }
+}
+
+/// A CIDR with no host bits set.
+pub fn cidr(s: &str) -> Result<(), String> {
+    let (addr, len) = s.split_once('/').ok_or_else(|| format!("{}: must be a CIDR such as 10.0.0.0/8", quote(s)))?;
+    let ip = ip_address(addr)?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len: u32 = match len.parse::<u32>() {
+        Ok(n) if n <= max && len == n.to_string() => n,
+        _ => return Err(format!("{}: prefix length must be 0 to {max}", quote(s))),
+    };
+    let host_bits_clear = match ip {
+        IpAddr::V4(v4) => len == 32 || u32::from(v4) & (u32::MAX >> len) == 0,
+        IpAddr::V6(v6) => len == 128 || u128::from(v6) & (u128::MAX >> len) == 0,
+    };
+    if host_bits_clear {
+        Ok(())
+    } else {
+        Err(format!("{}: host bits must be zero", quote(s)))
+    }
+}
+
+/// A duration in Postfix syntax with a unit, within `[min, max]` seconds.
+pub fn duration(s: &str, min: u64) -> Result<u64, String> {
+    match parse_duration(s) {
+        Some(n) if n >= min => Ok(n),
+        Some(_) => Err(format!("{}: must be at least {min}s", quote(s))),
+        None => Err(format!(
+            "{}: must be a whole number followed by s, m, h, d or w (e.g. 300s, 4h, 5d)",
+            quote(s)
+        )),
+    }
+}
+
+fn range(n: u64, min: u64, max: u64) -> Result<(), String> {
+    if (min..=max).contains(&n) {
+        Ok(())
+    } else {
+        Err(format!("must be between {min} and {max}, got {n}"))
+    }
+}
+
+/// Free text that will appear in a deferral reason: printable ASCII only,
+/// and none of the characters that mean something to Postfix tables.
+pub fn reason_text(s: &str) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= 200
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || b" .,:;()_/-".contains(&b))
+        && s.as_bytes()[0].is_ascii_alphanumeric();
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}: 1 to 200 characters of letters, digits, spaces and . , : ; ( ) _ / -",
+            quote(s)
+        ))
+    }
+}
+
+/// An HTTP-header-like token (`X-Spam-Flag`) or value (`YES`).
+fn token(s: &str, extra: &[u8], max: usize) -> Result<(), String> {
+    let ok = !s.is_empty()
+        && s.len() <= max
+        && s.as_bytes()[0].is_ascii_alphanumeric()
+        && s.bytes().all(|b| b.is_ascii_alphanumeric() || extra.contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{}: letters, digits and {:?} only, at most {max}", quote(s), String::from_utf8_lossy(extra)))
+    }
+}
+
+/// A container image reference (registry/repository[:tag][@digest]).
+pub fn image(s: &str) -> Result<(), String> {
+    token(s, b"._/:@-", 512)
+}
+
+/// A Kubernetes quantity for storage (`10Gi`).
+pub fn storage_size(s: &str) -> Result<(), String> {
+    let digits = s.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    let unit = &s[digits.len()..];
+    let ok = !digits.is_empty()
+        && digits.len() <= 10
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits.starts_with('0')
+        && ["Ki", "Mi", "Gi", "Ti"].contains(&unit);
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{}: must be a size such as 512Mi or 10Gi", quote(s)))
+    }
+}
+
+/// Quote a user value for an error message, escaping control characters so
+/// a newline in the input cannot forge lines in logs or events.
+fn quote(s: &str) -> String {
+    let shown: String = s.chars().take(80).collect();
+    format!("{shown:?}")
+}
+
+// ---- resources -----------------------------------------------------------
+
+/// A SendingPool whose every value is safe to render.
+#[derive(Clone, Debug)]
+pub struct ValidPool<'a> {
+    pub namespace: &'a str,
+    pub name: &'a str,
+    pub spec: &'a SendingPoolSpec,
+    pub retry_seconds: RetrySeconds,
+    pub backlog_warn: u64,
+    pub backlog_critical: u64,
+}
+
+/// The retry schedule in seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetrySeconds {
+    pub queue_run_delay: u64,
+    pub minimal_backoff: u64,
+    pub maximal_backoff: u64,
+    pub maximal_queue_lifetime: u64,
+    pub bounce_queue_lifetime: u64,
+    pub delay_warning_time: u64,
+}
+
+fn resource_id(kind: &str, namespace: Option<&str>, name: Option<&str>) -> String {
+    format!("{kind} {}/{}", namespace.unwrap_or("-"), name.unwrap_or("-"))
+}
+
+/// Validate a SendingPool.
+pub fn pool(pool: &SendingPool) -> Result<ValidPool<'_>, ValidationError> {
+    let mut e = Errors::default();
+    let id = resource_id("SendingPool", pool.metadata.namespace.as_deref(), pool.metadata.name.as_deref());
+    let name = pool.metadata.name.as_deref().unwrap_or("");
+    let namespace = pool.metadata.namespace.as_deref().unwrap_or("");
+    e.check("metadata.name", label(name, MAX_POOL_NAME));
+    e.check("metadata.namespace", label(namespace, 63));
+    let SendingPoolSpec {
+        egress_ips,
+        egress,
+        image: img,
+        resources: _,
+        queue,
+        submission,
+        retry,
+        tls: _,
+        dkim,
+        default_throttle,
+        warmup_plan_ref,
+        reputation,
+        backlog,
+        spam_route,
+    } = &pool.spec;
+
+    if egress_ips.is_empty() {
+        e.add("spec.egressIPs", "at least one egress IP is required");
+    }
+    if egress_ips.len() > 256 {
+        e.add("spec.egressIPs", "at most 256 egress IPs per pool");
+    }
+    let mut names = BTreeSet::new();
+    let mut addrs = BTreeSet::new();
+    for (i, ip) in egress_ips.iter().enumerate() {
+        let f = |s: &str| format!("spec.egressIPs[{i}].{s}");
+        e.check(f("name"), label(&ip.name, MAX_INSTANCE_NAME));
+        if !names.insert(ip.name.as_str()) {
+            e.add(f("name"), format!("duplicate egress IP name {}", quote(&ip.name)));
+        }
+        match ip_address(&ip.address) {
+            Ok(a) => {
+                if !addrs.insert(a) {
+                    e.add(f("address"), format!("duplicate address {}", quote(&ip.address)));
+                }
+                if a.is_unspecified() || a.is_multicast() {
+                    e.add(f("address"), format!("{}: must be a unicast address", quote(&ip.address)));
+                }
+            }
+            Err(m) => e.add(f("address"), m),
+        }
+        e.check(f("heloName"), dns_name(&ip.helo_name));
+        if let Some(node) = &ip.node_name {
+            e.check(f("nodeName"), dns_name(node).or_else(|_| label(node, 63)));
+        }
+    }
+    if egress.mode == EgressMode::Multus && egress.network_attachment.is_none() {
+        e.add("spec.egress.networkAttachment", "required when spec.egress.mode is Multus");
+    }
+    if let Some(n) = &egress.network_attachment {
+        e.check("spec.egress.networkAttachment", label(n, 63));
+    }
+    if let Some(i) = img {
+        e.check("spec.image", image(i));
+    }
+    e.check("spec.queue.size", storage_size(&queue.size));
+    if let Some(sc) = &queue.storage_class_name {
+        e.check("spec.queue.storageClassName", dns_name(sc).or_else(|_| label(sc, 63)));
+    }
+    e.check("spec.submission.port", range(submission.port as u64, 1, 65535));
+    if submission.allowed_cidrs.len() > 64 {
+        e.add("spec.submission.allowedCIDRs", "at most 64 entries");
+    }
+    for (i, c) in submission.allowed_cidrs.iter().enumerate() {
+        e.check(format!("spec.submission.allowedCIDRs[{i}]"), cidr(c));
+    }
+
+    let mut secs = |field: &str, v: &str, min: u64| match duration(v, min) {
+        Ok(n) => n,
+        Err(m) => {
+            e.add(format!("spec.retry.{field}"), m);
+            0
+        }
+    };
+    let r = RetrySeconds {
+        queue_run_delay: secs("queueRunDelay", &retry.queue_run_delay, 1),
+        minimal_backoff: secs("minimalBackoff", &retry.minimal_backoff, 1),
+        maximal_backoff: secs("maximalBackoff", &retry.maximal_backoff, 1),
+        maximal_queue_lifetime: secs("maximalQueueLifetime", &retry.maximal_queue_lifetime, 1),
+        bounce_queue_lifetime: secs("bounceQueueLifetime", &retry.bounce_queue_lifetime, 1),
+        delay_warning_time: secs("delayWarningTime", &retry.delay_warning_time, 0),
+    };
+    let all_parsed = [r.queue_run_delay, r.minimal_backoff, r.maximal_backoff, r.maximal_queue_lifetime, r.bounce_queue_lifetime]
+        .iter()
+        .all(|&n| n > 0);
+    if all_parsed {
+        if r.minimal_backoff > r.maximal_backoff {
+            e.add("spec.retry.minimalBackoff", "must not exceed spec.retry.maximalBackoff");
+        }
+        if r.maximal_backoff > r.maximal_queue_lifetime {
+            e.add("spec.retry.maximalBackoff", "must not exceed spec.retry.maximalQueueLifetime");
+        }
+        if r.bounce_queue_lifetime > r.maximal_queue_lifetime {
+            e.add("spec.retry.bounceQueueLifetime", "must not exceed spec.retry.maximalQueueLifetime");
+        }
+        if r.queue_run_delay > r.maximal_backoff {
+            e.add("spec.retry.queueRunDelay", "must not exceed spec.retry.maximalBackoff");
+        }
+    }
+    if let Some(d) = dkim {
+        e.check("spec.dkim.secretName", dns_name(&d.secret_name).or_else(|_| label(&d.secret_name, 63)));
+        e.check("spec.dkim.selector", label(&d.selector, 63));
+        if d.domains.is_empty() {
+            e.add("spec.dkim.domains", "at least one domain is required");
+        }
+        for (i, dom) in d.domains.iter().enumerate() {
+            e.check(format!("spec.dkim.domains[{i}]"), dns_name(dom));
+        }
+    }
+    if let Some(t) = default_throttle {
+        throttle(&mut e, "spec.defaultThrottle", t);
+    }
+    if let Some(p) = warmup_plan_ref {
+        e.check("spec.warmupPlanRef", label(p, 63));
+    }
+    for (i, z) in reputation.zones.iter().enumerate() {
+        e.check(format!("spec.reputation.zones[{i}]"), dns_name(z));
+    }
+    if let Err(m) = duration(&reputation.interval, 60) {
+        e.add("spec.reputation.interval", m);
+    }
+    if let Err(m) = duration(&reputation.cool_down, 0) {
+        e.add("spec.reputation.coolDown", m);
+    }
+    let warn = duration(&backlog.warn_age, 1).map_err(|m| e.add("spec.backlog.warnAge", m)).unwrap_or(0);
+    let crit = duration(&backlog.critical_age, 1).map_err(|m| e.add("spec.backlog.criticalAge", m)).unwrap_or(0);
+    if warn > 0 && crit > 0 && warn >= crit {
+        e.add("spec.backlog.warnAge", "must be shorter than spec.backlog.criticalAge");
+    }
+    if let Some(s) = spam_route {
+        e.check("spec.spamRoute.pool", label(&s.pool, 63));
+        if s.pool == name {
+            e.add("spec.spamRoute.pool", "must name another pool, not this one");
+        }
+        e.check("spec.spamRoute.header", token(&s.header, b"-", 64));
+        e.check("spec.spamRoute.value", token(&s.value, b"._-", 64));
+    }
+    e.finish(id)?;
+    Ok(ValidPool {
+        namespace,
+        name,
+        spec: &pool.spec,
+        retry_seconds: r,
+        backlog_warn: warn,
+        backlog_critical: crit,
+    })
+}
+
+fn throttle(e: &mut Errors, path: &str, t: &Throttle) {
+    if let Some(c) = t.connections {
+        e.check(format!("{path}.connections"), range(c as u64, 1, 100));
+    }
+    if let Some(m) = t.messages_per_minute {
+        e.check(format!("{path}.messagesPerMinute"), messages_per_minute(m));
+    }
+    if let Some(p) = t.processes {
+        e.check(format!("{path}.processes"), range(p as u64, 1, 200));
+    }
+}
+
+/// Postfix spaces deliveries by whole seconds (`*_destination_rate_delay`),
+/// so a per-minute rate is exact only when it divides 60.
+pub fn messages_per_minute(m: u32) -> Result<(), String> {
+    if (1..=60).contains(&m) && 60 % m == 0 {
+        Ok(())
+    } else {
+        Err(format!(
+            "must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30 or 60), got {m}: Postfix spaces deliveries by whole seconds"
+        ))
+    }
+}
+
+/// A DomainPolicy whose every value is safe to render.
+#[derive(Clone, Debug)]
+pub struct ValidDomainPolicy<'a> {
+    pub name: &'a str,
+    pub spec: &'a DomainPolicySpec,
+    pub auto_exclusion_window: Option<u64>,
+}
+
+/// Validate a DomainPolicy.
+pub fn domain_policy(p: &DomainPolicy) -> Result<ValidDomainPolicy<'_>, ValidationError> {
+    let mut e = Errors::default();
+    let id = resource_id("DomainPolicy", p.metadata.namespace.as_deref(), p.metadata.name.as_deref());
+    let name = p.metadata.name.as_deref().unwrap_or("");
+    e.check("metadata.name", label(name, MAX_POLICY_NAME));
+    let DomainPolicySpec {
+        pool_selector: _,
+        domains,
+        throttle: th,
+        route,
+        tls: _,
+        excluded_ips,
+        auto_exclusion,
+        slow_down,
+        paused,
+    } = &p.spec;
+    if domains.is_empty() {
+        e.add("spec.domains", "at least one domain pattern is required");
+    }
+    if domains.len() > 200 {
+        e.add("spec.domains", "at most 200 domain patterns");
+    }
+    let mut seen = BTreeSet::new();
+    for (i, d) in domains.iter().enumerate() {
+        e.check(format!("spec.domains[{i}]"), domain_pattern(d));
+        if !seen.insert(d) {
+            e.add(format!("spec.domains[{i}]"), format!("duplicate domain {}", quote(d)));
+        }
+    }
+    if let Some(t) = th {
+        throttle(&mut e, "spec.throttle", t);
+    }
+    if let Some(r) = route {
+        match (&r.relay_host, &r.pool) {
+            (Some(h), None) => {
+                if ip_address(h).is_err() {
+                    e.check("spec.route.relayHost", dns_name(h).map_err(|_| {
+                        format!("{}: must be a lowercase DNS name or an IP address", quote(h))
+                    }));
+                }
+            }
+            (None, Some(pool)) => {
+                e.check("spec.route.pool", label(pool, 63));
+                if th.is_some() {
+                    e.add("spec.throttle", "has no effect when spec.route.pool hands the mail to another pool");
+                }
+            }
+            _ => e.add("spec.route", "set exactly one of relayHost or pool"),
+        }
+        if let Some(port) = r.port {
+            e.check("spec.route.port", range(port as u64, 1, 65535));
+        }
+    }
+    for (i, n) in excluded_ips.iter().enumerate() {
+        e.check(format!("spec.excludedIPs[{i}]"), label(n, MAX_INSTANCE_NAME));
+    }
+    let mut window = None;
+    if let Some(a) = auto_exclusion {
+        e.check("spec.autoExclusion.hardBlocks", range(a.hard_blocks as u64, 1, 10_000));
+        window = duration(&a.window, 1).map_err(|m| e.add("spec.autoExclusion.window", m)).ok();
+        if let Err(m) = duration(&a.duration, 1) {
+            e.add("spec.autoExclusion.duration", m);
+        }
+    }
+    if let Some(s) = slow_down {
+        e.check("spec.slowDown.deferrals", range(s.deferrals as u64, 1, 10_000));
+        if let Err(m) = duration(&s.window, 1) {
+            e.add("spec.slowDown.window", m);
+        }
+        e.check("spec.slowDown.messagesPerMinute", messages_per_minute(s.messages_per_minute));
+        if let Err(m) = duration(&s.recovery_interval, 1) {
+            e.add("spec.slowDown.recoveryInterval", m);
+        }
+    }
+    if let Some(r) = paused {
+        e.check("spec.paused", reason_text(r));
+    }
+    e.finish(id)?;
+    Ok(ValidDomainPolicy { name, spec: &p.spec, auto_exclusion_window: window })
+}
+
+/// Validate a WarmupPlan.
+pub fn warmup_plan(p: &WarmupPlan) -> Result<(), ValidationError> {
+    let mut e = Errors::default();
+    let id = resource_id("WarmupPlan", p.metadata.namespace.as_deref(), p.metadata.name.as_deref());
+    let WarmupPlanSpec { steps, ramp, time_zone, domain_shares, pause } = &p.spec;
+    match (steps, ramp) {
+        (Some(steps), None) => {
+            if steps.is_empty() {
+                e.add("spec.steps", "at least one step is required");
+            } else if steps[0].day != 1 {
+                e.add("spec.steps[0].day", "the first step must be on day 1");
+            }
+            for (i, w) in steps.windows(2).enumerate() {
+                if w[1].day <= w[0].day {
+                    e.add(format!("spec.steps[{}].day", i + 1), "days must be strictly increasing");
+                }
+            }
+            for (i, s) in steps.iter().enumerate() {
+                e.check(format!("spec.steps[{i}].dailyCap"), range(s.daily_cap, 1, 100_000_000));
+            }
+        }
+        (None, Some(r)) => {
+            e.check("spec.ramp.start", range(r.start, 1, 100_000_000));
+            e.check("spec.ramp.growthPercent", range(r.growth_percent as u64, 1, 1000));
+            e.check("spec.ramp.ceiling", range(r.ceiling, 1, 100_000_000));
+            if r.start > r.ceiling {
+                e.add("spec.ramp.start", "must not exceed spec.ramp.ceiling");
+            }
+        }
+        _ => e.add("spec", "set exactly one of steps or ramp"),
+    }
+    let tz_ok = !time_zone.is_empty()
+        && time_zone.len() <= 64
+        && time_zone.as_bytes()[0].is_ascii_alphabetic()
+        && time_zone.bytes().all(|b| b.is_ascii_alphanumeric() || b"_+-/".contains(&b))
+        && !time_zone.contains("//")
+        && !time_zone.ends_with('/');
+    if !tz_ok {
+        e.add("spec.timeZone", format!("{}: must be an IANA time zone name such as Asia/Tokyo", quote(time_zone)));
+    }
+    for (i, s) in domain_shares.iter().enumerate() {
+        if s.domains.is_empty() {
+            e.add(format!("spec.domainShares[{i}].domains"), "at least one domain pattern is required");
+        }
+        for (j, d) in s.domains.iter().enumerate() {
+            e.check(format!("spec.domainShares[{i}].domains[{j}]"), domain_pattern(d));
+        }
+        e.check(format!("spec.domainShares[{i}].maxPercent"), range(s.max_percent as u64, 1, 100));
+    }
+    if let Some(pr) = pause {
+        if pr.max_deferral_percent.is_none() && pr.max_bounce_percent.is_none() {
+            e.add("spec.pause", "set maxDeferralPercent, maxBouncePercent or both");
+        }
+        if let Some(n) = pr.max_deferral_percent {
+            e.check("spec.pause.maxDeferralPercent", range(n as u64, 1, 100));
+        }
+        if let Some(n) = pr.max_bounce_percent {
+            e.check("spec.pause.maxBouncePercent", range(n as u64, 1, 100));
+        }
+        if let Err(m) = duration(&pr.window, 1) {
+            e.add("spec.pause.window", m);
+        }
+    }
+    e.finish(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_values() {
+        assert!(dns_name("mta1.example.com").is_ok());
+        assert!(dns_name("xn--bcher-kva.example").is_ok());
+        for bad in ["example", "Example.com", "ex ample.com", "exa\nmple.com", "-a.com", "a..com", "а.com", "a.com.", "a_b.com"] {
+            assert!(dns_name(bad).is_err(), "{bad:?}");
+        }
+        assert!(domain_pattern("*.example.com").is_ok());
+        assert!(domain_pattern("**.example.com").is_err());
+        assert!(ip_address("192.0.2.1").is_ok());
+        assert!(ip_address("2001:db8::1").is_ok());
+        assert!(ip_address("2001:DB8::1").is_err());
+        assert!(ip_address("192.0.2.01").is_err());
+        assert!(cidr("10.0.0.0/8").is_ok());
+        assert!(cidr("10.0.0.1/8").is_err());
+        assert!(cidr("10.0.0.0/33").is_err());
+        assert!(cidr("10.0.0.0/08").is_err());
+        assert!(messages_per_minute(12).is_ok());
+        assert!(messages_per_minute(7).is_err());
+    }
+}
