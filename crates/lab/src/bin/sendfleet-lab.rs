@@ -1,0 +1,357 @@
+//! `sendfleet-lab`: the lab's control plane from the command line, for the
+//! demo and for poking at it by hand.
+//!
+//!   sendfleet-lab up   --dir out/lab   # network namespace + etcd + API server + KCM, in the background
+//!   sendfleet-lab exec --dir out/lab -- kubectl get ns   # run inside the namespace with KUBECONFIG etc.
+//!   sendfleet-lab down --dir out/lab
+//!
+//! The control plane runs inside the network namespace `sendfleet-lab`
+//! (created here, only `lo` up), so nothing it serves is reachable from the
+//! host's interfaces; clients enter the namespace (`ip netns exec`). Never:
+//! serve on the host's network namespace, or wipe a directory that is not a
+//! lab directory (marked by `.sendfleet-lab`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+use sendfleet_lab::{Binaries, ControlPlane};
+
+const MARKER: &str = ".sendfleet-lab";
+
+#[derive(Parser)]
+#[command(about = "Real Kubernetes control plane for sendfleet's demo and tests")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Create the network namespace and start the control plane in it, in
+    /// the background; writes DIR/kubeconfig and DIR/env.
+    Up {
+        #[arg(long, default_value = "out/lab")]
+        dir: PathBuf,
+        #[arg(long, default_value = "sendfleet-lab")]
+        netns: String,
+        /// Run in the foreground (Ctrl-C stops it) instead of detaching.
+        #[arg(long)]
+        foreground: bool,
+        /// Do not start kube-controller-manager.
+        #[arg(long)]
+        no_controller_manager: bool,
+    },
+    /// Stop the control plane of DIR and delete the network namespace.
+    Down {
+        #[arg(long, default_value = "out/lab")]
+        dir: PathBuf,
+        #[arg(long, default_value = "sendfleet-lab")]
+        netns: String,
+        /// Leave the network namespace in place.
+        #[arg(long)]
+        keep_netns: bool,
+    },
+    /// Run a command inside the lab's network namespace with DIR/env set
+    /// (KUBECONFIG, KUBECTL, HELM, ...); `kubectl`/`helm` resolve to the
+    /// built binaries.
+    Exec {
+        #[arg(long, default_value = "out/lab")]
+        dir: PathBuf,
+        #[arg(required = true, trailing_var_arg = true)]
+        command: Vec<String>,
+    },
+    /// Internal: run the control plane in the current network namespace
+    /// until SIGTERM/SIGINT.
+    #[command(hide = true)]
+    Serve {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        netns: String,
+        #[arg(long)]
+        no_controller_manager: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Up {
+            dir,
+            netns,
+            foreground,
+            no_controller_manager,
+        } => up(&dir, &netns, foreground, no_controller_manager),
+        Cmd::Down {
+            dir,
+            netns,
+            keep_netns,
+        } => down(&dir, &netns, keep_netns),
+        Cmd::Exec { dir, command } => return exec(&dir, &command),
+        Cmd::Serve {
+            dir,
+            netns,
+            no_controller_manager,
+        } => serve(&dir, &netns, no_controller_manager),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sendfleet-lab: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn require_root() -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("needs root (it creates a network namespace)");
+    }
+    Ok(())
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .context("running `ip` (Debian package iproute2)")?;
+    if !out.status.success() {
+        bail!(
+            "`ip {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn netns_exists(netns: &str) -> bool {
+    Path::new("/run/netns").join(netns).exists()
+}
+
+fn pid_alive(dir: &Path) -> Option<u32> {
+    let pid: u32 = std::fs::read_to_string(dir.join("pid"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
+}
+
+/// Prepare DIR: create it, or empty it if it is a previous lab directory.
+fn fresh_dir(dir: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = dir.canonicalize()?;
+    let empty = std::fs::read_dir(&dir)?.next().is_none();
+    if !empty && !dir.join(MARKER).exists() {
+        bail!(
+            "{} is not empty and not a lab directory (no {MARKER}); refusing to wipe it",
+            dir.display()
+        );
+    }
+    for e in std::fs::read_dir(&dir)? {
+        let p = e?.path();
+        if p.is_dir() {
+            std::fs::remove_dir_all(&p)?;
+        } else {
+            std::fs::remove_file(&p)?;
+        }
+    }
+    std::fs::write(
+        dir.join(MARKER),
+        "state of `sendfleet-lab up`; wiped by the next up\n",
+    )?;
+    Ok(dir)
+}
+
+fn up(dir: &Path, netns: &str, foreground: bool, no_kcm: bool) -> Result<()> {
+    require_root()?;
+    if pid_alive(dir).is_some() {
+        println!(
+            "sendfleet-lab: already up; environment in {}/env",
+            dir.display()
+        );
+        return Ok(());
+    }
+    // Build (or find) the binaries here, in the foreground, so a cold build's
+    // progress is visible.
+    Binaries::get()?;
+    let dir = fresh_dir(dir)?;
+    if !netns_exists(netns) {
+        ip(&["netns", "add", netns])?;
+    }
+    ip(&["-n", netns, "link", "set", "lo", "up"])?;
+    let exe = std::env::current_exe()?;
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", netns])
+        .arg(&exe)
+        .arg("serve")
+        .arg("--dir")
+        .arg(&dir)
+        .arg("--netns")
+        .arg(netns);
+    if no_kcm {
+        cmd.arg("--no-controller-manager");
+    }
+    if foreground {
+        let st = cmd.status()?;
+        if !st.success() {
+            bail!("serve exited: {st}");
+        }
+        return Ok(());
+    }
+    let log = std::fs::File::create(dir.join("lab.log"))?;
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe; detaches from our terminal's
+    // session so the lab survives the shell that ran `make cluster`.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let t0 = Instant::now();
+    let mut child = cmd.spawn().context("starting `ip netns exec ... serve`")?;
+    let env = dir.join("env");
+    loop {
+        if env.exists() {
+            break;
+        }
+        if let Some(st) = child.try_wait()? {
+            bail!(
+                "the lab exited ({st}) before it was ready; last lines of {}/lab.log:\n{}",
+                dir.display(),
+                sendfleet_lab::process::log_tail(&dir.join("lab.log"), 40)
+            );
+        }
+        if t0.elapsed() > Duration::from_secs(300) {
+            bail!(
+                "the lab was not ready after 300 s; see {}/lab.log",
+                dir.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!(
+        "sendfleet-lab: up in {:.1} s, inside network namespace {netns}\n\
+         environment: {dir}/env (source it inside the namespace)\n\
+         try:  ip netns exec {netns} sh -c '. {dir}/env && $KUBECTL get ns'\n\
+         or:   sendfleet-lab exec --dir {dir} -- kubectl get ns",
+        t0.elapsed().as_secs_f64(),
+        dir = dir.display()
+    );
+    Ok(())
+}
+
+fn serve(dir: &Path, netns: &str, no_kcm: bool) -> Result<()> {
+    // Block the stop signals before any thread exists so every thread
+    // inherits the mask and sigwait below receives them (children get an
+    // empty mask back in their pre_exec hook).
+    // SAFETY: plain signal-mask syscalls on a zero-initialised sigset_t.
+    let set = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for s in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, s);
+        }
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    };
+    let cp = ControlPlane::builder()
+        .dir(dir)
+        .controller_manager(!no_kcm)
+        .start()?;
+    std::fs::write(dir.join("pid"), format!("{}\n", std::process::id()))?;
+    let env = format!("{}export SENDFLEET_LAB_NETNS='{netns}'\n", cp.env_lines());
+    // Written last and atomically: its existence means "ready".
+    let tmp = dir.join("env.tmp");
+    std::fs::write(&tmp, env)?;
+    std::fs::rename(&tmp, dir.join("env"))?;
+    let mut sig: libc::c_int = 0;
+    // SAFETY: `set` is a valid, initialised sigset; `sig` is a valid out-param.
+    unsafe { libc::sigwait(&set, &mut sig) };
+    eprintln!("sendfleet-lab: signal {sig}, stopping");
+    let _ = std::fs::remove_file(dir.join("env"));
+    cp.stop();
+    let _ = std::fs::remove_file(dir.join("pid"));
+    Ok(())
+}
+
+fn down(dir: &Path, netns: &str, keep_netns: bool) -> Result<()> {
+    require_root()?;
+    if let Some(pid) = pid_alive(dir) {
+        // SAFETY: signalling the pid our own `up` recorded in DIR/pid.
+        unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+        let t0 = Instant::now();
+        while Path::new(&format!("/proc/{pid}")).exists() {
+            if t0.elapsed() > Duration::from_secs(60) {
+                // Its children die with it (PR_SET_PDEATHSIG).
+                // SAFETY: as above.
+                unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        println!("sendfleet-lab: stopped (pid {pid})");
+    } else {
+        println!(
+            "sendfleet-lab: no control plane running for {}",
+            dir.display()
+        );
+    }
+    let _ = std::fs::remove_file(dir.join("env"));
+    let _ = std::fs::remove_file(dir.join("pid"));
+    if !keep_netns && netns_exists(netns) {
+        ip(&["netns", "del", netns])?;
+        println!("sendfleet-lab: network namespace {netns} deleted");
+    }
+    Ok(())
+}
+
+fn exec(dir: &Path, command: &[String]) -> ExitCode {
+    let run = || -> Result<ExitCode> {
+        let env_file = dir.join("env");
+        let text = std::fs::read_to_string(&env_file).with_context(|| {
+            format!(
+                "reading {} (is the lab up? `sendfleet-lab up`)",
+                env_file.display()
+            )
+        })?;
+        let vars: Vec<(String, String)> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("export "))
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+            .collect();
+        let get = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let netns = get("SENDFLEET_LAB_NETNS").context("SENDFLEET_LAB_NETNS missing in env")?;
+        let (prog, args) = command.split_first().context("no command")?;
+        // `kubectl` and `helm` mean the lab's own builds, not whatever is on PATH.
+        let prog = match prog.as_str() {
+            "kubectl" => get("KUBECTL").unwrap_or_else(|| prog.clone()),
+            "helm" => get("HELM").unwrap_or_else(|| prog.clone()),
+            _ => prog.clone(),
+        };
+        let st = Command::new("ip")
+            .args(["netns", "exec", &netns])
+            .arg(prog)
+            .args(args)
+            .envs(vars)
+            .status()
+            .context("running `ip netns exec`")?;
+        Ok(ExitCode::from(st.code().unwrap_or(1).clamp(0, 255) as u8))
+    };
+    match run() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sendfleet-lab: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

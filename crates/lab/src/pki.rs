@@ -1,0 +1,131 @@
+//! The lab's certificate authority: one CA per control plane that signs the
+//! API server's serving certificate and client certificates for test
+//! identities, plus the service-account signing key.
+//!
+//! Everything here is throw-away test material generated in-process (no
+//! openssl CLI needed). It must never be used outside the lab: keys are
+//! written unencrypted and certificates are valid for centuries.
+
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+
+use crate::LabError;
+
+/// Files of the lab's PKI, all PEM, under `<dir>/pki/`.
+pub struct Pki {
+    /// The CA certificate (trust anchor for clients, `--client-ca-file`).
+    pub ca_cert: PathBuf,
+    /// The CA key (also `--cluster-signing-key-file` of the controller manager).
+    pub ca_key: PathBuf,
+    /// Serving certificate of the API server.
+    pub serving_cert: PathBuf,
+    pub serving_key: PathBuf,
+    /// Service-account token signing key (ECDSA P-256, PKCS#8); the API
+    /// server reads its public half from the same file.
+    pub sa_key: PathBuf,
+    ca_cert_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+/// A client certificate and key, PEM.
+pub struct ClientCert {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+fn tls(what: &'static str) -> impl FnOnce(rcgen::Error) -> LabError {
+    move |source| LabError::Pki { what, source }
+}
+
+impl Pki {
+    /// Create a fresh CA, a serving certificate for `sans` (IPs and DNS
+    /// names) and a service-account key, written under `dir`.
+    pub fn create(dir: &Path, sans: &[String]) -> Result<Pki, LabError> {
+        std::fs::create_dir_all(dir).map_err(LabError::io(dir))?;
+        let ca_key = KeyPair::generate().map_err(tls("CA key"))?;
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(tls("CA"))?;
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, "sendfleet-lab-ca");
+        ca_params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let ca_cert = ca_params.self_signed(&ca_key).map_err(tls("CA"))?;
+        let ca_cert_pem = ca_cert.pem();
+        let ca_key_pem = ca_key.serialize_pem();
+        let issuer = Issuer::new(ca_params, ca_key);
+
+        let serving_key = KeyPair::generate().map_err(tls("serving key"))?;
+        let mut params = CertificateParams::new(sans.to_vec()).map_err(tls("serving cert"))?;
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "kube-apiserver");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let serving = params
+            .signed_by(&serving_key, &issuer)
+            .map_err(tls("serving cert"))?;
+
+        let sa_key = KeyPair::generate().map_err(tls("service-account key"))?;
+
+        let pki = Pki {
+            ca_cert: dir.join("ca.crt"),
+            ca_key: dir.join("ca.key"),
+            serving_cert: dir.join("apiserver.crt"),
+            serving_key: dir.join("apiserver.key"),
+            sa_key: dir.join("sa.key"),
+            ca_cert_pem,
+            issuer,
+        };
+        write_private(&pki.ca_cert, pki.ca_cert_pem.as_bytes())?;
+        write_private(&pki.ca_key, ca_key_pem.as_bytes())?;
+        write_private(&pki.serving_cert, serving.pem().as_bytes())?;
+        write_private(&pki.serving_key, serving_key.serialize_pem().as_bytes())?;
+        write_private(&pki.sa_key, sa_key.serialize_pem().as_bytes())?;
+        Ok(pki)
+    }
+
+    /// The CA certificate, PEM (for `certificate-authority-data`).
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_cert_pem
+    }
+
+    /// A client certificate for user `user`, optionally in `group` (the API
+    /// server maps CN to the user name and O to a group; rcgen writes one O).
+    pub fn client_cert(&self, user: &str, group: Option<&str>) -> Result<ClientCert, LabError> {
+        let key = KeyPair::generate().map_err(tls("client key"))?;
+        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(tls("client"))?;
+        params.distinguished_name.push(DnType::CommonName, user);
+        if let Some(g) = group {
+            params.distinguished_name.push(DnType::OrganizationName, g);
+        }
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(tls("client cert"))?;
+        Ok(ClientCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
+/// Write a file readable only by its owner (keys and tokens live here).
+pub(crate) fn write_private(path: &Path, contents: &[u8]) -> Result<(), LabError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(LabError::io(path))?;
+    f.write_all(contents).map_err(LabError::io(path))
+}
