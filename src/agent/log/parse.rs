@@ -1,0 +1,473 @@
+//! Postfix mail-log line parser, on bytes.
+//!
+//! Understands the prefix Postfix 3.7 writes with `maillog_file` (`Nov 23
+//! 06:56:55 host postfix/smtp[5690]: ...`, the same shape as Debian's
+//! traditional syslog), RFC 3339 syslog timestamps (`2026-11-23T06:56:55.123+00:00
+//! host postfix/smtp[5690]: ...`), any `syslog_name` (`postfix-out/smtp`), and
+//! the messages the agent uses: delivery results (`to=<..>, relay=..,
+//! delays=a/b/c/d, dsn=.., status=.. (text)`) from any delivery agent or qmgr,
+//! qmgr `from=` / `removed` / `status=expired` lines, cleanup `message-id=`,
+//! smtpd `client=` and `NOQUEUE: reject:`, pickup, bounce notifications and
+//! warnings.
+//!
+//! Pure and allocation-free: returns slices of the input. Must never panic on
+//! any input (a property test feeds it arbitrary bytes) and never interpret
+//! an address beyond splitting off its domain.
+
+use memchr::{memchr, memmem};
+
+/// A parsed line: prefix fields and the event.
+#[derive(Debug, PartialEq)]
+pub struct Line<'a> {
+    /// Program after the last '/' of the tag (`smtp`, `qmgr`, `throttle-x`).
+    pub service: &'a [u8],
+    /// Queue id, if the message starts with one.
+    pub queue_id: Option<&'a [u8]>,
+    pub event: Event<'a>,
+}
+
+/// What a line says.
+#[derive(Debug, PartialEq)]
+pub enum Event<'a> {
+    Delivery(Delivery<'a>),
+    /// qmgr: message entered the active queue.
+    QueueActive {
+        nrcpt: u32,
+    },
+    /// qmgr: message expired (`status=expired, returned to sender`).
+    Expired,
+    /// qmgr: message left the queue.
+    Removed,
+    /// smtpd: a message was received from a client.
+    Received,
+    /// pickup: a locally submitted message.
+    PickedUp,
+    /// cleanup: message-id line (a message was accepted into the queue).
+    MessageId,
+    /// bounce: a notification was queued as a new message.
+    Notification,
+    /// smtpd/cleanup reject before or at queueing.
+    Reject,
+    /// `warning:`, `fatal:`, `panic:`, `error:` lines.
+    Warning,
+    /// A Postfix line whose message the agent does not use.
+    Other,
+}
+
+/// Final or intermediate status of one recipient.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Status {
+    Sent,
+    Deferred,
+    Bounced,
+    Expired,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Sent => "sent",
+            Status::Deferred => "deferred",
+            Status::Bounced => "bounced",
+            Status::Expired => "expired",
+        }
+    }
+}
+
+/// A delivery attempt's result for one recipient.
+#[derive(Debug, PartialEq)]
+pub struct Delivery<'a> {
+    /// Recipient address without the angle brackets. Never log it.
+    pub to: &'a [u8],
+    pub orig_to: Option<&'a [u8]>,
+    pub relay: &'a [u8],
+    pub delay: f32,
+    /// a/b/c/d: before qmgr, in qmgr, connection setup, transmission.
+    pub delays: [f32; 4],
+    pub dsn: &'a [u8],
+    pub status: Status,
+    /// The text in parentheses after the status.
+    pub response: &'a [u8],
+}
+
+/// Why a line gave no event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Malformed {
+    /// No `host tag[pid]: ` prefix.
+    Prefix,
+    /// A delivery line whose fields do not parse.
+    Delivery,
+}
+
+/// Parse one line (without its trailing newline; a trailing `\r` is tolerated).
+pub fn parse_line(line: &[u8]) -> Result<Line<'_>, Malformed> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let (tag, msg) = split_prefix(line).ok_or(Malformed::Prefix)?;
+    let service = match tag.iter().rposition(|&b| b == b'/') {
+        Some(i) => &tag[i + 1..],
+        None => tag,
+    };
+    if service.is_empty() {
+        return Err(Malformed::Prefix);
+    }
+    let (queue_id, rest) = split_queue_id(msg);
+    let event = classify_message(rest, queue_id.is_some())?;
+    Ok(Line {
+        service,
+        queue_id,
+        event,
+    })
+}
+
+/// Split `TIMESTAMP HOST TAG[PID]: MESSAGE` into (TAG, MESSAGE).
+fn split_prefix(line: &[u8]) -> Option<(&[u8], &[u8])> {
+    let first = *line.first()?;
+    let after_ts = if first.is_ascii_digit() {
+        // RFC 3339: one token.
+        &line[memchr(b' ', line)? + 1..]
+    } else if first.is_ascii_alphabetic() {
+        // "Nov 23 06:56:55" or "Nov  3 06:56:55[.123456]".
+        let rest = line.get(3..)?;
+        let rest = trim_start_spaces(rest);
+        let sp = memchr(b' ', rest)?; // after day
+        let rest = &rest[sp + 1..];
+        let sp = memchr(b' ', rest)?; // after time
+        &rest[sp + 1..]
+    } else {
+        return None;
+    };
+    let sp = memchr(b' ', after_ts)?;
+    let host = &after_ts[..sp];
+    if host.is_empty() {
+        return None;
+    }
+    let rest = &after_ts[sp + 1..];
+    // The tag ends at "[pid]: " or ": ".
+    let colon = memmem::find(rest, b": ")?;
+    let head = &rest[..colon];
+    let tag = match memchr(b'[', head) {
+        Some(b) => {
+            let pid = head.get(b + 1..head.len().checked_sub(1)?)?;
+            if !head.ends_with(b"]") || pid.is_empty() || !pid.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            &head[..b]
+        }
+        None => head,
+    };
+    if tag.is_empty() || tag.contains(&b' ') {
+        return None;
+    }
+    Some((tag, &rest[colon + 2..]))
+}
+
+fn trim_start_spaces(s: &[u8]) -> &[u8] {
+    let n = s.iter().take_while(|&&b| b == b' ').count();
+    &s[n..]
+}
+
+/// Queue ids: short hex (`83AF79842A5`) or long (`4Xyz...`), 5 to 20
+/// alphanumerics followed by ": "; `NOQUEUE` counts as none.
+fn split_queue_id(msg: &[u8]) -> (Option<&[u8]>, &[u8]) {
+    let n = msg
+        .iter()
+        .take(21)
+        .take_while(|b| b.is_ascii_alphanumeric())
+        .count();
+    // Ids always hold a digit or an uppercase letter; `warning: ` does not.
+    if (5..=20).contains(&n)
+        && msg[n..].starts_with(b": ")
+        && msg[..n]
+            .iter()
+            .any(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
+    {
+        let id = &msg[..n];
+        let rest = &msg[n + 2..];
+        if id == b"NOQUEUE" {
+            return (None, rest);
+        }
+        return (Some(id), rest);
+    }
+    (None, msg)
+}
+
+fn classify_message(msg: &[u8], has_qid: bool) -> Result<Event<'_>, Malformed> {
+    if msg.starts_with(b"to=<") {
+        return parse_delivery(msg)
+            .map(Event::Delivery)
+            .ok_or(Malformed::Delivery);
+    }
+    if msg.starts_with(b"warning: ")
+        || msg.starts_with(b"fatal: ")
+        || msg.starts_with(b"panic: ")
+        || msg.starts_with(b"error: ")
+    {
+        return Ok(Event::Warning);
+    }
+    if msg.starts_with(b"reject: ") || msg.starts_with(b"milter-reject: ") {
+        return Ok(Event::Reject);
+    }
+    if !has_qid {
+        return Ok(Event::Other);
+    }
+    if msg == b"removed" {
+        return Ok(Event::Removed);
+    }
+    if msg.starts_with(b"from=<") {
+        if memmem::find(msg, b", status=expired").is_some() {
+            return Ok(Event::Expired);
+        }
+        if let Some(i) = memmem::find(msg, b", nrcpt=") {
+            let digits = &msg[i + 8..];
+            let n = digits.iter().take_while(|b| b.is_ascii_digit()).count();
+            let nrcpt = parse_u32(&digits[..n]).unwrap_or(0);
+            return Ok(Event::QueueActive { nrcpt });
+        }
+        return Ok(Event::Other);
+    }
+    if msg.starts_with(b"client=") {
+        return Ok(Event::Received);
+    }
+    if msg.starts_with(b"uid=") {
+        return Ok(Event::PickedUp);
+    }
+    if msg.starts_with(b"message-id=") {
+        return Ok(Event::MessageId);
+    }
+    if memmem::find(msg, b" notification: ").is_some() {
+        return Ok(Event::Notification);
+    }
+    Ok(Event::Other)
+}
+
+/// `to=<a@b>, [orig_to=<..>, ]relay=.., [conn_use=N, ]delay=.., delays=a/b/c/d, dsn=x.y.z, status=S (text)`
+fn parse_delivery(msg: &[u8]) -> Option<Delivery<'_>> {
+    let body = &msg[4..];
+    // A quoted local part may hold ">, ", so search from the '@' if any.
+    let end = find_addr_end(body)?;
+    let to = &body[..end];
+    let mut rest = body.get(end + 3..)?; // skip ">, "
+    let mut d = Delivery {
+        to,
+        orig_to: None,
+        relay: b"",
+        delay: 0.0,
+        delays: [0.0; 4],
+        dsn: b"",
+        status: Status::Deferred,
+        response: b"",
+    };
+    if let Some(r) = rest.strip_prefix(b"orig_to=<") {
+        let e = find_addr_end(r)?;
+        d.orig_to = Some(&r[..e]);
+        rest = r.get(e + 3..)?;
+    }
+    loop {
+        if let Some(s) = rest.strip_prefix(b"status=") {
+            let n = s.iter().take_while(|b| b.is_ascii_lowercase()).count();
+            d.status = match &s[..n] {
+                b"sent" => Status::Sent,
+                b"deferred" => Status::Deferred,
+                b"bounced" => Status::Bounced,
+                b"expired" => Status::Expired,
+                _ => return None,
+            };
+            let tail = &s[n..];
+            if let Some(t) = tail.strip_prefix(b" (") {
+                d.response = t.strip_suffix(b")").unwrap_or(t);
+            } else if let Some(t) = tail.strip_prefix(b", ") {
+                d.response = t;
+            }
+            return Some(d);
+        }
+        let comma = memmem::find(rest, b", ")?;
+        let field = &rest[..comma];
+        rest = &rest[comma + 2..];
+        let eq = memchr(b'=', field)?;
+        let (k, v) = (&field[..eq], &field[eq + 1..]);
+        match k {
+            b"relay" => d.relay = v,
+            b"delay" => d.delay = parse_f32(v)?,
+            b"delays" => {
+                let mut parts = v.split(|&b| b == b'/');
+                for slot in d.delays.iter_mut() {
+                    *slot = parse_f32(parts.next()?)?;
+                }
+            }
+            b"dsn" => d.dsn = v,
+            _ => {} // conn_use=, and fields future versions add
+        }
+    }
+}
+
+/// End of an address inside `<...>` followed by ", ".
+fn find_addr_end(s: &[u8]) -> Option<usize> {
+    let from = memchr(b'@', s).unwrap_or(0);
+    memmem::find(&s[from..], b">, ").map(|i| i + from)
+}
+
+fn parse_u32(s: &[u8]) -> Option<u32> {
+    if s.is_empty() || s.len() > 9 {
+        return None;
+    }
+    s.iter().try_fold(0u32, |n, &b| {
+        b.is_ascii_digit().then(|| n * 10 + u32::from(b - b'0'))
+    })
+}
+
+/// Postfix prints delays as `12`, `0.06`, `1.2e+02` never; keep it simple and strict.
+fn parse_f32(s: &[u8]) -> Option<f32> {
+    if s.is_empty() || s.len() > 16 {
+        return None;
+    }
+    let mut int: u64 = 0;
+    let mut frac: u64 = 0;
+    let mut scale: u64 = 1;
+    let mut seen_dot = false;
+    for &b in s {
+        match b {
+            b'0'..=b'9' if !seen_dot => int = int * 10 + u64::from(b - b'0'),
+            b'0'..=b'9' => {
+                frac = frac * 10 + u64::from(b - b'0');
+                scale *= 10;
+            }
+            b'.' if !seen_dot => seen_dot = true,
+            _ => return None,
+        }
+    }
+    Some(int as f32 + frac as f32 / scale as f32)
+}
+
+/// Domain part of an address (after the last '@'), if any.
+pub fn domain_of(addr: &[u8]) -> Option<&[u8]> {
+    let at = addr.iter().rposition(|&b| b == b'@')?;
+    let d = &addr[at + 1..];
+    (!d.is_empty()).then_some(d)
+}
+
+/// `host[addr]:port` -> (addr, port) from a `relay=` value.
+pub fn relay_endpoint(relay: &[u8]) -> Option<(&[u8], Option<u16>)> {
+    let open = memchr(b'[', relay)?;
+    let close = open + memchr(b']', &relay[open..])?;
+    let addr = &relay[open + 1..close];
+    let port = relay
+        .get(close + 1..)
+        .and_then(|r| r.strip_prefix(b":"))
+        .and_then(parse_u32)
+        .and_then(|p| u16::try_from(p).ok());
+    Some((addr, port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn delivery(line: &str) -> Delivery<'_> {
+        match parse_line(line.as_bytes()).unwrap().event {
+            Event::Delivery(d) => d,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn maillog_file_sent_line() {
+        let l = "Nov 23 06:56:55 sender postfix/smtp[5690]: 83AF79842A5: to=<bob@dest.test>, relay=127.0.2.1[127.0.2.1]:2525, delay=0.06, delays=0.04/0.01/0/0, dsn=2.0.0, status=sent (250 2.0.0 Ok)";
+        let p = parse_line(l.as_bytes()).unwrap();
+        assert_eq!(p.service, b"smtp");
+        assert_eq!(p.queue_id, Some(&b"83AF79842A5"[..]));
+        let Event::Delivery(d) = p.event else {
+            panic!()
+        };
+        assert_eq!(d.to, b"bob@dest.test");
+        assert_eq!(d.status, Status::Sent);
+        assert_eq!(d.dsn, b"2.0.0");
+        assert_eq!(d.delays, [0.04, 0.01, 0.0, 0.0]);
+        assert_eq!(d.response, b"250 2.0.0 Ok");
+        assert_eq!(
+            relay_endpoint(d.relay),
+            Some((&b"127.0.2.1"[..], Some(2525)))
+        );
+    }
+
+    #[test]
+    fn rfc3339_prefix_custom_syslog_name_ipv6_and_conn_use() {
+        let d = delivery("2026-11-23T06:56:55.123456+00:00 mx1 postfix-out/throttle-gmail[77]: 4Xyz12AbCdEfG: to=<a@gmail.com>, orig_to=<alias@corp.example>, relay=gmail-smtp-in.l.google.com[2a00:1450:400c:c07::1a]:25, conn_use=3, delay=1.5, delays=0.1/0/0.4/1, dsn=4.7.28, status=deferred (host gmail-smtp-in.l.google.com[2a00:1450:400c:c07::1a] said: 421-4.7.28 [2001:db8::5] Our system has detected an unusual rate of unsolicited mail (in reply to end of DATA command))");
+        assert_eq!(d.orig_to, Some(&b"alias@corp.example"[..]));
+        assert_eq!(d.status, Status::Deferred);
+        assert_eq!(d.dsn, b"4.7.28");
+        assert!(d.response.ends_with(b"(in reply to end of DATA command)"));
+        assert_eq!(
+            relay_endpoint(d.relay).unwrap().0,
+            b"2a00:1450:400c:c07::1a"
+        );
+        let p = parse_line(
+            b"2026-11-23T06:56:55+00:00 mx1 postfix-out/throttle-gmail[77]: 4Xyz12AbCdEfG: removed",
+        )
+        .unwrap();
+        assert_eq!(p.service, b"throttle-gmail");
+        assert_eq!(p.event, Event::Removed);
+    }
+
+    #[test]
+    fn corpus_of_line_shapes() {
+        let cases: &[(&str, &str)] = &[
+            ("Nov  3 01:02:03 h postfix/qmgr[1]: ABCDE12345: from=<a@b.c>, size=354, nrcpt=2 (queue active)", "QueueActive"),
+            ("Nov 23 06:56:55 h postfix/qmgr[1]: ABCDE12345: from=<a@b.c>, status=expired, returned to sender", "Expired"),
+            ("Nov 23 06:56:55 h postfix/qmgr[1]: ABCDE12345: to=<x@y.z>, relay=none, delay=3, delays=3/0/0/0, dsn=4.4.1, status=deferred (delivery temporarily suspended: connect to y.z[1.2.3.4]:25: Connection refused)", "Delivery"),
+            ("Nov 23 06:56:55 h postfix/smtp[2]: ABCDE12345: to=<x@y.z>, relay=y.z[1.2.3.4]:25, delay=300, delays=0/0/0/300, dsn=4.4.2, status=deferred (conversation with y.z[1.2.3.4] timed out while receiving the initial server greeting)", "Delivery"),
+            ("Nov 23 06:56:55 h postfix/smtp[2]: ABCDE12345: to=<\"odd, >, local\"@y.z>, relay=y.z[1.2.3.4]:25, delay=1, delays=0/0/0/1, dsn=5.1.1, status=bounced (host y.z[1.2.3.4] said: 550 5.1.1 <\"odd\"@y.z>: Recipient address rejected: [no such user] (in reply to RCPT TO command))", "Delivery"),
+            ("Nov 23 06:56:55 h postfix/error[3]: ABCDE12345: to=<x@y.z>, relay=none, delay=0.1, delays=0/0/0/0.1, dsn=4.7.1, status=deferred (paused by policy gmail)", "Delivery"),
+            ("Nov 23 06:56:55 h postfix/lmtp[3]: ABCDE12345: to=<x@y.z>, relay=dovecot[private/dovecot-lmtp], delay=0.1, delays=0/0/0/0.1, dsn=2.0.0, status=sent (250 2.0.0 Saved)", "Delivery"),
+            ("Nov 23 06:56:55 h postfix/cleanup[4]: ABCDE12345: message-id=<1@vm>", "MessageId"),
+            ("Nov 23 06:56:55 h postfix/smtpd[5]: ABCDE12345: client=unknown[127.0.1.5]", "Received"),
+            ("Nov 23 06:56:55 h postfix/pickup[6]: ABCDE12345: uid=0 from=<root>", "PickedUp"),
+            ("Nov 23 06:56:55 h postfix/bounce[7]: ABCDE12345: sender non-delivery notification: FEDCBA9876", "Notification"),
+            ("Nov 23 06:56:55 h postfix/smtpd[5]: NOQUEUE: reject: RCPT from unknown[127.0.0.9]: 554 5.7.1 <x@y.z>: Relay access denied; from=<a@b> to=<x@y.z> proto=ESMTP helo=<h>", "Reject"),
+            ("Nov 23 06:56:55 h postfix/smtpd[5]: warning: dict_nis_init: NIS domain name not set - NIS lookups disabled", "Warning"),
+            ("Nov 23 06:56:55 h postfix/smtpd[5]: connect from unknown[127.0.1.5]", "Other"),
+            ("Nov 23 06:56:55 h postfix/master[5651]: daemon started -- version 3.7.11, configuration /tmp/pfx/a", "Other"),
+            ("Nov 23 06:56:55 h postfix/postfix-script[5650]: starting the Postfix mail system", "Other"),
+            ("Nov 23 06:56:55 h postfix/qmgr[1]: ABCDE12345: removed", "Removed"),
+        ];
+        for (line, want) in cases {
+            let got = parse_line(line.as_bytes()).unwrap_or_else(|e| panic!("{e:?}: {line}"));
+            let name = format!("{:?}", got.event);
+            assert!(name.starts_with(want), "{line}\n=> {name}");
+        }
+        let d = delivery(cases[4].0);
+        assert_eq!(d.to, b"\"odd, >, local\"@y.z");
+        assert_eq!(d.status, Status::Bounced);
+        assert_eq!(domain_of(d.to), Some(&b"y.z"[..]));
+    }
+
+    #[test]
+    fn malformed_lines() {
+        assert_eq!(parse_line(b""), Err(Malformed::Prefix));
+        assert_eq!(parse_line(b"garbage"), Err(Malformed::Prefix));
+        assert_eq!(parse_line(b"Nov 23 06:56:55 host"), Err(Malformed::Prefix));
+        assert_eq!(
+            parse_line(b"Nov 23 06:56:55 h postfix/smtp[2]: ABCDE12345: to=<x@y.z>, delay=abc, status=sent (x)"),
+            Err(Malformed::Delivery)
+        );
+        assert_eq!(
+            parse_line(b"Nov 23 06:56:55 h postfix/smtp[2]: ABCDE12345: to=<x@y.z>, relay=a, status=weird (x)"),
+            Err(Malformed::Delivery)
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_on_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = parse_line(&bytes);
+        }
+
+        #[test]
+        fn never_panics_on_mutated_real_lines(cut in 0usize..200, junk in "[ -~]{0,20}") {
+            let base = "Nov 23 06:56:55 h postfix/smtp[2]: ABCDE12345: to=<x@y.z>, orig_to=<q@r>, relay=y.z[1.2.3.4]:25, conn_use=2, delay=300, delays=0/0/0/300, dsn=4.4.2, status=deferred (conversation timed out)";
+            let cut = cut.min(base.len());
+            let s = format!("{}{}{}", &base[..cut], junk, &base[cut..]);
+            let _ = parse_line(s.as_bytes());
+        }
+    }
+}

@@ -1,0 +1,459 @@
+//! The transport decision: a pure function of the policy, this instance's
+//! counters and the looked-up key.
+//!
+//! Postfix consults the agent's socketmap first in `transport_maps`; the
+//! agent answers only the dynamic cases and says `NOTFOUND` otherwise so the
+//! static `hash:transport` map that follows decides (see the module doc of
+//! `sendfleet_render::policy`). This module must never do I/O, read a clock,
+//! or put a key containing '@' anywhere (it only reads it to refuse it).
+
+use std::collections::BTreeMap;
+
+use sendfleet_render::contract::PEER_RELAY_TRANSPORT;
+use sendfleet_render::policy::{
+    pattern_matches, AgentPolicy, DomainRule, InstancePolicy, WarmupShare,
+};
+
+use super::codec::Reply;
+
+/// What the agent decided for one lookup.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Decision {
+    /// Not ours to decide: the static map (or default transport) routes it.
+    NotFound(NotFoundWhy),
+    /// Defer with a DSN status and reason (the `retry:` transport).
+    Defer { rule: Option<String>, text: String },
+    /// Relay to a peer instance's peer listener.
+    Peer {
+        rule: Option<String>,
+        peer: String,
+        nexthop: String,
+        why: PeerWhy,
+    },
+    /// Use the rule's slowed transport.
+    Slow { rule: String, transport: String },
+}
+
+/// Why a lookup is left to the static map (a metric label each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NotFoundWhy {
+    /// Full address or parent-domain probe: the agent matches bare domains only.
+    NotADomain,
+    /// The rule routes through a relay, which the static map carries.
+    RelayRule,
+    /// This instance is not in its own policy (nothing dynamic applies).
+    UnknownInstance,
+    /// Nothing dynamic applies.
+    Normal,
+}
+
+/// Why mail leaves through a peer (a metric label each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerWhy {
+    OutOfRotation,
+    Excluded,
+    DailyCap,
+    ProviderShare,
+}
+
+impl PeerWhy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerWhy::OutOfRotation => "OutOfRotation",
+            PeerWhy::Excluded => "Excluded",
+            PeerWhy::DailyCap => "DailyCap",
+            PeerWhy::ProviderShare => "ProviderShare",
+        }
+    }
+}
+
+impl Decision {
+    /// The socketmap reply Postfix receives.
+    pub fn reply(&self) -> Reply {
+        match self {
+            Decision::NotFound(_) => Reply::NotFound,
+            Decision::Defer { text, .. } => Reply::Ok(format!("retry:{text}")),
+            Decision::Peer { nexthop, .. } => {
+                Reply::Ok(format!("{PEER_RELAY_TRANSPORT}:{nexthop}"))
+            }
+            Decision::Slow { transport, .. } => Reply::Ok(format!("{transport}:")),
+        }
+    }
+
+    /// Short label for metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Decision::NotFound(_) => "NotFound",
+            Decision::Defer { .. } => "Defer",
+            Decision::Peer { .. } => "Peer",
+            Decision::Slow { .. } => "Slow",
+        }
+    }
+}
+
+/// The counters a decision needs (sent today, in the policy's day).
+#[derive(Clone, Debug, Default)]
+pub struct SentToday<'a> {
+    pub total: u64,
+    /// Per warm-up share key ([`share_for`]).
+    pub by_share: Option<&'a BTreeMap<String, u64>>,
+}
+
+impl SentToday<'_> {
+    fn share(&self, key: &str) -> u64 {
+        self.by_share.and_then(|m| m.get(key)).copied().unwrap_or(0)
+    }
+}
+
+/// The warm-up share a domain falls under (first match in plan order) and
+/// its counter key (`share:<patterns joined by ','>`).
+pub fn share_for<'p>(policy: &'p AgentPolicy, domain: &str) -> Option<(String, &'p WarmupShare)> {
+    let w = policy.warmup.as_ref()?;
+    let s = w
+        .shares
+        .iter()
+        .find(|s| s.patterns.iter().any(|p| pattern_matches(p, domain)))?;
+    Some((format!("share:{}", s.patterns.join(",")), s))
+}
+
+/// Decide the answer for socketmap key `key`. `seq` spreads peer choice
+/// (any counter that changes per lookup).
+pub fn decide(policy: &AgentPolicy, sent: &SentToday<'_>, key: &str, seq: u64) -> Decision {
+    if key.is_empty() || key.contains('@') || key.starts_with('.') {
+        return Decision::NotFound(NotFoundWhy::NotADomain);
+    }
+    let lowered;
+    let domain = if key.bytes().any(|b| b.is_ascii_uppercase()) || key.ends_with('.') {
+        lowered = key.trim_end_matches('.').to_ascii_lowercase();
+        lowered.as_str()
+    } else {
+        key
+    };
+    let rule = policy.rule_for(domain);
+    if rule.is_some_and(|r| r.relay.is_some()) {
+        return Decision::NotFound(NotFoundWhy::RelayRule);
+    }
+    if let Some(r) = rule {
+        if let Some(reason) = &r.paused {
+            return Decision::Defer {
+                rule: Some(r.name.clone()),
+                text: format!("4.7.1 paused by policy {}: {}", r.name, sanitize(reason)),
+            };
+        }
+    }
+    let Some(me) = policy.this_instance() else {
+        return Decision::NotFound(NotFoundWhy::UnknownInstance);
+    };
+    let share = share_for(policy, domain);
+    if let Some(why) = needs_peer(me, rule, share, sent) {
+        let rule_name = rule.map(|r| r.name.clone());
+        let peers: Vec<&InstancePolicy> = policy
+            .peers_in_rotation()
+            .filter(|p| rule.is_none_or(|r| !p.excluded_rules.contains(&r.name)))
+            .collect();
+        return match pick_weighted(&peers, seq) {
+            Some(p) => Decision::Peer {
+                rule: rule_name,
+                peer: p.name.clone(),
+                nexthop: format!("[{}]:{}", p.address, policy.peer_port),
+                why,
+            },
+            None => Decision::Defer {
+                rule: rule_name,
+                text: format!("4.7.1 no healthy peer: {}", why_text(why)),
+            },
+        };
+    }
+    if let Some(r) = rule {
+        if r.slowed {
+            if let Some(t) = &r.slow_transport {
+                return Decision::Slow {
+                    rule: r.name.clone(),
+                    transport: t.clone(),
+                };
+            }
+        }
+    }
+    Decision::NotFound(NotFoundWhy::Normal)
+}
+
+fn needs_peer(
+    me: &InstancePolicy,
+    rule: Option<&DomainRule>,
+    share: Option<(String, &WarmupShare)>,
+    sent: &SentToday<'_>,
+) -> Option<PeerWhy> {
+    if me.weight == 0 {
+        return Some(PeerWhy::OutOfRotation);
+    }
+    if let Some(r) = rule {
+        if me.excluded_rules.contains(&r.name) {
+            return Some(PeerWhy::Excluded);
+        }
+    }
+    if let Some(cap) = me.daily_cap {
+        if sent.total >= cap {
+            return Some(PeerWhy::DailyCap);
+        }
+        if let Some((key, s)) = share {
+            // Floor: a share never rounds up past the cap it is part of.
+            let limit = cap.saturating_mul(u64::from(s.max_percent.min(100))) / 100;
+            if sent.share(&key) >= limit {
+                return Some(PeerWhy::ProviderShare);
+            }
+        }
+    }
+    None
+}
+
+fn why_text(why: PeerWhy) -> &'static str {
+    match why {
+        PeerWhy::OutOfRotation => "this instance is out of rotation",
+        PeerWhy::Excluded => "this instance is excluded for the domain",
+        PeerWhy::DailyCap => "this instance reached its daily cap",
+        PeerWhy::ProviderShare => "this instance reached the provider's share of its cap",
+    }
+}
+
+/// Weighted choice among peers, deterministic in `seq`.
+fn pick_weighted<'a>(peers: &[&'a InstancePolicy], seq: u64) -> Option<&'a InstancePolicy> {
+    let total: u64 = peers.iter().map(|p| u64::from(p.weight)).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut at = seq % total;
+    for p in peers {
+        let w = u64::from(p.weight);
+        if at < w {
+            return Some(p);
+        }
+        at -= w;
+    }
+    None
+}
+
+/// Reasons go into a Postfix transport nexthop: printable ASCII only.
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(200)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn inst(name: &str, addr: &str, weight: u32) -> InstancePolicy {
+        InstancePolicy {
+            name: name.into(),
+            address: addr.into(),
+            helo_name: format!("{name}.example.net"),
+            weight,
+            ..Default::default()
+        }
+    }
+
+    fn rule(name: &str, pats: &[&str]) -> DomainRule {
+        DomainRule {
+            name: name.into(),
+            patterns: pats.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    fn policy() -> AgentPolicy {
+        AgentPolicy {
+            version: 1,
+            pool: "ns/pool".into(),
+            instance: "a".into(),
+            instances: vec![
+                inst("a", "127.0.1.1", 100),
+                inst("b", "127.0.1.2", 100),
+                inst("c", "::1", 100),
+            ],
+            domains: vec![
+                rule("gmail", &["gmail.com", ".gmail.com"]),
+                rule("yahoo", &["yahoo.com"]),
+            ],
+            peer_port: 2526,
+            ..Default::default()
+        }
+    }
+
+    fn d(p: &AgentPolicy, key: &str) -> Decision {
+        decide(p, &SentToday::default(), key, 0)
+    }
+
+    #[test]
+    fn addresses_and_parent_probes_are_not_found() {
+        let p = policy();
+        assert_eq!(
+            d(&p, "user@gmail.com"),
+            Decision::NotFound(NotFoundWhy::NotADomain)
+        );
+        assert_eq!(
+            d(&p, ".gmail.com"),
+            Decision::NotFound(NotFoundWhy::NotADomain)
+        );
+        assert_eq!(d(&p, ""), Decision::NotFound(NotFoundWhy::NotADomain));
+        assert_eq!(d(&p, "gmail.com"), Decision::NotFound(NotFoundWhy::Normal));
+        assert_eq!(d(&p, "other.org"), Decision::NotFound(NotFoundWhy::Normal));
+    }
+
+    #[test]
+    fn paused_rule_defers_with_reason_and_beats_everything() {
+        let mut p = policy();
+        p.domains[0].paused = Some("provider asked\nus".into());
+        p.instances[0].weight = 0;
+        let got = d(&p, "MX.Gmail.com.");
+        assert_eq!(
+            got.reply(),
+            Reply::Ok("retry:4.7.1 paused by policy gmail: provider asked_us".into())
+        );
+    }
+
+    #[test]
+    fn relay_rules_are_left_to_the_static_map() {
+        let mut p = policy();
+        p.domains[1].relay = Some("[relay.example]:25".into());
+        p.instances[0].excluded_rules = vec!["yahoo".into()];
+        assert_eq!(
+            d(&p, "yahoo.com"),
+            Decision::NotFound(NotFoundWhy::RelayRule)
+        );
+    }
+
+    #[test]
+    fn excluded_rule_relays_to_a_peer_not_excluded_itself() {
+        let mut p = policy();
+        p.instances[0].excluded_rules = vec!["gmail".into()];
+        p.instances[1].excluded_rules = vec!["gmail".into()];
+        for seq in 0..5 {
+            let got = decide(&p, &SentToday::default(), "gmail.com", seq);
+            assert_eq!(
+                got.reply(),
+                Reply::Ok("peer-relay:[::1]:2526".into()),
+                "seq {seq}"
+            );
+        }
+        // Other domains are unaffected.
+        assert_eq!(d(&p, "yahoo.com"), Decision::NotFound(NotFoundWhy::Normal));
+    }
+
+    #[test]
+    fn out_of_rotation_relays_everything_and_spreads_by_weight() {
+        let mut p = policy();
+        p.instances[0].weight = 0;
+        p.instances[2].weight = 300;
+        let mut to_b = 0;
+        for seq in 0..400 {
+            match decide(&p, &SentToday::default(), "anything.org", seq) {
+                Decision::Peer { peer, why, .. } => {
+                    assert_eq!(why, PeerWhy::OutOfRotation);
+                    if peer == "b" {
+                        to_b += 1;
+                    }
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(to_b, 100);
+    }
+
+    #[test]
+    fn no_peer_left_defers() {
+        let mut p = policy();
+        p.instances[0].weight = 0;
+        p.instances[1].weight = 0;
+        p.instances[2].weight = 0;
+        assert_eq!(
+            d(&p, "x.org").reply(),
+            Reply::Ok("retry:4.7.1 no healthy peer: this instance is out of rotation".into())
+        );
+    }
+
+    #[test]
+    fn daily_cap_and_provider_share() {
+        let mut p = policy();
+        p.instances[0].daily_cap = Some(50);
+        p.warmup = Some(sendfleet_render::policy::WarmupPolicy {
+            plan: "w".into(),
+            time_zone: "UTC".into(),
+            shares: vec![WarmupShare {
+                patterns: vec!["gmail.com".into(), ".gmail.com".into()],
+                max_percent: 30,
+            }],
+        });
+        let key = share_for(&p, "mx.gmail.com").unwrap().0;
+        assert_eq!(key, "share:gmail.com,.gmail.com");
+        let mut by_share = BTreeMap::new();
+        by_share.insert(key.clone(), 14);
+        let sent = SentToday {
+            total: 49,
+            by_share: Some(&by_share),
+        };
+        assert_eq!(
+            decide(&p, &sent, "gmail.com", 0),
+            Decision::NotFound(NotFoundWhy::Normal)
+        );
+        by_share.insert(key, 15);
+        let sent = SentToday {
+            total: 49,
+            by_share: Some(&by_share),
+        };
+        assert!(matches!(
+            decide(&p, &sent, "gmail.com", 0),
+            Decision::Peer {
+                why: PeerWhy::ProviderShare,
+                ..
+            }
+        ));
+        assert_eq!(
+            decide(&p, &sent, "yahoo.com", 0),
+            Decision::NotFound(NotFoundWhy::Normal)
+        );
+        let sent = SentToday {
+            total: 50,
+            by_share: Some(&by_share),
+        };
+        assert!(matches!(
+            decide(&p, &sent, "yahoo.com", 0),
+            Decision::Peer {
+                why: PeerWhy::DailyCap,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn slowed_rule_uses_slow_transport_unless_relayed_to_peer() {
+        let mut p = policy();
+        p.domains[0].throttle_transport = Some("throttle-gmail".into());
+        p.domains[0].slow_transport = Some("throttle-gmail-slow".into());
+        assert_eq!(d(&p, "gmail.com"), Decision::NotFound(NotFoundWhy::Normal));
+        p.domains[0].slowed = true;
+        assert_eq!(
+            d(&p, "mx.gmail.com").reply(),
+            Reply::Ok("throttle-gmail-slow:".into())
+        );
+        p.instances[0].excluded_rules = vec!["gmail".into()];
+        assert!(matches!(d(&p, "gmail.com"), Decision::Peer { .. }));
+    }
+
+    #[test]
+    fn unknown_instance_is_left_alone() {
+        let mut p = policy();
+        p.instance = "zz".into();
+        assert_eq!(
+            d(&p, "gmail.com"),
+            Decision::NotFound(NotFoundWhy::UnknownInstance)
+        );
+    }
+}

@@ -1,0 +1,530 @@
+//! The agent's shared state: the policy in force, counters, per-domain
+//! health, queue and config status, and the metrics registry.
+//!
+//! Every task (socketmap, log pipeline, queue monitor, installer, HTTP)
+//! holds an `Arc<State>`. Locks are held for microseconds and never across
+//! an await. Only domains, rule names and counts are stored: never an address.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sendfleet_render::contract::{
+    AgentStatus, ConfigStatus, DeliveryCounters, DomainCount, DomainHealth, LogStats,
+    PostfixStatus, QueueStatus, RefusedConfig, ResponseCategory, StatusCounts, Suggestion,
+    SuggestionKind, PEER_RELAY_TRANSPORT, STATUS_VERSION,
+};
+use sendfleet_render::policy::AgentPolicy;
+use sha2::{Digest, Sha256};
+
+use super::counters::{Counters, CountersError};
+use super::log::join::Outcome;
+use super::log::parse::Status;
+use super::metrics::{DeliveryLabels, Metrics, QueueLabels, RuleLabels, StageLabels, STAGES};
+use super::queue::parse::QueueScan;
+use super::socketmap::decision::{decide, share_for, Decision, SentToday};
+use super::AgentArgs;
+
+/// Domains tracked individually; past this, new domains count under `other`.
+pub const MAX_DOMAINS: usize = 10_000;
+/// Window over which rate-limit and block responses feed suggestions.
+pub const SUGGESTION_WINDOW_SECS: u64 = 600;
+/// Rate-limit deferrals in the window that suggest a slow-down.
+pub const SLOW_DOWN_AFTER: u64 = 5;
+/// IP/reputation blocks in the window that suggest an exclusion.
+pub const EXCLUDE_AFTER: u64 = 3;
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[derive(Default)]
+struct DomainEntry {
+    rule: Option<String>,
+    counts: StatusCounts,
+    categories: BTreeMap<&'static str, u64>,
+    last_category: Option<ResponseCategory>,
+    last_at: Option<u64>,
+    /// (time, category) of recent RateLimit / IpBlock responses.
+    recent: VecDeque<(u64, ResponseCategory)>,
+}
+
+#[derive(Default, Clone, Copy)]
+struct FlowSample {
+    at: u64,
+    inflow: u64,
+    outflow: u64,
+    backlog: u64,
+}
+
+#[derive(Default)]
+struct Inner {
+    counters: Counters,
+    domains: HashMap<String, DomainEntry>,
+    since_start: StatusCounts,
+    config: ConfigStatus,
+    postfix: PostfixStatus,
+    queue: QueueStatus,
+    log: LogStats,
+    outflow: u64,
+    flow: VecDeque<FlowSample>,
+}
+
+pub struct State {
+    pub args: AgentArgs,
+    pub session_id: String,
+    pub started_at: u64,
+    pub metrics: Metrics,
+    policy: RwLock<Option<Arc<AgentPolicy>>>,
+    inner: Mutex<Inner>,
+    live: AtomicBool,
+    socket_ready: AtomicBool,
+    lookup_seq: AtomicU64,
+    /// Messages that entered the queue (from the log).
+    inflow: AtomicU64,
+}
+
+impl State {
+    pub fn new(args: AgentArgs, counters: Counters) -> Self {
+        let started_at = unix_now();
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let mut h = Sha256::new();
+        h.update(nanos.to_be_bytes());
+        h.update(std::process::id().to_be_bytes());
+        h.update(format!("{:p}", &started_at).as_bytes());
+        let session_id = h.finalize()[..8]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let s = State {
+            args,
+            session_id,
+            started_at,
+            metrics: Metrics::new(),
+            policy: RwLock::new(None),
+            inner: Mutex::new(Inner {
+                counters,
+                ..Default::default()
+            }),
+            live: AtomicBool::new(false),
+            socket_ready: AtomicBool::new(false),
+            lookup_seq: AtomicU64::new(0),
+            inflow: AtomicU64::new(0),
+        };
+        s.roll_day();
+        s
+    }
+
+    fn inner(&self) -> MutexGuard<'_, Inner> {
+        // A panic elsewhere must not take the mail path down with it.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn policy(&self) -> Option<Arc<AgentPolicy>> {
+        self.policy
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn set_policy(&self, policy: AgentPolicy) {
+        *self.policy.write().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new(policy));
+        self.roll_day();
+    }
+
+    /// Answer one socketmap lookup.
+    pub fn decide(&self, key: &str) -> Decision {
+        let seq = self.lookup_seq.fetch_add(1, Ordering::Relaxed);
+        let Some(policy) = self.policy() else {
+            return Decision::NotFound(super::socketmap::decision::NotFoundWhy::UnknownInstance);
+        };
+        let inner = self.inner();
+        let sent = SentToday {
+            total: inner.counters.sent_total,
+            by_share: Some(&inner.counters.sent_by_share),
+        };
+        decide(&policy, &sent, key, seq)
+    }
+
+    /// "Today" in the warm-up plan's time zone (UTC without a plan).
+    pub fn today(&self) -> String {
+        let tz_name = self
+            .policy()
+            .and_then(|p| p.warmup.as_ref().map(|w| w.time_zone.clone()));
+        let tz = tz_name
+            .and_then(|n| jiff::tz::TimeZone::get(&n).ok())
+            .unwrap_or(jiff::tz::TimeZone::UTC);
+        jiff::Timestamp::now().to_zoned(tz).date().to_string()
+    }
+
+    /// Reset the day counters at the day boundary (called every few seconds).
+    pub fn roll_day(&self) {
+        let today = self.today();
+        self.inner().counters.roll(&today);
+    }
+
+    pub fn save_counters(&self) -> Result<(), CountersError> {
+        self.roll_day();
+        let mut inner = self.inner();
+        if inner.counters.is_dirty() {
+            inner.counters.save()?;
+        }
+        Ok(())
+    }
+
+    pub fn set_live(&self, v: bool) {
+        self.live.store(v, Ordering::Relaxed);
+    }
+    pub fn is_live(&self) -> bool {
+        self.live.load(Ordering::Relaxed)
+    }
+    pub fn set_socket_ready(&self, v: bool) {
+        self.socket_ready.store(v, Ordering::Relaxed);
+    }
+
+    pub fn set_postfix_running(&self, running: bool) {
+        self.metrics.postfix_up.set(i64::from(running));
+        self.inner().postfix.running = running;
+    }
+    pub fn postfix_exited(&self) {
+        self.inner().postfix.exits += 1;
+        self.set_postfix_running(false);
+    }
+    pub fn postfix_reloaded(&self) {
+        self.inner().postfix.reloads += 1;
+    }
+
+    /// Ready: config installed, Postfix running (or not supervised), socket listening.
+    pub fn is_ready(&self) -> bool {
+        let inner = self.inner();
+        self.is_live()
+            && self.socket_ready.load(Ordering::Relaxed)
+            && inner.config.loaded_hash.is_some()
+            && (inner.postfix.running || self.args.no_supervise)
+    }
+
+    pub fn loaded_hash(&self) -> Option<String> {
+        self.inner().config.loaded_hash.clone()
+    }
+    pub fn refused_hash(&self) -> Option<String> {
+        self.inner().config.refused.as_ref().map(|r| r.hash.clone())
+    }
+
+    pub fn config_installed(&self, hash: String) {
+        self.metrics
+            .config_installs
+            .get_or_create(&res("installed"))
+            .inc();
+        let mut inner = self.inner();
+        inner.config.loaded_hash = Some(hash);
+        inner.config.loaded_at = Some(unix_now());
+        inner.config.installs += 1;
+        inner.config.refused = None;
+    }
+
+    pub fn config_refused(&self, hash: String, reason: &str, message: String) {
+        self.metrics
+            .config_installs
+            .get_or_create(&res("refused"))
+            .inc();
+        self.inner().config.refused = Some(RefusedConfig {
+            hash,
+            at: unix_now(),
+            reason: reason.to_string(),
+            message,
+        });
+    }
+
+    pub fn count_line(&self, result: &'static str) {
+        self.metrics.log_lines.get_or_create(&res(result)).inc();
+        let mut inner = self.inner();
+        inner.log.lines += 1;
+        match result {
+            "parsed" => inner.log.parsed += 1,
+            "ignored" => inner.log.ignored += 1,
+            _ => inner.log.malformed += 1,
+        }
+    }
+
+    pub fn set_inflow(&self, total: u64) {
+        self.inflow.store(total, Ordering::Relaxed);
+    }
+
+    /// Apply one recipient outcome from the log.
+    pub fn record_outcome(&self, o: &Outcome) {
+        let policy = self.policy();
+        let rule = policy
+            .as_ref()
+            .and_then(|p| p.rule_for(&o.domain))
+            .map(|r| r.name.clone());
+        let share = policy
+            .as_ref()
+            .and_then(|p| share_for(p, &o.domain))
+            .map(|(k, _)| k);
+        let via_peer = o.service == PEER_RELAY_TRANSPORT
+            || policy.as_ref().is_some_and(|p| {
+                o.relay_port == Some(p.peer_port)
+                    && p.peers_in_rotation().chain(p.instances.iter()).any(|i| {
+                        i.name != p.instance && o.relay_addr.as_deref() == Some(i.address.as_str())
+                    })
+            });
+        self.metrics
+            .deliveries
+            .get_or_create(&DeliveryLabels {
+                rule: rule.clone().unwrap_or_else(|| "none".into()),
+                status: o.status.as_str(),
+                category: o.category.as_str(),
+                via: if via_peer { "peer" } else { "direct" },
+            })
+            .inc();
+        if let Some(d) = o.delays {
+            for (i, v) in d.iter().enumerate() {
+                self.metrics
+                    .delays
+                    .get_or_create(&StageLabels { stage: STAGES[i] })
+                    .observe(f64::from(*v));
+            }
+        }
+        let now = unix_now();
+        let mut inner = self.inner();
+        bump(&mut inner.since_start, o.status);
+        if o.status != Status::Deferred {
+            inner.outflow += 1;
+        }
+        if o.status == Status::Sent && !via_peer {
+            let r = rule.as_deref().unwrap_or("");
+            inner.counters.record_sent(r, share.as_deref());
+            let n = inner.counters.sent_by_rule.get(r).copied().unwrap_or(0);
+            self.metrics
+                .sent_today
+                .get_or_create(&RuleLabels {
+                    rule: if r.is_empty() {
+                        "none".into()
+                    } else {
+                        r.to_string()
+                    },
+                })
+                .set(n as i64);
+        }
+        let key = if inner.domains.len() >= MAX_DOMAINS && !inner.domains.contains_key(&o.domain) {
+            "other".to_string()
+        } else {
+            o.domain.clone()
+        };
+        let e = inner.domains.entry(key).or_default();
+        e.rule = rule;
+        bump(&mut e.counts, o.status);
+        if o.category != ResponseCategory::Accepted {
+            *e.categories.entry(o.category.as_str()).or_default() += 1;
+        }
+        e.last_category = Some(o.category);
+        e.last_at = Some(now);
+        if matches!(
+            o.category,
+            ResponseCategory::RateLimit | ResponseCategory::IpBlock
+        ) {
+            e.recent.push_back((now, o.category));
+            while e.recent.len() > 1000
+                || e.recent
+                    .front()
+                    .is_some_and(|(t, _)| t + SUGGESTION_WINDOW_SECS < now)
+            {
+                e.recent.pop_front();
+            }
+        }
+    }
+
+    /// Store a finished queue scan.
+    pub fn set_queue(&self, scan: &QueueScan, warn: u64, critical: u64, error: Option<String>) {
+        if let Some(e) = error {
+            // Keep the last good figures; say the latest scan failed.
+            self.metrics.queue_scans.get_or_create(&res("error")).inc();
+            self.inner().queue.error = Some(e);
+            return;
+        }
+        let now = unix_now();
+        for (q, n) in &scan.messages {
+            self.metrics
+                .queue_messages
+                .get_or_create(&QueueLabels { queue: q.clone() })
+                .set(*n as i64);
+        }
+        for q in ["active", "deferred", "hold", "incoming", "maildrop"] {
+            if !scan.messages.contains_key(q) {
+                self.metrics
+                    .queue_messages
+                    .get_or_create(&QueueLabels {
+                        queue: q.to_string(),
+                    })
+                    .set(0);
+            }
+        }
+        self.metrics
+            .queue_older_than_warn
+            .set(scan.older_than_warn as i64);
+        self.metrics
+            .queue_older_than_critical
+            .set(scan.older_than_critical as i64);
+        self.metrics
+            .queue_oldest_age
+            .set(scan.oldest_age.unwrap_or(0) as i64);
+        self.metrics.queue_scans.get_or_create(&res("ok")).inc();
+        let inflow = self.inflow.load(Ordering::Relaxed);
+        let mut inner = self.inner();
+        let sample = FlowSample {
+            at: now,
+            inflow,
+            outflow: inner.outflow,
+            backlog: scan.backlog(),
+        };
+        inner.flow.push_back(sample);
+        while inner.flow.len() > 4 {
+            inner.flow.pop_front();
+        }
+        let first = *inner.flow.front().unwrap_or(&sample);
+        let minutes = (sample.at.saturating_sub(first.at)) as f64 / 60.0;
+        let (inflow_pm, outflow_pm) = if minutes > 0.0 {
+            (
+                (sample.inflow - first.inflow.min(sample.inflow)) as f64 / minutes,
+                (sample.outflow - first.outflow.min(sample.outflow)) as f64 / minutes,
+            )
+        } else {
+            (0.0, 0.0)
+        };
+        let growing = inner.flow.len() >= 2
+            && inner
+                .flow
+                .iter()
+                .zip(inner.flow.iter().skip(1))
+                .all(|(a, b)| b.backlog > a.backlog);
+        let net = outflow_pm - inflow_pm;
+        let drain_eta_seconds = if sample.backlog == 0 {
+            Some(0)
+        } else if net > 0.0 {
+            Some((sample.backlog as f64 / net * 60.0) as u64)
+        } else {
+            None
+        };
+        inner.queue = QueueStatus {
+            scanned_at: Some(now),
+            messages: scan.messages.clone(),
+            older_than_warn: scan.older_than_warn,
+            older_than_critical: scan.older_than_critical,
+            warn_seconds: warn,
+            critical_seconds: critical,
+            oldest_age_seconds: scan.oldest_age,
+            deferred_by_domain: scan
+                .top_deferred(self.args.top_domains)
+                .into_iter()
+                .map(|(domain, count)| DomainCount { domain, count })
+                .collect(),
+            inflow_per_minute: inflow_pm,
+            outflow_per_minute: outflow_pm,
+            growing,
+            drain_eta_seconds,
+            malformed: scan.malformed,
+            error: None,
+        };
+    }
+
+    /// The /status payload.
+    pub fn status(&self) -> AgentStatus {
+        let policy = self.policy();
+        let now = unix_now();
+        let inner = self.inner();
+        let mut domains: Vec<(&String, &DomainEntry)> = inner.domains.iter().collect();
+        let total = |c: &StatusCounts| c.sent + c.deferred + c.bounced + c.expired;
+        domains.sort_by(|a, b| {
+            total(&b.1.counts)
+                .cmp(&total(&a.1.counts))
+                .then_with(|| a.0.cmp(b.0))
+        });
+        let mut suggestions = Vec::new();
+        for (domain, e) in &inner.domains {
+            let recent = |c: ResponseCategory| {
+                e.recent
+                    .iter()
+                    .filter(|(t, k)| *k == c && t + SUGGESTION_WINDOW_SECS >= now)
+                    .count() as u64
+            };
+            let rule = e.rule.clone().unwrap_or_default();
+            let blocks = recent(ResponseCategory::IpBlock);
+            if blocks >= EXCLUDE_AFTER {
+                suggestions.push(Suggestion {
+                    kind: SuggestionKind::Exclude,
+                    rule: rule.clone(),
+                    domain: domain.clone(),
+                    evidence: blocks,
+                    reason: format!("{blocks} IP/reputation blocks in {SUGGESTION_WINDOW_SECS} s"),
+                });
+            }
+            let limits = recent(ResponseCategory::RateLimit);
+            if limits >= SLOW_DOWN_AFTER {
+                suggestions.push(Suggestion {
+                    kind: SuggestionKind::SlowDown,
+                    rule,
+                    domain: domain.clone(),
+                    evidence: limits,
+                    reason: format!("{limits} rate-limit deferrals in {SUGGESTION_WINDOW_SECS} s"),
+                });
+            }
+        }
+        suggestions.sort_by(|a, b| a.domain.cmp(&b.domain));
+        AgentStatus {
+            version: STATUS_VERSION,
+            pool: policy.as_ref().map(|p| p.pool.clone()).unwrap_or_default(),
+            instance: policy
+                .as_ref()
+                .map(|p| p.instance.clone())
+                .unwrap_or_default(),
+            session_id: self.session_id.clone(),
+            started_at: self.started_at,
+            now,
+            config: inner.config.clone(),
+            postfix: inner.postfix.clone(),
+            counters: DeliveryCounters {
+                day: inner.counters.day.clone(),
+                sent_today: inner.counters.sent_total,
+                sent_today_by_rule: inner.counters.sent_by_rule.clone(),
+                since_start: inner.since_start,
+            },
+            queue: inner.queue.clone(),
+            domains: domains
+                .into_iter()
+                .take(self.args.top_domains)
+                .map(|(d, e)| DomainHealth {
+                    domain: d.clone(),
+                    rule: e.rule.clone(),
+                    counts: e.counts,
+                    categories: e
+                        .categories
+                        .iter()
+                        .map(|(k, v)| (k.to_string(), *v))
+                        .collect(),
+                    last_category: e.last_category,
+                    last_at: e.last_at,
+                })
+                .collect(),
+            suggestions,
+            log: inner.log,
+        }
+    }
+}
+
+fn res(result: &'static str) -> super::metrics::ResultLabels {
+    super::metrics::ResultLabels { result }
+}
+
+fn bump(c: &mut StatusCounts, s: Status) {
+    match s {
+        Status::Sent => c.sent += 1,
+        Status::Deferred => c.deferred += 1,
+        Status::Bounced => c.bounced += 1,
+        Status::Expired => c.expired += 1,
+    }
+}
