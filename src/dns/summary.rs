@@ -1,0 +1,323 @@
+//! A pool's DNS findings in one value, and the pure functions that turn it
+//! into the `Listed` and `AuthenticationValid` conditions' status, reason
+//! and message.
+//!
+//! The operator wraps [`ConditionParts`] into Kubernetes `Condition`s (it owns
+//! `observedGeneration` and `lastTransitionTime`). Names inside messages are
+//! sorted so an unchanged finding renders the same message and causes no
+//! status write. Pure: no I/O, no clock; must never query DNS.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use super::dkim::DkimVerdict;
+use super::dmarc::DmarcVerdict;
+use super::listing::{IpListing, ListingStatus};
+use super::ptr::PtrVerdict;
+use super::spf::{SpfCheck, SpfVerdict};
+
+/// Condition type names.
+pub const CONDITION_LISTED: &str = "Listed";
+pub const CONDITION_AUTHENTICATION_VALID: &str = "AuthenticationValid";
+
+/// Condition reasons (CamelCase, stable: alerts match on them).
+pub mod reasons {
+    /// Listed: at least one IP is on a blocklist.
+    pub const LISTED: &str = "Listed";
+    /// Listed=False: every IP answered clean in every zone.
+    pub const NOT_LISTED: &str = "NotListed";
+    /// Listed=Unknown: some zone could not be checked for the configured
+    /// number of sweeps (timeouts, SERVFAIL, the list refusing our resolver).
+    pub const CHECK_FAILING: &str = "CheckFailing";
+    /// Unknown: no complete sweep yet.
+    pub const NOT_YET_CHECKED: &str = "NotYetChecked";
+    /// AuthenticationValid=True.
+    pub const VALID: &str = "Valid";
+    /// SPF does not authorize (at least) one egress IP.
+    pub const SPF_NOT_AUTHORIZED: &str = "SpfNotAuthorized";
+    /// The DKIM record is missing, revoked, malformed or another key; or the
+    /// Secret's key is unreadable.
+    pub const DKIM_INVALID: &str = "DkimInvalid";
+    /// No usable DMARC record.
+    pub const DMARC_MISSING: &str = "DmarcMissing";
+    /// PTR missing, not forward-confirmed, or not the HELO name.
+    pub const REVERSE_DNS_INVALID: &str = "ReverseDnsInvalid";
+    /// Problems of more than one kind; the message lists them.
+    pub const MULTIPLE_FAILURES: &str = "MultipleFailures";
+}
+
+/// Longest message we produce (Kubernetes allows 32 KiB; status should stay
+/// readable in `kubectl describe`).
+pub const MAX_MESSAGE_LEN: usize = 2048;
+
+/// Condition status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConditionStatus {
+    True,
+    False,
+    Unknown,
+}
+
+impl ConditionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::True => "True",
+            Self::False => "False",
+            Self::Unknown => "Unknown",
+        }
+    }
+}
+
+/// What a condition says, without its Kubernetes wrapping.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConditionParts {
+    pub status: ConditionStatus,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// Findings for one egress IP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpSummary {
+    /// The egress IP's name in the pool spec (for messages).
+    pub name: String,
+    /// DNSBL state (`None`: never swept).
+    pub listing: Option<IpListing>,
+    /// Reverse DNS (`None`: not checked).
+    pub ptr: Option<PtrVerdict>,
+}
+
+/// Findings for one sending domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DomainSummary {
+    /// `None`: not checked yet.
+    pub spf: Option<SpfCheck>,
+    /// `None`: no DKIM configured for this domain (not required).
+    pub dkim: Option<DkimVerdict>,
+    /// `None`: not checked yet.
+    pub dmarc: Option<DmarcVerdict>,
+}
+
+/// Everything the DNS checks found for one pool.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PoolDnsSummary {
+    pub ips: BTreeMap<IpAddr, IpSummary>,
+    pub domains: BTreeMap<String, DomainSummary>,
+}
+
+fn finish(mut s: String) -> String {
+    if s.len() > MAX_MESSAGE_LEN {
+        let mut cut = MAX_MESSAGE_LEN - 20;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str(" ... (truncated)");
+    }
+    s
+}
+
+fn ip_label(ip: &IpAddr, s: &IpSummary) -> String {
+    if s.name.is_empty() {
+        ip.to_string()
+    } else {
+        format!("{} ({ip})", s.name)
+    }
+}
+
+/// The `Listed` condition.
+pub fn listed_condition(summary: &PoolDnsSummary) -> ConditionParts {
+    let mut listed = Vec::new();
+    let mut unknown = Vec::new();
+    let mut pending = Vec::new();
+    for (ip, s) in &summary.ips {
+        let label = ip_label(ip, s);
+        let Some(l) = &s.listing else {
+            pending.push(label);
+            continue;
+        };
+        if !l.listings.is_empty() {
+            let zones: Vec<String> = l
+                .listings
+                .iter()
+                .map(|x| {
+                    let codes: Vec<String> = x.codes.iter().map(|c| c.to_string()).collect();
+                    format!("{} ({})", x.zone, codes.join(","))
+                })
+                .collect();
+            listed.push(format!("{label} in {}", zones.join(", ")));
+        }
+        if !l.unknown.is_empty() {
+            let zones: Vec<String> = l
+                .unknown
+                .iter()
+                .map(|(z, r)| format!("{z} ({r})"))
+                .collect();
+            unknown.push(format!("{label} in {}", zones.join(", ")));
+        }
+        if l.status == ListingStatus::Pending {
+            pending.push(label);
+        }
+    }
+    if !listed.is_empty() {
+        let mut msg = format!("Listed: {}", listed.join("; "));
+        if !unknown.is_empty() {
+            let _ = write!(msg, ". Not checkable: {}", unknown.join("; "));
+        }
+        return ConditionParts {
+            status: ConditionStatus::True,
+            reason: reasons::LISTED,
+            message: finish(msg),
+        };
+    }
+    if !unknown.is_empty() {
+        return ConditionParts {
+            status: ConditionStatus::Unknown,
+            reason: reasons::CHECK_FAILING,
+            message: finish(format!("Not checkable: {}", unknown.join("; "))),
+        };
+    }
+    if !pending.is_empty() {
+        return ConditionParts {
+            status: ConditionStatus::Unknown,
+            reason: reasons::NOT_YET_CHECKED,
+            message: finish(format!("Not yet checked: {}", pending.join(", "))),
+        };
+    }
+    ConditionParts {
+        status: ConditionStatus::False,
+        reason: reasons::NOT_LISTED,
+        message: format!("{} IP(s) not listed in any zone", summary.ips.len()),
+    }
+}
+
+#[derive(Default)]
+struct Findings {
+    spf: Vec<String>,
+    dkim: Vec<String>,
+    dmarc: Vec<String>,
+    ptr: Vec<String>,
+    unknown: Vec<String>,
+    pending: Vec<String>,
+    good: Vec<String>,
+}
+
+/// The `AuthenticationValid` condition: SPF authorizes every IP for every
+/// domain, DKIM publishes the signing key, DMARC exists, and every IP's
+/// reverse DNS is forward-confirmed and matches its HELO name.
+pub fn authentication_condition(summary: &PoolDnsSummary) -> ConditionParts {
+    let mut f = Findings::default();
+    for (domain, d) in &summary.domains {
+        match &d.spf {
+            None => f.pending.push(format!("{domain} SPF")),
+            Some(spf) => {
+                let mut by_verdict: BTreeMap<SpfVerdict, Vec<String>> = BTreeMap::new();
+                for ip in summary.ips.keys() {
+                    match spf.per_ip.get(ip) {
+                        Some(v) => by_verdict.entry(*v).or_default().push(ip.to_string()),
+                        None => f.pending.push(format!("{domain} SPF for {ip}")),
+                    }
+                }
+                for (v, ips) in by_verdict {
+                    let line = format!("{domain}: SPF {} for {}", v.as_str(), ips.join(","));
+                    match v {
+                        SpfVerdict::Pass => {}
+                        SpfVerdict::TempError => f.unknown.push(line),
+                        _ => f.spf.push(line),
+                    }
+                }
+            }
+        }
+        if let Some(dkim) = &d.dkim {
+            match dkim {
+                DkimVerdict::Match { .. } => {}
+                DkimVerdict::Unknown { .. } => {
+                    f.unknown.push(format!("{domain}: {}", dkim.describe()))
+                }
+                _ => f.dkim.push(format!("{domain}: {}", dkim.describe())),
+            }
+        }
+        match &d.dmarc {
+            None => f.pending.push(format!("{domain} DMARC")),
+            Some(v @ DmarcVerdict::Present(_)) => {
+                f.good.push(format!("{domain}: {}", v.describe()))
+            }
+            Some(v @ DmarcVerdict::Unknown { .. }) => {
+                f.unknown.push(format!("{domain}: {}", v.describe()))
+            }
+            Some(v) => f.dmarc.push(format!("{domain}: {}", v.describe())),
+        }
+    }
+    for (ip, s) in &summary.ips {
+        let label = ip_label(ip, s);
+        match &s.ptr {
+            None => f.pending.push(format!("{label} PTR")),
+            Some(PtrVerdict::Valid { .. }) => {}
+            Some(v @ PtrVerdict::Unknown { .. }) => {
+                f.unknown.push(format!("{label}: {}", v.describe()))
+            }
+            Some(v) => f.ptr.push(format!("{label}: {}", v.describe())),
+        }
+    }
+
+    let kinds: Vec<(&'static str, &Vec<String>)> = vec![
+        (reasons::SPF_NOT_AUTHORIZED, &f.spf),
+        (reasons::DKIM_INVALID, &f.dkim),
+        (reasons::DMARC_MISSING, &f.dmarc),
+        (reasons::REVERSE_DNS_INVALID, &f.ptr),
+    ];
+    let failing: Vec<&(&'static str, &Vec<String>)> =
+        kinds.iter().filter(|(_, v)| !v.is_empty()).collect();
+    if !failing.is_empty() {
+        let reason = if failing.len() == 1 {
+            failing[0].0
+        } else {
+            reasons::MULTIPLE_FAILURES
+        };
+        let mut lines: Vec<String> = failing
+            .iter()
+            .flat_map(|(_, v)| v.iter().cloned())
+            .collect();
+        lines.sort();
+        let mut msg = lines.join("; ");
+        if !f.unknown.is_empty() {
+            f.unknown.sort();
+            let _ = write!(msg, ". Not checkable: {}", f.unknown.join("; "));
+        }
+        return ConditionParts {
+            status: ConditionStatus::False,
+            reason,
+            message: finish(msg),
+        };
+    }
+    if !f.unknown.is_empty() {
+        f.unknown.sort();
+        return ConditionParts {
+            status: ConditionStatus::Unknown,
+            reason: reasons::CHECK_FAILING,
+            message: finish(format!("Not checkable: {}", f.unknown.join("; "))),
+        };
+    }
+    if !f.pending.is_empty() {
+        f.pending.sort();
+        return ConditionParts {
+            status: ConditionStatus::Unknown,
+            reason: reasons::NOT_YET_CHECKED,
+            message: finish(format!("Not yet checked: {}", f.pending.join(", "))),
+        };
+    }
+    let mut msg = format!(
+        "SPF passes for {} IP(s) in {} domain(s); DKIM and reverse DNS valid",
+        summary.ips.len(),
+        summary.domains.len()
+    );
+    if !f.good.is_empty() {
+        let _ = write!(msg, "; {}", f.good.join("; "));
+    }
+    ConditionParts {
+        status: ConditionStatus::True,
+        reason: reasons::VALID,
+        message: finish(msg),
+    }
+}
