@@ -99,6 +99,16 @@ impl AgentArgs {
 
 /// Run the agent until SIGTERM/SIGINT or until Postfix exits unexpectedly.
 pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
+    // The agent's own log is JSON on stderr (stdout carries the redacted
+    // mail log). A subscriber set by the caller wins.
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
     let redactor = redact::Redactor::from_file(&args.hash_key_file)?;
     std::fs::create_dir_all(&args.state_dir)?;
     let counters = counters::Counters::load(&args.state_dir)?;

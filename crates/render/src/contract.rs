@@ -43,7 +43,9 @@ pub const PEER_RELAY_TRANSPORT: &str = "peer-relay";
 /// Computed by the operator over what it puts in the ConfigMap and by the
 /// agent over what it installed, so "the config Postfix runs" can be compared
 /// with "the config the operator wants". Dotfiles (the ConfigMap's `..data`
-/// machinery) must be left out by the caller. Format: `sha256:<hex>`.
+/// machinery) must be left out by the caller. Same bytes as
+/// `crate::render::config_hash`: SHA-256 over `name NUL content NUL` in name
+/// order, first 16 hex digits.
 pub fn config_hash<'a, I>(files: I) -> String
 where
     I: IntoIterator<Item = (&'a str, &'a [u8])>,
@@ -51,19 +53,12 @@ where
     let sorted: BTreeMap<&str, &[u8]> = files.into_iter().collect();
     let mut h = Sha256::new();
     for (name, content) in sorted {
-        // Length-prefixed so ("a", "bc") and ("ab", "c") differ.
-        h.update((name.len() as u64).to_be_bytes());
         h.update(name.as_bytes());
-        h.update((content.len() as u64).to_be_bytes());
+        h.update([0]);
         h.update(content);
+        h.update([0]);
     }
-    let digest = h.finalize();
-    let mut out = String::with_capacity(7 + 64);
-    out.push_str("sha256:");
-    for b in digest {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
+    h.finalize().iter().take(8).map(|b| format!("{b:02x}")).collect()
 }
 
 /// What `GET /status` returns.
@@ -277,14 +272,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn config_hash_is_order_independent_and_length_prefixed() {
+    fn config_hash_is_order_independent_and_matches_the_renderer() {
         let a = config_hash([("main.cf", &b"x"[..]), ("master.cf", &b"y"[..])]);
         let b = config_hash([("master.cf", &b"y"[..]), ("main.cf", &b"x"[..])]);
         assert_eq!(a, b);
-        assert!(a.starts_with("sha256:") && a.len() == 71, "{a}");
+        assert_eq!(a.len(), 16, "{a}");
         let c = config_hash([("a", &b"bc"[..])]);
         let d = config_hash([("ab", &b"c"[..])]);
         assert_ne!(c, d);
+        let files: BTreeMap<String, String> =
+            [("main.cf".to_string(), "x".to_string()), ("master.cf".to_string(), "y".to_string())].into();
+        assert_eq!(a, crate::render::config_hash(&files));
     }
 
     #[test]
