@@ -690,3 +690,81 @@ async fn dkim_key_matching_and_dmarc() {
          fail.sender.test: SPF fail for 192.0.2.10; fail.sender.test: no DMARC record"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn required_records_published_make_authentication_valid() {
+    // Round trip: what required_records() says to publish, once published,
+    // passes every check; PTRs as the pool renders HELO names.
+    let key = openssl_genkey("ED25519", &[]);
+    let public = public_key_from_pem(&key).unwrap();
+    let ips = [ip("192.0.2.10"), ip("2001:db8::10")];
+    let records = required_records("fresh.test", &ips, Some(("sf1", &public)), "quarantine");
+    let names: Vec<&str> = records.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        vec![
+            "_dmarc.fresh.test",
+            "fresh.test",
+            "sf1._domainkey.fresh.test"
+        ]
+    );
+    assert_eq!(
+        records[1].value,
+        "v=spf1 ip4:192.0.2.10 ip6:2001:db8::10 -all"
+    );
+    let mut zone = String::new();
+    for r in &records {
+        zone.push_str(&format!("{}. TXT {}\n", r.name, txt(&r.value)));
+    }
+    let server = auth_server("").zone("fresh.test", &zone).start().await;
+    let r = HickoryDns::new(&settings(&server)).unwrap();
+    let egress = [
+        EgressIp {
+            name: "mta1".into(),
+            address: ips[0],
+            helo_name: "mta1.sender.test".into(),
+        },
+        EgressIp {
+            name: "mta6".into(),
+            address: ips[1],
+            helo_name: "mta6.sender.test".into(),
+        },
+    ];
+    let dkim = DkimInput {
+        selector: "sf1".into(),
+        private_key_pem: key.clone(),
+    };
+    let summary =
+        check_authentication(&r, &egress, &["fresh.test".into()], Some(&dkim), "op.test").await;
+    let c = authentication_condition(&summary);
+    assert_eq!(
+        (c.status, c.reason),
+        (ConditionStatus::True, "Valid"),
+        "{}",
+        c.message
+    );
+    assert!(
+        c.message.contains("fresh.test: DMARC p=quarantine"),
+        "{}",
+        c.message
+    );
+
+    // A third IP the SPF record does not name: SpfNotAuthorized, naming it.
+    let mut egress = egress.to_vec();
+    egress.push(EgressIp {
+        name: "mta1b".into(),
+        address: ip("192.0.2.11"),
+        helo_name: "mta2.sender.test".into(),
+    });
+    let summary =
+        check_authentication(&r, &egress, &["fresh.test".into()], Some(&dkim), "op.test").await;
+    let c = authentication_condition(&summary);
+    assert_eq!(
+        (c.status, c.reason),
+        (ConditionStatus::False, "MultipleFailures")
+    );
+    assert_eq!(
+        c.message,
+        "fresh.test: SPF fail for 192.0.2.11; mta1b (192.0.2.11): PTR mta2.sender.test does not resolve back to the IP"
+    );
+}

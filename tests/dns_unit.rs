@@ -535,3 +535,43 @@ fn authentication_condition_reasons() {
     );
     assert_eq!(c.message, "ip-a (192.0.2.10): no PTR record");
 }
+
+#[test]
+fn tracker_forgets_removed_zones_and_ips() {
+    let mut tr = ListingTracker::new(TrackerConfig::default());
+    let a = "192.0.2.2";
+    tr.observe(
+        &report(
+            t(0),
+            &[
+                (a, "z1", listed("127.0.0.2")),
+                (a, "z2", ZoneOutcome::Clean),
+            ],
+        ),
+        t(0),
+    );
+    assert_eq!(tr.ip(ip(a)).unwrap().status, ListingStatus::Listed);
+    tr.retain_zones(&["z2".to_string()]);
+    assert_eq!(tr.ip(ip(a)).unwrap().status, ListingStatus::Clean);
+    tr.retain_ips(&[]);
+    assert!(tr.ip(ip(a)).is_none());
+}
+
+#[test]
+fn restored_listing_keeps_first_seen() {
+    let mut tr = ListingTracker::new(TrackerConfig::default());
+    let a = "192.0.2.2";
+    tr.restore_listing(
+        ip(a),
+        Listing {
+            zone: "z1".into(),
+            codes: vec![v4("127.0.0.2")],
+            reason: None,
+            first_seen: t(-3600),
+        },
+    );
+    // The first sweep after a restart confirms it: no new Listed event.
+    let ch = tr.observe(&report(t(0), &[(a, "z1", listed("127.0.0.2"))]), t(0));
+    assert!(ch.is_empty(), "{ch:?}");
+    assert_eq!(tr.ip(ip(a)).unwrap().listings[0].first_seen, t(-3600));
+}

@@ -175,6 +175,13 @@ impl ListingTracker {
         self.ips.retain(|ip, _| keep.contains(ip));
     }
 
+    /// Forget zones that are no longer configured (their listings with them).
+    pub fn retain_zones(&mut self, zones: &[String]) {
+        for tracks in self.ips.values_mut() {
+            tracks.retain(|zone, _| zones.contains(zone));
+        }
+    }
+
     /// Fold one sweep in; returns what changed, sorted by IP then zone.
     pub fn observe(&mut self, report: &SweepReport, now: Timestamp) -> Vec<ListingChange> {
         let unknown_after = self.config.unknown_after.max(1);

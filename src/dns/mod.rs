@@ -8,7 +8,8 @@
 //!   cache; answer interpretation;
 //! - [`listing`]: the pure [`ListingTracker`] (per-IP state, hysteresis,
 //!   delisting times for the cool-down);
-//! - [`ptr`], [`spf`], [`dkim`], [`dmarc`]: one check each;
+//! - [`ptr`], [`spf`], [`dkim`], [`dmarc`]: one check each; [`auth`] runs
+//!   them for a pool and lists the records a pool needs published;
 //! - [`summary`]: a pool's findings and the pure functions producing the
 //!   `Listed` and `AuthenticationValid` conditions' status/reason/message.
 //!
@@ -18,6 +19,7 @@
 //! read a clock, and never query anything but the configured nameservers.
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod dkim;
 pub mod dmarc;
 pub mod dnsbl;
@@ -27,6 +29,7 @@ pub mod resolver;
 pub mod spf;
 pub mod summary;
 
+pub use auth::{check_authentication, required_records, DkimInput, EgressIp, TxtRecord};
 pub use dkim::{check_dkim, public_key_from_pem, DkimVerdict, KeyType, PublicKey};
 pub use dmarc::{check_dmarc, DmarcPolicy, DmarcRecord, DmarcVerdict};
 pub use dnsbl::{DnsblChecker, DnsblConfig, SweepReport, ZoneOutcome, DEFAULT_ZONES};

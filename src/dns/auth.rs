@@ -1,0 +1,143 @@
+//! One call that runs the sender-authentication checks of a pool (PTR for
+//! each IP, SPF/DKIM/DMARC for each domain) and fills a [`PoolDnsSummary`];
+//! and the records a pool needs published, for DNSEndpoint objects.
+//!
+//! Inputs are plain values the operator extracts from the SendingPool and
+//! its DKIM Secret; this module must never read Kubernetes objects, act on
+//! findings, or log key material.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use super::dkim::{check_dkim, PublicKey};
+use super::dmarc::check_dmarc;
+use super::ptr::check_ptr;
+use super::resolver::HickoryDns;
+use super::spf::check_spf;
+use super::summary::{DomainSummary, IpSummary, PoolDnsSummary};
+
+/// One egress IP as the checks need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EgressIp {
+    /// Its name in the pool spec.
+    pub name: String,
+    pub address: IpAddr,
+    /// The HELO/EHLO name rendered for it.
+    pub helo_name: String,
+}
+
+/// DKIM signing material of the pool.
+#[derive(Clone)]
+pub struct DkimInput {
+    pub selector: String,
+    /// The private key PEM bytes from the Secret.
+    pub private_key_pem: Vec<u8>,
+}
+
+impl std::fmt::Debug for DkimInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the key.
+        f.debug_struct("DkimInput")
+            .field("selector", &self.selector)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Run PTR, SPF, DKIM (when `dkim` is given) and DMARC checks. `checker_name`
+/// is this operator's host name for SPF's `%{r}` macro. The listing part of
+/// each [`IpSummary`] is left `None`: fill it from the [`ListingTracker`].
+///
+/// [`ListingTracker`]: super::listing::ListingTracker
+pub async fn check_authentication(
+    dns: &HickoryDns,
+    ips: &[EgressIp],
+    domains: &[String],
+    dkim: Option<&DkimInput>,
+    checker_name: &str,
+) -> PoolDnsSummary {
+    let mut summary = PoolDnsSummary::default();
+    for ip in ips {
+        let ptr = check_ptr(dns, ip.address, &ip.helo_name).await;
+        summary.ips.insert(
+            ip.address,
+            IpSummary {
+                name: ip.name.clone(),
+                listing: None,
+                ptr: Some(ptr),
+            },
+        );
+    }
+    let addresses: Vec<IpAddr> = ips.iter().map(|i| i.address).collect();
+    // %{h}: the HELO name of the first instance; SPF records rarely use it.
+    let helo = ips.first().map(|i| i.helo_name.as_str()).unwrap_or("");
+    let mut domains: Vec<String> = domains
+        .iter()
+        .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
+        .collect();
+    domains.sort();
+    domains.dedup();
+    for domain in domains {
+        let spf = check_spf(dns, &domain, &addresses, helo, checker_name).await;
+        let dkim = match dkim {
+            Some(k) => Some(check_dkim(dns, &domain, &k.selector, &k.private_key_pem).await),
+            None => None,
+        };
+        let dmarc = check_dmarc(dns, &domain).await;
+        summary.domains.insert(
+            domain,
+            DomainSummary {
+                spf: Some(spf),
+                dkim,
+                dmarc: Some(dmarc),
+            },
+        );
+    }
+    summary
+}
+
+/// A TXT record a pool needs published.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct TxtRecord {
+    /// Absolute name without trailing dot.
+    pub name: String,
+    pub value: String,
+}
+
+/// The SPF, DKIM and DMARC records that make `domain` pass the checks above
+/// for these IPs: `v=spf1 ip4:... ip6:... -all`, the selector's key record,
+/// and a DMARC record with `dmarc_policy` (e.g. `none` while starting out).
+/// Sorted by name. Pure.
+pub fn required_records(
+    domain: &str,
+    ips: &[IpAddr],
+    dkim: Option<(&str, &PublicKey)>,
+    dmarc_policy: &str,
+) -> Vec<TxtRecord> {
+    let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+    let mut ips = ips.to_vec();
+    ips.sort();
+    ips.dedup();
+    let mut spf = String::from("v=spf1");
+    for ip in &ips {
+        match ip {
+            IpAddr::V4(v4) => spf.push_str(&format!(" ip4:{v4}")),
+            IpAddr::V6(v6) => spf.push_str(&format!(" ip6:{v6}")),
+        }
+    }
+    spf.push_str(" -all");
+    let mut out = BTreeMap::new();
+    out.insert(domain.clone(), spf);
+    if let Some((selector, key)) = dkim {
+        out.insert(
+            super::dkim::dkim_record_name(selector, &domain),
+            key.txt_record(),
+        );
+    }
+    out.insert(
+        format!("_dmarc.{domain}"),
+        format!("v=DMARC1; p={dmarc_policy}"),
+    );
+    out.into_iter()
+        .map(|(name, value)| TxtRecord { name, value })
+        .collect()
+}
