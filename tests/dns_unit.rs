@@ -575,3 +575,35 @@ fn restored_listing_keeps_first_seen() {
     assert!(ch.is_empty(), "{ch:?}");
     assert_eq!(tr.ip(ip(a)).unwrap().listings[0].first_seen, t(-3600));
 }
+
+#[tokio::test]
+async fn budget_rotates_so_no_ip_starves() {
+    let r = ZoneResolver::default()
+        .with_zone("bl.test", BL_ZONE)
+        .unwrap();
+    let mut checker = DnsblChecker::new(
+        r,
+        DnsblConfig {
+            zones: vec!["bl.test".into()],
+            per_zone_budget: 2,
+            // No caching: every sweep must spend its budget.
+            min_cache: SignedDuration::ZERO,
+            max_cache: SignedDuration::ZERO,
+            ..DnsblConfig::default()
+        },
+    );
+    let ips: Vec<IpAddr> = (1..=5).map(|i| ip(&format!("192.0.2.{i}"))).collect();
+    let mut seen = std::collections::BTreeSet::new();
+    for s in 0..3 {
+        let rep = checker.sweep(&ips, t(s)).await;
+        let checked: Vec<IpAddr> = rep
+            .outcomes
+            .iter()
+            .filter(|(_, z)| z["bl.test"] != ZoneOutcome::NotChecked)
+            .map(|(i, _)| *i)
+            .collect();
+        assert_eq!(checked.len(), 2, "sweep {s}: {rep:?}");
+        seen.extend(checked);
+    }
+    assert_eq!(seen.len(), 5, "every IP checked within 3 sweeps: {seen:?}");
+}

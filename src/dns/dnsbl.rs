@@ -50,10 +50,12 @@ pub struct DnsblConfig {
     pub zones: Vec<String>,
     /// Queries in flight at once, across all zones (>= 1).
     pub concurrency: usize,
-    /// Most DNS queries sent to one zone in one sweep (A and TXT both count);
-    /// IPs beyond it are reported [`ZoneOutcome::NotChecked`] and retried on
+    /// Most IPs looked up in one zone in one sweep (cache hits are free).
+    /// IPs beyond it are reported [`ZoneOutcome::NotChecked`] and asked on
     /// the next sweep. Lists rate-limit per source; this keeps a large pool
-    /// from tripping them.
+    /// from tripping them. A listed answer costs one more query (its TXT
+    /// reason), which is not charged: listings are rare and their reason is
+    /// what the operator needs.
     pub per_zone_budget: usize,
     /// Shortest time an answer is cached (DNSBLs often publish TTLs of a few
     /// seconds; re-asking each sweep is wasteful).
@@ -193,6 +195,9 @@ pub struct DnsblChecker<R> {
     resolver: R,
     config: DnsblConfig,
     cache: BTreeMap<(IpAddr, String), CacheEntry>,
+    /// Where in the sorted IP list the next sweep starts spending the
+    /// budget, so IPs past the budget are not starved sweep after sweep.
+    next_start: usize,
 }
 
 impl<R: Resolver> DnsblChecker<R> {
@@ -201,6 +206,7 @@ impl<R: Resolver> DnsblChecker<R> {
             resolver,
             config,
             cache: BTreeMap::new(),
+            next_start: 0,
         }
     }
 
@@ -230,6 +236,11 @@ impl<R: Resolver> DnsblChecker<R> {
         let mut ips: Vec<IpAddr> = ips.to_vec();
         ips.sort();
         ips.dedup();
+        if !ips.is_empty() {
+            let start = self.next_start % ips.len();
+            ips.rotate_left(start);
+            self.next_start = start + self.config.per_zone_budget.min(ips.len());
+        }
 
         let mut budget: BTreeMap<&str, usize> = zones
             .iter()
@@ -244,8 +255,7 @@ impl<R: Resolver> DnsblChecker<R> {
                     row.insert(zone.clone(), hit.outcome.clone());
                     continue;
                 }
-                // One A query, plus a TXT query if listed: reserve 1 and
-                // charge the TXT when it is sent (it may overdraw by one).
+                // One A query per IP; the TXT of a listing is not charged.
                 let left = budget.get_mut(zone.as_str()).expect("zone in budget");
                 if *left == 0 {
                     row.insert(zone.clone(), ZoneOutcome::NotChecked);
