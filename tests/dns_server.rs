@@ -69,8 +69,10 @@ fn blocklist_zones(b: dns_common::TestDnsBuilder) -> dns_common::TestDnsBuilder 
     .zone("weird.test", "2.2.0.192 60 IN A 198.51.100.77\n")
     .zone("slow.test", "2.2.0.192 60 IN A 127.0.0.2\n")
     .zone("drop.test", "2.2.0.192 60 IN A 127.0.0.2\n")
+    .zone("broken.test", "2.2.0.192 60 IN A 127.0.0.2\n")
     .rule("slow.test", Misbehave::Delay(SLOW))
     .rule("drop.test", Misbehave::Drop)
+    .rule("broken.test", Misbehave::ServFail)
 }
 
 fn settings(dns: &TestDns) -> ResolverSettings {
@@ -100,6 +102,7 @@ async fn dnsbl_answers_are_interpreted() {
                 "weird.test",
                 "slow.test",
                 "drop.test",
+                "broken.test",
                 "unserved.test",
             ]),
             concurrency: 8,
@@ -172,6 +175,12 @@ async fn dnsbl_answers_are_interpreted() {
         o("192.0.2.2", "drop.test"),
         ZoneOutcome::Failed {
             reason: "timeout".into()
+        }
+    );
+    assert_eq!(
+        o("192.0.2.2", "broken.test"),
+        ZoneOutcome::Failed {
+            reason: "SERVFAIL".into()
         }
     );
     assert_eq!(

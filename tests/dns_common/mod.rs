@@ -20,10 +20,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hickory_server::net::runtime::Time;
+use hickory_server::proto::op::ResponseCode;
 use hickory_server::proto::rr::Name;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::store::in_memory::InMemoryZoneHandler;
-use hickory_server::zone_handler::{AxfrPolicy, Catalog, ZoneHandler, ZoneType};
+use hickory_server::zone_handler::{
+    AxfrPolicy, Catalog, MessageResponseBuilder, ZoneHandler, ZoneType,
+};
 use hickory_server::Server;
 
 /// How names under a suffix misbehave.
@@ -33,6 +36,8 @@ pub enum Misbehave {
     Delay(Duration),
     /// Never answer.
     Drop,
+    /// Answer SERVFAIL.
+    ServFail,
 }
 
 /// Query counters, as seen by the server.
@@ -117,6 +122,15 @@ impl RequestHandler for Handler {
             Some(Misbehave::Delay(d)) => tokio::time::sleep(d).await,
             // Far longer than any test; the task dies with the server.
             Some(Misbehave::Drop) => tokio::time::sleep(Duration::from_secs(3600)).await,
+            Some(Misbehave::ServFail) => {
+                let mut handle = response_handle;
+                let response = MessageResponseBuilder::new(&request.queries, None)
+                    .error_msg(&request.metadata, ResponseCode::ServFail);
+                return handle
+                    .send_response(response)
+                    .await
+                    .expect("test DNS server: send SERVFAIL");
+            }
             None => {
                 if !self.service_time.is_zero() {
                     tokio::time::sleep(self.service_time).await;
