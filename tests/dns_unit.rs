@@ -607,3 +607,45 @@ async fn budget_rotates_so_no_ip_starves() {
     }
     assert_eq!(seen.len(), 5, "every IP checked within 3 sweeps: {seen:?}");
 }
+
+#[test]
+fn dns_module_reads_no_clock() {
+    // Time is passed in everywhere; a clock read would make the tracker and
+    // the cache untestable and is forbidden by the module's contract.
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/dns");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        for banned in [
+            "Timestamp::now",
+            "SystemTime::now",
+            "Instant::now",
+            "Zoned::now",
+        ] {
+            assert!(
+                !text.contains(banned),
+                "{} reads a clock ({banned})",
+                path.display()
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 8, "only {checked} files found in {dir}");
+}
+
+#[test]
+fn private_key_errors_are_findings() {
+    assert_eq!(
+        public_key_from_pem(b"hello"),
+        Err(dns::dkim::PrivateKeyError::NoPem)
+    );
+    assert!(matches!(
+        public_key_from_pem(b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nAA==\n-----END ENCRYPTED PRIVATE KEY-----\n"),
+        Err(dns::dkim::PrivateKeyError::Unreadable(m)) if m.contains("encrypted")
+    ));
+    assert_eq!(
+        public_key_from_pem(&[0xff, 0xfe]),
+        Err(dns::dkim::PrivateKeyError::NotText)
+    );
+}

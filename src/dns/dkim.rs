@@ -95,6 +95,11 @@ pub fn public_key_from_pem(pem: &[u8]) -> Result<PublicKey, PrivateKeyError> {
             .map(|k| PublicKey::Rsa(k.to_public_key()))
             .map_err(|e| PrivateKeyError::Unreadable(format!("PKCS#1: {e}")));
     }
+    if text.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") {
+        return Err(PrivateKeyError::Unreadable(
+            "the key is encrypted; store it unencrypted in the Secret".to_string(),
+        ));
+    }
     if !text.contains("-----BEGIN PRIVATE KEY-----") {
         return Err(PrivateKeyError::NoPem);
     }
