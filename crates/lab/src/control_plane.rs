@@ -201,7 +201,7 @@ impl ControlPlane {
             format!("--tls-private-key-file={}", pki.serving_key.display()),
             format!("--client-ca-file={}", pki.ca_cert.display()),
             format!("--service-account-issuer={SA_ISSUER}"),
-            format!("--service-account-key-file={}", pki.sa_key.display()),
+            format!("--service-account-key-file={}", pki.sa_pub.display()),
             format!(
                 "--service-account-signing-key-file={}",
                 pki.sa_key.display()

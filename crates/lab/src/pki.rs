@@ -24,9 +24,11 @@ pub struct Pki {
     /// Serving certificate of the API server.
     pub serving_cert: PathBuf,
     pub serving_key: PathBuf,
-    /// Service-account token signing key (ECDSA P-256, PKCS#8); the API
-    /// server reads its public half from the same file.
+    /// Service-account token signing key (ECDSA P-256, PKCS#8).
     pub sa_key: PathBuf,
+    /// Its public half (`--service-account-key-file`: the API server's
+    /// public-key parser does not read PKCS#8 private keys).
+    pub sa_pub: PathBuf,
     ca_cert_pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
@@ -80,6 +82,7 @@ impl Pki {
             serving_cert: dir.join("apiserver.crt"),
             serving_key: dir.join("apiserver.key"),
             sa_key: dir.join("sa.key"),
+            sa_pub: dir.join("sa.pub"),
             ca_cert_pem,
             issuer,
         };
@@ -88,6 +91,7 @@ impl Pki {
         write_private(&pki.serving_cert, serving.pem().as_bytes())?;
         write_private(&pki.serving_key, serving_key.serialize_pem().as_bytes())?;
         write_private(&pki.sa_key, sa_key.serialize_pem().as_bytes())?;
+        write_private(&pki.sa_pub, sa_key.public_key_pem().as_bytes())?;
         Ok(pki)
     }
 
