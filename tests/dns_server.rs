@@ -777,3 +777,66 @@ async fn required_records_published_make_authentication_valid() {
         "fresh.test: SPF fail for 192.0.2.11; mta1b (192.0.2.11): PTR mta2.sender.test does not resolve back to the IP"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_and_delisting_seen_through_ttl_cache_with_cool_down() {
+    let server = TestDns::builder()
+        .zone(
+            "bl-a.test",
+            "2.2.0.192 60 IN A 127.0.0.2\n2.2.0.192 60 IN TXT \"trap hit\"\n",
+        )
+        .start()
+        .await;
+    let mut checker = DnsblChecker::new(
+        HickoryDns::new(&settings(&server)).unwrap(),
+        DnsblConfig {
+            zones: zones(&["bl-a.test"]),
+            min_cache: SignedDuration::from_secs(1),
+            ..DnsblConfig::default()
+        },
+    );
+    let mut tracker = ListingTracker::new(TrackerConfig::default());
+    let a = ip("192.0.2.2");
+    let cool_down = SignedDuration::from_secs(300);
+
+    let ch = tracker.observe(&checker.sweep(&[a], t(0)).await, t(0));
+    assert!(
+        matches!(&ch[..], [ListingChange::Listed { listing, .. }]
+        if listing.first_seen == t(0) && listing.reason.as_deref() == Some("trap hit")),
+        "{ch:?}"
+    );
+
+    // The list delists the IP. Within the answer's TTL (60 s) we still see
+    // the cached listing; after it, the delisting.
+    server.remove_name("bl-a.test", "2.2.0.192").await;
+    let rep = checker.sweep(&[a], t(30)).await;
+    assert_eq!(rep.cache_hits, 1);
+    assert!(tracker.observe(&rep, t(30)).is_empty());
+    assert_eq!(tracker.ip(a).unwrap().status, ListingStatus::Listed);
+
+    let ch = tracker.observe(&checker.sweep(&[a], t(61)).await, t(61));
+    assert_eq!(
+        ch,
+        vec![ListingChange::Delisted {
+            ip: a,
+            zone: "bl-a.test".into(),
+            listed_since: t(0),
+            clean_since: t(61)
+        }]
+    );
+    let view = tracker.ip(a).unwrap();
+    assert_eq!(view.status, ListingStatus::Clean);
+    assert!(!view.clean_for(cool_down, t(61 + 299)));
+    assert!(view.clean_for(cool_down, t(61 + 300)));
+
+    // Listed again later, with another code: a new listing, new first-seen.
+    server
+        .add_records("bl-a.test", "2.2.0.192 60 IN A 127.0.0.3\n")
+        .await;
+    let ch = tracker.observe(&checker.sweep(&[a], t(400)).await, t(400));
+    assert!(
+        matches!(&ch[..], [ListingChange::Listed { listing, .. }]
+        if listing.first_seen == t(400) && listing.codes == vec![v4("127.0.0.3")] && listing.reason.is_none()),
+        "{ch:?}"
+    );
+}

@@ -20,8 +20,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hickory_server::net::runtime::Time;
+use hickory_server::net::runtime::TokioRuntimeProvider;
 use hickory_server::proto::op::ResponseCode;
-use hickory_server::proto::rr::Name;
+use hickory_server::proto::rr::{LowerName, Name};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::store::in_memory::InMemoryZoneHandler;
 use hickory_server::zone_handler::{
@@ -183,6 +184,7 @@ impl TestDnsBuilder {
 
     pub async fn start(self) -> TestDns {
         let mut catalog = Catalog::new();
+        let mut zones = BTreeMap::new();
         for (origin, text) in &self.zones {
             let name = Name::from_str(&format!("{origin}.")).expect("zone origin");
             let (_, records) = hickory_server::proto::serialize::txt::Parser::new(
@@ -192,15 +194,16 @@ impl TestDnsBuilder {
             )
             .parse()
             .unwrap_or_else(|e| panic!("zone {origin} does not parse: {e}\n{text}"));
-            let handler =
-                InMemoryZoneHandler::<hickory_server::net::runtime::TokioRuntimeProvider>::new(
-                    name.clone(),
-                    records,
-                    ZoneType::Primary,
-                    AxfrPolicy::Deny,
-                )
-                .unwrap_or_else(|e| panic!("zone {origin}: {e}"));
-            let handlers: Vec<Arc<dyn ZoneHandler>> = vec![Arc::new(handler)];
+            let handler = InMemoryZoneHandler::<TokioRuntimeProvider>::new(
+                name.clone(),
+                records,
+                ZoneType::Primary,
+                AxfrPolicy::Deny,
+            )
+            .unwrap_or_else(|e| panic!("zone {origin}: {e}"));
+            let handler = Arc::new(handler);
+            zones.insert(origin.clone(), handler.clone());
+            let handlers: Vec<Arc<dyn ZoneHandler>> = vec![handler];
             catalog.upsert(name.into(), handlers);
         }
         let stats = Arc::new(Stats::default());
@@ -229,6 +232,7 @@ impl TestDnsBuilder {
         TestDns {
             addr,
             stats,
+            zones,
             _server: server,
         }
     }
@@ -238,12 +242,46 @@ impl TestDnsBuilder {
 pub struct TestDns {
     pub addr: SocketAddr,
     pub stats: Arc<Stats>,
+    zones: BTreeMap<String, Arc<InMemoryZoneHandler<TokioRuntimeProvider>>>,
     _server: Server<Handler>,
 }
 
 impl TestDns {
     pub fn builder() -> TestDnsBuilder {
         TestDnsBuilder::default()
+    }
+
+    fn zone(&self, zone: &str) -> &Arc<InMemoryZoneHandler<TokioRuntimeProvider>> {
+        self.zones
+            .get(zone.trim_end_matches('.'))
+            .unwrap_or_else(|| panic!("test DNS server does not serve {zone}"))
+    }
+
+    /// Delete every record of `name` (relative to `zone`) while serving:
+    /// the name becomes NXDOMAIN.
+    pub async fn remove_name(&self, zone: &str, name: &str) {
+        let fqdn = Name::from_str(&format!("{name}.{zone}.")).expect("name");
+        let lower = LowerName::from(fqdn);
+        let mut records = self.zone(zone).records_mut().await;
+        let before = records.len();
+        records.retain(|k, _| k.name != lower);
+        assert!(records.len() < before, "{name}.{zone} was not in the zone");
+    }
+
+    /// Add records (master-file lines relative to `zone`, TTLs required)
+    /// while serving.
+    pub async fn add_records(&self, zone: &str, text: &str) {
+        let origin = Name::from_str(&format!("{}.", zone.trim_end_matches('.'))).expect("zone");
+        let (_, sets) =
+            hickory_server::proto::serialize::txt::Parser::new(text, None, Some(origin))
+                .parse()
+                .unwrap_or_else(|e| panic!("records do not parse: {e}\n{text}"));
+        let handler = self.zone(zone);
+        for set in sets.values() {
+            for record in set.records_without_rrsigs() {
+                assert!(handler.upsert(record.clone(), 2).await, "upsert {record}");
+            }
+        }
     }
 }
 
