@@ -649,3 +649,20 @@ fn private_key_errors_are_findings() {
         Err(dns::dkim::PrivateKeyError::NotText)
     );
 }
+
+#[test]
+fn listing_status_form_round_trips() {
+    let l = Listing {
+        zone: "bl.test".into(),
+        codes: vec![v4("127.0.0.2"), v4("127.0.0.4")],
+        reason: Some("why".into()),
+        first_seen: t(0),
+    };
+    let s = l.to_status();
+    assert_eq!(s.code, "127.0.0.2,127.0.0.4");
+    assert_eq!(s.since, "2027-01-15T08:00:00Z");
+    assert_eq!(Listing::from_status(&s), Some(l));
+    let mut bad = s.clone();
+    bad.since = "yesterday".into();
+    assert_eq!(Listing::from_status(&bad), None);
+}

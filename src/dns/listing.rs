@@ -45,6 +45,39 @@ pub struct Listing {
     pub first_seen: Timestamp,
 }
 
+impl Listing {
+    /// The pool-status form (`status.instances[].listings[]`): codes joined
+    /// with commas, `since` in RFC 3339.
+    pub fn to_status(&self) -> sendfleet_render::api::Listing {
+        sendfleet_render::api::Listing {
+            zone: self.zone.clone(),
+            code: self
+                .codes
+                .iter()
+                .map(|c| c.to_string())
+                .collect::<Vec<_>>()
+                .join(","),
+            reason: self.reason.clone(),
+            since: self.first_seen.to_string(),
+        }
+    }
+
+    /// Read a listing back from the pool status (for
+    /// [`ListingTracker::restore_listing`] after a restart). `None` if the
+    /// stored values do not parse.
+    pub fn from_status(s: &sendfleet_render::api::Listing) -> Option<Self> {
+        let codes: Option<Vec<Ipv4Addr>> =
+            s.code.split(',').map(|c| c.trim().parse().ok()).collect();
+        let codes = codes.filter(|c| !c.is_empty())?;
+        Some(Self {
+            zone: s.zone.clone(),
+            codes,
+            reason: s.reason.clone(),
+            first_seen: s.since.parse().ok()?,
+        })
+    }
+}
+
 /// State of one (IP, zone).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ZoneState {
