@@ -666,3 +666,63 @@ fn listing_status_form_round_trips() {
     bad.since = "yesterday".into();
     assert_eq!(Listing::from_status(&bad), None);
 }
+
+mod hysteresis_property {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone, Copy)]
+    enum Step {
+        Listed,
+        Clean,
+        Failed,
+        NotChecked,
+    }
+
+    fn step() -> impl Strategy<Value = Step> {
+        prop_oneof![
+            Just(Step::Listed),
+            Just(Step::Clean),
+            Just(Step::Failed),
+            Just(Step::NotChecked)
+        ]
+    }
+
+    proptest! {
+        /// Against a reference model: the status is the last definite answer
+        /// until `n` consecutive failures, then Unknown; failures below `n`
+        /// never report a change; NotChecked is invisible.
+        #[test]
+        fn status_follows_model(n in 1u32..5, steps in proptest::collection::vec(step(), 1..40)) {
+            let mut tr = ListingTracker::new(TrackerConfig { unknown_after: n });
+            let a = "192.0.2.7";
+            let mut last: Option<ListingStatus> = None;
+            let mut fails = 0u32;
+            for (i, s) in steps.iter().enumerate() {
+                let now = t(i as i64 * 60);
+                let o = match s {
+                    Step::Listed => listed("127.0.0.2"),
+                    Step::Clean => ZoneOutcome::Clean,
+                    Step::Failed => failed(),
+                    Step::NotChecked => ZoneOutcome::NotChecked,
+                };
+                let ch = tr.observe(&report(now, &[(a, "z", o)]), now);
+                match s {
+                    Step::Listed => { last = Some(ListingStatus::Listed); fails = 0; }
+                    Step::Clean => { last = Some(ListingStatus::Clean); fails = 0; }
+                    Step::Failed => {
+                        fails += 1;
+                        if fails < n { prop_assert!(ch.is_empty(), "step {i}: {ch:?}"); }
+                    }
+                    Step::NotChecked => prop_assert!(ch.is_empty()),
+                }
+                let expected = if fails >= n {
+                    ListingStatus::Unknown
+                } else {
+                    last.unwrap_or(ListingStatus::Pending)
+                };
+                prop_assert_eq!(tr.ip(ip(a)).unwrap().status, expected, "step {} of {:?}", i, steps);
+            }
+        }
+    }
+}
