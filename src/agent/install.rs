@@ -157,7 +157,16 @@ impl Installer {
     pub async fn watch(self, state: Arc<State>) {
         loop {
             tokio::time::sleep(self.poll).await;
-            self.check(&state, true).await;
+            // Unsupervised, Postfix may legitimately not run (yet): reload
+            // only a running one.
+            let reload = self.supervise
+                || run_tool(
+                    "postfix",
+                    &["-c", &self.link.display().to_string(), "status"],
+                )
+                .await
+                .0;
+            self.check(&state, reload).await;
         }
     }
 
@@ -243,6 +252,15 @@ impl Installer {
             let path = gen.join(name);
             std::fs::write(&path, content).map_err(|source| InstallError::Io { path, source })?;
         }
+        let dir = gen.display().to_string();
+        let (ok, out) = run_tool("postconf", &["-c", &dir, "-n"]).await;
+        if !ok || out.contains("fatal:") {
+            return Err(InstallError::MainCf(out));
+        }
+        let (ok, out) = run_tool("postconf", &["-c", &dir, "-M"]).await;
+        if !ok || out.contains("fatal:") {
+            return Err(InstallError::MasterCf(out));
+        }
         let mut maps = Vec::new();
         for cf in ["main.cf", "master.cf"] {
             if let Some(text) = files.get(cf) {
@@ -270,15 +288,6 @@ impl Installer {
                     output: out,
                 });
             }
-        }
-        let dir = gen.display().to_string();
-        let (ok, out) = run_tool("postconf", &["-c", &dir, "-n"]).await;
-        if !ok || out.contains("fatal:") {
-            return Err(InstallError::MainCf(out));
-        }
-        let (ok, out) = run_tool("postconf", &["-c", &dir, "-M"]).await;
-        if !ok || out.contains("fatal:") {
-            return Err(InstallError::MasterCf(out));
         }
         if self.supervise {
             let (ok, out) = run_tool_stdout("postconf", &["-c", &dir, "-h", "maillog_file"]).await;

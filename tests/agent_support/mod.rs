@@ -412,12 +412,17 @@ impl InstanceConfig {
             sock = base.join("run/policy.sock").display(),
             extra = self.extra_main,
         );
+        // smtpd resolves recipients too (relay checks) and would turn the
+        // agent's `retry:` answer into a 450 at RCPT time, refusing mail
+        // that should be queued. So smtpd uses its own trivial-rewrite
+        // without the socketmap; only qmgr's resolves reach the agent.
         let mut master = format!(
-            "{addr}:25 inet n - n - - smtpd\n\
+            "{addr}:25 inet n - n - - smtpd\n  -o rewrite_service_name=rewrite-in\n\
              {addr}:{PEER_PORT} inet n - n - - smtpd\n  -o syslog_name=postfix/peer-in\n  -o mynetworks={peers_nets}\n  \
              -o smtpd_client_restrictions=permit_mynetworks,reject\n  -o smtpd_relay_restrictions=permit_mynetworks,reject\n  \
-             -o content_filter=smtp:\n\
+             -o content_filter=smtp:\n  -o rewrite_service_name=rewrite-in\n\
              {INTERNAL_SERVICES}\
+             rewrite-in unix - - n - - trivial-rewrite\n  -o transport_maps=hash:$config_directory/transport\n\
              peer-relay unix - - n - - smtp\n  -o syslog_name=postfix/peer-relay\n",
             addr = self.addr
         );

@@ -86,7 +86,7 @@ impl Tracker {
                 } else if let Some(p) = self.by_qid.get_mut(qid) {
                     p.rcpts.retain(|(_, k)| *k != key);
                 }
-                emit(outcome_of(d, domain, line.service));
+                emit(outcome_of(d, domain, line.service, line.program));
             }
             Event::Expired => {
                 let rcpts = self
@@ -150,14 +150,14 @@ fn domain_string(addr: &[u8]) -> String {
     }
 }
 
-fn outcome_of(d: &Delivery<'_>, domain: String, service: &[u8]) -> Outcome {
+fn outcome_of(d: &Delivery<'_>, domain: String, service: &[u8], program: &[u8]) -> Outcome {
     let (relay_addr, relay_port) = match super::parse::relay_endpoint(d.relay) {
         Some((a, p)) => (Some(String::from_utf8_lossy(a).into_owned()), p),
         None => (None, None),
     };
     // Our own deferrals (the `retry:` transport, `error`) say why *we* held
     // the mail; they are not the receiver's answer.
-    let category = if matches!(service, b"retry" | b"error") {
+    let category = if program == b"error" {
         ResponseCategory::Other
     } else {
         classify(d.status, d.dsn, d.response)

@@ -19,8 +19,12 @@ use memchr::{memchr, memmem};
 /// A parsed line: prefix fields and the event.
 #[derive(Debug, PartialEq)]
 pub struct Line<'a> {
-    /// Program after the last '/' of the tag (`smtp`, `qmgr`, `throttle-x`).
+    /// The master.cf service: with `-o syslog_name=postfix/NAME` Postfix 3.x
+    /// tags lines `postfix/NAME/smtp`, so this is `NAME`; otherwise the
+    /// program (`postfix/smtp` -> `smtp`).
     pub service: &'a [u8],
+    /// The program after the last '/' (`smtp`, `qmgr`, `error`).
+    pub program: &'a [u8],
     /// Queue id, if the message starts with one.
     pub queue_id: Option<&'a [u8]>,
     pub event: Event<'a>,
@@ -103,17 +107,24 @@ pub enum Malformed {
 pub fn parse_line(line: &[u8]) -> Result<Line<'_>, Malformed> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let (tag, msg) = split_prefix(line).ok_or(Malformed::Prefix)?;
-    let service = match tag.iter().rposition(|&b| b == b'/') {
-        Some(i) => &tag[i + 1..],
-        None => tag,
+    let (head, program) = match tag.iter().rposition(|&b| b == b'/') {
+        Some(i) => (&tag[..i], &tag[i + 1..]),
+        None => (&tag[..0], tag),
     };
-    if service.is_empty() {
+    if program.is_empty() {
         return Err(Malformed::Prefix);
     }
+    // `postfix/NAME/smtp`: the segment before the program names the service
+    // when there are at least two slashes.
+    let service = match head.iter().rposition(|&b| b == b'/') {
+        Some(i) if i + 1 < head.len() => &head[i + 1..],
+        _ => program,
+    };
     let (queue_id, rest) = split_queue_id(msg);
     let event = classify_message(rest, queue_id.is_some())?;
     Ok(Line {
         service,
+        program,
         queue_id,
         event,
     })
@@ -406,6 +417,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(p.service, b"throttle-gmail");
+        assert_eq!(p.program, b"throttle-gmail");
+        let p =
+            parse_line(b"Nov 23 07:25:01 h postfix/dp-slow-slow/smtp[23548]: ABCDE12345: removed")
+                .unwrap();
+        assert_eq!((p.service, p.program), (&b"dp-slow-slow"[..], &b"smtp"[..]));
+        let p = parse_line(b"Nov 23 07:25:01 h postfix/smtp[23548]: ABCDE12345: removed").unwrap();
+        assert_eq!((p.service, p.program), (&b"smtp"[..], &b"smtp"[..]));
         assert_eq!(p.event, Event::Removed);
     }
 

@@ -4,8 +4,16 @@
 //! Postfix consults the agent's socketmap first in `transport_maps`; the
 //! agent answers only the dynamic cases and says `NOTFOUND` otherwise so the
 //! static `hash:transport` map that follows decides (see the module doc of
-//! `sendfleet_render::policy`). This module must never do I/O, read a clock,
-//! or put a key containing '@' anywhere (it only reads it to refuse it).
+//! `sendfleet_render::policy`).
+//!
+//! Keys: Postfix registers socketmap as a *pattern* table (dict_sockmap.c
+//! sets `DICT_FLAG_PATTERN`), and trivial-rewrite's transport lookup asks
+//! pattern tables only for the full recipient address (`user@domain`, then
+//! the address without its extension) and the wildcard `*` — never the bare
+//! domain or `.parent` probes (checked on Postfix 3.7: only `*` and
+//! addresses arrive). So the decision is made on the domain part of the key;
+//! bare domains are accepted too (for `postmap -q` and tests). This module
+//! must never do I/O, read a clock, or keep or return the local part.
 
 use std::collections::BTreeMap;
 
@@ -37,8 +45,8 @@ pub enum Decision {
 /// Why a lookup is left to the static map (a metric label each).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NotFoundWhy {
-    /// Full address or parent-domain probe: the agent matches bare domains only.
-    NotADomain,
+    /// The wildcard `*`, a `.parent` probe, or a key with an empty domain.
+    NoDomain,
     /// The rule routes through a relay, which the static map carries.
     RelayRule,
     /// This instance is not in its own policy (nothing dynamic applies).
@@ -119,15 +127,16 @@ pub fn share_for<'p>(policy: &'p AgentPolicy, domain: &str) -> Option<(String, &
 /// Decide the answer for socketmap key `key`. `seq` spreads peer choice
 /// (any counter that changes per lookup).
 pub fn decide(policy: &AgentPolicy, sent: &SentToday<'_>, key: &str, seq: u64) -> Decision {
-    if key.is_empty() || key.contains('@') || key.starts_with('.') {
-        return Decision::NotFound(NotFoundWhy::NotADomain);
+    let domain = key.rsplit_once('@').map_or(key, |(_, d)| d);
+    if domain.is_empty() || domain.starts_with('.') || domain == "*" || domain.starts_with('[') {
+        return Decision::NotFound(NotFoundWhy::NoDomain);
     }
     let lowered;
-    let domain = if key.bytes().any(|b| b.is_ascii_uppercase()) || key.ends_with('.') {
-        lowered = key.trim_end_matches('.').to_ascii_lowercase();
+    let domain = if domain.bytes().any(|b| b.is_ascii_uppercase()) || domain.ends_with('.') {
+        lowered = domain.trim_end_matches('.').to_ascii_lowercase();
         lowered.as_str()
     } else {
-        key
+        domain
     };
     let rule = policy.rule_for(domain);
     if rule.is_some_and(|r| r.relay.is_some()) {
@@ -292,17 +301,29 @@ mod tests {
     }
 
     #[test]
-    fn addresses_and_parent_probes_are_not_found() {
-        let p = policy();
-        assert_eq!(
-            d(&p, "user@gmail.com"),
-            Decision::NotFound(NotFoundWhy::NotADomain)
-        );
+    fn addresses_decide_by_domain_and_wildcards_are_not_found() {
+        let mut p = policy();
+        assert_eq!(d(&p, "*"), Decision::NotFound(NotFoundWhy::NoDomain));
         assert_eq!(
             d(&p, ".gmail.com"),
-            Decision::NotFound(NotFoundWhy::NotADomain)
+            Decision::NotFound(NotFoundWhy::NoDomain)
         );
-        assert_eq!(d(&p, ""), Decision::NotFound(NotFoundWhy::NotADomain));
+        assert_eq!(d(&p, ""), Decision::NotFound(NotFoundWhy::NoDomain));
+        assert_eq!(d(&p, "user@"), Decision::NotFound(NotFoundWhy::NoDomain));
+        assert_eq!(
+            d(&p, "user@[192.0.2.1]"),
+            Decision::NotFound(NotFoundWhy::NoDomain)
+        );
+        p.instances[0].excluded_rules = vec!["gmail".into()];
+        assert!(matches!(
+            d(&p, "User+tag@Mail.GMAIL.com"),
+            Decision::Peer { .. }
+        ));
+        assert!(matches!(
+            d(&p, "\"odd@local\"@gmail.com"),
+            Decision::Peer { .. }
+        ));
+        p.instances[0].excluded_rules.clear();
         assert_eq!(d(&p, "gmail.com"), Decision::NotFound(NotFoundWhy::Normal));
         assert_eq!(d(&p, "other.org"), Decision::NotFound(NotFoundWhy::Normal));
     }

@@ -2,7 +2,8 @@
 //!
 //! Each connection carries any number of netstring requests; each gets one
 //! reply. The socket is mode 0666 (the postfix user must connect) inside a
-//! directory only root can write. Keys containing '@' are never logged.
+//! directory only root can write. Keys are recipient addresses: only their
+//! domain is ever logged.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -134,7 +135,7 @@ fn answer(payload: &[u8], state: &State) -> Reply {
     let d = state.decide(key);
     let reason = match &d {
         Decision::NotFound(w) => match w {
-            NotFoundWhy::NotADomain => "NotADomain",
+            NotFoundWhy::NoDomain => "NoDomain",
             NotFoundWhy::RelayRule => "RelayRule",
             NotFoundWhy::UnknownInstance => "UnknownInstance",
             NotFoundWhy::Normal => "Normal",

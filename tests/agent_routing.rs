@@ -1,0 +1,177 @@
+//! The transport policy service on real Postfix, verified by where the mail
+//! actually went: a paused domain is deferred (and flows once unpaused), a
+//! domain this instance is excluded for leaves through a peer (seen at the
+//! receiver as coming from the peer's address, and not relayed again by the
+//! peer even though the peer's own policy would), a slowed domain uses its
+//! slow transport (seen in the log under that transport's name).
+
+mod agent_support;
+
+use std::time::Duration;
+
+use agent_support::*;
+use sendfleet::core::policy::DomainRule;
+
+const A: &str = "127.0.11.1";
+const B: &str = "127.0.11.2";
+const PROVIDER: &str = "127.0.21.1";
+const DOMAINS: [&str; 5] = [
+    "paused.test",
+    "excluded.test",
+    "slow.test",
+    "normal.test",
+    "client.test",
+];
+
+fn rule(name: &str, domain: &str) -> DomainRule {
+    DomainRule {
+        name: name.into(),
+        patterns: vec![domain.into()],
+        ..Default::default()
+    }
+}
+
+fn config(name: &str, addr: &str, excluded: &str) -> InstanceConfig {
+    let mut cfg = InstanceConfig::new(name, addr);
+    cfg.peers = vec![if addr == A { B.into() } else { A.into() }];
+    cfg.policy.instances = vec![instance("route-a", A), instance("route-b", B)];
+    for i in &mut cfg.policy.instances {
+        if i.name == excluded {
+            i.excluded_rules = vec!["excl".into()];
+        }
+    }
+    let mut paused = rule("paused", "paused.test");
+    paused.paused = Some("provider maintenance".into());
+    let mut slow = rule("slow", "slow.test");
+    slow.throttle_transport = Some("dp-slow".into());
+    slow.slow_transport = Some("dp-slow-slow".into());
+    slow.slowed = true;
+    cfg.policy.domains = vec![paused, rule("excl", "excluded.test"), slow];
+    cfg.transport = vec![("slow.test".into(), "dp-slow:".into())];
+    cfg.throttles = vec![("dp-slow".into(), 2), ("dp-slow-slow".into(), 1)];
+    cfg
+}
+
+#[test]
+fn paused_excluded_and_slowed_domains_go_where_the_policy_says() {
+    require_postfix();
+    let receiver = Receiver::start("route-rcv", PROVIDER, &DOMAINS, &[]);
+    let hosts: Vec<(&str, &str)> = DOMAINS.iter().map(|d| (*d, PROVIDER)).collect();
+    let cfg_a = config("route-a", A, "route-a");
+    // B's policy (an update that reached B first) excludes B instead: if B
+    // consulted its agent for mail a peer handed it, it would send it back.
+    let cfg_b = config("route-b", B, "route-b");
+    let mut a = Agent::start(&cfg_a, &hosts);
+    let b = Agent::start(&cfg_b, &hosts);
+
+    for d in ["paused.test", "excluded.test", "slow.test", "normal.test"] {
+        inject(A, "app@client.test", &format!("user@{d}"), 5, 1);
+    }
+
+    eventually(
+        Duration::from_secs(60),
+        "excluded, slow and normal mail delivered",
+        || {
+            let got = receiver.deliveries();
+            got.to_domain("excluded.test") == 5
+                && got.to_domain("slow.test") == 5
+                && got.to_domain("normal.test") == 5
+        },
+    );
+    let got = receiver.deliveries();
+    // Excluded: from the peer's address only.
+    assert_eq!(got.to_domain_from("excluded.test", B), 5, "{got:?}");
+    // Slowed and normal: from A itself.
+    assert_eq!(got.to_domain_from("slow.test", A), 5, "{got:?}");
+    assert_eq!(got.to_domain_from("normal.test", A), 5, "{got:?}");
+    // Paused: nothing arrived, the mail waits in A's queue with the reason.
+    assert_eq!(got.to_domain("paused.test"), 0);
+    let queue = a.queue_json();
+    assert_eq!(
+        queue
+            .matches("paused by policy paused: provider maintenance")
+            .count(),
+        5,
+        "{queue}"
+    );
+
+    // A's log shows the transports that carried each domain.
+    let log_a = a.stdout();
+    let sent_by = |service: &str, domain: &str| {
+        log_a
+            .lines()
+            .filter(|l| {
+                l.contains(&format!("postfix/{service}/smtp["))
+                    && l.contains(&format!("@{domain}>"))
+                    && l.contains("status=sent")
+            })
+            .count()
+    };
+    assert_eq!(sent_by("dp-slow-slow", "slow.test"), 5, "{log_a}");
+    assert_eq!(sent_by("dp-slow", "slow.test"), 0);
+    assert_eq!(sent_by("peer-relay", "excluded.test"), 5);
+    assert!(
+        log_a
+            .lines()
+            .filter(|l| l.contains("@excluded.test>")
+                && l.contains(&format!("relay={B}[{B}]:{PEER_PORT}")))
+            .count()
+            == 5
+    );
+    assert!(log_a.lines().any(|l| l.contains("@paused.test>")
+        && l.contains("status=deferred")
+        && l.contains("paused by policy")));
+    // B sent the peer's mail directly (plain smtp), never back to A.
+    let log_b = b.stdout();
+    assert_eq!(
+        log_b
+            .lines()
+            .filter(|l| l.contains("postfix/peer-relay/"))
+            .count(),
+        0,
+        "{log_b}"
+    );
+    assert_eq!(
+        log_b
+            .lines()
+            .filter(|l| l.contains("postfix/smtp[")
+                && l.contains("@excluded.test>")
+                && l.contains("status=sent"))
+            .count(),
+        5
+    );
+
+    // Counters: only mail sent from A's own IP counts toward A's day.
+    let st_a = a.wait_for(Duration::from_secs(10), "A counted", |s| {
+        s.counters.sent_today == 10
+    });
+    assert_eq!(st_a.counters.sent_today_by_rule.get("slow"), Some(&5));
+    assert_eq!(st_a.counters.sent_today_by_rule.get("excl"), None);
+    b.wait_for(Duration::from_secs(10), "B counted", |s| {
+        s.counters.sent_today_by_rule.get("excl") == Some(&5)
+    });
+    let m = a.metrics();
+    for needle in [
+        "sendfleet_agent_policy_lookups_total{decision=\"Peer\",reason=\"Excluded\"}",
+        "sendfleet_agent_policy_lookups_total{decision=\"Slow\",reason=\"Slowed\"}",
+        "sendfleet_agent_policy_lookups_total{decision=\"Defer\",reason=\"Paused\"}",
+        "sendfleet_agent_deliveries_total{rule=\"excl\",status=\"sent\",category=\"Accepted\",via=\"peer\"} 5",
+    ] {
+        assert!(m.contains(needle), "{needle} missing from\n{m}");
+    }
+
+    // Unpause: the held mail flows on its next retry, without a restart.
+    let pid = a.master_pid();
+    let mut cfg = cfg_a.clone();
+    cfg.policy.domains[0].paused = None;
+    let files = cfg.files(&a.base);
+    a.apply(&files, Duration::from_secs(30));
+    eventually(
+        Duration::from_secs(60),
+        "paused mail delivered after unpause",
+        || receiver.deliveries().to_domain("paused.test") == 5,
+    );
+    assert_eq!(receiver.deliveries().to_domain_from("paused.test", A), 5);
+    assert_eq!(a.master_pid(), pid, "postfix master restarted");
+    a.wait_queue_empty(Duration::from_secs(30));
+}
