@@ -19,6 +19,7 @@
 pub mod api;
 pub mod contract;
 pub mod policy;
+pub mod objects;
 pub mod postfix;
 pub mod render;
 pub mod selector;

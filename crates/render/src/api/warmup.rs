@@ -154,21 +154,22 @@ pub struct WarmupPlanStatus {
 
 impl WarmupPlanSpec {
     /// Daily cap on `day` (1-based), or `None` once the plan is finished
-    /// (the IP is warm). Pure: day counting is the caller's job.
+    /// (the IP is warm: the day after the last step, or once the ramp
+    /// reaches its ceiling). Pure: day counting is the caller's job.
     pub fn cap_on_day(&self, day: u32) -> Option<u64> {
+        let day = day.max(1);
         if let Some(steps) = &self.steps {
+            // The last step holds on its own day; from the next day the IP
+            // is warm and uncapped.
             let last = steps.iter().map(|s| s.day).max()?;
-            if day > last.saturating_add(0) && day > 0 {
-                // The last step holds on its own day; the day after, warm.
-                if day > last {
-                    return None;
-                }
+            if day > last {
+                return None;
             }
             return steps.iter().filter(|s| s.day <= day).max_by_key(|s| s.day).map(|s| s.daily_cap);
         }
         let ramp = self.ramp.as_ref()?;
         let mut cap = ramp.start as f64;
-        for _ in 1..day.max(1) {
+        for _ in 1..day {
             cap *= 1.0 + ramp.growth_percent as f64 / 100.0;
             if cap >= ramp.ceiling as f64 {
                 return None;

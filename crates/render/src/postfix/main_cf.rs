@@ -45,8 +45,11 @@ impl MainCf {
         }
         for (k, v) in &self.params {
             out.push_str(k);
-            out.push_str(" = ");
-            out.push_str(v);
+            out.push_str(" =");
+            if !v.is_empty() {
+                out.push(' ');
+                out.push_str(v);
+            }
             out.push('\n');
         }
         out

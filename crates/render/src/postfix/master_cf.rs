@@ -65,7 +65,8 @@ impl MasterCf {
         for s in &self.services {
             let place = |what: &str| format!("master.cf service {:?} {what}", s.name);
             for (what, v) in [("name", &s.name), ("wakeup", &s.wakeup), ("maxproc", &s.maxproc)] {
-                if !is_safe_token(v) {
+                // "-" means "default" in every column.
+                if v != "-" && !is_safe_token(v) {
                     return Err(UnsafeValue { place: place(what), value: v.clone() });
                 }
             }
