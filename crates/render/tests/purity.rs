@@ -30,7 +30,13 @@ fn source_does_no_io_and_reads_no_clock() {
     walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &mut files);
     assert!(files.len() > 5);
     for f in files {
-        let text = std::fs::read_to_string(&f).unwrap();
+        // Comments may name what the code must not do.
+        let text: String = std::fs::read_to_string(&f)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect::<Vec<_>>()
+            .join("\n");
         for forbidden in ["std::fs", "std::env", "std::process", "std::time", "SystemTime", "Instant::", "TcpStream", "UdpSocket", "std::io::stdin", "println!", "eprintln!"] {
             assert!(!text.contains(forbidden), "{} uses {forbidden}", f.display());
         }
