@@ -18,8 +18,8 @@
 
 pub mod api;
 pub mod contract;
-pub mod policy;
 pub mod objects;
+pub mod policy;
 pub mod postfix;
 pub mod render;
 pub mod selector;

@@ -13,10 +13,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Probe,
-    SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume, VolumeMount,
-    VolumeResourceRequirements,
+    Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec,
+    PodTemplateSpec, Probe, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
+    Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
@@ -118,15 +118,10 @@ impl Desired {
 }
 
 fn pool_labels(pool: &str) -> BTreeMap<String, String> {
-    [
-        (LABEL_NAME, "sendfleet"),
-        (LABEL_COMPONENT, "instance"),
-        (LABEL_MANAGED_BY, FIELD_MANAGER),
-        (LABEL_POOL, pool),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v.to_string()))
-    .collect()
+    [(LABEL_NAME, "sendfleet"), (LABEL_COMPONENT, "instance"), (LABEL_MANAGED_BY, FIELD_MANAGER), (LABEL_POOL, pool)]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn selector_labels(pool: &str, instance: Option<&str>) -> BTreeMap<String, String> {
@@ -198,7 +193,12 @@ fn config_map(rp: &RenderedPool, inst: &RenderedInstance, owner: &Option<OwnerRe
     ConfigMap { metadata: m, data: Some(inst.files.clone()), ..Default::default() }
 }
 
-fn services(pool: &SendingPool, rp: &RenderedPool, settings: &Settings, owner: &Option<OwnerReference>) -> Vec<Desired> {
+fn services(
+    pool: &SendingPool,
+    rp: &RenderedPool,
+    settings: &Settings,
+    owner: &Option<OwnerReference>,
+) -> Vec<Desired> {
     let port = pool.spec.submission.port;
     let host_network = pool.spec.egress.mode == EgressMode::HostNetwork;
     let smtp_port = ServicePort {
@@ -230,19 +230,25 @@ fn services(pool: &SendingPool, rp: &RenderedPool, settings: &Settings, owner: &
         out.push(Desired::EndpointSlice(EndpointSlice {
             metadata: m,
             address_type: if v6 { "IPv6".into() } else { "IPv4".into() },
-            endpoints: Some(rp
-                .instances
-                .iter()
-                .filter(|i| i.address.contains(':') == v6)
-                .map(|i| Endpoint {
-                    addresses: vec![i.address.clone()],
-                    conditions: Some(EndpointConditions { ready: Some(i.weight > 0), ..Default::default() }),
-                    hostname: Some(i.name.clone()),
-                    node_name: i.node_name.clone(),
-                    ..Default::default()
-                })
-                .collect()),
-            ports: Some(vec![EndpointPort { name: Some("smtp".into()), port: Some(port as i32), protocol: Some("TCP".into()), ..Default::default() }]),
+            endpoints: Some(
+                rp.instances
+                    .iter()
+                    .filter(|i| i.address.contains(':') == v6)
+                    .map(|i| Endpoint {
+                        addresses: vec![i.address.clone()],
+                        conditions: Some(EndpointConditions { ready: Some(i.weight > 0), ..Default::default() }),
+                        hostname: Some(i.name.clone()),
+                        node_name: i.node_name.clone(),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ports: Some(vec![EndpointPort {
+                name: Some("smtp".into()),
+                port: Some(port as i32),
+                protocol: Some("TCP".into()),
+                ..Default::default()
+            }]),
         }));
     }
     out.push(Desired::Service(Service {
@@ -265,7 +271,13 @@ fn services(pool: &SendingPool, rp: &RenderedPool, settings: &Settings, owner: &
     out
 }
 
-fn stateful_set(pool: &SendingPool, rp: &RenderedPool, inst: &RenderedInstance, settings: &Settings, owner: &Option<OwnerReference>) -> StatefulSet {
+fn stateful_set(
+    pool: &SendingPool,
+    rp: &RenderedPool,
+    inst: &RenderedInstance,
+    settings: &Settings,
+    owner: &Option<OwnerReference>,
+) -> StatefulSet {
     let spec = &pool.spec;
     let name = instance_object_name(&rp.name, &inst.name);
     let mode = spec.egress.mode;
@@ -291,7 +303,12 @@ fn stateful_set(pool: &SendingPool, rp: &RenderedPool, inst: &RenderedInstance, 
             pod_meta.annotations = Some([("k8s.v1.cni.cncf.io/networks".to_string(), v.to_string())].into());
         }
     }
-    let port = |name: &str, p: u16| ContainerPort { name: Some(name.into()), container_port: p as i32, protocol: Some("TCP".into()), ..Default::default() };
+    let port = |name: &str, p: u16| ContainerPort {
+        name: Some(name.into()),
+        container_port: p as i32,
+        protocol: Some("TCP".into()),
+        ..Default::default()
+    };
     let env = |n: &str, v: &str| EnvVar { name: n.into(), value: Some(v.into()), ..Default::default() };
     let container = Container {
         name: "mta".into(),
@@ -321,7 +338,11 @@ fn stateful_set(pool: &SendingPool, rp: &RenderedPool, inst: &RenderedInstance, 
             env("SENDFLEET_POOL", &format!("{}/{}", rp.namespace, rp.name)),
             env("SENDFLEET_INSTANCE", &inst.name),
         ]),
-        ports: Some(vec![port("smtp", spec.submission.port), port("peer", settings.peer_port), port("http", settings.agent_port)]),
+        ports: Some(vec![
+            port("smtp", spec.submission.port),
+            port("peer", settings.peer_port),
+            port("http", settings.agent_port),
+        ]),
         readiness_probe: Some(probe("/readyz", 5, 3)),
         liveness_probe: Some(probe("/healthz", 10, 6)),
         resources: spec.resources.clone(),
@@ -341,9 +362,19 @@ fn stateful_set(pool: &SendingPool, rp: &RenderedPool, inst: &RenderedInstance, 
             ..Default::default()
         }),
         volume_mounts: Some(vec![
-            VolumeMount { name: "config".into(), mount_path: CONFIG_MOUNT.into(), read_only: Some(true), ..Default::default() },
+            VolumeMount {
+                name: "config".into(),
+                mount_path: CONFIG_MOUNT.into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
             VolumeMount { name: "run".into(), mount_path: RUN_MOUNT.into(), ..Default::default() },
-            VolumeMount { name: "hash-key".into(), mount_path: HASH_KEY_MOUNT.into(), read_only: Some(true), ..Default::default() },
+            VolumeMount {
+                name: "hash-key".into(),
+                mount_path: HASH_KEY_MOUNT.into(),
+                read_only: Some(true),
+                ..Default::default()
+            },
             VolumeMount { name: "queue".into(), mount_path: settings.queue_directory.clone(), ..Default::default() },
         ]),
         ..Default::default()
@@ -354,7 +385,10 @@ fn stateful_set(pool: &SendingPool, rp: &RenderedPool, inst: &RenderedInstance, 
         spec: StatefulSetSpec {
             replicas: Some(1),
             service_name: Some(headless_service_name(&rp.name)),
-            selector: LabelSelector { match_labels: Some(selector_labels(&rp.name, Some(&inst.name))), ..Default::default() },
+            selector: LabelSelector {
+                match_labels: Some(selector_labels(&rp.name, Some(&inst.name))),
+                ..Default::default()
+            },
             // Queues outlive the pool object: deleting a pool must not
             // delete mail. Remove the claims by hand once they are empty.
             persistent_volume_claim_retention_policy: Some(StatefulSetPersistentVolumeClaimRetentionPolicy {
@@ -377,7 +411,11 @@ fn stateful_set(pool: &SendingPool, rp: &RenderedPool, inst: &RenderedInstance, 
                             config_map: Some(ConfigMapVolumeSource { name: name.clone(), ..Default::default() }),
                             ..Default::default()
                         },
-                        Volume { name: "run".into(), empty_dir: Some(EmptyDirVolumeSource::default()), ..Default::default() },
+                        Volume {
+                            name: "run".into(),
+                            empty_dir: Some(EmptyDirVolumeSource::default()),
+                            ..Default::default()
+                        },
                         Volume {
                             name: "hash-key".into(),
                             secret: Some(SecretVolumeSource {
@@ -392,7 +430,11 @@ fn stateful_set(pool: &SendingPool, rp: &RenderedPool, inst: &RenderedInstance, 
                 }),
             },
             volume_claim_templates: Some(vec![PersistentVolumeClaim {
-                metadata: ObjectMeta { name: Some("queue".into()), labels: Some(selector_labels(&rp.name, Some(&inst.name))), ..Default::default() },
+                metadata: ObjectMeta {
+                    name: Some("queue".into()),
+                    labels: Some(selector_labels(&rp.name, Some(&inst.name))),
+                    ..Default::default()
+                },
                 spec: Some(PersistentVolumeClaimSpec {
                     access_modes: Some(vec!["ReadWriteOnce".into()]),
                     storage_class_name: spec.queue.storage_class_name.clone(),

@@ -127,9 +127,7 @@ impl DomainRule {
 /// `example.com` matches only itself; `.example.com` matches any subdomain.
 pub fn pattern_matches(pattern: &str, domain: &str) -> bool {
     match pattern.strip_prefix('.') {
-        Some(parent) => domain
-            .strip_suffix(parent)
-            .is_some_and(|head| head.ends_with('.') && head.len() > 1),
+        Some(parent) => domain.strip_suffix(parent).is_some_and(|head| head.ends_with('.') && head.len() > 1),
         None => pattern == domain,
     }
 }
@@ -161,9 +159,7 @@ impl AgentPolicy {
 
     /// Peers (other instances) in rotation, in spec order.
     pub fn peers_in_rotation(&self) -> impl Iterator<Item = &InstancePolicy> {
-        self.instances
-            .iter()
-            .filter(move |i| i.name != self.instance && i.weight > 0)
+        self.instances.iter().filter(move |i| i.name != self.instance && i.weight > 0)
     }
 }
 

@@ -278,7 +278,11 @@ impl Shared {
                 throttles.push((tname.clone(), t.clone(), t.processes.unwrap_or(0)));
             }
             if let Some(sd) = &p.spec.slow_down {
-                let slow = Throttle { connections: Some(1), messages_per_minute: Some(sd.messages_per_minute), processes: Some(1) };
+                let slow = Throttle {
+                    connections: Some(1),
+                    messages_per_minute: Some(sd.messages_per_minute),
+                    processes: Some(1),
+                };
                 throttles.push((slow_transport(p.name), slow, 1));
             }
             let via = if throttled.is_some() { tname.as_str() } else { "smtp" };
@@ -291,7 +295,10 @@ impl Shared {
                     let port = input
                         .pools
                         .iter()
-                        .find(|sp| sp.metadata.name.as_deref() == Some(target) && sp.metadata.namespace.as_deref() == Some(pool.namespace))
+                        .find(|sp| {
+                            sp.metadata.name.as_deref() == Some(target)
+                                && sp.metadata.namespace.as_deref() == Some(pool.namespace)
+                        })
                         .map(|sp| sp.spec.submission.port)
                         .ok_or_else(|| RenderError::Reference {
                             field: format!("DomainPolicy {}: spec.route.pool", p.name),
@@ -321,7 +328,10 @@ impl Shared {
                 let target = input
                     .pools
                     .iter()
-                    .find(|sp| sp.metadata.name.as_deref() == Some(&s.pool) && sp.metadata.namespace.as_deref() == Some(pool.namespace))
+                    .find(|sp| {
+                        sp.metadata.name.as_deref() == Some(&s.pool)
+                            && sp.metadata.namespace.as_deref() == Some(pool.namespace)
+                    })
                     .ok_or_else(|| RenderError::Reference {
                         field: "spec.spamRoute.pool".into(),
                         message: format!("SendingPool {:?} not found in namespace {}", s.pool, pool.namespace),
@@ -345,7 +355,11 @@ impl Shared {
 }
 
 /// Every instance as the agents see it (weights, caps, exclusions).
-fn instance_policies(pool: &ValidPool<'_>, policies: &[ValidDomainPolicy<'_>], input: PoolInput<'_>) -> Vec<InstancePolicy> {
+fn instance_policies(
+    pool: &ValidPool<'_>,
+    policies: &[ValidDomainPolicy<'_>],
+    input: PoolInput<'_>,
+) -> Vec<InstancePolicy> {
     pool.spec
         .egress_ips
         .iter()
@@ -391,11 +405,11 @@ fn render_instance(
     settings: &Settings,
 ) -> Result<RenderedInstance, RenderError> {
     let spec = pool.spec;
-    let addr: IpAddr = ip.address.parse().map_err(|_| FieldError {
-        field: "spec.egressIPs[].address".into(),
-        message: "not an address".into(),
-    })
-    .map_err(|e| ValidationError { resource: "SendingPool".into(), errors: vec![e] })?;
+    let addr: IpAddr = ip
+        .address
+        .parse()
+        .map_err(|_| FieldError { field: "spec.egressIPs[].address".into(), message: "not an address".into() })
+        .map_err(|e| ValidationError { resource: "SendingPool".into(), errors: vec![e] })?;
     let pinned = matches!(spec.egress.mode, EgressMode::HostNetwork | EgressMode::Multus);
     let r = pool.retry_seconds;
 
@@ -475,8 +489,12 @@ fn render_instance(
     let mut mc = MasterCf::default();
     let listen = |port: u16| -> String { port.to_string() };
     mc.push(
-        Service { kind: "inet", private: "n", ..Service::internal(&listen(spec.submission.port), "inet", "n", "-", "-", "smtpd") }
-            .with("syslog_name", "postfix/submission"),
+        Service {
+            kind: "inet",
+            private: "n",
+            ..Service::internal(&listen(spec.submission.port), "inet", "n", "-", "-", "smtpd")
+        }
+        .with("syslog_name", "postfix/submission"),
     );
     // Mail relayed by a peer is sent directly from here and never relayed
     // again: content_filter forces the plain smtp transport, bypassing the
@@ -484,13 +502,17 @@ fn render_instance(
     let peers: Vec<String> = instances.iter().filter(|i| i.name != ip.name).map(|i| network(&i.address)).collect();
     let peer_nets = if peers.is_empty() { network(&ip.address) } else { peers.join(",") };
     mc.push(
-        Service { kind: "inet", private: "n", ..Service::internal(&listen(settings.peer_port), "inet", "n", "-", "-", "smtpd") }
-            .with("syslog_name", "postfix/peer-in")
-            .with("mynetworks", peer_nets)
-            .with("smtpd_client_restrictions", "permit_mynetworks,reject")
-            .with("smtpd_relay_restrictions", "permit_mynetworks,reject")
-            .with("smtpd_recipient_restrictions", "permit_mynetworks,reject")
-            .with("content_filter", "smtp:"),
+        Service {
+            kind: "inet",
+            private: "n",
+            ..Service::internal(&listen(settings.peer_port), "inet", "n", "-", "-", "smtpd")
+        }
+        .with("syslog_name", "postfix/peer-in")
+        .with("mynetworks", peer_nets)
+        .with("smtpd_client_restrictions", "permit_mynetworks,reject")
+        .with("smtpd_relay_restrictions", "permit_mynetworks,reject")
+        .with("smtpd_recipient_restrictions", "permit_mynetworks,reject")
+        .with("content_filter", "smtp:"),
     );
     for (name, kind, private, wakeup, maxproc, command) in [
         ("pickup", "unix", "n", "60", "1", "pickup"),
@@ -570,7 +592,10 @@ fn render_instance(
                 .spec
                 .domain_shares
                 .iter()
-                .map(|s| WarmupShare { patterns: s.domains.iter().map(|d| table_pattern(d)).collect(), max_percent: s.max_percent })
+                .map(|s| WarmupShare {
+                    patterns: s.domains.iter().map(|d| table_pattern(d)).collect(),
+                    max_percent: s.max_percent,
+                })
                 .collect(),
         }),
     };

@@ -40,7 +40,10 @@ mod tests {
     fn selector_semantics() {
         let labels: BTreeMap<String, String> = [("tier".to_string(), "bulk".to_string())].into();
         assert!(matches(&LabelSelector::default(), &labels));
-        let ml = LabelSelector { match_labels: Some([("tier".to_string(), "bulk".to_string())].into()), ..Default::default() };
+        let ml = LabelSelector {
+            match_labels: Some([("tier".to_string(), "bulk".to_string())].into()),
+            ..Default::default()
+        };
         assert!(matches(&ml, &labels));
         assert!(!matches(&ml, &BTreeMap::new()));
         let expr = |op: &str, vals: &[&str]| LabelSelector {

@@ -85,8 +85,10 @@ impl Errors {
 pub const MAX_INSTANCE_NAME: usize = 30;
 /// Longest DomainPolicy name: it becomes a master.cf service name.
 pub const MAX_POLICY_NAME: usize = 40;
-/// Longest pool name: `<pool>-<instance>` must fit a StatefulSet name (52).
-pub const MAX_POOL_NAME: usize = 21;
+/// Longest pool name (it prefixes Service names, DNS-1035 labels).
+pub const MAX_POOL_NAME: usize = 40;
+/// `<pool>-<instance>` names a StatefulSet, whose name may not exceed 52.
+pub const MAX_STATEFULSET_NAME: usize = 52;
 
 /// A DNS-1123 label of at most `max` characters (`a-z`, `0-9`, inner `-`).
 pub fn label(s: &str, max: usize) -> Result<(), String> {
@@ -166,10 +168,7 @@ pub fn duration(s: &str, min: u64) -> Result<u64, String> {
     match parse_duration(s) {
         Some(n) if n >= min => Ok(n),
         Some(_) => Err(format!("{}: must be at least {min}s", quote(s))),
-        None => Err(format!(
-            "{}: must be a whole number followed by s, m, h, d or w (e.g. 300s, 4h, 5d)",
-            quote(s)
-        )),
+        None => Err(format!("{}: must be a whole number followed by s, m, h, d or w (e.g. 300s, 4h, 5d)", quote(s))),
     }
 }
 
@@ -191,10 +190,7 @@ pub fn reason_text(s: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "{}: 1 to 200 characters of letters, digits, spaces and . , : ; ( ) _ / -",
-            quote(s)
-        ))
+        Err(format!("{}: 1 to 200 characters of letters, digits, spaces and . , : ; ( ) _ / -", quote(s)))
     }
 }
 
@@ -274,6 +270,9 @@ pub fn pool(pool: &SendingPool) -> Result<ValidPool<'_>, ValidationError> {
     let name = pool.metadata.name.as_deref().unwrap_or("");
     let namespace = pool.metadata.namespace.as_deref().unwrap_or("");
     e.check("metadata.name", label(name, MAX_POOL_NAME));
+    if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+        e.add("metadata.name", "must start with a letter (it names Services)");
+    }
     e.check("metadata.namespace", label(namespace, 63));
     let SendingPoolSpec {
         egress_ips,
@@ -303,6 +302,15 @@ pub fn pool(pool: &SendingPool) -> Result<ValidPool<'_>, ValidationError> {
     for (i, ip) in egress_ips.iter().enumerate() {
         let f = |s: &str| format!("spec.egressIPs[{i}].{s}");
         e.check(f("name"), label(&ip.name, MAX_INSTANCE_NAME));
+        if name.len() + 1 + ip.name.len() > MAX_STATEFULSET_NAME {
+            e.add(
+                f("name"),
+                format!(
+                    "pool name + '-' + {} is longer than a StatefulSet name may be ({MAX_STATEFULSET_NAME})",
+                    quote(&ip.name)
+                ),
+            );
+        }
         if !names.insert(ip.name.as_str()) {
             e.add(f("name"), format!("duplicate egress IP name {}", quote(&ip.name)));
         }
@@ -358,9 +366,10 @@ pub fn pool(pool: &SendingPool) -> Result<ValidPool<'_>, ValidationError> {
         bounce_queue_lifetime: secs("bounceQueueLifetime", &retry.bounce_queue_lifetime, 1),
         delay_warning_time: secs("delayWarningTime", &retry.delay_warning_time, 0),
     };
-    let all_parsed = [r.queue_run_delay, r.minimal_backoff, r.maximal_backoff, r.maximal_queue_lifetime, r.bounce_queue_lifetime]
-        .iter()
-        .all(|&n| n > 0);
+    let all_parsed =
+        [r.queue_run_delay, r.minimal_backoff, r.maximal_backoff, r.maximal_queue_lifetime, r.bounce_queue_lifetime]
+            .iter()
+            .all(|&n| n > 0);
     if all_parsed {
         if r.minimal_backoff > r.maximal_backoff {
             e.add("spec.retry.minimalBackoff", "must not exceed spec.retry.maximalBackoff");
@@ -414,14 +423,7 @@ pub fn pool(pool: &SendingPool) -> Result<ValidPool<'_>, ValidationError> {
         e.check("spec.spamRoute.value", token(&s.value, b"._-", 64));
     }
     e.finish(id)?;
-    Ok(ValidPool {
-        namespace,
-        name,
-        spec: &pool.spec,
-        retry_seconds: r,
-        backlog_warn: warn,
-        backlog_critical: crit,
-    })
+    Ok(ValidPool { namespace, name, spec: &pool.spec, retry_seconds: r, backlog_warn: warn, backlog_critical: crit })
 }
 
 fn throttle(e: &mut Errors, path: &str, t: &Throttle) {
@@ -493,9 +495,10 @@ pub fn domain_policy(p: &DomainPolicy) -> Result<ValidDomainPolicy<'_>, Validati
         match (&r.relay_host, &r.pool) {
             (Some(h), None) => {
                 if ip_address(h).is_err() {
-                    e.check("spec.route.relayHost", dns_name(h).map_err(|_| {
-                        format!("{}: must be a lowercase DNS name or an IP address", quote(h))
-                    }));
+                    e.check(
+                        "spec.route.relayHost",
+                        dns_name(h).map_err(|_| format!("{}: must be a lowercase DNS name or an IP address", quote(h))),
+                    );
                 }
             }
             (None, Some(pool)) => {
@@ -612,7 +615,17 @@ mod tests {
     fn single_values() {
         assert!(dns_name("mta1.example.com").is_ok());
         assert!(dns_name("xn--bcher-kva.example").is_ok());
-        for bad in ["example", "Example.com", "ex ample.com", "exa\nmple.com", "-a.com", "a..com", "а.com", "a.com.", "a_b.com"] {
+        for bad in [
+            "example",
+            "Example.com",
+            "ex ample.com",
+            "exa\nmple.com",
+            "-a.com",
+            "a..com",
+            "а.com",
+            "a.com.",
+            "a_b.com",
+        ] {
             assert!(dns_name(bad).is_err(), "{bad:?}");
         }
         assert!(domain_pattern("*.example.com").is_ok());

@@ -14,7 +14,10 @@ use sendfleet_render::render::{render_pool, Observed, PoolInput, RenderedInstanc
 
 fn require_postfix() {
     let ok = Command::new("postconf").arg("mail_version").output().map(|o| o.status.success()).unwrap_or(false);
-    assert!(ok, "Postfix is not installed: run `make deps` (apt-get install -y postfix) — these tests need the real thing");
+    assert!(
+        ok,
+        "Postfix is not installed: run `make deps` (apt-get install -y postfix) — these tests need the real thing"
+    );
 }
 
 fn run(cmd: &mut Command) -> String {
@@ -85,7 +88,9 @@ fn postconf_lists_exactly_the_rendered_parameters() {
         // else it lists must be ours, and all of ours must be listed.
         let names: BTreeSet<String> = listed
             .lines()
-            .filter_map(|l| l.split_once(" = ").map(|(k, _)| k.to_string()).or_else(|| l.strip_suffix(" =").map(String::from)))
+            .filter_map(|l| {
+                l.split_once(" = ").map(|(k, _)| k.to_string()).or_else(|| l.strip_suffix(" =").map(String::from))
+            })
             .filter(|k| k != "config_directory")
             .collect();
         let intended: BTreeSet<String> = inst.files[MAIN_CF]
@@ -106,7 +111,10 @@ fn postconf_lists_exactly_the_rendered_parameters() {
         // master.cf services as Postfix parses them.
         let services = run(Command::new("postconf").arg("-c").arg(&dir).arg("-M"));
         for svc in ["587", "2525", "smtp", "peer-relay", "dp-bigmail", "dp-bigmail-slow", "retry"] {
-            assert!(services.lines().any(|l| l.split_whitespace().next() == Some(svc)), "service {svc} missing:\n{services}");
+            assert!(
+                services.lines().any(|l| l.split_whitespace().next() == Some(svc)),
+                "service {svc} missing:\n{services}"
+            );
         }
         let bigmail = services.lines().find(|l| l.starts_with("dp-bigmail ")).unwrap();
         assert_eq!(bigmail.split_whitespace().nth(6), Some("2"), "maxproc of dp-bigmail: {bigmail}");
@@ -130,10 +138,20 @@ fn postfix_check_is_clean_and_postmap_builds_every_table() {
             assert!(dir.join(format!("{map}.db")).exists(), "{map}.db not built");
         }
         let out = run(Command::new("postfix").arg("-c").arg(&dir).arg("check"));
-        let bad: Vec<&str> = out.lines().filter(|l| l.contains(": warning:") || l.contains(": fatal:") || l.contains(": error:")).collect();
+        let bad: Vec<&str> = out
+            .lines()
+            .filter(|l| l.contains(": warning:") || l.contains(": fatal:") || l.contains(": error:"))
+            .collect();
         assert!(bad.is_empty(), "postfix check for {}:\n{out}", inst.name);
         let q = |map: &str, key: &str| {
-            let o = Command::new("postmap").arg("-c").arg(&dir).arg("-q").arg(key).arg(format!("hash:{}", dir.join(map).display())).output().unwrap();
+            let o = Command::new("postmap")
+                .arg("-c")
+                .arg(&dir)
+                .arg("-q")
+                .arg(key)
+                .arg(format!("hash:{}", dir.join(map).display()))
+                .output()
+                .unwrap();
             String::from_utf8_lossy(&o.stdout).trim().to_string()
         };
         assert_eq!(q("transport", "bigmail.example"), "dp-bigmail:");
@@ -168,9 +186,18 @@ fn golden_files_of_examples() {
                     std::fs::write(&path, content).unwrap();
                     continue;
                 }
-                let want = std::fs::read_to_string(&path)
-                    .unwrap_or_else(|_| panic!("missing golden file {}; run SENDFLEET_UPDATE_GOLDEN=1 cargo test -p sendfleet-render", path.display()));
-                assert_eq!(content, &want, "{} differs from the render; review and run with SENDFLEET_UPDATE_GOLDEN=1", path.display());
+                let want = std::fs::read_to_string(&path).unwrap_or_else(|_| {
+                    panic!(
+                        "missing golden file {}; run SENDFLEET_UPDATE_GOLDEN=1 cargo test -p sendfleet-render",
+                        path.display()
+                    )
+                });
+                assert_eq!(
+                    content,
+                    &want,
+                    "{} differs from the render; review and run with SENDFLEET_UPDATE_GOLDEN=1",
+                    path.display()
+                );
             }
         }
     }

@@ -19,7 +19,9 @@ fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 fn manifest_has_no_io_dependencies() {
     let manifest = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap();
     let deps = manifest.split("[dependencies]").nth(1).unwrap().split("\n[").next().unwrap();
-    for forbidden in ["tokio", "kube ", "kube-client", "kube-runtime", "kube =", "hyper", "reqwest", "chrono", "jiff", "time ="] {
+    for forbidden in
+        ["tokio", "kube ", "kube-client", "kube-runtime", "kube =", "hyper", "reqwest", "chrono", "jiff", "time ="]
+    {
         assert!(!deps.contains(forbidden), "render crate depends on {forbidden:?}:\n{deps}");
     }
 }
@@ -37,7 +39,19 @@ fn source_does_no_io_and_reads_no_clock() {
             .filter(|l| !l.trim_start().starts_with("//"))
             .collect::<Vec<_>>()
             .join("\n");
-        for forbidden in ["std::fs", "std::env", "std::process", "std::time", "SystemTime", "Instant::", "TcpStream", "UdpSocket", "std::io::stdin", "println!", "eprintln!"] {
+        for forbidden in [
+            "std::fs",
+            "std::env",
+            "std::process",
+            "std::time",
+            "SystemTime",
+            "Instant::",
+            "TcpStream",
+            "UdpSocket",
+            "std::io::stdin",
+            "println!",
+            "eprintln!",
+        ] {
             assert!(!text.contains(forbidden), "{} uses {forbidden}", f.display());
         }
     }

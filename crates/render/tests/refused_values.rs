@@ -51,41 +51,157 @@ fn refused(err: String, field: &str) {
 #[test]
 fn pool_values_are_refused_naming_the_field() {
     let cases: Vec<(&str, Box<dyn FnOnce(&mut SendingPool)>, &str)> = vec![
-        ("address with injected override", Box::new(|p| p.spec.egress_ips[0].address = "1.2.3.4 -o content_filter=x".into()), "spec.egressIPs[0].address"),
-        ("address with newline", Box::new(|p| p.spec.egress_ips[0].address = "192.0.2.1\nrelayhost = evil".into()), "spec.egressIPs[0].address"),
-        ("address not canonical", Box::new(|p| p.spec.egress_ips[0].address = "192.000.002.001".into()), "spec.egressIPs[0].address"),
-        ("IPv6 upper case", Box::new(|p| p.spec.egress_ips[0].address = "2001:DB8::1".into()), "spec.egressIPs[0].address"),
-        ("unspecified address", Box::new(|p| p.spec.egress_ips[0].address = "0.0.0.0".into()), "spec.egressIPs[0].address"),
-        ("duplicate address", Box::new(|p| p.spec.egress_ips[1].address = "192.0.2.1".into()), "spec.egressIPs[1].address"),
+        (
+            "address with injected override",
+            Box::new(|p| p.spec.egress_ips[0].address = "1.2.3.4 -o content_filter=x".into()),
+            "spec.egressIPs[0].address",
+        ),
+        (
+            "address with newline",
+            Box::new(|p| p.spec.egress_ips[0].address = "192.0.2.1\nrelayhost = evil".into()),
+            "spec.egressIPs[0].address",
+        ),
+        (
+            "address not canonical",
+            Box::new(|p| p.spec.egress_ips[0].address = "192.000.002.001".into()),
+            "spec.egressIPs[0].address",
+        ),
+        (
+            "IPv6 upper case",
+            Box::new(|p| p.spec.egress_ips[0].address = "2001:DB8::1".into()),
+            "spec.egressIPs[0].address",
+        ),
+        (
+            "unspecified address",
+            Box::new(|p| p.spec.egress_ips[0].address = "0.0.0.0".into()),
+            "spec.egressIPs[0].address",
+        ),
+        (
+            "duplicate address",
+            Box::new(|p| p.spec.egress_ips[1].address = "192.0.2.1".into()),
+            "spec.egressIPs[1].address",
+        ),
         ("duplicate name", Box::new(|p| p.spec.egress_ips[1].name = "a".into()), "spec.egressIPs[1].name"),
         ("name with space", Box::new(|p| p.spec.egress_ips[0].name = "a b".into()), "spec.egressIPs[0].name"),
         ("name with comma", Box::new(|p| p.spec.egress_ips[0].name = "a,b".into()), "spec.egressIPs[0].name"),
-        ("HELO with newline", Box::new(|p| p.spec.egress_ips[0].helo_name = "mx.example.com\nmydestination = x".into()), "spec.egressIPs[0].heloName"),
-        ("HELO with hash", Box::new(|p| p.spec.egress_ips[0].helo_name = "mx.example.com#x".into()), "spec.egressIPs[0].heloName"),
-        ("HELO Cyrillic look-alike", Box::new(|p| p.spec.egress_ips[0].helo_name = "mх.example.com".into()), "spec.egressIPs[0].heloName"),
-        ("HELO with equals", Box::new(|p| p.spec.egress_ips[0].helo_name = "a=b.example.com".into()), "spec.egressIPs[0].heloName"),
-        ("HELO single label", Box::new(|p| p.spec.egress_ips[0].helo_name = "localhost".into()), "spec.egressIPs[0].heloName"),
+        (
+            "HELO with newline",
+            Box::new(|p| p.spec.egress_ips[0].helo_name = "mx.example.com\nmydestination = x".into()),
+            "spec.egressIPs[0].heloName",
+        ),
+        (
+            "HELO with hash",
+            Box::new(|p| p.spec.egress_ips[0].helo_name = "mx.example.com#x".into()),
+            "spec.egressIPs[0].heloName",
+        ),
+        (
+            "HELO Cyrillic look-alike",
+            Box::new(|p| p.spec.egress_ips[0].helo_name = "mх.example.com".into()),
+            "spec.egressIPs[0].heloName",
+        ),
+        (
+            "HELO with equals",
+            Box::new(|p| p.spec.egress_ips[0].helo_name = "a=b.example.com".into()),
+            "spec.egressIPs[0].heloName",
+        ),
+        (
+            "HELO single label",
+            Box::new(|p| p.spec.egress_ips[0].helo_name = "localhost".into()),
+            "spec.egressIPs[0].heloName",
+        ),
         ("no egress IPs", Box::new(|p| p.spec.egress_ips.clear()), "spec.egressIPs"),
         ("backoff 0", Box::new(|p| p.spec.retry.minimal_backoff = "0s".into()), "spec.retry.minimalBackoff"),
         ("backoff order", Box::new(|p| p.spec.retry.minimal_backoff = "2h".into()), "spec.retry.minimalBackoff"),
-        ("lifetime shorter than backoff", Box::new(|p| p.spec.retry.maximal_queue_lifetime = "10m".into()), "spec.retry.maximalBackoff"),
-        ("bounce lifetime longer", Box::new(|p| p.spec.retry.bounce_queue_lifetime = "6d".into()), "spec.retry.bounceQueueLifetime"),
-        ("duration without unit", Box::new(|p| p.spec.retry.queue_run_delay = "300".into()), "spec.retry.queueRunDelay"),
-        ("duration with newline", Box::new(|p| p.spec.retry.queue_run_delay = "300s\ncontent_filter=x".into()), "spec.retry.queueRunDelay"),
-        ("duration full-width digit", Box::new(|p| p.spec.retry.maximal_backoff = "３00s".into()), "spec.retry.maximalBackoff"),
-        ("CIDR with host bits", Box::new(|p| p.spec.submission.allowed_cidrs = vec!["10.0.0.1/8".into()]), "spec.submission.allowedCIDRs[0]"),
-        ("CIDR list smuggled", Box::new(|p| p.spec.submission.allowed_cidrs = vec!["10.0.0.0/8, 0.0.0.0/0".into()]), "spec.submission.allowedCIDRs[0]"),
+        (
+            "lifetime shorter than backoff",
+            Box::new(|p| p.spec.retry.maximal_queue_lifetime = "10m".into()),
+            "spec.retry.maximalBackoff",
+        ),
+        (
+            "bounce lifetime longer",
+            Box::new(|p| p.spec.retry.bounce_queue_lifetime = "6d".into()),
+            "spec.retry.bounceQueueLifetime",
+        ),
+        (
+            "duration without unit",
+            Box::new(|p| p.spec.retry.queue_run_delay = "300".into()),
+            "spec.retry.queueRunDelay",
+        ),
+        (
+            "duration with newline",
+            Box::new(|p| p.spec.retry.queue_run_delay = "300s\ncontent_filter=x".into()),
+            "spec.retry.queueRunDelay",
+        ),
+        (
+            "duration full-width digit",
+            Box::new(|p| p.spec.retry.maximal_backoff = "３00s".into()),
+            "spec.retry.maximalBackoff",
+        ),
+        (
+            "CIDR with host bits",
+            Box::new(|p| p.spec.submission.allowed_cidrs = vec!["10.0.0.1/8".into()]),
+            "spec.submission.allowedCIDRs[0]",
+        ),
+        (
+            "CIDR list smuggled",
+            Box::new(|p| p.spec.submission.allowed_cidrs = vec!["10.0.0.0/8, 0.0.0.0/0".into()]),
+            "spec.submission.allowedCIDRs[0]",
+        ),
         ("submission port 0", Box::new(|p| p.spec.submission.port = 0), "spec.submission.port"),
-        ("throttle 7/min", Box::new(|p| p.spec.default_throttle = Some(Throttle { messages_per_minute: Some(7), ..Default::default() })), "spec.defaultThrottle.messagesPerMinute"),
-        ("throttle connections 0", Box::new(|p| p.spec.default_throttle = Some(Throttle { connections: Some(0), ..Default::default() })), "spec.defaultThrottle.connections"),
+        (
+            "throttle 7/min",
+            Box::new(|p| {
+                p.spec.default_throttle = Some(Throttle { messages_per_minute: Some(7), ..Default::default() })
+            }),
+            "spec.defaultThrottle.messagesPerMinute",
+        ),
+        (
+            "throttle connections 0",
+            Box::new(|p| p.spec.default_throttle = Some(Throttle { connections: Some(0), ..Default::default() })),
+            "spec.defaultThrottle.connections",
+        ),
         ("queue size", Box::new(|p| p.spec.queue.size = "10GB".into()), "spec.queue.size"),
         ("image with space", Box::new(|p| p.spec.image = Some("img:1 --privileged".into())), "spec.image"),
-        ("spam header regex", Box::new(|p| p.spec.spam_route = Some(SpamRoute { pool: "other".into(), header: "X-Spam/ FILTER x".into(), value: "YES".into() })), "spec.spamRoute.header"),
-        ("spam to itself", Box::new(|p| p.spec.spam_route = Some(SpamRoute { pool: "p".into(), header: "X-Spam".into(), value: "YES".into() })), "spec.spamRoute.pool"),
+        (
+            "spam header regex",
+            Box::new(|p| {
+                p.spec.spam_route =
+                    Some(SpamRoute { pool: "other".into(), header: "X-Spam/ FILTER x".into(), value: "YES".into() })
+            }),
+            "spec.spamRoute.header",
+        ),
+        (
+            "spam to itself",
+            Box::new(|p| {
+                p.spec.spam_route = Some(SpamRoute { pool: "p".into(), header: "X-Spam".into(), value: "YES".into() })
+            }),
+            "spec.spamRoute.pool",
+        ),
         ("warn >= critical", Box::new(|p| p.spec.backlog.warn_age = "12h".into()), "spec.backlog.warnAge"),
-        ("DNSBL zone with space", Box::new(|p| p.spec.reputation.zones = vec!["zen.spamhaus.org bad".into()]), "spec.reputation.zones[0]"),
-        ("Multus without attachment", Box::new(|p| p.spec.egress.mode = EgressMode::Multus), "spec.egress.networkAttachment"),
-        ("pool name too long", Box::new(|p| p.metadata.name = Some("a-very-long-pool-name-indeed".into())), "metadata.name"),
+        (
+            "DNSBL zone with space",
+            Box::new(|p| p.spec.reputation.zones = vec!["zen.spamhaus.org bad".into()]),
+            "spec.reputation.zones[0]",
+        ),
+        (
+            "Multus without attachment",
+            Box::new(|p| p.spec.egress.mode = EgressMode::Multus),
+            "spec.egress.networkAttachment",
+        ),
+        (
+            "pool name too long",
+            Box::new(|p| p.metadata.name = Some("a-very-long-pool-name-indeed-longer-than-forty".into())),
+            "metadata.name",
+        ),
+        ("pool name starts with digit", Box::new(|p| p.metadata.name = Some("1pool".into())), "metadata.name"),
+        (
+            "pool+instance too long",
+            Box::new(|p| {
+                p.metadata.name = Some("a-pool-name-of-thirty-chars-xx".into());
+                p.spec.egress_ips[0].name = "an-instance-name-of-thirty-abc".into()
+            }),
+            "spec.egressIPs[0].name",
+        ),
     ];
     let n = cases.len();
     for (what, mutate, field) in cases {
@@ -99,7 +215,11 @@ fn pool_values_are_refused_naming_the_field() {
 #[test]
 fn domain_policy_values_are_refused_naming_the_field() {
     let cases: Vec<(&str, Box<dyn FnOnce(&mut DomainPolicy)>, &str)> = vec![
-        ("newline in a domain", Box::new(|p| p.spec.domains[0] = "example.net\nevil.com smtp:[1.2.3.4]".into()), "spec.domains[0]"),
+        (
+            "newline in a domain",
+            Box::new(|p| p.spec.domains[0] = "example.net\nevil.com smtp:[1.2.3.4]".into()),
+            "spec.domains[0]",
+        ),
         ("space in a domain", Box::new(|p| p.spec.domains[0] = "example.net smtp:".into()), "spec.domains[0]"),
         ("comma list in a domain", Box::new(|p| p.spec.domains[0] = "a.net,b.net".into()), "spec.domains[0]"),
         ("regexp in a domain", Box::new(|p| p.spec.domains[0] = "/.*/".into()), "spec.domains[0]"),
@@ -107,15 +227,34 @@ fn domain_policy_values_are_refused_naming_the_field() {
         ("empty domain list", Box::new(|p| p.spec.domains.clear()), "spec.domains"),
         ("duplicate domain", Box::new(|p| p.spec.domains[1] = "example.net".into()), "spec.domains[1]"),
         ("bad wildcard", Box::new(|p| p.spec.domains[0] = "*example.net".into()), "spec.domains[0]"),
-        ("relay host with port smuggled", Box::new(|p| p.spec.route.as_mut().unwrap().relay_host = Some("relay.example.org:25 x".into())), "spec.route.relayHost"),
-        ("relay host bracketed", Box::new(|p| p.spec.route.as_mut().unwrap().relay_host = Some("[1.2.3.4]".into())), "spec.route.relayHost"),
+        (
+            "relay host with port smuggled",
+            Box::new(|p| p.spec.route.as_mut().unwrap().relay_host = Some("relay.example.org:25 x".into())),
+            "spec.route.relayHost",
+        ),
+        (
+            "relay host bracketed",
+            Box::new(|p| p.spec.route.as_mut().unwrap().relay_host = Some("[1.2.3.4]".into())),
+            "spec.route.relayHost",
+        ),
         ("route both", Box::new(|p| p.spec.route.as_mut().unwrap().pool = Some("other".into())), "spec.route"),
         ("excluded IP name", Box::new(|p| p.spec.excluded_ips = vec!["a\nb".into()]), "spec.excludedIPs[0]"),
         ("paused reason with newline", Box::new(|p| p.spec.paused = Some("incident\nOK smtp:".into())), "spec.paused"),
-        ("throttle 45/min", Box::new(|p| p.spec.throttle.as_mut().unwrap().messages_per_minute = Some(45)), "spec.throttle.messagesPerMinute"),
+        (
+            "throttle 45/min",
+            Box::new(|p| p.spec.throttle.as_mut().unwrap().messages_per_minute = Some(45)),
+            "spec.throttle.messagesPerMinute",
+        ),
         ("processes 0", Box::new(|p| p.spec.throttle.as_mut().unwrap().processes = Some(0)), "spec.throttle.processes"),
         ("policy name with dot", Box::new(|p| p.metadata.name = Some("gmail.com".into())), "metadata.name"),
-        ("auto-exclusion window", Box::new(|p| p.spec.auto_exclusion = Some(AutoExclusion { hard_blocks: 3, window: "1 h".into(), duration: "1d".into() })), "spec.autoExclusion.window"),
+        (
+            "auto-exclusion window",
+            Box::new(|p| {
+                p.spec.auto_exclusion =
+                    Some(AutoExclusion { hard_blocks: 3, window: "1 h".into(), duration: "1d".into() })
+            }),
+            "spec.autoExclusion.window",
+        ),
     ];
     for (what, mutate, field) in cases {
         let policy = policy_with(mutate);
@@ -131,9 +270,19 @@ fn warmup_plan_values_are_refused_naming_the_field() {
         ("first step not day 1", Box::new(|p| p.spec.steps.as_mut().unwrap()[0].day = 2), "spec.steps[0].day"),
         ("days not increasing", Box::new(|p| p.spec.steps.as_mut().unwrap()[1].day = 1), "spec.steps[1].day"),
         ("cap 0", Box::new(|p| p.spec.steps.as_mut().unwrap()[0].daily_cap = 0), "spec.steps[0].dailyCap"),
-        ("steps and ramp", Box::new(|p| p.spec.ramp = Some(Ramp { start: 1, growth_percent: 10, ceiling: 10 })), "spec"),
+        (
+            "steps and ramp",
+            Box::new(|p| p.spec.ramp = Some(Ramp { start: 1, growth_percent: 10, ceiling: 10 })),
+            "spec",
+        ),
         ("time zone injection", Box::new(|p| p.spec.time_zone = "UTC\nx".into()), "spec.timeZone"),
-        ("share over 100", Box::new(|p| p.spec.domain_shares = vec![DomainShare { domains: vec!["gmail.com".into()], max_percent: 130 }]), "spec.domainShares[0].maxPercent"),
+        (
+            "share over 100",
+            Box::new(|p| {
+                p.spec.domain_shares = vec![DomainShare { domains: vec!["gmail.com".into()], max_percent: 130 }]
+            }),
+            "spec.domainShares[0].maxPercent",
+        ),
     ];
     for (what, mutate, field) in cases {
         let mut pool = support::pool();
@@ -155,7 +304,11 @@ fn schema_bypass_in_a_policy_skips_only_that_policy() {
     let pool = support::pool();
     let pools = vec![pool.clone()];
     let policies = [good, bad];
-    let rp = render_pool(PoolInput { pool: &pool, policies: &policies, plan: None, pools: &pools, observed: &observed }, &Settings::default()).unwrap();
+    let rp = render_pool(
+        PoolInput { pool: &pool, policies: &policies, plan: None, pools: &pools, observed: &observed },
+        &Settings::default(),
+    )
+    .unwrap();
     assert_eq!(rp.policies, vec!["dp".to_string()]);
     assert_eq!(rp.invalid_policies.len(), 1);
     refused(rp.invalid_policies[0].to_string(), "spec.domains[0]");

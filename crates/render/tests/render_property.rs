@@ -25,22 +25,77 @@ fn hostile() -> impl Strategy<Value = String> {
 }
 
 const STATIC_PARAMS: &[&str] = &[
-    "compatibility_level", "myhostname", "mydestination", "local_recipient_maps", "local_transport", "alias_maps",
-    "alias_database", "relay_domains", "notify_classes", "biff", "append_dot_mydomain", "smtputf8_enable",
-    "queue_directory", "data_directory", "maillog_file", "inet_interfaces", "smtp_bind_address", "smtp_bind_address6",
-    "inet_protocols", "mynetworks", "smtpd_relay_restrictions", "smtpd_recipient_restrictions", "smtpd_banner",
-    "queue_run_delay", "minimal_backoff_time", "maximal_backoff_time", "maximal_queue_lifetime", "bounce_queue_lifetime",
-    "delay_warning_time", "transport_maps", "smtp_tls_security_level", "smtp_tls_protocols",
-    "smtp_tls_mandatory_protocols", "smtp_tls_CAfile", "smtp_tls_loglevel", "smtp_tls_session_cache_database",
-    "smtp_tls_policy_maps", "smtp_dns_support_level", "header_checks",
+    "compatibility_level",
+    "myhostname",
+    "mydestination",
+    "local_recipient_maps",
+    "local_transport",
+    "alias_maps",
+    "alias_database",
+    "relay_domains",
+    "notify_classes",
+    "biff",
+    "append_dot_mydomain",
+    "smtputf8_enable",
+    "queue_directory",
+    "data_directory",
+    "maillog_file",
+    "inet_interfaces",
+    "smtp_bind_address",
+    "smtp_bind_address6",
+    "inet_protocols",
+    "mynetworks",
+    "smtpd_relay_restrictions",
+    "smtpd_recipient_restrictions",
+    "smtpd_banner",
+    "queue_run_delay",
+    "minimal_backoff_time",
+    "maximal_backoff_time",
+    "maximal_queue_lifetime",
+    "bounce_queue_lifetime",
+    "delay_warning_time",
+    "transport_maps",
+    "smtp_tls_security_level",
+    "smtp_tls_protocols",
+    "smtp_tls_mandatory_protocols",
+    "smtp_tls_CAfile",
+    "smtp_tls_loglevel",
+    "smtp_tls_session_cache_database",
+    "smtp_tls_policy_maps",
+    "smtp_dns_support_level",
+    "header_checks",
 ];
 const OVERRIDES: &[&str] = &[
-    "syslog_name", "mynetworks", "smtpd_client_restrictions", "smtpd_relay_restrictions", "smtpd_recipient_restrictions",
+    "syslog_name",
+    "mynetworks",
+    "smtpd_client_restrictions",
+    "smtpd_relay_restrictions",
+    "smtpd_recipient_restrictions",
     "content_filter",
 ];
 const SERVICES: &[&str] = &[
-    "pickup", "cleanup", "qmgr", "tlsmgr", "rewrite", "bounce", "defer", "trace", "verify", "flush", "proxymap",
-    "proxywrite", "showq", "error", "retry", "discard", "anvil", "scache", "postlog", "smtp", "relay", "peer-relay",
+    "pickup",
+    "cleanup",
+    "qmgr",
+    "tlsmgr",
+    "rewrite",
+    "bounce",
+    "defer",
+    "trace",
+    "verify",
+    "flush",
+    "proxymap",
+    "proxywrite",
+    "showq",
+    "error",
+    "retry",
+    "discard",
+    "anvil",
+    "scache",
+    "postlog",
+    "smtp",
+    "relay",
+    "peer-relay",
 ];
 
 /// Mostly the field's valid value, sometimes something hostile, so that
@@ -66,12 +121,31 @@ struct Input {
 
 fn inputs() -> impl Strategy<Value = Input> {
     (
-        (field("192.0.2.9"), field("b.example.com"), field("example.net"), field("*.example.net"), field("relay.example.org"), field("1h")),
+        (
+            field("192.0.2.9"),
+            field("b.example.com"),
+            field("example.net"),
+            field("*.example.net"),
+            field("relay.example.org"),
+            field("1h"),
+        ),
         (field("10.0.0.0/8"), field("provider incident"), field("bb"), field("zen.example.org"), field("dp")),
     )
-        .prop_map(|((address, helo, domain0, domain1, relay, backoff), (cidr, paused, name, zone, policy_name))| Input {
-            address, helo, domain0, domain1, relay, backoff, cidr, paused, name, zone, policy_name,
-        })
+        .prop_map(
+            |((address, helo, domain0, domain1, relay, backoff), (cidr, paused, name, zone, policy_name))| Input {
+                address,
+                helo,
+                domain0,
+                domain1,
+                relay,
+                backoff,
+                cidr,
+                paused,
+                name,
+                zone,
+                policy_name,
+            },
+        )
 }
 
 #[test]
@@ -83,7 +157,11 @@ fn accepted_renders_stay_inside_the_intended_vocabulary() {
     runner
         .run(&inputs(), |i| {
             let ok = check(i)?;
-            if ok { accepted.set(accepted.get() + 1) } else { refused.set(refused.get() + 1) }
+            if ok {
+                accepted.set(accepted.get() + 1)
+            } else {
+                refused.set(refused.get() + 1)
+            }
             Ok(())
         })
         .unwrap();
@@ -108,29 +186,46 @@ fn check(i: Input) -> Result<bool, TestCaseError> {
         policy.spec.domains = vec![domain0, domain1];
         policy.spec.route.as_mut().unwrap().relay_host = Some(relay);
         policy.spec.paused = Some(paused);
-        policy.spec.slow_down = Some(SlowDown { deferrals: 3, window: "10m".into(), messages_per_minute: 6, recovery_interval: "30m".into() });
+        policy.spec.slow_down = Some(SlowDown {
+            deferrals: 3,
+            window: "10m".into(),
+            messages_per_minute: 6,
+            recovery_interval: "30m".into(),
+        });
         let pools = vec![pool.clone()];
         let observed = Observed::default();
         let policies = [policy.clone()];
         let input = PoolInput { pool: &pool, policies: &policies, plan: None, pools: &pools, observed: &observed };
-        let Ok(rp) = render_pool(input, &Settings::default()) else { return Ok(false); };
+        let Ok(rp) = render_pool(input, &Settings::default()) else {
+            return Ok(false);
+        };
 
         let mut transports: BTreeSet<String> = SERVICES.iter().map(|s| s.to_string()).collect();
         transports.insert(pool.spec.submission.port.to_string());
         transports.insert(Settings::default().peer_port.to_string());
         let mut params: BTreeSet<String> = STATIC_PARAMS.iter().map(|s| s.to_string()).collect();
-        for t in ["smtp".to_string()].into_iter().chain(rp.policies.iter().flat_map(|p| [format!("dp-{p}"), format!("dp-{p}-slow")])) {
+        for t in ["smtp".to_string()]
+            .into_iter()
+            .chain(rp.policies.iter().flat_map(|p| [format!("dp-{p}"), format!("dp-{p}-slow")]))
+        {
             params.insert(format!("{t}_destination_concurrency_limit"));
             params.insert(format!("{t}_destination_rate_delay"));
             transports.insert(t);
         }
-        let keys: BTreeSet<String> = if rp.policies.is_empty() { BTreeSet::new() } else { policy.spec.domains.iter().map(|d| table_pattern(d)).collect() };
+        let keys: BTreeSet<String> = if rp.policies.is_empty() {
+            BTreeSet::new()
+        } else {
+            policy.spec.domains.iter().map(|d| table_pattern(d)).collect()
+        };
 
         for inst in &rp.instances {
             for line in inst.files["main.cf"].lines().filter(|l| !l.starts_with('#')) {
                 let name = line.split(" =").next().unwrap();
                 prop_assert!(params.contains(name), "unexpected main.cf line {line:?}");
-                prop_assert!(line.len() == name.len() + 2 || line[name.len()..].starts_with(" = "), "malformed line {line:?}");
+                prop_assert!(
+                    line.len() == name.len() + 2 || line[name.len()..].starts_with(" = "),
+                    "malformed line {line:?}"
+                );
             }
             for line in inst.files["master.cf"].lines().filter(|l| !l.starts_with('#')) {
                 if let Some(o) = line.strip_prefix("  -o ") {

@@ -12,8 +12,7 @@ pub const DURATION_PATTERN: &str = "^(0|[1-9][0-9]{0,5})[smhdw]$";
 
 /// Regex for a DNS name (lowercase, at least two labels, LDH labels, A-labels
 /// for internationalised names). Refuses look-alike Unicode by construction.
-pub const DNS_NAME_PATTERN: &str =
-    "^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
+pub const DNS_NAME_PATTERN: &str = "^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
 
 /// Regex for a destination domain pattern: a DNS name, optionally prefixed by
 /// `*.` to mean "every subdomain" (the name itself is not included).

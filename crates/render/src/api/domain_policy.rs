@@ -19,8 +19,18 @@ use super::common::*;
     status = "DomainPolicyStatus",
     shortname = "dp",
     category = "sendfleet",
-    printcolumn(name = "Domains", type_ = "string", json_path = ".spec.domains", description = "Destination domain patterns"),
-    printcolumn(name = "Exclusions", type_ = "integer", json_path = ".status.activeExclusions", description = "IPs currently excluded"),
+    printcolumn(
+        name = "Domains",
+        type_ = "string",
+        json_path = ".spec.domains",
+        description = "Destination domain patterns"
+    ),
+    printcolumn(
+        name = "Exclusions",
+        type_ = "integer",
+        json_path = ".status.activeExclusions",
+        description = "IPs currently excluded"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     crates(
         kube_core = "::kube_core",
@@ -42,7 +52,7 @@ pub struct DomainPolicySpec {
     /// Destination domains: `example.com` (that domain only) or
     /// `*.example.com` (every subdomain, not example.com itself). Lowercase;
     /// internationalised names in their `xn--` form. 1 to 200 entries, unique.
-    #[schemars(length(min = 1, max = 200))]
+    #[schemars(length(min = 1, max = 200), inner(length(min = 1, max = 255)))]
     #[x_kube(merge_strategy = ListMerge::Set)]
     #[x_kube(validation = Rule::new("self.all(d, size(d) <= 253 && d.matches('^(\\\\*\\\\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\\\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$'))").message("domains: each entry must be a lowercase domain name, optionally prefixed by '*.'"))]
     pub domains: Vec<String>,
@@ -63,7 +73,7 @@ pub struct DomainPolicySpec {
     /// Egress IP names (of the selected pools) that never send to these
     /// domains, e.g. because the provider blocks them. Their mail for these
     /// domains is relayed through the pool's other IPs.
-    #[schemars(length(max = 256))]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 30)))]
     #[x_kube(merge_strategy = ListMerge::Set)]
     #[x_kube(validation = Rule::new("self.all(n, n.matches('^[a-z0-9]([-a-z0-9]{0,28}[a-z0-9])?$'))").message("excludedIPs: each entry must be an egress IP name"))]
     #[serde(default, rename = "excludedIPs")]

@@ -26,3 +26,56 @@ pub use warmup::*;
 pub const GROUP: &str = "sendfleet.io";
 /// API version served (and stored).
 pub const VERSION: &str = "v1alpha1";
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube_core::CustomResourceExt;
+
+/// Top-level CEL rules (they read `metadata.name`, which field-level rules
+/// cannot see): (rule, message, fieldPath).
+fn top_level_rules(kind: &str) -> Vec<(&'static str, &'static str, &'static str)> {
+    match kind {
+        "SendingPool" => vec![
+            (
+                "self.metadata.name.matches('^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$')",
+                "metadata.name: a SendingPool name is at most 40 characters of a-z, 0-9 and '-', starting with a letter (it names Services)",
+                ".metadata.name",
+            ),
+            (
+                "self.spec.egressIPs.all(e, size(self.metadata.name) + size(e.name) <= 51)",
+                "spec.egressIPs: pool name + '-' + egress IP name must fit a StatefulSet name (52 characters)",
+                ".spec.egressIPs",
+            ),
+        ],
+        "DomainPolicy" => vec![(
+            "self.metadata.name.matches('^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$')",
+            "metadata.name: a DomainPolicy name is at most 40 characters of a-z, 0-9 and '-' (it names a Postfix transport)",
+            ".metadata.name",
+        )],
+        _ => vec![],
+    }
+}
+
+/// The three CRDs, as served: generated from the types, plus the top-level
+/// rules. `sendfleet crd` prints these and `crds/` holds them.
+pub fn crds() -> Vec<CustomResourceDefinition> {
+    let mut out = vec![SendingPool::crd(), DomainPolicy::crd(), WarmupPlan::crd()];
+    for crd in &mut out {
+        let rules = top_level_rules(&crd.spec.names.kind);
+        if rules.is_empty() {
+            continue;
+        }
+        for v in &mut crd.spec.versions {
+            let Some(schema) = v.schema.as_mut().and_then(|s| s.open_api_v3_schema.as_mut()) else { continue };
+            let list = schema.x_kubernetes_validations.get_or_insert_default();
+            for (rule, message, path) in &rules {
+                list.push(k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::ValidationRule {
+                    rule: rule.to_string(),
+                    message: Some(message.to_string()),
+                    field_path: Some(path.to_string()),
+                    ..Default::default()
+                });
+            }
+        }
+    }
+    out
+}

@@ -20,10 +20,30 @@ use super::common::*;
     shortname = "sp",
     shortname = "pool",
     category = "sendfleet",
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.readyInstances", description = "Ready instances / instances"),
-    printcolumn(name = "Listed", type_ = "integer", json_path = ".status.listedInstances", description = "Instances listed on a DNS blocklist"),
-    printcolumn(name = "Deferred", type_ = "integer", json_path = ".status.deferredMessages", description = "Messages in the deferred queues"),
-    printcolumn(name = "Oldest", type_ = "string", json_path = ".status.oldestQueuedAge", description = "Age of the oldest queued message"),
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.readyInstances",
+        description = "Ready instances / instances"
+    ),
+    printcolumn(
+        name = "Listed",
+        type_ = "integer",
+        json_path = ".status.listedInstances",
+        description = "Instances listed on a DNS blocklist"
+    ),
+    printcolumn(
+        name = "Deferred",
+        type_ = "integer",
+        json_path = ".status.deferredMessages",
+        description = "Messages in the deferred queues"
+    ),
+    printcolumn(
+        name = "Oldest",
+        type_ = "string",
+        json_path = ".status.oldestQueuedAge",
+        description = "Age of the oldest queued message"
+    ),
     printcolumn(name = "Warmup", type_ = "string", json_path = ".status.warmup", description = "Warm-up state"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     crates(
@@ -121,7 +141,10 @@ pub struct EgressIP {
     pub address: String,
     /// Name sent in HELO/EHLO from this address; its PTR record should point
     /// to it and it should resolve back to the address.
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(pattern = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+    )]
     pub helo_name: String,
     /// Node that holds this address (HostNetwork mode pins the pod there).
     #[schemars(length(max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"))]
@@ -203,7 +226,7 @@ pub struct Submission {
     /// Client networks allowed to submit (CIDRs). Everything else is refused.
     /// Default: the pod network ranges are not known to sendfleet, so the
     /// default is loopback only; list your cluster's pod CIDRs here.
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 43)))]
     #[x_kube(validation = Rule::new("self.all(c, isCIDR(c) && cidr(c).ip() == cidr(c).masked().ip())").message("allowedCIDRs: each entry must be a CIDR with no host bits set, e.g. 10.0.0.0/8"))]
     #[serde(default = "default_allowed_cidrs", rename = "allowedCIDRs")]
     pub allowed_cidrs: Vec<String>,
@@ -326,7 +349,7 @@ pub struct Dkim {
     #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"))]
     pub selector: String,
     /// Sending domains signed with this key.
-    #[schemars(length(min = 1, max = 64))]
+    #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 253)))]
     #[x_kube(validation = Rule::new("self.all(d, d.matches('^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\\\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$') && size(d) <= 253)").message("dkim.domains: each entry must be a lowercase DNS name"))]
     pub domains: Vec<String>,
 }
@@ -338,7 +361,7 @@ pub struct Dkim {
 pub struct Reputation {
     /// DNSBL zones to query for every egress IP. Empty: sendfleet's default
     /// list of widely used IP blocklists.
-    #[schemars(length(max = 32))]
+    #[schemars(length(max = 32), inner(length(min = 1, max = 253)))]
     #[x_kube(validation = Rule::new("self.all(z, z.matches('^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\\\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$') && size(z) <= 253)").message("reputation.zones: each entry must be a lowercase DNS name"))]
     #[serde(default)]
     pub zones: Vec<String>,

@@ -16,7 +16,12 @@ use serde::{Deserialize, Serialize};
     status = "WarmupPlanStatus",
     shortname = "wp",
     category = "sendfleet",
-    printcolumn(name = "Days", type_ = "integer", json_path = ".status.days", description = "Days until the plan's last step"),
+    printcolumn(
+        name = "Days",
+        type_ = "integer",
+        json_path = ".status.days",
+        description = "Days until the plan's last step"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     crates(
         kube_core = "::kube_core",
@@ -100,7 +105,7 @@ pub struct Ramp {
 #[serde(rename_all = "camelCase")]
 pub struct DomainShare {
     /// Domain patterns of the provider (as in DomainPolicy.domains).
-    #[schemars(length(min = 1, max = 64))]
+    #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 255)))]
     #[x_kube(validation = Rule::new("self.all(d, size(d) <= 253 && d.matches('^(\\\\*\\\\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\\\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$'))").message("domainShares.domains: each entry must be a lowercase domain name, optionally prefixed by '*.'"))]
     pub domains: Vec<String>,
     /// Largest share of the daily cap, in percent.

@@ -16,8 +16,7 @@ impl MainCf {
     pub fn set(&mut self, name: impl Into<String>, value: impl Into<String>) -> Result<(), UnsafeValue> {
         let name = name.into();
         let value = value.into();
-        let name_ok = !name.is_empty()
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+        let name_ok = !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
         if !name_ok {
             return Err(UnsafeValue { place: "main.cf parameter name".into(), value: name });
         }

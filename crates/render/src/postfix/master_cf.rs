@@ -24,7 +24,14 @@ pub struct Service {
 impl Service {
     /// An internal Postfix service with the usual columns (`chroot n`: the
     /// container is the sandbox, and chroot would need copies of /etc files).
-    pub fn internal(name: &str, kind: &'static str, private: &'static str, wakeup: &str, maxproc: &str, command: &'static str) -> Self {
+    pub fn internal(
+        name: &str,
+        kind: &'static str,
+        private: &'static str,
+        wakeup: &str,
+        maxproc: &str,
+        command: &'static str,
+    ) -> Self {
         Service {
             name: name.into(),
             kind,
@@ -93,7 +100,10 @@ mod tests {
     #[test]
     fn refuses_tokens_that_add_overrides() {
         let mut m = MasterCf::default();
-        m.push(Service::internal("smtp", "unix", "-", "-", "-", "smtp").with("smtp_bind_address", "1.2.3.4 -o content_filter=x"));
+        m.push(
+            Service::internal("smtp", "unix", "-", "-", "-", "smtp")
+                .with("smtp_bind_address", "1.2.3.4 -o content_filter=x"),
+        );
         assert!(m.render("").is_err());
         let mut m = MasterCf::default();
         m.push(Service::internal("smtp", "unix", "-", "-", "-", "smtp").with("smtp_bind_address", "-o"));

@@ -40,9 +40,7 @@ impl fmt::Display for UnsafeValue {
 /// starting with `-` (a master.cf option). The set every user-derived token
 /// must stay inside.
 pub fn is_safe_token(s: &str) -> bool {
-    !s.is_empty()
-        && !s.starts_with('-')
-        && s.bytes().all(|b| b.is_ascii_graphic() && !b"#{}\"\\".contains(&b))
+    !s.is_empty() && !s.starts_with('-') && s.bytes().all(|b| b.is_ascii_graphic() && !b"#{}\"\\".contains(&b))
 }
 
 /// A value on one line: printable ASCII or spaces, no `#`, no line breaks.

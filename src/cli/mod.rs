@@ -1,0 +1,4 @@
+//! Offline subcommands: `crd` and `render`. Thin shells over the render core.
+
+pub mod crd;
+pub mod render;

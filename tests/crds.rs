@@ -1,0 +1,81 @@
+//! crds/ is generated from the Rust types and must stay in sync; the CRDs
+//! must be structural (every field typed) and carry the CEL rules.
+//! Regenerate with `make crds`.
+
+use std::path::Path;
+
+use sendfleet::cli::crd::crd_files;
+
+#[test]
+fn crds_directory_is_in_sync_with_the_types() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
+    let files = crd_files().unwrap();
+    assert_eq!(files.len(), 3);
+    for (name, want) in files {
+        let have =
+            std::fs::read_to_string(dir.join(&name)).unwrap_or_else(|_| panic!("crds/{name} missing: run `make crds`"));
+        assert!(have == want, "crds/{name} is out of date with the Rust types: run `make crds` and commit the result");
+    }
+    let on_disk = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "yaml"))
+        .count();
+    assert_eq!(on_disk, 3, "crds/ holds a stale extra file");
+}
+
+/// Every schema node is typed (or explicitly int-or-string / preserved).
+fn assert_structural(path: &str, v: &serde_json::Value) {
+    let obj = v.as_object().unwrap_or_else(|| panic!("{path}: not an object"));
+    let typed = obj.contains_key("type")
+        || obj.get("x-kubernetes-int-or-string") == Some(&serde_json::Value::Bool(true))
+        || obj.get("x-kubernetes-preserve-unknown-fields") == Some(&serde_json::Value::Bool(true));
+    assert!(typed, "{path} has no type: {v}");
+    for key in ["anyOf", "oneOf", "allOf"] {
+        if let Some(list) = obj.get(key) {
+            // Structural schemas allow these only as value validations
+            // without types of their own.
+            for (i, s) in list.as_array().unwrap().iter().enumerate() {
+                assert!(s.get("type").is_none(), "{path}.{key}[{i}] declares a type");
+            }
+        }
+    }
+    if let Some(props) = obj.get("properties").and_then(|p| p.as_object()) {
+        for (k, s) in props {
+            assert_structural(&format!("{path}.{k}"), s);
+        }
+    }
+    if let Some(items) = obj.get("items") {
+        assert_structural(&format!("{path}[]"), items);
+    }
+    if let Some(ap) = obj.get("additionalProperties").filter(|a| a.is_object()) {
+        assert_structural(&format!("{path}{{}}"), ap);
+    }
+}
+
+#[test]
+fn crds_are_structural_and_carry_cel_rules() {
+    for crd in sendfleet::core::api::crds() {
+        let v = serde_json::to_value(&crd).unwrap();
+        let kind = crd.spec.names.kind.clone();
+        assert_eq!(crd.spec.group, "sendfleet.io");
+        assert_eq!(crd.spec.scope, "Namespaced");
+        let version = &v["spec"]["versions"][0];
+        assert_eq!(version["name"], "v1alpha1");
+        assert!(version["subresources"]["status"].is_object(), "{kind}: no status subresource");
+        assert!(
+            version["additionalPrinterColumns"].as_array().is_some_and(|c| !c.is_empty()),
+            "{kind}: no printer columns"
+        );
+        let schema = &version["schema"]["openAPIV3Schema"];
+        assert_structural(&kind, schema);
+        let text = v.to_string();
+        let rules = text.matches("x-kubernetes-validations").count();
+        assert!(rules >= 2, "{kind}: expected CEL rules, found {rules}");
+    }
+    let pool = serde_json::to_string(&sendfleet::core::api::crds()[0]).unwrap();
+    for rule in
+        ["isIP(self) && ip.isCanonical(self)", "b.address == a.address", "minimalBackoff", "metadata.name.matches"]
+    {
+        assert!(pool.contains(rule), "SendingPool CRD lacks rule {rule}");
+    }
+}
