@@ -34,6 +34,16 @@ esac
 
 out_path() { echo "$BIN/$1-$2/$1"; }
 
+# The pause image's tag is the one k8s.io/kubernetes's build/pause/Makefile
+# names; its source is pause.c from the same module. Read from the module
+# cache when it is there (it is after any build), else from the go.mod pin.
+k8s_src() { echo "${GOMODCACHE:-$HOME/go/pkg/mod}/k8s.io/kubernetes@$K8S_VERSION"; }
+pause_tag() {
+  local mk; mk="$(k8s_src)/build/pause/Makefile"
+  if [[ -f $mk ]]; then sed -n 's/^TAG ?= *//p' "$mk"; else echo unknown; fi
+}
+pause_tar() { echo "$CACHE/images/pause-$(pause_tag)-k8s-$K8S_VERSION/pause.tar"; }
+
 print_paths() {
   local missing=0 n
   for n in "${K8S_BINS[@]}"; do
@@ -44,6 +54,9 @@ print_paths() {
   [[ -x $(out_path etcd "$ETCD_VERSION") ]] || missing=1
   echo "helm=$(out_path helm "$HELM_VERSION")"
   [[ -x $(out_path helm "$HELM_VERSION") ]] || missing=1
+  echo "pause-image=$(pause_tar)"
+  echo "pause-ref=registry.k8s.io/pause:$(pause_tag)"
+  [[ -f $(pause_tar) ]] || missing=1
   return $missing
 }
 
@@ -136,6 +149,47 @@ build "$UP/etcd" "$ETCD_VERSION" "" etcd=go.etcd.io/etcd/server/v3
 build "$UP/helm" "$HELM_VERSION" "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
   helm=helm.sh/helm/v3/cmd/helm
 build "$UP/kubernetes" "$K8S_VERSION" "$kver_ld" "${kspecs[@]}"
+
+# The pod sandbox ("pause") image for the lab's containerd: nothing can be
+# pulled here, so it is built from pause.c in the k8s.io/kubernetes module
+# (gcc -static, as upstream's Makefile does) and written as an OCI image
+# archive with umoci (a maintained image tool from Debian).
+build_pause() {
+  local out; out=$(pause_tar)
+  [[ -f $out ]] && return 0
+  local missing=()
+  command -v gcc >/dev/null || missing+=(gcc)
+  [[ -f /usr/lib/x86_64-linux-gnu/libc.a || -f /usr/lib/aarch64-linux-gnu/libc.a ]] || missing+=(libc6-dev)
+  command -v umoci >/dev/null || missing+=(umoci)
+  if ((${#missing[@]})); then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+      echo "installing ${missing[*]} (pause image build) ..." >&2
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null ||
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null; }
+    else
+      echo "hack/build-upstream.sh: need ${missing[*]} to build the pause image (apt-get install -y ${missing[*]})" >&2
+      exit 1
+    fi
+  fi
+  (cd "$UP/kubernetes" && go mod download k8s.io/kubernetes)
+  local tag; tag=$(pause_tag)
+  local tmp; tmp=$(mktemp -d "$BIN/.tmp.XXXXXX")
+  echo "building pause image $tag from $(k8s_src)/build/pause/linux/pause.c ..." >&2
+  gcc -Os -Wall -Werror -static -DVERSION="v$tag-sendfleet" -o "$tmp/pause" "$(k8s_src)/build/pause/linux/pause.c"
+  strip "$tmp/pause"
+  umoci init --layout "$tmp/oci"
+  umoci new --image "$tmp/oci:$tag"
+  umoci unpack --image "$tmp/oci:$tag" "$tmp/bundle" >/dev/null
+  install -m 0755 "$tmp/pause" "$tmp/bundle/rootfs/pause"
+  umoci repack --image "$tmp/oci:$tag" "$tmp/bundle"
+  umoci config --image "$tmp/oci:$tag" --config.entrypoint /pause --config.user 65535:65535 \
+    --architecture "$(go env GOARCH)" --os linux
+  umoci gc --layout "$tmp/oci"
+  mkdir -p "$(dirname "$out")"
+  tar -C "$tmp/oci" -cf "$out.tmp" . && mv -f "$out.tmp" "$out"
+  rm -rf "$tmp"
+}
+build_pause
 
 print_paths
 echo "upstream binaries ready in $((SECONDS - started)) s (cache: $BIN)" >&2

@@ -23,6 +23,10 @@ pub struct Binaries {
     pub kubelet: PathBuf,
     pub kubectl: PathBuf,
     pub helm: PathBuf,
+    /// OCI image archive of the pod sandbox image, built from pause.c.
+    pub pause_image: PathBuf,
+    /// The reference containerd is told to use for it.
+    pub pause_ref: String,
 }
 
 /// The repository root (the lab is only ever run from this checkout).
@@ -101,6 +105,8 @@ impl Binaries {
             kubelet: get("kubelet")?,
             kubectl: get("kubectl")?,
             helm: get("helm")?,
+            pause_image: get("pause-image")?,
+            pause_ref: get("pause-ref")?.display().to_string(),
         })
     }
 }

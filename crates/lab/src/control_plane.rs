@@ -90,6 +90,7 @@ pub struct ControlPlane {
     apiserver_args: Vec<String>,
     kcm: Mutex<Option<Proc>>,
     kcm_controllers: String,
+    pub(crate) node: Mutex<Option<crate::node::Node>>,
     counter: AtomicU32,
 }
 
@@ -207,7 +208,19 @@ impl ControlPlane {
                 pki.sa_key.display()
             ),
             format!("--token-auth-file={}", tokens.display()),
-            "--authorization-mode=RBAC".to_string(),
+            // Node: kubelets (group system:nodes) get exactly what their
+            // pods need, as in a real cluster; everyone else goes by RBAC.
+            "--authorization-mode=Node,RBAC".to_string(),
+            "--enable-admission-plugins=NodeRestriction".to_string(),
+            // `kubectl logs/exec` reach a kubelet at its node IP over TLS
+            // verified against the lab CA.
+            format!(
+                "--kubelet-client-certificate={}",
+                pki.kubelet_client_cert.display()
+            ),
+            format!("--kubelet-client-key={}", pki.kubelet_client_key.display()),
+            format!("--kubelet-certificate-authority={}", pki.ca_cert.display()),
+            "--kubelet-preferred-address-types=InternalIP".to_string(),
             format!("--service-cluster-ip-range={SERVICE_CIDR}"),
             // The `kubernetes` Service's endpoints would point at 127.0.0.1,
             // which endpoint validation refuses; nothing in the lab needs it.
@@ -248,6 +261,7 @@ impl ControlPlane {
             apiserver_args,
             kcm: Mutex::new(None),
             kcm_controllers: opts.kcm_controllers.unwrap_or_else(|| "*".to_string()),
+            node: Mutex::new(None),
             counter: AtomicU32::new(0),
         };
         cp.wait_ready()?;
@@ -554,8 +568,10 @@ impl ControlPlane {
             .unwrap_or(false)
     }
 
-    /// Stop everything (controller manager, API server, etcd), in that order.
+    /// Stop everything (node, controller manager, API server, etcd), in
+    /// that order.
     pub fn stop(&self) {
+        self.stop_node();
         if let Ok(mut k) = self.kcm.lock() {
             if let Some(p) = k.as_mut() {
                 p.stop(Duration::from_secs(10));

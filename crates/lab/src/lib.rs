@@ -19,6 +19,7 @@
 
 pub mod binaries;
 pub mod control_plane;
+pub mod node;
 pub mod pki;
 pub mod process;
 
@@ -27,6 +28,7 @@ use std::time::Duration;
 
 pub use binaries::Binaries;
 pub use control_plane::{write_kubeconfig, ControlPlane, Credentials, Namespace, Options};
+pub use node::{NodeInfo, NODE_IP, NODE_NAME, STORAGE_CLASS};
 
 /// Everything that can go wrong in the lab. Messages carry what is needed to
 /// debug a failed start without rerunning (log tails, commands, stderr).

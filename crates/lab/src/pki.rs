@@ -29,6 +29,10 @@ pub struct Pki {
     /// Its public half (`--service-account-key-file`: the API server's
     /// public-key parser does not read PKCS#8 private keys).
     pub sa_pub: PathBuf,
+    /// Client certificate the API server presents to kubelets
+    /// (`--kubelet-client-certificate`; group system:masters).
+    pub kubelet_client_cert: PathBuf,
+    pub kubelet_client_key: PathBuf,
     ca_cert_pem: String,
     issuer: Issuer<'static, KeyPair>,
 }
@@ -83,6 +87,8 @@ impl Pki {
             serving_key: dir.join("apiserver.key"),
             sa_key: dir.join("sa.key"),
             sa_pub: dir.join("sa.pub"),
+            kubelet_client_cert: dir.join("apiserver-kubelet-client.crt"),
+            kubelet_client_key: dir.join("apiserver-kubelet-client.key"),
             ca_cert_pem,
             issuer,
         };
@@ -92,6 +98,9 @@ impl Pki {
         write_private(&pki.serving_key, serving_key.serialize_pem().as_bytes())?;
         write_private(&pki.sa_key, sa_key.serialize_pem().as_bytes())?;
         write_private(&pki.sa_pub, sa_key.public_key_pem().as_bytes())?;
+        let kc = pki.client_cert("kube-apiserver-kubelet-client", Some("system:masters"))?;
+        write_private(&pki.kubelet_client_cert, kc.cert_pem.as_bytes())?;
+        write_private(&pki.kubelet_client_key, kc.key_pem.as_bytes())?;
         Ok(pki)
     }
 
@@ -113,6 +122,24 @@ impl Pki {
         let cert = params
             .signed_by(&key, &self.issuer)
             .map_err(tls("client cert"))?;
+        Ok(ClientCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+}
+
+impl Pki {
+    /// A serving certificate for `cn` valid for `sans` (IPs and DNS names),
+    /// e.g. a kubelet's.
+    pub fn serving_cert(&self, cn: &str, sans: &[String]) -> Result<ClientCert, LabError> {
+        let key = KeyPair::generate().map_err(tls("serving key"))?;
+        let mut params = CertificateParams::new(sans.to_vec()).map_err(tls("serving cert"))?;
+        params.distinguished_name.push(DnType::CommonName, cn);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        let cert = params
+            .signed_by(&key, &self.issuer)
+            .map_err(tls("serving cert"))?;
         Ok(ClientCert {
             cert_pem: cert.pem(),
             key_pem: key.serialize_pem(),
