@@ -37,9 +37,7 @@ pub struct DkimInput {
 impl std::fmt::Debug for DkimInput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the key.
-        f.debug_struct("DkimInput")
-            .field("selector", &self.selector)
-            .finish_non_exhaustive()
+        f.debug_struct("DkimInput").field("selector", &self.selector).finish_non_exhaustive()
     }
 }
 
@@ -58,22 +56,12 @@ pub async fn check_authentication(
     let mut summary = PoolDnsSummary::default();
     for ip in ips {
         let ptr = check_ptr(dns, ip.address, &ip.helo_name).await;
-        summary.ips.insert(
-            ip.address,
-            IpSummary {
-                name: ip.name.clone(),
-                listing: None,
-                ptr: Some(ptr),
-            },
-        );
+        summary.ips.insert(ip.address, IpSummary { name: ip.name.clone(), listing: None, ptr: Some(ptr) });
     }
     let addresses: Vec<IpAddr> = ips.iter().map(|i| i.address).collect();
     // %{h}: the HELO name of the first instance; SPF records rarely use it.
     let helo = ips.first().map(|i| i.helo_name.as_str()).unwrap_or("");
-    let mut domains: Vec<String> = domains
-        .iter()
-        .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
-        .collect();
+    let mut domains: Vec<String> = domains.iter().map(|d| d.trim_end_matches('.').to_ascii_lowercase()).collect();
     domains.sort();
     domains.dedup();
     for domain in domains {
@@ -83,14 +71,7 @@ pub async fn check_authentication(
             None => None,
         };
         let dmarc = check_dmarc(dns, &domain).await;
-        summary.domains.insert(
-            domain,
-            DomainSummary {
-                spf: Some(spf),
-                dkim,
-                dmarc: Some(dmarc),
-            },
-        );
+        summary.domains.insert(domain, DomainSummary { spf: Some(spf), dkim, dmarc: Some(dmarc) });
     }
     summary
 }
@@ -128,16 +109,8 @@ pub fn required_records(
     let mut out = BTreeMap::new();
     out.insert(domain.clone(), spf);
     if let Some((selector, key)) = dkim {
-        out.insert(
-            super::dkim::dkim_record_name(selector, &domain),
-            key.txt_record(),
-        );
+        out.insert(super::dkim::dkim_record_name(selector, &domain), key.txt_record());
     }
-    out.insert(
-        format!("_dmarc.{domain}"),
-        format!("v=DMARC1; p={dmarc_policy}"),
-    );
-    out.into_iter()
-        .map(|(name, value)| TxtRecord { name, value })
-        .collect()
+    out.insert(format!("_dmarc.{domain}"), format!("v=DMARC1; p={dmarc_policy}"));
+    out.into_iter().map(|(name, value)| TxtRecord { name, value }).collect()
 }

@@ -63,10 +63,7 @@ impl PublicKey {
     pub fn txt_record(&self) -> String {
         let p = match self {
             // SubjectPublicKeyInfo: what opendkim-genkey and most providers publish.
-            Self::Rsa(k) => k
-                .to_public_key_der()
-                .map(|d| B64.encode(d.as_bytes()))
-                .unwrap_or_default(),
+            Self::Rsa(k) => k.to_public_key_der().map(|d| B64.encode(d.as_bytes())).unwrap_or_default(),
             Self::Ed25519(raw) => B64.encode(raw),
         };
         format!("v=DKIM1; k={}; p={}", self.key_type().as_str(), p)
@@ -80,9 +77,7 @@ pub enum PrivateKeyError {
     NotText,
     #[error("no PEM block found")]
     NoPem,
-    #[error(
-        "unsupported or unreadable key ({0}); expected RSA (PKCS#1 or PKCS#8) or Ed25519 (PKCS#8)"
-    )]
+    #[error("unsupported or unreadable key ({0}); expected RSA (PKCS#1 or PKCS#8) or Ed25519 (PKCS#8)")]
     Unreadable(String),
 }
 
@@ -107,9 +102,7 @@ pub fn public_key_from_pem(pem: &[u8]) -> Result<PublicKey, PrivateKeyError> {
         Ok(k) => Ok(PublicKey::Rsa(k.to_public_key())),
         Err(rsa_err) => match ed25519_dalek::SigningKey::from_pkcs8_pem(text) {
             Ok(k) => Ok(PublicKey::Ed25519(k.verifying_key().to_bytes())),
-            Err(ed_err) => Err(PrivateKeyError::Unreadable(format!(
-                "as RSA: {rsa_err}; as Ed25519: {ed_err}"
-            ))),
+            Err(ed_err) => Err(PrivateKeyError::Unreadable(format!("as RSA: {rsa_err}; as Ed25519: {ed_err}"))),
         },
     }
 }
@@ -120,10 +113,7 @@ pub enum DkimVerdict {
     /// The record publishes the signing key's public half.
     Match { key_type: KeyType },
     /// A key is published, but not this one.
-    Mismatch {
-        published: KeyType,
-        expected: KeyType,
-    },
+    Mismatch { published: KeyType, expected: KeyType },
     /// No TXT record at the selector name.
     Missing,
     /// The record has an empty `p=` (key revoked).
@@ -145,10 +135,7 @@ impl DkimVerdict {
     pub fn describe(&self) -> String {
         match self {
             Self::Match { key_type } => format!("DKIM {} key matches", key_type.as_str()),
-            Self::Mismatch {
-                published,
-                expected,
-            } => format!(
+            Self::Mismatch { published, expected } => format!(
                 "DKIM record publishes a different key ({} published, {} expected)",
                 published.as_str(),
                 expected.as_str()
@@ -164,11 +151,7 @@ impl DkimVerdict {
 
 /// The selector record name.
 pub fn dkim_record_name(selector: &str, domain: &str) -> String {
-    format!(
-        "{}._domainkey.{}",
-        selector.trim_matches('.'),
-        domain.trim_end_matches('.')
-    )
+    format!("{}._domainkey.{}", selector.trim_matches('.'), domain.trim_end_matches('.'))
 }
 
 /// Parsed `tag=value` list of a DKIM key record (RFC 6376 §3.6.1).
@@ -208,12 +191,12 @@ fn parse_record(txt: &str) -> Parsed {
         Err(e) => return Parsed::Bad(format!("p= is not base64: {e}")),
     };
     match k.as_str() {
-        "rsa" => match rsa::RsaPublicKey::from_public_key_der(&der)
-            .or_else(|_| rsa::RsaPublicKey::from_pkcs1_der(&der))
-        {
-            Ok(key) => Parsed::Key(PublicKey::Rsa(key)),
-            Err(e) => Parsed::Bad(format!("p= is not an RSA public key: {e}")),
-        },
+        "rsa" => {
+            match rsa::RsaPublicKey::from_public_key_der(&der).or_else(|_| rsa::RsaPublicKey::from_pkcs1_der(&der)) {
+                Ok(key) => Parsed::Key(PublicKey::Rsa(key)),
+                Err(e) => Parsed::Bad(format!("p= is not an RSA public key: {e}")),
+            }
+        }
         "ed25519" => match <[u8; 32]>::try_from(der.as_slice()) {
             Ok(raw) => Parsed::Key(PublicKey::Ed25519(raw)),
             Err(_) => Parsed::Bad(format!("ed25519 p= has {} bytes, not 32", der.len())),
@@ -229,29 +212,20 @@ pub fn judge_records(records: &[String], expected: &PublicKey) -> DkimVerdict {
     let mut bad: Vec<String> = Vec::new();
     for txt in records {
         match parse_record(txt) {
-            Parsed::Key(key) if &key == expected => {
-                return DkimVerdict::Match {
-                    key_type: key.key_type(),
-                }
-            }
+            Parsed::Key(key) if &key == expected => return DkimVerdict::Match { key_type: key.key_type() },
             Parsed::Key(key) => published = Some(key.key_type()),
             Parsed::Revoked => revoked = true,
             Parsed::Bad(reason) => bad.push(reason),
         }
     }
     if let Some(published) = published {
-        DkimVerdict::Mismatch {
-            published,
-            expected: expected.key_type(),
-        }
+        DkimVerdict::Mismatch { published, expected: expected.key_type() }
     } else if revoked {
         DkimVerdict::Revoked
     } else if bad.is_empty() {
         DkimVerdict::Missing
     } else {
-        DkimVerdict::Malformed {
-            reason: bad.join("; "),
-        }
+        DkimVerdict::Malformed { reason: bad.join("; ") }
     }
 }
 
@@ -265,18 +239,12 @@ pub async fn check_dkim<R: Resolver>(
 ) -> DkimVerdict {
     let expected = match public_key_from_pem(private_key_pem) {
         Ok(k) => k,
-        Err(e) => {
-            return DkimVerdict::BadPrivateKey {
-                reason: e.to_string(),
-            }
-        }
+        Err(e) => return DkimVerdict::BadPrivateKey { reason: e.to_string() },
     };
     let name = dkim_record_name(selector, domain);
     match resolver.txt(&name).await {
         Answer::Records { records, .. } => judge_records(&records, &expected),
         Answer::NxDomain { .. } | Answer::NoData { .. } => DkimVerdict::Missing,
-        Answer::Failed(f) => DkimVerdict::Unknown {
-            reason: f.to_string(),
-        },
+        Answer::Failed(f) => DkimVerdict::Unknown { reason: f.to_string() },
     }
 }

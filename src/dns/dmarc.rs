@@ -114,11 +114,7 @@ pub fn parse_dmarc(txt: &str) -> Option<Result<DmarcRecord, String>> {
         }
     }
     Some(match policy {
-        Some(policy) => Ok(DmarcRecord {
-            policy,
-            subdomain_policy: sp,
-            pct,
-        }),
+        Some(policy) => Ok(DmarcRecord { policy, subdomain_policy: sp, pct }),
         None => Err("no p= tag".to_string()),
     })
 }
@@ -129,22 +125,15 @@ pub async fn check_dmarc<R: Resolver>(resolver: &R, domain: &str) -> DmarcVerdic
     let records = match resolver.txt(&name).await {
         Answer::Records { records, .. } => records,
         Answer::NxDomain { .. } | Answer::NoData { .. } => return DmarcVerdict::Missing,
-        Answer::Failed(f) => {
-            return DmarcVerdict::Unknown {
-                reason: f.to_string(),
-            }
-        }
+        Answer::Failed(f) => return DmarcVerdict::Unknown { reason: f.to_string() },
     };
-    let parsed: Vec<Result<DmarcRecord, String>> =
-        records.iter().filter_map(|t| parse_dmarc(t)).collect();
+    let parsed: Vec<Result<DmarcRecord, String>> = records.iter().filter_map(|t| parse_dmarc(t)).collect();
     match parsed.len() {
         0 => DmarcVerdict::Missing,
         1 => match parsed.into_iter().next().expect("one") {
             Ok(r) => DmarcVerdict::Present(r),
             Err(reason) => DmarcVerdict::Malformed { reason },
         },
-        n => DmarcVerdict::Malformed {
-            reason: format!("{n} DMARC records published; receivers ignore all of them"),
-        },
+        n => DmarcVerdict::Malformed { reason: format!("{n} DMARC records published; receivers ignore all of them") },
     }
 }

@@ -30,13 +30,8 @@ use super::resolver::{reverse_name, Answer, Resolver};
 /// (answering 127.255.255.254); run the operator against a resolver of your
 /// own, or override the list, where that matters. SORBS is absent on purpose:
 /// it shut down in 2024.
-pub const DEFAULT_ZONES: &[&str] = &[
-    "zen.spamhaus.org",
-    "bl.spamcop.net",
-    "b.barracudacentral.org",
-    "bl.mailspike.net",
-    "psbl.surriel.com",
-];
+pub const DEFAULT_ZONES: &[&str] =
+    &["zen.spamhaus.org", "bl.spamcop.net", "b.barracudacentral.org", "bl.mailspike.net", "psbl.surriel.com"];
 
 /// The default zones as owned strings.
 pub fn default_zones() -> Vec<String> {
@@ -80,16 +75,9 @@ impl DnsblConfig {
     /// The zones to query: the configured ones, else the defaults; lowercased,
     /// without trailing dot, deduplicated, sorted.
     pub fn effective_zones(&self) -> Vec<String> {
-        let src = if self.zones.is_empty() {
-            default_zones()
-        } else {
-            self.zones.clone()
-        };
-        let mut zones: Vec<String> = src
-            .iter()
-            .map(|z| z.trim().trim_end_matches('.').to_ascii_lowercase())
-            .filter(|z| !z.is_empty())
-            .collect();
+        let src = if self.zones.is_empty() { default_zones() } else { self.zones.clone() };
+        let mut zones: Vec<String> =
+            src.iter().map(|z| z.trim().trim_end_matches('.').to_ascii_lowercase()).filter(|z| !z.is_empty()).collect();
         zones.sort();
         zones.dedup();
         zones
@@ -100,10 +88,7 @@ impl DnsblConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ZoneOutcome {
     /// Listed: return code(s) (sorted) and the TXT reason, if any.
-    Listed {
-        codes: Vec<Ipv4Addr>,
-        reason: Option<String>,
-    },
+    Listed { codes: Vec<Ipv4Addr>, reason: Option<String> },
     /// Not listed (NXDOMAIN or no A record).
     Clean,
     /// The list refused the query (127.255.255.x). Not a listing.
@@ -141,9 +126,7 @@ pub fn query_name(ip: IpAddr, zone: &str) -> String {
 pub fn interpret_a(answer: &Answer<Ipv4Addr>) -> ZoneOutcome {
     match answer {
         Answer::NxDomain { .. } | Answer::NoData { .. } => ZoneOutcome::Clean,
-        Answer::Failed(f) => ZoneOutcome::Failed {
-            reason: f.to_string(),
-        },
+        Answer::Failed(f) => ZoneOutcome::Failed { reason: f.to_string() },
         Answer::Records { records, .. } => {
             let mut codes = records.clone();
             codes.sort();
@@ -156,10 +139,7 @@ pub fn interpret_a(answer: &Answer<Ipv4Addr>) -> ZoneOutcome {
                     reason: format!("unexpected answer {odd} (not a 127.0.0.0/8 return code)"),
                 };
             }
-            ZoneOutcome::Listed {
-                codes,
-                reason: None,
-            }
+            ZoneOutcome::Listed { codes, reason: None }
         }
     }
 }
@@ -202,12 +182,7 @@ pub struct DnsblChecker<R> {
 
 impl<R: Resolver> DnsblChecker<R> {
     pub fn new(resolver: R, config: DnsblConfig) -> Self {
-        Self {
-            resolver,
-            config,
-            cache: BTreeMap::new(),
-            next_start: 0,
-        }
+        Self { resolver, config, cache: BTreeMap::new(), next_start: 0 }
     }
 
     pub fn config(&self) -> &DnsblConfig {
@@ -226,10 +201,7 @@ impl<R: Resolver> DnsblChecker<R> {
     /// `concurrency` queries in flight.
     pub async fn sweep(&mut self, ips: &[IpAddr], now: Timestamp) -> SweepReport {
         let zones = self.config.effective_zones();
-        let mut report = SweepReport {
-            at: now,
-            ..SweepReport::default()
-        };
+        let mut report = SweepReport { at: now, ..SweepReport::default() };
         // Drop expired entries first so the cache cannot grow without bound.
         self.cache.retain(|_, e| e.expires > now);
 
@@ -242,10 +214,8 @@ impl<R: Resolver> DnsblChecker<R> {
             self.next_start = start + self.config.per_zone_budget.min(ips.len());
         }
 
-        let mut budget: BTreeMap<&str, usize> = zones
-            .iter()
-            .map(|z| (z.as_str(), self.config.per_zone_budget))
-            .collect();
+        let mut budget: BTreeMap<&str, usize> =
+            zones.iter().map(|z| (z.as_str(), self.config.per_zone_budget)).collect();
         let mut todo: Vec<(IpAddr, String)> = Vec::new();
         for ip in &ips {
             let row = report.outcomes.entry(*ip).or_default();
@@ -310,17 +280,9 @@ impl<R: Resolver> DnsblChecker<R> {
             // the next sweep, not remembered.
             if matches!(outcome, ZoneOutcome::Listed { .. } | ZoneOutcome::Clean) {
                 let secs = i64::from(ttl.unwrap_or(0));
-                let keep = SignedDuration::from_secs(secs)
-                    .max(self.config.min_cache)
-                    .min(self.config.max_cache);
+                let keep = SignedDuration::from_secs(secs).max(self.config.min_cache).min(self.config.max_cache);
                 if let Ok(expires) = now.checked_add(keep) {
-                    self.cache.insert(
-                        (ip, zone.clone()),
-                        CacheEntry {
-                            outcome: outcome.clone(),
-                            expires,
-                        },
-                    );
+                    self.cache.insert((ip, zone.clone()), CacheEntry { outcome: outcome.clone(), expires });
                 }
             }
             report.outcomes.entry(ip).or_default().insert(zone, outcome);

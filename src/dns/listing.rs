@@ -51,12 +51,7 @@ impl Listing {
     pub fn to_status(&self) -> sendfleet_render::api::Listing {
         sendfleet_render::api::Listing {
             zone: self.zone.clone(),
-            code: self
-                .codes
-                .iter()
-                .map(|c| c.to_string())
-                .collect::<Vec<_>>()
-                .join(","),
+            code: self.codes.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(","),
             reason: self.reason.clone(),
             since: self.first_seen.to_string(),
         }
@@ -66,15 +61,9 @@ impl Listing {
     /// [`ListingTracker::restore_listing`] after a restart). `None` if the
     /// stored values do not parse.
     pub fn from_status(s: &sendfleet_render::api::Listing) -> Option<Self> {
-        let codes: Option<Vec<Ipv4Addr>> =
-            s.code.split(',').map(|c| c.trim().parse().ok()).collect();
+        let codes: Option<Vec<Ipv4Addr>> = s.code.split(',').map(|c| c.trim().parse().ok()).collect();
         let codes = codes.filter(|c| !c.is_empty())?;
-        Some(Self {
-            zone: s.zone.clone(),
-            codes,
-            reason: s.reason.clone(),
-            first_seen: s.since.parse().ok()?,
-        })
+        Some(Self { zone: s.zone.clone(), codes, reason: s.reason.clone(), first_seen: s.since.parse().ok()? })
     }
 }
 
@@ -102,18 +91,9 @@ pub enum ListingChange {
     /// Newly listed (or listed again after being clean).
     Listed { ip: IpAddr, listing: Listing },
     /// A listing is gone; `clean_since` starts the cool-down.
-    Delisted {
-        ip: IpAddr,
-        zone: String,
-        listed_since: Timestamp,
-        clean_since: Timestamp,
-    },
+    Delisted { ip: IpAddr, zone: String, listed_since: Timestamp, clean_since: Timestamp },
     /// The zone could not be checked for `unknown_after` sweeps in a row.
-    BecameUnknown {
-        ip: IpAddr,
-        zone: String,
-        reason: String,
-    },
+    BecameUnknown { ip: IpAddr, zone: String, reason: String },
     /// A definite answer again after an unknown period, and it is clean
     /// (a listing after unknown is reported as `Listed`).
     Recovered { ip: IpAddr, zone: String },
@@ -130,11 +110,7 @@ struct ZoneTrack {
 
 impl ZoneTrack {
     fn new() -> Self {
-        Self {
-            state: ZoneState::Pending,
-            failures: 0,
-            listed_before_unknown: None,
-        }
+        Self { state: ZoneState::Pending, failures: 0, listed_before_unknown: None }
     }
 }
 
@@ -184,21 +160,13 @@ pub struct ListingTracker {
 
 impl ListingTracker {
     pub fn new(config: TrackerConfig) -> Self {
-        Self {
-            config,
-            ips: BTreeMap::new(),
-        }
+        Self { config, ips: BTreeMap::new() }
     }
 
     /// Seed a listing known from before (e.g. read back from the pool's
     /// status after an operator restart), so `first_seen` survives restarts.
     pub fn restore_listing(&mut self, ip: IpAddr, listing: Listing) {
-        let track = self
-            .ips
-            .entry(ip)
-            .or_default()
-            .entry(listing.zone.clone())
-            .or_insert_with(ZoneTrack::new);
+        let track = self.ips.entry(ip).or_default().entry(listing.zone.clone()).or_insert_with(ZoneTrack::new);
         track.state = ZoneState::Listed(listing);
         track.failures = 0;
     }
@@ -261,14 +229,11 @@ fn step(
             track.failures = 0;
             let earlier = match &track.state {
                 ZoneState::Listed(l) => Some(l.first_seen),
-                ZoneState::Unknown { .. } => {
-                    track.listed_before_unknown.as_ref().map(|l| l.first_seen)
-                }
+                ZoneState::Unknown { .. } => track.listed_before_unknown.as_ref().map(|l| l.first_seen),
                 _ => None,
             };
             let was_listed = matches!(track.state, ZoneState::Listed(_));
-            let was_unknown_listed =
-                matches!(track.state, ZoneState::Unknown { .. }) && earlier.is_some();
+            let was_unknown_listed = matches!(track.state, ZoneState::Unknown { .. }) && earlier.is_some();
             let listing = Listing {
                 zone: zone.to_string(),
                 codes: codes.clone(),
@@ -314,10 +279,7 @@ fn step(
                             listed_since: l.first_seen,
                             clean_since: now,
                         },
-                        None => ListingChange::Recovered {
-                            ip,
-                            zone: zone.to_string(),
-                        },
+                        None => ListingChange::Recovered { ip, zone: zone.to_string() },
                     })
                 }
             }
@@ -332,21 +294,12 @@ fn step(
                     None
                 }
                 _ if track.failures >= unknown_after => {
-                    let prev = std::mem::replace(
-                        &mut track.state,
-                        ZoneState::Unknown {
-                            reason: reason.clone(),
-                            since: now,
-                        },
-                    );
+                    let prev =
+                        std::mem::replace(&mut track.state, ZoneState::Unknown { reason: reason.clone(), since: now });
                     if let ZoneState::Listed(l) = prev {
                         track.listed_before_unknown = Some(l);
                     }
-                    Some(ListingChange::BecameUnknown {
-                        ip,
-                        zone: zone.to_string(),
-                        reason,
-                    })
+                    Some(ListingChange::BecameUnknown { ip, zone: zone.to_string(), reason })
                 }
                 _ => None,
             }
@@ -383,10 +336,6 @@ fn view(ip: IpAddr, zones: &BTreeMap<String, ZoneTrack>) -> IpListing {
         status,
         listings,
         unknown,
-        clean_since: if status == ListingStatus::Clean {
-            clean_since
-        } else {
-            None
-        },
+        clean_since: if status == ListingStatus::Clean { clean_since } else { None },
     }
 }

@@ -20,10 +20,7 @@ pub enum PtrVerdict {
     /// PTR name(s) exist but none resolves back to the IP.
     NotForwardConfirmed { names: Vec<String> },
     /// Forward-confirmed name(s), but none is the HELO name.
-    HeloMismatch {
-        confirmed: Vec<String>,
-        helo: String,
-    },
+    HeloMismatch { confirmed: Vec<String>, helo: String },
     /// The lookups failed; no conclusion.
     Unknown { reason: String },
 }
@@ -42,10 +39,7 @@ impl PtrVerdict {
                 format!("PTR {} does not resolve back to the IP", names.join(","))
             }
             Self::HeloMismatch { confirmed, helo } => {
-                format!(
-                    "PTR {} does not match HELO name {helo}",
-                    confirmed.join(",")
-                )
+                format!("PTR {} does not match HELO name {helo}", confirmed.join(","))
             }
             Self::Unknown { reason } => format!("reverse DNS unknown: {reason}"),
         }
@@ -62,11 +56,7 @@ pub async fn check_ptr<R: Resolver>(resolver: &R, ip: IpAddr, helo_name: &str) -
     let mut names: Vec<String> = match resolver.ptr(ip).await {
         Answer::Records { records, .. } => records.iter().map(|n| norm(n)).collect(),
         Answer::NxDomain { .. } | Answer::NoData { .. } => return PtrVerdict::Missing,
-        Answer::Failed(f) => {
-            return PtrVerdict::Unknown {
-                reason: format!("PTR lookup: {f}"),
-            }
-        }
+        Answer::Failed(f) => return PtrVerdict::Unknown { reason: format!("PTR lookup: {f}") },
     };
     names.sort();
     names.dedup();
@@ -97,9 +87,7 @@ pub async fn check_ptr<R: Resolver>(resolver: &R, ip: IpAddr, helo_name: &str) -
         PtrVerdict::HeloMismatch { confirmed, helo }
     } else if !failures.is_empty() {
         // A name we could not resolve might have confirmed: no conclusion.
-        PtrVerdict::Unknown {
-            reason: format!("forward lookup failed: {}", failures.join("; ")),
-        }
+        PtrVerdict::Unknown { reason: format!("forward lookup failed: {}", failures.join("; ")) }
     } else {
         PtrVerdict::NotForwardConfirmed { names }
     }

@@ -103,12 +103,7 @@ pub struct ResolverSettings {
 
 impl Default for ResolverSettings {
     fn default() -> Self {
-        Self {
-            nameservers: Vec::new(),
-            timeout: Duration::from_secs(3),
-            attempts: 2,
-            max_in_flight_per_connection: 64,
-        }
+        Self { nameservers: Vec::new(), timeout: Duration::from_secs(3), attempts: 2, max_in_flight_per_connection: 64 }
     }
 }
 
@@ -162,8 +157,7 @@ impl HickoryDns {
         opts.ndots = 0;
         opts.use_hosts_file = hickory_resolver::config::ResolveHosts::Never;
         opts.num_concurrent_reqs = 1;
-        let auth = MessageAuthenticator::new(config, opts)
-            .map_err(|e| ResolverError::Build(e.to_string()))?;
+        let auth = MessageAuthenticator::new(config, opts).map_err(|e| ResolverError::Build(e.to_string()))?;
         Ok(Self { auth })
     }
 
@@ -201,21 +195,13 @@ fn classify_error<T>(e: &NetError) -> Answer<T> {
     match e {
         NetError::Dns(DnsError::NoRecordsFound(nr)) => {
             if nr.response_code == ResponseCode::NXDomain {
-                Answer::NxDomain {
-                    ttl: nr.negative_ttl,
-                }
+                Answer::NxDomain { ttl: nr.negative_ttl }
             } else {
-                Answer::NoData {
-                    ttl: nr.negative_ttl,
-                }
+                Answer::NoData { ttl: nr.negative_ttl }
             }
         }
-        NetError::Dns(DnsError::ResponseCode(ResponseCode::ServFail)) => {
-            Answer::Failed(LookupFailure::ServFail)
-        }
-        NetError::Dns(DnsError::ResponseCode(ResponseCode::Refused)) => {
-            Answer::Failed(LookupFailure::Refused)
-        }
+        NetError::Dns(DnsError::ResponseCode(ResponseCode::ServFail)) => Answer::Failed(LookupFailure::ServFail),
+        NetError::Dns(DnsError::ResponseCode(ResponseCode::Refused)) => Answer::Failed(LookupFailure::Refused),
         NetError::Timeout => Answer::Failed(LookupFailure::Timeout),
         other => {
             let text = other.to_string();
@@ -341,8 +327,8 @@ impl ZoneResolver {
     /// TTLs default to 300).
     /// Several zones may be added by calling this repeatedly.
     pub fn with_zone(mut self, origin: &str, text: &str) -> Result<Self, ZoneParseError> {
-        let origin = hickory_proto::rr::Name::from_ascii(absolute(origin))
-            .map_err(|e| ZoneParseError(e.to_string()))?;
+        let origin =
+            hickory_proto::rr::Name::from_ascii(absolute(origin)).map_err(|e| ZoneParseError(e.to_string()))?;
         // A default TTL so test zones may omit it; a `$TTL` in `text` wins.
         let text = format!("$TTL 300\n{text}");
         let (_, sets) = hickory_proto::serialize::txt::Parser::new(text, None, Some(origin))
@@ -350,10 +336,7 @@ impl ZoneResolver {
             .map_err(|e| ZoneParseError(e.to_string()))?;
         for set in sets.values() {
             for rec in set.records_without_rrsigs() {
-                self.records
-                    .entry(name_string(&rec.name))
-                    .or_default()
-                    .push((rec.data.clone(), rec.ttl));
+                self.records.entry(name_string(&rec.name)).or_default().push((rec.data.clone(), rec.ttl));
             }
         }
         Ok(self)

@@ -87,9 +87,7 @@ pub async fn check_spf(
     for ip in ips {
         let out = dns
             .authenticator()
-            .check_host(
-                SpfParameters::verify_mail_from(*ip, helo_name, checker_name, &sender).into(),
-            )
+            .check_host(SpfParameters::verify_mail_from(*ip, helo_name, checker_name, &sender).into())
             .await;
         let verdict = SpfVerdict::from(out.result());
         tracing::debug!(domain = %domain, ip = %ip, spf = verdict.as_str(), "spf evaluated");

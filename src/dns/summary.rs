@@ -149,11 +149,7 @@ pub fn listed_condition(summary: &PoolDnsSummary) -> ConditionParts {
             listed.push(format!("{label} in {}", zones.join(", ")));
         }
         if !l.unknown.is_empty() {
-            let zones: Vec<String> = l
-                .unknown
-                .iter()
-                .map(|(z, r)| format!("{z} ({r})"))
-                .collect();
+            let zones: Vec<String> = l.unknown.iter().map(|(z, r)| format!("{z} ({r})")).collect();
             unknown.push(format!("{label} in {}", zones.join(", ")));
         }
         if l.status == ListingStatus::Pending {
@@ -165,11 +161,7 @@ pub fn listed_condition(summary: &PoolDnsSummary) -> ConditionParts {
         if !unknown.is_empty() {
             let _ = write!(msg, ". Not checkable: {}", unknown.join("; "));
         }
-        return ConditionParts {
-            status: ConditionStatus::True,
-            reason: reasons::LISTED,
-            message: finish(msg),
-        };
+        return ConditionParts { status: ConditionStatus::True, reason: reasons::LISTED, message: finish(msg) };
     }
     if !unknown.is_empty() {
         return ConditionParts {
@@ -232,20 +224,14 @@ pub fn authentication_condition(summary: &PoolDnsSummary) -> ConditionParts {
         if let Some(dkim) = &d.dkim {
             match dkim {
                 DkimVerdict::Match { .. } => {}
-                DkimVerdict::Unknown { .. } => {
-                    f.unknown.push(format!("{domain}: {}", dkim.describe()))
-                }
+                DkimVerdict::Unknown { .. } => f.unknown.push(format!("{domain}: {}", dkim.describe())),
                 _ => f.dkim.push(format!("{domain}: {}", dkim.describe())),
             }
         }
         match &d.dmarc {
             None => f.pending.push(format!("{domain} DMARC")),
-            Some(v @ DmarcVerdict::Present(_)) => {
-                f.good.push(format!("{domain}: {}", v.describe()))
-            }
-            Some(v @ DmarcVerdict::Unknown { .. }) => {
-                f.unknown.push(format!("{domain}: {}", v.describe()))
-            }
+            Some(v @ DmarcVerdict::Present(_)) => f.good.push(format!("{domain}: {}", v.describe())),
+            Some(v @ DmarcVerdict::Unknown { .. }) => f.unknown.push(format!("{domain}: {}", v.describe())),
             Some(v) => f.dmarc.push(format!("{domain}: {}", v.describe())),
         }
     }
@@ -254,9 +240,7 @@ pub fn authentication_condition(summary: &PoolDnsSummary) -> ConditionParts {
         match &s.ptr {
             None => f.pending.push(format!("{label} PTR")),
             Some(PtrVerdict::Valid { .. }) => {}
-            Some(v @ PtrVerdict::Unknown { .. }) => {
-                f.unknown.push(format!("{label}: {}", v.describe()))
-            }
+            Some(v @ PtrVerdict::Unknown { .. }) => f.unknown.push(format!("{label}: {}", v.describe())),
             Some(v) => f.ptr.push(format!("{label}: {}", v.describe())),
         }
     }
@@ -267,29 +251,17 @@ pub fn authentication_condition(summary: &PoolDnsSummary) -> ConditionParts {
         (reasons::DMARC_MISSING, &f.dmarc),
         (reasons::REVERSE_DNS_INVALID, &f.ptr),
     ];
-    let failing: Vec<&(&'static str, &Vec<String>)> =
-        kinds.iter().filter(|(_, v)| !v.is_empty()).collect();
+    let failing: Vec<&(&'static str, &Vec<String>)> = kinds.iter().filter(|(_, v)| !v.is_empty()).collect();
     if !failing.is_empty() {
-        let reason = if failing.len() == 1 {
-            failing[0].0
-        } else {
-            reasons::MULTIPLE_FAILURES
-        };
-        let mut lines: Vec<String> = failing
-            .iter()
-            .flat_map(|(_, v)| v.iter().cloned())
-            .collect();
+        let reason = if failing.len() == 1 { failing[0].0 } else { reasons::MULTIPLE_FAILURES };
+        let mut lines: Vec<String> = failing.iter().flat_map(|(_, v)| v.iter().cloned()).collect();
         lines.sort();
         let mut msg = lines.join("; ");
         if !f.unknown.is_empty() {
             f.unknown.sort();
             let _ = write!(msg, ". Not checkable: {}", f.unknown.join("; "));
         }
-        return ConditionParts {
-            status: ConditionStatus::False,
-            reason,
-            message: finish(msg),
-        };
+        return ConditionParts { status: ConditionStatus::False, reason, message: finish(msg) };
     }
     if !f.unknown.is_empty() {
         f.unknown.sort();
@@ -315,9 +287,5 @@ pub fn authentication_condition(summary: &PoolDnsSummary) -> ConditionParts {
     if !f.good.is_empty() {
         let _ = write!(msg, "; {}", f.good.join("; "));
     }
-    ConditionParts {
-        status: ConditionStatus::True,
-        reason: reasons::VALID,
-        message: finish(msg),
-    }
+    ConditionParts { status: ConditionStatus::True, reason: reasons::VALID, message: finish(msg) }
 }
