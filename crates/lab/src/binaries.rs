@@ -42,11 +42,8 @@ fn script() -> PathBuf {
 }
 
 fn print_paths() -> Result<Option<BTreeMap<String, PathBuf>>, LabError> {
-    let out = Command::new(script())
-        .arg("--print")
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(LabError::io(script()))?;
+    let out =
+        Command::new(script()).arg("--print").stderr(Stdio::inherit()).output().map_err(LabError::io(script()))?;
     let map = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_once('='))
@@ -70,14 +67,8 @@ impl Binaries {
         let map = match print_paths()? {
             Some(m) => m,
             None => {
-                eprintln!(
-                    "sendfleet-lab: upstream binaries missing; running {} (cold: ~10 min)",
-                    script().display()
-                );
-                let status = Command::new(script())
-                    .stdout(Stdio::null())
-                    .status()
-                    .map_err(LabError::io(script()))?;
+                eprintln!("sendfleet-lab: upstream binaries missing; running {} (cold: ~10 min)", script().display());
+                let status = Command::new(script()).stdout(Stdio::null()).status().map_err(LabError::io(script()))?;
                 if !status.success() {
                     return Err(LabError::Binaries(format!(
                         "{} failed ({status}); run it by hand to see why",
@@ -93,9 +84,9 @@ impl Binaries {
             }
         };
         let get = |k: &str| {
-            map.get(k).cloned().ok_or_else(|| {
-                LabError::Binaries(format!("{} --print did not name {k}", script().display()))
-            })
+            map.get(k)
+                .cloned()
+                .ok_or_else(|| LabError::Binaries(format!("{} --print did not name {k}", script().display())))
         };
         Ok(Binaries {
             etcd: get("etcd")?,

@@ -134,11 +134,7 @@ impl ControlPlane {
             }
             None => process::temp_dir()?,
         };
-        let (etcd_port, peer_port, api_port) = (
-            process::free_port()?,
-            process::free_port()?,
-            process::free_port()?,
-        );
+        let (etcd_port, peer_port, api_port) = (process::free_port()?, process::free_port()?, process::free_port()?);
         let mut sans: Vec<String> = [
             "127.0.0.1",
             "localhost",
@@ -155,20 +151,14 @@ impl ControlPlane {
 
         let admin_token = random_hex(24)?;
         let tokens = dir.join("tokens.csv");
-        write_private(
-            &tokens,
-            format!("{admin_token},lab-admin,lab-admin,\"system:masters\"\n").as_bytes(),
-        )?;
+        write_private(&tokens, format!("{admin_token},lab-admin,lab-admin,\"system:masters\"\n").as_bytes())?;
 
         let etcd_url = format!("http://127.0.0.1:{etcd_port}");
         let peer_url = format!("http://127.0.0.1:{peer_port}");
         let etcd_dir = dir.join("etcd");
         std::fs::create_dir_all(&etcd_dir).map_err(LabError::io(&etcd_dir))?;
-        std::fs::set_permissions(
-            &etcd_dir,
-            std::os::unix::fs::PermissionsExt::from_mode(0o700),
-        )
-        .map_err(LabError::io(&etcd_dir))?;
+        std::fs::set_permissions(&etcd_dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+            .map_err(LabError::io(&etcd_dir))?;
         let etcd_args = vec![
             "--name=lab".to_string(),
             format!("--data-dir={}", etcd_dir.display()),
@@ -182,15 +172,10 @@ impl ControlPlane {
             "--log-level=warn".to_string(),
         ];
         let mut etcd = Proc::spawn("etcd", &bins.etcd, &etcd_args, &dir.join("etcd.log"), &[])?;
-        poll(
-            "etcd /health",
-            Duration::from_secs(30),
-            Duration::from_millis(100),
-            || {
-                etcd.check_running()?;
-                Ok(etcd_healthy(etcd_port).then_some(()))
-            },
-        )?;
+        poll("etcd /health", Duration::from_secs(30), Duration::from_millis(100), || {
+            etcd.check_running()?;
+            Ok(etcd_healthy(etcd_port).then_some(()))
+        })?;
 
         let server = format!("https://127.0.0.1:{api_port}");
         let mut apiserver_args = vec![
@@ -203,10 +188,7 @@ impl ControlPlane {
             format!("--client-ca-file={}", pki.ca_cert.display()),
             format!("--service-account-issuer={SA_ISSUER}"),
             format!("--service-account-key-file={}", pki.sa_pub.display()),
-            format!(
-                "--service-account-signing-key-file={}",
-                pki.sa_key.display()
-            ),
+            format!("--service-account-signing-key-file={}", pki.sa_key.display()),
             format!("--token-auth-file={}", tokens.display()),
             // Node: kubelets (group system:nodes) get exactly what their
             // pods need, as in a real cluster; everyone else goes by RBAC.
@@ -214,10 +196,7 @@ impl ControlPlane {
             "--enable-admission-plugins=NodeRestriction".to_string(),
             // `kubectl logs/exec` reach a kubelet at its node IP over TLS
             // verified against the lab CA.
-            format!(
-                "--kubelet-client-certificate={}",
-                pki.kubelet_client_cert.display()
-            ),
+            format!("--kubelet-client-certificate={}", pki.kubelet_client_cert.display()),
             format!("--kubelet-client-key={}", pki.kubelet_client_key.display()),
             format!("--kubelet-certificate-authority={}", pki.ca_cert.display()),
             "--kubelet-preferred-address-types=InternalIP".to_string(),
@@ -241,13 +220,8 @@ impl ControlPlane {
             "lab-admin",
         )?;
 
-        let apiserver = Proc::spawn(
-            "kube-apiserver",
-            &bins.kube_apiserver,
-            &apiserver_args,
-            &dir.join("kube-apiserver.log"),
-            &[],
-        )?;
+        let apiserver =
+            Proc::spawn("kube-apiserver", &bins.kube_apiserver, &apiserver_args, &dir.join("kube-apiserver.log"), &[])?;
         let cp = ControlPlane {
             dir,
             bins,
@@ -354,51 +328,32 @@ impl ControlPlane {
 
     /// `kubectl apply --server-side -f -` of `yaml` as admin.
     pub fn apply(&self, yaml: &str) -> Result<String, LabError> {
-        self.kubectl_stdin(
-            &[
-                "apply",
-                "--server-side",
-                "--field-manager=sendfleet-lab",
-                "-f",
-                "-",
-            ],
-            yaml,
-        )
+        self.kubectl_stdin(&["apply", "--server-side", "--field-manager=sendfleet-lab", "-f", "-"], yaml)
     }
 
     /// Wait until /readyz answers `ok` (fails at once if the API server died).
     pub fn wait_ready(&self) -> Result<(), LabError> {
-        poll(
-            "kube-apiserver /readyz",
-            APISERVER_READY_TIMEOUT,
-            Duration::from_millis(250),
-            || {
-                self.apiserver_proc().check_running()?;
-                let mut c = self.kubectl();
-                c.args(["get", "--raw", "/readyz", "--request-timeout=5s"]);
-                Ok(run(c, None).ok().filter(|s| s.trim() == "ok").map(|_| ()))
-            },
-        )
+        poll("kube-apiserver /readyz", APISERVER_READY_TIMEOUT, Duration::from_millis(250), || {
+            self.apiserver_proc().check_running()?;
+            let mut c = self.kubectl();
+            c.args(["get", "--raw", "/readyz", "--request-timeout=5s"]);
+            Ok(run(c, None).ok().filter(|s| s.trim() == "ok").map(|_| ()))
+        })
         .map_err(|e| self.with_log(e, "kube-apiserver.log"))
     }
 
     /// Wait until CRD `name` (e.g. `sendingpools.sendfleet.io`) is Established.
     pub fn wait_crd_established(&self, name: &str) -> Result<(), LabError> {
-        poll(
-            &format!("CRD {name} Established"),
-            Duration::from_secs(60),
-            Duration::from_millis(200),
-            || {
-                let out = self.kubectl_run(&[
-                    "get",
-                    "crd",
-                    name,
-                    "-o",
-                    "jsonpath={.status.conditions[?(@.type==\"Established\")].status}",
-                ])?;
-                Ok((out.trim() == "True").then_some(()))
-            },
-        )
+        poll(&format!("CRD {name} Established"), Duration::from_secs(60), Duration::from_millis(200), || {
+            let out = self.kubectl_run(&[
+                "get",
+                "crd",
+                name,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Established\")].status}",
+            ])?;
+            Ok((out.trim() == "True").then_some(()))
+        })
     }
 
     /// Create a namespace unique in this control plane, named after `prefix`
@@ -406,16 +361,8 @@ impl ControlPlane {
     /// the test is panicking: then it stays for the post-mortem.
     pub fn namespace(&self, prefix: &str) -> Result<Namespace<'_>, LabError> {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let mut base: String = prefix
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() {
-                    c.to_ascii_lowercase()
-                } else {
-                    '-'
-                }
-            })
-            .collect();
+        let mut base: String =
+            prefix.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' }).collect();
         base.truncate(40);
         let base = base.trim_matches('-');
         let base = if base.is_empty() { "test" } else { base };
@@ -428,11 +375,7 @@ impl ControlPlane {
     /// token from the TokenRequest API (`kubectl create token`). Creates the
     /// ServiceAccount if it does not exist. It has only the permissions RBAC
     /// gives that ServiceAccount.
-    pub fn kubeconfig_for_service_account(
-        &self,
-        ns: &str,
-        name: &str,
-    ) -> Result<PathBuf, LabError> {
+    pub fn kubeconfig_for_service_account(&self, ns: &str, name: &str) -> Result<PathBuf, LabError> {
         match self.kubectl_run(&["create", "serviceaccount", name, "-n", ns]) {
             Ok(_) => {}
             Err(LabError::Command { ref stderr, .. }) if stderr.contains("AlreadyExists") => {}
@@ -452,25 +395,15 @@ impl ControlPlane {
 
     /// A kubeconfig authenticating as `user` (optionally in `group`) with a
     /// client certificate signed by the lab CA.
-    pub fn kubeconfig_for_user(
-        &self,
-        user: &str,
-        group: Option<&str>,
-    ) -> Result<PathBuf, LabError> {
+    pub fn kubeconfig_for_user(&self, user: &str, group: Option<&str>) -> Result<PathBuf, LabError> {
         let cert = self.pki.client_cert(user, group)?;
-        let safe: String = user
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-            .collect();
+        let safe: String = user.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
         let path = self.dir.join("kubeconfigs").join(format!("user-{safe}"));
         write_kubeconfig(
             &path,
             &self.server,
             self.ca_pem(),
-            &Credentials::Cert {
-                cert_pem: cert.cert_pem,
-                key_pem: cert.key_pem,
-            },
+            &Credentials::Cert { cert_pem: cert.cert_pem, key_pem: cert.key_pem },
             user,
         )?;
         Ok(path)
@@ -513,23 +446,14 @@ impl ControlPlane {
         }
         let args = vec![
             format!("--kubeconfig={}", self.admin_kubeconfig.display()),
-            format!(
-                "--authentication-kubeconfig={}",
-                self.admin_kubeconfig.display()
-            ),
-            format!(
-                "--authorization-kubeconfig={}",
-                self.admin_kubeconfig.display()
-            ),
+            format!("--authentication-kubeconfig={}", self.admin_kubeconfig.display()),
+            format!("--authorization-kubeconfig={}", self.admin_kubeconfig.display()),
             "--bind-address=127.0.0.1".to_string(),
             format!("--secure-port={}", process::free_port()?),
             format!("--cert-dir={}", self.dir.join("kcm-certs").display()),
             "--leader-elect=false".to_string(),
             format!("--controllers={}", self.kcm_controllers),
-            format!(
-                "--service-account-private-key-file={}",
-                self.pki.sa_key.display()
-            ),
+            format!("--service-account-private-key-file={}", self.pki.sa_key.display()),
             format!("--root-ca-file={}", self.pki.ca_cert.display()),
             format!("--cluster-signing-cert-file={}", self.pki.ca_cert.display()),
             format!("--cluster-signing-key-file={}", self.pki.ca_key.display()),
@@ -550,10 +474,7 @@ impl ControlPlane {
             Duration::from_millis(300),
             || {
                 p.check_running()?;
-                Ok(self
-                    .kubectl_run(&["get", "serviceaccount", "default", "-n", "default"])
-                    .ok()
-                    .map(|_| ()))
+                Ok(self.kubectl_run(&["get", "serviceaccount", "default", "-n", "default"]).ok().map(|_| ()))
             },
         );
         *kcm = Some(p);
@@ -562,10 +483,7 @@ impl ControlPlane {
 
     /// Whether kube-controller-manager is running.
     pub fn has_controller_manager(&self) -> bool {
-        self.kcm
-            .lock()
-            .map(|mut k| k.as_mut().is_some_and(|p| p.check_running().is_ok()))
-            .unwrap_or(false)
+        self.kcm.lock().map(|mut k| k.as_mut().is_some_and(|p| p.check_running().is_ok())).unwrap_or(false)
     }
 
     /// Stop everything (node, controller manager, API server, etcd), in
@@ -590,13 +508,18 @@ impl ControlPlane {
         [
             ("KUBECONFIG", self.admin_kubeconfig.display().to_string()),
             ("SENDFLEET_LAB_SERVER", self.server.clone()),
+            // For hostNetwork pods: KUBERNETES_SERVICE_HOST=127.0.0.1 and
+            // this port reach the API server (no kube-proxy for 10.96.0.1).
+            ("SENDFLEET_LAB_APISERVER_PORT", self.server.rsplit(':').next().unwrap_or_default().to_string()),
             ("SENDFLEET_LAB_DIR", self.dir.display().to_string()),
             ("KUBECTL", b.kubectl.display().to_string()),
             ("HELM", b.helm.display().to_string()),
             ("KUBE_SCHEDULER", b.kube_scheduler.display().to_string()),
             ("KUBELET", b.kubelet.display().to_string()),
         ]
-        .iter()
+        .into_iter()
+        .chain(self.node_info().map(|n| ("CONTAINERD_ADDRESS", n.containerd_socket.display().to_string())))
+        .chain(self.node_info().map(|n| ("SENDFLEET_LAB_NODE_IP", n.ip)))
         .map(|(k, v)| format!("export {k}='{v}'\n"))
         .collect()
     }
@@ -614,11 +537,7 @@ impl ControlPlane {
                 LabError::Timeout {
                     what,
                     after,
-                    last: format!(
-                        "{last}\n--- last lines of {} ---\n{}",
-                        path.display(),
-                        process::log_tail(&path, 30)
-                    ),
+                    last: format!("{last}\n--- last lines of {} ---\n{}", path.display(), process::log_tail(&path, 30)),
                 }
             }
             other => other,
@@ -654,9 +573,7 @@ impl std::fmt::Display for Namespace<'_> {
 impl Drop for Namespace<'_> {
     fn drop(&mut self) {
         if !std::thread::panicking() {
-            let _ = self
-                .cp
-                .kubectl_run(&["delete", "namespace", &self.name, "--wait=false"]);
+            let _ = self.cp.kubectl_run(&["delete", "namespace", &self.name, "--wait=false"]);
         }
     }
 }
@@ -678,11 +595,9 @@ pub fn write_kubeconfig(
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
     let user_yaml = match creds {
         Credentials::Token(t) => format!("    token: {t}\n"),
-        Credentials::Cert { cert_pem, key_pem } => format!(
-            "    client-certificate-data: {}\n    client-key-data: {}\n",
-            b64(cert_pem),
-            b64(key_pem)
-        ),
+        Credentials::Cert { cert_pem, key_pem } => {
+            format!("    client-certificate-data: {}\n    client-key-data: {}\n", b64(cert_pem), b64(key_pem))
+        }
     };
     let yaml = format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- name: lab\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: {user:?}\n  user:\n{user_yaml}contexts:\n- name: lab\n  context:\n    cluster: lab\n    user: {user:?}\ncurrent-context: lab\n",
@@ -697,29 +612,13 @@ pub fn write_kubeconfig(
 /// Run a command to completion; stdout on success.
 pub(crate) fn run(mut c: Command, stdin: Option<&str>) -> Result<String, LabError> {
     let desc = describe(&c);
-    c.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = c.spawn().map_err(|source| LabError::Spawn {
-        program: PathBuf::from(c.get_program()),
-        source,
-    })?;
+    c.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().map_err(|source| LabError::Spawn { program: PathBuf::from(c.get_program()), source })?;
     if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
         // kubectl reads all of stdin before answering: no deadlock.
-        pipe.write_all(input.as_bytes())
-            .map_err(LabError::io(c.get_program()))?;
+        pipe.write_all(input.as_bytes()).map_err(LabError::io(c.get_program()))?;
     }
-    let Output {
-        status,
-        stdout,
-        stderr,
-    } = child
-        .wait_with_output()
-        .map_err(LabError::io(c.get_program()))?;
+    let Output { status, stdout, stderr } = child.wait_with_output().map_err(LabError::io(c.get_program()))?;
     if status.success() {
         Ok(String::from_utf8_lossy(&stdout).into_owned())
     } else {
@@ -732,14 +631,8 @@ pub(crate) fn run(mut c: Command, stdin: Option<&str>) -> Result<String, LabErro
 }
 
 fn describe(c: &Command) -> String {
-    let prog = Path::new(c.get_program())
-        .file_name()
-        .map(|f| f.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let args: Vec<String> = c
-        .get_args()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
+    let prog = Path::new(c.get_program()).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
+    let args: Vec<String> = c.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
     // Leave out the kubeconfig path: long and the same every time.
     let mut shown = Vec::new();
     let mut skip = false;
@@ -762,9 +655,7 @@ fn etcd_healthy(port: u16) -> bool {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
-        .is_err()
-    {
+    if s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").is_err() {
         return false;
     }
     let mut buf = String::new();

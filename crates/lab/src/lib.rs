@@ -53,24 +53,11 @@ pub enum LabError {
     #[error("a lab lock was poisoned by a panic")]
     Poisoned,
     #[error("{name} exited ({status}); last lines of {log}:\n{tail}", log = log.display())]
-    Exited {
-        name: String,
-        status: String,
-        log: PathBuf,
-        tail: String,
-    },
+    Exited { name: String, status: String, log: PathBuf, tail: String },
     #[error("timed out after {after:?} waiting for {what}; last error: {last}")]
-    Timeout {
-        what: String,
-        after: Duration,
-        last: String,
-    },
+    Timeout { what: String, after: Duration, last: String },
     #[error("`{command}` failed ({status}): {stderr}")]
-    Command {
-        command: String,
-        status: String,
-        stderr: String,
-    },
+    Command { command: String, status: String, stderr: String },
     #[error("generating {what}: {source}")]
     Pki {
         what: &'static str,

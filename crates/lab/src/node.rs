@@ -70,11 +70,7 @@ pub(crate) struct Node {
 }
 
 fn ensure_packages() -> Result<(), LabError> {
-    let missing: Vec<&str> = NODE_PACKAGES
-        .iter()
-        .filter(|(_, f)| !Path::new(f).exists())
-        .map(|(p, _)| *p)
-        .collect();
+    let missing: Vec<&str> = NODE_PACKAGES.iter().filter(|(_, f)| !Path::new(f).exists()).map(|(p, _)| *p).collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -196,14 +192,7 @@ impl Node {
         sweep_cgroups();
         let bins: &Binaries = cp.binaries();
         let dir = cp.dir().join("node");
-        for d in [
-            "containerd",
-            "kubelet/root",
-            "cni/net.d",
-            "cni/ipam",
-            "pod-logs",
-            "pv",
-        ] {
+        for d in ["containerd", "kubelet/root", "cni/net.d", "cni/ipam", "pod-logs", "pv"] {
             let p = dir.join(d);
             std::fs::create_dir_all(&p).map_err(LabError::io(&p))?;
         }
@@ -260,23 +249,16 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         std::fs::write(&p, cni).map_err(LabError::io(&p))?;
 
         // Kubelet identity and serving certificate from the lab CA.
-        let client = cp
-            .pki()
-            .client_cert(&format!("system:node:{NODE_NAME}"), Some("system:nodes"))?;
+        let client = cp.pki().client_cert(&format!("system:node:{NODE_NAME}"), Some("system:nodes"))?;
         let kubelet_kubeconfig = dir.join("kubelet/kubeconfig");
         write_kubeconfig(
             &kubelet_kubeconfig,
             cp.server(),
             cp.ca_pem(),
-            &Credentials::Cert {
-                cert_pem: client.cert_pem,
-                key_pem: client.key_pem,
-            },
+            &Credentials::Cert { cert_pem: client.cert_pem, key_pem: client.key_pem },
             &format!("system:node:{NODE_NAME}"),
         )?;
-        let serving = cp
-            .pki()
-            .serving_cert(NODE_NAME, &[NODE_IP.to_string(), NODE_NAME.to_string()])?;
+        let serving = cp.pki().serving_cert(NODE_NAME, &[NODE_IP.to_string(), NODE_NAME.to_string()])?;
         write_private(&dir.join("kubelet/tls.crt"), serving.cert_pem.as_bytes())?;
         write_private(&dir.join("kubelet/tls.key"), serving.key_pem.as_bytes())?;
         let healthz_port = process::free_port()?;
@@ -340,11 +322,7 @@ ctr --address '{sock}' -n k8s.io images import --base-name '{pause_repo}' '{paus
 wait
 "#,
             sock = sock.display(),
-            pause_repo = bins
-                .pause_ref
-                .rsplit_once(':')
-                .map(|(r, _)| r)
-                .unwrap_or(&bins.pause_ref),
+            pause_repo = bins.pause_ref.rsplit_once(':').map(|(r, _)| r).unwrap_or(&bins.pause_ref),
             pause_tar = bins.pause_image.display(),
             kubelet = bins.kubelet.display(),
         );
@@ -401,23 +379,18 @@ wait
             cgroup_root,
             pvs: 0,
         };
-        let ready = poll(
-            "node Ready",
-            Duration::from_secs(120),
-            Duration::from_millis(300),
-            || {
-                node.init.check_running()?;
-                node.scheduler.check_running()?;
-                let out = cp.kubectl_run(&[
-                    "get",
-                    "node",
-                    NODE_NAME,
-                    "-o",
-                    "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
-                ]);
-                Ok(out.ok().filter(|s| s.trim() == "True").map(|_| ()))
-            },
-        );
+        let ready = poll("node Ready", Duration::from_secs(120), Duration::from_millis(300), || {
+            node.init.check_running()?;
+            node.scheduler.check_running()?;
+            let out = cp.kubectl_run(&[
+                "get",
+                "node",
+                NODE_NAME,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ]);
+            Ok(out.ok().filter(|s| s.trim() == "True").map(|_| ()))
+        });
         node.init_pid = child_of(node.init.child.id());
         if let Err(e) = ready {
             let tail = process::log_tail(&dir.join("kubelet.log"), 20);
@@ -430,10 +403,7 @@ wait
             });
         }
         node.add_local_volumes(cp, pvs)?;
-        eprintln!(
-            "sendfleet-lab: node {NODE_NAME} ({NODE_IP}) Ready in {:.1} s",
-            t0.elapsed().as_secs_f64()
-        );
+        eprintln!("sendfleet-lab: node {NODE_NAME} ({NODE_IP}) Ready in {:.1} s", t0.elapsed().as_secs_f64());
         Ok(node)
     }
 
@@ -447,11 +417,7 @@ wait
 
     /// Create `StorageClass lab-local` and local PersistentVolumes until
     /// there are `count` (each a directory under the node dir).
-    pub(crate) fn add_local_volumes(
-        &mut self,
-        cp: &ControlPlane,
-        count: usize,
-    ) -> Result<(), LabError> {
+    pub(crate) fn add_local_volumes(&mut self, cp: &ControlPlane, count: usize) -> Result<(), LabError> {
         let mut yaml = format!(
             "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {{name: {STORAGE_CLASS}}}\nprovisioner: kubernetes.io/no-provisioner\nvolumeBindingMode: WaitForFirstConsumer\nreclaimPolicy: Retain\n"
         );
@@ -477,9 +443,7 @@ wait
         self.init.stop(Duration::from_secs(5));
         if let Some(pid) = init_pid {
             let t0 = Instant::now();
-            while Path::new(&format!("/proc/{pid}")).exists()
-                && t0.elapsed() < Duration::from_secs(30)
-            {
+            while Path::new(&format!("/proc/{pid}")).exists() && t0.elapsed() < Duration::from_secs(30) {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }
@@ -503,12 +467,7 @@ wait
 
 /// The first child of `pid` (unshare's forked namespace init).
 fn child_of(pid: u32) -> Option<u32> {
-    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
-        .ok()?
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?.split_whitespace().next()?.parse().ok()
 }
 
 impl ControlPlane {
@@ -537,32 +496,21 @@ impl ControlPlane {
 
     /// The node, if started.
     pub fn node_info(&self) -> Option<NodeInfo> {
-        self.node
-            .lock()
-            .ok()
-            .and_then(|n| n.as_ref().map(|n| n.info().clone()))
+        self.node.lock().ok().and_then(|n| n.as_ref().map(|n| n.info().clone()))
     }
 
     /// `ctr --address <lab containerd> -n k8s.io` (fails if no node).
     pub fn ctr(&self) -> Result<Command, LabError> {
-        let info = self
-            .node_info()
-            .ok_or_else(|| LabError::Usage("no lab node: call ensure_node first".into()))?;
+        let info = self.node_info().ok_or_else(|| LabError::Usage("no lab node: call ensure_node first".into()))?;
         let mut c = Command::new("ctr");
-        c.arg("--address")
-            .arg(&info.containerd_socket)
-            .args(["-n", "k8s.io"]);
+        c.arg("--address").arg(&info.containerd_socket).args(["-n", "k8s.io"]);
         Ok(c)
     }
 
     /// Import an image archive (docker-archive or OCI layout tar) into the
     /// node's containerd, so pods can use it with `imagePullPolicy: Never`.
     /// `base_name` names OCI-layout images whose index only carries a tag.
-    pub fn import_image(
-        &self,
-        archive: &Path,
-        base_name: Option<&str>,
-    ) -> Result<String, LabError> {
+    pub fn import_image(&self, archive: &Path, base_name: Option<&str>) -> Result<String, LabError> {
         let mut c = self.ctr()?;
         c.args(["images", "import"]);
         if let Some(b) = base_name {

@@ -9,8 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
 
 use crate::LabError;
@@ -55,14 +54,9 @@ impl Pki {
         let ca_key = KeyPair::generate().map_err(tls("CA key"))?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(tls("CA"))?;
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, "sendfleet-lab-ca");
-        ca_params.key_usages = vec![
-            KeyUsagePurpose::KeyCertSign,
-            KeyUsagePurpose::CrlSign,
-            KeyUsagePurpose::DigitalSignature,
-        ];
+        ca_params.distinguished_name.push(DnType::CommonName, "sendfleet-lab-ca");
+        ca_params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         let ca_cert = ca_params.self_signed(&ca_key).map_err(tls("CA"))?;
         let ca_cert_pem = ca_cert.pem();
         let ca_key_pem = ca_key.serialize_pem();
@@ -70,13 +64,9 @@ impl Pki {
 
         let serving_key = KeyPair::generate().map_err(tls("serving key"))?;
         let mut params = CertificateParams::new(sans.to_vec()).map_err(tls("serving cert"))?;
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "kube-apiserver");
+        params.distinguished_name.push(DnType::CommonName, "kube-apiserver");
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let serving = params
-            .signed_by(&serving_key, &issuer)
-            .map_err(tls("serving cert"))?;
+        let serving = params.signed_by(&serving_key, &issuer).map_err(tls("serving cert"))?;
 
         let sa_key = KeyPair::generate().map_err(tls("service-account key"))?;
 
@@ -119,13 +109,8 @@ impl Pki {
             params.distinguished_name.push(DnType::OrganizationName, g);
         }
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let cert = params
-            .signed_by(&key, &self.issuer)
-            .map_err(tls("client cert"))?;
-        Ok(ClientCert {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
+        let cert = params.signed_by(&key, &self.issuer).map_err(tls("client cert"))?;
+        Ok(ClientCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
 }
 
@@ -137,13 +122,8 @@ impl Pki {
         let mut params = CertificateParams::new(sans.to_vec()).map_err(tls("serving cert"))?;
         params.distinguished_name.push(DnType::CommonName, cn);
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let cert = params
-            .signed_by(&key, &self.issuer)
-            .map_err(tls("serving cert"))?;
-        Ok(ClientCert {
-            cert_pem: cert.pem(),
-            key_pem: key.serialize_pem(),
-        })
+        let cert = params.signed_by(&key, &self.issuer).map_err(tls("serving cert"))?;
+        Ok(ClientCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
 }
 

@@ -31,10 +31,7 @@ struct Registry {
     dirs: Vec<PathBuf>,
 }
 
-static REGISTRY: Mutex<Registry> = Mutex::new(Registry {
-    pids: Vec::new(),
-    dirs: Vec::new(),
-});
+static REGISTRY: Mutex<Registry> = Mutex::new(Registry { pids: Vec::new(), dirs: Vec::new() });
 static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
 
 extern "C" fn cleanup_at_exit() {
@@ -91,18 +88,10 @@ impl Proc {
         log: &Path,
         env: &[(String, String)],
     ) -> Result<Proc, LabError> {
-        let out = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .map_err(LabError::io(log))?;
+        let out = std::fs::OpenOptions::new().create(true).append(true).open(log).map_err(LabError::io(log))?;
         let err = out.try_clone().map_err(LabError::io(log))?;
         let mut cmd = Command::new(program);
-        cmd.args(args)
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err);
+        cmd.args(args).envs(env.iter().map(|(k, v)| (k, v))).stdin(Stdio::null()).stdout(out).stderr(err);
         // SAFETY: the hook only calls async-signal-safe functions (prctl,
         // getppid, sigprocmask, _exit) between fork and exec.
         let parent = std::process::id() as libc::pid_t;
@@ -124,28 +113,14 @@ impl Proc {
             });
         }
         let (tx, rx) = mpsc::channel();
-        let send = spawner()
-            .lock()
-            .map_err(|_| LabError::Spawner)?
-            .send((cmd, tx));
+        let send = spawner().lock().map_err(|_| LabError::Spawner)?.send((cmd, tx));
         send.map_err(|_| LabError::Spawner)?;
         let child = rx
             .recv()
             .map_err(|_| LabError::Spawner)?
-            .map_err(|source| LabError::Spawn {
-                program: program.to_path_buf(),
-                source,
-            })?;
-        REGISTRY
-            .lock()
-            .map_err(|_| LabError::Spawner)?
-            .pids
-            .push(child.id());
-        Ok(Proc {
-            name: name.to_string(),
-            child,
-            log: log.to_path_buf(),
-        })
+            .map_err(|source| LabError::Spawn { program: program.to_path_buf(), source })?;
+        REGISTRY.lock().map_err(|_| LabError::Spawner)?.pids.push(child.id());
+        Ok(Proc { name: name.to_string(), child, log: log.to_path_buf() })
     }
 
     /// Fail with the log's tail if the process has exited.
@@ -267,11 +242,7 @@ pub fn poll<T>(
             Err(e) => last = e.to_string(),
         }
         if Instant::now() >= deadline {
-            return Err(LabError::Timeout {
-                what: what.to_string(),
-                after: timeout,
-                last,
-            });
+            return Err(LabError::Timeout { what: what.to_string(), after: timeout, last });
         }
         std::thread::sleep(every);
     }

@@ -11,13 +11,8 @@ use sendfleet_lab::ControlPlane;
 
 async fn client(path: &std::path::Path) -> Client {
     let kc = Kubeconfig::read_from(path).unwrap();
-    let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .unwrap();
-    assert!(
-        !cfg.accept_invalid_certs,
-        "the lab must not need insecure TLS"
-    );
+    let cfg = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await.unwrap();
+    assert!(!cfg.accept_invalid_certs, "the lab must not need insecure TLS");
     Client::try_from(cfg).unwrap()
 }
 
@@ -36,13 +31,9 @@ async fn kube_rs_client_verifies_tls_and_is_subject_to_rbac() {
     assert!(names.iter().any(|n| n == "kube-system"), "{names:?}");
 
     let ns = cp.namespace("kube-rs").unwrap();
-    let sa = cp
-        .kubeconfig_for_service_account(ns.name(), "nobody")
-        .unwrap();
-    let err = Api::<ConfigMap>::namespaced(client(&sa).await, ns.name())
-        .list(&ListParams::default())
-        .await
-        .unwrap_err();
+    let sa = cp.kubeconfig_for_service_account(ns.name(), "nobody").unwrap();
+    let err =
+        Api::<ConfigMap>::namespaced(client(&sa).await, ns.name()).list(&ListParams::default()).await.unwrap_err();
     match err {
         kube::Error::Api(s) => assert_eq!(s.code, 403, "{s:?}"),
         other => panic!("expected 403 Forbidden, got {other}"),

@@ -13,10 +13,7 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<String>
         if let Some(v) = f() {
             return v;
         }
-        assert!(
-            t0.elapsed() < timeout,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        assert!(t0.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
         std::thread::sleep(Duration::from_millis(300));
     }
 }
@@ -71,54 +68,16 @@ spec:
     ))
     .unwrap();
     for pod in ["host", "bridged", "with-volume"] {
-        wait_for(
-            &format!("pod {pod} Running"),
-            Duration::from_secs(90),
-            || {
-                let phase = cp
-                    .kubectl_run(&[
-                        "get",
-                        "pod",
-                        pod,
-                        "-n",
-                        ns.name(),
-                        "-o",
-                        "jsonpath={.status.phase}",
-                    ])
-                    .ok()?;
-                (phase == "Running").then_some(phase)
-            },
-        );
+        wait_for(&format!("pod {pod} Running"), Duration::from_secs(90), || {
+            let phase = cp.kubectl_run(&["get", "pod", pod, "-n", ns.name(), "-o", "jsonpath={.status.phase}"]).ok()?;
+            (phase == "Running").then_some(phase)
+        });
     }
-    let ip = |pod: &str| {
-        cp.kubectl_run(&[
-            "get",
-            "pod",
-            pod,
-            "-n",
-            ns.name(),
-            "-o",
-            "jsonpath={.status.podIP}",
-        ])
-        .unwrap()
-    };
-    assert_eq!(
-        ip("host"),
-        NODE_IP,
-        "hostNetwork pods share the lab namespace"
-    );
+    let ip =
+        |pod: &str| cp.kubectl_run(&["get", "pod", pod, "-n", ns.name(), "-o", "jsonpath={.status.podIP}"]).unwrap();
+    assert_eq!(ip("host"), NODE_IP, "hostNetwork pods share the lab namespace");
     assert!(ip("bridged").starts_with("10.251.0."), "{}", ip("bridged"));
-    let pvc = cp
-        .kubectl_run(&[
-            "get",
-            "pvc",
-            "data",
-            "-n",
-            ns.name(),
-            "-o",
-            "jsonpath={.status.phase}",
-        ])
-        .unwrap();
+    let pvc = cp.kubectl_run(&["get", "pvc", "data", "-n", ns.name(), "-o", "jsonpath={.status.phase}"]).unwrap();
     assert_eq!(pvc, "Bound");
 
     // Tear down and check nothing is left: no process from the node, no
@@ -127,11 +86,7 @@ spec:
     let cgroup = format!("{}", cp.dir().file_name().unwrap().to_string_lossy());
     cp.stop();
     let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
-    assert!(
-        !mounts.contains(dir.to_str().unwrap()),
-        "mounts left under {}:\n{mounts}",
-        dir.display()
-    );
+    assert!(!mounts.contains(dir.to_str().unwrap()), "mounts left under {}:\n{mounts}", dir.display());
     let procs: Vec<String> = std::fs::read_dir("/proc")
         .unwrap()
         .flatten()

@@ -43,6 +43,12 @@ enum Cmd {
         /// Do not start kube-controller-manager.
         #[arg(long)]
         no_controller_manager: bool,
+        /// Also start a node (kube-scheduler, kubelet, containerd) so pods run.
+        #[arg(long)]
+        node: bool,
+        /// Local PersistentVolumes (StorageClass lab-local) to create with --node.
+        #[arg(long, default_value_t = 8)]
+        pvs: usize,
     },
     /// Stop the control plane of DIR and delete the network namespace.
     Down {
@@ -73,29 +79,24 @@ enum Cmd {
         netns: String,
         #[arg(long)]
         no_controller_manager: bool,
+        #[arg(long)]
+        node: bool,
+        #[arg(long, default_value_t = 8)]
+        pvs: usize,
     },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Up {
-            dir,
-            netns,
-            foreground,
-            no_controller_manager,
-        } => up(&dir, &netns, foreground, no_controller_manager),
-        Cmd::Down {
-            dir,
-            netns,
-            keep_netns,
-        } => down(&dir, &netns, keep_netns),
+        Cmd::Up { dir, netns, foreground, no_controller_manager, node, pvs } => {
+            up(&dir, &netns, foreground, no_controller_manager, node.then_some(pvs))
+        }
+        Cmd::Down { dir, netns, keep_netns } => down(&dir, &netns, keep_netns),
         Cmd::Exec { dir, command } => return exec(&dir, &command),
-        Cmd::Serve {
-            dir,
-            netns,
-            no_controller_manager,
-        } => serve(&dir, &netns, no_controller_manager),
+        Cmd::Serve { dir, netns, no_controller_manager, node, pvs } => {
+            serve(&dir, &netns, no_controller_manager, node.then_some(pvs))
+        }
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -115,16 +116,9 @@ fn require_root() -> Result<()> {
 }
 
 fn ip(args: &[&str]) -> Result<()> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .context("running `ip` (Debian package iproute2)")?;
+    let out = Command::new("ip").args(args).output().context("running `ip` (Debian package iproute2)")?;
     if !out.status.success() {
-        bail!(
-            "`ip {}` failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("`ip {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(())
 }
@@ -134,11 +128,7 @@ fn netns_exists(netns: &str) -> bool {
 }
 
 fn pid_alive(dir: &Path) -> Option<u32> {
-    let pid: u32 = std::fs::read_to_string(dir.join("pid"))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
+    let pid: u32 = std::fs::read_to_string(dir.join("pid")).ok()?.trim().parse().ok()?;
     Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
 }
 
@@ -148,10 +138,7 @@ fn fresh_dir(dir: &Path) -> Result<PathBuf> {
     let dir = dir.canonicalize()?;
     let empty = std::fs::read_dir(&dir)?.next().is_none();
     if !empty && !dir.join(MARKER).exists() {
-        bail!(
-            "{} is not empty and not a lab directory (no {MARKER}); refusing to wipe it",
-            dir.display()
-        );
+        bail!("{} is not empty and not a lab directory (no {MARKER}); refusing to wipe it", dir.display());
     }
     for e in std::fs::read_dir(&dir)? {
         let p = e?.path();
@@ -161,20 +148,14 @@ fn fresh_dir(dir: &Path) -> Result<PathBuf> {
             std::fs::remove_file(&p)?;
         }
     }
-    std::fs::write(
-        dir.join(MARKER),
-        "state of `sendfleet-lab up`; wiped by the next up\n",
-    )?;
+    std::fs::write(dir.join(MARKER), "state of `sendfleet-lab up`; wiped by the next up\n")?;
     Ok(dir)
 }
 
-fn up(dir: &Path, netns: &str, foreground: bool, no_kcm: bool) -> Result<()> {
+fn up(dir: &Path, netns: &str, foreground: bool, no_kcm: bool, node: Option<usize>) -> Result<()> {
     require_root()?;
     if pid_alive(dir).is_some() {
-        println!(
-            "sendfleet-lab: already up; environment in {}/env",
-            dir.display()
-        );
+        println!("sendfleet-lab: already up; environment in {}/env", dir.display());
         return Ok(());
     }
     // Build (or find) the binaries here, in the foreground, so a cold build's
@@ -186,8 +167,11 @@ fn up(dir: &Path, netns: &str, foreground: bool, no_kcm: bool) -> Result<()> {
     }
     ip(&["-n", netns, "link", "set", "lo", "up"])?;
     let exe = std::env::current_exe()?;
-    let mut cmd = Command::new("ip");
-    cmd.args(["netns", "exec", netns])
+    // nsenter, not `ip netns exec`: the latter also makes a mount namespace
+    // with a fresh /sys, which hides the cgroup mounts kubelet needs.
+    let mut cmd = Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{netns}"))
+        .arg("--")
         .arg(&exe)
         .arg("serve")
         .arg("--dir")
@@ -197,6 +181,9 @@ fn up(dir: &Path, netns: &str, foreground: bool, no_kcm: bool) -> Result<()> {
     if no_kcm {
         cmd.arg("--no-controller-manager");
     }
+    if let Some(pvs) = node {
+        cmd.arg("--node").arg("--pvs").arg(pvs.to_string());
+    }
     if foreground {
         let st = cmd.status()?;
         if !st.success() {
@@ -205,9 +192,7 @@ fn up(dir: &Path, netns: &str, foreground: bool, no_kcm: bool) -> Result<()> {
         return Ok(());
     }
     let log = std::fs::File::create(dir.join("lab.log"))?;
-    cmd.stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
+    cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
     // SAFETY: setsid is async-signal-safe; detaches from our terminal's
     // session so the lab survives the shell that ran `make cluster`.
     unsafe {
@@ -231,10 +216,7 @@ fn up(dir: &Path, netns: &str, foreground: bool, no_kcm: bool) -> Result<()> {
             );
         }
         if t0.elapsed() > Duration::from_secs(300) {
-            bail!(
-                "the lab was not ready after 300 s; see {}/lab.log",
-                dir.display()
-            );
+            bail!("the lab was not ready after 300 s; see {}/lab.log", dir.display());
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -249,7 +231,7 @@ fn up(dir: &Path, netns: &str, foreground: bool, no_kcm: bool) -> Result<()> {
     Ok(())
 }
 
-fn serve(dir: &Path, netns: &str, no_kcm: bool) -> Result<()> {
+fn serve(dir: &Path, netns: &str, no_kcm: bool, node: Option<usize>) -> Result<()> {
     // Block the stop signals before any thread exists so every thread
     // inherits the mask and sigwait below receives them (children get an
     // empty mask back in their pre_exec hook).
@@ -263,10 +245,10 @@ fn serve(dir: &Path, netns: &str, no_kcm: bool) -> Result<()> {
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     };
-    let cp = ControlPlane::builder()
-        .dir(dir)
-        .controller_manager(!no_kcm)
-        .start()?;
+    let cp = ControlPlane::builder().dir(dir).controller_manager(!no_kcm).start()?;
+    if let Some(pvs) = node {
+        cp.ensure_node(pvs)?;
+    }
     std::fs::write(dir.join("pid"), format!("{}\n", std::process::id()))?;
     let env = format!("{}export SENDFLEET_LAB_NETNS='{netns}'\n", cp.env_lines());
     // Written last and atomically: its existence means "ready".
@@ -300,10 +282,7 @@ fn down(dir: &Path, netns: &str, keep_netns: bool) -> Result<()> {
         }
         println!("sendfleet-lab: stopped (pid {pid})");
     } else {
-        println!(
-            "sendfleet-lab: no control plane running for {}",
-            dir.display()
-        );
+        println!("sendfleet-lab: no control plane running for {}", dir.display());
     }
     let _ = std::fs::remove_file(dir.join("env"));
     let _ = std::fs::remove_file(dir.join("pid"));
@@ -317,12 +296,8 @@ fn down(dir: &Path, netns: &str, keep_netns: bool) -> Result<()> {
 fn exec(dir: &Path, command: &[String]) -> ExitCode {
     let run = || -> Result<ExitCode> {
         let env_file = dir.join("env");
-        let text = std::fs::read_to_string(&env_file).with_context(|| {
-            format!(
-                "reading {} (is the lab up? `sendfleet-lab up`)",
-                env_file.display()
-            )
-        })?;
+        let text = std::fs::read_to_string(&env_file)
+            .with_context(|| format!("reading {} (is the lab up? `sendfleet-lab up`)", env_file.display()))?;
         let vars: Vec<(String, String)> = text
             .lines()
             .filter_map(|l| l.strip_prefix("export "))
