@@ -20,10 +20,7 @@ fn counters_match_receiver_and_log_and_no_address_leaks() {
         PROVIDER,
         &["dest.test", "client.test"],
         &[
-            (
-                "soft.pii@dest.test",
-                "450 4.7.0 too many messages, try again later",
-            ),
+            ("soft.pii@dest.test", "450 4.7.0 too many messages, try again later"),
             ("hard.pii@dest.test", "550 5.1.1 no such user here"),
         ],
     );
@@ -32,91 +29,44 @@ fn counters_match_receiver_and_log_and_no_address_leaks() {
     let agent = Agent::start(&cfg, &[("dest.test", PROVIDER), ("client.test", PROVIDER)]);
 
     let s0 = agent.status();
-    assert_eq!(
-        s0.config.loaded_hash.as_deref(),
-        Some(hash_of(&cfg.files(&agent.base)).as_str())
-    );
+    assert_eq!(s0.config.loaded_hash.as_deref(), Some(hash_of(&cfg.files(&agent.base)).as_str()));
     assert!(!s0.session_id.is_empty());
     assert_eq!(s0.instance, "deliv-a");
 
-    inject(
-        SENDER,
-        "someone.pii@client.test",
-        "alice.pii@dest.test",
-        30,
-        3,
-    );
-    inject(
-        SENDER,
-        "someone.pii@client.test",
-        "bob.pii@dest.test",
-        20,
-        2,
-    );
-    inject(
-        SENDER,
-        "someone.pii@client.test",
-        "hard.pii@dest.test",
-        5,
-        1,
-    );
-    inject(
-        SENDER,
-        "someone.pii@client.test",
-        "soft.pii@dest.test",
-        4,
-        1,
-    );
+    inject(SENDER, "someone.pii@client.test", "alice.pii@dest.test", 30, 3);
+    inject(SENDER, "someone.pii@client.test", "bob.pii@dest.test", 20, 2);
+    inject(SENDER, "someone.pii@client.test", "hard.pii@dest.test", 5, 1);
+    inject(SENDER, "someone.pii@client.test", "soft.pii@dest.test", 4, 1);
 
     // Everything leaves the queue: sent, bounced, or expired after 6 s.
     agent.wait_queue_empty(Duration::from_secs(90));
     let st = agent.wait_for(Duration::from_secs(30), "all outcomes counted", |s| {
-        s.domains.iter().any(|d| {
-            d.domain == "dest.test"
-                && d.counts.sent == 50
-                && d.counts.bounced == 5
-                && d.counts.expired == 4
-        })
+        s.domains
+            .iter()
+            .any(|d| d.domain == "dest.test" && d.counts.sent == 50 && d.counts.bounced == 5 && d.counts.expired == 4)
     });
     let dest = st.domains.iter().find(|d| d.domain == "dest.test").unwrap();
 
     // The receiver saw exactly the sent ones.
     let got = receiver.deliveries();
-    assert_eq!(
-        got.to_domain("dest.test"),
-        50,
-        "receiver log:\n{}",
-        receiver.log()
-    );
+    assert_eq!(got.to_domain("dest.test"), 50, "receiver log:\n{}", receiver.log());
     assert_eq!(got.to_address("alice.pii@dest.test"), 30);
     assert_eq!(got.to_address("bob.pii@dest.test"), 20);
     assert_eq!(dest.counts.sent as usize, got.to_domain("dest.test"));
     // Each 4xx attempt is a deferral; at least one per soft message.
     assert!(dest.counts.deferred >= 4, "{dest:?}");
-    assert!(
-        dest.categories.get("RateLimit").copied().unwrap_or(0) >= 4,
-        "{dest:?}"
-    );
-    assert_eq!(
-        dest.categories.get("UnknownUser").copied(),
-        Some(5),
-        "{dest:?}"
-    );
+    assert!(dest.categories.get("RateLimit").copied().unwrap_or(0) >= 4, "{dest:?}");
+    assert_eq!(dest.categories.get("UnknownUser").copied(), Some(5), "{dest:?}");
 
     // The (redacted) log the agent re-emitted says the same.
     let log = agent.stdout();
     let count = |status: &str| {
-        log.lines()
-            .filter(|l| l.contains("@dest.test>") && l.contains(&format!("status={status}")))
-            .count()
+        log.lines().filter(|l| l.contains("@dest.test>") && l.contains(&format!("status={status}"))).count()
     };
     assert_eq!(count("sent"), 50);
     assert_eq!(count("bounced"), 5);
     assert_eq!(count("deferred") as u64, dest.counts.deferred);
-    assert_eq!(
-        log.lines().filter(|l| l.contains("status=expired")).count(),
-        4
-    );
+    assert_eq!(log.lines().filter(|l| l.contains("status=expired")).count(), 4);
     // Bounce notifications to the sender's domain were sent too.
     assert_eq!(got.to_domain("client.test"), 9);
 
@@ -132,26 +82,17 @@ fn counters_match_receiver_and_log_and_no_address_leaks() {
     // Metrics carry the counts (by rule, bounded labels).
     let metrics = agent.metrics();
     assert!(
-        metrics.contains("sendfleet_agent_deliveries_total{rule=\"none\",status=\"sent\",category=\"Accepted\",via=\"direct\"} 59"),
+        metrics.contains(
+            "sendfleet_agent_deliveries_total{rule=\"none\",status=\"sent\",category=\"Accepted\",via=\"direct\"} 59"
+        ),
         "{metrics}"
     );
 
     // PII: no local part of any address anywhere the agent publishes.
     let status = agent.status_raw();
     let stderr = agent.stderr();
-    for (name, text) in [
-        ("metrics", &metrics),
-        ("status", &status),
-        ("stdout", &log),
-        ("stderr", &stderr),
-    ] {
-        for secret in [
-            "alice.pii",
-            "bob.pii",
-            "hard.pii",
-            "soft.pii",
-            "someone.pii",
-        ] {
+    for (name, text) in [("metrics", &metrics), ("status", &status), ("stdout", &log), ("stderr", &stderr)] {
+        for secret in ["alice.pii", "bob.pii", "hard.pii", "soft.pii", "someone.pii"] {
             assert!(!text.contains(secret), "{secret} found in agent {name}");
         }
     }

@@ -15,20 +15,10 @@ use sendfleet::core::policy::DomainRule;
 const A: &str = "127.0.11.1";
 const B: &str = "127.0.11.2";
 const PROVIDER: &str = "127.0.21.1";
-const DOMAINS: [&str; 5] = [
-    "paused.test",
-    "excluded.test",
-    "slow.test",
-    "normal.test",
-    "client.test",
-];
+const DOMAINS: [&str; 5] = ["paused.test", "excluded.test", "slow.test", "normal.test", "client.test"];
 
 fn rule(name: &str, domain: &str) -> DomainRule {
-    DomainRule {
-        name: name.into(),
-        patterns: vec![domain.into()],
-        ..Default::default()
-    }
+    DomainRule { name: name.into(), patterns: vec![domain.into()], ..Default::default() }
 }
 
 fn config(name: &str, addr: &str, excluded: &str) -> InstanceConfig {
@@ -68,16 +58,10 @@ fn paused_excluded_and_slowed_domains_go_where_the_policy_says() {
         inject(A, "app@client.test", &format!("user@{d}"), 5, 1);
     }
 
-    eventually(
-        Duration::from_secs(60),
-        "excluded, slow and normal mail delivered",
-        || {
-            let got = receiver.deliveries();
-            got.to_domain("excluded.test") == 5
-                && got.to_domain("slow.test") == 5
-                && got.to_domain("normal.test") == 5
-        },
-    );
+    eventually(Duration::from_secs(60), "excluded, slow and normal mail delivered", || {
+        let got = receiver.deliveries();
+        got.to_domain("excluded.test") == 5 && got.to_domain("slow.test") == 5 && got.to_domain("normal.test") == 5
+    });
     let got = receiver.deliveries();
     // Excluded: from the peer's address only.
     assert_eq!(got.to_domain_from("excluded.test", B), 5, "{got:?}");
@@ -87,13 +71,7 @@ fn paused_excluded_and_slowed_domains_go_where_the_policy_says() {
     // Paused: nothing arrived, the mail waits in A's queue with the reason.
     assert_eq!(got.to_domain("paused.test"), 0);
     let queue = a.queue_json();
-    assert_eq!(
-        queue
-            .matches("paused by policy paused: provider maintenance")
-            .count(),
-        5,
-        "{queue}"
-    );
+    assert_eq!(queue.matches("paused by policy paused: provider maintenance").count(), 5, "{queue}");
 
     // A's log shows the transports that carried each domain.
     let log_a = a.stdout();
@@ -113,43 +91,29 @@ fn paused_excluded_and_slowed_domains_go_where_the_policy_says() {
     assert!(
         log_a
             .lines()
-            .filter(|l| l.contains("@excluded.test>")
-                && l.contains(&format!("relay={B}[{B}]:{PEER_PORT}")))
+            .filter(|l| l.contains("@excluded.test>") && l.contains(&format!("relay={B}[{B}]:{PEER_PORT}")))
             .count()
             == 5
     );
-    assert!(log_a.lines().any(|l| l.contains("@paused.test>")
-        && l.contains("status=deferred")
-        && l.contains("paused by policy")));
+    assert!(log_a
+        .lines()
+        .any(|l| l.contains("@paused.test>") && l.contains("status=deferred") && l.contains("paused by policy")));
     // B sent the peer's mail directly (plain smtp), never back to A.
     let log_b = b.stdout();
+    assert_eq!(log_b.lines().filter(|l| l.contains("postfix/peer-relay/")).count(), 0, "{log_b}");
     assert_eq!(
         log_b
             .lines()
-            .filter(|l| l.contains("postfix/peer-relay/"))
-            .count(),
-        0,
-        "{log_b}"
-    );
-    assert_eq!(
-        log_b
-            .lines()
-            .filter(|l| l.contains("postfix/smtp[")
-                && l.contains("@excluded.test>")
-                && l.contains("status=sent"))
+            .filter(|l| l.contains("postfix/smtp[") && l.contains("@excluded.test>") && l.contains("status=sent"))
             .count(),
         5
     );
 
     // Counters: only mail sent from A's own IP counts toward A's day.
-    let st_a = a.wait_for(Duration::from_secs(10), "A counted", |s| {
-        s.counters.sent_today == 10
-    });
+    let st_a = a.wait_for(Duration::from_secs(10), "A counted", |s| s.counters.sent_today == 10);
     assert_eq!(st_a.counters.sent_today_by_rule.get("slow"), Some(&5));
     assert_eq!(st_a.counters.sent_today_by_rule.get("excl"), None);
-    b.wait_for(Duration::from_secs(10), "B counted", |s| {
-        s.counters.sent_today_by_rule.get("excl") == Some(&5)
-    });
+    b.wait_for(Duration::from_secs(10), "B counted", |s| s.counters.sent_today_by_rule.get("excl") == Some(&5));
     let m = a.metrics();
     for needle in [
         "sendfleet_agent_policy_lookups_total{decision=\"Peer\",reason=\"Excluded\"}",
@@ -166,11 +130,9 @@ fn paused_excluded_and_slowed_domains_go_where_the_policy_says() {
     cfg.policy.domains[0].paused = None;
     let files = cfg.files(&a.base);
     a.apply(&files, Duration::from_secs(30));
-    eventually(
-        Duration::from_secs(60),
-        "paused mail delivered after unpause",
-        || receiver.deliveries().to_domain("paused.test") == 5,
-    );
+    eventually(Duration::from_secs(60), "paused mail delivered after unpause", || {
+        receiver.deliveries().to_domain("paused.test") == 5
+    });
     assert_eq!(receiver.deliveries().to_domain_from("paused.test", A), 5);
     assert_eq!(a.master_pid(), pid, "postfix master restarted");
     a.wait_queue_empty(Duration::from_secs(30));

@@ -40,20 +40,10 @@ fn socketmap_answers_over_the_real_protocol_and_bad_config_is_refused() {
     let mut cfg = InstanceConfig::new("sm-a", ADDR);
     cfg.policy.instances = vec![instance("sm-a", ADDR), instance("sm-b", "127.0.13.2")];
     cfg.policy.instances[0].excluded_rules = vec!["excl".into()];
-    let mut paused = DomainRule {
-        name: "paused".into(),
-        patterns: vec!["paused.test".into()],
-        ..Default::default()
-    };
+    let mut paused = DomainRule { name: "paused".into(), patterns: vec!["paused.test".into()], ..Default::default() };
     paused.paused = Some("maintenance".into());
-    cfg.policy.domains = vec![
-        paused,
-        DomainRule {
-            name: "excl".into(),
-            patterns: vec![".excluded.test".into()],
-            ..Default::default()
-        },
-    ];
+    cfg.policy.domains =
+        vec![paused, DomainRule { name: "excl".into(), patterns: vec![".excluded.test".into()], ..Default::default() }];
     let base = test_dir("sm");
     for d in ["queue", "data", "run", "postfix", "state"] {
         std::fs::create_dir_all(base.join(d)).unwrap();
@@ -93,10 +83,7 @@ fn socketmap_answers_over_the_real_protocol_and_bad_config_is_refused() {
 
     let mut s = UnixStream::connect(&sock).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    assert_eq!(
-        lookup(&mut s, "PAUSED.test"),
-        Reply::Ok("retry:4.7.1 paused by policy paused: maintenance".into())
-    );
+    assert_eq!(lookup(&mut s, "PAUSED.test"), Reply::Ok("retry:4.7.1 paused by policy paused: maintenance".into()));
     // Postfix asks with the full recipient address (socketmap is a pattern table).
     assert_eq!(
         lookup(&mut s, "user+ext@paused.test"),
@@ -104,10 +91,7 @@ fn socketmap_answers_over_the_real_protocol_and_bad_config_is_refused() {
     );
     assert_eq!(lookup(&mut s, "*"), Reply::NotFound);
     assert_eq!(lookup(&mut s, ".excluded.test"), Reply::NotFound);
-    assert_eq!(
-        lookup(&mut s, "mx.excluded.test"),
-        Reply::Ok(format!("peer-relay:[127.0.13.2]:{PEER_PORT}"))
-    );
+    assert_eq!(lookup(&mut s, "mx.excluded.test"), Reply::Ok(format!("peer-relay:[127.0.13.2]:{PEER_PORT}")));
     assert_eq!(lookup(&mut s, "other.test"), Reply::NotFound);
 
     // Pipelined requests on one connection, split at odd boundaries.
@@ -137,19 +121,12 @@ fn socketmap_answers_over_the_real_protocol_and_bad_config_is_refused() {
 
     // A bad main.cf is refused; the previous config and policy stay.
     let mut bad = good.clone();
-    bad.get_mut("main.cf")
-        .unwrap()
-        .push_str("this line is not a parameter\n");
+    bad.get_mut("main.cf").unwrap().push_str("this line is not a parameter\n");
     let bad_hash = source.write(&bad);
     eventually(Duration::from_secs(20), "bad config refused", || {
-        let body = http_get(ADDR, HTTP_PORT, "/status")
-            .map(|(_, b)| b)
-            .unwrap_or_default();
+        let body = http_get(ADDR, HTTP_PORT, "/status").map(|(_, b)| b).unwrap_or_default();
         let st: sendfleet::core::contract::AgentStatus = serde_json::from_str(&body).unwrap();
-        st.config
-            .refused
-            .as_ref()
-            .is_some_and(|r| r.hash == bad_hash && r.reason == "MainCfInvalid")
+        st.config.refused.as_ref().is_some_and(|r| r.hash == bad_hash && r.reason == "MainCfInvalid")
             && st.config.loaded_hash.as_deref() == Some(good_hash.as_str())
     });
     // A policy that does not parse is refused too.
@@ -157,24 +134,13 @@ fn socketmap_answers_over_the_real_protocol_and_bad_config_is_refused() {
     bad_policy.insert("policy.json".into(), "{\"version\": 1, \"pool\": 3}".into());
     let bad_policy_hash = source.write(&bad_policy);
     eventually(Duration::from_secs(20), "bad policy refused", || {
-        let body = http_get(ADDR, HTTP_PORT, "/status")
-            .map(|(_, b)| b)
-            .unwrap_or_default();
+        let body = http_get(ADDR, HTTP_PORT, "/status").map(|(_, b)| b).unwrap_or_default();
         let st: sendfleet::core::contract::AgentStatus = serde_json::from_str(&body).unwrap();
-        st.config
-            .refused
-            .as_ref()
-            .is_some_and(|r| r.hash == bad_policy_hash && r.reason == "PolicyInvalid")
+        st.config.refused.as_ref().is_some_and(|r| r.hash == bad_policy_hash && r.reason == "PolicyInvalid")
     });
-    assert_eq!(
-        lookup(&mut s, "paused.test"),
-        Reply::Ok("retry:4.7.1 paused by policy paused: maintenance".into())
-    );
+    assert_eq!(lookup(&mut s, "paused.test"), Reply::Ok("retry:4.7.1 paused by policy paused: maintenance".into()));
     let m = http_get(ADDR, HTTP_PORT, "/metrics").unwrap().1;
-    assert!(
-        m.contains("sendfleet_agent_config_installs_total{result=\"refused\"} 2"),
-        "{m}"
-    );
+    assert!(m.contains("sendfleet_agent_config_installs_total{result=\"refused\"} 2"), "{m}");
 
     // A good change installs and takes effect on the live connection.
     let mut fixed = good.clone();
@@ -185,27 +151,17 @@ fn socketmap_answers_over_the_real_protocol_and_bad_config_is_refused() {
     let mut last = String::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     loop {
-        last = http_get(ADDR, HTTP_PORT, "/status")
-            .map(|(_, b)| b)
-            .unwrap_or(last);
+        last = http_get(ADDR, HTTP_PORT, "/status").map(|(_, b)| b).unwrap_or(last);
         let st: sendfleet::core::contract::AgentStatus = serde_json::from_str(&last).unwrap();
-        if st.config.loaded_hash.as_deref() == Some(fixed_hash.as_str())
-            && st.config.refused.is_none()
-        {
+        if st.config.loaded_hash.as_deref() == Some(fixed_hash.as_str()) && st.config.refused.is_none() {
             break;
         }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "fixed config not installed: {last}"
-        );
+        assert!(std::time::Instant::now() < deadline, "fixed config not installed: {last}");
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(lookup(&mut s, "paused.test"), Reply::NotFound);
 
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&base);
 }

@@ -22,15 +22,9 @@ pub const FLUSH_EVERY: Duration = Duration::from_secs(5);
 #[derive(Debug, Error)]
 pub enum CountersError {
     #[error("reading {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("writing {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Write { path: PathBuf, source: std::io::Error },
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -37,13 +37,7 @@ pub async fn serve(addr: SocketAddr, state: Arc<State>) -> std::io::Result<JoinH
 }
 
 async fn metrics(AxState(state): AxState<Arc<State>>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.encode(),
-    )
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], state.metrics.encode())
 }
 
 async fn status(AxState(state): AxState<Arc<State>>) -> impl IntoResponse {

@@ -38,10 +38,7 @@ const MAX_MESSAGE: usize = 2000;
 #[derive(Debug, Error)]
 pub enum InstallError {
     #[error("reading config source {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("policy.json: {0}")]
     Policy(String),
     #[error("map {map}: {output}")]
@@ -53,10 +50,7 @@ pub enum InstallError {
     #[error("maillog_file is {0:?}; the supervised Postfix must log to /dev/stdout")]
     Maillog(String),
     #[error("installing generation {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("postfix reload: {0}")]
     Reload(String),
 }
@@ -89,10 +83,7 @@ pub struct Installer {
 pub type Files = BTreeMap<String, Vec<u8>>;
 
 pub fn read_source(dir: &Path) -> Result<Files, InstallError> {
-    let err = |source| InstallError::Read {
-        path: dir.to_path_buf(),
-        source,
-    };
+    let err = |source| InstallError::Read { path: dir.to_path_buf(), source };
     let mut files = Files::new();
     for entry in std::fs::read_dir(dir).map_err(err)? {
         let entry = entry.map_err(err)?;
@@ -120,17 +111,13 @@ impl Installer {
         let link = args.postfix_dir.clone();
         let parent = link.parent().unwrap_or(Path::new("/")).to_path_buf();
         let generations = parent.join("generations");
-        std::fs::create_dir_all(&generations).map_err(|source| InstallError::Io {
-            path: generations.clone(),
-            source,
-        })?;
+        std::fs::create_dir_all(&generations)
+            .map_err(|source| InstallError::Io { path: generations.clone(), source })?;
         if let Ok(meta) = std::fs::symlink_metadata(&link) {
             if !meta.file_type().is_symlink() {
                 return Err(InstallError::Io {
                     path: link,
-                    source: std::io::Error::other(
-                        "postfix dir exists and is not a symlink the agent owns",
-                    ),
+                    source: std::io::Error::other("postfix dir exists and is not a symlink the agent owns"),
                 });
             }
         }
@@ -159,13 +146,8 @@ impl Installer {
             tokio::time::sleep(self.poll).await;
             // Unsupervised, Postfix may legitimately not run (yet): reload
             // only a running one.
-            let reload = self.supervise
-                || run_tool(
-                    "postfix",
-                    &["-c", &self.link.display().to_string(), "status"],
-                )
-                .await
-                .0;
+            let reload =
+                self.supervise || run_tool("postfix", &["-c", &self.link.display().to_string(), "status"]).await.0;
             self.check(&state, reload).await;
         }
     }
@@ -206,20 +188,10 @@ impl Installer {
     }
 
     /// Stage, validate, swap, reload. Returns the new policy.
-    pub async fn install(
-        &self,
-        files: &Files,
-        hash: &str,
-        reload: bool,
-    ) -> Result<AgentPolicy, InstallError> {
+    pub async fn install(&self, files: &Files, hash: &str, reload: bool) -> Result<AgentPolicy, InstallError> {
         let policy = parse_policy(files)?;
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
-        let short = hash
-            .trim_start_matches("sha256:")
-            .get(..12)
-            .unwrap_or("nohash");
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let short = hash.trim_start_matches("sha256:").get(..12).unwrap_or("nohash");
         let gen = self.generations.join(format!("{nanos}-{short}"));
         let io = |path: &Path| {
             let path = path.to_path_buf();
@@ -255,6 +227,10 @@ impl Installer {
         let dir = gen.display().to_string();
         let (ok, out) = run_tool("postconf", &["-c", &dir, "-n"]).await;
         if !ok || out.contains("fatal:") {
+            // postconf reads master.cf too and names the file that failed.
+            if out.contains("master.cf") {
+                return Err(InstallError::MasterCf(out));
+            }
             return Err(InstallError::MainCf(out));
         }
         let (ok, out) = run_tool("postconf", &["-c", &dir, "-M"]).await;
@@ -271,22 +247,14 @@ impl Installer {
         maps.dedup();
         for (kind, name) in maps {
             if !files.contains_key(&name) {
-                return Err(InstallError::Map {
-                    map: name,
-                    output: "referenced but not in the config".into(),
-                });
+                return Err(InstallError::Map { map: name, output: "referenced but not in the config".into() });
             }
             let target = format!("{kind}:{}", gen.join(&name).display());
             let (ok, out) = run_tool("postmap", &["-c", &gen.display().to_string(), &target]).await;
             // postmap exits 0 on malformed lines; its warnings name the file.
-            let bad_line = out
-                .lines()
-                .any(|l| l.contains("warning:") && l.contains(&name) && !l.contains("main.cf"));
+            let bad_line = out.lines().any(|l| l.contains("warning:") && l.contains(&name) && !l.contains("main.cf"));
             if !ok || bad_line {
-                return Err(InstallError::Map {
-                    map: name,
-                    output: out,
-                });
+                return Err(InstallError::Map { map: name, output: out });
             }
         }
         if self.supervise {
@@ -315,16 +283,10 @@ impl Installer {
 }
 
 fn parse_policy(files: &Files) -> Result<AgentPolicy, InstallError> {
-    let raw = files
-        .get(POLICY_FILE)
-        .ok_or_else(|| InstallError::Policy("missing".into()))?;
-    let policy: AgentPolicy =
-        serde_json::from_slice(raw).map_err(|e| InstallError::Policy(e.to_string()))?;
+    let raw = files.get(POLICY_FILE).ok_or_else(|| InstallError::Policy("missing".into()))?;
+    let policy: AgentPolicy = serde_json::from_slice(raw).map_err(|e| InstallError::Policy(e.to_string()))?;
     if policy.version != POLICY_VERSION {
-        return Err(InstallError::Policy(format!(
-            "version {} (this agent reads {POLICY_VERSION})",
-            policy.version
-        )));
+        return Err(InstallError::Policy(format!("version {} (this agent reads {POLICY_VERSION})", policy.version)));
     }
     if policy.this_instance().is_none() {
         return Err(InstallError::Policy(format!(
@@ -339,28 +301,18 @@ fn parse_policy(files: &Files) -> Result<AgentPolicy, InstallError> {
 pub fn indexed_maps(cf: &str) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for kind in INDEXED {
-        for dir in [
-            "$config_directory/",
-            "${config_directory}/",
-            "$(config_directory)/",
-        ] {
+        for dir in ["$config_directory/", "${config_directory}/", "$(config_directory)/"] {
             let pat = format!("{kind}:{dir}");
             let mut rest = cf;
             while let Some(i) = rest.find(&pat) {
                 let after = &rest[i + pat.len()..];
                 // `texthash:` is not `hash:`.
-                if rest[..i]
-                    .chars()
-                    .next_back()
-                    .is_some_and(|c| c.is_ascii_alphanumeric())
-                {
+                if rest[..i].chars().next_back().is_some_and(|c| c.is_ascii_alphanumeric()) {
                     rest = after;
                     continue;
                 }
-                let name: String = after
-                    .chars()
-                    .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
-                    .collect();
+                let name: String =
+                    after.chars().take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')).collect();
                 if !name.is_empty() {
                     out.push((kind.to_string(), name));
                 }
@@ -389,12 +341,7 @@ async fn postfix_reload(dir: &Path) -> Result<(), InstallError> {
 
 /// Run a Postfix tool; (success, stdout+stderr).
 async fn run_tool(cmd: &str, args: &[&str]) -> (bool, String) {
-    match Command::new(cmd)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .await
-    {
+    match Command::new(cmd).args(args).stdin(Stdio::null()).output().await {
         Ok(o) => {
             let mut s = String::from_utf8_lossy(&o.stderr).into_owned();
             s.push_str(&String::from_utf8_lossy(&o.stdout));
@@ -405,16 +352,8 @@ async fn run_tool(cmd: &str, args: &[&str]) -> (bool, String) {
 }
 
 async fn run_tool_stdout(cmd: &str, args: &[&str]) -> (bool, String) {
-    match Command::new(cmd)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .await
-    {
-        Ok(o) => (
-            o.status.success(),
-            String::from_utf8_lossy(&o.stdout).into_owned(),
-        ),
+    match Command::new(cmd).args(args).stdin(Stdio::null()).output().await {
+        Ok(o) => (o.status.success(), String::from_utf8_lossy(&o.stdout).into_owned()),
         Err(e) => (false, format!("running {cmd}: {e}")),
     }
 }
@@ -436,7 +375,8 @@ mod tests {
 
     #[test]
     fn finds_indexed_maps_under_config_directory() {
-        let cf = "transport_maps = socketmap:unix:/run/sendfleet/policy.sock:transport, hash:$config_directory/transport\n\
+        let cf =
+            "transport_maps = socketmap:unix:/run/sendfleet/policy.sock:transport, hash:$config_directory/transport\n\
                   smtp_tls_policy_maps = hash:${config_directory}/tls_policy\n\
                   x = texthash:$config_directory/skip, hash:/etc/elsewhere\n\
                   -o smtp_sasl_password_maps=lmdb:$config_directory/sasl_passwd";
@@ -453,14 +393,8 @@ mod tests {
     #[test]
     fn policy_must_name_this_instance_and_version() {
         let mut files = Files::new();
-        assert_eq!(
-            parse_policy(&files).unwrap_err().category(),
-            "PolicyInvalid"
-        );
+        assert_eq!(parse_policy(&files).unwrap_err().category(), "PolicyInvalid");
         files.insert(POLICY_FILE.into(), br#"{"version":1,"pool":"p","instance":"a","instances":[],"domains":[],"peerPort":2526,"backlogWarnSeconds":1,"backlogCriticalSeconds":2,"warmup":null}"#.to_vec());
-        assert!(parse_policy(&files)
-            .unwrap_err()
-            .to_string()
-            .contains("not among"));
+        assert!(parse_policy(&files).unwrap_err().to_string().contains("not among"));
     }
 }

@@ -105,11 +105,7 @@ impl Metrics {
             log_lines.clone(),
         );
         let lookups = Family::<LookupLabels, Counter>::default();
-        registry.register(
-            "policy_lookups",
-            "Transport socketmap lookups by decision and reason",
-            lookups.clone(),
-        );
+        registry.register("policy_lookups", "Transport socketmap lookups by decision and reason", lookups.clone());
         let lookup_errors = Counter::default();
         registry.register(
             "policy_protocol_errors",
@@ -117,11 +113,7 @@ impl Metrics {
             lookup_errors.clone(),
         );
         let queue_messages = Family::<QueueLabels, Gauge>::default();
-        registry.register(
-            "queue_messages",
-            "Messages per Postfix queue at the last scan",
-            queue_messages.clone(),
-        );
+        registry.register("queue_messages", "Messages per Postfix queue at the last scan", queue_messages.clone());
         let queue_older_than_warn = Gauge::default();
         registry.register(
             "queue_older_than_warn",
@@ -142,11 +134,7 @@ impl Metrics {
             queue_oldest_age.clone(),
         );
         let queue_scans = Family::<ResultLabels, Counter>::default();
-        registry.register(
-            "queue_scans",
-            "postqueue -j scans by result",
-            queue_scans.clone(),
-        );
+        registry.register("queue_scans", "postqueue -j scans by result", queue_scans.clone());
         let config_installs = Family::<ResultLabels, Counter>::default();
         registry.register(
             "config_installs",
@@ -154,11 +142,7 @@ impl Metrics {
             config_installs.clone(),
         );
         let postfix_up = Gauge::default();
-        registry.register(
-            "postfix_up",
-            "1 while the supervised Postfix master runs",
-            postfix_up.clone(),
-        );
+        registry.register("postfix_up", "1 while the supervised Postfix master runs", postfix_up.clone());
         let sent_today = Family::<RuleLabels, Gauge>::default();
         registry.register(
             "sent_today",

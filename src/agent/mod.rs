@@ -39,20 +39,12 @@ use sendfleet_render::contract;
 pub struct AgentArgs {
     /// Directory where the rendered config is mounted (a ConfigMap volume:
     /// main.cf, master.cf, maps, policy.json).
-    #[arg(
-        long,
-        env = "SENDFLEET_CONFIG_SOURCE",
-        default_value = "/etc/sendfleet/config"
-    )]
+    #[arg(long, env = "SENDFLEET_CONFIG_SOURCE", default_value = "/etc/sendfleet/config")]
     pub config_source: PathBuf,
     /// Postfix config directory the agent installs into and runs Postfix
     /// with (`postfix -c`). The agent owns it: it is a symlink swapped
     /// atomically to a generation directory beside it.
-    #[arg(
-        long,
-        env = "SENDFLEET_POSTFIX_DIR",
-        default_value = "/var/lib/sendfleet/postfix/current"
-    )]
+    #[arg(long, env = "SENDFLEET_POSTFIX_DIR", default_value = "/var/lib/sendfleet/postfix/current")]
     pub postfix_dir: PathBuf,
     /// Unix socket of the transport socketmap (mode 0666 in a private directory).
     #[arg(long, env = "SENDFLEET_POLICY_SOCKET", default_value = contract::DEFAULT_POLICY_SOCKET)]
@@ -62,19 +54,11 @@ pub struct AgentArgs {
     pub listen: SocketAddr,
     /// File holding the key of the recipient-address hash (a mounted Secret;
     /// at least 16 bytes).
-    #[arg(
-        long,
-        env = "SENDFLEET_HASH_KEY_FILE",
-        default_value = "/etc/sendfleet/hash-key/key"
-    )]
+    #[arg(long, env = "SENDFLEET_HASH_KEY_FILE", default_value = "/etc/sendfleet/hash-key/key")]
     pub hash_key_file: PathBuf,
     /// Directory for persisted counters; put it on the queue volume so they
     /// survive restarts with the queue.
-    #[arg(
-        long,
-        env = "SENDFLEET_STATE_DIR",
-        default_value = "/var/spool/postfix/sendfleet"
-    )]
+    #[arg(long, env = "SENDFLEET_STATE_DIR", default_value = "/var/spool/postfix/sendfleet")]
     pub state_dir: PathBuf,
     /// Seconds between queue scans with `postqueue -j`.
     #[arg(long, default_value_t = 30)]

@@ -22,10 +22,7 @@ const PREFIX: &[u8] = b"h-";
 #[derive(Debug, Error)]
 pub enum KeyError {
     #[error("reading hash key file {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    Read { path: String, source: std::io::Error },
     #[error("hash key file {path} holds {len} bytes; at least 16 are required")]
     TooShort { path: String, len: usize },
 }
@@ -45,16 +42,10 @@ impl Redactor {
     }
 
     pub fn from_file(path: &std::path::Path) -> Result<Self, KeyError> {
-        let raw = std::fs::read(path).map_err(|source| KeyError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let raw = std::fs::read(path).map_err(|source| KeyError::Read { path: path.display().to_string(), source })?;
         let key = raw.strip_suffix(b"\n").unwrap_or(&raw);
         if key.len() < 16 {
-            return Err(KeyError::TooShort {
-                path: path.display().to_string(),
-                len: key.len(),
-            });
+            return Err(KeyError::TooShort { path: path.display().to_string(), len: key.len() });
         }
         Ok(Self::new(key))
     }
@@ -92,19 +83,11 @@ impl Redactor {
         let mut search = 0;
         while let Some(rel) = memchr(b'@', &line[search..]) {
             let at = search + rel;
-            let start = line[..at]
-                .iter()
-                .rposition(|&b| is_delim(b))
-                .map_or(0, |i| i + 1);
-            let end = line[at + 1..]
-                .iter()
-                .position(|&b| is_delim(b) || b == b'@')
-                .map_or(line.len(), |i| at + 1 + i);
+            let start = line[..at].iter().rposition(|&b| is_delim(b)).map_or(0, |i| i + 1);
+            let end = line[at + 1..].iter().position(|&b| is_delim(b) || b == b'@').map_or(line.len(), |i| at + 1 + i);
             search = end.max(at + 1);
             let local = &line[start..at];
-            if local.is_empty()
-                || start < copied
-                || local.starts_with(PREFIX) && local.len() == PREFIX.len() + HASH_HEX
+            if local.is_empty() || start < copied || local.starts_with(PREFIX) && local.len() == PREFIX.len() + HASH_HEX
             {
                 continue;
             }
@@ -122,10 +105,7 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 
 fn is_delim(b: u8) -> bool {
     b.is_ascii_whitespace()
-        || matches!(
-            b,
-            b'<' | b'>' | b'(' | b')' | b'[' | b']' | b',' | b';' | b':' | b'"' | b'=' | b'\''
-        )
+        || matches!(b, b'<' | b'>' | b'(' | b')' | b'[' | b']' | b',' | b';' | b':' | b'"' | b'=' | b'\'')
 }
 
 #[cfg(test)]
@@ -147,14 +127,8 @@ mod tests {
     fn hashes_are_keyed_stable_and_case_insensitive() {
         let a = r().redact_address(b"Bob@Example.COM");
         assert_eq!(a, r().redact_address(b"bob@example.com"));
-        assert!(
-            a.starts_with("h-") && a.ends_with("@example.com") && a.len() == 2 + 16 + 12,
-            "{a}"
-        );
-        assert_ne!(
-            a,
-            Redactor::new(b"another key, 16+ bytes").redact_address(b"bob@example.com")
-        );
+        assert!(a.starts_with("h-") && a.ends_with("@example.com") && a.len() == 2 + 16 + 12, "{a}");
+        assert_ne!(a, Redactor::new(b"another key, 16+ bytes").redact_address(b"bob@example.com"));
     }
 
     #[test]

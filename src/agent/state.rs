@@ -11,9 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sendfleet_render::contract::{
-    AgentStatus, ConfigStatus, DeliveryCounters, DomainCount, DomainHealth, LogStats,
-    PostfixStatus, QueueStatus, RefusedConfig, ResponseCategory, StatusCounts, Suggestion,
-    SuggestionKind, PEER_RELAY_TRANSPORT, STATUS_VERSION,
+    AgentStatus, ConfigStatus, DeliveryCounters, DomainCount, DomainHealth, LogStats, PostfixStatus, QueueStatus,
+    RefusedConfig, ResponseCategory, StatusCounts, Suggestion, SuggestionKind, PEER_RELAY_TRANSPORT, STATUS_VERSION,
 };
 use sendfleet_render::policy::AgentPolicy;
 use sha2::{Digest, Sha256};
@@ -36,9 +35,7 @@ pub const SLOW_DOWN_AFTER: u64 = 5;
 pub const EXCLUDE_AFTER: u64 = 3;
 
 pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 #[derive(Default)]
@@ -90,27 +87,19 @@ pub struct State {
 impl State {
     pub fn new(args: AgentArgs, counters: Counters) -> Self {
         let started_at = unix_now();
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos());
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         let mut h = Sha256::new();
         h.update(nanos.to_be_bytes());
         h.update(std::process::id().to_be_bytes());
         h.update(format!("{:p}", &started_at).as_bytes());
-        let session_id = h.finalize()[..8]
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let session_id = h.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect();
         let s = State {
             args,
             session_id,
             started_at,
             metrics: Metrics::new(),
             policy: RwLock::new(None),
-            inner: Mutex::new(Inner {
-                counters,
-                ..Default::default()
-            }),
+            inner: Mutex::new(Inner { counters, ..Default::default() }),
             live: AtomicBool::new(false),
             socket_ready: AtomicBool::new(false),
             lookup_seq: AtomicU64::new(0),
@@ -126,10 +115,7 @@ impl State {
     }
 
     pub fn policy(&self) -> Option<Arc<AgentPolicy>> {
-        self.policy
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.policy.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub fn set_policy(&self, policy: AgentPolicy) {
@@ -144,21 +130,14 @@ impl State {
             return Decision::NotFound(super::socketmap::decision::NotFoundWhy::UnknownInstance);
         };
         let inner = self.inner();
-        let sent = SentToday {
-            total: inner.counters.sent_total,
-            by_share: Some(&inner.counters.sent_by_share),
-        };
+        let sent = SentToday { total: inner.counters.sent_total, by_share: Some(&inner.counters.sent_by_share) };
         decide(&policy, &sent, key, seq)
     }
 
     /// "Today" in the warm-up plan's time zone (UTC without a plan).
     pub fn today(&self) -> String {
-        let tz_name = self
-            .policy()
-            .and_then(|p| p.warmup.as_ref().map(|w| w.time_zone.clone()));
-        let tz = tz_name
-            .and_then(|n| jiff::tz::TimeZone::get(&n).ok())
-            .unwrap_or(jiff::tz::TimeZone::UTC);
+        let tz_name = self.policy().and_then(|p| p.warmup.as_ref().map(|w| w.time_zone.clone()));
+        let tz = tz_name.and_then(|n| jiff::tz::TimeZone::get(&n).ok()).unwrap_or(jiff::tz::TimeZone::UTC);
         jiff::Timestamp::now().to_zoned(tz).date().to_string()
     }
 
@@ -216,10 +195,7 @@ impl State {
     }
 
     pub fn config_installed(&self, hash: String) {
-        self.metrics
-            .config_installs
-            .get_or_create(&res("installed"))
-            .inc();
+        self.metrics.config_installs.get_or_create(&res("installed")).inc();
         let mut inner = self.inner();
         inner.config.loaded_hash = Some(hash);
         inner.config.loaded_at = Some(unix_now());
@@ -228,16 +204,8 @@ impl State {
     }
 
     pub fn config_refused(&self, hash: String, reason: &str, message: String) {
-        self.metrics
-            .config_installs
-            .get_or_create(&res("refused"))
-            .inc();
-        self.inner().config.refused = Some(RefusedConfig {
-            hash,
-            at: unix_now(),
-            reason: reason.to_string(),
-            message,
-        });
+        self.metrics.config_installs.get_or_create(&res("refused")).inc();
+        self.inner().config.refused = Some(RefusedConfig { hash, at: unix_now(), reason: reason.to_string(), message });
     }
 
     pub fn count_line(&self, result: &'static str) {
@@ -258,20 +226,14 @@ impl State {
     /// Apply one recipient outcome from the log.
     pub fn record_outcome(&self, o: &Outcome) {
         let policy = self.policy();
-        let rule = policy
-            .as_ref()
-            .and_then(|p| p.rule_for(&o.domain))
-            .map(|r| r.name.clone());
-        let share = policy
-            .as_ref()
-            .and_then(|p| share_for(p, &o.domain))
-            .map(|(k, _)| k);
+        let rule = policy.as_ref().and_then(|p| p.rule_for(&o.domain)).map(|r| r.name.clone());
+        let share = policy.as_ref().and_then(|p| share_for(p, &o.domain)).map(|(k, _)| k);
         let via_peer = o.service == PEER_RELAY_TRANSPORT
             || policy.as_ref().is_some_and(|p| {
                 o.relay_port == Some(p.peer_port)
-                    && p.peers_in_rotation().chain(p.instances.iter()).any(|i| {
-                        i.name != p.instance && o.relay_addr.as_deref() == Some(i.address.as_str())
-                    })
+                    && p.peers_in_rotation()
+                        .chain(p.instances.iter())
+                        .any(|i| i.name != p.instance && o.relay_addr.as_deref() == Some(i.address.as_str()))
             });
         self.metrics
             .deliveries
@@ -284,10 +246,7 @@ impl State {
             .inc();
         if let Some(d) = o.delays {
             for (i, v) in d.iter().enumerate() {
-                self.metrics
-                    .delays
-                    .get_or_create(&StageLabels { stage: STAGES[i] })
-                    .observe(f64::from(*v));
+                self.metrics.delays.get_or_create(&StageLabels { stage: STAGES[i] }).observe(f64::from(*v));
             }
         }
         let now = unix_now();
@@ -302,13 +261,7 @@ impl State {
             let n = inner.counters.sent_by_rule.get(r).copied().unwrap_or(0);
             self.metrics
                 .sent_today
-                .get_or_create(&RuleLabels {
-                    rule: if r.is_empty() {
-                        "none".into()
-                    } else {
-                        r.to_string()
-                    },
-                })
+                .get_or_create(&RuleLabels { rule: if r.is_empty() { "none".into() } else { r.to_string() } })
                 .set(n as i64);
         }
         let key = if inner.domains.len() >= MAX_DOMAINS && !inner.domains.contains_key(&o.domain) {
@@ -324,16 +277,9 @@ impl State {
         }
         e.last_category = Some(o.category);
         e.last_at = Some(now);
-        if matches!(
-            o.category,
-            ResponseCategory::RateLimit | ResponseCategory::IpBlock
-        ) {
+        if matches!(o.category, ResponseCategory::RateLimit | ResponseCategory::IpBlock) {
             e.recent.push_back((now, o.category));
-            while e.recent.len() > 1000
-                || e.recent
-                    .front()
-                    .is_some_and(|(t, _)| t + SUGGESTION_WINDOW_SECS < now)
-            {
+            while e.recent.len() > 1000 || e.recent.front().is_some_and(|(t, _)| t + SUGGESTION_WINDOW_SECS < now) {
                 e.recent.pop_front();
             }
         }
@@ -349,39 +295,20 @@ impl State {
         }
         let now = unix_now();
         for (q, n) in &scan.messages {
-            self.metrics
-                .queue_messages
-                .get_or_create(&QueueLabels { queue: q.clone() })
-                .set(*n as i64);
+            self.metrics.queue_messages.get_or_create(&QueueLabels { queue: q.clone() }).set(*n as i64);
         }
         for q in ["active", "deferred", "hold", "incoming", "maildrop"] {
             if !scan.messages.contains_key(q) {
-                self.metrics
-                    .queue_messages
-                    .get_or_create(&QueueLabels {
-                        queue: q.to_string(),
-                    })
-                    .set(0);
+                self.metrics.queue_messages.get_or_create(&QueueLabels { queue: q.to_string() }).set(0);
             }
         }
-        self.metrics
-            .queue_older_than_warn
-            .set(scan.older_than_warn as i64);
-        self.metrics
-            .queue_older_than_critical
-            .set(scan.older_than_critical as i64);
-        self.metrics
-            .queue_oldest_age
-            .set(scan.oldest_age.unwrap_or(0) as i64);
+        self.metrics.queue_older_than_warn.set(scan.older_than_warn as i64);
+        self.metrics.queue_older_than_critical.set(scan.older_than_critical as i64);
+        self.metrics.queue_oldest_age.set(scan.oldest_age.unwrap_or(0) as i64);
         self.metrics.queue_scans.get_or_create(&res("ok")).inc();
         let inflow = self.inflow.load(Ordering::Relaxed);
         let mut inner = self.inner();
-        let sample = FlowSample {
-            at: now,
-            inflow,
-            outflow: inner.outflow,
-            backlog: scan.backlog(),
-        };
+        let sample = FlowSample { at: now, inflow, outflow: inner.outflow, backlog: scan.backlog() };
         inner.flow.push_back(sample);
         while inner.flow.len() > 4 {
             inner.flow.pop_front();
@@ -397,11 +324,7 @@ impl State {
             (0.0, 0.0)
         };
         let growing = inner.flow.len() >= 2
-            && inner
-                .flow
-                .iter()
-                .zip(inner.flow.iter().skip(1))
-                .all(|(a, b)| b.backlog > a.backlog);
+            && inner.flow.iter().zip(inner.flow.iter().skip(1)).all(|(a, b)| b.backlog > a.backlog);
         let net = outflow_pm - inflow_pm;
         let drain_eta_seconds = if sample.backlog == 0 {
             Some(0)
@@ -439,18 +362,11 @@ impl State {
         let inner = self.inner();
         let mut domains: Vec<(&String, &DomainEntry)> = inner.domains.iter().collect();
         let total = |c: &StatusCounts| c.sent + c.deferred + c.bounced + c.expired;
-        domains.sort_by(|a, b| {
-            total(&b.1.counts)
-                .cmp(&total(&a.1.counts))
-                .then_with(|| a.0.cmp(b.0))
-        });
+        domains.sort_by(|a, b| total(&b.1.counts).cmp(&total(&a.1.counts)).then_with(|| a.0.cmp(b.0)));
         let mut suggestions = Vec::new();
         for (domain, e) in &inner.domains {
             let recent = |c: ResponseCategory| {
-                e.recent
-                    .iter()
-                    .filter(|(t, k)| *k == c && t + SUGGESTION_WINDOW_SECS >= now)
-                    .count() as u64
+                e.recent.iter().filter(|(t, k)| *k == c && t + SUGGESTION_WINDOW_SECS >= now).count() as u64
             };
             let rule = e.rule.clone().unwrap_or_default();
             let blocks = recent(ResponseCategory::IpBlock);
@@ -478,10 +394,7 @@ impl State {
         AgentStatus {
             version: STATUS_VERSION,
             pool: policy.as_ref().map(|p| p.pool.clone()).unwrap_or_default(),
-            instance: policy
-                .as_ref()
-                .map(|p| p.instance.clone())
-                .unwrap_or_default(),
+            instance: policy.as_ref().map(|p| p.instance.clone()).unwrap_or_default(),
             session_id: self.session_id.clone(),
             started_at: self.started_at,
             now,
@@ -501,11 +414,7 @@ impl State {
                     domain: d.clone(),
                     rule: e.rule.clone(),
                     counts: e.counts,
-                    categories: e
-                        .categories
-                        .iter()
-                        .map(|(k, v)| (k.to_string(), *v))
-                        .collect(),
+                    categories: e.categories.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
                     last_category: e.last_category,
                     last_at: e.last_at,
                 })

@@ -34,11 +34,7 @@ pub enum SuperviseError {
 }
 
 /// Start Postfix in the foreground with its log piped to the pipeline.
-pub async fn start(
-    dir: &Path,
-    state: Arc<State>,
-    redactor: Redactor,
-) -> Result<Child, SuperviseError> {
+pub async fn start(dir: &Path, state: Arc<State>, redactor: Redactor) -> Result<Child, SuperviseError> {
     let mut child = Command::new("postfix")
         .arg("-c")
         .arg(dir)
@@ -48,14 +44,8 @@ pub async fn start(
         .stderr(Stdio::piped())
         .spawn()
         .map_err(SuperviseError::Spawn)?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| SuperviseError::Spawn(std::io::Error::other("no stdout")))?;
-    let stderr = child
-        .stderr
-        .take()
-        .ok_or_else(|| SuperviseError::Spawn(std::io::Error::other("no stderr")))?;
+    let stdout = child.stdout.take().ok_or_else(|| SuperviseError::Spawn(std::io::Error::other("no stdout")))?;
+    let stderr = child.stderr.take().ok_or_else(|| SuperviseError::Spawn(std::io::Error::other("no stderr")))?;
     let st = state.clone();
     let r = redactor.clone();
     tokio::spawn(async move {
@@ -95,12 +85,7 @@ pub async fn wait(child: Option<&mut Child>, dir: &Path, state: &State) -> anyho
         _ = int.recv() => {}
     }
     tracing::info!("stopping postfix");
-    let _ = Command::new("postfix")
-        .arg("-c")
-        .arg(dir)
-        .arg("stop")
-        .status()
-        .await;
+    let _ = Command::new("postfix").arg("-c").arg(dir).arg("stop").status().await;
     match tokio::time::timeout(STOP_GRACE, child.wait()).await {
         Ok(_) => {}
         Err(_) => {

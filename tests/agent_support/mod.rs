@@ -41,7 +41,10 @@ pub fn require_postfix() {
             .stdout(Stdio::null())
             .status()
             .is_ok_and(|s| s.success());
-        assert!(ok, "{tool} is missing: install Debian's postfix package (`make test` runs apt-get install -y postfix)");
+        assert!(
+            ok,
+            "{tool} is missing: install Debian's postfix package (`make test` runs apt-get install -y postfix)"
+        );
     }
     // The tools live in /usr/sbin, which a test environment may not have on PATH.
     let path = std::env::var("PATH").unwrap_or_default();
@@ -52,15 +55,10 @@ pub fn require_postfix() {
 
 /// Add `addr`/32 to `lo` (inside the test's network namespace).
 pub fn add_addr(addr: &str) {
-    let out = Command::new("ip")
-        .args(["addr", "add", &format!("{addr}/32"), "dev", "lo"])
-        .output()
-        .expect("running ip");
+    let out =
+        Command::new("ip").args(["addr", "add", &format!("{addr}/32"), "dev", "lo"]).output().expect("running ip");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() || err.contains("File exists"),
-        "ip addr add {addr}: {err}"
-    );
+    assert!(out.status.success() || err.contains("File exists"), "ip addr add {addr}: {err}");
 }
 
 /// A fresh directory the postfix user can traverse.
@@ -78,11 +76,7 @@ fn mkdir(p: &Path) {
 }
 
 fn chown_postfix(p: &Path) {
-    let st = Command::new("chown")
-        .arg("postfix")
-        .arg(p)
-        .status()
-        .unwrap();
+    let st = Command::new("chown").arg("postfix").arg(p).status().unwrap();
     assert!(st.success());
 }
 
@@ -129,10 +123,7 @@ pub fn wait_banner(addr: &str, port: u16, timeout: Duration) {
                 }
             }
         }
-        assert!(
-            Instant::now() < deadline,
-            "no SMTP banner on {addr}:{port} within {timeout:?}"
-        );
+        assert!(Instant::now() < deadline, "no SMTP banner on {addr}:{port} within {timeout:?}");
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -186,10 +177,7 @@ impl Receiver {
         std::fs::write(dir.join("master.cf"), master).unwrap();
         postfix(&dir, "start");
         wait_banner(addr, 25, Duration::from_secs(30));
-        Receiver {
-            dir,
-            addr: addr.to_string(),
-        }
+        Receiver { dir, addr: addr.to_string() }
     }
 
     pub fn log(&self) -> String {
@@ -205,11 +193,7 @@ impl Receiver {
 
 impl Drop for Receiver {
     fn drop(&mut self) {
-        let _ = Command::new("postfix")
-            .arg("-c")
-            .arg(&self.dir)
-            .arg("stop")
-            .output();
+        let _ = Command::new("postfix").arg("-c").arg(&self.dir).arg("stop").output();
         // Keep the evidence when a test fails.
         if !std::thread::panicking() {
             let _ = std::fs::remove_dir_all(&self.dir);
@@ -226,16 +210,10 @@ pub struct Deliveries {
 
 impl Deliveries {
     pub fn to_domain(&self, domain: &str) -> usize {
-        self.accepted
-            .iter()
-            .filter(|(r, _)| r.ends_with(&format!("@{domain}")))
-            .count()
+        self.accepted.iter().filter(|(r, _)| r.ends_with(&format!("@{domain}"))).count()
     }
     pub fn to_domain_from(&self, domain: &str, client: &str) -> usize {
-        self.accepted
-            .iter()
-            .filter(|(r, c)| r.ends_with(&format!("@{domain}")) && c == client)
-            .count()
+        self.accepted.iter().filter(|(r, c)| r.ends_with(&format!("@{domain}")) && c == client).count()
     }
     pub fn to_address(&self, addr: &str) -> usize {
         self.accepted.iter().filter(|(r, _)| r == addr).count()
@@ -254,21 +232,11 @@ pub fn parse_receiver_log(log: &str) -> Deliveries {
         };
         if let Some(c) = rest.strip_prefix("client=") {
             // client=unknown[127.0.1.2]
-            let addr = c
-                .split('[')
-                .nth(1)
-                .and_then(|s| s.split(']').next())
-                .unwrap_or("")
-                .to_string();
+            let addr = c.split('[').nth(1).and_then(|s| s.split(']').next()).unwrap_or("").to_string();
             client_of.insert(qid.to_string(), addr);
         } else if line.contains("postfix/discard[") && rest.contains("status=sent") {
-            let rcpt = rest
-                .strip_prefix("to=<")
-                .and_then(|s| s.split('>').next())
-                .unwrap_or("")
-                .to_string();
-            d.accepted
-                .push((rcpt, client_of.get(qid).cloned().unwrap_or_default()));
+            let rcpt = rest.strip_prefix("to=<").and_then(|s| s.split('>').next()).unwrap_or("").to_string();
+            d.accepted.push((rcpt, client_of.get(qid).cloned().unwrap_or_default()));
         }
     }
     d
@@ -276,12 +244,7 @@ pub fn parse_receiver_log(log: &str) -> Deliveries {
 
 /// Run `postfix -c DIR CMD` and insist it worked.
 pub fn postfix(dir: &Path, cmd: &str) {
-    let out = Command::new("postfix")
-        .arg("-c")
-        .arg(dir)
-        .arg(cmd)
-        .output()
-        .expect("running postfix");
+    let out = Command::new("postfix").arg("-c").arg(dir).arg(cmd).output().expect("running postfix");
     assert!(
         out.status.success(),
         "postfix -c {} {cmd}: {}{}",
@@ -375,11 +338,7 @@ impl InstanceConfig {
         let peers_nets = if self.peers.is_empty() {
             format!("{}/32", self.addr)
         } else {
-            self.peers
-                .iter()
-                .map(|p| format!("{p}/32"))
-                .collect::<Vec<_>>()
-                .join(",")
+            self.peers.iter().map(|p| format!("{p}/32")).collect::<Vec<_>>().join(",")
         };
         let main = format!(
             "compatibility_level = 3.6\n\
@@ -427,23 +386,14 @@ impl InstanceConfig {
             addr = self.addr
         );
         for (t, maxproc) in &self.throttles {
-            master.push_str(&format!(
-                "{t} unix - - n - {maxproc} smtp\n  -o syslog_name=postfix/{t}\n"
-            ));
+            master.push_str(&format!("{t} unix - - n - {maxproc} smtp\n  -o syslog_name=postfix/{t}\n"));
         }
-        let transport: String = self
-            .transport
-            .iter()
-            .map(|(d, t)| format!("{d} {t}\n"))
-            .collect();
+        let transport: String = self.transport.iter().map(|(d, t)| format!("{d} {t}\n")).collect();
         let mut files = BTreeMap::new();
         files.insert("main.cf".to_string(), main);
         files.insert("master.cf".to_string(), master);
         files.insert("transport".to_string(), transport);
-        files.insert(
-            "policy.json".to_string(),
-            serde_json::to_string_pretty(&self.policy).unwrap(),
-        );
+        files.insert("policy.json".to_string(), serde_json::to_string_pretty(&self.policy).unwrap());
         files
     }
 }
@@ -521,12 +471,7 @@ impl Agent {
             .stderr(stderr)
             .spawn()
             .expect("starting sendfleet agent");
-        let mut a = Agent {
-            base,
-            addr: cfg.addr.clone(),
-            source,
-            child: Some(child),
-        };
+        let mut a = Agent { base, addr: cfg.addr.clone(), source, child: Some(child) };
         a.wait_ready(Duration::from_secs(60));
         wait_banner(&cfg.addr, 25, Duration::from_secs(30));
         a
@@ -537,11 +482,7 @@ impl Agent {
         loop {
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(st)) = c.try_wait() {
-                    panic!(
-                        "agent exited early ({st}); stderr:\n{}\nstdout:\n{}",
-                        self.stderr(),
-                        self.stdout()
-                    );
+                    panic!("agent exited early ({st}); stderr:\n{}\nstdout:\n{}", self.stderr(), self.stdout());
                 }
             }
             if http_get(&self.addr, HTTP_PORT, "/readyz").is_some_and(|(code, _)| code == 200) {
@@ -568,9 +509,7 @@ impl Agent {
     }
 
     pub fn status_raw(&self) -> String {
-        http_get(&self.addr, HTTP_PORT, "/status")
-            .expect("GET /status")
-            .1
+        http_get(&self.addr, HTTP_PORT, "/status").expect("GET /status").1
     }
 
     pub fn metrics(&self) -> String {
@@ -590,58 +529,36 @@ impl Agent {
     /// Install a new config and wait until the agent reports it loaded.
     pub fn apply(&mut self, files: &BTreeMap<String, String>, timeout: Duration) -> String {
         let hash = self.source.write(files);
-        self.wait_for(timeout, "config loaded", |s| {
-            s.config.loaded_hash.as_deref() == Some(hash.as_str())
-        });
+        self.wait_for(timeout, "config loaded", |s| s.config.loaded_hash.as_deref() == Some(hash.as_str()));
         hash
     }
 
     /// Poll /status until `pred` holds.
-    pub fn wait_for(
-        &self,
-        timeout: Duration,
-        what: &str,
-        pred: impl Fn(&AgentStatus) -> bool,
-    ) -> AgentStatus {
+    pub fn wait_for(&self, timeout: Duration, what: &str, pred: impl Fn(&AgentStatus) -> bool) -> AgentStatus {
         let deadline = Instant::now() + timeout;
         loop {
             let s = self.status();
             if pred(&s) {
                 return s;
             }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {what}; status: {}",
-                self.status_raw()
-            );
+            assert!(Instant::now() < deadline, "timed out waiting for {what}; status: {}", self.status_raw());
             std::thread::sleep(Duration::from_millis(200));
         }
     }
 
     /// Messages in the queue per queue name, counted from `postqueue -j` directly.
     pub fn queue_counts(&self) -> BTreeMap<String, usize> {
-        let out = Command::new("postqueue")
-            .arg("-c")
-            .arg(self.postfix_dir())
-            .arg("-j")
-            .output()
-            .unwrap();
+        let out = Command::new("postqueue").arg("-c").arg(self.postfix_dir()).arg("-j").output().unwrap();
         let mut m = BTreeMap::new();
         for l in String::from_utf8_lossy(&out.stdout).lines() {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            *m.entry(v["queue_name"].as_str().unwrap().to_string())
-                .or_default() += 1;
+            *m.entry(v["queue_name"].as_str().unwrap().to_string()).or_default() += 1;
         }
         m
     }
 
     pub fn queue_json(&self) -> String {
-        let out = Command::new("postqueue")
-            .arg("-c")
-            .arg(self.postfix_dir())
-            .arg("-j")
-            .output()
-            .unwrap();
+        let out = Command::new("postqueue").arg("-c").arg(self.postfix_dir()).arg("-j").output().unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -653,28 +570,25 @@ impl Agent {
             if q.values().sum::<usize>() == 0 {
                 return;
             }
-            assert!(
-                Instant::now() < deadline,
-                "queue not empty after {timeout:?}: {q:?}"
-            );
+            assert!(Instant::now() < deadline, "queue not empty after {timeout:?}: {q:?}");
             std::thread::sleep(Duration::from_millis(250));
         }
     }
 
+    /// `postqueue -f`: make qmgr scan every queue now.
+    pub fn flush(&self) {
+        let st = Command::new("postqueue").arg("-c").arg(self.postfix_dir()).arg("-f").status().unwrap();
+        assert!(st.success(), "postqueue -f failed");
+    }
+
     pub fn master_pid(&self) -> String {
-        std::fs::read_to_string(self.base.join("queue/pid/master.pid"))
-            .unwrap_or_default()
-            .trim()
-            .to_string()
+        std::fs::read_to_string(self.base.join("queue/pid/master.pid")).unwrap_or_default().trim().to_string()
     }
 
     /// SIGTERM the agent (it stops Postfix) and wait.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(c.id().to_string())
-                .status();
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
             let deadline = Instant::now() + Duration::from_secs(40);
             while Instant::now() < deadline {
                 if let Ok(Some(_)) = c.try_wait() {
@@ -686,11 +600,7 @@ impl Agent {
             let _ = c.wait();
         }
         // Belt and braces: never leave a master behind.
-        let _ = Command::new("postfix")
-            .arg("-c")
-            .arg(self.postfix_dir())
-            .arg("stop")
-            .output();
+        let _ = Command::new("postfix").arg("-c").arg(self.postfix_dir()).arg("stop").output();
     }
 }
 
@@ -706,25 +616,11 @@ impl Drop for Agent {
 /// Inject `count` messages to `rcpt` through `addr:25` (smtp-source).
 pub fn inject(addr: &str, from: &str, rcpt: &str, count: u32, sessions: u32) {
     let out = Command::new("smtp-source")
-        .args([
-            "-c",
-            "-m",
-            &count.to_string(),
-            "-s",
-            &sessions.to_string(),
-            "-f",
-            from,
-            "-t",
-            rcpt,
-        ])
+        .args(["-c", "-m", &count.to_string(), "-s", &sessions.to_string(), "-f", from, "-t", rcpt])
         .arg(format!("{addr}:25"))
         .output()
         .expect("running smtp-source");
-    assert!(
-        out.status.success(),
-        "smtp-source to {rcpt}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "smtp-source to {rcpt}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// Minimal HTTP/1.0 GET: (status code, body).
@@ -738,10 +634,7 @@ pub fn http_get(addr: &str, port: u16, path: &str) -> Option<(u16, String)> {
     let code: u16 = status.split_whitespace().nth(1)?.parse().ok()?;
     let mut rest = String::new();
     r.read_to_string(&mut rest).ok()?;
-    let body = rest
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
+    let body = rest.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     Some((code, body))
 }
 
@@ -749,10 +642,7 @@ pub fn http_get(addr: &str, port: u16, path: &str) -> Option<(u16, String)> {
 pub fn eventually(timeout: Duration, what: &str, mut f: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !f() {
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         std::thread::sleep(Duration::from_millis(250));
     }
 }

@@ -10,16 +10,8 @@ use sendfleet_render::contract::ResponseCategory;
 
 use super::parse::Status;
 
-const TLS: &[&str] = &[
-    "tls ",
-    "tls:",
-    "starttls",
-    "ssl",
-    "certificate",
-    "handshake",
-    "tls is required",
-    "encryption required",
-];
+const TLS: &[&str] =
+    &["tls ", "tls:", "starttls", "ssl", "certificate", "handshake", "tls is required", "encryption required"];
 const TIMEOUT: &[&str] = &["timed out", "timeout"];
 const MAILBOX_FULL: &[&str] = &[
     "mailbox full",
@@ -85,11 +77,7 @@ pub fn classify(status: Status, dsn: &[u8], response: &[u8]) -> ResponseCategory
         return ResponseCategory::Accepted;
     }
     let text = response.to_ascii_lowercase();
-    let has = |words: &[&str]| {
-        words
-            .iter()
-            .any(|w| memmem::find(&text, w.as_bytes()).is_some())
-    };
+    let has = |words: &[&str]| words.iter().any(|w| memmem::find(&text, w.as_bytes()).is_some());
     // DSN subject/detail: x.2.2 mailbox full, x.1.1 bad mailbox, x.7.28/x.7.0 rate.
     let detail = dsn.get(1..).unwrap_or(b"");
     if has(TLS) || detail == b".7.10" || detail == b".7.5" {
@@ -104,11 +92,7 @@ pub fn classify(status: Status, dsn: &[u8], response: &[u8]) -> ResponseCategory
     if detail == b".1.1" || detail == b".1.10" || has(UNKNOWN_USER) {
         return ResponseCategory::UnknownUser;
     }
-    if detail == b".7.28"
-        || has(RATE_LIMIT)
-        || memmem::find(&text, b" 421").is_some()
-        || text.starts_with(b"421")
-    {
+    if detail == b".7.28" || has(RATE_LIMIT) || memmem::find(&text, b" 421").is_some() || text.starts_with(b"421") {
         return ResponseCategory::RateLimit;
     }
     if has(IP_BLOCK) || detail == b".7.606" {
@@ -141,11 +125,7 @@ mod tests {
             (Status::Expired, "4.4.7", "", Other),
         ];
         for (status, dsn, text, want) in cases {
-            assert_eq!(
-                classify(*status, dsn.as_bytes(), text.as_bytes()),
-                *want,
-                "{text}"
-            );
+            assert_eq!(classify(*status, dsn.as_bytes(), text.as_bytes()), *want, "{text}");
         }
     }
 }

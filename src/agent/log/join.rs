@@ -65,12 +65,7 @@ impl Tracker {
     }
 
     /// Feed one parsed line; `rcpt_key` maps an address to a keyed hash.
-    pub fn feed(
-        &mut self,
-        line: &Line<'_>,
-        rcpt_key: impl Fn(&[u8]) -> u64,
-        mut emit: impl FnMut(Outcome),
-    ) {
+    pub fn feed(&mut self, line: &Line<'_>, rcpt_key: impl Fn(&[u8]) -> u64, mut emit: impl FnMut(Outcome)) {
         let Some(qid) = line.queue_id else {
             return;
         };
@@ -89,11 +84,7 @@ impl Tracker {
                 emit(outcome_of(d, domain, line.service, line.program));
             }
             Event::Expired => {
-                let rcpts = self
-                    .by_qid
-                    .get_mut(qid)
-                    .map(|p| std::mem::take(&mut p.rcpts))
-                    .unwrap_or_default();
+                let rcpts = self.by_qid.get_mut(qid).map(|p| std::mem::take(&mut p.rcpts)).unwrap_or_default();
                 let mut emit_one = |domain: String| {
                     emit(Outcome {
                         domain,
@@ -134,18 +125,13 @@ impl Tracker {
         }
         self.seq += 1;
         let seq = self.seq;
-        self.by_qid.entry(qid.into()).or_insert_with(|| Pending {
-            rcpts: Vec::new(),
-            seq,
-        })
+        self.by_qid.entry(qid.into()).or_insert_with(|| Pending { rcpts: Vec::new(), seq })
     }
 }
 
 fn domain_string(addr: &[u8]) -> String {
     match domain_of(addr) {
-        Some(d) => String::from_utf8_lossy(d)
-            .trim_end_matches('.')
-            .to_ascii_lowercase(),
+        Some(d) => String::from_utf8_lossy(d).trim_end_matches('.').to_ascii_lowercase(),
         None => UNKNOWN_DOMAIN.to_string(),
     }
 }
@@ -157,19 +143,11 @@ fn outcome_of(d: &Delivery<'_>, domain: String, service: &[u8], program: &[u8]) 
     };
     // Our own deferrals (the `retry:` transport, `error`) say why *we* held
     // the mail; they are not the receiver's answer.
-    let category = if program == b"error" {
-        ResponseCategory::Other
-    } else {
-        classify(d.status, d.dsn, d.response)
-    };
+    let category = if program == b"error" { ResponseCategory::Other } else { classify(d.status, d.dsn, d.response) };
     Outcome {
         domain,
         status: d.status,
-        dsn_class: d
-            .dsn
-            .first()
-            .filter(|b| b.is_ascii_digit())
-            .map_or(0, |b| b - b'0'),
+        dsn_class: d.dsn.first().filter(|b| b.is_ascii_digit()).map_or(0, |b| b - b'0'),
         category,
         delays: Some(d.delays),
         relay_addr,
@@ -206,10 +184,8 @@ Nov 23 07:02:27 h postfix/qmgr[17708]: ABCDEF12345: from=<a@sender.test>, status
             let p = parse_line(l.as_bytes()).unwrap();
             t.feed(&p, |a| a.len() as u64 * 7 + a[0] as u64, |o| out.push(o));
         }
-        let summary: Vec<(String, &str, ResponseCategory)> = out
-            .iter()
-            .map(|o| (o.domain.clone(), o.status.as_str(), o.category))
-            .collect();
+        let summary: Vec<(String, &str, ResponseCategory)> =
+            out.iter().map(|o| (o.domain.clone(), o.status.as_str(), o.category)).collect();
         assert_eq!(
             summary,
             vec![

@@ -122,12 +122,7 @@ pub fn parse_line(line: &[u8]) -> Result<Line<'_>, Malformed> {
     };
     let (queue_id, rest) = split_queue_id(msg);
     let event = classify_message(rest, queue_id.is_some())?;
-    Ok(Line {
-        service,
-        program,
-        queue_id,
-        event,
-    })
+    Ok(Line { service, program, queue_id, event })
 }
 
 /// Split `TIMESTAMP HOST TAG[PID]: MESSAGE` into (TAG, MESSAGE).
@@ -180,17 +175,11 @@ fn trim_start_spaces(s: &[u8]) -> &[u8] {
 /// Queue ids: short hex (`83AF79842A5`) or long (`4Xyz...`), 5 to 20
 /// alphanumerics followed by ": "; `NOQUEUE` counts as none.
 fn split_queue_id(msg: &[u8]) -> (Option<&[u8]>, &[u8]) {
-    let n = msg
-        .iter()
-        .take(21)
-        .take_while(|b| b.is_ascii_alphanumeric())
-        .count();
+    let n = msg.iter().take(21).take_while(|b| b.is_ascii_alphanumeric()).count();
     // Ids always hold a digit or an uppercase letter; `warning: ` does not.
     if (5..=20).contains(&n)
         && msg[n..].starts_with(b": ")
-        && msg[..n]
-            .iter()
-            .any(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
+        && msg[..n].iter().any(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
     {
         let id = &msg[..n];
         let rest = &msg[n + 2..];
@@ -204,9 +193,7 @@ fn split_queue_id(msg: &[u8]) -> (Option<&[u8]>, &[u8]) {
 
 fn classify_message(msg: &[u8], has_qid: bool) -> Result<Event<'_>, Malformed> {
     if msg.starts_with(b"to=<") {
-        return parse_delivery(msg)
-            .map(Event::Delivery)
-            .ok_or(Malformed::Delivery);
+        return parse_delivery(msg).map(Event::Delivery).ok_or(Malformed::Delivery);
     }
     if msg.starts_with(b"warning: ")
         || msg.starts_with(b"fatal: ")
@@ -321,9 +308,7 @@ fn parse_u32(s: &[u8]) -> Option<u32> {
     if s.is_empty() || s.len() > 9 {
         return None;
     }
-    s.iter().try_fold(0u32, |n, &b| {
-        b.is_ascii_digit().then(|| n * 10 + u32::from(b - b'0'))
-    })
+    s.iter().try_fold(0u32, |n, &b| b.is_ascii_digit().then(|| n * 10 + u32::from(b - b'0')))
 }
 
 /// Postfix prints delays as `12`, `0.06`, `1.2e+02` never; keep it simple and strict.
@@ -387,18 +372,13 @@ mod tests {
         let p = parse_line(l.as_bytes()).unwrap();
         assert_eq!(p.service, b"smtp");
         assert_eq!(p.queue_id, Some(&b"83AF79842A5"[..]));
-        let Event::Delivery(d) = p.event else {
-            panic!()
-        };
+        let Event::Delivery(d) = p.event else { panic!() };
         assert_eq!(d.to, b"bob@dest.test");
         assert_eq!(d.status, Status::Sent);
         assert_eq!(d.dsn, b"2.0.0");
         assert_eq!(d.delays, [0.04, 0.01, 0.0, 0.0]);
         assert_eq!(d.response, b"250 2.0.0 Ok");
-        assert_eq!(
-            relay_endpoint(d.relay),
-            Some((&b"127.0.2.1"[..], Some(2525)))
-        );
+        assert_eq!(relay_endpoint(d.relay), Some((&b"127.0.2.1"[..], Some(2525))));
     }
 
     #[test]
@@ -408,19 +388,12 @@ mod tests {
         assert_eq!(d.status, Status::Deferred);
         assert_eq!(d.dsn, b"4.7.28");
         assert!(d.response.ends_with(b"(in reply to end of DATA command)"));
-        assert_eq!(
-            relay_endpoint(d.relay).unwrap().0,
-            b"2a00:1450:400c:c07::1a"
-        );
-        let p = parse_line(
-            b"2026-11-23T06:56:55+00:00 mx1 postfix-out/throttle-gmail[77]: 4Xyz12AbCdEfG: removed",
-        )
-        .unwrap();
+        assert_eq!(relay_endpoint(d.relay).unwrap().0, b"2a00:1450:400c:c07::1a");
+        let p = parse_line(b"2026-11-23T06:56:55+00:00 mx1 postfix-out/throttle-gmail[77]: 4Xyz12AbCdEfG: removed")
+            .unwrap();
         assert_eq!(p.service, b"throttle-gmail");
         assert_eq!(p.program, b"throttle-gmail");
-        let p =
-            parse_line(b"Nov 23 07:25:01 h postfix/dp-slow-slow/smtp[23548]: ABCDE12345: removed")
-                .unwrap();
+        let p = parse_line(b"Nov 23 07:25:01 h postfix/dp-slow-slow/smtp[23548]: ABCDE12345: removed").unwrap();
         assert_eq!((p.service, p.program), (&b"dp-slow-slow"[..], &b"smtp"[..]));
         let p = parse_line(b"Nov 23 07:25:01 h postfix/smtp[23548]: ABCDE12345: removed").unwrap();
         assert_eq!((p.service, p.program), (&b"smtp"[..], &b"smtp"[..]));

@@ -30,11 +30,7 @@ pub struct Processor {
 
 impl Processor {
     pub fn new(state: Arc<State>, redactor: Redactor) -> Self {
-        Processor {
-            state,
-            redactor,
-            tracker: Tracker::new(),
-        }
+        Processor { state, redactor, tracker: Tracker::new() }
     }
 
     /// Process one line (without newline); append its redacted form and a newline to `out`.
@@ -42,11 +38,9 @@ impl Processor {
         match parse_line(line) {
             Ok(parsed) => {
                 let used = !matches!(parsed.event, Event::Other | Event::Warning);
-                self.state
-                    .count_line(if used { "parsed" } else { "ignored" });
+                self.state.count_line(if used { "parsed" } else { "ignored" });
                 let state = &self.state;
-                self.tracker
-                    .feed(&parsed, rcpt_key, |o| state.record_outcome(&o));
+                self.tracker.feed(&parsed, rcpt_key, |o| state.record_outcome(&o));
                 if matches!(parsed.event, Event::Received | Event::PickedUp) {
                     state.set_inflow(self.tracker.received);
                 }
@@ -66,12 +60,7 @@ fn rcpt_key(addr: &[u8]) -> u64 {
 }
 
 /// Run the pipeline from `input` to `output` until EOF.
-pub async fn run<R, W>(
-    input: R,
-    mut output: W,
-    state: Arc<State>,
-    redactor: Redactor,
-) -> std::io::Result<()>
+pub async fn run<R, W>(input: R, mut output: W, state: Arc<State>, redactor: Redactor) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,

@@ -28,10 +28,7 @@ pub async fn scan(postfix_dir: &Path, warn: u64, critical: u64) -> std::io::Resu
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| std::io::Error::other("no stdout"))?;
+    let stdout = child.stdout.take().ok_or_else(|| std::io::Error::other("no stdout"))?;
     let mut reader = BufReader::with_capacity(1 << 20, stdout);
     let mut scanner = QueueScanner::new(unix_now(), warn, critical);
     let mut line = Vec::with_capacity(4096);
@@ -45,11 +42,7 @@ pub async fn scan(postfix_dir: &Path, warn: u64, critical: u64) -> std::io::Resu
     let out = child.wait_with_output().await?;
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
-        return Err(std::io::Error::other(format!(
-            "postqueue -j: {}: {}",
-            out.status,
-            err.trim()
-        )));
+        return Err(std::io::Error::other(format!("postqueue -j: {}: {}", out.status, err.trim())));
     }
     Ok(scanner.finish())
 }

@@ -42,11 +42,7 @@ pub struct QueueScan {
 impl QueueScan {
     /// The `n` domains with most deferred recipients, ties by name.
     pub fn top_deferred(&self, n: usize) -> Vec<(String, u64)> {
-        let mut v: Vec<(String, u64)> = self
-            .deferred_by_domain
-            .iter()
-            .map(|(d, c)| (d.clone(), *c))
-            .collect();
+        let mut v: Vec<(String, u64)> = self.deferred_by_domain.iter().map(|(d, c)| (d.clone(), *c)).collect();
         v.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         v.truncate(n);
         v
@@ -54,10 +50,7 @@ impl QueueScan {
 
     /// Messages in the queues that still await delivery.
     pub fn backlog(&self) -> u64 {
-        ["active", "deferred", "incoming"]
-            .iter()
-            .filter_map(|q| self.messages.get(*q))
-            .sum()
+        ["active", "deferred", "incoming"].iter().filter_map(|q| self.messages.get(*q)).sum()
     }
 }
 
@@ -72,12 +65,7 @@ pub struct QueueScanner {
 impl QueueScanner {
     /// `now` in Unix seconds; ages above `warn`/`critical` seconds are counted.
     pub fn new(now: u64, warn: u64, critical: u64) -> Self {
-        QueueScanner {
-            now,
-            warn,
-            critical,
-            scan: QueueScan::default(),
-        }
+        QueueScanner { now, warn, critical, scan: QueueScan::default() }
     }
 
     /// One line of output (a trailing newline is fine; blank lines are skipped).
@@ -111,9 +99,7 @@ impl QueueScanner {
                 };
                 let d = d.trim_end_matches('.');
                 if d.bytes().any(|b| b.is_ascii_uppercase()) {
-                    *s.deferred_by_domain
-                        .entry(d.to_ascii_lowercase())
-                        .or_default() += 1;
+                    *s.deferred_by_domain.entry(d.to_ascii_lowercase()).or_default() += 1;
                 } else if let Some(n) = s.deferred_by_domain.get_mut(d) {
                     *n += 1;
                 } else {
@@ -163,10 +149,7 @@ not json
         assert_eq!(s.older_than_critical, 1);
         assert_eq!(s.oldest_age, Some(49_000));
         assert_eq!(s.malformed, 2);
-        assert_eq!(
-            s.top_deferred(5),
-            vec![("dest.test".into(), 2), ("other.test".into(), 1)]
-        );
+        assert_eq!(s.top_deferred(5), vec![("dest.test".into(), 2), ("other.test".into(), 1)]);
         assert_eq!(s.top_deferred(1).len(), 1);
         assert_eq!(s.backlog(), 3);
     }

@@ -46,9 +46,7 @@ pub fn decode(buf: &[u8]) -> Result<Decoded<'_>, CodecError> {
     if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
         return Err(CodecError::BadLength);
     }
-    let len = digits
-        .iter()
-        .fold(0usize, |n, d| n * 10 + usize::from(d - b'0'));
+    let len = digits.iter().fold(0usize, |n, d| n * 10 + usize::from(d - b'0'));
     if len > MAX_REQUEST {
         return Err(CodecError::TooLong(len));
     }
@@ -65,10 +63,7 @@ pub fn decode(buf: &[u8]) -> Result<Decoded<'_>, CodecError> {
 
 /// Split a request payload into (map name, key).
 pub fn split_request(payload: &[u8]) -> Result<(&[u8], &[u8]), CodecError> {
-    let sp = payload
-        .iter()
-        .position(|&b| b == b' ')
-        .ok_or(CodecError::NoKey)?;
+    let sp = payload.iter().position(|&b| b == b' ').ok_or(CodecError::NoKey)?;
     Ok((&payload[..sp], &payload[sp + 1..]))
 }
 
@@ -127,10 +122,7 @@ mod tests {
             Decoded::Frame(p, n) => {
                 assert_eq!(p, b"transport example.com");
                 assert_eq!(n, 25);
-                assert_eq!(
-                    split_request(p).unwrap(),
-                    (&b"transport"[..], &b"example.com"[..])
-                );
+                assert_eq!(split_request(p).unwrap(), (&b"transport"[..], &b"example.com"[..]));
             }
             other => panic!("{other:?}"),
         }
@@ -158,10 +150,7 @@ mod tests {
         out.clear();
         Reply::Ok("retry:4.7.1 paused".into()).encode_into(&mut out);
         assert_eq!(out, b"21:OK retry:4.7.1 paused,");
-        assert_eq!(
-            Reply::parse(b"OK retry:4.7.1 paused"),
-            Some(Reply::Ok("retry:4.7.1 paused".into()))
-        );
+        assert_eq!(Reply::parse(b"OK retry:4.7.1 paused"), Some(Reply::Ok("retry:4.7.1 paused".into())));
         assert_eq!(Reply::parse(b"NOTFOUND "), Some(Reply::NotFound));
     }
 

@@ -18,9 +18,7 @@
 use std::collections::BTreeMap;
 
 use sendfleet_render::contract::PEER_RELAY_TRANSPORT;
-use sendfleet_render::policy::{
-    pattern_matches, AgentPolicy, DomainRule, InstancePolicy, WarmupShare,
-};
+use sendfleet_render::policy::{pattern_matches, AgentPolicy, DomainRule, InstancePolicy, WarmupShare};
 
 use super::codec::Reply;
 
@@ -32,12 +30,7 @@ pub enum Decision {
     /// Defer with a DSN status and reason (the `retry:` transport).
     Defer { rule: Option<String>, text: String },
     /// Relay to a peer instance's peer listener.
-    Peer {
-        rule: Option<String>,
-        peer: String,
-        nexthop: String,
-        why: PeerWhy,
-    },
+    Peer { rule: Option<String>, peer: String, nexthop: String, why: PeerWhy },
     /// Use the rule's slowed transport.
     Slow { rule: String, transport: String },
 }
@@ -81,9 +74,7 @@ impl Decision {
         match self {
             Decision::NotFound(_) => Reply::NotFound,
             Decision::Defer { text, .. } => Reply::Ok(format!("retry:{text}")),
-            Decision::Peer { nexthop, .. } => {
-                Reply::Ok(format!("{PEER_RELAY_TRANSPORT}:{nexthop}"))
-            }
+            Decision::Peer { nexthop, .. } => Reply::Ok(format!("{PEER_RELAY_TRANSPORT}:{nexthop}")),
             Decision::Slow { transport, .. } => Reply::Ok(format!("{transport}:")),
         }
     }
@@ -117,10 +108,7 @@ impl SentToday<'_> {
 /// its counter key (`share:<patterns joined by ','>`).
 pub fn share_for<'p>(policy: &'p AgentPolicy, domain: &str) -> Option<(String, &'p WarmupShare)> {
     let w = policy.warmup.as_ref()?;
-    let s = w
-        .shares
-        .iter()
-        .find(|s| s.patterns.iter().any(|p| pattern_matches(p, domain)))?;
+    let s = w.shares.iter().find(|s| s.patterns.iter().any(|p| pattern_matches(p, domain)))?;
     Some((format!("share:{}", s.patterns.join(",")), s))
 }
 
@@ -156,10 +144,8 @@ pub fn decide(policy: &AgentPolicy, sent: &SentToday<'_>, key: &str, seq: u64) -
     let share = share_for(policy, domain);
     if let Some(why) = needs_peer(me, rule, share, sent) {
         let rule_name = rule.map(|r| r.name.clone());
-        let peers: Vec<&InstancePolicy> = policy
-            .peers_in_rotation()
-            .filter(|p| rule.is_none_or(|r| !p.excluded_rules.contains(&r.name)))
-            .collect();
+        let peers: Vec<&InstancePolicy> =
+            policy.peers_in_rotation().filter(|p| rule.is_none_or(|r| !p.excluded_rules.contains(&r.name))).collect();
         return match pick_weighted(&peers, seq) {
             Some(p) => Decision::Peer {
                 rule: rule_name,
@@ -167,19 +153,13 @@ pub fn decide(policy: &AgentPolicy, sent: &SentToday<'_>, key: &str, seq: u64) -
                 nexthop: format!("[{}]:{}", p.address, policy.peer_port),
                 why,
             },
-            None => Decision::Defer {
-                rule: rule_name,
-                text: format!("4.7.1 no healthy peer: {}", why_text(why)),
-            },
+            None => Decision::Defer { rule: rule_name, text: format!("4.7.1 no healthy peer: {}", why_text(why)) },
         };
     }
     if let Some(r) = rule {
         if r.slowed {
             if let Some(t) = &r.slow_transport {
-                return Decision::Slow {
-                    rule: r.name.clone(),
-                    transport: t.clone(),
-                };
+                return Decision::Slow { rule: r.name.clone(), transport: t.clone() };
             }
         }
     }
@@ -243,16 +223,7 @@ fn pick_weighted<'a>(peers: &[&'a InstancePolicy], seq: u64) -> Option<&'a Insta
 
 /// Reasons go into a Postfix transport nexthop: printable ASCII only.
 fn sanitize(s: &str) -> String {
-    s.chars()
-        .map(|c| {
-            if c.is_ascii_graphic() || c == ' ' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .take(200)
-        .collect()
+    s.chars().map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '_' }).take(200).collect()
 }
 
 #[cfg(test)]
@@ -270,11 +241,7 @@ mod tests {
     }
 
     fn rule(name: &str, pats: &[&str]) -> DomainRule {
-        DomainRule {
-            name: name.into(),
-            patterns: pats.iter().map(|s| s.to_string()).collect(),
-            ..Default::default()
-        }
+        DomainRule { name: name.into(), patterns: pats.iter().map(|s| s.to_string()).collect(), ..Default::default() }
     }
 
     fn policy() -> AgentPolicy {
@@ -282,15 +249,8 @@ mod tests {
             version: 1,
             pool: "ns/pool".into(),
             instance: "a".into(),
-            instances: vec![
-                inst("a", "127.0.1.1", 100),
-                inst("b", "127.0.1.2", 100),
-                inst("c", "::1", 100),
-            ],
-            domains: vec![
-                rule("gmail", &["gmail.com", ".gmail.com"]),
-                rule("yahoo", &["yahoo.com"]),
-            ],
+            instances: vec![inst("a", "127.0.1.1", 100), inst("b", "127.0.1.2", 100), inst("c", "::1", 100)],
+            domains: vec![rule("gmail", &["gmail.com", ".gmail.com"]), rule("yahoo", &["yahoo.com"])],
             peer_port: 2526,
             ..Default::default()
         }
@@ -304,25 +264,13 @@ mod tests {
     fn addresses_decide_by_domain_and_wildcards_are_not_found() {
         let mut p = policy();
         assert_eq!(d(&p, "*"), Decision::NotFound(NotFoundWhy::NoDomain));
-        assert_eq!(
-            d(&p, ".gmail.com"),
-            Decision::NotFound(NotFoundWhy::NoDomain)
-        );
+        assert_eq!(d(&p, ".gmail.com"), Decision::NotFound(NotFoundWhy::NoDomain));
         assert_eq!(d(&p, ""), Decision::NotFound(NotFoundWhy::NoDomain));
         assert_eq!(d(&p, "user@"), Decision::NotFound(NotFoundWhy::NoDomain));
-        assert_eq!(
-            d(&p, "user@[192.0.2.1]"),
-            Decision::NotFound(NotFoundWhy::NoDomain)
-        );
+        assert_eq!(d(&p, "user@[192.0.2.1]"), Decision::NotFound(NotFoundWhy::NoDomain));
         p.instances[0].excluded_rules = vec!["gmail".into()];
-        assert!(matches!(
-            d(&p, "User+tag@Mail.GMAIL.com"),
-            Decision::Peer { .. }
-        ));
-        assert!(matches!(
-            d(&p, "\"odd@local\"@gmail.com"),
-            Decision::Peer { .. }
-        ));
+        assert!(matches!(d(&p, "User+tag@Mail.GMAIL.com"), Decision::Peer { .. }));
+        assert!(matches!(d(&p, "\"odd@local\"@gmail.com"), Decision::Peer { .. }));
         p.instances[0].excluded_rules.clear();
         assert_eq!(d(&p, "gmail.com"), Decision::NotFound(NotFoundWhy::Normal));
         assert_eq!(d(&p, "other.org"), Decision::NotFound(NotFoundWhy::Normal));
@@ -334,10 +282,7 @@ mod tests {
         p.domains[0].paused = Some("provider asked\nus".into());
         p.instances[0].weight = 0;
         let got = d(&p, "MX.Gmail.com.");
-        assert_eq!(
-            got.reply(),
-            Reply::Ok("retry:4.7.1 paused by policy gmail: provider asked_us".into())
-        );
+        assert_eq!(got.reply(), Reply::Ok("retry:4.7.1 paused by policy gmail: provider asked_us".into()));
     }
 
     #[test]
@@ -345,10 +290,7 @@ mod tests {
         let mut p = policy();
         p.domains[1].relay = Some("[relay.example]:25".into());
         p.instances[0].excluded_rules = vec!["yahoo".into()];
-        assert_eq!(
-            d(&p, "yahoo.com"),
-            Decision::NotFound(NotFoundWhy::RelayRule)
-        );
+        assert_eq!(d(&p, "yahoo.com"), Decision::NotFound(NotFoundWhy::RelayRule));
     }
 
     #[test]
@@ -358,11 +300,7 @@ mod tests {
         p.instances[1].excluded_rules = vec!["gmail".into()];
         for seq in 0..5 {
             let got = decide(&p, &SentToday::default(), "gmail.com", seq);
-            assert_eq!(
-                got.reply(),
-                Reply::Ok("peer-relay:[::1]:2526".into()),
-                "seq {seq}"
-            );
+            assert_eq!(got.reply(), Reply::Ok("peer-relay:[::1]:2526".into()), "seq {seq}");
         }
         // Other domains are unaffected.
         assert_eq!(d(&p, "yahoo.com"), Decision::NotFound(NotFoundWhy::Normal));
@@ -407,50 +345,20 @@ mod tests {
         p.warmup = Some(sendfleet_render::policy::WarmupPolicy {
             plan: "w".into(),
             time_zone: "UTC".into(),
-            shares: vec![WarmupShare {
-                patterns: vec!["gmail.com".into(), ".gmail.com".into()],
-                max_percent: 30,
-            }],
+            shares: vec![WarmupShare { patterns: vec!["gmail.com".into(), ".gmail.com".into()], max_percent: 30 }],
         });
         let key = share_for(&p, "mx.gmail.com").unwrap().0;
         assert_eq!(key, "share:gmail.com,.gmail.com");
         let mut by_share = BTreeMap::new();
         by_share.insert(key.clone(), 14);
-        let sent = SentToday {
-            total: 49,
-            by_share: Some(&by_share),
-        };
-        assert_eq!(
-            decide(&p, &sent, "gmail.com", 0),
-            Decision::NotFound(NotFoundWhy::Normal)
-        );
+        let sent = SentToday { total: 49, by_share: Some(&by_share) };
+        assert_eq!(decide(&p, &sent, "gmail.com", 0), Decision::NotFound(NotFoundWhy::Normal));
         by_share.insert(key, 15);
-        let sent = SentToday {
-            total: 49,
-            by_share: Some(&by_share),
-        };
-        assert!(matches!(
-            decide(&p, &sent, "gmail.com", 0),
-            Decision::Peer {
-                why: PeerWhy::ProviderShare,
-                ..
-            }
-        ));
-        assert_eq!(
-            decide(&p, &sent, "yahoo.com", 0),
-            Decision::NotFound(NotFoundWhy::Normal)
-        );
-        let sent = SentToday {
-            total: 50,
-            by_share: Some(&by_share),
-        };
-        assert!(matches!(
-            decide(&p, &sent, "yahoo.com", 0),
-            Decision::Peer {
-                why: PeerWhy::DailyCap,
-                ..
-            }
-        ));
+        let sent = SentToday { total: 49, by_share: Some(&by_share) };
+        assert!(matches!(decide(&p, &sent, "gmail.com", 0), Decision::Peer { why: PeerWhy::ProviderShare, .. }));
+        assert_eq!(decide(&p, &sent, "yahoo.com", 0), Decision::NotFound(NotFoundWhy::Normal));
+        let sent = SentToday { total: 50, by_share: Some(&by_share) };
+        assert!(matches!(decide(&p, &sent, "yahoo.com", 0), Decision::Peer { why: PeerWhy::DailyCap, .. }));
     }
 
     #[test]
@@ -460,10 +368,7 @@ mod tests {
         p.domains[0].slow_transport = Some("throttle-gmail-slow".into());
         assert_eq!(d(&p, "gmail.com"), Decision::NotFound(NotFoundWhy::Normal));
         p.domains[0].slowed = true;
-        assert_eq!(
-            d(&p, "mx.gmail.com").reply(),
-            Reply::Ok("throttle-gmail-slow:".into())
-        );
+        assert_eq!(d(&p, "mx.gmail.com").reply(), Reply::Ok("throttle-gmail-slow:".into()));
         p.instances[0].excluded_rules = vec!["gmail".into()];
         assert!(matches!(d(&p, "gmail.com"), Decision::Peer { .. }));
     }
@@ -472,9 +377,6 @@ mod tests {
     fn unknown_instance_is_left_alone() {
         let mut p = policy();
         p.instance = "zz".into();
-        assert_eq!(
-            d(&p, "gmail.com"),
-            Decision::NotFound(NotFoundWhy::UnknownInstance)
-        );
+        assert_eq!(d(&p, "gmail.com"), Decision::NotFound(NotFoundWhy::UnknownInstance));
     }
 }

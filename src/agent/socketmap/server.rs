@@ -22,15 +22,9 @@ use crate::agent::state::State;
 #[derive(Debug, Error)]
 pub enum ServerError {
     #[error("preparing socket directory {path}: {source}")]
-    Dir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Dir { path: PathBuf, source: std::io::Error },
     #[error("binding {path}: {source}")]
-    Bind {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Bind { path: PathBuf, source: std::io::Error },
 }
 
 pub struct Server {
@@ -41,31 +35,16 @@ impl Server {
     /// Bind `path` (a stale socket file is replaced).
     pub fn bind(path: &Path) -> Result<Self, ServerError> {
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| ServerError::Dir {
-                path: dir.into(),
-                source,
-            })?;
+            std::fs::create_dir_all(dir).map_err(|source| ServerError::Dir { path: dir.into(), source })?;
         }
         match std::fs::remove_file(path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(source) => {
-                return Err(ServerError::Bind {
-                    path: path.into(),
-                    source,
-                })
-            }
+            Err(source) => return Err(ServerError::Bind { path: path.into(), source }),
         }
-        let listener = UnixListener::bind(path).map_err(|source| ServerError::Bind {
-            path: path.into(),
-            source,
-        })?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666)).map_err(
-            |source| ServerError::Bind {
-                path: path.into(),
-                source,
-            },
-        )?;
+        let listener = UnixListener::bind(path).map_err(|source| ServerError::Bind { path: path.into(), source })?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
+            .map_err(|source| ServerError::Bind { path: path.into(), source })?;
         Ok(Server { listener })
     }
 
@@ -145,22 +124,10 @@ fn answer(payload: &[u8], state: &State) -> Reply {
         Decision::Peer { why, .. } => why.as_str(),
         Decision::Slow { .. } => "Slowed",
     };
-    state
-        .metrics
-        .lookups
-        .get_or_create(&LookupLabels {
-            decision: d.kind(),
-            reason,
-        })
-        .inc();
+    state.metrics.lookups.get_or_create(&LookupLabels { decision: d.kind(), reason }).inc();
     if !matches!(d, Decision::NotFound(_)) {
         // Only bare domains reach a non-NOTFOUND decision, so logging the key is safe.
-        tracing::debug!(
-            domain = key,
-            decision = d.kind(),
-            reason,
-            "transport lookup"
-        );
+        tracing::debug!(domain = key, decision = d.kind(), reason, "transport lookup");
     }
     d.reply()
 }
