@@ -22,7 +22,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 UP="$ROOT/tests/upstream"
 CACHE="${SENDFLEET_CACHE:-/var/cache/sendfleet}"
 BIN="$CACHE/bin"
-K8S_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl)
+K8S_BINS=(kube-apiserver kube-controller-manager kube-scheduler kubelet kubectl kube-proxy)
 
 mode=build
 case "${1:-}" in
@@ -43,6 +43,11 @@ pause_tag() {
   if [[ -f $mk ]]; then sed -n 's/^TAG ?= *//p' "$mk"; else echo unknown; fi
 }
 pause_tar() { echo "$CACHE/images/pause-$(pause_tag)-k8s-$K8S_VERSION/pause.tar"; }
+# A small image for the lab's own tests (shell, nc, httpd from Debian's
+# busybox-static), keyed by the package version.
+busybox_version() { dpkg-query -W -f='${Version}' busybox-static 2>/dev/null | tr ':+~' '---' || true; }
+TOOLBOX_REF=sendfleet.invalid/lab-toolbox:1
+toolbox_tar() { echo "$CACHE/images/lab-toolbox-$(busybox_version)/toolbox.tar"; }
 
 print_paths() {
   local missing=0 n
@@ -57,6 +62,9 @@ print_paths() {
   echo "pause-image=$(pause_tar)"
   echo "pause-ref=registry.k8s.io/pause:$(pause_tag)"
   [[ -f $(pause_tar) ]] || missing=1
+  echo "toolbox-image=$(toolbox_tar)"
+  echo "toolbox-ref=$TOOLBOX_REF"
+  [[ -f $(toolbox_tar) ]] || missing=1
   return $missing
 }
 
@@ -190,6 +198,41 @@ build_pause() {
   rm -rf "$tmp"
 }
 build_pause
+
+build_toolbox() {
+  if [[ -z $(busybox_version) ]]; then
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+      echo "installing busybox-static (lab toolbox image) ..." >&2
+      DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null ||
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null; }
+    else
+      echo "hack/build-upstream.sh: need busybox-static (apt-get install -y busybox-static)" >&2
+      exit 1
+    fi
+  fi
+  local out; out=$(toolbox_tar)
+  [[ -f $out ]] && return 0
+  local tmp; tmp=$(mktemp -d "$BIN/.tmp.XXXXXX")
+  echo "building lab toolbox image from busybox-static $(busybox_version) ..." >&2
+  umoci init --layout "$tmp/oci"
+  umoci new --image "$tmp/oci:${TOOLBOX_REF##*:}"
+  umoci unpack --image "$tmp/oci:${TOOLBOX_REF##*:}" "$tmp/bundle" >/dev/null
+  local root="$tmp/bundle/rootfs"
+  mkdir -p "$root/bin" "$root/tmp" "$root/etc" "$root/data"
+  install -m 0755 /bin/busybox "$root/bin/busybox"
+  local a
+  for a in $(/bin/busybox --list); do [[ $a == busybox ]] || ln -sf busybox "$root/bin/$a"; done
+  echo 'root:x:0:0:root:/:/bin/sh' >"$root/etc/passwd"
+  echo 'root:x:0:' >"$root/etc/group"
+  umoci repack --image "$tmp/oci:${TOOLBOX_REF##*:}" "$tmp/bundle"
+  umoci config --image "$tmp/oci:${TOOLBOX_REF##*:}" --config.cmd /bin/sh \
+    --config.env PATH=/bin --architecture "$(go env GOARCH)" --os linux
+  umoci gc --layout "$tmp/oci"
+  mkdir -p "$(dirname "$out")"
+  tar -C "$tmp/oci" -cf "$out.tmp" . && mv -f "$out.tmp" "$out"
+  rm -rf "$tmp"
+}
+build_toolbox
 
 print_paths
 echo "upstream binaries ready in $((SECONDS - started)) s (cache: $BIN)" >&2

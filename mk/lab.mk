@@ -8,10 +8,17 @@ LAB_CLI = SENDFLEET_NO_NETNS=1 cargo run -q -p sendfleet-lab --bin sendfleet-lab
 
 .PHONY: lab-deps upstream cluster cluster-down test-lab
 
-# Tools the lab calls: ip (iproute2), unshare (util-linux), flock (util-linux).
+# Debian packages the lab uses: ip (iproute2), unshare/nsenter/flock
+# (util-linux); for the node: containerd, runc, CNI plugins; for the pause
+# image: gcc + static libc, umoci. (The harness installs the node's packages
+# itself too, so `cargo test` alone also works.)
+LAB_PACKAGES = iproute2 util-linux containerd runc containernetworking-plugins gcc libc6-dev umoci
 lab-deps:
-	@command -v ip >/dev/null && command -v unshare >/dev/null && command -v flock >/dev/null \
-	  || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq iproute2 util-linux; }
+	@missing=$$(for p in $(LAB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
 
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet,
 # kubectl, helm -> ${SENDFLEET_CACHE:-/var/cache/sendfleet}/bin/<name>-<version>/
@@ -19,10 +26,12 @@ lab-deps:
 upstream: lab-deps
 	hack/build-upstream.sh
 
-# Start the control plane in the background inside network namespace
-# sendfleet-lab; writes $(LAB_DIR)/kubeconfig and $(LAB_DIR)/env.
+# Start the control plane and a node (kubelet + containerd) in the
+# background inside network namespace sendfleet-lab; writes
+# $(LAB_DIR)/kubeconfig and $(LAB_DIR)/env. LAB_UP_FLAGS= for no node.
+LAB_UP_FLAGS ?= --node
 cluster: upstream
-	$(LAB_CLI) up --dir $(LAB_DIR)
+	$(LAB_CLI) up --dir $(LAB_DIR) $(LAB_UP_FLAGS)
 
 cluster-down:
 	$(LAB_CLI) down --dir $(LAB_DIR)

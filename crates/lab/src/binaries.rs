@@ -22,11 +22,16 @@ pub struct Binaries {
     pub kube_scheduler: PathBuf,
     pub kubelet: PathBuf,
     pub kubectl: PathBuf,
+    pub kube_proxy: PathBuf,
     pub helm: PathBuf,
     /// OCI image archive of the pod sandbox image, built from pause.c.
     pub pause_image: PathBuf,
     /// The reference containerd is told to use for it.
     pub pause_ref: String,
+    /// OCI image archive of a busybox image for the lab's own tests.
+    pub toolbox_image: PathBuf,
+    /// Its reference once imported (`ControlPlane::ensure_node` imports it).
+    pub toolbox_ref: String,
 }
 
 /// The repository root (the lab is only ever run from this checkout).
@@ -95,9 +100,12 @@ impl Binaries {
             kube_scheduler: get("kube-scheduler")?,
             kubelet: get("kubelet")?,
             kubectl: get("kubectl")?,
+            kube_proxy: get("kube-proxy")?,
             helm: get("helm")?,
             pause_image: get("pause-image")?,
             pause_ref: get("pause-ref")?.display().to_string(),
+            toolbox_image: get("toolbox-image")?,
+            toolbox_ref: get("toolbox-ref")?.display().to_string(),
         })
     }
 }

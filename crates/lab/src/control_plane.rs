@@ -178,9 +178,13 @@ impl ControlPlane {
         })?;
 
         let server = format!("https://127.0.0.1:{api_port}");
+        // Inside a lab network namespace (only lo) the API server listens on
+        // all its addresses, so pods on the node reach it at the node IP.
+        // Anywhere else, loopback only.
+        let bind = if crate::node::require_lab_netns().is_ok() { "0.0.0.0" } else { "127.0.0.1" };
         let mut apiserver_args = vec![
             format!("--etcd-servers={etcd_url}"),
-            "--bind-address=127.0.0.1".to_string(),
+            format!("--bind-address={bind}"),
             "--advertise-address=127.0.0.1".to_string(),
             format!("--secure-port={api_port}"),
             format!("--tls-cert-file={}", pki.serving_cert.display()),
@@ -378,7 +382,7 @@ impl ControlPlane {
     pub fn kubeconfig_for_service_account(&self, ns: &str, name: &str) -> Result<PathBuf, LabError> {
         match self.kubectl_run(&["create", "serviceaccount", name, "-n", ns]) {
             Ok(_) => {}
-            Err(LabError::Command { ref stderr, .. }) if stderr.contains("AlreadyExists") => {}
+            Err(LabError::Command { ref stderr, .. }) if stderr.contains("AlreadyExists") || stderr.contains("already exists") => {}
             Err(e) => return Err(e),
         }
         let token = self.kubectl_run(&["create", "token", name, "-n", ns, "--duration=24h"])?;

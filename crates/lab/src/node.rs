@@ -1,5 +1,6 @@
-//! A real node for the lab: kube-scheduler, and kubelet with Debian's
-//! containerd and runc, so pods actually run (issue 8).
+//! A real node for the lab: kube-scheduler, kube-proxy (nftables), and
+//! kubelet with Debian's containerd and runc, so pods actually run and
+//! Services route (issue 8).
 //!
 //! Isolation, so that nothing outlives the lab and nothing touches the host:
 //! - network: the node IP is an extra address on `lo` of the lab's own
@@ -26,7 +27,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::binaries::Binaries;
-use crate::control_plane::{run, write_kubeconfig, ControlPlane, Credentials};
+use crate::control_plane::{run, write_kubeconfig, ControlPlane, Credentials, SERVICE_CIDR};
 use crate::pki::write_private;
 use crate::process::{self, poll, Proc};
 use crate::LabError;
@@ -65,6 +66,7 @@ pub(crate) struct Node {
     /// Host pid of the namespace's init (our unshare's child).
     init_pid: Option<u32>,
     scheduler: Proc,
+    proxy: Proc,
     cgroup_root: String,
     pvs: usize,
 }
@@ -101,7 +103,7 @@ fn ensure_packages() -> Result<(), LabError> {
 /// added to the host's `lo` and hostNetwork pods would bind host addresses.
 /// A lab namespace has only `lo` and what the node itself adds (the CNI
 /// bridge and its veths); the host's has real interfaces.
-fn require_lab_netns() -> Result<(), LabError> {
+pub(crate) fn require_lab_netns() -> Result<(), LabError> {
     let dev = std::fs::read_to_string("/proc/net/dev").map_err(LabError::io("/proc/net/dev"))?;
     let foreign: Vec<&str> = dev
         .lines()
@@ -117,6 +119,34 @@ fn require_lab_netns() -> Result<(), LabError> {
         )));
     }
     Ok(())
+}
+
+fn ip_ok(args: &[&str]) -> Result<(), LabError> {
+    let out = Command::new("ip").args(args).output().map_err(LabError::io("ip"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(LabError::Command {
+            command: format!("ip {}", args.join(" ")),
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
+    }
+}
+
+/// `GET path` on 127.0.0.1:port answers 200.
+fn http_ok(port: u16, path: &str) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    if s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).is_err() {
+        return false;
+    }
+    let mut buf = String::new();
+    let _ = s.read_to_string(&mut buf);
+    buf.starts_with("HTTP/1.0 200") || buf.starts_with("HTTP/1.1 200")
 }
 
 fn add_node_ip() -> Result<(), LabError> {
@@ -316,6 +346,8 @@ while [ ! -S '{sock}' ]; do
 done
 ctr --address '{sock}' -n k8s.io images import --base-name '{pause_repo}' '{pause_tar}' >>"$D/init.log" 2>&1 \
   || {{ echo "pause image import failed" >&2; exit 1; }}
+ctr --address '{sock}' -n k8s.io images import --base-name '{toolbox_repo}' '{toolbox_tar}' >>"$D/init.log" 2>&1 \
+  || {{ echo "toolbox image import failed" >&2; exit 1; }}
 '{kubelet}' --config "$D/kubelet/config.yaml" --kubeconfig "$D/kubelet/kubeconfig" \
   --root-dir "$D/kubelet/root" --node-ip {NODE_IP} --hostname-override {NODE_NAME} --v=1 \
   >>"$D/kubelet.log" 2>&1 &
@@ -324,6 +356,8 @@ wait
             sock = sock.display(),
             pause_repo = bins.pause_ref.rsplit_once(':').map(|(r, _)| r).unwrap_or(&bins.pause_ref),
             pause_tar = bins.pause_image.display(),
+            toolbox_repo = bins.toolbox_ref.rsplit_once(':').map(|(r, _)| r).unwrap_or(&bins.toolbox_ref),
+            toolbox_tar = bins.toolbox_image.display(),
             kubelet = bins.kubelet.display(),
         );
         let init_path = dir.join("init.sh");
@@ -366,6 +400,30 @@ wait
             &dir.join("kube-scheduler.log"),
             &[],
         )?;
+        // Services: a real kube-proxy (nftables mode) in the lab namespace.
+        // Locally generated packets need a route before netfilter can DNAT
+        // them, hence the service CIDR routed to lo.
+        ip_ok(&["route", "replace", SERVICE_CIDR, "dev", "lo"])?;
+        let fwd = Path::new("/proc/sys/net/ipv4/ip_forward");
+        std::fs::write(fwd, "1").map_err(LabError::io(fwd))?;
+        let proxy_health = process::free_port()?;
+        let proxy = Proc::spawn(
+            "kube-proxy",
+            &bins.kube_proxy,
+            &[
+                format!("--kubeconfig={admin}"),
+                format!("--hostname-override={NODE_NAME}"),
+                "--proxy-mode=nftables".to_string(),
+                format!("--cluster-cidr={POD_CIDR}"),
+                format!("--healthz-bind-address=127.0.0.1:{proxy_health}"),
+                format!("--metrics-bind-address=127.0.0.1:{}", process::free_port()?),
+                // Do not touch the (host-wide) conntrack table size.
+                "--conntrack-max-per-core=0".to_string(),
+                "--v=1".to_string(),
+            ],
+            &dir.join("kube-proxy.log"),
+            &[],
+        )?;
         let mut node = Node {
             info: NodeInfo {
                 name: NODE_NAME.to_string(),
@@ -376,12 +434,14 @@ wait
             init_pid: None,
             init,
             scheduler,
+            proxy,
             cgroup_root,
             pvs: 0,
         };
         let ready = poll("node Ready", Duration::from_secs(120), Duration::from_millis(300), || {
             node.init.check_running()?;
             node.scheduler.check_running()?;
+            node.proxy.check_running()?;
             let out = cp.kubectl_run(&[
                 "get",
                 "node",
@@ -403,6 +463,17 @@ wait
             });
         }
         node.add_local_volumes(cp, pvs)?;
+        // Pods reach the API server the in-cluster way: Service kubernetes
+        // (10.96.0.1:443) -> this EndpointSlice -> the node IP, where the
+        // API server listens (it binds all addresses of the lab namespace).
+        let port = cp.server().rsplit(':').next().unwrap_or_default();
+        cp.apply(&format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: kubernetes-lab\n  namespace: default\n  labels: {{kubernetes.io/service-name: kubernetes, endpointslice.kubernetes.io/managed-by: sendfleet-lab}}\naddressType: IPv4\nendpoints: [{{addresses: [{NODE_IP}], conditions: {{ready: true}}}}]\nports: [{{name: https, port: {port}, protocol: TCP}}]\n"
+        ))?;
+        poll("kube-proxy /healthz", Duration::from_secs(60), Duration::from_millis(200), || {
+            node.proxy.check_running()?;
+            Ok(http_ok(proxy_health, "/healthz").then_some(()))
+        })?;
         eprintln!("sendfleet-lab: node {NODE_NAME} ({NODE_IP}) Ready in {:.1} s", t0.elapsed().as_secs_f64());
         Ok(node)
     }
@@ -412,7 +483,9 @@ wait
     }
 
     pub(crate) fn is_running(&mut self) -> bool {
-        self.init.check_running().is_ok() && self.scheduler.check_running().is_ok()
+        self.init.check_running().is_ok()
+            && self.scheduler.check_running().is_ok()
+            && self.proxy.check_running().is_ok()
     }
 
     /// Create `StorageClass lab-local` and local PersistentVolumes until
@@ -438,6 +511,7 @@ wait
     /// wait for that, then remove its cgroups.
     pub(crate) fn stop(&mut self) {
         self.scheduler.stop(Duration::from_secs(5));
+        self.proxy.stop(Duration::from_secs(5));
         let init_pid = self.init_pid.or_else(|| child_of(self.init.child.id()));
         // SIGTERM ends unshare, whose --kill-child SIGKILLs the namespace init.
         self.init.stop(Duration::from_secs(5));
