@@ -382,7 +382,8 @@ impl ControlPlane {
     pub fn kubeconfig_for_service_account(&self, ns: &str, name: &str) -> Result<PathBuf, LabError> {
         match self.kubectl_run(&["create", "serviceaccount", name, "-n", ns]) {
             Ok(_) => {}
-            Err(LabError::Command { ref stderr, .. }) if stderr.contains("AlreadyExists") || stderr.contains("already exists") => {}
+            Err(LabError::Command { ref stderr, .. })
+                if stderr.contains("AlreadyExists") || stderr.contains("already exists") => {}
             Err(e) => return Err(e),
         }
         let token = self.kubectl_run(&["create", "token", name, "-n", ns, "--duration=24h"])?;

@@ -69,6 +69,17 @@ enum Cmd {
         #[arg(required = true, trailing_var_arg = true)]
         command: Vec<String>,
     },
+    /// Import an image archive (docker-archive or OCI layout tar) into the
+    /// lab node's containerd (needs `up --node`); pods use it with
+    /// `imagePullPolicy: Never`.
+    Import {
+        #[arg(long, default_value = "out/lab")]
+        dir: PathBuf,
+        /// Repository name for OCI layouts whose index only carries a tag.
+        #[arg(long)]
+        base_name: Option<String>,
+        archive: PathBuf,
+    },
     /// Internal: run the control plane in the current network namespace
     /// until SIGTERM/SIGINT.
     #[command(hide = true)]
@@ -94,6 +105,7 @@ fn main() -> ExitCode {
         }
         Cmd::Down { dir, netns, keep_netns } => down(&dir, &netns, keep_netns),
         Cmd::Exec { dir, command } => return exec(&dir, &command),
+        Cmd::Import { dir, base_name, archive } => import(&dir, base_name.as_deref(), &archive),
         Cmd::Serve { dir, netns, no_controller_manager, node, pvs } => {
             serve(&dir, &netns, no_controller_manager, node.then_some(pvs))
         }
@@ -293,17 +305,40 @@ fn down(dir: &Path, netns: &str, keep_netns: bool) -> Result<()> {
     Ok(())
 }
 
+fn read_env(dir: &Path) -> Result<Vec<(String, String)>> {
+    let env_file = dir.join("env");
+    let text = std::fs::read_to_string(&env_file)
+        .with_context(|| format!("reading {} (is the lab up? `sendfleet-lab up`)", env_file.display()))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+        .collect())
+}
+
+fn import(dir: &Path, base_name: Option<&str>, archive: &Path) -> Result<()> {
+    let vars = read_env(dir)?;
+    let sock = vars
+        .iter()
+        .find(|(k, _)| k == "CONTAINERD_ADDRESS")
+        .map(|(_, v)| v.clone())
+        .context("the lab has no node (start it with `sendfleet-lab up --node`)")?;
+    let mut c = Command::new("ctr");
+    c.arg("--address").arg(&sock).args(["-n", "k8s.io", "images", "import"]);
+    if let Some(b) = base_name {
+        c.args(["--base-name", b]);
+    }
+    let st = c.arg(archive).status().context("running ctr (Debian package containerd)")?;
+    if !st.success() {
+        bail!("ctr images import {} failed: {st}", archive.display());
+    }
+    Ok(())
+}
+
 fn exec(dir: &Path, command: &[String]) -> ExitCode {
     let run = || -> Result<ExitCode> {
-        let env_file = dir.join("env");
-        let text = std::fs::read_to_string(&env_file)
-            .with_context(|| format!("reading {} (is the lab up? `sendfleet-lab up`)", env_file.display()))?;
-        let vars: Vec<(String, String)> = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("export "))
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
-            .collect();
+        let vars = read_env(dir)?;
         let get = |k: &str| vars.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
         let netns = get("SENDFLEET_LAB_NETNS").context("SENDFLEET_LAB_NETNS missing in env")?;
         let (prog, args) = command.split_first().context("no command")?;
