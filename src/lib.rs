@@ -9,3 +9,4 @@ pub use sendfleet_render as core;
 pub mod agent;
 pub mod cli;
 pub mod dns;
+pub mod operator;

@@ -9,7 +9,7 @@
 //! This file only parses arguments and hands off; no business logic.
 #![forbid(unsafe_code)]
 
-use sendfleet::{agent, cli};
+use sendfleet::{agent, cli, operator};
 
 use clap::{Parser, Subcommand};
 
@@ -30,6 +30,8 @@ enum Command {
     },
     /// Render resources (YAML files) into Kubernetes objects and Postfix files, offline.
     Render(cli::render::RenderArgs),
+    /// Run the operator (Kubernetes controller).
+    Operator(operator::OperatorArgs),
     /// Run the instance agent beside Postfix.
     Agent(agent::AgentArgs),
 }
@@ -48,6 +50,10 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Render(args) => cli::render::run(args),
+        Command::Operator(args) => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?
+            .block_on(operator::run(args)),
         Command::Agent(args) => {
             tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(agent::run(args))
         }

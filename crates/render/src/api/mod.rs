@@ -38,7 +38,7 @@ fn top_level_rules(kind: &str) -> Vec<(&'static str, &'static str, &'static str)
             (
                 "self.metadata.name.matches('^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$')",
                 "metadata.name: a SendingPool name is at most 40 characters of a-z, 0-9 and '-', starting with a letter (it names Services)",
-                ".metadata.name",
+                "",
             ),
             (
                 "self.spec.egressIPs.all(e, size(self.metadata.name) + size(e.name) <= 51)",
@@ -49,7 +49,7 @@ fn top_level_rules(kind: &str) -> Vec<(&'static str, &'static str, &'static str)
         "DomainPolicy" => vec![(
             "self.metadata.name.matches('^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$')",
             "metadata.name: a DomainPolicy name is at most 40 characters of a-z, 0-9 and '-' (it names a Postfix transport)",
-            ".metadata.name",
+            "",
         )],
         _ => vec![],
     }
@@ -71,7 +71,8 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
                 list.push(k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::ValidationRule {
                     rule: rule.to_string(),
                     message: Some(message.to_string()),
-                    field_path: Some(path.to_string()),
+                    // metadata is outside the schema: no fieldPath there.
+                    field_path: (!path.is_empty()).then(|| path.to_string()),
                     ..Default::default()
                 });
             }

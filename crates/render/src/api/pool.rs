@@ -440,19 +440,11 @@ pub struct SpamRoute {
     pub pool: String,
     /// Header that marks spam, e.g. `X-Spam-Flag`.
     #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9-]*$"))]
-    #[serde(default = "default_spam_header")]
     pub header: String,
-    /// Header value that marks spam (case-insensitive, whole word), e.g. `YES`.
+    /// Header value that marks spam (whole word), e.g. `YES` (quote it in
+    /// YAML: unquoted YES is a boolean to most YAML parsers).
     #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"))]
-    #[serde(default = "default_spam_value")]
     pub value: String,
-}
-
-fn default_spam_header() -> String {
-    "X-Spam-Flag".into()
-}
-fn default_spam_value() -> String {
-    "YES".into()
 }
 
 /// Observed state of a pool.

@@ -1,0 +1,68 @@
+//! The operator's own metrics (not the fleet's: those come from agents).
+//! One registry per process, owned by the context — no global state.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// Fixed error category (see `Error::category`).
+    pub category: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    pub kind: &'static str,
+}
+
+pub struct Metrics {
+    pub reconciles: Counter,
+    pub errors: Family<ErrorLabels, Counter>,
+    pub duration: Histogram,
+    pub writes: Family<WriteLabels, Counter>,
+    pub registry: Registry,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("sendfleet_operator");
+        let reconciles = Counter::default();
+        let errors = Family::<ErrorLabels, Counter>::default();
+        let duration = Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0].into_iter());
+        let writes = Family::<WriteLabels, Counter>::default();
+        registry.register("reconciles", "SendingPool reconciles started", reconciles.clone());
+        registry.register("reconcile_errors", "Reconciles that failed, by error category", errors.clone());
+        registry.register_with_unit(
+            "reconcile_duration",
+            "Time from reconcile start to end",
+            prometheus_client::registry::Unit::Seconds,
+            duration.clone(),
+        );
+        registry.register("api_writes", "Mutating API requests made, by object kind", writes.clone());
+        Metrics { reconciles, errors, duration, writes, registry }
+    }
+}
+
+impl Metrics {
+    pub fn observe(&self, took: Duration, error: Option<&'static str>) {
+        self.duration.observe(took.as_secs_f64());
+        if let Some(category) = error {
+            self.errors.get_or_create(&ErrorLabels { category }).inc();
+        }
+    }
+
+    pub fn wrote(&self, kind: &'static str) {
+        self.writes.get_or_create(&WriteLabels { kind }).inc();
+    }
+
+    pub fn encode(&self) -> String {
+        let mut s = String::new();
+        prometheus_client::encoding::text::encode(&mut s, &self.registry).expect("metrics encode");
+        s
+    }
+}

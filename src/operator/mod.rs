@@ -1,0 +1,213 @@
+//! `sendfleet operator`: the Kubernetes side of sendfleet.
+//!
+//! Wires the API client, leader election, the metrics/health server and the
+//! SendingPool controller together. The work itself is in [`reconcile`]
+//! (pipeline), [`apply`] (server-side apply and pruning) and [`status`]
+//! (conditions). The operator never touches Postfix directly: it writes
+//! ConfigMaps and the agents in the pods do the rest.
+
+pub mod apply;
+pub mod error;
+pub mod leader;
+pub mod metrics;
+pub mod rbac;
+pub mod reconcile;
+pub mod status;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::api::Api;
+use kube::runtime::controller::Controller;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::watcher;
+use kube::{Client, ResourceExt};
+use sendfleet_render::api::{DomainPolicy, SendingPool, WarmupPlan};
+use sendfleet_render::objects::{FIELD_MANAGER, LABEL_MANAGED_BY, LABEL_POOL};
+use sendfleet_render::render::Settings;
+
+use self::reconcile::Context;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct OperatorArgs {
+    /// Address of the metrics and health server (/metrics, /healthz, /readyz).
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Watch only this namespace (empty: every namespace).
+    #[arg(long, default_value = "")]
+    pub watch_namespace: String,
+    /// Namespace of the leader-election Lease (normally the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub leader_election_namespace: String,
+    /// Name of the leader-election Lease.
+    #[arg(long, default_value = "sendfleet-operator")]
+    pub lease_name: String,
+    /// Run without leader election (a single replica, e.g. in tests).
+    #[arg(long)]
+    pub no_leader_election: bool,
+    /// Identity in the Lease (normally the pod name).
+    #[arg(long, env = "POD_NAME", default_value = "sendfleet-operator")]
+    pub identity: String,
+    /// Image of the instances (Postfix + agent) when a pool names none.
+    #[arg(long, default_value = "sendfleet:dev")]
+    pub instance_image: String,
+    /// Log format.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+}
+
+fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,kube=warn".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if format == "json" { builder.json().try_init() } else { builder.try_init() };
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+}
+
+async fn serve_metrics(addr: SocketAddr, ctx: Arc<Context>) -> anyhow::Result<()> {
+    use axum::routing::get;
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let ctx = ctx.clone();
+                async move { ctx.metrics.encode() }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }));
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}
+
+pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
+    init_tracing(&args.log_format);
+    let client = Client::try_default().await?;
+    let settings = Settings { default_image: args.instance_image.clone(), ..Settings::default() };
+    let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(args.identity.clone()) };
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        settings,
+        metrics: metrics::Metrics::default(),
+        recorder: Recorder::new(client.clone(), reporter),
+    });
+    let server = tokio::spawn(serve_metrics(args.metrics_addr, ctx.clone()));
+
+    let elector = (!args.no_leader_election).then(|| {
+        Arc::new(leader::Elector::new(
+            client.clone(),
+            &args.leader_election_namespace,
+            &args.lease_name,
+            &args.identity,
+        ))
+    });
+    if let Some(e) = &elector {
+        tracing::info!(lease = %args.lease_name, identity = %args.identity, "waiting for leadership");
+        tokio::select! {
+            _ = e.acquire() => tracing::info!("leading"),
+            _ = shutdown_signal() => return Ok(()),
+        }
+    }
+
+    let (pools, policies, plans, statefulsets, configmaps, pods) = if args.watch_namespace.is_empty() {
+        (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+        )
+    } else {
+        let ns = args.watch_namespace.as_str();
+        (
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+            Api::namespaced(client.clone(), ns),
+        )
+    };
+    let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={FIELD_MANAGER}"));
+    let controller = Controller::<SendingPool>::new(pools, watcher::Config::default());
+    let store = controller.store();
+    let store_for_plans = store.clone();
+    // A DomainPolicy change may select or unselect any pool of its
+    // namespace (labels can change on either side), so it reconciles them
+    // all; pools it does not affect render identically and write nothing.
+    let by_namespace = move |ns: Option<String>| {
+        store.state().into_iter().filter(|p| p.namespace() == ns).map(|p| ObjectRef::from_obj(&*p)).collect::<Vec<_>>()
+    };
+    let controller = controller
+        .owns::<StatefulSet>(statefulsets, owned.clone())
+        .owns::<ConfigMap>(configmaps, owned.clone())
+        .watches::<DomainPolicy, _>(policies, watcher::Config::default(), move |p| by_namespace(p.namespace()))
+        .watches::<WarmupPlan, _>(plans, watcher::Config::default(), move |plan| {
+            store_for_plans
+                .state()
+                .into_iter()
+                .filter(|p| {
+                    p.namespace() == plan.namespace()
+                        && p.spec.warmup_plan_ref.as_deref() == Some(plan.name_any().as_str())
+                })
+                .map(|p| ObjectRef::from_obj(&*p))
+                .collect::<Vec<_>>()
+        })
+        .watches::<Pod, _>(pods, owned, |pod| {
+            let pool = pod.labels().get(LABEL_POOL)?.clone();
+            Some(ObjectRef::new(&pool).within(&pod.namespace()?))
+        });
+
+    let holder = elector.clone();
+    let lost = async move {
+        match &holder {
+            Some(e) => e.hold().await,
+            None => std::future::pending().await,
+        }
+    };
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<&'static str>();
+    let stopper = tokio::spawn(async move {
+        let why = tokio::select! {
+            _ = shutdown_signal() => "shutdown signal",
+            _ = lost => "leadership lost",
+        };
+        let _ = stop_tx.send(why);
+    });
+    let (why_tx, why_rx) = tokio::sync::oneshot::channel();
+    controller
+        .graceful_shutdown_on(async move {
+            let why = stop_rx.await.unwrap_or("stopper ended");
+            let _ = why_tx.send(why);
+        })
+        .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
+        .for_each(|res| async move {
+            if let Err(error) = res {
+                tracing::debug!(%error, "controller event");
+            }
+        })
+        .await;
+    stopper.abort();
+    server.abort();
+    let why = why_rx.await.unwrap_or("controller stream ended");
+    if let Some(e) = &elector {
+        e.release().await;
+    }
+    tracing::info!(reason = why, "operator stopped");
+    if why == "leadership lost" {
+        anyhow::bail!("leadership lost; exiting so a restart rejoins as a candidate");
+    }
+    Ok(())
+}

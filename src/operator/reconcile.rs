@@ -1,0 +1,191 @@
+//! Reconcile one SendingPool, as a pipeline:
+//!
+//! 1. dereference — read the namespace's DomainPolicies, the WarmupPlan and
+//!    the other pools (routes) from the API;
+//! 2. render — the pure core turns them into objects and Postfix files;
+//! 3. apply — server-side apply in order (ServiceAccount, ConfigMaps,
+//!    Services, StatefulSets, PDB), skipping objects already as desired;
+//! 4. prune — delete the pool's objects no longer desired;
+//! 5. status — derive conditions from what was observed and patch /status
+//!    only when something other than a timestamp changed; an Event per flip.
+//!
+//! An invalid spec stops at step 2: Ready=False with the field-naming
+//! message, and the pool waits for a change instead of retrying.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::ByteString;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Client, Resource, ResourceExt};
+use sendfleet_render::api::{DomainPolicy, SendingPool, WarmupPlan};
+use sendfleet_render::conditions::{types, Observation, TRUE};
+use sendfleet_render::objects::{self, hash_key_secret_name, FIELD_MANAGER, LABEL_POOL};
+use sendfleet_render::render::{self, Observed as RenderObserved, PoolInput, RenderedPool, Settings};
+
+use super::apply;
+use super::error::{Error, Result, REQUEUE_STEADY};
+use super::metrics::Metrics;
+use super::status;
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub settings: Settings,
+    pub metrics: Metrics,
+    pub recorder: Recorder,
+}
+
+/// Entry point for the controller: time it, hand off, record.
+pub async fn reconcile(pool: Arc<SendingPool>, ctx: Arc<Context>) -> Result<Action> {
+    ctx.metrics.reconciles.inc();
+    let start = Instant::now();
+    let result = reconcile_pool(&pool, &ctx).await;
+    ctx.metrics.observe(start.elapsed(), result.as_ref().err().map(Error::category));
+    result
+}
+
+/// Requeue by kind of error; an invalid spec waits for a change.
+pub fn error_policy(pool: Arc<SendingPool>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(namespace = pool.namespace().as_deref().unwrap_or(""), pool = %pool.name_any(), category = error.category(), %error, "reconcile failed");
+    match error.requeue() {
+        Some(d) => Action::requeue(d),
+        None => Action::await_change(),
+    }
+}
+
+async fn reconcile_pool(pool: &SendingPool, ctx: &Context) -> Result<Action> {
+    let ns = pool.namespace().ok_or_else(|| Error::InvalidSpec("SendingPool has no namespace".into()))?;
+    let name = pool.name_any();
+    let client = &ctx.client;
+
+    // 1. dereference
+    let policies = Api::<DomainPolicy>::namespaced(client.clone(), &ns).list(&ListParams::default()).await?.items;
+    let pools = Api::<SendingPool>::namespaced(client.clone(), &ns).list(&ListParams::default()).await?.items;
+    let plan = match &pool.spec.warmup_plan_ref {
+        Some(p) => match Api::<WarmupPlan>::namespaced(client.clone(), &ns).get_opt(p).await? {
+            Some(plan) => Some(plan),
+            None => {
+                let msg = format!("spec.warmupPlanRef: WarmupPlan {p:?} not found in namespace {ns}");
+                write_status(pool, ctx, Err(msg.clone()), &[], &[]).await?;
+                return Err(Error::MissingReference(msg));
+            }
+        },
+        None => None,
+    };
+
+    // 2. render
+    let observed = RenderObserved::default();
+    let input = PoolInput { pool, policies: &policies, plan: plan.as_ref(), pools: &pools, observed: &observed };
+    let rendered = match render::render_pool(input, &ctx.settings) {
+        Ok(r) => r,
+        Err(e) => {
+            let err = Error::from(e);
+            write_status(pool, ctx, Err(err.to_string()), &[], &[]).await?;
+            return Err(err);
+        }
+    };
+    for e in &rendered.invalid_policies {
+        tracing::warn!(namespace = %ns, pool = %name, error = %e, "skipping invalid DomainPolicy");
+    }
+
+    // 3. apply, 4. prune
+    ensure_hash_key(client, &ns, pool, &ctx.metrics).await?;
+    let desired = objects::build(pool, &rendered, &ctx.settings);
+    apply::apply(client, &ns, &desired, &ctx.metrics).await?;
+    if let Some(uid) = pool.uid() {
+        apply::prune(client, &ns, &name, &uid, &desired, &ctx.metrics).await?;
+    }
+
+    // 5. status
+    let lp = ListParams::default().labels(&format!("{LABEL_POOL}={name}"));
+    let statefulsets = Api::<StatefulSet>::namespaced(client.clone(), &ns).list(&lp).await?.items;
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns).list(&lp).await?.items;
+    write_status(pool, ctx, Ok(&rendered), &statefulsets, &pods).await?;
+    Ok(Action::requeue(REQUEUE_STEADY))
+}
+
+async fn write_status(
+    pool: &SendingPool,
+    ctx: &Context,
+    rendered: std::result::Result<&RenderedPool, String>,
+    statefulsets: &[StatefulSet],
+    pods: &[Pod],
+) -> Result<()> {
+    let obs = status::Observed { rendered, statefulsets, pods };
+    let (new, flipped) = status::derive(pool, &obs, k8s_openapi::jiff::Timestamp::now());
+    if !status::changed(pool.status.as_ref(), &new) {
+        return Ok(());
+    }
+    let api: Api<SendingPool> = Api::namespaced(ctx.client.clone(), &pool.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": "sendfleet.io/v1alpha1",
+        "kind": "SendingPool",
+        "status": new,
+    });
+    api.patch_status(&pool.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    ctx.metrics.wrote("SendingPoolStatus");
+    for o in flipped {
+        publish(ctx, pool, &o).await;
+    }
+    Ok(())
+}
+
+/// An Event for a condition that changed status.
+async fn publish(ctx: &Context, pool: &SendingPool, o: &Observation) {
+    let bad = matches!((o.type_, o.status), (types::READY, s) | (types::AUTHENTICATION_VALID, s) if s != TRUE)
+        || matches!(
+            (o.type_, o.status),
+            (types::DEGRADED, TRUE) | (types::LISTED, TRUE) | (types::QUEUE_BACKLOG, TRUE)
+        );
+    if o.status == sendfleet_render::conditions::UNKNOWN {
+        return;
+    }
+    let ev = Event {
+        type_: if bad { EventType::Warning } else { EventType::Normal },
+        reason: o.reason.to_string(),
+        note: Some(format!("{} is {}: {}", o.type_, o.status, o.message).chars().take(1024).collect()),
+        action: format!("Set{}", o.type_),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&ev, &pool.object_ref(&())).await {
+        tracing::warn!(pool = %pool.name_any(), %error, "could not publish event");
+    } else {
+        ctx.metrics.wrote("Event");
+    }
+}
+
+/// The key agents use to hash recipient addresses: random, created once,
+/// owned by the pool. Never read back by the operator.
+async fn ensure_hash_key(client: &Client, ns: &str, pool: &SendingPool, metrics: &Metrics) -> Result<()> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), ns);
+    let name = hash_key_secret_name(&pool.name_any());
+    if api.get_metadata_opt(&name).await?.is_some() {
+        return Ok(());
+    }
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key).map_err(|e| Error::InvalidSpec(format!("no randomness for the hash key: {e}")))?;
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.clone()),
+            namespace: Some(ns.into()),
+            labels: Some([(LABEL_POOL.to_string(), pool.name_any())].into()),
+            owner_references: objects::owner_reference(pool).map(|o| vec![o]),
+            ..Default::default()
+        },
+        data: Some([("key".to_string(), ByteString(key.to_vec()))].into()),
+        ..Default::default()
+    };
+    match api.create(&PostParams::default(), &secret).await {
+        Ok(_) => {
+            metrics.wrote("Secret");
+            Ok(())
+        }
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,231 @@
+//! Harness for the operator's integration tests: the real control plane
+//! (crates/lab), the CRDs from crds/, the operator's RBAC from
+//! src/operator/rbac.rs, and `sendfleet operator` as a real process that
+//! authenticates as its ServiceAccount — never as admin.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use sendfleet::operator::rbac::{Rule, CLUSTER_RULES, NAMESPACE_RULES};
+use sendfleet_lab::ControlPlane;
+
+pub const OPERATOR_NS: &str = "sendfleet-system";
+pub const OPERATOR_SA: &str = "sendfleet-operator";
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The shared control plane with the CRDs installed and Established and the
+/// operator's RBAC in place. `gc`: also run kube-controller-manager.
+pub fn control_plane(gc: bool) -> &'static ControlPlane {
+    static SETUP: OnceLock<()> = OnceLock::new();
+    let cp = ControlPlane::shared();
+    SETUP.get_or_init(|| {
+        for f in ["sendingpools", "domainpolicies", "warmupplans"] {
+            let yaml = std::fs::read_to_string(repo().join(format!("crds/{f}.sendfleet.io.yaml"))).unwrap();
+            cp.apply(&yaml).unwrap();
+        }
+        for f in ["sendingpools", "domainpolicies", "warmupplans"] {
+            cp.wait_crd_established(&format!("{f}.sendfleet.io")).unwrap();
+        }
+        cp.apply(&rbac_yaml()).unwrap();
+    });
+    if gc {
+        cp.ensure_controller_manager().unwrap();
+    }
+    cp
+}
+
+fn rules_yaml(rules: &[Rule]) -> String {
+    let mut s = String::from("rules:\n");
+    for r in rules {
+        s.push_str(&format!(
+            "- apiGroups: [{:?}]\n  resources: [{:?}]\n  verbs: [{}]\n",
+            r.group,
+            r.resource,
+            r.verbs.iter().map(|v| format!("{v:?}")).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    s
+}
+
+/// ClusterRole/Role and bindings exactly as src/operator/rbac.rs lists.
+pub fn rbac_yaml() -> String {
+    format!(
+        "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {OPERATOR_NS}}}\n---\n\
+apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: {OPERATOR_SA}, namespace: {OPERATOR_NS}}}\n---\n\
+apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {{name: sendfleet-operator-test}}\n{}---\n\
+apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {{name: sendfleet-operator-test}}\n\
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: sendfleet-operator-test}}\n\
+subjects: [{{kind: ServiceAccount, name: {OPERATOR_SA}, namespace: {OPERATOR_NS}}}]\n---\n\
+apiVersion: rbac.authorization.k8s.io/v1\nkind: Role\nmetadata: {{name: sendfleet-operator-test, namespace: {OPERATOR_NS}}}\n{}---\n\
+apiVersion: rbac.authorization.k8s.io/v1\nkind: RoleBinding\nmetadata: {{name: sendfleet-operator-test, namespace: {OPERATOR_NS}}}\n\
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: sendfleet-operator-test}}\n\
+subjects: [{{kind: ServiceAccount, name: {OPERATOR_SA}, namespace: {OPERATOR_NS}}}]\n",
+        rules_yaml(CLUSTER_RULES),
+        rules_yaml(NAMESPACE_RULES)
+    )
+}
+
+/// A running `sendfleet operator` process.
+pub struct Operator {
+    child: Child,
+    pub metrics_port: u16,
+    pub log: PathBuf,
+    pub identity: String,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl Operator {
+    /// Start the operator as the ServiceAccount, with leader election.
+    pub fn start(cp: &ControlPlane, identity: &str) -> Operator {
+        let kubeconfig = cp.kubeconfig_for_service_account(OPERATOR_NS, OPERATOR_SA).unwrap();
+        let port = free_port();
+        // Outside the lab dir (removed at exit) so a failed run can be read.
+        let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("operator-{identity}-{port}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_sendfleet"))
+            .args(["operator", "--metrics-addr"])
+            .arg(format!("127.0.0.1:{port}"))
+            .args([
+                "--leader-election-namespace",
+                OPERATOR_NS,
+                "--identity",
+                identity,
+                "--instance-image",
+                "sendfleet:test",
+            ])
+            .env("KUBECONFIG", &kubeconfig)
+            .env("RUST_LOG", "info,sendfleet=debug,kube=warn")
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap();
+        let op = Operator { child, metrics_port: port, log, identity: identity.into() };
+        wait_for("operator metrics endpoint", Duration::from_secs(30), || op.metrics().ok().map(|_| ()));
+        op
+    }
+
+    pub fn metrics(&self) -> std::io::Result<String> {
+        http_get(self.metrics_port, "/metrics")
+    }
+
+    /// The operator's own count of writes it made.
+    pub fn writes(&self) -> u64 {
+        self.metrics()
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("sendfleet_operator_api_writes_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
+    pub fn sigkill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn sigterm(&mut self) -> std::process::ExitStatus {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let t0 = Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(30), "operator did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The one operator of this test binary (started on first use).
+pub fn shared_operator(cp: &'static ControlPlane) -> &'static Mutex<Operator> {
+    static OP: OnceLock<Mutex<Operator>> = OnceLock::new();
+    OP.get_or_init(|| Mutex::new(Operator::start(cp, "op-a")))
+}
+
+pub fn http_get(port: u16, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    Ok(buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}
+
+/// Poll `f` until it returns Some, or panic naming `what`.
+#[track_caller]
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(t0.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `kubectl get ... -o json` as admin, parsed.
+pub fn get_json(cp: &ControlPlane, args: &[&str]) -> Option<serde_json::Value> {
+    let mut a = vec!["get"];
+    a.extend_from_slice(args);
+    a.extend_from_slice(&["-o", "json"]);
+    cp.kubectl_run(&a).ok().and_then(|s| serde_json::from_str(&s).ok())
+}
+
+/// Names of the objects of `kind` in `ns` carrying label `sendfleet.io/pool=pool`.
+pub fn children(cp: &ControlPlane, kind: &str, ns: &str, pool: &str) -> Vec<String> {
+    let v = get_json(cp, &[kind, "-n", ns, "-l", &format!("sendfleet.io/pool={pool}")]).unwrap_or_default();
+    let mut names: Vec<String> = v["items"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|i| i["metadata"]["name"].as_str().map(String::from)).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+/// A pool manifest with `n` egress IPs in 192.0.2.0/24 (documentation
+/// addresses: nothing is sent in these tests, no kubelet runs).
+pub fn pool_yaml(ns: &str, name: &str, n: usize, labels: &str) -> String {
+    let mut ips = String::new();
+    for i in 0..n {
+        ips.push_str(&format!(
+            "    - {{name: ip{i}, address: 192.0.2.{}, heloName: ip{i}.{name}.example.com}}\n",
+            10 + i
+        ));
+    }
+    format!(
+        "apiVersion: sendfleet.io/v1alpha1\nkind: SendingPool\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels: {{{labels}}}\nspec:\n  egressIPs:\n{ips}"
+    )
+}
+
+pub fn examples_dir() -> PathBuf {
+    repo().join("examples")
+}
+
+pub fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap()
+}
