@@ -37,7 +37,7 @@ out_path() { echo "$BIN/$1-$2/$1"; }
 # The pause image's tag is the one k8s.io/kubernetes's build/pause/Makefile
 # names; its source is pause.c from the same module. Read from the module
 # cache when it is there (it is after any build), else from the go.mod pin.
-k8s_src() { echo "${GOMODCACHE:-$HOME/go/pkg/mod}/k8s.io/kubernetes@$K8S_VERSION"; }
+k8s_src() { echo "$(go env GOMODCACHE 2>/dev/null || echo "$HOME/go/pkg/mod")/k8s.io/kubernetes@$K8S_VERSION"; }
 pause_tag() {
   local mk; mk="$(k8s_src)/build/pause/Makefile"
   if [[ -f $mk ]]; then sed -n 's/^TAG ?= *//p' "$mk"; else echo unknown; fi
@@ -173,7 +173,8 @@ build_pause() {
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
       echo "installing ${missing[*]} (pause image build) ..." >&2
       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null ||
-        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null; }
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null; } ||
+        { echo "hack/build-upstream.sh: apt-get install ${missing[*]} failed (from inside a test's network namespace apt has no network: run 'make upstream' first)" >&2; exit 1; }
     else
       echo "hack/build-upstream.sh: need ${missing[*]} to build the pause image (apt-get install -y ${missing[*]})" >&2
       exit 1
@@ -204,7 +205,8 @@ build_toolbox() {
     if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
       echo "installing busybox-static (lab toolbox image) ..." >&2
       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null ||
-        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null; }
+        { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null; } ||
+        { echo "hack/build-upstream.sh: apt-get install busybox-static failed (from inside a test's network namespace apt has no network: run 'make upstream' first)" >&2; exit 1; }
     else
       echo "hack/build-upstream.sh: need busybox-static (apt-get install -y busybox-static)" >&2
       exit 1

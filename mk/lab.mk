@@ -12,7 +12,7 @@ LAB_CLI = SENDFLEET_NO_NETNS=1 cargo run -q -p sendfleet-lab --bin sendfleet-lab
 # (util-linux); for the node: containerd, runc, CNI plugins; for the pause
 # image: gcc + static libc, umoci. (The harness installs the node's packages
 # itself too, so `cargo test` alone also works.)
-LAB_PACKAGES = iproute2 util-linux containerd runc containernetworking-plugins gcc libc6-dev umoci
+LAB_PACKAGES = iproute2 util-linux containerd runc containernetworking-plugins gcc libc6-dev umoci busybox-static
 lab-deps:
 	@missing=$$(for p in $(LAB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

@@ -92,9 +92,9 @@ fn ensure_packages() -> Result<(), LabError> {
         Ok(())
     } else {
         Err(LabError::Usage(format!(
-            "the lab node needs Debian packages {}: apt-get install -y {} failed",
-            missing.join(" "),
-            missing.join(" ")
+            "the lab node needs Debian packages {m}: `apt-get install -y {m}` failed (inside a test's \
+             network namespace apt cannot reach the network: run `make lab-deps` or `make upstream` first)",
+            m = missing.join(" ")
         )))
     }
 }
