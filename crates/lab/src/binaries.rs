@@ -76,7 +76,8 @@ impl Binaries {
                 let status = Command::new(script()).stdout(Stdio::null()).status().map_err(LabError::io(script()))?;
                 if !status.success() {
                     return Err(LabError::Binaries(format!(
-                        "{} failed ({status}); run it by hand to see why",
+                        "{} failed ({status}); its output is above. Inside a test's network namespace \
+                         the Go module proxy and apt are unreachable: run `make upstream` first",
                         script().display()
                     )));
                 }
