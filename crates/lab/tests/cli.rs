@@ -62,3 +62,46 @@ fn tempfile_dir() -> std::path::PathBuf {
     std::fs::create_dir_all(&d).unwrap();
     d
 }
+
+/// Processes whose command line mentions `needle`.
+fn procs_mentioning(needle: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_str().is_some_and(|n| n.chars().all(|c| c.is_ascii_digit())))
+        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(needle))
+        .collect()
+}
+
+#[test]
+fn sigkill_of_the_lab_leaves_no_process_behind() {
+    let dir = std::env::temp_dir().join(format!("sendfleet-lab.{}.kill", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let d = dir.to_str().unwrap();
+    let netns = format!("sendfleet-lab-k{}", std::process::id());
+    let up = lab(&["up", "--dir", d, "--netns", &netns, "--node", "--pvs", "1"]);
+    let guard = Down { dir: d.to_string(), netns: netns.clone() };
+    assert!(up.status.success(), "up failed: {}", String::from_utf8_lossy(&up.stderr));
+    let running = procs_mentioning(d);
+    for part in
+        ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy", "kubelet", "containerd"]
+    {
+        assert!(running.iter().any(|p| p.contains(part)), "{part} not running: {running:#?}");
+    }
+    let pid: i32 = std::fs::read_to_string(dir.join("pid")).unwrap().trim().parse().unwrap();
+    // SAFETY: killing the lab process this test started (pid from its own DIR/pid).
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let t0 = std::time::Instant::now();
+    loop {
+        let left = procs_mentioning(d);
+        if left.is_empty() {
+            break;
+        }
+        assert!(t0.elapsed() < std::time::Duration::from_secs(30), "left after SIGKILL: {left:#?}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    drop(guard);
+    assert!(!Path::new("/run/netns").join(&netns).exists());
+}
