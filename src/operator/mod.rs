@@ -113,14 +113,48 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
             &args.identity,
         ))
     });
-    if let Some(e) = &elector {
-        tracing::info!(lease = %args.lease_name, identity = %args.identity, "waiting for leadership");
-        tokio::select! {
-            _ = e.acquire() => tracing::info!("leading"),
-            _ = shutdown_signal() => return Ok(()),
+    let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = shutdown_tx.send(true);
+    });
+    // Lead, reconcile until leadership is lost, then become a candidate
+    // again (e.g. after the API server was away longer than the lease);
+    // leave the loop only on a shutdown signal.
+    loop {
+        if let Some(e) = &elector {
+            tracing::info!(lease = %args.lease_name, identity = %args.identity, "waiting for leadership");
+            let mut rx = shutdown_rx.clone();
+            tokio::select! {
+                _ = e.acquire() => tracing::info!("leading"),
+                _ = rx.wait_for(|s| *s) => break,
+            }
+        }
+        let why = run_controller(&args, &client, ctx.clone(), elector.clone(), shutdown_rx.clone()).await;
+        tracing::info!(reason = why, "controller stopped");
+        if why != LOST {
+            break;
         }
     }
+    server.abort();
+    if let Some(e) = &elector {
+        e.release().await;
+    }
+    tracing::info!("operator stopped");
+    Ok(())
+}
 
+const LOST: &str = "leadership lost";
+
+/// Run the SendingPool controller until shutdown or lost leadership;
+/// returns which.
+async fn run_controller(
+    args: &OperatorArgs,
+    client: &Client,
+    ctx: Arc<Context>,
+    elector: Option<Arc<leader::Elector>>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> &'static str {
     let (pools, policies, plans, statefulsets, configmaps, pods) = if args.watch_namespace.is_empty() {
         (
             Api::all(client.clone()),
@@ -171,28 +205,29 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
             Some(ObjectRef::new(&pool).within(&pod.namespace()?))
         });
 
-    let holder = elector.clone();
-    let lost = async move {
-        match &holder {
-            Some(e) => e.hold().await,
-            None => std::future::pending().await,
+    let stop = async move {
+        tokio::select! {
+            _ = shutdown.wait_for(|s| *s) => "shutdown signal",
+            _ = async {
+                match &elector {
+                    Some(e) => e.hold().await,
+                    None => std::future::pending().await,
+                }
+            } => LOST,
         }
     };
+    // graceful_shutdown_on wants a Sync future: run the race in a task and
+    // hand its verdict over a channel.
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<&'static str>();
     let stopper = tokio::spawn(async move {
-        let why = tokio::select! {
-            _ = shutdown_signal() => "shutdown signal",
-            _ = lost => "leadership lost",
-        };
-        let _ = stop_tx.send(why);
+        let _ = stop_tx.send(stop.await);
     });
     let (why_tx, why_rx) = tokio::sync::oneshot::channel();
     controller
         .graceful_shutdown_on(async move {
-            let why = stop_rx.await.unwrap_or("stopper ended");
-            let _ = why_tx.send(why);
+            let _ = why_tx.send(stop_rx.await.unwrap_or("stopper ended"));
         })
-        .run(reconcile::reconcile, reconcile::error_policy, ctx.clone())
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|res| async move {
             if let Err(error) = res {
                 tracing::debug!(%error, "controller event");
@@ -200,14 +235,5 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         })
         .await;
     stopper.abort();
-    server.abort();
-    let why = why_rx.await.unwrap_or("controller stream ended");
-    if let Some(e) = &elector {
-        e.release().await;
-    }
-    tracing::info!(reason = why, "operator stopped");
-    if why == "leadership lost" {
-        anyhow::bail!("leadership lost; exiting so a restart rejoins as a candidate");
-    }
-    Ok(())
+    why_rx.await.unwrap_or("controller stream ended")
 }
