@@ -10,9 +10,6 @@ use sendfleet_render::render::RenderError;
 pub const REQUEUE_TRANSIENT: Duration = Duration::from_secs(5);
 /// Requeue while a referenced object is missing (it may be created soon).
 pub const REQUEUE_MISSING_REFERENCE: Duration = Duration::from_secs(60);
-/// Periodic re-derivation of status when nothing changed (repairs dropped
-/// events; costs reads only).
-pub const REQUEUE_STEADY: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -66,3 +66,18 @@ impl Metrics {
         s
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_are_exposed_with_their_names() {
+        let m = Metrics::default();
+        m.reconciles.inc();
+        m.wrote("ConfigMap");
+        let text = m.encode();
+        assert!(text.contains("sendfleet_operator_reconciles_total 1"), "{text}");
+        assert!(text.contains("sendfleet_operator_api_writes_total{kind=\"ConfigMap\"} 1"), "{text}");
+    }
+}

@@ -55,9 +55,20 @@ pub struct OperatorArgs {
     /// Image of the instances (Postfix + agent) when a pool names none.
     #[arg(long, default_value = "sendfleet:dev")]
     pub instance_image: String,
+    /// How often every pool is reconciled again with no event (re-derives
+    /// status, repairs anything a dropped event missed; reads only).
+    #[arg(long, default_value = "5m", value_parser = parse_interval)]
+    pub resync_interval: std::time::Duration,
     /// Log format.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+}
+
+fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
+    sendfleet_render::api::parse_duration(s)
+        .filter(|n| *n > 0)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("{s:?}: a duration such as 30s or 5m"))
 }
 
 fn init_tracing(format: &str) {
@@ -102,6 +113,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         settings,
         metrics: metrics::Metrics::default(),
         recorder: Recorder::new(client.clone(), reporter),
+        resync: args.resync_interval,
     });
     let server = tokio::spawn(serve_metrics(args.metrics_addr, ctx.clone()));
 

@@ -28,7 +28,7 @@ use sendfleet_render::objects::{self, hash_key_secret_name, FIELD_MANAGER, LABEL
 use sendfleet_render::render::{self, Observed as RenderObserved, PoolInput, RenderedPool, Settings};
 
 use super::apply;
-use super::error::{Error, Result, REQUEUE_STEADY};
+use super::error::{Error, Result};
 use super::metrics::Metrics;
 use super::status;
 
@@ -38,6 +38,8 @@ pub struct Context {
     pub settings: Settings,
     pub metrics: Metrics,
     pub recorder: Recorder,
+    /// Requeue interval of a converged pool.
+    pub resync: std::time::Duration,
 }
 
 /// Entry point for the controller: time it, hand off, record.
@@ -106,7 +108,8 @@ async fn reconcile_pool(pool: &SendingPool, ctx: &Context) -> Result<Action> {
     let statefulsets = Api::<StatefulSet>::namespaced(client.clone(), &ns).list(&lp).await?.items;
     let pods = Api::<Pod>::namespaced(client.clone(), &ns).list(&lp).await?.items;
     write_status(pool, ctx, Ok(&rendered), &statefulsets, &pods).await?;
-    Ok(Action::requeue(REQUEUE_STEADY))
+    tracing::debug!(namespace = %ns, pool = %name, requeue_after = ?ctx.resync, "reconciled");
+    Ok(Action::requeue(ctx.resync))
 }
 
 async fn write_status(

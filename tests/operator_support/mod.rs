@@ -86,6 +86,10 @@ fn free_port() -> u16 {
 impl Operator {
     /// Start the operator as the ServiceAccount, with leader election.
     pub fn start(cp: &ControlPlane, identity: &str) -> Operator {
+        Self::start_with(cp, identity, &[])
+    }
+
+    pub fn start_with(cp: &ControlPlane, identity: &str, extra: &[&str]) -> Operator {
         let kubeconfig = cp.kubeconfig_for_service_account(OPERATOR_NS, OPERATOR_SA).unwrap();
         let port = free_port();
         // Outside the lab dir (removed at exit) so a failed run can be read.
@@ -102,6 +106,7 @@ impl Operator {
                 "--instance-image",
                 "sendfleet:test",
             ])
+            .args(extra)
             .env("KUBECONFIG", &kubeconfig)
             .env("RUST_LOG", "info,sendfleet=debug,kube=warn")
             .stdin(Stdio::null())

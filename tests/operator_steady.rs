@@ -1,0 +1,118 @@
+//! Steady state and latency, against the real API server.
+//!
+//! - Zero writes: with 10 converged pools and a resync every 10 s (so every
+//!   pool is reconciled about six times), a quiet minute shows no mutating
+//!   request at the API server (its own request counters) other than the
+//!   leader-election Lease renewals, which are reported separately.
+//! - Reconcile latency: from a DomainPolicy change to the ConfigMaps that
+//!   carry it, p50 and p99 over repeated changes (printed; `make bench`).
+
+mod operator_support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use operator_support::*;
+
+/// Mutating requests served by the API server so far, by resource.
+fn mutating_requests(cp: &sendfleet_lab::ControlPlane) -> BTreeMap<String, f64> {
+    let text = cp.kubectl_run(&["get", "--raw", "/metrics"]).unwrap();
+    let mut out = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
+        let label =
+            |k: &str| line.split(&format!("{k}=\"")).nth(1).and_then(|r| r.split('"').next()).unwrap_or("").to_string();
+        if !["POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"].contains(&label("verb").as_str()) {
+            continue;
+        }
+        let n: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+        *out.entry(format!("{}/{}", label("resource"), label("verb"))).or_default() += n;
+    }
+    out
+}
+
+fn diff(a: &BTreeMap<String, f64>, b: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
+    b.iter()
+        .filter_map(|(k, v)| {
+            let d = v - a.get(k).copied().unwrap_or(0.0);
+            (d > 0.0).then(|| (k.clone(), d))
+        })
+        .collect()
+}
+
+#[test]
+fn converged_pools_make_no_writes_in_a_quiet_minute_and_latency_is_measured() {
+    let cp = control_plane(false);
+    let op = Operator::start_with(cp, "steady", &["--resync-interval", "10s"]);
+    let ns = cp.namespace("steady").unwrap();
+    let mut all = String::new();
+    for i in 0..10 {
+        all.push_str(&pool_yaml(ns.name(), &format!("p{i}"), 3, "tier: bulk"));
+        all.push_str("---\n");
+    }
+    cp.apply(&all).unwrap();
+    wait_for("10 pools converged with status", Duration::from_secs(90), || {
+        (0..10)
+            .all(|i| {
+                let p = get_json(cp, &["sendingpool", &format!("p{i}"), "-n", ns.name()]);
+                p.is_some_and(|p| {
+                    p["status"]["observedGeneration"] == p["metadata"]["generation"]
+                        && p["status"]["readyInstances"] == "0/3"
+                })
+            })
+            .then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(5));
+    let reconciles = |op: &Operator| -> f64 {
+        op.metrics()
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("sendfleet_operator_reconciles_total"))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let before = mutating_requests(cp);
+    let reconciles_before = reconciles(&op);
+    let writes_before = op.writes();
+    let quiet_secs: u64 = std::env::var("QUIET_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
+    std::thread::sleep(Duration::from_secs(quiet_secs));
+    let after = mutating_requests(cp);
+    let quiet = diff(&before, &after);
+    let reconciled = reconciles(&op) - reconciles_before;
+    let leases: f64 = quiet.iter().filter(|(k, _)| k.starts_with("leases/")).map(|(_, v)| v).sum();
+    let others: BTreeMap<_, _> = quiet.iter().filter(|(k, _)| !k.starts_with("leases/")).collect();
+    eprintln!("quiet minute: {reconciled} reconciles of 10 pools, mutating requests other than Lease renewals: {others:?}, Lease renewals: {leases}");
+    let expected = 10.0 * (quiet_secs as f64 / 10.0 - 1.0);
+    assert!(reconciled >= expected, "the resync should have reconciled every pool several times, saw {reconciled}");
+    assert!(others.is_empty(), "writes in a quiet minute: {others:?}\n{}", op.log_tail());
+    assert_eq!(op.writes(), writes_before, "the operator counted its own writes");
+
+    // Latency: DomainPolicy change -> every selected pool's ConfigMap.
+    let mut samples = vec![];
+    for round in 0..20u32 {
+        let mpm = [1, 2, 3, 4, 5, 6, 10, 12, 15, 20][round as usize % 10];
+        let conns = 1 + round;
+        let yaml = format!(
+            "apiVersion: sendfleet.io/v1alpha1\nkind: DomainPolicy\nmetadata: {{name: lat, namespace: {}}}\nspec:\n  poolSelector: {{matchLabels: {{tier: bulk}}}}\n  domains: [lat.example]\n  throttle: {{connections: {conns}, messagesPerMinute: {mpm}}}\n",
+            ns.name()
+        );
+        let t0 = Instant::now();
+        cp.apply(&yaml).unwrap();
+        let want = format!("dp-lat_destination_concurrency_limit = {conns}\n");
+        wait_for("ConfigMap carries the change", Duration::from_secs(30), || {
+            let v = get_json(cp, &["configmaps", "-n", ns.name(), "-l", "sendfleet.io/pool=p9"])?;
+            v["items"]
+                .as_array()?
+                .iter()
+                .all(|cm| cm["data"]["main.cf"].as_str().is_some_and(|m| m.contains(&want)))
+                .then_some(())
+        });
+        samples.push(t0.elapsed());
+    }
+    samples.sort();
+    let p = |q: f64| samples[((samples.len() as f64 - 1.0) * q).round() as usize];
+    eprintln!(
+        "reconcile latency, DomainPolicy change -> ConfigMaps of the last of 10 selected pools (30 ConfigMaps), {} samples, measured through kubectl polling: p50 {:?}, p99 {:?}, max {:?}",
+        samples.len(), p(0.5), p(0.99), samples[samples.len() - 1]
+    );
+    assert!(p(0.5) < Duration::from_secs(10));
+}
