@@ -33,7 +33,7 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("sendfleet_operator");
         let reconciles = Counter::default();
         let errors = Family::<ErrorLabels, Counter>::default();
-        let duration = Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0].into_iter());
+        let duration = Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]);
         let writes = Family::<WriteLabels, Counter>::default();
         registry.register("reconciles", "SendingPool reconciles started", reconciles.clone());
         registry.register("reconcile_errors", "Reconciles that failed, by error category", errors.clone());

@@ -66,6 +66,8 @@ pub fn hash_key_secret_name(pool: &str) -> String {
 /// before the StatefulSets that mount them).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 #[serde(untagged)]
+// A few per pool, built once per reconcile: boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Desired {
     ServiceAccount(ServiceAccount),
     ConfigMap(ConfigMap),

@@ -43,6 +43,9 @@ fn plan_with(f: impl FnOnce(&mut WarmupPlan)) -> WarmupPlan {
     p
 }
 
+/// (what is tried, how the resource is spoiled, the field the error must name)
+type Case<T> = (&'static str, Box<dyn FnOnce(&mut T)>, &'static str);
+
 #[track_caller]
 fn refused(err: String, field: &str) {
     assert!(err.contains(field), "error should name {field:?}, got: {err}");
@@ -50,7 +53,7 @@ fn refused(err: String, field: &str) {
 
 #[test]
 fn pool_values_are_refused_naming_the_field() {
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut SendingPool)>, &str)> = vec![
+    let cases: Vec<Case<SendingPool>> = vec![
         (
             "address with injected override",
             Box::new(|p| p.spec.egress_ips[0].address = "1.2.3.4 -o content_filter=x".into()),
@@ -214,7 +217,7 @@ fn pool_values_are_refused_naming_the_field() {
 
 #[test]
 fn domain_policy_values_are_refused_naming_the_field() {
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut DomainPolicy)>, &str)> = vec![
+    let cases: Vec<Case<DomainPolicy>> = vec![
         (
             "newline in a domain",
             Box::new(|p| p.spec.domains[0] = "example.net\nevil.com smtp:[1.2.3.4]".into()),
@@ -266,7 +269,7 @@ fn domain_policy_values_are_refused_naming_the_field() {
 
 #[test]
 fn warmup_plan_values_are_refused_naming_the_field() {
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut WarmupPlan)>, &str)> = vec![
+    let cases: Vec<Case<WarmupPlan>> = vec![
         ("first step not day 1", Box::new(|p| p.spec.steps.as_mut().unwrap()[0].day = 2), "spec.steps[0].day"),
         ("days not increasing", Box::new(|p| p.spec.steps.as_mut().unwrap()[1].day = 1), "spec.steps[1].day"),
         ("cap 0", Box::new(|p| p.spec.steps.as_mut().unwrap()[0].daily_cap = 0), "spec.steps[0].dailyCap"),

@@ -2,6 +2,10 @@
 //! pools the policy selects — throttles, relay routes, TLS requirements,
 //! excluded IPs, automatic exclusion after hard blocks, adaptive slow-down.
 
+// kube-derive takes one `printcolumn(...)` per column; clippy mistakes the
+// repeated keys inside them for duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
 use kube_derive::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};

@@ -1,5 +1,9 @@
 //! `SendingPool`: a fleet of Postfix instances, one per egress IP.
 
+// kube-derive takes one `printcolumn(...)` per column; clippy mistakes the
+// repeated keys inside them for duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube_derive::{CustomResource, KubeSchema};

@@ -1,6 +1,10 @@
 //! `WarmupPlan`: daily sending caps for new IPs, so receivers learn to trust
 //! them gradually (the seeds' teams did this by hand for two weeks).
 
+// kube-derive takes one `printcolumn(...)` per column; clippy mistakes the
+// repeated keys inside them for duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube_derive::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
