@@ -43,7 +43,6 @@ pub const FIELD_MANAGER: &str = "sendfleet-operator";
 pub const CONFIG_MOUNT: &str = "/etc/sendfleet/config";
 pub const RUN_MOUNT: &str = "/run/sendfleet";
 pub const HASH_KEY_MOUNT: &str = "/etc/sendfleet/hash-key";
-pub const POSTFIX_CONFIG_DIR: &str = "/etc/postfix";
 
 /// StatefulSet (and ConfigMap) name of an instance.
 pub fn instance_object_name(pool: &str, instance: &str) -> String {
@@ -318,9 +317,10 @@ fn stateful_set(
         image_pull_policy: Some("IfNotPresent".into()),
         command: Some(vec!["sendfleet".into(), "agent".into()]),
         args: Some(vec![
-            format!("--config-dir={CONFIG_MOUNT}"),
-            format!("--postfix-dir={POSTFIX_CONFIG_DIR}"),
+            format!("--config-source={CONFIG_MOUNT}"),
             format!("--policy-socket={}", settings.policy_socket),
+            // Counters live beside the queue so they survive with it.
+            format!("--state-dir={}/sendfleet", settings.queue_directory),
             format!("--hash-key-file={HASH_KEY_MOUNT}/key"),
             format!(
                 "--listen={}:{}",
