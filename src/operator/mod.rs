@@ -6,6 +6,7 @@
 //! (conditions). The operator never touches Postfix directly: it writes
 //! ConfigMaps and the agents in the pods do the rest.
 
+pub mod agent_client;
 pub mod apply;
 pub mod error;
 pub mod leader;
@@ -59,6 +60,9 @@ pub struct OperatorArgs {
     /// status, repairs anything a dropped event missed; reads only).
     #[arg(long, default_value = "5m", value_parser = parse_interval)]
     pub resync_interval: std::time::Duration,
+    /// How often the agents of running instances are polled for /status.
+    #[arg(long, default_value = "30s", value_parser = parse_interval)]
+    pub agent_poll_interval: std::time::Duration,
     /// Log format.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -114,6 +118,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         metrics: metrics::Metrics::default(),
         recorder: Recorder::new(client.clone(), reporter),
         resync: args.resync_interval,
+        agent_poll: args.agent_poll_interval,
     });
     let server = tokio::spawn(serve_metrics(args.metrics_addr, ctx.clone()));
 

@@ -27,6 +27,13 @@ use sendfleet_render::conditions::{types, Observation, TRUE};
 use sendfleet_render::objects::{self, hash_key_secret_name, FIELD_MANAGER, LABEL_POOL};
 use sendfleet_render::render::{self, Observed as RenderObserved, PoolInput, RenderedPool, Settings};
 
+use std::collections::BTreeMap;
+
+use sendfleet_render::api::EgressMode;
+use sendfleet_render::contract::AgentStatus;
+use sendfleet_render::objects::LABEL_INSTANCE;
+
+use super::agent_client;
 use super::apply;
 use super::error::{Error, Result};
 use super::metrics::Metrics;
@@ -40,6 +47,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Requeue interval of a converged pool.
     pub resync: std::time::Duration,
+    /// How often running instances' agents are polled.
+    pub agent_poll: std::time::Duration,
 }
 
 /// Entry point for the controller: time it, hand off, record.
@@ -73,7 +82,7 @@ async fn reconcile_pool(pool: &SendingPool, ctx: &Context) -> Result<Action> {
             Some(plan) => Some(plan),
             None => {
                 let msg = format!("spec.warmupPlanRef: WarmupPlan {p:?} not found in namespace {ns}");
-                write_status(pool, ctx, Err(msg.clone()), &[], &[]).await?;
+                write_status(pool, ctx, Err(msg.clone()), &[], &[], &BTreeMap::new()).await?;
                 return Err(Error::MissingReference(msg));
             }
         },
@@ -87,7 +96,7 @@ async fn reconcile_pool(pool: &SendingPool, ctx: &Context) -> Result<Action> {
         Ok(r) => r,
         Err(e) => {
             let err = Error::from(e);
-            write_status(pool, ctx, Err(err.to_string()), &[], &[]).await?;
+            write_status(pool, ctx, Err(err.to_string()), &[], &[], &BTreeMap::new()).await?;
             return Err(err);
         }
     };
@@ -107,9 +116,13 @@ async fn reconcile_pool(pool: &SendingPool, ctx: &Context) -> Result<Action> {
     let lp = ListParams::default().labels(&format!("{LABEL_POOL}={name}"));
     let statefulsets = Api::<StatefulSet>::namespaced(client.clone(), &ns).list(&lp).await?.items;
     let pods = Api::<Pod>::namespaced(client.clone(), &ns).list(&lp).await?.items;
-    write_status(pool, ctx, Ok(&rendered), &statefulsets, &pods).await?;
-    tracing::debug!(namespace = %ns, pool = %name, requeue_after = ?ctx.resync, "reconciled");
-    Ok(Action::requeue(ctx.resync))
+    let agents = poll_agents(pool, &rendered, &pods, ctx.settings.agent_port).await;
+    write_status(pool, ctx, Ok(&rendered), &statefulsets, &pods, &agents).await?;
+    // While instances run, their agents are polled on a short cycle; a pool
+    // with nothing running only needs the slow resync.
+    let requeue = if agents.is_empty() { ctx.resync } else { ctx.resync.min(ctx.agent_poll) };
+    tracing::debug!(namespace = %ns, pool = %name, requeue_after = ?requeue, "reconciled");
+    Ok(Action::requeue(requeue))
 }
 
 async fn write_status(
@@ -118,8 +131,9 @@ async fn write_status(
     rendered: std::result::Result<&RenderedPool, String>,
     statefulsets: &[StatefulSet],
     pods: &[Pod],
+    agents: &BTreeMap<String, std::result::Result<AgentStatus, String>>,
 ) -> Result<()> {
-    let obs = status::Observed { rendered, statefulsets, pods };
+    let obs = status::Observed { rendered, statefulsets, pods, agents };
     let (new, flipped) = status::derive(pool, &obs, k8s_openapi::jiff::Timestamp::now());
     if !status::changed(pool.status.as_ref(), &new) {
         return Ok(());
@@ -136,6 +150,27 @@ async fn write_status(
         publish(ctx, pool, &o).await;
     }
     Ok(())
+}
+
+/// Poll the agent of every instance whose pod is running, concurrently.
+/// Pinned instances (host network, Multus) answer on their egress address;
+/// the others on their pod IP.
+async fn poll_agents(
+    pool: &SendingPool,
+    rendered: &RenderedPool,
+    pods: &[Pod],
+    port: u16,
+) -> BTreeMap<String, std::result::Result<AgentStatus, String>> {
+    let pinned = matches!(pool.spec.egress.mode, EgressMode::HostNetwork | EgressMode::Multus);
+    let polls = rendered.instances.iter().filter_map(|inst| {
+        let pod = pods.iter().find(|p| p.labels().get(LABEL_INSTANCE) == Some(&inst.name))?;
+        let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
+        let host = if pinned { Some(inst.address.clone()) } else { pod.status.as_ref()?.pod_ip.clone() };
+        let host = host.filter(|_| running)?;
+        let name = inst.name.clone();
+        Some(async move { (name, agent_client::fetch_status(&host, port).await) })
+    });
+    futures::future::join_all(polls).await.into_iter().collect()
 }
 
 /// An Event for a condition that changed status.

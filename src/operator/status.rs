@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
-use sendfleet_render::api::{InstanceStatus, SendingPool, SendingPoolStatus};
+use sendfleet_render::api::{DeliveryCounts, InstanceStatus, QueueSummary, SendingPool, SendingPoolStatus};
 use sendfleet_render::conditions::{self, reasons, types, Observation, FALSE, TRUE, UNKNOWN};
+use sendfleet_render::contract::AgentStatus;
 use sendfleet_render::objects::{instance_object_name, LABEL_INSTANCE};
 use sendfleet_render::render::RenderedPool;
 
@@ -17,6 +18,18 @@ pub struct Observed<'a> {
     pub rendered: Result<&'a RenderedPool, String>,
     pub statefulsets: &'a [StatefulSet],
     pub pods: &'a [Pod],
+    /// Each polled instance's agent report (or why it could not be read).
+    pub agents: &'a BTreeMap<String, Result<AgentStatus, String>>,
+}
+
+/// `2h13m`-style age for `kubectl get`.
+pub fn human_age(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{}s", s / 60, s % 60),
+        s if s < 86_400 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+        s => format!("{}d{}h", s / 86_400, (s % 86_400) / 3600),
+    }
 }
 
 /// Why a pod is not running, if Kubernetes says (waiting reason, scheduling).
@@ -81,7 +94,11 @@ pub fn derive(pool: &SendingPool, obs: &Observed<'_>, now: Timestamp) -> (Sendin
             let mut ready = 0;
             let mut rolling = vec![];
             let mut failing = vec![];
+            let mut pending_config = vec![];
             let mut instances = vec![];
+            let (mut warn, mut critical, mut reported) = (vec![], vec![], 0);
+            let mut deferred_total = 0;
+            let mut oldest: Option<u64> = None;
             for inst in &rp.instances {
                 let name = instance_object_name(&pool_name, &inst.name);
                 let s = sts.get(name.as_str());
@@ -92,7 +109,12 @@ pub fn derive(pool: &SendingPool, obs: &Observed<'_>, now: Timestamp) -> (Sendin
                         && st.current_revision.is_some()
                         && st.current_revision == st.update_revision
                 });
-                let problem = pods.get(inst.name.as_str()).and_then(|p| pod_problem(p));
+                let agent = obs.agents.get(&inst.name).and_then(|r| r.as_ref().ok());
+                let refused = agent
+                    .and_then(|a| a.config.refused.as_ref())
+                    .filter(|r| r.hash == inst.config_hash)
+                    .map(|r| format!("config {} refused by the agent: {}: {}", r.hash, r.reason, r.message));
+                let problem = pods.get(inst.name.as_str()).and_then(|p| pod_problem(p)).or(refused);
                 let phase = if is_ready {
                     ready += 1;
                     "Ready"
@@ -110,6 +132,38 @@ pub fn derive(pool: &SendingPool, obs: &Observed<'_>, now: Timestamp) -> (Sendin
                     failing.push(format!("{}: {p}", inst.name));
                 }
                 let prev = old.instances.iter().find(|i| i.name == inst.name);
+                let applied = agent
+                    .and_then(|a| a.config.loaded_hash.clone())
+                    .or_else(|| prev.and_then(|p| p.applied_config_hash.clone()));
+                if is_ready && applied.as_deref() != Some(inst.config_hash.as_str()) {
+                    pending_config.push(inst.name.clone());
+                }
+                let queue = agent.map(|a| {
+                    let q = &a.queue;
+                    QueueSummary {
+                        active: q.messages.get("active").copied().unwrap_or(0),
+                        deferred: q.messages.get("deferred").copied().unwrap_or(0),
+                        older_than_warn: q.older_than_warn,
+                        older_than_critical: q.older_than_critical,
+                        oldest_age_seconds: q.oldest_age_seconds.unwrap_or(0),
+                    }
+                });
+                if let Some(q) = queue.as_ref().or(prev.and_then(|p| p.queue.as_ref())) {
+                    reported += 1;
+                    deferred_total += q.deferred;
+                    if q.oldest_age_seconds > 0 {
+                        oldest = Some(oldest.unwrap_or(0).max(q.oldest_age_seconds));
+                    }
+                    if q.older_than_critical > 0 {
+                        critical.push(format!("{} ({})", inst.name, q.older_than_critical));
+                    } else if q.older_than_warn > 0 {
+                        warn.push(format!("{} ({})", inst.name, q.older_than_warn));
+                    }
+                }
+                let deliveries = agent.map(|a| {
+                    let c = &a.counters.since_start;
+                    DeliveryCounts { sent: c.sent, deferred: c.deferred, bounced: c.bounced, expired: c.expired }
+                });
                 instances.push(InstanceStatus {
                     name: inst.name.clone(),
                     address: inst.address.clone(),
@@ -117,12 +171,12 @@ pub fn derive(pool: &SendingPool, obs: &Observed<'_>, now: Timestamp) -> (Sendin
                     message: problem,
                     weight: inst.weight,
                     desired_config_hash: Some(inst.config_hash.clone()),
-                    applied_config_hash: prev.and_then(|p| p.applied_config_hash.clone()),
+                    applied_config_hash: applied,
                     warmup: prev.and_then(|p| p.warmup.clone()),
                     listings: prev.map(|p| p.listings.clone()).unwrap_or_default(),
                     quarantine: inst.policy.this_instance().and_then(|i| i.out_of_rotation_reason.clone()),
-                    queue: prev.and_then(|p| p.queue.clone()),
-                    deliveries: prev.and_then(|p| p.deliveries.clone()),
+                    queue: queue.or_else(|| prev.and_then(|p| p.queue.clone())),
+                    deliveries: deliveries.or_else(|| prev.and_then(|p| p.deliveries.clone())),
                 });
             }
             let total = rp.instances.len();
@@ -145,21 +199,48 @@ pub fn derive(pool: &SendingPool, obs: &Observed<'_>, now: Timestamp) -> (Sendin
                     format!("{ready}/{total} instances ready"),
                 )
             });
-            observations.push(if rolling.is_empty() {
-                Observation::new(
-                    types::PROGRESSING,
-                    FALSE,
-                    reasons::CONVERGED,
-                    "every instance runs the current template",
-                )
-            } else {
+            pending_config.sort();
+            observations.push(if !rolling.is_empty() {
                 Observation::new(
                     types::PROGRESSING,
                     TRUE,
                     reasons::ROLLING_OUT,
                     format!("rolling out: {}", rolling.join(", ")),
                 )
+            } else if !pending_config.is_empty() {
+                Observation::new(
+                    types::PROGRESSING,
+                    TRUE,
+                    reasons::CONFIG_PENDING,
+                    format!("configuration not yet loaded by: {}", pending_config.join(", ")),
+                )
+            } else {
+                Observation::new(
+                    types::PROGRESSING,
+                    FALSE,
+                    reasons::CONVERGED,
+                    "every instance runs the rendered configuration",
+                )
             });
+            status.deferred_messages = (reported > 0).then_some(deferred_total);
+            status.oldest_queued_age = oldest.map(human_age);
+            if reported > 0 {
+                let (critical_age, warn_age) = (&pool.spec.backlog.critical_age, &pool.spec.backlog.warn_age);
+                observations.push(if !critical.is_empty() {
+                    let m = format!("mail older than {critical_age}: {}", critical.join(", "));
+                    Observation::new(types::QUEUE_BACKLOG, TRUE, reasons::BACKLOG_CRITICAL, m)
+                } else if !warn.is_empty() {
+                    let m = format!("mail older than {warn_age}: {}", warn.join(", "));
+                    Observation::new(types::QUEUE_BACKLOG, TRUE, reasons::BACKLOG_WARNING, m)
+                } else {
+                    Observation::new(
+                        types::QUEUE_BACKLOG,
+                        FALSE,
+                        reasons::NO_BACKLOG,
+                        format!("no mail older than {warn_age}"),
+                    )
+                });
+            }
             observations.push(if failing.is_empty() {
                 Observation::new(types::DEGRADED, FALSE, reasons::AS_EXPECTED, "no instance is failing")
             } else {
@@ -197,7 +278,7 @@ pub fn derive(pool: &SendingPool, obs: &Observed<'_>, now: Timestamp) -> (Sendin
     // Listed, QueueBacklog and AuthenticationValid are set by the checks
     // that observe them; until then they are Unknown.
     for t in [types::LISTED, types::QUEUE_BACKLOG, types::AUTHENTICATION_VALID] {
-        if !status.conditions.iter().any(|c| c.type_ == t) {
+        if !status.conditions.iter().any(|c| c.type_ == t) && !observations.iter().any(|o| o.type_ == t) {
             observations.push(Observation::new(t, UNKNOWN, reasons::NOT_OBSERVED, "not observed yet"));
         }
     }
@@ -215,4 +296,76 @@ pub fn changed(old: Option<&SendingPoolStatus>, new: &SendingPoolStatus) -> bool
     let Some(old) = old else { return true };
     let strip = |s: &SendingPoolStatus| SendingPoolStatus { conditions: vec![], ..s.clone() };
     strip(old) != strip(new) || !conditions::eq_ignoring_time(&old.conditions, &new.conditions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::apps::v1::StatefulSetStatus;
+    use kube::api::ObjectMeta;
+    use sendfleet_render::render::{render_pool, Observed as RenderObserved, PoolInput, Settings};
+
+    fn pool() -> SendingPool {
+        serde_yaml::from_str(
+            "apiVersion: sendfleet.io/v1alpha1\nkind: SendingPool\nmetadata: {name: p, namespace: ns, generation: 3}\nspec:\n  egressIPs:\n    - {name: a, address: 192.0.2.1, heloName: a.example.com}\n    - {name: b, address: 192.0.2.2, heloName: b.example.com}\n",
+        )
+        .unwrap()
+    }
+
+    fn ready_sts(name: &str) -> StatefulSet {
+        StatefulSet {
+            metadata: ObjectMeta { name: Some(name.into()), generation: Some(1), ..Default::default() },
+            status: Some(StatefulSetStatus {
+                ready_replicas: Some(1),
+                observed_generation: Some(1),
+                current_revision: Some("r1".into()),
+                update_revision: Some("r1".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn agent_reports_drive_progressing_and_backlog() {
+        let pool = pool();
+        let pools = vec![pool.clone()];
+        let obs = RenderObserved::default();
+        let input = PoolInput { pool: &pool, policies: &[], plan: None, pools: &pools, observed: &obs };
+        let rp = render_pool(input, &Settings::default()).unwrap();
+        let sts = vec![ready_sts("p-a"), ready_sts("p-b")];
+        let mut a = AgentStatus::default();
+        a.config.loaded_hash = Some(rp.instances[0].config_hash.clone());
+        a.queue.messages.insert("deferred".into(), 7);
+        a.queue.older_than_warn = 2;
+        a.queue.oldest_age_seconds = Some(5 * 3600);
+        a.counters.since_start.sent = 40;
+        let mut b = AgentStatus::default();
+        b.config.loaded_hash = Some("stale".into());
+        b.queue.older_than_warn = 1;
+        b.queue.older_than_critical = 1;
+        b.queue.oldest_age_seconds = Some(13 * 3600);
+        let agents: BTreeMap<String, Result<AgentStatus, String>> =
+            [("a".to_string(), Ok(a)), ("b".to_string(), Ok(b))].into();
+        let o = Observed { rendered: Ok(&rp), statefulsets: &sts, pods: &[], agents: &agents };
+        let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let (status, flipped) = derive(&pool, &o, now);
+        let cond = |t: &str| status.conditions.iter().find(|c| c.type_ == t).unwrap().clone();
+        assert_eq!(cond(types::READY).status, TRUE);
+        assert_eq!(cond(types::PROGRESSING).reason, reasons::CONFIG_PENDING);
+        assert!(cond(types::PROGRESSING).message.contains('b') && !cond(types::PROGRESSING).message.contains("a,"));
+        assert_eq!(cond(types::QUEUE_BACKLOG).reason, reasons::BACKLOG_CRITICAL);
+        assert!(cond(types::QUEUE_BACKLOG).message.contains("b (1)"), "{}", cond(types::QUEUE_BACKLOG).message);
+        assert_eq!(status.deferred_messages, Some(7));
+        assert_eq!(status.oldest_queued_age.as_deref(), Some("13h0m"));
+        assert_eq!(status.instances[0].deliveries.as_ref().unwrap().sent, 40);
+        assert_eq!(cond(types::READY).observed_generation, Some(3));
+        assert!(!flipped.is_empty());
+        // Re-deriving from the written status changes nothing: no write.
+        let written = SendingPool { status: Some(status.clone()), ..pool.clone() };
+        let later: Timestamp = "2026-01-01T01:00:00Z".parse().unwrap();
+        let (again, flipped) = derive(&written, &o, later);
+        assert!(!changed(Some(&status), &again));
+        assert!(flipped.is_empty());
+    }
 }

@@ -13,7 +13,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use sha2::{Digest, Sha256};
 
 use crate::api::*;
 use crate::policy::{self, AgentPolicy, DomainRule, InstancePolicy, WarmupPolicy, WarmupShare};
@@ -125,19 +124,11 @@ pub enum RenderError {
     Reference { field: String, message: String },
 }
 
-/// Stable hash of a set of files: SHA-256 over `name NUL content NUL` in
-/// name order, first 16 hex digits. The agent computes the same over what it
-/// installed, so equal hashes mean Postfix runs what was rendered.
+/// Stable hash of a set of files (see [`crate::contract::config_hash`]: the
+/// agent computes the same over what it installed, so equal hashes mean
+/// Postfix runs what was rendered).
 pub fn config_hash(files: &BTreeMap<String, String>) -> String {
-    let mut h = Sha256::new();
-    for (name, content) in files {
-        h.update(name.as_bytes());
-        h.update([0]);
-        h.update(content.as_bytes());
-        h.update([0]);
-    }
-    let digest = h.finalize();
-    digest.iter().take(8).map(|b| format!("{b:02x}")).collect()
+    crate::contract::config_hash(files.iter().map(|(k, v)| (k.as_str(), v.as_bytes())))
 }
 
 /// `*.example.com` -> `.example.com` (Postfix table form for subdomains).

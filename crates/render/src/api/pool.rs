@@ -517,7 +517,7 @@ pub struct InstanceStatus {
     /// Queue as last reported by the agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<QueueSummary>,
-    /// Delivery outcomes in the last 24 hours.
+    /// Delivery outcomes counted by the agent since it started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deliveries: Option<DeliveryCounts>,
 }
