@@ -1,0 +1,28 @@
+# The sendfleet image and the end-to-end tests on the lab's real node.
+#
+#   make image      localhost/sendfleet:dev as an OCI archive, built from
+#                   Debian packages (mmdebstrap) + the release binary (umoci);
+#                   cached under $(SENDFLEET_CACHE)/images/ by inputs
+#   make test-e2e   lab control plane + node, operator, a 3-address pool:
+#                   pods Running/Ready, mail end to end, pod deletion with
+#                   deferred mail (tests/e2e_pool.rs)
+#
+# The archive path is handed to the tests in SENDFLEET_IMAGE_ARCHIVE; the
+# test imports it into the lab node's containerd itself.
+
+.PHONY: image image-deps test-e2e
+
+image-deps:
+	@missing=$$(for p in mmdebstrap umoci binutils; do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "image: installing" $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+
+image: image-deps
+	$(CARGO) build --release --bin sendfleet
+	hack/build-image.sh
+
+test-e2e: upstream deps image
+	SENDFLEET_IMAGE_ARCHIVE=$$(hack/build-image.sh --print | sed -n 's/^image=//p') \
+	  $(CARGO) test --test e2e_pool -- --nocapture --test-threads=1
