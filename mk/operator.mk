@@ -7,7 +7,7 @@
 .PHONY: test-operator bench-operator
 
 test-operator: upstream
-	$(CARGO) test --test operator --test operator_resilience --test operator_steady
+	$(CARGO) test --test operator --test operator_resilience --test operator_steady --test operator_reputation
 
 bench-operator: upstream
 	$(CARGO) test --test operator_steady -- --nocapture

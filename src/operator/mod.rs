@@ -13,6 +13,7 @@ pub mod leader;
 pub mod metrics;
 pub mod rbac;
 pub mod reconcile;
+pub mod reputation;
 pub mod status;
 
 use std::net::SocketAddr;
@@ -63,6 +64,21 @@ pub struct OperatorArgs {
     /// How often the agents of running instances are polled for /status.
     #[arg(long, default_value = "30s", value_parser = parse_interval)]
     pub agent_poll_interval: std::time::Duration,
+    /// DNS servers for the reputation checks (ADDR:PORT, repeatable; empty:
+    /// the system resolver). DNSBLs refuse queries from big public
+    /// resolvers: use your own recursive resolver.
+    #[arg(long = "dns-server")]
+    pub dns_servers: Vec<std::net::SocketAddr>,
+    /// Sweep every pool at this interval instead of its
+    /// `spec.reputation.interval` (tests and demos only).
+    #[arg(long, value_parser = parse_interval)]
+    pub dnsbl_interval_override: Option<std::time::Duration>,
+    /// Failed sweeps in a row before a zone's state becomes Unknown.
+    #[arg(long, default_value_t = 3)]
+    pub dns_unknown_after: u32,
+    /// Time to wait for one DNS answer.
+    #[arg(long, default_value = "3s", value_parser = parse_interval)]
+    pub dns_timeout: std::time::Duration,
     /// Log format.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
@@ -111,12 +127,18 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     init_tracing(&args.log_format);
     let client = Client::try_default().await?;
     let settings = Settings { default_image: args.instance_image.clone(), ..Settings::default() };
+    let dns = crate::dns::HickoryDns::new(&crate::dns::ResolverSettings {
+        nameservers: args.dns_servers.clone(),
+        timeout: args.dns_timeout,
+        ..Default::default()
+    })?;
     let reporter = Reporter { controller: FIELD_MANAGER.into(), instance: Some(args.identity.clone()) };
     let ctx = Arc::new(Context {
         client: client.clone(),
         settings,
         metrics: metrics::Metrics::default(),
         recorder: Recorder::new(client.clone(), reporter),
+        reputation: reputation::Reputation::new(dns, args.dnsbl_interval_override, args.dns_unknown_after),
         resync: args.resync_interval,
         agent_poll: args.agent_poll_interval,
     });

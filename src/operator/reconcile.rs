@@ -45,6 +45,8 @@ pub struct Context {
     pub settings: Settings,
     pub metrics: Metrics,
     pub recorder: Recorder,
+    /// DNSBL and authentication state of every pool.
+    pub reputation: super::reputation::Reputation,
     /// Requeue interval of a converged pool.
     pub resync: std::time::Duration,
     /// How often running instances' agents are polled.
@@ -82,21 +84,28 @@ async fn reconcile_pool(pool: &SendingPool, ctx: &Context) -> Result<Action> {
             Some(plan) => Some(plan),
             None => {
                 let msg = format!("spec.warmupPlanRef: WarmupPlan {p:?} not found in namespace {ns}");
-                write_status(pool, ctx, Err(msg.clone()), &[], &[], &BTreeMap::new()).await?;
+                write_status(pool, ctx, Err(msg.clone()), &[], &[], &BTreeMap::new(), None).await?;
                 return Err(Error::MissingReference(msg));
             }
         },
         None => None,
     };
 
+    // Reputation: sweep if due (findings, never errors).
+    let findings = ctx.reputation.check(client, pool, k8s_openapi::jiff::Timestamp::now()).await;
+    for change in &findings.changes {
+        tracing::info!(namespace = %ns, pool = %name, change = %change, "DNSBL listing changed");
+        publish_note(ctx, pool, "ListingChanged", change).await;
+    }
+
     // 2. render
-    let observed = RenderObserved::default();
+    let observed = RenderObserved { quarantined: findings.quarantined.clone(), ..RenderObserved::default() };
     let input = PoolInput { pool, policies: &policies, plan: plan.as_ref(), pools: &pools, observed: &observed };
     let rendered = match render::render_pool(input, &ctx.settings) {
         Ok(r) => r,
         Err(e) => {
             let err = Error::from(e);
-            write_status(pool, ctx, Err(err.to_string()), &[], &[], &BTreeMap::new()).await?;
+            write_status(pool, ctx, Err(err.to_string()), &[], &[], &BTreeMap::new(), Some(&findings)).await?;
             return Err(err);
         }
     };
@@ -117,10 +126,11 @@ async fn reconcile_pool(pool: &SendingPool, ctx: &Context) -> Result<Action> {
     let statefulsets = Api::<StatefulSet>::namespaced(client.clone(), &ns).list(&lp).await?.items;
     let pods = Api::<Pod>::namespaced(client.clone(), &ns).list(&lp).await?.items;
     let agents = poll_agents(pool, &rendered, &pods, ctx.settings.agent_port).await;
-    write_status(pool, ctx, Ok(&rendered), &statefulsets, &pods, &agents).await?;
+    write_status(pool, ctx, Ok(&rendered), &statefulsets, &pods, &agents, Some(&findings)).await?;
     // While instances run, their agents are polled on a short cycle; a pool
     // with nothing running only needs the slow resync.
     let requeue = if agents.is_empty() { ctx.resync } else { ctx.resync.min(ctx.agent_poll) };
+    let requeue = requeue.min(findings.next_sweep_in);
     tracing::debug!(namespace = %ns, pool = %name, requeue_after = ?requeue, "reconciled");
     Ok(Action::requeue(requeue))
 }
@@ -132,8 +142,9 @@ async fn write_status(
     statefulsets: &[StatefulSet],
     pods: &[Pod],
     agents: &BTreeMap<String, std::result::Result<AgentStatus, String>>,
+    reputation: Option<&super::reputation::Findings>,
 ) -> Result<()> {
-    let obs = status::Observed { rendered, statefulsets, pods, agents };
+    let obs = status::Observed { rendered, statefulsets, pods, agents, reputation };
     let (new, flipped) = status::derive(pool, &obs, k8s_openapi::jiff::Timestamp::now());
     if !status::changed(pool.status.as_ref(), &new) {
         return Ok(());
@@ -193,6 +204,20 @@ async fn publish(ctx: &Context, pool: &SendingPool, o: &Observation) {
     if let Err(error) = ctx.recorder.publish(&ev, &pool.object_ref(&())).await {
         tracing::warn!(pool = %pool.name_any(), %error, "could not publish event");
     } else {
+        ctx.metrics.wrote("Event");
+    }
+}
+
+/// A Normal Event with a free-form note (bounded), e.g. a listing change.
+async fn publish_note(ctx: &Context, pool: &SendingPool, reason: &str, note: &str) {
+    let ev = Event {
+        type_: EventType::Warning,
+        reason: reason.into(),
+        note: Some(note.chars().take(1024).collect()),
+        action: "CheckReputation".into(),
+        secondary: None,
+    };
+    if ctx.recorder.publish(&ev, &pool.object_ref(&())).await.is_ok() {
         ctx.metrics.wrote("Event");
     }
 }

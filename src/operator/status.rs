@@ -20,6 +20,8 @@ pub struct Observed<'a> {
     pub pods: &'a [Pod],
     /// Each polled instance's agent report (or why it could not be read).
     pub agents: &'a BTreeMap<String, Result<AgentStatus, String>>,
+    /// DNSBL and authentication findings, once the pool was swept.
+    pub reputation: Option<&'a super::reputation::Findings>,
 }
 
 /// `2h13m`-style age for `kubectl get`.
@@ -173,7 +175,10 @@ pub fn derive(pool: &SendingPool, obs: &Observed<'_>, now: Timestamp) -> (Sendin
                     desired_config_hash: Some(inst.config_hash.clone()),
                     applied_config_hash: applied,
                     warmup: prev.and_then(|p| p.warmup.clone()),
-                    listings: prev.map(|p| p.listings.clone()).unwrap_or_default(),
+                    listings: match obs.reputation {
+                        Some(r) => r.listings.get(&inst.name).cloned().unwrap_or_default(),
+                        None => prev.map(|p| p.listings.clone()).unwrap_or_default(),
+                    },
                     quarantine: inst.policy.this_instance().and_then(|i| i.out_of_rotation_reason.clone()),
                     queue: queue.or_else(|| prev.and_then(|p| p.queue.clone())),
                     deliveries: deliveries.or_else(|| prev.and_then(|p| p.deliveries.clone())),
@@ -275,6 +280,12 @@ pub fn derive(pool: &SendingPool, obs: &Observed<'_>, now: Timestamp) -> (Sendin
             });
         }
     }
+    if let Some(r) = obs.reputation {
+        observations.extend(r.conditions.iter().cloned());
+        if obs.rendered.is_ok() {
+            status.listed_instances = Some(r.listings.values().filter(|l| !l.is_empty()).count() as u32);
+        }
+    }
     // Listed, QueueBacklog and AuthenticationValid are set by the checks
     // that observe them; until then they are Unknown.
     for t in [types::LISTED, types::QUEUE_BACKLOG, types::AUTHENTICATION_VALID] {
@@ -347,7 +358,7 @@ mod tests {
         b.queue.oldest_age_seconds = Some(13 * 3600);
         let agents: BTreeMap<String, Result<AgentStatus, String>> =
             [("a".to_string(), Ok(a)), ("b".to_string(), Ok(b))].into();
-        let o = Observed { rendered: Ok(&rp), statefulsets: &sts, pods: &[], agents: &agents };
+        let o = Observed { rendered: Ok(&rp), statefulsets: &sts, pods: &[], agents: &agents, reputation: None };
         let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
         let (status, flipped) = derive(&pool, &o, now);
         let cond = |t: &str| status.conditions.iter().find(|c| c.type_ == t).unwrap().clone();

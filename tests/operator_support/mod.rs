@@ -106,6 +106,9 @@ impl Operator {
                 "--instance-image",
                 "sendfleet:test",
             ])
+            // No DNS server unless a test provides one: the discard port on
+            // loopback refuses at once, and nothing leaves the namespace.
+            .args(if extra.contains(&"--dns-server") { &[][..] } else { &["--dns-server", "127.0.0.1:9"][..] })
             .args(extra)
             .env("KUBECONFIG", &kubeconfig)
             .env("RUST_LOG", "info,sendfleet=debug,kube=warn")

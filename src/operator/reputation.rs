@@ -1,0 +1,218 @@
+//! DNS reputation and authentication of each pool, kept across reconciles:
+//! a DNSBL checker (with its TTL cache) and a listing tracker (hysteresis)
+//! per pool, swept every `spec.reputation.interval`.
+//!
+//! Findings are observations, never reconcile errors: a DNS outage leaves
+//! the state as it was and becomes `Unknown` only after the tracker's
+//! configured number of failed sweeps. A listing under `onListed:
+//! Quarantine` takes the IP out of rotation (weight 0 in the rendered
+//! policy, its queue relays through peers) until it has been clean for
+//! `coolDown`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use jiff::{SignedDuration, Timestamp};
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::{Client, ResourceExt};
+use sendfleet_render::api::{self, OnListed, SendingPool};
+use sendfleet_render::conditions::{types, Observation};
+use tokio::sync::Mutex;
+
+use crate::dns::{
+    authentication_condition, check_authentication, listed_condition, DkimInput, DnsblChecker, DnsblConfig, EgressIp,
+    HickoryDns, IpListing, ListingChange, ListingStatus, ListingTracker, PoolDnsSummary, TrackerConfig,
+};
+
+/// What the reputation checks say about a pool right now.
+#[derive(Clone, Debug, Default)]
+pub struct Findings {
+    /// Instances to take out of rotation, with the reason.
+    pub quarantined: BTreeMap<String, String>,
+    /// Current listings per instance, for status.
+    pub listings: BTreeMap<String, Vec<api::Listing>>,
+    /// `Listed` and `AuthenticationValid`, once swept.
+    pub conditions: Vec<Observation>,
+    /// Listing changes since the last call (one Event each).
+    pub changes: Vec<String>,
+    /// When the next sweep is due.
+    pub next_sweep_in: Duration,
+}
+
+struct PoolState {
+    checker: DnsblChecker<HickoryDns>,
+    tracker: ListingTracker,
+    last_sweep: Option<Instant>,
+    summary: PoolDnsSummary,
+    /// Instance name by address, as of the last sweep.
+    names: BTreeMap<IpAddr, String>,
+    /// IPs seen listed and not yet through their cool-down. Only these cool
+    /// down: an IP that was never listed is simply clean.
+    cooling: std::collections::BTreeSet<IpAddr>,
+}
+
+pub struct Reputation {
+    dns: HickoryDns,
+    /// Overrides every pool's interval (tests and demos only).
+    interval_override: Option<Duration>,
+    unknown_after: u32,
+    pools: Mutex<HashMap<String, PoolState>>,
+}
+
+fn key(pool: &SendingPool) -> String {
+    format!("{}/{}", pool.namespace().unwrap_or_default(), pool.name_any())
+}
+
+impl Reputation {
+    pub fn new(dns: HickoryDns, interval_override: Option<Duration>, unknown_after: u32) -> Self {
+        Reputation { dns, interval_override, unknown_after, pools: Mutex::new(HashMap::new()) }
+    }
+
+    fn interval(&self, pool: &SendingPool) -> Duration {
+        self.interval_override.unwrap_or_else(|| {
+            Duration::from_secs(api::parse_duration(&pool.spec.reputation.interval).unwrap_or(600).max(60))
+        })
+    }
+
+    /// Sweep if due, then report. `now` is the operator's clock.
+    pub async fn check(&self, client: &Client, pool: &SendingPool, now: Timestamp) -> Findings {
+        let interval = self.interval(pool);
+        let egress: Vec<EgressIp> = pool
+            .spec
+            .egress_ips
+            .iter()
+            .filter_map(|e| {
+                Some(EgressIp {
+                    name: e.name.clone(),
+                    address: e.address.parse().ok()?,
+                    helo_name: e.helo_name.clone(),
+                })
+            })
+            .collect();
+        let ips: Vec<IpAddr> = egress.iter().map(|e| e.address).collect();
+        let mut pools = self.pools.lock().await;
+        let state = pools.entry(key(pool)).or_insert_with(|| {
+            let mut tracker = ListingTracker::new(TrackerConfig { unknown_after: self.unknown_after });
+            // Keep listings across operator restarts: they are in status.
+            for inst in pool.status.iter().flat_map(|s| &s.instances) {
+                if let Ok(ip) = inst.address.parse() {
+                    for l in &inst.listings {
+                        if let Some(l) = crate::dns::Listing::from_status(l) {
+                            tracker.restore_listing(ip, l);
+                        }
+                    }
+                }
+            }
+            PoolState {
+                checker: DnsblChecker::new(self.dns.clone(), DnsblConfig::default()),
+                tracker,
+                last_sweep: None,
+                summary: PoolDnsSummary::default(),
+                names: BTreeMap::new(),
+                cooling: Default::default(),
+            }
+        });
+        let mut changes = vec![];
+        let due = state.last_sweep.is_none_or(|t| t.elapsed() >= interval);
+        if due {
+            // Cache answers no longer than the sweep interval, so a
+            // delisting is seen on the next sweep.
+            let defaults = DnsblConfig::default();
+            let every = SignedDuration::from_secs(interval.as_secs() as i64);
+            let (min_cache, max_cache) = (defaults.min_cache.min(every), defaults.max_cache.min(every));
+            let zones = pool.spec.reputation.zones.clone();
+            state.checker.set_config(DnsblConfig { zones, min_cache, max_cache, ..defaults });
+            state.tracker.retain_ips(&ips);
+            state.tracker.retain_zones(&state.checker.config().effective_zones());
+            let report = state.checker.sweep(&ips, now).await;
+            state.names = egress.iter().map(|e| (e.address, e.name.clone())).collect();
+            for change in state.tracker.observe(&report, now) {
+                changes.push(describe(&change, &state.names));
+            }
+            let domains: Vec<String> = pool.spec.dkim.as_ref().map(|d| d.domains.clone()).unwrap_or_default();
+            let dkim = dkim_input(client, pool).await;
+            let mut summary =
+                check_authentication(&self.dns, &egress, &domains, dkim.as_ref(), "sendfleet-operator").await;
+            for (ip, s) in summary.ips.iter_mut() {
+                s.listing = state.tracker.ip(*ip);
+            }
+            state.summary = summary;
+            state.last_sweep = Some(Instant::now());
+        }
+        let cool_down =
+            SignedDuration::from_secs(api::parse_duration(&pool.spec.reputation.cool_down).unwrap_or(3600) as i64);
+        let mut findings = Findings { changes, ..Default::default() };
+        for e in &egress {
+            let Some(listing) = state.tracker.ip(e.address) else { continue };
+            findings.listings.insert(e.name.clone(), listing.listings.iter().map(|l| l.to_status()).collect());
+            if listing.status == ListingStatus::Listed {
+                state.cooling.insert(e.address);
+            }
+            let reason = quarantine_reason(&listing, state.cooling.contains(&e.address), cool_down, now);
+            if reason.is_none() && listing.status == ListingStatus::Clean {
+                state.cooling.remove(&e.address);
+            }
+            if pool.spec.reputation.on_listed == OnListed::Quarantine {
+                if let Some(reason) = reason {
+                    findings.quarantined.insert(e.name.clone(), reason);
+                }
+            }
+        }
+        if state.last_sweep.is_some() {
+            let listed = listed_condition(&state.summary);
+            let auth = authentication_condition(&state.summary);
+            findings.conditions.push(Observation::new(
+                types::LISTED,
+                listed.status.as_str(),
+                listed.reason,
+                listed.message,
+            ));
+            findings.conditions.push(Observation::new(
+                types::AUTHENTICATION_VALID,
+                auth.status.as_str(),
+                auth.reason,
+                auth.message,
+            ));
+        }
+        let since = state.last_sweep.map(|t| t.elapsed()).unwrap_or_default();
+        findings.next_sweep_in = interval.saturating_sub(since).max(Duration::from_secs(1));
+        findings
+    }
+}
+
+/// Out of rotation while listed, and (once it was listed) until clean for
+/// the cool-down.
+fn quarantine_reason(l: &IpListing, was_listed: bool, cool_down: SignedDuration, now: Timestamp) -> Option<String> {
+    match l.status {
+        ListingStatus::Listed => {
+            let mut zones: Vec<&str> = l.listings.iter().map(|x| x.zone.as_str()).collect();
+            zones.sort();
+            Some(format!("listed in {}", zones.join(", ")))
+        }
+        ListingStatus::Clean if was_listed && !l.clean_for(cool_down, now) => {
+            Some(format!("delisted; cooling down until clean for {}s", cool_down.as_secs()))
+        }
+        _ => None,
+    }
+}
+
+fn describe(c: &ListingChange, names: &BTreeMap<IpAddr, String>) -> String {
+    let name = |ip: &IpAddr| names.get(ip).map(|n| format!("{n} ({ip})")).unwrap_or_else(|| ip.to_string());
+    match c {
+        ListingChange::Listed { ip, listing } => format!("{} listed in {}", name(ip), listing.zone),
+        ListingChange::Delisted { ip, zone, .. } => format!("{} delisted from {zone}", name(ip)),
+        ListingChange::BecameUnknown { ip, zone, reason } => format!("{} unknown in {zone}: {reason}", name(ip)),
+        other => format!("{other:?}"),
+    }
+}
+
+/// The DKIM private key from the pool's Secret, if configured and readable.
+async fn dkim_input(client: &Client, pool: &SendingPool) -> Option<DkimInput> {
+    let d = pool.spec.dkim.as_ref()?;
+    let api: Api<Secret> = Api::namespaced(client.clone(), &pool.namespace()?);
+    let secret = api.get_opt(&d.secret_name).await.ok()??;
+    let pem = secret.data?.remove("private.key")?.0;
+    Some(DkimInput { selector: d.selector.clone(), private_key_pem: pem })
+}
