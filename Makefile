@@ -12,7 +12,7 @@ SHELL := /bin/bash
 export SENDFLEET_CACHE ?= /var/cache/sendfleet
 CARGO ?= cargo
 
-.PHONY: all build deps test test-core test-render lint crds demo bench help
+.PHONY: all build deps test test-render lint crds demo demo-down bench help
 all: build
 
 help:
@@ -58,14 +58,12 @@ AREA_BENCHES := $(shell sed -n 's/^\(bench-[a-z0-9-]*\):.*/\1/p' mk/*.mk)
 .PHONY: test-areas
 test-areas: $(AREA_TESTS)
 
-demo: build
-	@echo "== sendfleet render -f examples/ (what the operator would apply) =="
-	target/debug/sendfleet render -f examples/*.yaml --out out/demo
-	@echo
-	@echo "== kubectl get-style summary of rendered objects =="
-	@grep -E '^(kind|  name):' out/demo/objects.yaml | paste - - | awk '{printf "%-20s %s\n", $$2, $$4}'
-	@echo
-	@echo "== main.cf of one instance (out/demo/mail/outbound/mta1/) =="
-	@grep -v '^#' out/demo/mail/outbound/mta1/main.cf | head -50
+# The operator on a real local control plane (see hack/demo.sh).
+demo: deps upstream
+	hack/demo.sh
+
+demo-down:
+	-@kill $$(cat out/demo/operator.pid 2>/dev/null) 2>/dev/null || true
+	SENDFLEET_NO_NETNS=1 target/debug/sendfleet-lab down --dir out/lab
 
 bench: deps $(AREA_BENCHES)

@@ -92,7 +92,7 @@ async fn reconcile_pool(pool: &SendingPool, ctx: &Context) -> Result<Action> {
     };
 
     // Reputation: sweep if due (findings, never errors).
-    let findings = ctx.reputation.check(client, pool, k8s_openapi::jiff::Timestamp::now()).await;
+    let findings = ctx.reputation.check(client, pool);
     for change in &findings.changes {
         tracing::info!(namespace = %ns, pool = %name, change = %change, "DNSBL listing changed");
         publish_note(ctx, pool, "ListingChanged", change).await;

@@ -11,6 +11,8 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jiff::{SignedDuration, Timestamp};
@@ -44,13 +46,20 @@ pub struct Findings {
 struct PoolState {
     checker: DnsblChecker<HickoryDns>,
     tracker: ListingTracker,
-    last_sweep: Option<Instant>,
     summary: PoolDnsSummary,
-    /// Instance name by address, as of the last sweep.
-    names: BTreeMap<IpAddr, String>,
     /// IPs seen listed and not yet through their cool-down. Only these cool
     /// down: an IP that was never listed is simply clean.
     cooling: std::collections::BTreeSet<IpAddr>,
+}
+
+/// One pool's checks. Sweeps run in a background task so a slow or dead
+/// DNS server never holds up a reconcile: the reconcile reads the findings
+/// of the last finished sweep.
+struct PoolEntry {
+    running: AtomicBool,
+    last_start: std::sync::Mutex<Option<Instant>>,
+    findings: std::sync::Mutex<Findings>,
+    state: Mutex<PoolState>,
 }
 
 pub struct Reputation {
@@ -58,16 +67,19 @@ pub struct Reputation {
     /// Overrides every pool's interval (tests and demos only).
     interval_override: Option<Duration>,
     unknown_after: u32,
-    pools: Mutex<HashMap<String, PoolState>>,
+    pools: std::sync::Mutex<HashMap<String, Arc<PoolEntry>>>,
 }
 
 fn key(pool: &SendingPool) -> String {
     format!("{}/{}", pool.namespace().unwrap_or_default(), pool.name_any())
 }
 
+/// How soon to look again while a sweep is running.
+const SWEEP_POLL: Duration = Duration::from_secs(2);
+
 impl Reputation {
     pub fn new(dns: HickoryDns, interval_override: Option<Duration>, unknown_after: u32) -> Self {
-        Reputation { dns, interval_override, unknown_after, pools: Mutex::new(HashMap::new()) }
+        Reputation { dns, interval_override, unknown_after, pools: Default::default() }
     }
 
     fn interval(&self, pool: &SendingPool) -> Duration {
@@ -76,9 +88,79 @@ impl Reputation {
         })
     }
 
-    /// Sweep if due, then report. `now` is the operator's clock.
-    pub async fn check(&self, client: &Client, pool: &SendingPool, now: Timestamp) -> Findings {
+    /// Start a sweep if one is due, and report the last finished one.
+    pub fn check(&self, client: &Client, pool: &SendingPool) -> Findings {
         let interval = self.interval(pool);
+        let entry = {
+            let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+            pools.entry(key(pool)).or_insert_with(|| Arc::new(self.new_entry(pool))).clone()
+        };
+        let since = {
+            let mut last = entry.last_start.lock().unwrap_or_else(|p| p.into_inner());
+            let due = last.is_none_or(|t| t.elapsed() >= interval);
+            if due && !entry.running.swap(true, Ordering::SeqCst) {
+                *last = Some(Instant::now());
+                let task = Sweep {
+                    entry: entry.clone(),
+                    dns: self.dns.clone(),
+                    client: client.clone(),
+                    pool: pool.clone(),
+                    interval,
+                };
+                tokio::spawn(task.run());
+            }
+            last.map(|t| t.elapsed()).unwrap_or_default()
+        };
+        let mut stored = entry.findings.lock().unwrap_or_else(|p| p.into_inner());
+        let mut f = stored.clone();
+        stored.changes.clear();
+        f.next_sweep_in = if entry.running.load(Ordering::SeqCst) {
+            SWEEP_POLL
+        } else {
+            interval.saturating_sub(since).max(Duration::from_secs(1))
+        };
+        f
+    }
+
+    fn new_entry(&self, pool: &SendingPool) -> PoolEntry {
+        let mut tracker = ListingTracker::new(TrackerConfig { unknown_after: self.unknown_after });
+        // Keep listings across operator restarts: they are in status.
+        for inst in pool.status.iter().flat_map(|s| &s.instances) {
+            if let Ok(ip) = inst.address.parse() {
+                for l in &inst.listings {
+                    if let Some(l) = crate::dns::Listing::from_status(l) {
+                        tracker.restore_listing(ip, l);
+                    }
+                }
+            }
+        }
+        PoolEntry {
+            running: AtomicBool::new(false),
+            last_start: Default::default(),
+            findings: Default::default(),
+            state: Mutex::new(PoolState {
+                checker: DnsblChecker::new(self.dns.clone(), DnsblConfig::default()),
+                tracker,
+                summary: PoolDnsSummary::default(),
+                cooling: Default::default(),
+            }),
+        }
+    }
+}
+
+/// One background sweep of one pool.
+struct Sweep {
+    entry: Arc<PoolEntry>,
+    dns: HickoryDns,
+    client: Client,
+    pool: SendingPool,
+    interval: Duration,
+}
+
+impl Sweep {
+    async fn run(self) {
+        let Sweep { entry, dns, client, pool, interval } = self;
+        let now = Timestamp::now();
         let egress: Vec<EgressIp> = pool
             .spec
             .egress_ips
@@ -92,58 +174,32 @@ impl Reputation {
             })
             .collect();
         let ips: Vec<IpAddr> = egress.iter().map(|e| e.address).collect();
-        let mut pools = self.pools.lock().await;
-        let state = pools.entry(key(pool)).or_insert_with(|| {
-            let mut tracker = ListingTracker::new(TrackerConfig { unknown_after: self.unknown_after });
-            // Keep listings across operator restarts: they are in status.
-            for inst in pool.status.iter().flat_map(|s| &s.instances) {
-                if let Ok(ip) = inst.address.parse() {
-                    for l in &inst.listings {
-                        if let Some(l) = crate::dns::Listing::from_status(l) {
-                            tracker.restore_listing(ip, l);
-                        }
-                    }
-                }
-            }
-            PoolState {
-                checker: DnsblChecker::new(self.dns.clone(), DnsblConfig::default()),
-                tracker,
-                last_sweep: None,
-                summary: PoolDnsSummary::default(),
-                names: BTreeMap::new(),
-                cooling: Default::default(),
-            }
-        });
-        let mut changes = vec![];
-        let due = state.last_sweep.is_none_or(|t| t.elapsed() >= interval);
-        if due {
-            // Cache answers no longer than the sweep interval, so a
-            // delisting is seen on the next sweep.
-            let defaults = DnsblConfig::default();
-            let every = SignedDuration::from_secs(interval.as_secs() as i64);
-            let (min_cache, max_cache) = (defaults.min_cache.min(every), defaults.max_cache.min(every));
-            let zones = pool.spec.reputation.zones.clone();
-            state.checker.set_config(DnsblConfig { zones, min_cache, max_cache, ..defaults });
-            state.tracker.retain_ips(&ips);
-            state.tracker.retain_zones(&state.checker.config().effective_zones());
-            let report = state.checker.sweep(&ips, now).await;
-            state.names = egress.iter().map(|e| (e.address, e.name.clone())).collect();
-            for change in state.tracker.observe(&report, now) {
-                changes.push(describe(&change, &state.names));
-            }
-            let domains: Vec<String> = pool.spec.dkim.as_ref().map(|d| d.domains.clone()).unwrap_or_default();
-            let dkim = dkim_input(client, pool).await;
-            let mut summary =
-                check_authentication(&self.dns, &egress, &domains, dkim.as_ref(), "sendfleet-operator").await;
-            for (ip, s) in summary.ips.iter_mut() {
-                s.listing = state.tracker.ip(*ip);
-            }
-            state.summary = summary;
-            state.last_sweep = Some(Instant::now());
+        let names: BTreeMap<IpAddr, String> = egress.iter().map(|e| (e.address, e.name.clone())).collect();
+        let mut state = entry.state.lock().await;
+        // Cache answers no longer than the sweep interval, so a delisting
+        // is seen on the next sweep.
+        let defaults = DnsblConfig::default();
+        let every = SignedDuration::from_secs(interval.as_secs() as i64);
+        let (min_cache, max_cache) = (defaults.min_cache.min(every), defaults.max_cache.min(every));
+        let zones = pool.spec.reputation.zones.clone();
+        state.checker.set_config(DnsblConfig { zones, min_cache, max_cache, ..defaults });
+        state.tracker.retain_ips(&ips);
+        let effective = state.checker.config().effective_zones();
+        state.tracker.retain_zones(&effective);
+        let report = state.checker.sweep(&ips, now).await;
+        let changes: Vec<String> = state.tracker.observe(&report, now).iter().map(|c| describe(c, &names)).collect();
+        let domains: Vec<String> = pool.spec.dkim.as_ref().map(|d| d.domains.clone()).unwrap_or_default();
+        let dkim = dkim_input(&client, &pool).await;
+        let mut summary = check_authentication(&dns, &egress, &domains, dkim.as_ref(), "sendfleet-operator").await;
+        for (ip, s) in summary.ips.iter_mut() {
+            s.listing = state.tracker.ip(*ip);
         }
+        state.summary = summary;
+
+        let now = Timestamp::now();
         let cool_down =
             SignedDuration::from_secs(api::parse_duration(&pool.spec.reputation.cool_down).unwrap_or(3600) as i64);
-        let mut findings = Findings { changes, ..Default::default() };
+        let mut findings = Findings::default();
         for e in &egress {
             let Some(listing) = state.tracker.ip(e.address) else { continue };
             findings.listings.insert(e.name.clone(), listing.listings.iter().map(|l| l.to_status()).collect());
@@ -160,25 +216,29 @@ impl Reputation {
                 }
             }
         }
-        if state.last_sweep.is_some() {
-            let listed = listed_condition(&state.summary);
-            let auth = authentication_condition(&state.summary);
-            findings.conditions.push(Observation::new(
-                types::LISTED,
-                listed.status.as_str(),
-                listed.reason,
-                listed.message,
-            ));
-            findings.conditions.push(Observation::new(
-                types::AUTHENTICATION_VALID,
-                auth.status.as_str(),
-                auth.reason,
-                auth.message,
-            ));
+        let listed = listed_condition(&state.summary);
+        let auth = authentication_condition(&state.summary);
+        findings.conditions.push(Observation::new(
+            types::LISTED,
+            listed.status.as_str(),
+            listed.reason,
+            listed.message,
+        ));
+        findings.conditions.push(Observation::new(
+            types::AUTHENTICATION_VALID,
+            auth.status.as_str(),
+            auth.reason,
+            auth.message,
+        ));
+        drop(state);
+        {
+            let mut stored = entry.findings.lock().unwrap_or_else(|p| p.into_inner());
+            let mut pending = std::mem::take(&mut stored.changes);
+            pending.extend(changes);
+            findings.changes = pending;
+            *stored = findings;
         }
-        let since = state.last_sweep.map(|t| t.elapsed()).unwrap_or_default();
-        findings.next_sweep_in = interval.saturating_sub(since).max(Duration::from_secs(1));
-        findings
+        entry.running.store(false, Ordering::SeqCst);
     }
 }
 

@@ -5,11 +5,12 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use sendfleet::operator::rbac::{Rule, CLUSTER_RULES, NAMESPACE_RULES};
+use sendfleet_lab::process::Proc;
 use sendfleet_lab::ControlPlane;
 
 pub const OPERATOR_NS: &str = "sendfleet-system";
@@ -94,29 +95,26 @@ impl Operator {
         let port = free_port();
         // Outside the lab dir (removed at exit) so a failed run can be read.
         let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("operator-{identity}-{port}.log"));
-        let out = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_sendfleet"))
-            .args(["operator", "--metrics-addr"])
-            .arg(format!("127.0.0.1:{port}"))
-            .args([
-                "--leader-election-namespace",
-                OPERATOR_NS,
-                "--identity",
-                identity,
-                "--instance-image",
-                "sendfleet:test",
-            ])
-            // No DNS server unless a test provides one: the discard port on
-            // loopback refuses at once, and nothing leaves the namespace.
-            .args(if extra.contains(&"--dns-server") { &[][..] } else { &["--dns-server", "127.0.0.1:9"][..] })
-            .args(extra)
-            .env("KUBECONFIG", &kubeconfig)
-            .env("RUST_LOG", "info,sendfleet=debug,kube=warn")
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().unwrap())
-            .stderr(out)
-            .spawn()
-            .unwrap();
+        let mut args: Vec<String> = vec!["operator".into(), "--metrics-addr".into(), format!("127.0.0.1:{port}")];
+        args.extend(
+            ["--leader-election-namespace", OPERATOR_NS, "--identity", identity, "--instance-image", "sendfleet:test"]
+                .map(String::from),
+        );
+        // No DNS server unless a test provides one: the discard port on
+        // loopback refuses at once, and nothing leaves the namespace.
+        if !extra.contains(&"--dns-server") {
+            args.extend(["--dns-server", "127.0.0.1:9"].map(String::from));
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let env = [
+            ("KUBECONFIG".to_string(), kubeconfig.display().to_string()),
+            ("RUST_LOG".to_string(), "info,sendfleet=debug,kube=warn".to_string()),
+        ];
+        // The lab's spawner: the operator dies with the test process, even
+        // on SIGKILL (PR_SET_PDEATHSIG), so no run leaks one.
+        let proc =
+            Proc::spawn("sendfleet operator", Path::new(env!("CARGO_BIN_EXE_sendfleet")), &args, &log, &env).unwrap();
+        let child = proc.child;
         let op = Operator { child, metrics_port: port, log, identity: identity.into() };
         wait_for("operator metrics endpoint", Duration::from_secs(30), || op.metrics().ok().map(|_| ()));
         op
