@@ -25,9 +25,7 @@ use hickory_server::proto::op::ResponseCode;
 use hickory_server::proto::rr::{LowerName, Name};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::store::in_memory::InMemoryZoneHandler;
-use hickory_server::zone_handler::{
-    AxfrPolicy, Catalog, MessageResponseBuilder, ZoneHandler, ZoneType,
-};
+use hickory_server::zone_handler::{AxfrPolicy, Catalog, MessageResponseBuilder, ZoneHandler, ZoneType};
 use hickory_server::Server;
 
 /// How names under a suffix misbehave.
@@ -64,10 +62,7 @@ impl Stats {
     /// Queries received for names ending in `suffix`.
     pub fn count_under(&self, suffix: &str) -> usize {
         let suffix = suffix.trim_end_matches('.').to_ascii_lowercase();
-        self.names()
-            .iter()
-            .filter(|n| *n == &suffix || n.ends_with(&format!(".{suffix}")))
-            .count()
+        self.names().iter().filter(|n| *n == &suffix || n.ends_with(&format!(".{suffix}"))).count()
     }
     pub fn reset(&self) {
         self.total.store(0, Ordering::SeqCst);
@@ -93,11 +88,7 @@ impl Drop for InFlight<'_> {
 
 #[async_trait::async_trait]
 impl RequestHandler for Handler {
-    async fn handle_request<R: ResponseHandler, T: Time>(
-        &self,
-        request: &Request,
-        response_handle: R,
-    ) -> ResponseInfo {
+    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, response_handle: R) -> ResponseInfo {
         let name = request
             .request_info()
             .map(|i| i.query.name().to_string())
@@ -105,11 +96,7 @@ impl RequestHandler for Handler {
             .trim_end_matches('.')
             .to_ascii_lowercase();
         self.stats.total.fetch_add(1, Ordering::SeqCst);
-        self.stats
-            .names
-            .lock()
-            .expect("stats lock")
-            .push(name.clone());
+        self.stats.names.lock().expect("stats lock").push(name.clone());
         let now = self.stats.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.stats.max_in_flight.fetch_max(now, Ordering::SeqCst);
         let _guard = InFlight(&self.stats);
@@ -127,10 +114,7 @@ impl RequestHandler for Handler {
                 let mut handle = response_handle;
                 let response = MessageResponseBuilder::new(&request.queries, None)
                     .error_msg(&request.metadata, ResponseCode::ServFail);
-                return handle
-                    .send_response(response)
-                    .await
-                    .expect("test DNS server: send SERVFAIL");
+                return handle.send_response(response).await.expect("test DNS server: send SERVFAIL");
             }
             None => {
                 if !self.service_time.is_zero() {
@@ -138,9 +122,7 @@ impl RequestHandler for Handler {
                 }
             }
         }
-        self.catalog
-            .handle_request::<R, T>(request, response_handle)
-            .await
+        self.catalog.handle_request::<R, T>(request, response_handle).await
     }
 }
 
@@ -171,8 +153,7 @@ impl TestDnsBuilder {
 
     /// Names equal to or under `suffix` misbehave.
     pub fn rule(mut self, suffix: &str, m: Misbehave) -> Self {
-        self.rules
-            .push((suffix.trim_end_matches('.').to_ascii_lowercase(), m));
+        self.rules.push((suffix.trim_end_matches('.').to_ascii_lowercase(), m));
         self
     }
 
@@ -187,13 +168,10 @@ impl TestDnsBuilder {
         let mut zones = BTreeMap::new();
         for (origin, text) in &self.zones {
             let name = Name::from_str(&format!("{origin}.")).expect("zone origin");
-            let (_, records) = hickory_server::proto::serialize::txt::Parser::new(
-                text.as_str(),
-                None,
-                Some(name.clone()),
-            )
-            .parse()
-            .unwrap_or_else(|e| panic!("zone {origin} does not parse: {e}\n{text}"));
+            let (_, records) =
+                hickory_server::proto::serialize::txt::Parser::new(text.as_str(), None, Some(name.clone()))
+                    .parse()
+                    .unwrap_or_else(|e| panic!("zone {origin} does not parse: {e}\n{text}"));
             let handler = InMemoryZoneHandler::<TokioRuntimeProvider>::new(
                 name.clone(),
                 records,
@@ -207,12 +185,7 @@ impl TestDnsBuilder {
             catalog.upsert(name.into(), handlers);
         }
         let stats = Arc::new(Stats::default());
-        let handler = Handler {
-            catalog,
-            rules: self.rules,
-            service_time: self.service_time,
-            stats: stats.clone(),
-        };
+        let handler = Handler { catalog, rules: self.rules, service_time: self.service_time, stats: stats.clone() };
 
         // UDP and TCP on one port: hickory falls back to TCP on truncation,
         // and the resolver config names one port for both.
@@ -229,12 +202,7 @@ impl TestDnsBuilder {
         let mut server = Server::new(handler);
         server.register_socket(udp);
         server.register_listener(tcp, Duration::from_secs(10), 64 * 1024);
-        TestDns {
-            addr,
-            stats,
-            zones,
-            _server: server,
-        }
+        TestDns { addr, stats, zones, _server: server }
     }
 }
 
@@ -252,9 +220,7 @@ impl TestDns {
     }
 
     fn zone(&self, zone: &str) -> &Arc<InMemoryZoneHandler<TokioRuntimeProvider>> {
-        self.zones
-            .get(zone.trim_end_matches('.'))
-            .unwrap_or_else(|| panic!("test DNS server does not serve {zone}"))
+        self.zones.get(zone.trim_end_matches('.')).unwrap_or_else(|| panic!("test DNS server does not serve {zone}"))
     }
 
     /// Delete every record of `name` (relative to `zone`) while serving:
@@ -272,10 +238,9 @@ impl TestDns {
     /// while serving.
     pub async fn add_records(&self, zone: &str, text: &str) {
         let origin = Name::from_str(&format!("{}.", zone.trim_end_matches('.'))).expect("zone");
-        let (_, sets) =
-            hickory_server::proto::serialize::txt::Parser::new(text, None, Some(origin))
-                .parse()
-                .unwrap_or_else(|e| panic!("records do not parse: {e}\n{text}"));
+        let (_, sets) = hickory_server::proto::serialize::txt::Parser::new(text, None, Some(origin))
+            .parse()
+            .unwrap_or_else(|e| panic!("records do not parse: {e}\n{text}"));
         let handler = self.zone(zone);
         for set in sets.values() {
             for record in set.records_without_rrsigs() {
@@ -302,14 +267,8 @@ pub fn openssl_genkey(algorithm: &str, extra: &[&str]) -> Vec<u8> {
     let mut cmd = std::process::Command::new("openssl");
     cmd.args(["genpkey", "-algorithm", algorithm]);
     cmd.args(extra);
-    let out = cmd
-        .output()
-        .expect("the openssl CLI is needed to generate test keys: apt-get install -y openssl");
-    assert!(
-        out.status.success(),
-        "openssl genpkey failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = cmd.output().expect("the openssl CLI is needed to generate test keys: apt-get install -y openssl");
+    assert!(out.status.success(), "openssl genpkey failed: {}", String::from_utf8_lossy(&out.stderr));
     out.stdout
 }
 
@@ -323,12 +282,7 @@ pub fn openssl_to_pkcs1(pkcs8: &[u8]) -> Vec<u8> {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("openssl CLI");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(pkcs8)
-        .expect("write key");
+    child.stdin.take().expect("stdin").write_all(pkcs8).expect("write key");
     let out = child.wait_with_output().expect("openssl rsa");
     assert!(out.status.success(), "openssl rsa failed");
     out.stdout
