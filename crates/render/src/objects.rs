@@ -304,10 +304,15 @@ fn stateful_set(
             pod_meta.annotations = Some([("k8s.v1.cni.cncf.io/networks".to_string(), v.to_string())].into());
         }
     }
+    // With hostNetwork the API server defaults hostPort = containerPort, and
+    // the scheduler treats a hostPort without hostIP as 0.0.0.0: a node's
+    // second instance would then be unschedulable ("didn't have free ports").
+    // Each instance binds only its own egress address, so say so.
     let port = |name: &str, p: u16| ContainerPort {
         name: Some(name.into()),
         container_port: p as i32,
         protocol: Some("TCP".into()),
+        host_ip: host_network.then(|| inst.address.clone()),
         ..Default::default()
     };
     let env = |n: &str, v: &str| EnvVar { name: n.into(), value: Some(v.into()), ..Default::default() };

@@ -1,0 +1,353 @@
+//! End-to-end on the lab's real node (issue 8): the sendfleet image built by
+//! `make image` runs as instance pods started by a real kubelet through
+//! containerd and runc, reconciled by `sendfleet operator` (a process on the
+//! lab side, as its ServiceAccount — see tests/operator_support), with queues
+//! on the lab's local PersistentVolumes, hostNetwork egress addresses, and
+//! real Postfix receivers standing in for providers.
+//!
+//! Everything runs inside the test's own network namespace (hack/netns-run):
+//! node IP 10.250.0.1, egress 10.250.0.11-13, providers 10.250.0.50/.51 —
+//! all on that namespace's `lo`. This file must never reach an address
+//! outside it, and never skips: a missing image or tool is a panic saying
+//! what to run.
+
+#[allow(dead_code)]
+mod agent_support;
+mod operator_support;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use agent_support::{add_addr, require_postfix, Receiver};
+use operator_support::{control_plane, get_json, wait_for, Operator};
+use sendfleet_lab::ControlPlane;
+
+const NS: &str = "mail-e2e";
+const POOL: &str = "e2e";
+const EGRESS: [(&str, &str); 3] = [("mta1", "10.250.0.11"), ("mta2", "10.250.0.12"), ("mta3", "10.250.0.13")];
+const PROVIDER: &str = "10.250.0.50";
+const SLOW_PROVIDER: &str = "10.250.0.51";
+const IMAGE_BASE: &str = "localhost/sendfleet";
+const IMAGE: &str = "localhost/sendfleet:dev";
+
+struct Lab {
+    cp: &'static ControlPlane,
+    _operator: Operator,
+    provider: Receiver,
+    slow: Receiver,
+}
+
+/// The image archive `make image` wrote (hack/build-image.sh --print).
+fn image_archive() -> std::path::PathBuf {
+    if let Ok(p) = std::env::var("SENDFLEET_IMAGE_ARCHIVE") {
+        if !p.is_empty() {
+            assert!(std::path::Path::new(&p).is_file(), "SENDFLEET_IMAGE_ARCHIVE={p} does not exist: run `make image`");
+            return p.into();
+        }
+    }
+    let repo = operator_support::repo();
+    let out = Command::new(repo.join("hack/build-image.sh")).arg("--print").output().expect("running hack/build-image.sh");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let path = text.lines().find_map(|l| l.strip_prefix("image=")).unwrap_or("").to_string();
+    assert!(
+        out.status.success() && !path.is_empty(),
+        "the sendfleet image for the current target/release/sendfleet is not built: run `make image` \
+         (needs the network for mmdebstrap, which this test's namespace does not have): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    path.into()
+}
+
+fn pool_yaml() -> String {
+    let mut ips = String::new();
+    for (name, addr) in EGRESS {
+        ips.push_str(&format!("    - {{name: {name}, address: {addr}, heloName: {name}.e2e.test}}\n"));
+    }
+    // No `\` line continuations here: they would eat the YAML indentation.
+    let sc = sendfleet_lab::STORAGE_CLASS;
+    format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata: {{name: {NS}}}
+---
+apiVersion: sendfleet.io/v1alpha1
+kind: SendingPool
+metadata: {{name: {POOL}, namespace: {NS}}}
+spec:
+  egressIPs:
+{ips}  egress: {{mode: HostNetwork}}
+  image: {IMAGE}
+  queue: {{size: 1Gi, storageClassName: {sc}}}
+  submission: {{port: 587, allowedCIDRs: ["10.250.0.0/24"]}}
+  retry: {{queueRunDelay: 5s, minimalBackoff: 5s, maximalBackoff: 10s}}
+---
+apiVersion: sendfleet.io/v1alpha1
+kind: DomainPolicy
+metadata: {{name: provider, namespace: {NS}}}
+spec:
+  poolSelector: {{}}
+  domains: ["provider.test"]
+  route: {{relayHost: {PROVIDER}, port: 25}}
+---
+apiVersion: sendfleet.io/v1alpha1
+kind: DomainPolicy
+metadata: {{name: slow, namespace: {NS}}}
+spec:
+  poolSelector: {{}}
+  domains: ["slow.test"]
+  route: {{relayHost: {SLOW_PROVIDER}, port: 25}}
+"#
+    )
+}
+
+/// Pods of the pool: (name, uid, phase, ready).
+fn pods(cp: &ControlPlane) -> Vec<(String, String, String, bool)> {
+    let v = get_json(cp, &["pods", "-n", NS, "-l", &format!("sendfleet.io/pool={POOL}")]).unwrap_or_default();
+    let mut out: Vec<_> = v["items"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|p| {
+                    let ready = p["status"]["conditions"]
+                        .as_array()
+                        .map(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+                        .unwrap_or(false);
+                    (
+                        p["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                        p["metadata"]["uid"].as_str().unwrap_or("").to_string(),
+                        p["status"]["phase"].as_str().unwrap_or("").to_string(),
+                        ready && p["metadata"]["deletionTimestamp"].is_null(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// Everything a reader needs when pods do not come up.
+fn diagnose(cp: &ControlPlane) -> String {
+    let mut s = String::new();
+    for args in [
+        &["get", "pods,pvc,sts", "-n", NS, "-o", "wide"][..],
+        &["describe", "pods", "-n", NS],
+        &["get", "events", "-n", NS, "--sort-by=.lastTimestamp"],
+        &["get", "sendingpools", "-n", NS, "-o", "yaml"],
+    ] {
+        s.push_str(&format!("$ kubectl {}\n{}\n", args.join(" "), cp.kubectl_run(args).unwrap_or_else(|e| e.to_string())));
+    }
+    for (name, _) in EGRESS {
+        let pod = format!("{POOL}-{name}-0");
+        let logs = cp.kubectl_run(&["logs", "-n", NS, &pod, "--tail=30"]).unwrap_or_else(|e| e.to_string());
+        s.push_str(&format!("$ kubectl logs {pod}\n{logs}\n"));
+    }
+    if let Some(n) = cp.node_info() {
+        let log = std::fs::read_to_string(n.dir.join("kubelet.log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(30).collect();
+        s.push_str(&format!("kubelet.log (last 30, newest first):\n{}\n", tail.join("\n")));
+    }
+    s
+}
+
+fn wait_pods_ready(cp: &ControlPlane, timeout: Duration, what: &str) {
+    let t0 = Instant::now();
+    loop {
+        let p = pods(cp);
+        if p.len() == EGRESS.len() && p.iter().all(|(_, _, phase, ready)| phase == "Running" && *ready) {
+            return;
+        }
+        if t0.elapsed() > timeout {
+            panic!("{what}: pods not all Running and Ready after {timeout:?}: {p:?}\n{}", diagnose(cp));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// Lab + node + image + operator + receivers + pool. Owned by the one test
+/// so the receivers and the operator are stopped when it ends (statics are
+/// never dropped).
+fn lab() -> Lab {
+    {
+        require_postfix();
+        let t0 = Instant::now();
+        let archive = image_archive();
+        let cp = control_plane(true);
+        let t_cp = t0.elapsed();
+        let node = cp.ensure_node(4).expect("lab node");
+        let t_node = t0.elapsed();
+        let t = Instant::now();
+        cp.import_image(&archive, Some(IMAGE_BASE)).expect("importing the sendfleet image into the node's containerd");
+        let t_import = t.elapsed();
+        // The egress and provider addresses live on the namespace's lo,
+        // like the node IP: hostNetwork pods share this namespace.
+        for (_, addr) in EGRESS {
+            add_addr(addr);
+        }
+        let provider = Receiver::start("e2e-provider", PROVIDER, &["provider.test"], &[]);
+        let slow = Receiver::start("e2e-slow", SLOW_PROVIDER, &["slow.test"], &[("slow.test", "450 4.7.1 try again later")]);
+        let operator = Operator::start_with(cp, "e2e", &["--resync-interval", "10s"]);
+        let t = Instant::now();
+        cp.apply(&pool_yaml()).expect("applying the pool");
+        wait_pods_ready(cp, Duration::from_secs(240), "first start");
+        let t_ready = t.elapsed();
+        eprintln!(
+            "e2e timings: control plane {:.1}s, node {} ready at {:.1}s, image import {:.1}s, \
+             pool applied -> 3 pods Running+Ready {:.1}s, total {:.1}s",
+            t_cp.as_secs_f64(),
+            node.ip,
+            t_node.as_secs_f64(),
+            t_import.as_secs_f64(),
+            t_ready.as_secs_f64(),
+            t0.elapsed().as_secs_f64()
+        );
+        Lab { cp, _operator: operator, provider, slow }
+    }
+}
+
+/// `smtp-source` into one instance's submission port; panics on failure.
+fn inject(addr: &str, count: usize, rcpt: &str) {
+    let out = Command::new("smtp-source")
+        .args(["-c", "-N", "-m", &count.to_string(), "-s", "10", "-f", "from@example.com", "-t", rcpt])
+        .arg(format!("{addr}:587"))
+        .output()
+        .expect("running smtp-source");
+    assert!(
+        out.status.success(),
+        "smtp-source to {addr}:587 failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// One test, in order: the pool comes up (3 pods Running and Ready through
+/// the agent's /readyz), 500 messages are delivered from the egress
+/// addresses, then a pod holding 200 deferred messages is deleted and its
+/// mail survives on the same volume.
+#[test]
+fn pool_on_the_real_node_end_to_end() {
+    let lab = lab();
+    pool_of_three_runs_and_delivers_from_its_egress_addresses(&lab);
+    deleted_pod_comes_back_on_its_volume_and_delivers_its_deferred_mail(&lab);
+}
+
+fn pool_of_three_runs_and_delivers_from_its_egress_addresses(lab: &Lab) {
+    let cp = lab.cp;
+    let p = pods(cp);
+    assert_eq!(p.len(), 3, "{p:?}");
+    // Each instance serves its agent on its own egress address (hostNetwork):
+    // what the kubelet's readiness probe saw.
+    for (name, addr) in EGRESS {
+        let body = agent_get(addr, "/readyz");
+        assert!(body.is_some(), "agent of {name} does not answer on {addr}:9187/readyz");
+    }
+
+    let t0 = Instant::now();
+    let per = [167usize, 167, 166];
+    std::thread::scope(|s| {
+        for ((name, addr), n) in EGRESS.iter().zip(per) {
+            s.spawn(move || inject(addr, n, &format!("{name}@provider.test")));
+        }
+    });
+    let t_inject = t0.elapsed();
+    let total: usize = per.iter().sum();
+    let d = wait_for("500 deliveries at the provider", Duration::from_secs(180), || {
+        let d = lab.provider.deliveries();
+        (d.to_domain("provider.test") >= total).then_some(d)
+    });
+    let t_delivered = t0.elapsed();
+    // Nothing more arrives (no duplicates).
+    std::thread::sleep(Duration::from_secs(3));
+    let d2 = lab.provider.deliveries();
+    assert_eq!(d2.to_domain("provider.test"), total, "duplicates at the provider");
+    let distinct: BTreeSet<&String> = d2.accepted.iter().map(|(r, _)| r).collect();
+    assert_eq!(distinct.len(), total, "each message once");
+    let mut by_source = String::new();
+    let mut from_egress = 0;
+    for (name, addr) in EGRESS {
+        let n = d.to_domain_from("provider.test", addr);
+        by_source.push_str(&format!("{name} {addr}: {n}; "));
+        assert!(n > 0, "nothing arrived from egress address {addr}");
+        from_egress += n;
+        // Mail submitted to an instance leaves from that instance's address.
+        let own = d.accepted.iter().filter(|(r, c)| r.ends_with(&format!("{name}@provider.test")) && c == addr).count();
+        assert_eq!(own, per[EGRESS.iter().position(|(n, _)| *n == name).unwrap()], "mail of {name} from {addr}");
+    }
+    assert_eq!(from_egress, total, "every message came from one of the pool's egress addresses: {by_source}");
+    eprintln!(
+        "e2e mail: {total} injected in {:.1}s, all delivered at {:.1}s; by source address: {by_source}",
+        t_inject.as_secs_f64(),
+        t_delivered.as_secs_f64()
+    );
+}
+
+fn agent_get(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&format!("{addr}:9187").parse().ok()?, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    (buf.split_whitespace().nth(1) == Some("200")).then(|| buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+}
+
+/// Messages in one instance's Postfix queue, read inside the pod.
+fn queued(cp: &ControlPlane, pod: &str) -> Option<usize> {
+    let out = cp.kubectl_run(&["exec", "-n", NS, pod, "-c", "mta", "--", "postqueue", "-j"]).ok()?;
+    Some(out.lines().filter(|l| l.starts_with('{')).count())
+}
+
+fn pvc_volume(cp: &ControlPlane, pod: &str) -> String {
+    let v = get_json(cp, &["pvc", "-n", NS, &format!("queue-{pod}")]).expect("queue PVC");
+    v["spec"]["volumeName"].as_str().unwrap_or("").to_string()
+}
+
+fn deleted_pod_comes_back_on_its_volume_and_delivers_its_deferred_mail(lab: &Lab) {
+    let cp = lab.cp;
+    const N: usize = 200;
+    let (name, addr) = EGRESS[0];
+    let pod = format!("{POOL}-{name}-0");
+    let before = pods(cp).into_iter().find(|p| p.0 == pod).expect("pod of mta1");
+    let volume = pvc_volume(cp, &pod);
+    assert!(!volume.is_empty());
+
+    inject(addr, N, "deferred@slow.test");
+    // All N deferred in mta1's queue: the provider answered 450 to each.
+    wait_for("200 deferred messages in mta1's queue", Duration::from_secs(90), || {
+        (queued(cp, &pod) == Some(N) && lab.slow.log().matches("450 4.7.1").count() >= 1).then_some(())
+    });
+    assert_eq!(lab.slow.deliveries().to_domain("slow.test"), 0);
+
+    let t0 = Instant::now();
+    cp.kubectl_run(&["delete", "pod", "-n", NS, &pod, "--wait=true"]).expect("deleting the pod");
+    wait_for("a new mta1 pod", Duration::from_secs(120), || {
+        pods(cp).into_iter().find(|p| p.0 == pod && p.1 != before.1).map(|_| ())
+    });
+    wait_pods_ready(cp, Duration::from_secs(120), "after deleting mta1's pod");
+    let t_back = t0.elapsed();
+    assert_eq!(pvc_volume(cp, &pod), volume, "the new pod uses the same queue volume");
+    assert_eq!(queued(cp, &pod), Some(N), "the queue survived the pod");
+
+    // The provider now accepts.
+    std::fs::write(lab.slow.dir.join("access"), "").unwrap();
+    agent_support::postfix(&lab.slow.dir, "reload");
+    let t1 = Instant::now();
+    wait_for("200 deliveries at the slow provider", Duration::from_secs(120), || {
+        (lab.slow.deliveries().to_domain("slow.test") >= N).then_some(())
+    });
+    let t_delivered = t1.elapsed();
+    std::thread::sleep(Duration::from_secs(3));
+    let d = lab.slow.deliveries();
+    assert_eq!(d.to_domain("slow.test"), N, "0 lost, 0 duplicated");
+    let distinct: BTreeSet<&String> = d.accepted.iter().map(|(r, _)| r).collect();
+    assert_eq!(distinct.len(), N);
+    assert_eq!(d.to_domain_from("slow.test", addr), N, "delivered from mta1's egress address");
+    wait_for("mta1's queue empty", Duration::from_secs(30), || (queued(cp, &pod) == Some(0)).then_some(()));
+    eprintln!(
+        "e2e restart: pod deleted -> back Running+Ready on volume {volume} in {:.1}s; \
+         {N} deferred messages delivered {:.1}s after the provider accepted",
+        t_back.as_secs_f64(),
+        t_delivered.as_secs_f64()
+    );
+}
