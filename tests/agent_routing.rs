@@ -72,6 +72,13 @@ fn paused_excluded_and_slowed_domains_go_where_the_policy_says() {
     assert_eq!(got.to_domain("paused.test"), 0);
     let queue = a.queue_json();
     assert_eq!(queue.matches("paused by policy paused: provider maintenance").count(), 5, "{queue}");
+    // The agent's queue monitor sees the same held mail.
+    let st = a.wait_for(Duration::from_secs(20), "queue monitor shows the paused mail", |s| {
+        s.queue.messages.get("deferred") == Some(&5)
+            && s.queue.deferred_by_domain.first().is_some_and(|d| d.domain == "paused.test" && d.count == 5)
+    });
+    assert_eq!(st.queue.older_than_warn, 0);
+    assert!(st.queue.oldest_age_seconds.is_some_and(|a| a < 120));
 
     // A's log shows the transports that carried each domain.
     let log_a = a.stdout();

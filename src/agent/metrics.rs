@@ -61,6 +61,8 @@ pub struct Metrics {
     pub registry: Registry,
     pub deliveries: Family<DeliveryLabels, Counter>,
     pub delays: Family<StageLabels, Histogram, fn() -> Histogram>,
+    /// Cached handles of `delays` for the four stages, in [`STAGES`] order.
+    pub stage_delays: [Histogram; 4],
     pub log_lines: Family<ResultLabels, Counter>,
     pub lookups: Family<LookupLabels, Counter>,
     pub lookup_errors: Counter,
@@ -149,10 +151,12 @@ impl Metrics {
             "Messages sent from this instance's IP today, per domain rule (persisted)",
             sent_today.clone(),
         );
+        let stage_delays = STAGES.map(|stage| delays.get_or_create(&StageLabels { stage }).clone());
         Metrics {
             registry,
             deliveries,
             delays,
+            stage_delays,
             log_lines,
             lookups,
             lookup_errors,

@@ -27,10 +27,16 @@ pub enum KeyError {
     TooShort { path: String, len: usize },
 }
 
+/// Addresses whose hash is remembered (the sender of most mail and repeat
+/// recipients appear on several lines per message); cleared when full.
+const CACHE_MAX: usize = 65_536;
+
 /// The keyed hasher.
 #[derive(Clone)]
 pub struct Redactor {
     mac: Hmac<Sha256>,
+    /// address (as written) -> hex of its hash. In memory only.
+    cache: std::collections::HashMap<Box<[u8]>, [u8; HASH_HEX], std::hash::BuildHasherDefault<Fnv>>,
 }
 
 impl Redactor {
@@ -38,7 +44,7 @@ impl Redactor {
     pub fn new(key: &[u8]) -> Self {
         // HMAC accepts keys of any length.
         let mac = Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes any key length");
-        Redactor { mac }
+        Redactor { mac, cache: Default::default() }
     }
 
     pub fn from_file(path: &std::path::Path) -> Result<Self, KeyError> {
@@ -52,16 +58,46 @@ impl Redactor {
 
     /// Hash of a whole address, as `h-<16 hex>` (the local part's replacement).
     pub fn hash_local(&self, address: &[u8], out: &mut Vec<u8>) {
+        out.extend_from_slice(PREFIX);
+        out.extend_from_slice(&self.hex(address));
+    }
+
+    fn hex(&self, address: &[u8]) -> [u8; HASH_HEX] {
         let mut mac = self.mac.clone();
+        let mut lower = [0u8; 64];
         for chunk in address.chunks(64) {
-            mac.update(&chunk.to_ascii_lowercase());
+            let l = &mut lower[..chunk.len()];
+            l.copy_from_slice(chunk);
+            l.make_ascii_lowercase();
+            mac.update(l);
         }
         let digest = mac.finalize().into_bytes();
-        out.extend_from_slice(PREFIX);
-        for b in &digest[..HASH_HEX / 2] {
-            out.push(HEX[usize::from(b >> 4)]);
-            out.push(HEX[usize::from(b & 15)]);
+        let mut hex = [0u8; HASH_HEX];
+        for (i, b) in digest[..HASH_HEX / 2].iter().enumerate() {
+            hex[2 * i] = HEX[usize::from(b >> 4)];
+            hex[2 * i + 1] = HEX[usize::from(b & 15)];
         }
+        hex
+    }
+
+    /// [`Redactor::hash_local`] through the cache (`cache = false` for tokens
+    /// seen once, like message-ids, which would only churn it).
+    fn hash_local_cached(&mut self, address: &[u8], cache: bool, out: &mut Vec<u8>) {
+        out.extend_from_slice(PREFIX);
+        if let Some(h) = self.cache.get(address) {
+            out.extend_from_slice(h);
+            return;
+        }
+        let h = self.hex(address);
+        if !cache {
+            out.extend_from_slice(&h);
+            return;
+        }
+        if self.cache.len() >= CACHE_MAX {
+            self.cache.clear();
+        }
+        self.cache.insert(address.into(), h);
+        out.extend_from_slice(&h);
     }
 
     /// `h-<hash>@domain` for an address (domain lowercased).
@@ -78,7 +114,7 @@ impl Redactor {
     /// Copy `line` to `out` with every `local@domain` token replaced by
     /// `h-<hash>@domain`. Tokens are delimited by whitespace and the
     /// punctuation Postfix puts around addresses (`<>()[],;:"='`).
-    pub fn redact_line(&self, line: &[u8], out: &mut Vec<u8>) {
+    pub fn redact_line(&mut self, line: &[u8], out: &mut Vec<u8>) {
         let mut copied = 0;
         let mut search = 0;
         while let Some(rel) = memchr(b'@', &line[search..]) {
@@ -92,7 +128,8 @@ impl Redactor {
                 continue;
             }
             out.extend_from_slice(&line[copied..start]);
-            self.hash_local(&line[start..end], out);
+            let once = line[..start].ends_with(b"message-id=<");
+            self.hash_local_cached(&line[start..end], !once, out);
             out.push(b'@');
             out.extend_from_slice(&line[at + 1..end]);
             copied = end;
@@ -102,6 +139,25 @@ impl Redactor {
 }
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// FNV-1a for the in-memory cache (keys are short; SipHash's DoS resistance
+/// is not needed for a bounded cache the agent clears when full).
+#[derive(Default)]
+pub struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
 
 fn is_delim(b: u8) -> bool {
     b.is_ascii_whitespace()
@@ -120,6 +176,11 @@ mod tests {
     fn redact(s: &str) -> String {
         let mut out = Vec::new();
         r().redact_line(s.as_bytes(), &mut out);
+        let mut again = Vec::new();
+        let mut cached = r();
+        cached.redact_line(s.as_bytes(), &mut Vec::new());
+        cached.redact_line(s.as_bytes(), &mut again);
+        assert_eq!(again, out, "cache changes nothing");
         String::from_utf8(out).unwrap()
     }
 

@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 use super::counters::{Counters, CountersError};
 use super::log::join::Outcome;
 use super::log::parse::Status;
-use super::metrics::{DeliveryLabels, Metrics, QueueLabels, RuleLabels, StageLabels, STAGES};
+use super::metrics::{DeliveryLabels, Metrics, QueueLabels, RuleLabels};
 use super::queue::parse::QueueScan;
 use super::socketmap::decision::{decide, share_for, Decision, SentToday};
 use super::AgentArgs;
@@ -147,8 +147,20 @@ impl State {
         self.inner().counters.roll(&today);
     }
 
+    /// Copy the day counters to the `sent_today` gauges (every few seconds,
+    /// not per delivery).
+    pub fn publish_sent_today(&self) {
+        let by_rule = self.inner().counters.sent_by_rule.clone();
+        self.metrics.sent_today.clear();
+        for (r, n) in by_rule {
+            let rule = if r.is_empty() { "none".to_string() } else { r };
+            self.metrics.sent_today.get_or_create(&RuleLabels { rule }).set(n as i64);
+        }
+    }
+
     pub fn save_counters(&self) -> Result<(), CountersError> {
         self.roll_day();
+        self.publish_sent_today();
         let mut inner = self.inner();
         if inner.counters.is_dirty() {
             inner.counters.save()?;
@@ -208,15 +220,18 @@ impl State {
         self.inner().config.refused = Some(RefusedConfig { hash, at: unix_now(), reason: reason.to_string(), message });
     }
 
-    pub fn count_line(&self, result: &'static str) {
-        self.metrics.log_lines.get_or_create(&res(result)).inc();
-        let mut inner = self.inner();
-        inner.log.lines += 1;
-        match result {
-            "parsed" => inner.log.parsed += 1,
-            "ignored" => inner.log.ignored += 1,
-            _ => inner.log.malformed += 1,
+    /// Add a batch of log line counts.
+    pub fn count_lines(&self, parsed: u64, ignored: u64, malformed: u64) {
+        for (r, n) in [("parsed", parsed), ("ignored", ignored), ("malformed", malformed)] {
+            if n > 0 {
+                self.metrics.log_lines.get_or_create(&res(r)).inc_by(n);
+            }
         }
+        let mut inner = self.inner();
+        inner.log.lines += parsed + ignored + malformed;
+        inner.log.parsed += parsed;
+        inner.log.ignored += ignored;
+        inner.log.malformed += malformed;
     }
 
     pub fn set_inflow(&self, total: u64) {
@@ -224,7 +239,7 @@ impl State {
     }
 
     /// Apply one recipient outcome from the log.
-    pub fn record_outcome(&self, o: &Outcome) {
+    pub fn record_outcome(&self, o: &Outcome<'_>) {
         let policy = self.policy();
         let rule = policy.as_ref().and_then(|p| p.rule_for(&o.domain)).map(|r| r.name.clone());
         let share = policy.as_ref().and_then(|p| share_for(p, &o.domain)).map(|(k, _)| k);
@@ -245,8 +260,8 @@ impl State {
             })
             .inc();
         if let Some(d) = o.delays {
-            for (i, v) in d.iter().enumerate() {
-                self.metrics.delays.get_or_create(&StageLabels { stage: STAGES[i] }).observe(f64::from(*v));
+            for (h, v) in self.metrics.stage_delays.iter().zip(d) {
+                h.observe(f64::from(v));
             }
         }
         let now = unix_now();
@@ -257,19 +272,15 @@ impl State {
         }
         if o.status == Status::Sent && !via_peer {
             let r = rule.as_deref().unwrap_or("");
+            // The sent_today gauges are published by `publish_sent_today`.
             inner.counters.record_sent(r, share.as_deref());
-            let n = inner.counters.sent_by_rule.get(r).copied().unwrap_or(0);
-            self.metrics
-                .sent_today
-                .get_or_create(&RuleLabels { rule: if r.is_empty() { "none".into() } else { r.to_string() } })
-                .set(n as i64);
         }
-        let key = if inner.domains.len() >= MAX_DOMAINS && !inner.domains.contains_key(&o.domain) {
-            "other".to_string()
-        } else {
-            o.domain.clone()
-        };
-        let e = inner.domains.entry(key).or_default();
+        if !inner.domains.contains_key(o.domain.as_ref()) {
+            let key = if inner.domains.len() >= MAX_DOMAINS { "other".to_string() } else { o.domain.to_string() };
+            inner.domains.entry(key).or_default();
+        }
+        let key = if inner.domains.contains_key(o.domain.as_ref()) { o.domain.as_ref() } else { "other" };
+        let e = inner.domains.get_mut(key).expect("inserted above");
         e.rule = rule;
         bump(&mut e.counts, o.status);
         if o.category != ResponseCategory::Accepted {
@@ -435,5 +446,77 @@ fn bump(c: &mut StatusCounts, s: Status) {
         Status::Deferred => c.deferred += 1,
         Status::Bounced => c.bounced += 1,
         Status::Expired => c.expired += 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        args: AgentArgs,
+    }
+
+    fn outcome(domain: &str, status: Status, category: ResponseCategory) -> Outcome<'_> {
+        Outcome {
+            domain: domain.into(),
+            status,
+            dsn_class: 4,
+            category,
+            delays: Some([0.1, 0.0, 0.2, 0.3]),
+            relay_addr: Some("192.0.2.1"),
+            relay_port: Some(25),
+            service: "smtp",
+        }
+    }
+
+    #[test]
+    fn outcomes_feed_counts_health_and_suggestions() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = Wrap::parse_from(["t", "--state-dir", dir.path().to_str().unwrap()]).args;
+        let st = State::new(args, Counters::load(dir.path()).unwrap());
+        for _ in 0..5 {
+            st.record_outcome(&outcome("gmail.com", Status::Deferred, ResponseCategory::RateLimit));
+        }
+        for _ in 0..3 {
+            st.record_outcome(&outcome("yahoo.com", Status::Bounced, ResponseCategory::IpBlock));
+        }
+        st.record_outcome(&outcome("yahoo.com", Status::Sent, ResponseCategory::Accepted));
+        let s = st.status();
+        assert_eq!(s.counters.since_start, StatusCounts { sent: 1, deferred: 5, bounced: 3, expired: 0 });
+        assert_eq!(s.counters.sent_today, 1);
+        assert_eq!(s.domains[0].domain, "gmail.com");
+        assert_eq!(s.domains[0].categories.get("RateLimit"), Some(&5));
+        let kinds: Vec<(SuggestionKind, &str)> = s.suggestions.iter().map(|g| (g.kind, g.domain.as_str())).collect();
+        assert_eq!(kinds, vec![(SuggestionKind::SlowDown, "gmail.com"), (SuggestionKind::Exclude, "yahoo.com")]);
+        // A sixth rate limit does not duplicate the suggestion.
+        st.record_outcome(&outcome("gmail.com", Status::Deferred, ResponseCategory::RateLimit));
+        assert_eq!(st.status().suggestions.len(), 2);
+        let m = st.metrics.encode();
+        assert!(m.contains("sendfleet_agent_deliveries_total{rule=\"none\",status=\"bounced\",category=\"IpBlock\",via=\"direct\"} 3"), "{m}");
+        assert!(m.contains("sendfleet_agent_delivery_delay_seconds_count{stage=\"transmission\"} 10"), "{m}");
+    }
+
+    #[test]
+    fn queue_flow_estimates_growth_and_drain() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = Wrap::parse_from(["t", "--state-dir", dir.path().to_str().unwrap()]).args;
+        let st = State::new(args, Counters::load(dir.path()).unwrap());
+        let mut scan = QueueScan::default();
+        scan.messages.insert("deferred".into(), 10);
+        st.set_queue(&scan, 100, 200, None);
+        scan.messages.insert("deferred".into(), 20);
+        st.set_queue(&scan, 100, 200, None);
+        let q = st.status().queue;
+        assert!(q.growing);
+        assert_eq!(q.messages.get("deferred"), Some(&20));
+        // A failed scan keeps the last figures and reports the error.
+        st.set_queue(&QueueScan::default(), 100, 200, Some("postqueue: down".into()));
+        let q = st.status().queue;
+        assert_eq!(q.messages.get("deferred"), Some(&20));
+        assert_eq!(q.error.as_deref(), Some("postqueue: down"));
     }
 }

@@ -9,6 +9,7 @@
 //! [`MAX_TRACKED`] queue ids the oldest half is forgotten (their expiries are
 //! then counted under the domain `unknown`).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use sendfleet_render::contract::ResponseCategory;
@@ -22,21 +23,22 @@ pub const MAX_TRACKED: usize = 500_000;
 /// The domain recorded when the recipients of an expired message are unknown.
 pub const UNKNOWN_DOMAIN: &str = "unknown";
 
-/// One recipient's outcome.
+/// One recipient's outcome (borrowing from the log line where it can: this
+/// is the per-line hot path).
 #[derive(Clone, Debug, PartialEq)]
-pub struct Outcome {
+pub struct Outcome<'a> {
     /// Lowercase recipient domain.
-    pub domain: String,
+    pub domain: Cow<'a, str>,
     pub status: Status,
     /// First digit of the DSN code (2, 4, 5), 0 if none.
     pub dsn_class: u8,
     pub category: ResponseCategory,
     pub delays: Option<[f32; 4]>,
     /// Relay endpoint `addr` and port, if the line named one.
-    pub relay_addr: Option<String>,
+    pub relay_addr: Option<&'a str>,
     pub relay_port: Option<u16>,
     /// Delivery agent (syslog service name) that produced it.
-    pub service: String,
+    pub service: &'a str,
 }
 
 #[derive(Default)]
@@ -65,18 +67,18 @@ impl Tracker {
     }
 
     /// Feed one parsed line; `rcpt_key` maps an address to a keyed hash.
-    pub fn feed(&mut self, line: &Line<'_>, rcpt_key: impl Fn(&[u8]) -> u64, mut emit: impl FnMut(Outcome)) {
+    pub fn feed<'l>(&mut self, line: &Line<'l>, rcpt_key: impl Fn(&[u8]) -> u64, mut emit: impl FnMut(Outcome<'l>)) {
         let Some(qid) = line.queue_id else {
             return;
         };
         match &line.event {
             Event::Delivery(d) => {
-                let domain = domain_string(d.to);
+                let domain = domain_cow(d.to);
                 let key = rcpt_key(d.to);
                 if d.status == Status::Deferred {
                     let p = self.entry(qid);
                     if !p.rcpts.iter().any(|(_, k)| *k == key) {
-                        p.rcpts.push((domain.clone(), key));
+                        p.rcpts.push((domain.to_string(), key));
                     }
                 } else if let Some(p) = self.by_qid.get_mut(qid) {
                     p.rcpts.retain(|(_, k)| *k != key);
@@ -85,16 +87,17 @@ impl Tracker {
             }
             Event::Expired => {
                 let rcpts = self.by_qid.get_mut(qid).map(|p| std::mem::take(&mut p.rcpts)).unwrap_or_default();
+                let service = std::str::from_utf8(line.service).unwrap_or("?");
                 let mut emit_one = |domain: String| {
                     emit(Outcome {
-                        domain,
+                        domain: Cow::Owned(domain),
                         status: Status::Expired,
                         dsn_class: 4,
                         category: ResponseCategory::Other,
                         delays: None,
                         relay_addr: None,
                         relay_port: None,
-                        service: String::from_utf8_lossy(line.service).into_owned(),
+                        service,
                     })
                 };
                 if rcpts.is_empty() {
@@ -129,16 +132,19 @@ impl Tracker {
     }
 }
 
-fn domain_string(addr: &[u8]) -> String {
-    match domain_of(addr) {
-        Some(d) => String::from_utf8_lossy(d).trim_end_matches('.').to_ascii_lowercase(),
-        None => UNKNOWN_DOMAIN.to_string(),
+fn domain_cow(addr: &[u8]) -> Cow<'_, str> {
+    let Some(d) = domain_of(addr) else {
+        return Cow::Borrowed(UNKNOWN_DOMAIN);
+    };
+    match std::str::from_utf8(d) {
+        Ok(s) if !s.ends_with('.') && !s.bytes().any(|b| b.is_ascii_uppercase()) => Cow::Borrowed(s),
+        _ => Cow::Owned(String::from_utf8_lossy(d).trim_end_matches('.').to_ascii_lowercase()),
     }
 }
 
-fn outcome_of(d: &Delivery<'_>, domain: String, service: &[u8], program: &[u8]) -> Outcome {
+fn outcome_of<'a>(d: &Delivery<'a>, domain: Cow<'a, str>, service: &'a [u8], program: &[u8]) -> Outcome<'a> {
     let (relay_addr, relay_port) = match super::parse::relay_endpoint(d.relay) {
-        Some((a, p)) => (Some(String::from_utf8_lossy(a).into_owned()), p),
+        Some((a, p)) => (std::str::from_utf8(a).ok(), p),
         None => (None, None),
     };
     // Our own deferrals (the `retry:` transport, `error`) say why *we* held
@@ -152,7 +158,7 @@ fn outcome_of(d: &Delivery<'_>, domain: String, service: &[u8], program: &[u8]) 
         delays: Some(d.delays),
         relay_addr,
         relay_port,
-        service: String::from_utf8_lossy(service).into_owned(),
+        service: std::str::from_utf8(service).unwrap_or("?"),
     }
 }
 
@@ -185,7 +191,7 @@ Nov 23 07:02:27 h postfix/qmgr[17708]: ABCDEF12345: from=<a@sender.test>, status
             t.feed(&p, |a| a.len() as u64 * 7 + a[0] as u64, |o| out.push(o));
         }
         let summary: Vec<(String, &str, ResponseCategory)> =
-            out.iter().map(|o| (o.domain.clone(), o.status.as_str(), o.category)).collect();
+            out.iter().map(|o| (o.domain.to_string(), o.status.as_str(), o.category)).collect();
         assert_eq!(
             summary,
             vec![

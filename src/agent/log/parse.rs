@@ -14,7 +14,7 @@
 //! any input (a property test feeds it arbitrary bytes) and never interpret
 //! an address beyond splitting off its domain.
 
-use memchr::{memchr, memmem};
+use memchr::memchr;
 
 /// A parsed line: prefix fields and the event.
 #[derive(Debug, PartialEq)]
@@ -149,7 +149,7 @@ fn split_prefix(line: &[u8]) -> Option<(&[u8], &[u8])> {
     }
     let rest = &after_ts[sp + 1..];
     // The tag ends at "[pid]: " or ": ".
-    let colon = memmem::find(rest, b": ")?;
+    let colon = find(rest, b": ")?;
     let head = &rest[..colon];
     let tag = match memchr(b'[', head) {
         Some(b) => {
@@ -212,10 +212,10 @@ fn classify_message(msg: &[u8], has_qid: bool) -> Result<Event<'_>, Malformed> {
         return Ok(Event::Removed);
     }
     if msg.starts_with(b"from=<") {
-        if memmem::find(msg, b", status=expired").is_some() {
+        if find(msg, b", status=expired").is_some() {
             return Ok(Event::Expired);
         }
-        if let Some(i) = memmem::find(msg, b", nrcpt=") {
+        if let Some(i) = find(msg, b", nrcpt=") {
             let digits = &msg[i + 8..];
             let n = digits.iter().take_while(|b| b.is_ascii_digit()).count();
             let nrcpt = parse_u32(&digits[..n]).unwrap_or(0);
@@ -232,7 +232,7 @@ fn classify_message(msg: &[u8], has_qid: bool) -> Result<Event<'_>, Malformed> {
     if msg.starts_with(b"message-id=") {
         return Ok(Event::MessageId);
     }
-    if memmem::find(msg, b" notification: ").is_some() {
+    if find(msg, b" notification: ").is_some() {
         return Ok(Event::Notification);
     }
     Ok(Event::Other)
@@ -278,7 +278,7 @@ fn parse_delivery(msg: &[u8]) -> Option<Delivery<'_>> {
             }
             return Some(d);
         }
-        let comma = memmem::find(rest, b", ")?;
+        let comma = find(rest, b", ")?;
         let field = &rest[..comma];
         rest = &rest[comma + 2..];
         let eq = memchr(b'=', field)?;
@@ -298,10 +298,25 @@ fn parse_delivery(msg: &[u8]) -> Option<Delivery<'_>> {
     }
 }
 
+/// First occurrence of a short `needle` (memchr on its first byte; building
+/// a `memmem::Finder` per call costs more than these searches).
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    let (&first, rest) = needle.split_first()?;
+    let mut at = 0;
+    while let Some(i) = memchr(first, &hay[at..]) {
+        let pos = at + i;
+        if hay[pos + 1..].starts_with(rest) {
+            return Some(pos);
+        }
+        at = pos + 1;
+    }
+    None
+}
+
 /// End of an address inside `<...>` followed by ", ".
 fn find_addr_end(s: &[u8]) -> Option<usize> {
     let from = memchr(b'@', s).unwrap_or(0);
-    memmem::find(&s[from..], b">, ").map(|i| i + from)
+    find(&s[from..], b">, ").map(|i| i + from)
 }
 
 fn parse_u32(s: &[u8]) -> Option<u32> {

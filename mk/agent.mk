@@ -1,0 +1,33 @@
+# Instance agent (src/agent): pure-logic unit and property tests, then real
+# Postfix tests (tests/agent_*.rs: each binary runs in its own network
+# namespace via hack/netns-run; Postfix instances bind 127.0.x.y there).
+#
+#   make test-agent    unit/property tests + real-Postfix integration tests
+#   make bench-agent   log pipeline vs pflogsumm (1M lines), socketmap
+#                      lookups through the real protocol, queue scan of a
+#                      100k-message deferred queue vs postqueue -j alone
+#
+# Needs root (network namespace, Postfix) and Debian's postfix + pflogsumm;
+# agent-deps installs them non-interactively when missing.
+
+AGENT_CARGO ?= cargo
+AGENT_TESTS := agent_socketmap agent_delivery agent_routing agent_reload
+
+.PHONY: agent-deps test-agent bench-agent
+
+agent-deps:
+	@missing=$$(for p in postfix pflogsumm util-linux iproute2; do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "agent: installing" $$missing; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	fi
+	@# The package starts a system Postfix; the tests run their own instances.
+	@-postfix stop >/dev/null 2>&1 || true
+
+test-agent: agent-deps
+	$(AGENT_CARGO) test -p sendfleet-render --lib contract
+	$(AGENT_CARGO) test -p sendfleet --lib agent::
+	$(AGENT_CARGO) test $(foreach t,$(AGENT_TESTS),--test $(t))
+
+bench-agent: agent-deps
+	$(AGENT_CARGO) bench --bench agent_log --bench agent_socketmap --bench agent_queue
