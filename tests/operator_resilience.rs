@@ -26,6 +26,9 @@ fn all_converged(cp: &sendfleet_lab::ControlPlane, ns: &str, pools: usize, ips: 
     })
 }
 
+/// Egress IPs per pool in the SIGKILL test.
+const IPS: usize = 8;
+
 #[test]
 fn sigkill_mid_reconcile_then_restart_converges_without_duplicates() {
     let _serial = serial();
@@ -34,30 +37,29 @@ fn sigkill_mid_reconcile_then_restart_converges_without_duplicates() {
     let mut op = Operator::start(cp, "killed");
     let mut all = String::new();
     for i in 0..10 {
-        all.push_str(&pool_yaml(ns.name(), &format!("p{i}"), 3, ""));
+        all.push_str(&pool_yaml(ns.name(), &format!("p{i}"), IPS, ""));
         all.push_str("---\n");
     }
     cp.apply(&all).unwrap();
-    // Kill as soon as the first objects appear: mid-way through the batch.
-    wait_for("first StatefulSet", T, || {
-        (!children(cp, "statefulsets", ns.name(), "p0").is_empty()
-            || !children(cp, "configmaps", ns.name(), "p0").is_empty())
-        .then_some(())
-    });
+    // Kill as soon as the first objects appear: mid-way through the batch
+    // (8 IPs per pool: 80 ConfigMaps and 80 StatefulSets to write).
+    let count = |kind: &str| {
+        let out = cp.kubectl_run(&["get", kind, "-n", ns.name(), "-l", "sendfleet.io/pool", "-o", "name"]);
+        out.map(|s| s.lines().count()).unwrap_or(0)
+    };
+    wait_for("first ConfigMap", T, || (count("configmaps") > 0).then_some(()));
     op.sigkill();
-    let partial: usize = (0..10).map(|i| children(cp, "statefulsets", ns.name(), &format!("p{i}")).len()).sum();
-    assert!(partial < 30, "the kill came too late to interrupt anything ({partial} StatefulSets already)");
+    let partial = count("statefulsets");
+    assert!(partial < 10 * IPS, "the kill came too late to interrupt anything ({partial} StatefulSets already)");
     // The killed process still held the Lease; the new one waits for it to
     // expire (15 s) and then takes over.
     let op2 = Operator::start(cp, "restarted");
-    wait_for("10 pools converged", T, || all_converged(cp, ns.name(), 10, 3).then_some(()));
+    wait_for("10 pools converged", T, || all_converged(cp, ns.name(), 10, IPS).then_some(()));
     // No duplicates: exactly the desired names, each exactly once.
     for i in 0..10 {
         let p = format!("p{i}");
-        assert_eq!(
-            children(cp, "statefulsets", ns.name(), &p),
-            [format!("{p}-ip0"), format!("{p}-ip1"), format!("{p}-ip2")]
-        );
+        let want: Vec<String> = (0..IPS).map(|i| format!("{p}-ip{i}")).collect();
+        assert_eq!(children(cp, "statefulsets", ns.name(), &p), want);
         assert_eq!(children(cp, "services", ns.name(), &p), [p.clone(), format!("{p}-instances")]);
         assert_eq!(children(cp, "secrets", ns.name(), &p).len(), 1, "one hash key per pool");
     }
