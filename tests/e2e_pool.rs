@@ -47,7 +47,8 @@ fn image_archive() -> std::path::PathBuf {
         }
     }
     let repo = operator_support::repo();
-    let out = Command::new(repo.join("hack/build-image.sh")).arg("--print").output().expect("running hack/build-image.sh");
+    let out =
+        Command::new(repo.join("hack/build-image.sh")).arg("--print").output().expect("running hack/build-image.sh");
     let text = String::from_utf8_lossy(&out.stdout);
     let path = text.lines().find_map(|l| l.strip_prefix("image=")).unwrap_or("").to_string();
     assert!(
@@ -136,7 +137,11 @@ fn diagnose(cp: &ControlPlane) -> String {
         &["get", "events", "-n", NS, "--sort-by=.lastTimestamp"],
         &["get", "sendingpools", "-n", NS, "-o", "yaml"],
     ] {
-        s.push_str(&format!("$ kubectl {}\n{}\n", args.join(" "), cp.kubectl_run(args).unwrap_or_else(|e| e.to_string())));
+        s.push_str(&format!(
+            "$ kubectl {}\n{}\n",
+            args.join(" "),
+            cp.kubectl_run(args).unwrap_or_else(|e| e.to_string())
+        ));
     }
     for (name, _) in EGRESS {
         let pod = format!("{POOL}-{name}-0");
@@ -186,8 +191,9 @@ fn lab() -> Lab {
             add_addr(addr);
         }
         let provider = Receiver::start("e2e-provider", PROVIDER, &["provider.test"], &[]);
-        let slow = Receiver::start("e2e-slow", SLOW_PROVIDER, &["slow.test"], &[("slow.test", "450 4.7.1 try again later")]);
-        let operator = Operator::start_with(cp, "e2e", &["--resync-interval", "10s"]);
+        let slow =
+            Receiver::start("e2e-slow", SLOW_PROVIDER, &["slow.test"], &[("slow.test", "450 4.7.1 try again later")]);
+        let operator = Operator::start_with(cp, "e2e", &["--resync-interval", "10s", "--agent-poll-interval", "2s"]);
         let t = Instant::now();
         cp.apply(&pool_yaml()).expect("applying the pool");
         wait_pods_ready(cp, Duration::from_secs(240), "first start");
@@ -229,7 +235,133 @@ fn inject(addr: &str, count: usize, rcpt: &str) {
 fn pool_on_the_real_node_end_to_end() {
     let lab = lab();
     pool_of_three_runs_and_delivers_from_its_egress_addresses(&lab);
+    policy_change_reaches_running_pods_without_restart(&lab);
     deleted_pod_comes_back_on_its_volume_and_delivers_its_deferred_mail(&lab);
+    pod_that_cannot_start_is_reported_in_the_pool_conditions(&lab);
+}
+
+fn pool_status(cp: &ControlPlane, pool: &str) -> serde_json::Value {
+    get_json(cp, &["sendingpool", "-n", NS, pool]).map(|v| v["status"].clone()).unwrap_or_default()
+}
+
+/// (pod name, uid, restart count) of the pool's pods.
+fn pod_restarts(cp: &ControlPlane) -> Vec<(String, String, u64)> {
+    let v = get_json(cp, &["pods", "-n", NS, "-l", &format!("sendfleet.io/pool={POOL}")]).unwrap_or_default();
+    let mut out: Vec<_> = v["items"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|p| {
+                    (
+                        p["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                        p["metadata"]["uid"].as_str().unwrap_or("").to_string(),
+                        p["status"]["containerStatuses"][0]["restartCount"].as_u64().unwrap_or(u64::MAX),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    out.sort();
+    out
+}
+
+/// (desired, applied) config hash per instance, from the pool's status.
+fn config_hashes(cp: &ControlPlane) -> Vec<(String, String, String)> {
+    let st = pool_status(cp, POOL);
+    st["instances"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|i| {
+                    (
+                        i["name"].as_str().unwrap_or("").to_string(),
+                        i["desiredConfigHash"].as_str().unwrap_or("").to_string(),
+                        i["appliedConfigHash"].as_str().unwrap_or("").to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A DomainPolicy change is rendered, reaches the running agents (the hash
+/// each agent reports loaded equals the newly rendered one) with no pod
+/// restart, and mail injected while it happens is all delivered.
+fn policy_change_reaches_running_pods_without_restart(lab: &Lab) {
+    let cp = lab.cp;
+    let before_pods = pod_restarts(cp);
+    let before = wait_for("applied == desired config hash before the change", Duration::from_secs(60), || {
+        let h = config_hashes(cp);
+        (h.len() == 3 && h.iter().all(|(_, d, a)| !d.is_empty() && d == a)).then_some(h)
+    });
+    let delivered_before = lab.provider.deliveries().to_domain("provider.test");
+    let t0 = Instant::now();
+    const M: usize = 100;
+    std::thread::scope(|s| {
+        s.spawn(|| inject(EGRESS[1].1, M, "during-change@provider.test"));
+        cp.kubectl_run(&[
+            "patch",
+            "domainpolicy",
+            "-n",
+            NS,
+            "provider",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"domains":["provider.test","provider2.test"]}}"#,
+        ])
+        .expect("patching the DomainPolicy");
+    });
+    let after = wait_for("every agent to load the new rendered config", Duration::from_secs(90), || {
+        let h = config_hashes(cp);
+        let changed =
+            h.len() == 3 && h.iter().all(|(n, d, a)| d == a && before.iter().any(|(bn, bd, _)| bn == n && bd != d));
+        changed.then_some(h)
+    });
+    let t_applied = t0.elapsed();
+    assert_eq!(pod_restarts(cp), before_pods, "same pods, no container restart");
+    wait_for("mail injected during the change delivered", Duration::from_secs(90), || {
+        (lab.provider.deliveries().to_domain("provider.test") >= delivered_before + M).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(lab.provider.deliveries().to_domain("provider.test"), delivered_before + M, "none lost or doubled");
+    eprintln!(
+        "e2e policy change: applied by all 3 agents in {:.1}s without restart ({:?}); {M} messages sent meanwhile all delivered",
+        t_applied.as_secs_f64(),
+        after.iter().map(|(n, d, _)| format!("{n}={d}")).collect::<Vec<_>>()
+    );
+}
+
+/// A pool whose image does not exist: the pool's conditions say why.
+fn pod_that_cannot_start_is_reported_in_the_pool_conditions(lab: &Lab) {
+    let cp = lab.cp;
+    add_addr("10.250.0.14");
+    let yaml = format!(
+        r#"apiVersion: sendfleet.io/v1alpha1
+kind: SendingPool
+metadata: {{name: broken, namespace: {NS}}}
+spec:
+  egressIPs:
+    - {{name: mta9, address: 10.250.0.14, heloName: mta9.e2e.test}}
+  egress: {{mode: HostNetwork}}
+  image: localhost/sendfleet:does-not-exist
+  queue: {{size: 1Gi, storageClassName: {sc}}}
+  submission: {{port: 587, allowedCIDRs: ["10.250.0.0/24"]}}
+"#,
+        sc = sendfleet_lab::STORAGE_CLASS
+    );
+    let t0 = Instant::now();
+    cp.apply(&yaml).expect("applying the broken pool");
+    let msg = wait_for("the broken pool's Degraded condition naming the image pull", Duration::from_secs(120), || {
+        let st = pool_status(cp, "broken");
+        let conds = st["conditions"].as_array()?.clone();
+        let degraded = conds.iter().find(|c| c["type"] == "Degraded" && c["status"] == "True")?;
+        let ready = conds.iter().find(|c| c["type"] == "Ready")?;
+        let m = degraded["message"].as_str().unwrap_or("").to_string();
+        (ready["status"] == "False" && (m.contains("ErrImagePull") || m.contains("ImagePullBackOff")))
+            .then(|| format!("{}: {m}", degraded["reason"].as_str().unwrap_or("")))
+    });
+    eprintln!("e2e bad image: reported in {:.1}s as Degraded {msg}", t0.elapsed().as_secs_f64());
+    cp.kubectl_run(&["delete", "sendingpool", "-n", NS, "broken", "--wait=false"]).expect("deleting the broken pool");
 }
 
 fn pool_of_three_runs_and_delivers_from_its_egress_addresses(lab: &Lab) {
@@ -275,6 +407,18 @@ fn pool_of_three_runs_and_delivers_from_its_egress_addresses(lab: &Lab) {
         assert_eq!(own, per[EGRESS.iter().position(|(n, _)| *n == name).unwrap()], "mail of {name} from {addr}");
     }
     assert_eq!(from_egress, total, "every message came from one of the pool's egress addresses: {by_source}");
+    // The pool's status (agents' counts, polled by the operator) matches
+    // what the provider counted, instance by instance.
+    let counted = wait_for("pool status delivery counts == the provider's", Duration::from_secs(60), || {
+        let st = pool_status(cp, POOL);
+        let inst = st["instances"].as_array()?.clone();
+        let sent: Vec<(String, u64)> = inst
+            .iter()
+            .map(|i| (i["address"].as_str().unwrap_or("").to_string(), i["deliveries"]["sent"].as_u64().unwrap_or(0)))
+            .collect();
+        sent.iter().all(|(a, n)| *n as usize == d.to_domain_from("provider.test", a)).then_some(sent)
+    });
+    eprintln!("e2e pool status deliveries.sent per instance: {counted:?}");
     eprintln!(
         "e2e mail: {total} injected in {:.1}s, all delivered at {:.1}s; by source address: {by_source}",
         t_inject.as_secs_f64(),
@@ -284,12 +428,14 @@ fn pool_of_three_runs_and_delivers_from_its_egress_addresses(lab: &Lab) {
 
 fn agent_get(addr: &str, path: &str) -> Option<String> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect_timeout(&format!("{addr}:9187").parse().ok()?, Duration::from_secs(2)).ok()?;
+    let mut s =
+        std::net::TcpStream::connect_timeout(&format!("{addr}:9187").parse().ok()?, Duration::from_secs(2)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
-    (buf.split_whitespace().nth(1) == Some("200")).then(|| buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+    (buf.split_whitespace().nth(1) == Some("200"))
+        .then(|| buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
 }
 
 /// Messages in one instance's Postfix queue, read inside the pod.
