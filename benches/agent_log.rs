@@ -40,7 +40,7 @@ fn generate(path: &std::path::Path) {
         let pid = 1000 + msg % 50;
         let dom = format!("d{}.example", msg % 500);
         let rcpt = format!("user{}@{dom}", msg % 60_000);
-        let relay = if msg % 7 == 0 {
+        let relay = if msg.is_multiple_of(7) {
             format!("mx.{dom}[2001:db8::{:x}]:25", msg % 65_000)
         } else {
             format!("mx.{dom}[192.0.2.{}]:25", msg % 250)
@@ -66,7 +66,7 @@ fn generate(path: &std::path::Path) {
             writeln!(f, "{l}").unwrap();
             n += 1;
         }
-        if msg % 1000 == 0 && n < LINES {
+        if msg.is_multiple_of(1000) && n < LINES {
             writeln!(
                 f,
                 "{ts} mta1 postfix/smtpd[{pid}]: warning: hostname app.internal does not resolve to address 10.0.0.1"

@@ -9,6 +9,7 @@
 //! transport"); no delivery is attempted.
 
 #[path = "../tests/agent_support/mod.rs"]
+#[allow(dead_code)]
 mod agent_support;
 
 use std::process::{Command, Stdio};

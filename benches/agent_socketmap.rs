@@ -5,6 +5,7 @@
 //! Targets: >= 50,000 lookups/s, p99 < 1 ms.
 
 #[path = "../tests/agent_support/mod.rs"]
+#[allow(dead_code)]
 mod agent_support;
 
 use std::io::{Read, Write};

@@ -3,6 +3,7 @@
 //! lifetime), and no recipient address leaks into /metrics, /status or the
 //! agent's own stdout/stderr.
 
+#[allow(dead_code)]
 mod agent_support;
 
 use std::time::Duration;

@@ -4,6 +4,7 @@
 //! is lost or duplicated (count at the receiver == count injected), Postfix
 //! is reloaded each time and never restarted.
 
+#[allow(dead_code)]
 mod agent_support;
 
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};

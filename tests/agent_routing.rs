@@ -5,6 +5,7 @@
 //! peer even though the peer's own policy would), a slowed domain uses its
 //! slow transport (seen in the log under that transport's name).
 
+#[allow(dead_code)]
 mod agent_support;
 
 use std::time::Duration;

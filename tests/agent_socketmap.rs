@@ -3,6 +3,7 @@
 //! answers, socket permissions, pipelining, and a refused bad config that
 //! leaves the previous policy in force.
 
+#[allow(dead_code)]
 mod agent_support;
 
 use std::io::{Read, Write};

@@ -246,9 +246,7 @@ impl State {
         let via_peer = o.service == PEER_RELAY_TRANSPORT
             || policy.as_ref().is_some_and(|p| {
                 o.relay_port == Some(p.peer_port)
-                    && p.peers_in_rotation()
-                        .chain(p.instances.iter())
-                        .any(|i| i.name != p.instance && o.relay_addr.as_deref() == Some(i.address.as_str()))
+                    && p.instances.iter().any(|i| i.name != p.instance && o.relay_addr == Some(i.address.as_str()))
             });
         self.metrics
             .deliveries

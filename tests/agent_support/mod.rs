@@ -11,8 +11,8 @@
 //! /etc/hosts, so `dest.test` resolves to its receiver's address exactly as
 //! an MX would in production — including for mail a peer sends with
 //! `content_filter=smtp:`. Nothing here skips: a missing tool is a panic
-//! naming the package.
-#![allow(dead_code)]
+//! naming the package. Include it with `#[allow(dead_code)] mod agent_support;`
+//! (each test uses part of it).
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, Read, Write};
