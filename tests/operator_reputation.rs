@@ -77,6 +77,19 @@ fn listing_quarantines_delisting_restores_after_cool_down_and_outages_need_sever
     assert!(ip1["listings"][0]["reason"].as_str().unwrap_or("").contains("listed for testing"), "{ip1}");
     assert!(ip1["quarantine"].as_str().unwrap_or("").contains("bl.test"), "{ip1}");
     assert_eq!(p["status"]["listedInstances"], 1);
+    let metrics = _op.metrics().unwrap();
+    let line = |instance: &str| {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("sendfleet_operator_dnsbl_listed{")
+                    && l.contains(&format!("instance=\"{instance}\""))
+                    && l.contains(ns.name())
+            })
+            .map(|l| l.rsplit(' ').next().unwrap().to_string())
+    };
+    assert_eq!(line("ip1").as_deref(), Some("1"), "{metrics}");
+    assert_eq!(line("ip0").as_deref(), Some("0"), "{metrics}");
     let events = cp.kubectl_run(&["get", "events", "-n", ns.name()]).unwrap();
     assert!(events.contains("ListingChanged"), "{events}");
 

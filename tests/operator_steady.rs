@@ -50,14 +50,18 @@ fn converged_pools_make_no_writes_in_a_quiet_minute_and_latency_is_measured() {
         all.push_str("---\n");
     }
     cp.apply(&all).unwrap();
-    wait_for("10 pools converged with status", Duration::from_secs(90), || {
+    // Converged: status for the current generation, and the first DNSBL
+    // sweep (a background task) has reported.
+    wait_for("10 pools converged with status", Duration::from_secs(120), || {
         (0..10)
             .all(|i| {
-                let p = get_json(cp, &["sendingpool", &format!("p{i}"), "-n", ns.name()]);
-                p.is_some_and(|p| {
-                    p["status"]["observedGeneration"] == p["metadata"]["generation"]
-                        && p["status"]["readyInstances"] == "0/3"
-                })
+                let Some(p) = get_json(cp, &["sendingpool", &format!("p{i}"), "-n", ns.name()]) else { return false };
+                let swept = p["status"]["conditions"]
+                    .as_array()
+                    .is_some_and(|c| c.iter().any(|c| c["type"] == "Listed" && c["reason"] != "NotObservedYet"));
+                p["status"]["observedGeneration"] == p["metadata"]["generation"]
+                    && p["status"]["readyInstances"] == "0/3"
+                    && swept
             })
             .then_some(())
     });

@@ -6,6 +6,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
@@ -13,6 +14,16 @@ use prometheus_client::registry::Registry;
 pub struct ErrorLabels {
     /// Fixed error category (see `Error::category`).
     pub category: &'static str,
+}
+
+/// One egress IP in one DNSBL zone. Bounded by configuration: pools x IPs x
+/// zones, all from specs.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListingLabels {
+    pub namespace: String,
+    pub pool: String,
+    pub instance: String,
+    pub zone: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -25,6 +36,7 @@ pub struct Metrics {
     pub errors: Family<ErrorLabels, Counter>,
     pub duration: Histogram,
     pub writes: Family<WriteLabels, Counter>,
+    pub listed: Family<ListingLabels, Gauge>,
     pub registry: Registry,
 }
 
@@ -35,6 +47,7 @@ impl Default for Metrics {
         let errors = Family::<ErrorLabels, Counter>::default();
         let duration = Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]);
         let writes = Family::<WriteLabels, Counter>::default();
+        let listed = Family::<ListingLabels, Gauge>::default();
         registry.register("reconciles", "SendingPool reconciles started", reconciles.clone());
         registry.register("reconcile_errors", "Reconciles that failed, by error category", errors.clone());
         registry.register_with_unit(
@@ -44,7 +57,12 @@ impl Default for Metrics {
             duration.clone(),
         );
         registry.register("api_writes", "Mutating API requests made, by object kind", writes.clone());
-        Metrics { reconciles, errors, duration, writes, registry }
+        registry.register(
+            "dnsbl_listed",
+            "1 while the egress IP is listed in the DNSBL zone, 0 once seen clean there",
+            listed.clone(),
+        );
+        Metrics { reconciles, errors, duration, writes, listed, registry }
     }
 }
 

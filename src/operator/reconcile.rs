@@ -98,6 +98,20 @@ async fn reconcile_pool(pool: &SendingPool, ctx: &Context) -> Result<Action> {
         publish_note(ctx, pool, "ListingChanged", change).await;
     }
 
+    for ip in &pool.spec.egress_ips {
+        let listed = findings.listings.get(&ip.name);
+        let zones = listed.map(|l| l.iter().map(|x| x.zone.clone()).collect::<Vec<_>>()).unwrap_or_default();
+        for zone in findings.zones.iter() {
+            let labels = super::metrics::ListingLabels {
+                namespace: ns.clone(),
+                pool: name.clone(),
+                instance: ip.name.clone(),
+                zone: zone.clone(),
+            };
+            ctx.metrics.listed.get_or_create(&labels).set(i64::from(zones.contains(zone)));
+        }
+    }
+
     // 2. render
     let observed = RenderObserved { quarantined: findings.quarantined.clone(), ..RenderObserved::default() };
     let input = PoolInput { pool, policies: &policies, plan: plan.as_ref(), pools: &pools, observed: &observed };

@@ -39,6 +39,8 @@ pub struct Findings {
     pub conditions: Vec<Observation>,
     /// Listing changes since the last call (one Event each).
     pub changes: Vec<String>,
+    /// Zones checked by the last sweep.
+    pub zones: Vec<String>,
     /// When the next sweep is due.
     pub next_sweep_in: Duration,
 }
@@ -199,7 +201,7 @@ impl Sweep {
         let now = Timestamp::now();
         let cool_down =
             SignedDuration::from_secs(api::parse_duration(&pool.spec.reputation.cool_down).unwrap_or(3600) as i64);
-        let mut findings = Findings::default();
+        let mut findings = Findings { zones: effective.clone(), ..Findings::default() };
         for e in &egress {
             let Some(listing) = state.tracker.ip(e.address) else { continue };
             findings.listings.insert(e.name.clone(), listing.listings.iter().map(|l| l.to_status()).collect());
