@@ -42,6 +42,7 @@ lint:
 # crds/ (and the chart's copy) from the Rust types.
 crds: build
 	target/debug/sendfleet crd --out-dir crds
+	cp crds/*.yaml charts/sendfleet/crds/
 
 # The render core and the offline CLI: pure tests, golden files, the
 # property test, and real Postfix checking every rendered file.
