@@ -20,7 +20,7 @@ inlab() { lab exec --dir "$LAB_DIR" -- "$@"; }
 step() { printf '\n\033[1m== %s\033[0m (%ss)\n' "$*" "$(( $(date +%s) - t0 ))"; }
 
 step "build"
-cargo build -q --bin sendfleet -p sendfleet-lab --bin sendfleet-lab
+cargo build -q -p sendfleet-lab --bin sendfleet-lab
 cargo build -q --bin sendfleet
 
 step "sendfleet render -f examples/*.yaml --out out/demo/render"

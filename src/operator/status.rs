@@ -127,7 +127,9 @@ pub fn derive(pool: &SendingPool, obs: &Observed<'_>, now: Timestamp) -> (Sendin
                 } else {
                     "Starting"
                 };
-                if !updated {
+                // A rollout is finished when the instance runs the current
+                // template *and* is ready; a pod stuck pending is not done.
+                if !updated || !is_ready {
                     rolling.push(inst.name.clone());
                 }
                 if let Some(p) = &problem {
