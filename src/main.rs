@@ -50,10 +50,9 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Render(args) => cli::render::run(args),
-        Command::Operator(args) => tokio::runtime::Builder::new_multi_thread()
-            .enable_all()
-            .build()?
-            .block_on(operator::run(args)),
+        Command::Operator(args) => {
+            tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(operator::run(args))
+        }
         Command::Agent(args) => {
             tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(agent::run(args))
         }

@@ -31,16 +31,12 @@ async fn sweep_64_ips_by_10_zones() {
     for zone in &zones {
         let mut text = String::new();
         for i in (0..IPS).step_by(8) {
-            text.push_str(&format!(
-                "{i}.100.51.198 60 IN A 127.0.0.2\n{i}.100.51.198 60 IN TXT \"listed {i}\"\n"
-            ));
+            text.push_str(&format!("{i}.100.51.198 60 IN A 127.0.0.2\n{i}.100.51.198 60 IN TXT \"listed {i}\"\n"));
         }
         b = b.zone(zone, &text);
     }
     let server = b.start().await;
-    let ips: Vec<IpAddr> = (0..IPS)
-        .map(|i| format!("198.51.100.{i}").parse().unwrap())
-        .collect();
+    let ips: Vec<IpAddr> = (0..IPS).map(|i| format!("198.51.100.{i}").parse().unwrap()).collect();
     let resolver = HickoryDns::new(&ResolverSettings {
         nameservers: vec![server.addr],
         timeout: Duration::from_secs(1),
@@ -50,11 +46,7 @@ async fn sweep_64_ips_by_10_zones() {
     .unwrap();
     let mut checker = DnsblChecker::new(
         resolver,
-        DnsblConfig {
-            zones: zones.clone(),
-            concurrency: CONCURRENCY,
-            ..DnsblConfig::default()
-        },
+        DnsblConfig { zones: zones.clone(), concurrency: CONCURRENCY, ..DnsblConfig::default() },
     );
 
     let start = Instant::now();
@@ -75,46 +67,21 @@ async fn sweep_64_ips_by_10_zones() {
     }
     let server_max = server.stats.max_in_flight();
     println!("dns bench: sweep of {IPS} IPs x {ZONES} zones");
-    println!(
-        "  elapsed                 {:.3} s (limit {} s)",
-        elapsed.as_secs_f64(),
-        LIMIT.as_secs()
-    );
-    println!(
-        "  queries sent            {} ({} A + {} TXT for listings)",
-        report.queries_sent,
-        IPS * ZONES,
-        listed
-    );
+    println!("  elapsed                 {:.3} s (limit {} s)", elapsed.as_secs_f64(), LIMIT.as_secs());
+    println!("  queries sent            {} ({} A + {} TXT for listings)", report.queries_sent, IPS * ZONES, listed);
     println!("  queries seen at server  {}", server.stats.total());
     println!("  concurrency configured  {CONCURRENCY}");
     println!("  max in flight (server)  {server_max}");
     println!("  max in flight (sweeper) {}", report.max_in_flight);
     println!("  server time per answer  {} ms", SERVICE_TIME.as_millis());
-    println!(
-        "  throughput              {:.0} queries/s",
-        report.queries_sent as f64 / elapsed.as_secs_f64()
-    );
-    println!(
-        "  outcomes                {listed} listed, {clean} clean, {} other",
-        other.len()
-    );
+    println!("  throughput              {:.0} queries/s", report.queries_sent as f64 / elapsed.as_secs_f64());
+    println!("  outcomes                {listed} listed, {clean} clean, {} other", other.len());
 
     assert!(other.is_empty(), "unexpected outcomes: {other:?}");
     assert_eq!(listed, (IPS / 8) * ZONES);
     assert_eq!(listed + clean, IPS * ZONES);
-    assert_eq!(
-        server.stats.total(),
-        report.queries_sent,
-        "every query reached the server once"
-    );
-    assert!(
-        server_max <= CONCURRENCY,
-        "bound broken: {server_max} in flight > {CONCURRENCY}"
-    );
-    assert!(
-        server_max >= CONCURRENCY / 2,
-        "sweep barely concurrent: {server_max} in flight"
-    );
+    assert_eq!(server.stats.total(), report.queries_sent, "every query reached the server once");
+    assert!(server_max <= CONCURRENCY, "bound broken: {server_max} in flight > {CONCURRENCY}");
+    assert!(server_max >= CONCURRENCY / 2, "sweep barely concurrent: {server_max} in flight");
     assert!(elapsed < LIMIT, "sweep took {elapsed:?}, limit {LIMIT:?}");
 }

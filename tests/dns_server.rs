@@ -76,12 +76,7 @@ fn blocklist_zones(b: dns_common::TestDnsBuilder) -> dns_common::TestDnsBuilder 
 }
 
 fn settings(dns: &TestDns) -> ResolverSettings {
-    ResolverSettings {
-        nameservers: vec![dns.addr],
-        timeout: TIMEOUT,
-        attempts: 1,
-        max_in_flight_per_connection: 64,
-    }
+    ResolverSettings { nameservers: vec![dns.addr], timeout: TIMEOUT, attempts: 1, max_in_flight_per_connection: 64 }
 }
 
 fn zones(z: &[&str]) -> Vec<String> {
@@ -109,12 +104,7 @@ async fn dnsbl_answers_are_interpreted() {
             ..DnsblConfig::default()
         },
     );
-    let ips = [
-        ip("192.0.2.1"),
-        ip("192.0.2.2"),
-        ip("192.0.2.3"),
-        ip("2001:db8::2"),
-    ];
+    let ips = [ip("192.0.2.1"), ip("192.0.2.2"), ip("192.0.2.3"), ip("2001:db8::2")];
     let rep = checker.sweep(&ips, t(0)).await;
     let o = |a: &str, z: &str| rep.outcomes[&ip(a)][z].clone();
 
@@ -122,73 +112,34 @@ async fn dnsbl_answers_are_interpreted() {
         o("192.0.2.2", "bl-a.test"),
         ZoneOutcome::Listed {
             codes: vec![v4("127.0.0.2")],
-            reason: Some(
-                "192.0.2.2 sent spam to our traps, see https://bl-a.test/q?192.0.2.2".into()
-            )
+            reason: Some("192.0.2.2 sent spam to our traps, see https://bl-a.test/q?192.0.2.2".into())
         }
     );
     assert_eq!(
         o("192.0.2.2", "bl-b.test"),
-        ZoneOutcome::Listed {
-            codes: vec![v4("127.0.0.4"), v4("127.0.0.10")],
-            reason: None
-        }
+        ZoneOutcome::Listed { codes: vec![v4("127.0.0.4"), v4("127.0.0.10")], reason: None }
     );
-    assert_eq!(
-        o("192.0.2.3", "bl-b.test"),
-        ZoneOutcome::Listed {
-            codes: vec![v4("127.0.0.2")],
-            reason: None
-        }
-    );
+    assert_eq!(o("192.0.2.3", "bl-b.test"), ZoneOutcome::Listed { codes: vec![v4("127.0.0.2")], reason: None });
     assert_eq!(o("192.0.2.1", "bl-a.test"), ZoneOutcome::Clean);
     assert_eq!(o("192.0.2.3", "bl-a.test"), ZoneOutcome::Clean);
     // IPv6, reversed nibbles.
     assert_eq!(
         o("2001:db8::2", "bl-a.test"),
-        ZoneOutcome::Listed {
-            codes: vec![v4("127.0.0.3")],
-            reason: Some("2001:db8::2 listed".into())
-        }
+        ZoneOutcome::Listed { codes: vec![v4("127.0.0.3")], reason: Some("2001:db8::2 listed".into()) }
     );
     assert_eq!(o("2001:db8::2", "bl-b.test"), ZoneOutcome::Clean);
     // Refusal answers are never listings.
     for a in ["192.0.2.1", "192.0.2.2", "192.0.2.3"] {
-        assert_eq!(
-            o(a, "refuse.test"),
-            ZoneOutcome::Refused {
-                code: v4("127.255.255.254")
-            }
-        );
+        assert_eq!(o(a, "refuse.test"), ZoneOutcome::Refused { code: v4("127.255.255.254") });
     }
     match o("192.0.2.2", "weird.test") {
         ZoneOutcome::Failed { reason } => assert!(reason.contains("198.51.100.77"), "{reason}"),
         other => panic!("weird.test: {other:?}"),
     }
-    assert_eq!(
-        o("192.0.2.2", "slow.test"),
-        ZoneOutcome::Failed {
-            reason: "timeout".into()
-        }
-    );
-    assert_eq!(
-        o("192.0.2.2", "drop.test"),
-        ZoneOutcome::Failed {
-            reason: "timeout".into()
-        }
-    );
-    assert_eq!(
-        o("192.0.2.2", "broken.test"),
-        ZoneOutcome::Failed {
-            reason: "SERVFAIL".into()
-        }
-    );
-    assert_eq!(
-        o("192.0.2.2", "unserved.test"),
-        ZoneOutcome::Failed {
-            reason: "REFUSED".into()
-        }
-    );
+    assert_eq!(o("192.0.2.2", "slow.test"), ZoneOutcome::Failed { reason: "timeout".into() });
+    assert_eq!(o("192.0.2.2", "drop.test"), ZoneOutcome::Failed { reason: "timeout".into() });
+    assert_eq!(o("192.0.2.2", "broken.test"), ZoneOutcome::Failed { reason: "SERVFAIL".into() });
+    assert_eq!(o("192.0.2.2", "unserved.test"), ZoneOutcome::Failed { reason: "REFUSED".into() });
 
     // Folded into the tracker: listings with first-seen; the failing zones
     // are not Unknown after one sweep (unknown_after = 2), and never listings.
@@ -210,13 +161,8 @@ async fn dnsbl_answers_are_interpreted() {
             (ip("2001:db8::2"), "bl-a.test".to_string()),
         ]
     );
-    assert!(!changes
-        .iter()
-        .any(|c| matches!(c, ListingChange::BecameUnknown { .. })));
-    assert_eq!(
-        tracker.ip(ip("192.0.2.1")).unwrap().status,
-        ListingStatus::Pending
-    );
+    assert!(!changes.iter().any(|c| matches!(c, ListingChange::BecameUnknown { .. })));
+    assert_eq!(tracker.ip(ip("192.0.2.1")).unwrap().status, ListingStatus::Pending);
     let rep2 = checker.sweep(&ips, t(1)).await;
     let changes = tracker.observe(&rep2, t(1));
     assert!(changes.iter().any(|c| matches!(c,
@@ -229,10 +175,7 @@ async fn dnsbl_answers_are_interpreted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dnsbl_cache_by_ttl_and_per_zone_budget_seen_at_server() {
-    let server = TestDns::builder()
-        .zone("bl-a.test", "2.2.0.192 60 IN A 127.0.0.2\n")
-        .start()
-        .await;
+    let server = TestDns::builder().zone("bl-a.test", "2.2.0.192 60 IN A 127.0.0.2\n").start().await;
     let ips: Vec<IpAddr> = (1..=5).map(|i| ip(&format!("192.0.2.{i}"))).collect();
     let mut checker = DnsblChecker::new(
         HickoryDns::new(&settings(&server)).unwrap(),
@@ -245,35 +188,18 @@ async fn dnsbl_cache_by_ttl_and_per_zone_budget_seen_at_server() {
         },
     );
     let rep = checker.sweep(&ips, t(0)).await;
-    let not_checked = rep
-        .outcomes
-        .values()
-        .filter(|z| z["bl-a.test"] == ZoneOutcome::NotChecked)
-        .count();
+    let not_checked = rep.outcomes.values().filter(|z| z["bl-a.test"] == ZoneOutcome::NotChecked).count();
     assert_eq!(not_checked, 2, "{rep:?}");
     // 3 A queries (budget), one of them listed -> +1 TXT.
-    assert_eq!(
-        server.stats.count_under("bl-a.test"),
-        4,
-        "{:?}",
-        server.stats.names()
-    );
+    assert_eq!(server.stats.count_under("bl-a.test"), 4, "{:?}", server.stats.names());
     assert_eq!(rep.queries_sent, 4);
 
     // Next sweep: the 3 answers are cached (TTL 60), the other 2 are asked.
     server.stats.reset();
     let rep = checker.sweep(&ips, t(10)).await;
     assert_eq!(rep.cache_hits, 3);
-    assert_eq!(
-        server.stats.count_under("bl-a.test"),
-        2,
-        "{:?}",
-        server.stats.names()
-    );
-    assert!(rep
-        .outcomes
-        .values()
-        .all(|z| z["bl-a.test"] != ZoneOutcome::NotChecked));
+    assert_eq!(server.stats.count_under("bl-a.test"), 2, "{:?}", server.stats.names());
+    assert!(rep.outcomes.values().all(|z| z["bl-a.test"] != ZoneOutcome::NotChecked));
 
     // Within TTL nothing is asked; after it, everything (within budget) is.
     server.stats.reset();
@@ -295,19 +221,12 @@ async fn dnsbl_concurrency_bound_holds_at_server() {
     let ips: Vec<IpAddr> = (1..=40).map(|i| ip(&format!("192.0.2.{i}"))).collect();
     let mut checker = DnsblChecker::new(
         HickoryDns::new(&settings(&server)).unwrap(),
-        DnsblConfig {
-            zones: zones(&["bl-a.test", "bl-b.test"]),
-            concurrency: 4,
-            ..DnsblConfig::default()
-        },
+        DnsblConfig { zones: zones(&["bl-a.test", "bl-b.test"]), concurrency: 4, ..DnsblConfig::default() },
     );
     let rep = checker.sweep(&ips, t(0)).await;
     let seen = server.stats.max_in_flight();
     assert!(seen <= 4, "server saw {seen} queries in flight, bound is 4");
-    assert!(
-        seen >= 2,
-        "server saw {seen} in flight: sweep is not concurrent"
-    );
+    assert!(seen >= 2, "server saw {seen} in flight: sweep is not concurrent");
     assert!(rep.max_in_flight <= 4);
     assert_eq!(server.stats.total(), 80 + 2, "80 A + 2 TXT");
 }
@@ -330,44 +249,23 @@ async fn dns_outage_keeps_state_until_unknown_after() {
     let mut tracker = ListingTracker::new(TrackerConfig { unknown_after: 3 });
     let rep = checker.sweep(&ips, t(0)).await;
     tracker.observe(&rep, t(0));
-    assert_eq!(
-        tracker.ip(ip("192.0.2.2")).unwrap().status,
-        ListingStatus::Listed
-    );
-    assert_eq!(
-        tracker.ip(ip("192.0.2.1")).unwrap().status,
-        ListingStatus::Clean
-    );
+    assert_eq!(tracker.ip(ip("192.0.2.2")).unwrap().status, ListingStatus::Listed);
+    assert_eq!(tracker.ip(ip("192.0.2.1")).unwrap().status, ListingStatus::Clean);
 
     drop(server); // the DNS server goes away
     for s in 1..=2 {
         let rep = checker.sweep(&ips, t(s * 60)).await;
-        assert!(
-            rep.outcomes[&ip("192.0.2.2")]["bl-a.test"].is_failure(),
-            "{rep:?}"
-        );
+        assert!(rep.outcomes[&ip("192.0.2.2")]["bl-a.test"].is_failure(), "{rep:?}");
         let ch = tracker.observe(&rep, t(s * 60));
         assert!(ch.is_empty(), "sweep {s} changed state: {ch:?}");
-        assert_eq!(
-            tracker.ip(ip("192.0.2.2")).unwrap().status,
-            ListingStatus::Listed
-        );
-        assert_eq!(
-            tracker.ip(ip("192.0.2.1")).unwrap().status,
-            ListingStatus::Clean
-        );
+        assert_eq!(tracker.ip(ip("192.0.2.2")).unwrap().status, ListingStatus::Listed);
+        assert_eq!(tracker.ip(ip("192.0.2.1")).unwrap().status, ListingStatus::Clean);
     }
     let rep = checker.sweep(&ips, t(180)).await;
     let ch = tracker.observe(&rep, t(180));
     assert_eq!(ch.len(), 2, "{ch:?}");
-    assert_eq!(
-        tracker.ip(ip("192.0.2.2")).unwrap().status,
-        ListingStatus::Unknown
-    );
-    assert_eq!(
-        tracker.ip(ip("192.0.2.1")).unwrap().status,
-        ListingStatus::Unknown
-    );
+    assert_eq!(tracker.ip(ip("192.0.2.2")).unwrap().status, ListingStatus::Unknown);
+    assert_eq!(tracker.ip(ip("192.0.2.1")).unwrap().status, ListingStatus::Unknown);
 }
 
 fn sender_zone(extra: &str) -> String {
@@ -401,12 +299,7 @@ _dmarc.dup TXT "v=DMARC1; p=reject"
     for i in 1..=11 {
         z.push_str(&format!("l{i} TXT \"v=spf1 ip4:203.0.113.{i} -all\"\n"));
     }
-    let incs = |n: usize| {
-        (1..=n)
-            .map(|i| format!("include:l{i}.sender.test"))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
+    let incs = |n: usize| (1..=n).map(|i| format!("include:l{i}.sender.test")).collect::<Vec<_>>().join(" ");
     // Longer than one 255-byte string: split (RFC 7208 §3.3 joins them).
     let rec = |n| txt(&format!("v=spf1 {} ip4:192.0.2.0/24 -all", incs(n)));
     z.push_str(&format!("ten TXT {}\neleven TXT {}\n", rec(10), rec(11)));
@@ -421,10 +314,7 @@ fn auth_server(extra: &str) -> dns_common::TestDnsBuilder {
             "2.0.192.in-addr.arpa",
             "10 PTR mta1.sender.test.\n11 PTR mta2.sender.test.\n12 PTR mta3.sender.test.\n50 PTR mta1.sender.test.\n",
         )
-        .zone(
-            "8.b.d.0.1.0.0.2.ip6.arpa",
-            &format!("{V6_10_REL} PTR mta6.sender.test.\n"),
-        )
+        .zone("8.b.d.0.1.0.0.2.ip6.arpa", &format!("{V6_10_REL} PTR mta6.sender.test.\n"))
         .zone("slow.test", "spf TXT \"v=spf1 -all\"\n")
         .rule("slow.test", Misbehave::Delay(SLOW))
         .rule("50.2.0.192.in-addr.arpa", Misbehave::Drop)
@@ -436,49 +326,29 @@ async fn reverse_dns_fcrdns_and_helo() {
     let r = HickoryDns::new(&settings(&server)).unwrap();
     assert_eq!(
         check_ptr(&r, ip("192.0.2.10"), "mta1.sender.test").await,
-        PtrVerdict::Valid {
-            name: "mta1.sender.test".into()
-        }
+        PtrVerdict::Valid { name: "mta1.sender.test".into() }
     );
     assert_eq!(
         check_ptr(&r, ip("192.0.2.11"), "mta2.sender.test").await,
-        PtrVerdict::NotForwardConfirmed {
-            names: vec!["mta2.sender.test".into()]
-        }
+        PtrVerdict::NotForwardConfirmed { names: vec!["mta2.sender.test".into()] }
     );
     assert_eq!(
         check_ptr(&r, ip("192.0.2.12"), "mail.sender.test").await,
-        PtrVerdict::HeloMismatch {
-            confirmed: vec!["mta3.sender.test".into()],
-            helo: "mail.sender.test".into()
-        }
+        PtrVerdict::HeloMismatch { confirmed: vec!["mta3.sender.test".into()], helo: "mail.sender.test".into() }
     );
-    assert_eq!(
-        check_ptr(&r, ip("192.0.2.13"), "mta1.sender.test").await,
-        PtrVerdict::Missing
-    );
+    assert_eq!(check_ptr(&r, ip("192.0.2.13"), "mta1.sender.test").await, PtrVerdict::Missing);
     assert_eq!(
         check_ptr(&r, ip("2001:db8::10"), "mta6.sender.test").await,
-        PtrVerdict::Valid {
-            name: "mta6.sender.test".into()
-        }
+        PtrVerdict::Valid { name: "mta6.sender.test".into() }
     );
-    assert!(matches!(
-        check_ptr(&r, ip("192.0.2.50"), "mta1.sender.test").await,
-        PtrVerdict::Unknown { .. }
-    ));
+    assert!(matches!(check_ptr(&r, ip("192.0.2.50"), "mta1.sender.test").await, PtrVerdict::Unknown { .. }));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spf_real_evaluation() {
     let server = auth_server("").start().await;
     let r = HickoryDns::new(&settings(&server)).unwrap();
-    let ips = [
-        ip("192.0.2.10"),
-        ip("192.0.2.20"),
-        ip("192.0.2.21"),
-        ip("2001:db8::10"),
-    ];
+    let ips = [ip("192.0.2.10"), ip("192.0.2.20"), ip("192.0.2.21"), ip("2001:db8::10")];
     let spf = |d: &'static str| {
         let r = r.clone();
         async move { check_spf(&r, d, &ips, "mta1.sender.test", "checker.sendfleet.test").await }
@@ -487,44 +357,22 @@ async fn spf_real_evaluation() {
     let v = |c: &SpfCheck| c.per_ip.values().copied().collect::<Vec<_>>();
 
     // ip4 /28 covers .10 only; ip6 covers 2001:db8::10.
-    assert_eq!(
-        v(&spf("pass.sender.test").await),
-        vec![Pass, Fail, Fail, Pass]
-    );
-    assert_eq!(
-        v(&spf("redir.sender.test").await),
-        vec![Pass, Fail, Fail, Pass]
-    );
+    assert_eq!(v(&spf("pass.sender.test").await), vec![Pass, Fail, Fail, Pass]);
+    assert_eq!(v(&spf("redir.sender.test").await), vec![Pass, Fail, Fail, Pass]);
     // include -> include -> a: (relay = .20) and mx: (mx1 = .21).
-    assert_eq!(
-        v(&spf("inc.sender.test").await),
-        vec![Fail, Pass, Pass, Fail]
-    );
-    assert_eq!(
-        v(&spf("viamx.sender.test").await),
-        vec![Fail, Fail, Pass, Fail]
-    );
+    assert_eq!(v(&spf("inc.sender.test").await), vec![Fail, Pass, Pass, Fail]);
+    assert_eq!(v(&spf("viamx.sender.test").await), vec![Fail, Fail, Pass, Fail]);
     assert_eq!(v(&spf("fail.sender.test").await), vec![Fail; 4]);
     assert_eq!(v(&spf("soft.sender.test").await), vec![SoftFail; 4]);
     assert_eq!(v(&spf("neutral.sender.test").await), vec![Neutral; 4]);
-    assert_eq!(
-        v(&spf("nothing.sender.test").await),
-        vec![SpfVerdict::None; 4]
-    );
+    assert_eq!(v(&spf("nothing.sender.test").await), vec![SpfVerdict::None; 4]);
     // The 10-lookup limit: 10 includes are fine, 11 are a permerror.
     let ten = spf("ten.sender.test").await;
     assert_eq!(ten.per_ip[&ip("192.0.2.10")], Pass, "{ten:?}");
     let eleven = spf("eleven.sender.test").await;
     assert_eq!(eleven.per_ip[&ip("192.0.2.10")], PermError, "{eleven:?}");
     // A slow include is a temperror, not a fail.
-    let temp = check_spf(
-        &r,
-        "tempfail.sender.test",
-        &ips[..1],
-        "mta1.sender.test",
-        "c.test",
-    )
-    .await;
+    let temp = check_spf(&r, "tempfail.sender.test", &ips[..1], "mta1.sender.test", "c.test").await;
     assert_eq!(temp.per_ip[&ip("192.0.2.10")], TempError, "{temp:?}");
 }
 
@@ -567,78 +415,35 @@ async fn dkim_key_matching_and_dmarc() {
     let r = HickoryDns::new(&settings(&server)).unwrap();
     let d = "pass.sender.test";
 
-    let rsa = DkimVerdict::Match {
-        key_type: KeyType::Rsa,
-    };
+    let rsa = DkimVerdict::Match { key_type: KeyType::Rsa };
     assert_eq!(check_dkim(&r, d, "s1", &rsa_key).await, rsa);
-    assert_eq!(
-        check_dkim(&r, d, "s1", &rsa_pkcs1).await,
-        rsa,
-        "PKCS#1 private key"
-    );
-    assert_eq!(
-        check_dkim(&r, d, "s2", &rsa_key).await,
-        rsa,
-        "PKCS#1 public key in DNS"
-    );
-    assert_eq!(
-        check_dkim(&r, d, "ed", &ed_key).await,
-        DkimVerdict::Match {
-            key_type: KeyType::Ed25519
-        }
-    );
+    assert_eq!(check_dkim(&r, d, "s1", &rsa_pkcs1).await, rsa, "PKCS#1 private key");
+    assert_eq!(check_dkim(&r, d, "s2", &rsa_key).await, rsa, "PKCS#1 public key in DNS");
+    assert_eq!(check_dkim(&r, d, "ed", &ed_key).await, DkimVerdict::Match { key_type: KeyType::Ed25519 });
     assert_eq!(
         check_dkim(&r, d, "wrong", &rsa_key).await,
-        DkimVerdict::Mismatch {
-            published: KeyType::Rsa,
-            expected: KeyType::Rsa
-        }
+        DkimVerdict::Mismatch { published: KeyType::Rsa, expected: KeyType::Rsa }
     );
     assert_eq!(
         check_dkim(&r, d, "wronged", &ed_key).await,
-        DkimVerdict::Mismatch {
-            published: KeyType::Ed25519,
-            expected: KeyType::Ed25519
-        }
+        DkimVerdict::Mismatch { published: KeyType::Ed25519, expected: KeyType::Ed25519 }
     );
     assert_eq!(
         check_dkim(&r, d, "ed", &rsa_key).await,
-        DkimVerdict::Mismatch {
-            published: KeyType::Ed25519,
-            expected: KeyType::Rsa
-        }
+        DkimVerdict::Mismatch { published: KeyType::Ed25519, expected: KeyType::Rsa }
     );
-    assert_eq!(
-        check_dkim(&r, d, "absent", &rsa_key).await,
-        DkimVerdict::Missing
-    );
-    assert_eq!(
-        check_dkim(&r, d, "revoked", &rsa_key).await,
-        DkimVerdict::Revoked
-    );
+    assert_eq!(check_dkim(&r, d, "absent", &rsa_key).await, DkimVerdict::Missing);
+    assert_eq!(check_dkim(&r, d, "revoked", &rsa_key).await, DkimVerdict::Revoked);
+    assert!(matches!(check_dkim(&r, d, "junk", &rsa_key).await, DkimVerdict::Malformed { .. }));
     assert!(matches!(
-        check_dkim(&r, d, "junk", &rsa_key).await,
-        DkimVerdict::Malformed { .. }
-    ));
-    assert!(matches!(
-        check_dkim(
-            &r,
-            d,
-            "s1",
-            b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"
-        )
-        .await,
+        check_dkim(&r, d, "s1", b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n").await,
         DkimVerdict::BadPrivateKey { .. }
     ));
 
     // DMARC present / absent / with subdomain policy / duplicated.
     assert_eq!(
         check_dmarc(&r, d).await,
-        DmarcVerdict::Present(DmarcRecord {
-            policy: DmarcPolicy::Reject,
-            subdomain_policy: None,
-            pct: 100
-        })
+        DmarcVerdict::Present(DmarcRecord { policy: DmarcPolicy::Reject, subdomain_policy: None, pct: 100 })
     );
     assert_eq!(
         check_dmarc(&r, "soft.sender.test").await,
@@ -648,29 +453,16 @@ async fn dkim_key_matching_and_dmarc() {
             pct: 50
         })
     );
-    assert_eq!(
-        check_dmarc(&r, "fail.sender.test").await,
-        DmarcVerdict::Missing
-    );
-    assert!(matches!(
-        check_dmarc(&r, "dup.sender.test").await,
-        DmarcVerdict::Malformed { .. }
-    ));
-    assert!(matches!(
-        check_dmarc(&r, "x.slow.test").await,
-        DmarcVerdict::Unknown { .. }
-    ));
+    assert_eq!(check_dmarc(&r, "fail.sender.test").await, DmarcVerdict::Missing);
+    assert!(matches!(check_dmarc(&r, "dup.sender.test").await, DmarcVerdict::Malformed { .. }));
+    assert!(matches!(check_dmarc(&r, "x.slow.test").await, DmarcVerdict::Unknown { .. }));
 
     // The whole pool summary turned into the two conditions.
     let ips = [ip("192.0.2.10")];
     let mut summary = PoolDnsSummary::default();
     summary.ips.insert(
         ips[0],
-        IpSummary {
-            name: "mta1".into(),
-            listing: None,
-            ptr: Some(check_ptr(&r, ips[0], "mta1.sender.test").await),
-        },
+        IpSummary { name: "mta1".into(), listing: None, ptr: Some(check_ptr(&r, ips[0], "mta1.sender.test").await) },
     );
     summary.domains.insert(
         d.into(),
@@ -681,12 +473,7 @@ async fn dkim_key_matching_and_dmarc() {
         },
     );
     let c = authentication_condition(&summary);
-    assert_eq!(
-        (c.status, c.reason),
-        (ConditionStatus::True, "Valid"),
-        "{}",
-        c.message
-    );
+    assert_eq!((c.status, c.reason), (ConditionStatus::True, "Valid"), "{}", c.message);
     summary.domains.insert(
         "fail.sender.test".into(),
         DomainSummary {
@@ -696,10 +483,7 @@ async fn dkim_key_matching_and_dmarc() {
         },
     );
     let c = authentication_condition(&summary);
-    assert_eq!(
-        (c.status, c.reason),
-        (ConditionStatus::False, "MultipleFailures")
-    );
+    assert_eq!((c.status, c.reason), (ConditionStatus::False, "MultipleFailures"));
     assert_eq!(
         c.message,
         "fail.sender.test: DKIM record publishes a different key (rsa published, rsa expected); \
@@ -716,18 +500,8 @@ async fn required_records_published_make_authentication_valid() {
     let ips = [ip("192.0.2.10"), ip("2001:db8::10")];
     let records = required_records("fresh.test", &ips, Some(("sf1", &public)), "quarantine");
     let names: Vec<&str> = records.iter().map(|r| r.name.as_str()).collect();
-    assert_eq!(
-        names,
-        vec![
-            "_dmarc.fresh.test",
-            "fresh.test",
-            "sf1._domainkey.fresh.test"
-        ]
-    );
-    assert_eq!(
-        records[1].value,
-        "v=spf1 ip4:192.0.2.10 ip6:2001:db8::10 -all"
-    );
+    assert_eq!(names, vec!["_dmarc.fresh.test", "fresh.test", "sf1._domainkey.fresh.test"]);
+    assert_eq!(records[1].value, "v=spf1 ip4:192.0.2.10 ip6:2001:db8::10 -all");
     let mut zone = String::new();
     for r in &records {
         zone.push_str(&format!("{}. TXT {}\n", r.name, txt(&r.value)));
@@ -735,50 +509,21 @@ async fn required_records_published_make_authentication_valid() {
     let server = auth_server("").zone("fresh.test", &zone).start().await;
     let r = HickoryDns::new(&settings(&server)).unwrap();
     let egress = [
-        EgressIp {
-            name: "mta1".into(),
-            address: ips[0],
-            helo_name: "mta1.sender.test".into(),
-        },
-        EgressIp {
-            name: "mta6".into(),
-            address: ips[1],
-            helo_name: "mta6.sender.test".into(),
-        },
+        EgressIp { name: "mta1".into(), address: ips[0], helo_name: "mta1.sender.test".into() },
+        EgressIp { name: "mta6".into(), address: ips[1], helo_name: "mta6.sender.test".into() },
     ];
-    let dkim = DkimInput {
-        selector: "sf1".into(),
-        private_key_pem: key.clone(),
-    };
-    let summary =
-        check_authentication(&r, &egress, &["fresh.test".into()], Some(&dkim), "op.test").await;
+    let dkim = DkimInput { selector: "sf1".into(), private_key_pem: key.clone() };
+    let summary = check_authentication(&r, &egress, &["fresh.test".into()], Some(&dkim), "op.test").await;
     let c = authentication_condition(&summary);
-    assert_eq!(
-        (c.status, c.reason),
-        (ConditionStatus::True, "Valid"),
-        "{}",
-        c.message
-    );
-    assert!(
-        c.message.contains("fresh.test: DMARC p=quarantine"),
-        "{}",
-        c.message
-    );
+    assert_eq!((c.status, c.reason), (ConditionStatus::True, "Valid"), "{}", c.message);
+    assert!(c.message.contains("fresh.test: DMARC p=quarantine"), "{}", c.message);
 
     // A third IP the SPF record does not name: SpfNotAuthorized, naming it.
     let mut egress = egress.to_vec();
-    egress.push(EgressIp {
-        name: "mta1b".into(),
-        address: ip("192.0.2.11"),
-        helo_name: "mta2.sender.test".into(),
-    });
-    let summary =
-        check_authentication(&r, &egress, &["fresh.test".into()], Some(&dkim), "op.test").await;
+    egress.push(EgressIp { name: "mta1b".into(), address: ip("192.0.2.11"), helo_name: "mta2.sender.test".into() });
+    let summary = check_authentication(&r, &egress, &["fresh.test".into()], Some(&dkim), "op.test").await;
     let c = authentication_condition(&summary);
-    assert_eq!(
-        (c.status, c.reason),
-        (ConditionStatus::False, "MultipleFailures")
-    );
+    assert_eq!((c.status, c.reason), (ConditionStatus::False, "MultipleFailures"));
     assert_eq!(
         c.message,
         "fresh.test: SPF fail for 192.0.2.11; mta1b (192.0.2.11): PTR mta2.sender.test does not resolve back to the IP"
@@ -788,19 +533,12 @@ async fn required_records_published_make_authentication_valid() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listing_and_delisting_seen_through_ttl_cache_with_cool_down() {
     let server = TestDns::builder()
-        .zone(
-            "bl-a.test",
-            "2.2.0.192 60 IN A 127.0.0.2\n2.2.0.192 60 IN TXT \"trap hit\"\n",
-        )
+        .zone("bl-a.test", "2.2.0.192 60 IN A 127.0.0.2\n2.2.0.192 60 IN TXT \"trap hit\"\n")
         .start()
         .await;
     let mut checker = DnsblChecker::new(
         HickoryDns::new(&settings(&server)).unwrap(),
-        DnsblConfig {
-            zones: zones(&["bl-a.test"]),
-            min_cache: SignedDuration::from_secs(1),
-            ..DnsblConfig::default()
-        },
+        DnsblConfig { zones: zones(&["bl-a.test"]), min_cache: SignedDuration::from_secs(1), ..DnsblConfig::default() },
     );
     let mut tracker = ListingTracker::new(TrackerConfig::default());
     let a = ip("192.0.2.2");
@@ -824,12 +562,7 @@ async fn listing_and_delisting_seen_through_ttl_cache_with_cool_down() {
     let ch = tracker.observe(&checker.sweep(&[a], t(61)).await, t(61));
     assert_eq!(
         ch,
-        vec![ListingChange::Delisted {
-            ip: a,
-            zone: "bl-a.test".into(),
-            listed_since: t(0),
-            clean_since: t(61)
-        }]
+        vec![ListingChange::Delisted { ip: a, zone: "bl-a.test".into(), listed_since: t(0), clean_since: t(61) }]
     );
     let view = tracker.ip(a).unwrap();
     assert_eq!(view.status, ListingStatus::Clean);
@@ -837,9 +570,7 @@ async fn listing_and_delisting_seen_through_ttl_cache_with_cool_down() {
     assert!(view.clean_for(cool_down, t(61 + 300)));
 
     // Listed again later, with another code: a new listing, new first-seen.
-    server
-        .add_records("bl-a.test", "2.2.0.192 60 IN A 127.0.0.3\n")
-        .await;
+    server.add_records("bl-a.test", "2.2.0.192 60 IN A 127.0.0.3\n").await;
     let ch = tracker.observe(&checker.sweep(&[a], t(400)).await, t(400));
     assert!(
         matches!(&ch[..], [ListingChange::Listed { listing, .. }]

@@ -37,55 +37,26 @@ fn query_names_v4_and_v6() {
 
 #[test]
 fn interpret_answers() {
-    let rec = |codes: &[&str]| Answer::Records {
-        records: codes.iter().map(|c| v4(c)).collect(),
-        ttl: 60,
-    };
+    let rec = |codes: &[&str]| Answer::Records { records: codes.iter().map(|c| v4(c)).collect(), ttl: 60 };
     assert_eq!(
         interpret_a(&rec(&["127.0.0.4", "127.0.0.2"])),
-        ZoneOutcome::Listed {
-            codes: vec![v4("127.0.0.2"), v4("127.0.0.4")],
-            reason: None
-        }
+        ZoneOutcome::Listed { codes: vec![v4("127.0.0.2"), v4("127.0.0.4")], reason: None }
     );
     // 127.255.255.x: the list refuses us; never a listing, even mixed.
-    assert_eq!(
-        interpret_a(&rec(&["127.255.255.254"])),
-        ZoneOutcome::Refused {
-            code: v4("127.255.255.254")
-        }
-    );
+    assert_eq!(interpret_a(&rec(&["127.255.255.254"])), ZoneOutcome::Refused { code: v4("127.255.255.254") });
     assert_eq!(
         interpret_a(&rec(&["127.0.0.2", "127.255.255.252"])),
-        ZoneOutcome::Refused {
-            code: v4("127.255.255.252")
-        }
+        ZoneOutcome::Refused { code: v4("127.255.255.252") }
     );
     // Outside 127/8: a hijacking resolver or a dead, wildcarding list.
-    assert!(matches!(
-        interpret_a(&rec(&["198.51.100.7"])),
-        ZoneOutcome::Failed { .. }
-    ));
-    assert_eq!(
-        interpret_a(&Answer::NxDomain { ttl: Some(60) }),
-        ZoneOutcome::Clean
-    );
-    assert_eq!(
-        interpret_a(&Answer::NoData { ttl: None }),
-        ZoneOutcome::Clean
-    );
+    assert!(matches!(interpret_a(&rec(&["198.51.100.7"])), ZoneOutcome::Failed { .. }));
+    assert_eq!(interpret_a(&Answer::NxDomain { ttl: Some(60) }), ZoneOutcome::Clean);
+    assert_eq!(interpret_a(&Answer::NoData { ttl: None }), ZoneOutcome::Clean);
     assert_eq!(
         interpret_a(&Answer::Failed(LookupFailure::ServFail)),
-        ZoneOutcome::Failed {
-            reason: "SERVFAIL".into()
-        }
+        ZoneOutcome::Failed { reason: "SERVFAIL".into() }
     );
-    assert_eq!(
-        interpret_a(&Answer::Failed(LookupFailure::Timeout)),
-        ZoneOutcome::Failed {
-            reason: "timeout".into()
-        }
-    );
+    assert_eq!(interpret_a(&Answer::Failed(LookupFailure::Timeout)), ZoneOutcome::Failed { reason: "timeout".into() });
 }
 
 #[test]
@@ -94,10 +65,7 @@ fn default_zones_used_when_none_configured() {
     let zones = cfg.effective_zones();
     assert!(zones.contains(&"zen.spamhaus.org".to_string()), "{zones:?}");
     assert_eq!(zones.len(), DEFAULT_ZONES.len());
-    let cfg = DnsblConfig {
-        zones: vec!["B.test.".into(), "a.test".into(), "b.test".into()],
-        ..DnsblConfig::default()
-    };
+    let cfg = DnsblConfig { zones: vec!["B.test.".into(), "a.test".into(), "b.test".into()], ..DnsblConfig::default() };
     assert_eq!(cfg.effective_zones(), vec!["a.test", "b.test"]);
 }
 
@@ -113,35 +81,16 @@ async fn sweep_on_zone_resolver_interprets_and_caches() {
         .with_zone("bl.test", BL_ZONE)
         .unwrap()
         .fail("3.2.0.192.bl.test", LookupFailure::ServFail);
-    let mut checker = DnsblChecker::new(
-        r,
-        DnsblConfig {
-            zones: vec!["bl.test".into()],
-            ..DnsblConfig::default()
-        },
-    );
-    let ips = [
-        ip("192.0.2.1"),
-        ip("192.0.2.2"),
-        ip("192.0.2.3"),
-        ip("192.0.2.9"),
-    ];
+    let mut checker = DnsblChecker::new(r, DnsblConfig { zones: vec!["bl.test".into()], ..DnsblConfig::default() });
+    let ips = [ip("192.0.2.1"), ip("192.0.2.2"), ip("192.0.2.3"), ip("192.0.2.9")];
     let rep = checker.sweep(&ips, t(0)).await;
     let o = |a: &str| rep.outcomes[&ip(a)]["bl.test"].clone();
     assert_eq!(o("192.0.2.1"), ZoneOutcome::Clean);
     assert_eq!(
         o("192.0.2.2"),
-        ZoneOutcome::Listed {
-            codes: vec![v4("127.0.0.2")],
-            reason: Some("spam seen from 192.0.2.2".into())
-        }
+        ZoneOutcome::Listed { codes: vec![v4("127.0.0.2")], reason: Some("spam seen from 192.0.2.2".into()) }
     );
-    assert_eq!(
-        o("192.0.2.3"),
-        ZoneOutcome::Failed {
-            reason: "SERVFAIL".into()
-        }
-    );
+    assert_eq!(o("192.0.2.3"), ZoneOutcome::Failed { reason: "SERVFAIL".into() });
     assert!(matches!(o("192.0.2.9"), ZoneOutcome::Refused { .. }));
     // 4 A queries + 1 TXT for the listing.
     assert_eq!(rep.queries_sent, 5);
@@ -156,29 +105,17 @@ async fn sweep_on_zone_resolver_interprets_and_caches() {
 fn report(at: Timestamp, rows: &[(&str, &str, ZoneOutcome)]) -> SweepReport {
     let mut outcomes: BTreeMap<IpAddr, BTreeMap<String, ZoneOutcome>> = BTreeMap::new();
     for (a, z, o) in rows {
-        outcomes
-            .entry(ip(a))
-            .or_default()
-            .insert(z.to_string(), o.clone());
+        outcomes.entry(ip(a)).or_default().insert(z.to_string(), o.clone());
     }
-    SweepReport {
-        outcomes,
-        at,
-        ..SweepReport::default()
-    }
+    SweepReport { outcomes, at, ..SweepReport::default() }
 }
 
 fn listed(code: &str) -> ZoneOutcome {
-    ZoneOutcome::Listed {
-        codes: vec![v4(code)],
-        reason: Some("r".into()),
-    }
+    ZoneOutcome::Listed { codes: vec![v4(code)], reason: Some("r".into()) }
 }
 
 fn failed() -> ZoneOutcome {
-    ZoneOutcome::Failed {
-        reason: "timeout".into(),
-    }
+    ZoneOutcome::Failed { reason: "timeout".into() }
 }
 
 #[test]
@@ -203,12 +140,7 @@ fn tracker_listing_then_delisting_reports_clean_since() {
     let ch = tr.observe(&report(t(30), &[(a, "z1", ZoneOutcome::Clean)]), t(30));
     assert_eq!(
         ch,
-        vec![ListingChange::Delisted {
-            ip: ip(a),
-            zone: "z1".into(),
-            listed_since: t(10),
-            clean_since: t(30)
-        }]
+        vec![ListingChange::Delisted { ip: ip(a), zone: "z1".into(), listed_since: t(10), clean_since: t(30) }]
     );
     let v = tr.ip(ip(a)).unwrap();
     assert_eq!(v.clean_since, Some(t(30)));
@@ -236,10 +168,7 @@ fn tracker_hysteresis_failed_sweeps_do_not_flip_state() {
     assert_eq!(tr.ip(ip(a)).unwrap().status, ListingStatus::Listed);
     // Third consecutive failure: Unknown.
     let ch = tr.observe(&report(t(6), &[(a, "z1", failed())]), t(6));
-    assert!(
-        matches!(&ch[..], [ListingChange::BecameUnknown { .. }]),
-        "{ch:?}"
-    );
+    assert!(matches!(&ch[..], [ListingChange::BecameUnknown { .. }]), "{ch:?}");
     let v = tr.ip(ip(a)).unwrap();
     assert_eq!(v.status, ListingStatus::Unknown);
     assert_eq!(v.unknown, vec![("z1".to_string(), "timeout".to_string())]);
@@ -259,43 +188,24 @@ fn tracker_hysteresis_failed_sweeps_do_not_flip_state() {
 fn tracker_refusal_is_not_a_listing_and_clean_after_unknown_is_recovered() {
     let mut tr = ListingTracker::new(TrackerConfig { unknown_after: 1 });
     let a = "192.0.2.9";
-    let refused = ZoneOutcome::Refused {
-        code: v4("127.255.255.254"),
-    };
+    let refused = ZoneOutcome::Refused { code: v4("127.255.255.254") };
     let ch = tr.observe(&report(t(0), &[(a, "zen", refused)]), t(0));
-    assert!(
-        matches!(&ch[..], [ListingChange::BecameUnknown { reason, .. }] if reason.contains("127.255.255.254"))
-    );
+    assert!(matches!(&ch[..], [ListingChange::BecameUnknown { reason, .. }] if reason.contains("127.255.255.254")));
     let v = tr.ip(ip(a)).unwrap();
     assert_eq!(v.status, ListingStatus::Unknown);
     assert!(v.listings.is_empty());
     let ch = tr.observe(&report(t(1), &[(a, "zen", ZoneOutcome::Clean)]), t(1));
-    assert_eq!(
-        ch,
-        vec![ListingChange::Recovered {
-            ip: ip(a),
-            zone: "zen".into()
-        }]
-    );
+    assert_eq!(ch, vec![ListingChange::Recovered { ip: ip(a), zone: "zen".into() }]);
 }
 
 #[test]
 fn tracker_pending_until_every_zone_answered() {
     let mut tr = ListingTracker::new(TrackerConfig { unknown_after: 2 });
     let a = "192.0.2.1";
-    tr.observe(
-        &report(t(0), &[(a, "z1", ZoneOutcome::Clean), (a, "z2", failed())]),
-        t(0),
-    );
+    tr.observe(&report(t(0), &[(a, "z1", ZoneOutcome::Clean), (a, "z2", failed())]), t(0));
     assert_eq!(tr.ip(ip(a)).unwrap().status, ListingStatus::Pending);
     assert_eq!(tr.ip(ip(a)).unwrap().clean_since, None);
-    tr.observe(
-        &report(
-            t(1),
-            &[(a, "z1", ZoneOutcome::Clean), (a, "z2", ZoneOutcome::Clean)],
-        ),
-        t(1),
-    );
+    tr.observe(&report(t(1), &[(a, "z1", ZoneOutcome::Clean), (a, "z2", ZoneOutcome::Clean)]), t(1));
     let v = tr.ip(ip(a)).unwrap();
     assert_eq!(v.status, ListingStatus::Clean);
     assert_eq!(v.clean_since, Some(t(1)), "the latest zone's clean-since");
@@ -304,44 +214,22 @@ fn tracker_pending_until_every_zone_answered() {
 #[tokio::test]
 async fn ptr_verdicts_on_zone_resolver() {
     let r = ZoneResolver::default()
-        .with_zone(
-            "2.0.192.in-addr.arpa",
-            "10 PTR mta1.s.test.\n11 PTR mta2.s.test.\n12 PTR mta3.s.test.\n",
-        )
+        .with_zone("2.0.192.in-addr.arpa", "10 PTR mta1.s.test.\n11 PTR mta2.s.test.\n12 PTR mta3.s.test.\n")
         .unwrap()
-        .with_zone(
-            "s.test",
-            "mta1 A 192.0.2.10\nmta2 A 192.0.2.99\nmta3 A 192.0.2.12\n",
-        )
+        .with_zone("s.test", "mta1 A 192.0.2.10\nmta2 A 192.0.2.99\nmta3 A 192.0.2.12\n")
         .unwrap();
-    assert_eq!(
-        check_ptr(&r, ip("192.0.2.10"), "MTA1.s.test.").await,
-        PtrVerdict::Valid {
-            name: "mta1.s.test".into()
-        }
-    );
+    assert_eq!(check_ptr(&r, ip("192.0.2.10"), "MTA1.s.test.").await, PtrVerdict::Valid { name: "mta1.s.test".into() });
     assert_eq!(
         check_ptr(&r, ip("192.0.2.11"), "mta2.s.test").await,
-        PtrVerdict::NotForwardConfirmed {
-            names: vec!["mta2.s.test".into()]
-        }
+        PtrVerdict::NotForwardConfirmed { names: vec!["mta2.s.test".into()] }
     );
     assert_eq!(
         check_ptr(&r, ip("192.0.2.12"), "mail.s.test").await,
-        PtrVerdict::HeloMismatch {
-            confirmed: vec!["mta3.s.test".into()],
-            helo: "mail.s.test".into()
-        }
+        PtrVerdict::HeloMismatch { confirmed: vec!["mta3.s.test".into()], helo: "mail.s.test".into() }
     );
-    assert_eq!(
-        check_ptr(&r, ip("192.0.2.13"), "x").await,
-        PtrVerdict::Missing
-    );
+    assert_eq!(check_ptr(&r, ip("192.0.2.13"), "x").await, PtrVerdict::Missing);
     let r = r.fail("13.2.0.192.in-addr.arpa", LookupFailure::Timeout);
-    assert!(matches!(
-        check_ptr(&r, ip("192.0.2.13"), "x").await,
-        PtrVerdict::Unknown { .. }
-    ));
+    assert!(matches!(check_ptr(&r, ip("192.0.2.13"), "x").await, PtrVerdict::Unknown { .. }));
 }
 
 #[tokio::test]
@@ -349,68 +237,34 @@ async fn dmarc_parsing() {
     use dns::dmarc::parse_dmarc;
     assert_eq!(
         parse_dmarc("v=DMARC1; p=reject; sp=none; pct=50; rua=mailto:a@b.test"),
-        Some(Ok(DmarcRecord {
-            policy: DmarcPolicy::Reject,
-            subdomain_policy: Some(DmarcPolicy::None),
-            pct: 50
-        }))
+        Some(Ok(DmarcRecord { policy: DmarcPolicy::Reject, subdomain_policy: Some(DmarcPolicy::None), pct: 50 }))
     );
     assert_eq!(parse_dmarc("v=spf1 -all"), None);
-    assert!(matches!(
-        parse_dmarc("v=DMARC1; rua=mailto:a@b"),
-        Some(Err(_))
-    ));
+    assert!(matches!(parse_dmarc("v=DMARC1; rua=mailto:a@b"), Some(Err(_))));
     assert!(matches!(parse_dmarc("v=DMARC1; p=maybe"), Some(Err(_))));
     let r = ZoneResolver::default()
-        .with_zone(
-            "d.test",
-            "_dmarc.two TXT \"v=DMARC1; p=none\"\n_dmarc.two TXT \"v=DMARC1; p=reject\"\n",
-        )
+        .with_zone("d.test", "_dmarc.two TXT \"v=DMARC1; p=none\"\n_dmarc.two TXT \"v=DMARC1; p=reject\"\n")
         .unwrap();
-    assert!(matches!(
-        check_dmarc(&r, "two.d.test").await,
-        DmarcVerdict::Malformed { .. }
-    ));
+    assert!(matches!(check_dmarc(&r, "two.d.test").await, DmarcVerdict::Malformed { .. }));
     assert_eq!(check_dmarc(&r, "none.d.test").await, DmarcVerdict::Missing);
 }
 
 fn clean_listing(a: &str) -> IpListing {
-    IpListing {
-        ip: ip(a),
-        status: ListingStatus::Clean,
-        listings: vec![],
-        unknown: vec![],
-        clean_since: Some(t(0)),
-    }
+    IpListing { ip: ip(a), status: ListingStatus::Clean, listings: vec![], unknown: vec![], clean_since: Some(t(0)) }
 }
 
 #[test]
 fn listed_condition_names_ips_and_zones_sorted() {
     let mut s = PoolDnsSummary::default();
-    for (a, name) in [
-        ("192.0.2.3", "ip-c"),
-        ("192.0.2.1", "ip-a"),
-        ("192.0.2.2", "ip-b"),
-    ] {
-        s.ips.insert(
-            ip(a),
-            IpSummary {
-                name: name.into(),
-                listing: Some(clean_listing(a)),
-                ptr: None,
-            },
-        );
+    for (a, name) in [("192.0.2.3", "ip-c"), ("192.0.2.1", "ip-a"), ("192.0.2.2", "ip-b")] {
+        s.ips.insert(ip(a), IpSummary { name: name.into(), listing: Some(clean_listing(a)), ptr: None });
     }
     let c = listed_condition(&s);
     assert_eq!(c.status, ConditionStatus::False);
     assert_eq!(c.reason, "NotListed");
 
-    let mk = |zone: &str, code: &str| Listing {
-        zone: zone.into(),
-        codes: vec![v4(code)],
-        reason: None,
-        first_seen: t(0),
-    };
+    let mk =
+        |zone: &str, code: &str| Listing { zone: zone.into(), codes: vec![v4(code)], reason: None, first_seen: t(0) };
     for a in ["192.0.2.3", "192.0.2.1"] {
         let e = s.ips.get_mut(&ip(a)).unwrap();
         e.listing = Some(IpListing {
@@ -447,10 +301,7 @@ fn listed_condition_names_ips_and_zones_sorted() {
     // Never swept: Unknown / NotYetChecked.
     s.ips.get_mut(&ip("192.0.2.2")).unwrap().listing = None;
     let c = listed_condition(&s);
-    assert_eq!(
-        (c.status, c.reason),
-        (ConditionStatus::Unknown, "NotYetChecked")
-    );
+    assert_eq!((c.status, c.reason), (ConditionStatus::Unknown, "NotYetChecked"));
 }
 
 #[test]
@@ -459,80 +310,41 @@ fn authentication_condition_reasons() {
     let mut s = PoolDnsSummary::default();
     s.ips.insert(
         a,
-        IpSummary {
-            name: "ip-a".into(),
-            listing: None,
-            ptr: Some(PtrVerdict::Valid {
-                name: "mta1.s.test".into(),
-            }),
-        },
+        IpSummary { name: "ip-a".into(), listing: None, ptr: Some(PtrVerdict::Valid { name: "mta1.s.test".into() }) },
     );
-    let dmarc = DmarcVerdict::Present(DmarcRecord {
-        policy: DmarcPolicy::Reject,
-        subdomain_policy: None,
-        pct: 100,
-    });
-    let spf = |v| SpfCheck {
-        domain: "s.test".into(),
-        per_ip: [(a, v)].into_iter().collect(),
-    };
+    let dmarc = DmarcVerdict::Present(DmarcRecord { policy: DmarcPolicy::Reject, subdomain_policy: None, pct: 100 });
+    let spf = |v| SpfCheck { domain: "s.test".into(), per_ip: [(a, v)].into_iter().collect() };
     s.domains.insert(
         "s.test".into(),
         DomainSummary {
             spf: Some(spf(SpfVerdict::Pass)),
-            dkim: Some(DkimVerdict::Match {
-                key_type: KeyType::Rsa,
-            }),
+            dkim: Some(DkimVerdict::Match { key_type: KeyType::Rsa }),
             dmarc: Some(dmarc.clone()),
         },
     );
     let c = authentication_condition(&s);
-    assert_eq!(
-        (c.status, c.reason),
-        (ConditionStatus::True, "Valid"),
-        "{}",
-        c.message
-    );
-    assert!(
-        c.message.contains("s.test: DMARC p=reject"),
-        "{}",
-        c.message
-    );
+    assert_eq!((c.status, c.reason), (ConditionStatus::True, "Valid"), "{}", c.message);
+    assert!(c.message.contains("s.test: DMARC p=reject"), "{}", c.message);
 
     s.domains.get_mut("s.test").unwrap().spf = Some(spf(SpfVerdict::SoftFail));
     let c = authentication_condition(&s);
-    assert_eq!(
-        (c.status, c.reason),
-        (ConditionStatus::False, "SpfNotAuthorized")
-    );
+    assert_eq!((c.status, c.reason), (ConditionStatus::False, "SpfNotAuthorized"));
     assert_eq!(c.message, "s.test: SPF softfail for 192.0.2.10");
 
     s.domains.get_mut("s.test").unwrap().dmarc = Some(DmarcVerdict::Missing);
     let c = authentication_condition(&s);
-    assert_eq!(
-        (c.status, c.reason),
-        (ConditionStatus::False, "MultipleFailures")
-    );
-    assert_eq!(
-        c.message,
-        "s.test: SPF softfail for 192.0.2.10; s.test: no DMARC record"
-    );
+    assert_eq!((c.status, c.reason), (ConditionStatus::False, "MultipleFailures"));
+    assert_eq!(c.message, "s.test: SPF softfail for 192.0.2.10; s.test: no DMARC record");
 
     s.domains.get_mut("s.test").unwrap().spf = Some(spf(SpfVerdict::TempError));
     s.domains.get_mut("s.test").unwrap().dmarc = Some(dmarc);
     let c = authentication_condition(&s);
-    assert_eq!(
-        (c.status, c.reason),
-        (ConditionStatus::Unknown, "CheckFailing")
-    );
+    assert_eq!((c.status, c.reason), (ConditionStatus::Unknown, "CheckFailing"));
 
     s.domains.get_mut("s.test").unwrap().spf = Some(spf(SpfVerdict::Pass));
     s.ips.get_mut(&a).unwrap().ptr = Some(PtrVerdict::Missing);
     let c = authentication_condition(&s);
-    assert_eq!(
-        (c.status, c.reason),
-        (ConditionStatus::False, "ReverseDnsInvalid")
-    );
+    assert_eq!((c.status, c.reason), (ConditionStatus::False, "ReverseDnsInvalid"));
     assert_eq!(c.message, "ip-a (192.0.2.10): no PTR record");
 }
 
@@ -540,16 +352,7 @@ fn authentication_condition_reasons() {
 fn tracker_forgets_removed_zones_and_ips() {
     let mut tr = ListingTracker::new(TrackerConfig::default());
     let a = "192.0.2.2";
-    tr.observe(
-        &report(
-            t(0),
-            &[
-                (a, "z1", listed("127.0.0.2")),
-                (a, "z2", ZoneOutcome::Clean),
-            ],
-        ),
-        t(0),
-    );
+    tr.observe(&report(t(0), &[(a, "z1", listed("127.0.0.2")), (a, "z2", ZoneOutcome::Clean)]), t(0));
     assert_eq!(tr.ip(ip(a)).unwrap().status, ListingStatus::Listed);
     tr.retain_zones(&["z2".to_string()]);
     assert_eq!(tr.ip(ip(a)).unwrap().status, ListingStatus::Clean);
@@ -563,12 +366,7 @@ fn restored_listing_keeps_first_seen() {
     let a = "192.0.2.2";
     tr.restore_listing(
         ip(a),
-        Listing {
-            zone: "z1".into(),
-            codes: vec![v4("127.0.0.2")],
-            reason: None,
-            first_seen: t(-3600),
-        },
+        Listing { zone: "z1".into(), codes: vec![v4("127.0.0.2")], reason: None, first_seen: t(-3600) },
     );
     // The first sweep after a restart confirms it: no new Listed event.
     let ch = tr.observe(&report(t(0), &[(a, "z1", listed("127.0.0.2"))]), t(0));
@@ -578,9 +376,7 @@ fn restored_listing_keeps_first_seen() {
 
 #[tokio::test]
 async fn budget_rotates_so_no_ip_starves() {
-    let r = ZoneResolver::default()
-        .with_zone("bl.test", BL_ZONE)
-        .unwrap();
+    let r = ZoneResolver::default().with_zone("bl.test", BL_ZONE).unwrap();
     let mut checker = DnsblChecker::new(
         r,
         DnsblConfig {
@@ -596,12 +392,8 @@ async fn budget_rotates_so_no_ip_starves() {
     let mut seen = std::collections::BTreeSet::new();
     for s in 0..3 {
         let rep = checker.sweep(&ips, t(s)).await;
-        let checked: Vec<IpAddr> = rep
-            .outcomes
-            .iter()
-            .filter(|(_, z)| z["bl.test"] != ZoneOutcome::NotChecked)
-            .map(|(i, _)| *i)
-            .collect();
+        let checked: Vec<IpAddr> =
+            rep.outcomes.iter().filter(|(_, z)| z["bl.test"] != ZoneOutcome::NotChecked).map(|(i, _)| *i).collect();
         assert_eq!(checked.len(), 2, "sweep {s}: {rep:?}");
         seen.extend(checked);
     }
@@ -617,17 +409,8 @@ fn dns_module_reads_no_clock() {
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
         let text = std::fs::read_to_string(&path).unwrap();
-        for banned in [
-            "Timestamp::now",
-            "SystemTime::now",
-            "Instant::now",
-            "Zoned::now",
-        ] {
-            assert!(
-                !text.contains(banned),
-                "{} reads a clock ({banned})",
-                path.display()
-            );
+        for banned in ["Timestamp::now", "SystemTime::now", "Instant::now", "Zoned::now"] {
+            assert!(!text.contains(banned), "{} reads a clock ({banned})", path.display());
         }
         checked += 1;
     }
@@ -636,18 +419,12 @@ fn dns_module_reads_no_clock() {
 
 #[test]
 fn private_key_errors_are_findings() {
-    assert_eq!(
-        public_key_from_pem(b"hello"),
-        Err(dns::dkim::PrivateKeyError::NoPem)
-    );
+    assert_eq!(public_key_from_pem(b"hello"), Err(dns::dkim::PrivateKeyError::NoPem));
     assert!(matches!(
         public_key_from_pem(b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nAA==\n-----END ENCRYPTED PRIVATE KEY-----\n"),
         Err(dns::dkim::PrivateKeyError::Unreadable(m)) if m.contains("encrypted")
     ));
-    assert_eq!(
-        public_key_from_pem(&[0xff, 0xfe]),
-        Err(dns::dkim::PrivateKeyError::NotText)
-    );
+    assert_eq!(public_key_from_pem(&[0xff, 0xfe]), Err(dns::dkim::PrivateKeyError::NotText));
 }
 
 #[test]
@@ -680,12 +457,7 @@ mod hysteresis_property {
     }
 
     fn step() -> impl Strategy<Value = Step> {
-        prop_oneof![
-            Just(Step::Listed),
-            Just(Step::Clean),
-            Just(Step::Failed),
-            Just(Step::NotChecked)
-        ]
+        prop_oneof![Just(Step::Listed), Just(Step::Clean), Just(Step::Failed), Just(Step::NotChecked)]
     }
 
     proptest! {

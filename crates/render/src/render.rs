@@ -13,7 +13,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-
 use crate::api::*;
 use crate::policy::{self, AgentPolicy, DomainRule, InstancePolicy, WarmupPolicy, WarmupShare};
 use crate::postfix::main_cf::MainCf;
