@@ -707,3 +707,76 @@ impl Drop for PolicyAgent {
         }
     }
 }
+
+impl PolicyAgent {
+    /// Like [`PolicyAgent::start`], from ready-made files (e.g. the renderer's)
+    /// written under `base` (use [`test_dir`]); `addr` must be the instance's.
+    pub fn start_with_files(base: PathBuf, addr: &str, files: &BTreeMap<String, String>) -> PolicyAgent {
+        add_addr(addr);
+        for d in ["queue", "data", "run", "postfix", "state"] {
+            mkdir(&base.join(d));
+        }
+        std::fs::write(base.join("hash.key"), HASH_KEY).unwrap();
+        let mut source = ConfigSource::new(base.join("config"));
+        source.write(files);
+        let socket = base.join("run/policy.sock");
+        let child = Command::new(env!("CARGO_BIN_EXE_sendfleet"))
+            .arg("agent")
+            .arg("--no-supervise")
+            .arg("--config-source")
+            .arg(base.join("config"))
+            .arg("--postfix-dir")
+            .arg(base.join("postfix/current"))
+            .arg("--policy-socket")
+            .arg(&socket)
+            .arg("--listen")
+            .arg(format!("{addr}:{HTTP_PORT}"))
+            .arg("--hash-key-file")
+            .arg(base.join("hash.key"))
+            .arg("--state-dir")
+            .arg(base.join("state"))
+            .arg("--config-poll-ms")
+            .arg("100")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(base.join("agent.stderr")).unwrap())
+            .spawn()
+            .expect("starting sendfleet agent");
+        let a = PolicyAgent { base, addr: addr.to_string(), socket, source, child };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if http_get(&a.addr, HTTP_PORT, "/readyz").is_some_and(|(c, _)| c == 200) {
+                return a;
+            }
+            let status = http_get(&a.addr, HTTP_PORT, "/status").map(|(_, b)| b).unwrap_or_default();
+            assert!(Instant::now() < deadline, "agent not ready with these files; /status: {status}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn status(&self) -> AgentStatus {
+        let (code, body) = http_get(&self.addr, HTTP_PORT, "/status").expect("GET /status");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("bad /status JSON ({e}): {body}"))
+    }
+
+    /// One socketmap lookup over a fresh connection.
+    pub fn lookup(&self, key: &str) -> sendfleet::agent::socketmap::codec::Reply {
+        use sendfleet::agent::socketmap::codec::{decode, encode_into, Decoded, Reply};
+        let mut s = std::os::unix::net::UnixStream::connect(&self.socket).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut out = Vec::new();
+        encode_into(&mut out, format!("transport {key}").as_bytes());
+        s.write_all(&out).unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 512];
+        loop {
+            if let Ok(Decoded::Frame(p, _)) = decode(&buf) {
+                return Reply::parse(p).expect("reply");
+            }
+            let n = s.read(&mut chunk).unwrap();
+            assert!(n > 0, "agent closed the connection");
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
