@@ -3,9 +3,14 @@
 #   make image      localhost/sendfleet:dev as an OCI archive, built from
 #                   Debian packages (mmdebstrap) + the release binary (umoci);
 #                   cached under $(SENDFLEET_CACHE)/images/ by inputs
-#   make test-e2e   lab control plane + node, operator, a 3-address pool:
-#                   pods Running/Ready, mail end to end, pod deletion with
-#                   deferred mail (tests/e2e_pool.rs)
+#   make test-e2e   on the lab's real node (each test binary in its own
+#                   network namespace):
+#                   tests/e2e_pool.rs  operator process + a 3-address pool:
+#                     pods Running/Ready, 500 messages from the egress
+#                     addresses, pool status counts, policy change without
+#                     restart, pod deletion with 200 deferred, bad image
+#                   tests/e2e_chart.rs the Helm chart's operator as a pod,
+#                     a 1-address pool delivering, status via the pod network
 #
 # The archive path is handed to the tests in SENDFLEET_IMAGE_ARCHIVE; the
 # test imports it into the lab node's containerd itself.
@@ -25,4 +30,4 @@ image: image-deps
 
 test-e2e: upstream deps image
 	SENDFLEET_IMAGE_ARCHIVE=$$(hack/build-image.sh --print | sed -n 's/^image=//p') \
-	  $(CARGO) test --test e2e_pool -- --nocapture --test-threads=1
+	  $(CARGO) test --test e2e_pool --test e2e_chart -- --nocapture --test-threads=1

@@ -13,6 +13,7 @@
 
 #[allow(dead_code)]
 mod agent_support;
+mod e2e_support;
 mod operator_support;
 
 use std::collections::BTreeSet;
@@ -36,28 +37,6 @@ struct Lab {
     _operator: Operator,
     provider: Receiver,
     slow: Receiver,
-}
-
-/// The image archive `make image` wrote (hack/build-image.sh --print).
-fn image_archive() -> std::path::PathBuf {
-    if let Ok(p) = std::env::var("SENDFLEET_IMAGE_ARCHIVE") {
-        if !p.is_empty() {
-            assert!(std::path::Path::new(&p).is_file(), "SENDFLEET_IMAGE_ARCHIVE={p} does not exist: run `make image`");
-            return p.into();
-        }
-    }
-    let repo = operator_support::repo();
-    let out =
-        Command::new(repo.join("hack/build-image.sh")).arg("--print").output().expect("running hack/build-image.sh");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let path = text.lines().find_map(|l| l.strip_prefix("image=")).unwrap_or("").to_string();
-    assert!(
-        out.status.success() && !path.is_empty(),
-        "the sendfleet image for the current target/release/sendfleet is not built: run `make image` \
-         (needs the network for mmdebstrap, which this test's namespace does not have): {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    path.into()
 }
 
 fn pool_yaml() -> String {
@@ -177,7 +156,7 @@ fn lab() -> Lab {
     {
         require_postfix();
         let t0 = Instant::now();
-        let archive = image_archive();
+        let archive = e2e_support::image_archive();
         let cp = control_plane(true);
         let t_cp = t0.elapsed();
         let node = cp.ensure_node(4).expect("lab node");
