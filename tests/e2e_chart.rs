@@ -9,10 +9,8 @@
 //! Everything stays inside the test's network namespace (egress
 //! 10.250.0.21, provider 10.250.0.52 on its `lo`). Never skips.
 
-#[allow(dead_code)]
 mod agent_support;
 mod e2e_support;
-#[allow(dead_code)]
 mod operator_support;
 
 use std::process::Command;

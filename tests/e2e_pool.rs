@@ -11,7 +11,6 @@
 //! outside it, and never skips: a missing image or tool is a panic saying
 //! what to run.
 
-#[allow(dead_code)]
 mod agent_support;
 mod e2e_support;
 mod operator_support;
