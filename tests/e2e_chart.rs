@@ -9,6 +9,8 @@
 //! Everything stays inside the test's network namespace (egress
 //! 10.250.0.21, provider 10.250.0.52 on its `lo`). Never skips.
 
+// Not every helper is used here (the agent tests use the rest).
+#[allow(dead_code)]
 mod agent_support;
 mod e2e_support;
 mod operator_support;

@@ -11,6 +11,8 @@
 //! outside it, and never skips: a missing image or tool is a panic saying
 //! what to run.
 
+// Not every helper is used here (the agent tests use the rest).
+#[allow(dead_code)]
 mod agent_support;
 mod e2e_support;
 mod operator_support;
