@@ -14,6 +14,13 @@
 //! rotation / excluded for a domain / over its warm-up cap (relay to a
 //! healthy peer), otherwise `NOTFOUND` so the static map decides.
 //!
+//! Postfix treats a socketmap as a pattern table: it asks with the full
+//! recipient address (and `*`), never with the bare domain, so the agent
+//! decides on the address's domain part — and never logs the local part.
+//! Only the queue manager's lookups reach the agent: smtpd listeners use a
+//! separate trivial-rewrite service (`rewrite-in`) that reads the static
+//! table alone, so a paused domain is queued rather than refused at RCPT.
+//!
 //! This module is data only: serde types and pure helpers. No I/O.
 
 use serde::{Deserialize, Serialize};

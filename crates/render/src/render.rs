@@ -478,13 +478,16 @@ fn render_instance(
     // master.cf
     let mut mc = MasterCf::default();
     let listen = |port: u16| -> String { port.to_string() };
+    // smtpd resolves recipients through trivial-rewrite too; if it asked
+    // the agent, a paused domain would be refused at RCPT time instead of
+    // queued. Listeners get their own rewrite service that reads only the
+    // static table: the agent's dynamic answers apply at delivery (qmgr).
+    let in_rewrite = "rewrite-in";
+    let listener = |port: u16| Service::internal(&listen(port), "inet", "n", "-", "-", "smtpd");
     mc.push(
-        Service {
-            kind: "inet",
-            private: "n",
-            ..Service::internal(&listen(spec.submission.port), "inet", "n", "-", "-", "smtpd")
-        }
-        .with("syslog_name", "postfix/submission"),
+        listener(spec.submission.port)
+            .with("syslog_name", "postfix/submission")
+            .with("rewrite_service_name", in_rewrite),
     );
     // Mail relayed by a peer is sent directly from here and never relayed
     // again: content_filter forces the plain smtp transport, bypassing the
@@ -492,17 +495,14 @@ fn render_instance(
     let peers: Vec<String> = instances.iter().filter(|i| i.name != ip.name).map(|i| network(&i.address)).collect();
     let peer_nets = if peers.is_empty() { network(&ip.address) } else { peers.join(",") };
     mc.push(
-        Service {
-            kind: "inet",
-            private: "n",
-            ..Service::internal(&listen(settings.peer_port), "inet", "n", "-", "-", "smtpd")
-        }
-        .with("syslog_name", "postfix/peer-in")
-        .with("mynetworks", peer_nets)
-        .with("smtpd_client_restrictions", "permit_mynetworks,reject")
-        .with("smtpd_relay_restrictions", "permit_mynetworks,reject")
-        .with("smtpd_recipient_restrictions", "permit_mynetworks,reject")
-        .with("content_filter", "smtp:"),
+        listener(settings.peer_port)
+            .with("syslog_name", "postfix/peer-in")
+            .with("mynetworks", peer_nets)
+            .with("smtpd_client_restrictions", "permit_mynetworks,reject")
+            .with("smtpd_relay_restrictions", "permit_mynetworks,reject")
+            .with("smtpd_recipient_restrictions", "permit_mynetworks,reject")
+            .with("content_filter", "smtp:")
+            .with("rewrite_service_name", in_rewrite),
     );
     for (name, kind, private, wakeup, maxproc, command) in [
         ("pickup", "unix", "n", "60", "1", "pickup"),
@@ -527,6 +527,10 @@ fn render_instance(
     ] {
         mc.push(Service::internal(name, kind, private, wakeup, maxproc, command));
     }
+    mc.push(
+        Service::internal(in_rewrite, "unix", "-", "-", "-", "trivial-rewrite")
+            .with("transport_maps", format!("hash:$config_directory/{TRANSPORT_MAP}")),
+    );
     mc.push(Service::internal("smtp", "unix", "-", "-", &smtp_maxproc, "smtp"));
     mc.push(Service::internal("relay", "unix", "-", "-", "-", "smtp"));
     mc.push(Service::internal("peer-relay", "unix", "-", "-", "-", "smtp").with("syslog_name", "postfix/peer-relay"));

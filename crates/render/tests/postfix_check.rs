@@ -110,7 +110,7 @@ fn postconf_lists_exactly_the_rendered_parameters() {
         assert_eq!(get("dp-bigmail_destination_concurrency_limit"), "1");
         // master.cf services as Postfix parses them.
         let services = run(Command::new("postconf").arg("-c").arg(&dir).arg("-M"));
-        for svc in ["587", "2525", "smtp", "peer-relay", "dp-bigmail", "dp-bigmail-slow", "retry"] {
+        for svc in ["587", "2525", "smtp", "peer-relay", "dp-bigmail", "dp-bigmail-slow", "retry", "rewrite-in"] {
             assert!(
                 services.lines().any(|l| l.split_whitespace().next() == Some(svc)),
                 "service {svc} missing:\n{services}"
@@ -120,6 +120,10 @@ fn postconf_lists_exactly_the_rendered_parameters() {
         assert_eq!(bigmail.split_whitespace().nth(6), Some("2"), "maxproc of dp-bigmail: {bigmail}");
         let peer_in = run(Command::new("postconf").arg("-c").arg(&dir).arg("-P"));
         assert!(peer_in.contains("2525/inet/content_filter = smtp:"), "{peer_in}");
+        // Listeners resolve through a rewrite service that never asks the
+        // agent (a paused domain must queue, not be refused at RCPT).
+        assert!(peer_in.contains("587/inet/rewrite_service_name = rewrite-in"), "{peer_in}");
+        assert!(peer_in.contains("rewrite-in/unix/transport_maps = hash:$config_directory/transport"), "{peer_in}");
     }
 }
 

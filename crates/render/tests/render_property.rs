@@ -71,7 +71,7 @@ const OVERRIDES: &[&str] = &[
     "smtpd_client_restrictions",
     "smtpd_relay_restrictions",
     "smtpd_recipient_restrictions",
-    "content_filter",
+    "content_filter", "rewrite_service_name", "transport_maps",
 ];
 const SERVICES: &[&str] = &[
     "pickup",
@@ -96,6 +96,7 @@ const SERVICES: &[&str] = &[
     "smtp",
     "relay",
     "peer-relay",
+    "rewrite-in",
 ];
 
 /// Mostly the field's valid value, sometimes something hostile, so that
