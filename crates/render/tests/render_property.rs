@@ -71,7 +71,9 @@ const OVERRIDES: &[&str] = &[
     "smtpd_client_restrictions",
     "smtpd_relay_restrictions",
     "smtpd_recipient_restrictions",
-    "content_filter", "rewrite_service_name", "transport_maps",
+    "content_filter",
+    "rewrite_service_name",
+    "transport_maps",
 ];
 const SERVICES: &[&str] = &[
     "pickup",
