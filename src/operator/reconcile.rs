@@ -11,6 +11,11 @@
 //!
 //! An invalid spec stops at step 2: Ready=False with the field-naming
 //! message, and the pool waits for a change instead of retrying.
+//!
+//! No finalizer: everything a pool creates is a namespaced object it owns
+//! (owner references), so the garbage collector removes it; nothing outside
+//! the cluster (DNS records, external state) needs cleaning up. Queue
+//! volumes are deliberately kept (StatefulSet retention `Retain`).
 
 use std::sync::Arc;
 use std::time::Instant;
