@@ -80,6 +80,18 @@ fn helm_lint_strict_passes_and_the_schema_refuses_bad_values() {
         let out = run(helm(tmp.path()).args(["lint", "--strict", "charts/sendfleet"]).args(extra));
         assert!(out.contains("1 chart(s) linted, 0 chart(s) failed"), "{extra:?}: {out}");
     }
+    // `helm package` carries the CRDs as real files (not links to crds/).
+    let pkg = tmp.path().join("pkg");
+    run(helm(tmp.path()).args(["package", "charts/sendfleet", "-d"]).arg(&pkg));
+    let tgz = pkg.join("sendfleet-0.1.0.tgz");
+    let listing = run(Command::new("tar").arg("-tzvf").arg(&tgz));
+    for f in CRDS {
+        let line = listing
+            .lines()
+            .find(|l| l.ends_with(&format!("sendfleet/crds/{f}.sendfleet.io.yaml")))
+            .unwrap_or_else(|| panic!("{f} CRD missing from the package:\n{listing}"));
+        assert!(line.starts_with('-'), "not a regular file in the package: {line}");
+    }
     // values.schema.json: each of these is refused by lint and by template
     // (so by install), naming the value.
     for (bad, names) in [
