@@ -4,7 +4,7 @@
 //!    the other pools (routes) from the API;
 //! 2. render — the pure core turns them into objects and Postfix files;
 //! 3. apply — server-side apply in order (ServiceAccount, ConfigMaps,
-//!    Services, StatefulSets, PDB), skipping objects already as desired;
+//!    Services, StatefulSets, PDB), leaving objects already as desired alone;
 //! 4. prune — delete the pool's objects no longer desired;
 //! 5. status — derive conditions from what was observed and patch /status
 //!    only when something other than a timestamp changed; an Event per flip.
@@ -129,7 +129,7 @@ async fn reconcile_pool(pool: &SendingPool, ctx: &Context) -> Result<Action> {
         }
     };
     for e in &rendered.invalid_policies {
-        tracing::warn!(namespace = %ns, pool = %name, error = %e, "skipping invalid DomainPolicy");
+        tracing::warn!(namespace = %ns, pool = %name, error = %e, "ignoring invalid DomainPolicy");
     }
 
     // 3. apply, 4. prune

@@ -549,7 +549,7 @@ fn render_instance(
     files.insert(TRANSPORT_MAP.to_string(), shared.transport.render(&header));
     files.insert(TLS_POLICY_MAP.to_string(), shared.tls_policy.render(&header));
     if let Some(h) = &shared.header_checks {
-        files.insert(HEADER_CHECKS.to_string(), format!("# {}\n{h}", header.replace('\n', "\n# ")));
+        files.insert(HEADER_CHECKS.to_string(), format!("{}{h}", comment_block(&header)));
     }
 
     let agent_policy = AgentPolicy {

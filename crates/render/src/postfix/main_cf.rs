@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{is_safe_line, UnsafeValue};
+use super::{comment_block, is_safe_line, UnsafeValue};
 
 /// main.cf parameters, written sorted by name (deterministic output).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -36,12 +36,7 @@ impl MainCf {
     }
 
     pub fn render(&self, header: &str) -> String {
-        let mut out = String::new();
-        for line in header.lines() {
-            out.push_str("# ");
-            out.push_str(line);
-            out.push('\n');
-        }
+        let mut out = comment_block(header);
         for (k, v) in &self.params {
             out.push_str(k);
             out.push_str(" =");

@@ -1,6 +1,6 @@
 //! Lookup tables (`transport`, `tls_policy`, `header_checks`) as text.
 
-use super::{is_safe_line, is_safe_token, UnsafeValue};
+use super::{comment_block, is_safe_line, is_safe_token, UnsafeValue};
 
 /// A `hash:` table source: one `key value` line per entry, in insertion order.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -35,12 +35,7 @@ impl Table {
     }
 
     pub fn render(&self, header: &str) -> String {
-        let mut out = String::new();
-        for line in header.lines() {
-            out.push_str("# ");
-            out.push_str(line);
-            out.push('\n');
-        }
+        let mut out = comment_block(header);
         for (k, v) in &self.entries {
             out.push_str(k);
             out.push('\t');

@@ -3,7 +3,7 @@
 //! Fields are whitespace-separated and an override is a separate token, so
 //! every field and override value must be a single safe token.
 
-use super::{is_safe_token, UnsafeValue};
+use super::{comment_block, is_safe_token, UnsafeValue};
 
 /// One master.cf service.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,12 +63,7 @@ impl MasterCf {
     }
 
     pub fn render(&self, header: &str) -> Result<String, UnsafeValue> {
-        let mut out = String::new();
-        for line in header.lines() {
-            out.push_str("# ");
-            out.push_str(line);
-            out.push('\n');
-        }
+        let mut out = comment_block(header);
         for s in &self.services {
             let place = |what: &str| format!("master.cf service {:?} {what}", s.name);
             for (what, v) in [("name", &s.name), ("wakeup", &s.wakeup), ("maxproc", &s.maxproc)] {

@@ -47,3 +47,8 @@ pub fn is_safe_token(s: &str) -> bool {
 pub fn is_safe_line(s: &str) -> bool {
     s.bytes().all(|b| (b.is_ascii_graphic() || b == b' ') && b != b'#') && !s.ends_with(' ')
 }
+
+/// `header` as `#` comment lines: the first lines of every rendered file.
+pub fn comment_block(header: &str) -> String {
+    header.lines().map(|l| format!("# {l}\n")).collect()
+}
