@@ -659,42 +659,9 @@ pub struct PolicyAgent {
 
 impl PolicyAgent {
     pub fn start(cfg: &InstanceConfig) -> PolicyAgent {
-        add_addr(&cfg.addr);
         let base = test_dir(&format!("policy-{}", cfg.name));
-        for d in ["queue", "data", "run", "postfix", "state"] {
-            mkdir(&base.join(d));
-        }
-        std::fs::write(base.join("hash.key"), HASH_KEY).unwrap();
-        let mut source = ConfigSource::new(base.join("config"));
-        source.write(&cfg.files(&base));
-        let socket = base.join("run/policy.sock");
-        let child = Command::new(env!("CARGO_BIN_EXE_sendfleet"))
-            .arg("agent")
-            .arg("--no-supervise")
-            .arg("--config-source")
-            .arg(base.join("config"))
-            .arg("--postfix-dir")
-            .arg(base.join("postfix/current"))
-            .arg("--policy-socket")
-            .arg(&socket)
-            .arg("--listen")
-            .arg(format!("{}:{HTTP_PORT}", cfg.addr))
-            .arg("--hash-key-file")
-            .arg(base.join("hash.key"))
-            .arg("--state-dir")
-            .arg(base.join("state"))
-            .arg("--config-poll-ms")
-            .arg("100")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(base.join("agent.stderr")).unwrap())
-            .spawn()
-            .expect("starting sendfleet agent");
-        let a = PolicyAgent { base, addr: cfg.addr.clone(), socket, source, child };
-        eventually(Duration::from_secs(30), "policy agent ready", || {
-            http_get(&a.addr, HTTP_PORT, "/readyz").is_some_and(|(c, _)| c == 200)
-        });
-        a
+        let files = cfg.files(&base);
+        PolicyAgent::start_with_files(base, &cfg.addr, &files)
     }
 }
 
