@@ -80,10 +80,6 @@ pub struct Operator {
     pub identity: String,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 impl Operator {
     /// Start the operator as the ServiceAccount, with leader election.
     pub fn start(cp: &ControlPlane, identity: &str) -> Operator {
@@ -92,7 +88,7 @@ impl Operator {
 
     pub fn start_with(cp: &ControlPlane, identity: &str, extra: &[&str]) -> Operator {
         let kubeconfig = cp.kubeconfig_for_service_account(OPERATOR_NS, OPERATOR_SA).unwrap();
-        let port = free_port();
+        let port = sendfleet_lab::process::free_port().unwrap();
         // Outside the lab dir (removed at exit) so a failed run can be read.
         let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("operator-{identity}-{port}.log"));
         let mut args: Vec<String> = vec!["operator".into(), "--metrics-addr".into(), format!("127.0.0.1:{port}")];
