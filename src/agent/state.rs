@@ -430,6 +430,7 @@ impl State {
                 .collect(),
             suggestions,
             log: inner.log,
+            adaptive: Default::default(),
         }
     }
 }

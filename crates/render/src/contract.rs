@@ -83,6 +83,73 @@ pub struct AgentStatus {
     /// What the agent would change if it could (the operator decides).
     pub suggestions: Vec<Suggestion>,
     pub log: LogStats,
+    /// What the agent decided on its own from the policy's rules (warm-up
+    /// step, automatic exclusions, slow-downs), persisted in the queue volume.
+    #[serde(default)]
+    pub adaptive: AdaptiveStatus,
+}
+
+/// The per-instance state the agent decides from the rules the operator
+/// rendered (DomainPolicy `autoExclusion`/`slowDown`, WarmupPlan steps and
+/// pause rules). The agent acts on it at once; the operator mirrors it into
+/// the resources' status and into the peers' policies.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AdaptiveStatus {
+    /// Warm-up progress; `None` when the instance has no plan or is warm.
+    #[serde(default)]
+    pub warmup: Option<WarmupProgress>,
+    /// Automatic exclusions of this instance, one per domain rule.
+    #[serde(default)]
+    pub exclusions: Vec<ActiveExclusion>,
+    /// Slow-downs in force on this instance, one per domain rule.
+    #[serde(default)]
+    pub slow_downs: Vec<ActiveSlowDown>,
+}
+
+/// Where one instance stands in its warm-up plan.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WarmupProgress {
+    pub plan: String,
+    /// 1-based step (= plan day the instance is on; held steps do not advance).
+    pub step: u32,
+    /// Today's cap (messages/day); `None` once the plan is finished.
+    pub daily_cap: Option<u64>,
+    /// Sent today by this instance itself (not relayed through peers).
+    pub sent_today: u64,
+    /// Lookups answered "send from here" whose outcome is not logged yet;
+    /// counted against the cap so in-flight mail cannot overshoot it.
+    pub reserved: u64,
+    /// Why the step is held (a pause rule fired), if it is.
+    pub held: Option<String>,
+    /// Unix seconds of the next day boundary, when the step may advance.
+    pub next_step_at: Option<u64>,
+}
+
+/// This instance excluded for a domain rule after repeated hard blocks.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActiveExclusion {
+    pub rule: String,
+    pub reason: String,
+    /// Unix seconds.
+    pub since: u64,
+    pub until: u64,
+}
+
+/// A slow-down in force for a domain rule on this instance.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ActiveSlowDown {
+    pub rule: String,
+    /// Current level, 1..=`max_level`; each quiet `recoveryInterval` lowers it by one.
+    pub level: u32,
+    pub max_level: u32,
+    pub reason: String,
+    /// Unix seconds.
+    pub since: u64,
+    pub next_recovery_at: Option<u64>,
 }
 
 /// The configuration actually loaded into Postfix.
