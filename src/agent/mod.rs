@@ -16,6 +16,7 @@
 //! plaintext recipient address reach its stdout, stderr, metrics or /status,
 //! or route mail the policy does not describe.
 
+pub mod clock;
 pub mod counters;
 pub mod http;
 pub mod install;
@@ -73,6 +74,10 @@ pub struct AgentArgs {
     /// answers lookups and scans the queue; the mail log is read from stdin).
     #[arg(long)]
     pub no_supervise: bool,
+    /// Tests only: a file holding seconds added to the wall clock (re-read
+    /// whenever the agent reads the time), to fast-forward days.
+    #[arg(long, hide = true)]
+    pub test_clock_file: Option<PathBuf>,
 }
 
 impl AgentArgs {

@@ -17,6 +17,7 @@ use sendfleet_render::contract::{
 use sendfleet_render::policy::AgentPolicy;
 use sha2::{Digest, Sha256};
 
+use super::clock::Clock;
 use super::counters::{Counters, CountersError};
 use super::log::join::Outcome;
 use super::log::parse::Status;
@@ -72,6 +73,8 @@ struct Inner {
 
 pub struct State {
     pub args: AgentArgs,
+    /// The agent's time (wall clock; shifted in tests by `--test-clock-file`).
+    pub clock: Clock,
     pub session_id: String,
     pub started_at: u64,
     pub metrics: Metrics,
@@ -93,8 +96,10 @@ impl State {
         h.update(std::process::id().to_be_bytes());
         h.update(format!("{:p}", &started_at).as_bytes());
         let session_id = h.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let clock = Clock::new(args.test_clock_file.clone());
         let s = State {
             args,
+            clock,
             session_id,
             started_at,
             metrics: Metrics::new(),
@@ -138,7 +143,7 @@ impl State {
     pub fn today(&self) -> String {
         let tz_name = self.policy().and_then(|p| p.warmup.as_ref().map(|w| w.time_zone.clone()));
         let tz = tz_name.and_then(|n| jiff::tz::TimeZone::get(&n).ok()).unwrap_or(jiff::tz::TimeZone::UTC);
-        jiff::Timestamp::now().to_zoned(tz).date().to_string()
+        self.clock.now().to_zoned(tz).date().to_string()
     }
 
     /// Reset the day counters at the day boundary (called every few seconds).
@@ -262,7 +267,7 @@ impl State {
                 h.observe(f64::from(v));
             }
         }
-        let now = unix_now();
+        let now = self.clock.unix_now();
         let mut inner = self.inner();
         bump(&mut inner.since_start, o.status);
         if o.status != Status::Deferred {
@@ -367,7 +372,7 @@ impl State {
     /// The /status payload.
     pub fn status(&self) -> AgentStatus {
         let policy = self.policy();
-        let now = unix_now();
+        let now = self.clock.unix_now();
         let inner = self.inner();
         let mut domains: Vec<(&String, &DomainEntry)> = inner.domains.iter().collect();
         let total = |c: &StatusCounts| c.sent + c.deferred + c.bounced + c.expired;

@@ -465,6 +465,8 @@ impl Agent {
             .arg("1")
             .arg("--config-poll-ms")
             .arg("200")
+            .arg("--test-clock-file")
+            .arg(base.join("clock"))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(stdout)
@@ -500,6 +502,14 @@ impl Agent {
 
     pub fn postfix_dir(&self) -> PathBuf {
         self.base.join("postfix/current")
+    }
+
+    /// Move the agent's clock to wall time + `seconds` (its hidden
+    /// `--test-clock-file`; the agent re-reads it whenever it reads the time).
+    pub fn set_clock_offset(&self, seconds: i64) {
+        let tmp = self.base.join(".clock.tmp");
+        std::fs::write(&tmp, seconds.to_string()).unwrap();
+        std::fs::rename(&tmp, self.base.join("clock")).unwrap();
     }
 
     pub fn status(&self) -> AgentStatus {
