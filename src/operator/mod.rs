@@ -9,6 +9,8 @@
 pub mod agent_client;
 pub mod apply;
 pub mod error;
+pub mod fleet;
+pub mod fleet_status;
 pub mod leader;
 pub mod metrics;
 pub mod rbac;
@@ -141,6 +143,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
         reputation: reputation::Reputation::new(dns, args.dnsbl_interval_override, args.dns_unknown_after),
         resync: args.resync_interval,
         agent_poll: args.agent_poll_interval,
+        fleet: Default::default(),
     });
     let server = tokio::spawn(serve_metrics(args.metrics_addr, ctx.clone()));
 

@@ -56,6 +56,9 @@ pub struct Context {
     pub resync: std::time::Duration,
     /// How often running instances' agents are polled.
     pub agent_poll: std::time::Duration,
+    /// What every instance's agent last decided on its own (exclusions,
+    /// slow-downs, warm-up progress).
+    pub fleet: super::fleet::FleetIndex,
 }
 
 /// Entry point for the controller: time it, hand off, record.
@@ -117,8 +120,22 @@ async fn reconcile_pool(pool: &SendingPool, ctx: &Context) -> Result<Action> {
         }
     }
 
+    // The agents' own decisions feed the render (an instance that excluded
+    // itself for a domain must not receive that domain's mail from peers),
+    // so they are polled first.
+    let lp = ListParams::default().labels(&format!("{LABEL_POOL}={name}"));
+    let pods = Api::<Pod>::namespaced(client.clone(), &ns).list(&lp).await?.items;
+    let agents = poll_agents(pool, &pods, ctx.settings.agent_port).await;
+    let instance_names: Vec<String> = pool.spec.egress_ips.iter().map(|ip| ip.name.clone()).collect();
+    let adaptive = ctx.fleet.record(&(ns.clone(), name.clone()), &instance_names, &agents);
+    let now_unix = k8s_openapi::jiff::Timestamp::now().as_second().max(0) as u64;
+
     // 2. render
-    let observed = RenderObserved { quarantined: findings.quarantined.clone(), ..RenderObserved::default() };
+    let observed = RenderObserved {
+        quarantined: findings.quarantined.clone(),
+        exclusions: super::fleet::exclusions_in_force(&adaptive, now_unix),
+        ..RenderObserved::default()
+    };
     let input = PoolInput { pool, policies: &policies, plan: plan.as_ref(), pools: &pools, observed: &observed };
     let rendered = match render::render_pool(input, &ctx.settings) {
         Ok(r) => r,
@@ -140,12 +157,15 @@ async fn reconcile_pool(pool: &SendingPool, ctx: &Context) -> Result<Action> {
         apply::prune(client, &ns, &name, &uid, &desired, &ctx.metrics).await?;
     }
 
-    // 5. status
-    let lp = ListParams::default().labels(&format!("{LABEL_POOL}={name}"));
+    // 5. status: the pool's, then the namespace's DomainPolicies' and
+    // WarmupPlans' (they summarise every pool they apply to).
     let statefulsets = Api::<StatefulSet>::namespaced(client.clone(), &ns).list(&lp).await?.items;
     let pods = Api::<Pod>::namespaced(client.clone(), &ns).list(&lp).await?.items;
-    let agents = poll_agents(pool, &rendered, &pods, ctx.settings.agent_port).await;
     write_status(pool, ctx, Ok(&rendered), &statefulsets, &pods, &agents, Some(&findings)).await?;
+    let plans = Api::<WarmupPlan>::namespaced(client.clone(), &ns).list(&ListParams::default()).await?.items;
+    let pool_names: Vec<String> = pools.iter().map(|p| p.name_any()).collect();
+    let reports = ctx.fleet.reports(&ns, &pool_names);
+    super::fleet_status::write_namespace(client, &ctx.metrics, &policies, &plans, &pools, &reports).await?;
     // While instances run, their agents are polled on a short cycle; a pool
     // with nothing running only needs the slow resync.
     let requeue = if agents.is_empty() { ctx.resync } else { ctx.resync.min(ctx.agent_poll) };
@@ -187,12 +207,11 @@ async fn write_status(
 /// the others on their pod IP.
 async fn poll_agents(
     pool: &SendingPool,
-    rendered: &RenderedPool,
     pods: &[Pod],
     port: u16,
 ) -> BTreeMap<String, std::result::Result<AgentStatus, String>> {
     let pinned = matches!(pool.spec.egress.mode, EgressMode::HostNetwork | EgressMode::Multus);
-    let polls = rendered.instances.iter().filter_map(|inst| {
+    let polls = pool.spec.egress_ips.iter().filter_map(|inst| {
         let pod = pods.iter().find(|p| p.labels().get(LABEL_INSTANCE) == Some(&inst.name))?;
         let running = pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running");
         let host = if pinned { Some(inst.address.clone()) } else { pod.status.as_ref()?.pod_ip.clone() };

@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
-use sendfleet_render::api::{DeliveryCounts, InstanceStatus, QueueSummary, SendingPool, SendingPoolStatus};
+use sendfleet_render::api::{
+    DeliveryCounts, InstanceStatus, InstanceWarmup, QueueSummary, SendingPool, SendingPoolStatus,
+};
 use sendfleet_render::conditions::{self, reasons, types, Observation, FALSE, TRUE, UNKNOWN};
 use sendfleet_render::contract::AgentStatus;
 use sendfleet_render::objects::{instance_object_name, LABEL_INSTANCE};
@@ -32,6 +34,19 @@ pub fn human_age(secs: u64) -> String {
         s if s < 86_400 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
         s => format!("{}d{}h", s / 86_400, (s % 86_400) / 3600),
     }
+}
+
+/// An instance's warm-up progress as the pool status shows it; `None` once
+/// the IP has finished its plan.
+fn instance_warmup(w: &sendfleet_render::contract::WarmupProgress) -> Option<InstanceWarmup> {
+    let cap = w.daily_cap?;
+    Some(InstanceWarmup {
+        step: w.step,
+        daily_cap: cap,
+        sent_today: w.sent_today,
+        paused: w.held.clone(),
+        next_step_at: w.next_step_at.and_then(|t| Timestamp::from_second(t as i64).ok()).map(|t| t.to_string()),
+    })
 }
 
 /// Why a pod is not running, if Kubernetes says (waiting reason, scheduling).
@@ -176,7 +191,10 @@ pub fn derive(pool: &SendingPool, obs: &Observed<'_>, now: Timestamp) -> (Sendin
                     weight: inst.weight,
                     desired_config_hash: Some(inst.config_hash.clone()),
                     applied_config_hash: applied,
-                    warmup: prev.and_then(|p| p.warmup.clone()),
+                    warmup: match agent {
+                        Some(a) => a.adaptive.warmup.as_ref().and_then(instance_warmup),
+                        None => prev.and_then(|p| p.warmup.clone()),
+                    },
                     listings: match obs.reputation {
                         Some(r) => r.listings.get(&inst.name).cloned().unwrap_or_default(),
                         None => prev.map(|p| p.listings.clone()).unwrap_or_default(),
@@ -256,10 +274,15 @@ pub fn derive(pool: &SendingPool, obs: &Observed<'_>, now: Timestamp) -> (Sendin
             observations.push(match &pool.spec.warmup_plan_ref {
                 None => Observation::new(types::WARMING_UP, FALSE, reasons::NO_PLAN, "the pool has no warm-up plan"),
                 Some(plan) => {
-                    let warming: Vec<&str> = rp
+                    // The agents know each IP's step; before they report,
+                    // every IP of a pool with a plan counts as warming.
+                    let warming: Vec<&str> = status
                         .instances
                         .iter()
-                        .filter(|i| i.policy.this_instance().is_some_and(|p| p.daily_cap.is_some()))
+                        .filter(|i| match obs.agents.get(&i.name).and_then(|r| r.as_ref().ok()) {
+                            Some(a) => a.adaptive.warmup.as_ref().is_some_and(|w| w.daily_cap.is_some()),
+                            None => i.warmup.is_some() || !old.instances.iter().any(|o| o.name == i.name),
+                        })
                         .map(|i| i.name.as_str())
                         .collect();
                     status.warmup = Some(format!("{plan}: {}/{} warming", warming.len(), total));

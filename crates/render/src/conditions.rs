@@ -22,6 +22,8 @@ pub mod types {
     pub const WARMING_UP: &str = "WarmingUp";
     /// PTR, SPF, DKIM and DMARC are in order for every IP and domain.
     pub const AUTHENTICATION_VALID: &str = "AuthenticationValid";
+    /// (DomainPolicy, WarmupPlan) The spec is valid and in use as written.
+    pub const ACCEPTED: &str = "Accepted";
 }
 
 /// Reasons (PascalCase, stable: alerts match on them).
@@ -43,6 +45,7 @@ pub mod reasons {
     pub const BACKLOG_CRITICAL: &str = "OlderThanCriticalAge";
     pub const NO_BACKLOG: &str = "NoBacklog";
     pub const NOT_OBSERVED: &str = "NotObservedYet";
+    pub const VALID: &str = "Valid";
 }
 
 /// Condition status values.

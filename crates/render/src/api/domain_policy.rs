@@ -223,14 +223,30 @@ pub struct Exclusion {
     pub since: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<String>,
+    /// True for an exclusion the fleet decided (`autoExclusion`), false for
+    /// one listed in `spec.excludedIPs`.
+    #[serde(default)]
+    pub automatic: bool,
 }
 
-/// A slow-down in force for one pool.
+/// A slow-down in force on one instance of a pool.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct SlowDownState {
     pub pool: String,
+    /// Instance (egress IP name) that slowed down.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub instance: String,
     pub reason: String,
     pub since: String,
+    /// Messages per minute per IP while fully slowed (`slowDown.messagesPerMinute`).
     pub messages_per_minute: u32,
+    /// Recovery progress, e.g. `2/4`: the share of this domain's mail still
+    /// sent at the slowed rate, in steps; each quiet `recoveryInterval`
+    /// takes one step back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub level: Option<String>,
+    /// RFC 3339 time of the next recovery step.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_recovery_at: Option<String>,
 }

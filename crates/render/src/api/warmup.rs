@@ -26,6 +26,12 @@ use serde::{Deserialize, Serialize};
         json_path = ".status.days",
         description = "Days until the plan's last step"
     ),
+    printcolumn(
+        name = "Warming",
+        type_ = "integer",
+        json_path = ".status.warming",
+        description = "IPs still warming up under this plan"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     crates(
         kube_core = "::kube_core",
@@ -159,6 +165,33 @@ pub struct WarmupPlanStatus {
     /// Days until the last step (or until the ramp reaches its ceiling).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub days: Option<u32>,
+    /// Number of IPs (of every pool using the plan) still warming up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warming: Option<u32>,
+    /// Progress of every IP of the pools that use this plan, as their
+    /// agents report it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub instances: Vec<WarmupInstanceStatus>,
+}
+
+/// Where one IP of one pool stands in the plan.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WarmupInstanceStatus {
+    pub pool: String,
+    pub instance: String,
+    /// 1-based step; held steps do not advance.
+    pub step: u32,
+    /// Today's cap; absent once the IP has finished the plan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daily_cap: Option<u64>,
+    pub sent_today: u64,
+    /// Why the IP is held on its step (a pause rule fired), if it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<String>,
+    /// RFC 3339 time of the next day boundary in the plan's time zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_step_at: Option<String>,
 }
 
 impl WarmupPlanSpec {

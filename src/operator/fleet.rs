@@ -1,0 +1,144 @@
+//! The fleet index: what each instance's agent last reported about the
+//! decisions it took on its own (warm-up step, automatic exclusions,
+//! slow-downs — `AgentStatus.adaptive`).
+//!
+//! Kept apart from the API plumbing (as Linkerd's policy controller keeps
+//! its indexes): the reconcile records reports here and reads three things
+//! back — the exclusions to render into the peers' policies (so no peer
+//! relays a rule's mail to an instance that excluded itself), and the
+//! entries the DomainPolicy and WarmupPlan statuses are built from.
+//!
+//! An agent that cannot be reached keeps its last report: an exclusion is
+//! still in force on that instance (it persists on the queue volume), and
+//! dropping it would flip every peer's policy back and forth with each
+//! failed poll. Entries end when the agent reports otherwise, when the
+//! exclusion's own `until` passes, or when the pool or instance is gone.
+//!
+//! No I/O and no clock: `now` is passed in.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Mutex;
+
+use sendfleet_render::contract::{AdaptiveStatus, AgentStatus};
+
+/// `(namespace, pool)`.
+pub type PoolKey = (String, String);
+
+/// Last adaptive report of every instance, by pool.
+#[derive(Default)]
+pub struct FleetIndex {
+    pools: Mutex<HashMap<PoolKey, BTreeMap<String, AdaptiveStatus>>>,
+}
+
+/// One instance's report, with where it came from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct InstanceReport {
+    pub pool: String,
+    pub instance: String,
+    pub adaptive: AdaptiveStatus,
+}
+
+impl FleetIndex {
+    /// Record a poll of `pool`'s agents. `instances` are the pool's current
+    /// instance names: others are forgotten. A failed poll keeps the
+    /// instance's previous report.
+    pub fn record(
+        &self,
+        key: &PoolKey,
+        instances: &[String],
+        agents: &BTreeMap<String, Result<AgentStatus, String>>,
+    ) -> BTreeMap<String, AdaptiveStatus> {
+        let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = pools.entry(key.clone()).or_default();
+        entry.retain(|name, _| instances.contains(name));
+        for (name, report) in agents {
+            if let (Ok(status), true) = (report, instances.contains(name)) {
+                entry.insert(name.clone(), status.adaptive.clone());
+            }
+        }
+        entry.clone()
+    }
+
+    /// Forget a pool that no longer exists.
+    pub fn forget(&self, key: &PoolKey) {
+        self.pools.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+
+    /// Reports of the named pools of a namespace, in (pool, instance) order.
+    pub fn reports(&self, namespace: &str, pools: &[String]) -> Vec<InstanceReport> {
+        let all = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out = Vec::new();
+        let mut names: Vec<&String> = pools.iter().collect();
+        names.sort();
+        names.dedup();
+        for pool in names {
+            let Some(instances) = all.get(&(namespace.to_string(), pool.clone())) else { continue };
+            for (instance, adaptive) in instances {
+                out.push(InstanceReport { pool: pool.clone(), instance: instance.clone(), adaptive: adaptive.clone() });
+            }
+        }
+        out
+    }
+}
+
+/// The automatic exclusions still in force at `now`, keyed as the render's
+/// `Observed::exclusions` wants them: (rule = DomainPolicy name, instance).
+pub fn exclusions_in_force(reports: &BTreeMap<String, AdaptiveStatus>, now: u64) -> BTreeMap<(String, String), String> {
+    let mut out = BTreeMap::new();
+    for (instance, adaptive) in reports {
+        for e in adaptive.exclusions.iter().filter(|e| e.until > now) {
+            out.insert((e.rule.clone(), instance.clone()), e.reason.clone());
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sendfleet_render::contract::ActiveExclusion;
+
+    fn report(rule: &str, until: u64) -> AgentStatus {
+        AgentStatus {
+            adaptive: AdaptiveStatus {
+                exclusions: vec![ActiveExclusion {
+                    rule: rule.into(),
+                    reason: "3 IP blocks in 1h".into(),
+                    since: 100,
+                    until,
+                }],
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_failed_poll_keeps_the_last_report_and_removed_instances_are_forgotten() {
+        let idx = FleetIndex::default();
+        let key = ("mail".to_string(), "outbound".to_string());
+        let names = vec!["mta1".to_string(), "mta2".to_string()];
+        let mut agents = BTreeMap::new();
+        agents.insert("mta1".to_string(), Ok(report("bigmail", 1000)));
+        agents.insert("mta2".to_string(), Ok(AgentStatus::default()));
+        let r = idx.record(&key, &names, &agents);
+        assert_eq!(exclusions_in_force(&r, 500).len(), 1);
+
+        agents.insert("mta1".to_string(), Err("connection refused".into()));
+        let r = idx.record(&key, &names, &agents);
+        assert_eq!(
+            exclusions_in_force(&r, 500).keys().cloned().collect::<Vec<_>>(),
+            vec![("bigmail".to_string(), "mta1".to_string())],
+            "an unreachable agent's exclusion stays in force"
+        );
+        // Expired by its own `until`.
+        assert!(exclusions_in_force(&r, 1000).is_empty());
+
+        // mta1 removed from the pool: forgotten.
+        let r = idx.record(&key, &names[1..], &agents);
+        assert!(r.get("mta1").is_none());
+        assert_eq!(idx.reports("mail", &["outbound".into()]).len(), 1);
+        idx.forget(&key);
+        assert!(idx.reports("mail", &["outbound".into()]).is_empty());
+    }
+}
