@@ -74,6 +74,9 @@ pub struct Metrics {
     pub config_installs: Family<ResultLabels, Counter>,
     pub postfix_up: Gauge,
     pub sent_today: Family<RuleLabels, Gauge>,
+    pub warmup_step: Gauge,
+    pub warmup_daily_cap: Gauge,
+    pub warmup_reserved: Gauge,
 }
 
 impl Default for Metrics {
@@ -151,6 +154,20 @@ impl Metrics {
             "Messages sent from this instance's IP today, per domain rule (persisted)",
             sent_today.clone(),
         );
+        let warmup_step = Gauge::default();
+        registry.register("warmup_step", "Warm-up step of this instance (0 without a plan)", warmup_step.clone());
+        let warmup_daily_cap = Gauge::default();
+        registry.register(
+            "warmup_daily_cap",
+            "Today's warm-up cap of this instance (-1: no cap, no plan or warm)",
+            warmup_daily_cap.clone(),
+        );
+        let warmup_reserved = Gauge::default();
+        registry.register(
+            "warmup_reserved",
+            "Lookups answered \"send from here\" under a cap whose outcome is not logged yet",
+            warmup_reserved.clone(),
+        );
         let stage_delays = STAGES.map(|stage| delays.get_or_create(&StageLabels { stage }).clone());
         Metrics {
             registry,
@@ -168,6 +185,9 @@ impl Metrics {
             config_installs,
             postfix_up,
             sent_today,
+            warmup_step,
+            warmup_daily_cap,
+            warmup_reserved,
         }
     }
 

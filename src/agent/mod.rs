@@ -27,6 +27,7 @@ pub mod redact;
 pub mod socketmap;
 pub mod state;
 pub mod supervise;
+pub mod warmup;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

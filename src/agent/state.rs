@@ -11,8 +11,9 @@ use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use sendfleet_render::contract::{
-    AgentStatus, ConfigStatus, DeliveryCounters, DomainCount, DomainHealth, LogStats, PostfixStatus, QueueStatus,
-    RefusedConfig, ResponseCategory, StatusCounts, Suggestion, SuggestionKind, PEER_RELAY_TRANSPORT, STATUS_VERSION,
+    AdaptiveStatus, AgentStatus, ConfigStatus, DeliveryCounters, DomainCount, DomainHealth, LogStats, PostfixStatus,
+    QueueStatus, RefusedConfig, ResponseCategory, StatusCounts, Suggestion, SuggestionKind, PEER_RELAY_TRANSPORT,
+    STATUS_VERSION,
 };
 use sendfleet_render::policy::AgentPolicy;
 use sha2::{Digest, Sha256};
@@ -23,7 +24,8 @@ use super::log::join::Outcome;
 use super::log::parse::Status;
 use super::metrics::{DeliveryLabels, Metrics, QueueLabels, RuleLabels};
 use super::queue::parse::QueueScan;
-use super::socketmap::decision::{decide, share_for, Decision, SentToday};
+use super::socketmap::decision::{decide, key_domain, share_for, Decision, NotFoundWhy, SentToday};
+use super::warmup::{self, CapSource, Warmup};
 use super::AgentArgs;
 
 /// Domains tracked individually; past this, new domains count under `other`.
@@ -61,6 +63,7 @@ struct FlowSample {
 #[derive(Default)]
 struct Inner {
     counters: Counters,
+    warmup: Warmup,
     domains: HashMap<String, DomainEntry>,
     since_start: StatusCounts,
     config: ConfigStatus,
@@ -97,6 +100,7 @@ impl State {
         h.update(format!("{:p}", &started_at).as_bytes());
         let session_id = h.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect();
         let clock = Clock::new(args.test_clock_file.clone());
+        let warmup = load_warmup(&args.state_dir);
         let s = State {
             args,
             clock,
@@ -104,7 +108,7 @@ impl State {
             started_at,
             metrics: Metrics::new(),
             policy: RwLock::new(None),
-            inner: Mutex::new(Inner { counters, ..Default::default() }),
+            inner: Mutex::new(Inner { counters, warmup, ..Default::default() }),
             live: AtomicBool::new(false),
             socket_ready: AtomicBool::new(false),
             lookup_seq: AtomicU64::new(0),
@@ -134,22 +138,53 @@ impl State {
         let Some(policy) = self.policy() else {
             return Decision::NotFound(super::socketmap::decision::NotFoundWhy::UnknownInstance);
         };
-        let inner = self.inner();
-        let sent = SentToday { total: inner.counters.sent_total, by_share: Some(&inner.counters.sent_by_share) };
-        decide(&policy, &sent, key, seq)
+        let now = self.clock.unix_now();
+        // Decide and reserve under one lock: two lookups cannot both take
+        // the last slot of a cap.
+        let mut guard = self.inner();
+        let Inner { counters, warmup, .. } = &mut *guard;
+        warmup.reservations.expire(now, warmup::RESERVATION_TTL_SECS);
+        let cap = warmup.cap(policy.warmup.as_ref());
+        let sent = SentToday {
+            total: counters.sent_total,
+            by_share: Some(&counters.sent_by_share),
+            reserved: warmup.reservations.total(),
+            reserved_by_share: Some(warmup.reservations.by_share()),
+            cap,
+        };
+        let d = decide(&policy, &sent, key, seq);
+        let capped = match cap {
+            CapSource::Policy => policy.this_instance().is_some_and(|i| i.daily_cap.is_some()),
+            CapSource::Ledger(c) => c.is_some(),
+        };
+        // Only answers that make this instance send the mail itself to the
+        // domain's receiver hold a slot (relay rules are not capped).
+        if capped && matches!(d, Decision::NotFound(NotFoundWhy::Normal) | Decision::Slow { .. }) {
+            let share = key_domain(key).and_then(|dom| share_for(&policy, &dom).map(|(k, _)| k));
+            warmup.reservations.reserve(now, share.as_deref());
+        }
+        d
+    }
+
+    /// The time zone days are counted in: the warm-up plan's (UTC without a plan).
+    fn time_zone(&self) -> jiff::tz::TimeZone {
+        let tz_name = self.policy().and_then(|p| p.warmup.as_ref().map(|w| w.time_zone.clone()));
+        tz_name.and_then(|n| jiff::tz::TimeZone::get(&n).ok()).unwrap_or(jiff::tz::TimeZone::UTC)
     }
 
     /// "Today" in the warm-up plan's time zone (UTC without a plan).
     pub fn today(&self) -> String {
-        let tz_name = self.policy().and_then(|p| p.warmup.as_ref().map(|w| w.time_zone.clone()));
-        let tz = tz_name.and_then(|n| jiff::tz::TimeZone::get(&n).ok()).unwrap_or(jiff::tz::TimeZone::UTC);
-        self.clock.now().to_zoned(tz).date().to_string()
+        warmup::day_in(self.clock.now(), &self.time_zone()).to_string()
     }
 
-    /// Reset the day counters at the day boundary (called every few seconds).
+    /// Reset the day counters and move the warm-up ledger at the day
+    /// boundary (called every few seconds and on every policy change).
     pub fn roll_day(&self) {
-        let today = self.today();
-        self.inner().counters.roll(&today);
+        let policy = self.policy();
+        let today = warmup::day_in(self.clock.now(), &self.time_zone());
+        let mut inner = self.inner();
+        inner.counters.roll(&today.to_string());
+        inner.warmup.roll(policy.as_ref().and_then(|p| p.warmup.as_ref()), today);
     }
 
     /// Copy the day counters to the `sent_today` gauges (every few seconds,
@@ -161,12 +196,28 @@ impl State {
             let rule = if r.is_empty() { "none".to_string() } else { r };
             self.metrics.sent_today.get_or_create(&RuleLabels { rule }).set(n as i64);
         }
+        let policy = self.policy();
+        let plan = policy.as_ref().and_then(|p| p.warmup.as_ref());
+        let inner = self.inner();
+        let progress = inner.warmup.progress(plan, inner.counters.sent_total, None);
+        let step = progress.as_ref().map_or(0, |p| i64::from(p.step));
+        // -1: no cap (no plan, or warm).
+        let cap = progress.as_ref().and_then(|p| p.daily_cap).map_or(-1, |c| c as i64);
+        self.metrics.warmup_step.set(step);
+        self.metrics.warmup_daily_cap.set(cap);
+        self.metrics.warmup_reserved.set(inner.warmup.reservations.total() as i64);
     }
 
     pub fn save_counters(&self) -> Result<(), CountersError> {
         self.roll_day();
         self.publish_sent_today();
         let mut inner = self.inner();
+        if inner.warmup.is_dirty() {
+            // The ledger is retried on the next flush; counters still save.
+            if let Err(e) = inner.warmup.save() {
+                tracing::warn!(error = %e, "saving the warm-up ledger");
+            }
+        }
         if inner.counters.is_dirty() {
             inner.counters.save()?;
         }
@@ -268,7 +319,16 @@ impl State {
             }
         }
         let now = self.clock.unix_now();
+        // This instance's own attempt at the domain's receiver: not through a
+        // peer, not a `retry:`/`error:` answer, not a relay route.
+        let own_attempt = !via_peer
+            && !matches!(o.service, "retry" | "error")
+            && !policy.as_ref().and_then(|p| p.rule_for(&o.domain)).is_some_and(|r| r.relay.is_some());
         let mut inner = self.inner();
+        if own_attempt {
+            inner.warmup.reservations.release(share.as_deref());
+            inner.warmup.record_attempt(policy.as_ref().and_then(|p| p.warmup.as_ref()), now, o.status);
+        }
         bump(&mut inner.since_start, o.status);
         if o.status != Status::Deferred {
             inner.outflow += 1;
@@ -373,6 +433,7 @@ impl State {
     pub fn status(&self) -> AgentStatus {
         let policy = self.policy();
         let now = self.clock.unix_now();
+        let next_day = warmup::next_day_start(self.clock.now(), &self.time_zone());
         let inner = self.inner();
         let mut domains: Vec<(&String, &DomainEntry)> = inner.domains.iter().collect();
         let total = |c: &StatusCounts| c.sent + c.deferred + c.bounced + c.expired;
@@ -435,9 +496,23 @@ impl State {
                 .collect(),
             suggestions,
             log: inner.log,
-            adaptive: Default::default(),
+            adaptive: AdaptiveStatus {
+                warmup: inner.warmup.progress(
+                    policy.as_ref().and_then(|p| p.warmup.as_ref()),
+                    inner.counters.sent_total,
+                    next_day,
+                ),
+                ..Default::default()
+            },
         }
     }
+}
+
+fn load_warmup(dir: &std::path::Path) -> Warmup {
+    Warmup::load(dir).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "warm-up ledger unreadable; this instance starts on step 1");
+        Warmup::new(dir)
+    })
 }
 
 fn res(result: &'static str) -> super::metrics::ResultLabels {

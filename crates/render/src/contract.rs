@@ -96,7 +96,8 @@ pub struct AgentStatus {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AdaptiveStatus {
-    /// Warm-up progress; `None` when the instance has no plan or is warm.
+    /// Warm-up progress; `None` when the policy carries no warm-up schedule.
+    /// A warm instance (past the plan) reports its step with no `dailyCap`.
     #[serde(default)]
     pub warmup: Option<WarmupProgress>,
     /// Automatic exclusions of this instance, one per domain rule.

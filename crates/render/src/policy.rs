@@ -112,6 +112,111 @@ pub struct WarmupPolicy {
     /// Largest share of an instance's daily cap that one provider's domains
     /// may take while the instance warms up.
     pub shares: Vec<WarmupShare>,
+    /// The daily caps by step. The agent keeps each instance's step (a new
+    /// instance starts on step 1 on its first day) and caps from this; an
+    /// empty schedule (a policy from before schedules were rendered) leaves
+    /// the cap to [`InstancePolicy::daily_cap`].
+    #[serde(default)]
+    pub schedule: WarmupSchedule,
+    /// When delivery is unhealthy the step is held instead of advancing.
+    #[serde(default)]
+    pub pause: Option<WarmupPause>,
+}
+
+/// Daily caps per step (step N = the N-th day the instance has been allowed
+/// to advance; day 1 = step 1). Exactly one of `steps` and `ramp` is set by
+/// the renderer. This is the one implementation of the schedule: the
+/// WarmupPlan API type delegates to it, so operator and agent agree.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WarmupSchedule {
+    /// Explicit steps, days strictly increasing, the first on day 1.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<WarmupStepCap>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ramp: Option<WarmupRamp>,
+}
+
+/// From `day` on, at most `daily_cap` messages a day.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WarmupStepCap {
+    pub day: u32,
+    pub daily_cap: u64,
+}
+
+/// Geometric ramp: `start` on day 1, `growth_percent` more each day, warm
+/// once the cap would reach `ceiling`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WarmupRamp {
+    pub start: u64,
+    pub growth_percent: u32,
+    pub ceiling: u64,
+}
+
+/// Longest schedule the agent follows (the CRD allows days up to 3650).
+pub const MAX_WARMUP_DAYS: u32 = 3650;
+
+impl WarmupSchedule {
+    /// No schedule rendered.
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty() && self.ramp.is_none()
+    }
+
+    /// Daily cap on plan day `day` (1-based; 0 counts as 1), or `None` once
+    /// the plan is finished (the IP is warm): the day after the last step,
+    /// or once the ramp reaches its ceiling. An empty schedule caps nothing.
+    pub fn cap_on_day(&self, day: u32) -> Option<u64> {
+        let day = day.max(1);
+        if !self.steps.is_empty() {
+            // The last step holds on its own day; from the next day the IP
+            // is warm and uncapped.
+            let last = self.steps.iter().map(|s| s.day).max()?;
+            if day > last {
+                return None;
+            }
+            return self.steps.iter().filter(|s| s.day <= day).max_by_key(|s| s.day).map(|s| s.daily_cap);
+        }
+        let ramp = self.ramp.as_ref()?;
+        let mut cap = ramp.start as f64;
+        for _ in 1..day {
+            cap *= 1.0 + ramp.growth_percent as f64 / 100.0;
+            if cap >= ramp.ceiling as f64 {
+                return None;
+            }
+        }
+        Some((cap.floor() as u64).min(ramp.ceiling))
+    }
+
+    /// The last capped day (0 for an empty schedule): from the day after,
+    /// the IP is warm.
+    pub fn days(&self) -> u32 {
+        if let Some(last) = self.steps.iter().map(|s| s.day).max() {
+            return last;
+        }
+        if self.ramp.is_none() {
+            return 0;
+        }
+        // A ramp's cap grows by at least 1% a day, so it reaches any ceiling
+        // the CRD allows well before the bound.
+        (1..=MAX_WARMUP_DAYS).take_while(|d| self.cap_on_day(*d).is_some()).last().unwrap_or(0)
+    }
+}
+
+/// WarmupPlan `pause`, in seconds: over the last `window_seconds`, with at
+/// least `min_messages` attempts, deferred/attempted above
+/// `max_deferral_percent` or bounced/attempted above `max_bounce_percent`
+/// holds the instance on its step at the next day boundary.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WarmupPause {
+    #[serde(default)]
+    pub max_deferral_percent: Option<u32>,
+    #[serde(default)]
+    pub max_bounce_percent: Option<u32>,
+    pub window_seconds: u64,
+    pub min_messages: u32,
 }
 
 /// A provider's share of a warming instance's daily cap.

@@ -591,6 +591,14 @@ fn render_instance(
                     max_percent: s.max_percent,
                 })
                 .collect(),
+            schedule: plan.spec.schedule(),
+            // The window was validated with the plan (`validate::warmup_plan`).
+            pause: plan.spec.pause.as_ref().map(|p| policy::WarmupPause {
+                max_deferral_percent: p.max_deferral_percent,
+                max_bounce_percent: p.max_bounce_percent,
+                window_seconds: parse_duration(&p.window).unwrap_or(3600),
+                min_messages: p.min_messages,
+            }),
         }),
     };
     // policy.json is part of the installed configuration: a policy change

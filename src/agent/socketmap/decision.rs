@@ -15,12 +15,14 @@
 //! bare domains are accepted too (for `postmap -q` and tests). This module
 //! must never do I/O, read a clock, or keep or return the local part.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use sendfleet_render::contract::PEER_RELAY_TRANSPORT;
 use sendfleet_render::policy::{pattern_matches, AgentPolicy, DomainRule, InstancePolicy, WarmupShare};
 
 use super::codec::Reply;
+use crate::agent::warmup::CapSource;
 
 /// What the agent decided for one lookup.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,12 +98,33 @@ pub struct SentToday<'a> {
     pub total: u64,
     /// Per warm-up share key ([`share_for`]).
     pub by_share: Option<&'a BTreeMap<String, u64>>,
+    /// Lookups answered "send from here" whose outcome is not logged yet:
+    /// they count against the cap like sent mail (see `agent::warmup`).
+    pub reserved: u64,
+    pub reserved_by_share: Option<&'a BTreeMap<String, u64>>,
+    /// Where today's cap comes from (the agent's warm-up ledger, or the
+    /// policy's `daily_cap` when the policy carries no schedule).
+    pub cap: CapSource,
 }
 
 impl SentToday<'_> {
     fn share(&self, key: &str) -> u64 {
-        self.by_share.and_then(|m| m.get(key)).copied().unwrap_or(0)
+        let get = |m: Option<&BTreeMap<String, u64>>| m.and_then(|m| m.get(key)).copied().unwrap_or(0);
+        get(self.by_share) + get(self.reserved_by_share)
     }
+}
+
+/// The recipient domain a socketmap key decides on (lowercase, no trailing
+/// dot), or `None` for `*`, `.parent` probes, address literals and empty domains.
+pub fn key_domain(key: &str) -> Option<Cow<'_, str>> {
+    let domain = key.rsplit_once('@').map_or(key, |(_, d)| d);
+    if domain.is_empty() || domain.starts_with('.') || domain == "*" || domain.starts_with('[') {
+        return None;
+    }
+    if domain.bytes().any(|b| b.is_ascii_uppercase()) || domain.ends_with('.') {
+        return Some(Cow::Owned(domain.trim_end_matches('.').to_ascii_lowercase()));
+    }
+    Some(Cow::Borrowed(domain))
 }
 
 /// The warm-up share a domain falls under (first match in plan order) and
@@ -115,17 +138,10 @@ pub fn share_for<'p>(policy: &'p AgentPolicy, domain: &str) -> Option<(String, &
 /// Decide the answer for socketmap key `key`. `seq` spreads peer choice
 /// (any counter that changes per lookup).
 pub fn decide(policy: &AgentPolicy, sent: &SentToday<'_>, key: &str, seq: u64) -> Decision {
-    let domain = key.rsplit_once('@').map_or(key, |(_, d)| d);
-    if domain.is_empty() || domain.starts_with('.') || domain == "*" || domain.starts_with('[') {
+    let Some(domain) = key_domain(key) else {
         return Decision::NotFound(NotFoundWhy::NoDomain);
-    }
-    let lowered;
-    let domain = if domain.bytes().any(|b| b.is_ascii_uppercase()) || domain.ends_with('.') {
-        lowered = domain.trim_end_matches('.').to_ascii_lowercase();
-        lowered.as_str()
-    } else {
-        domain
     };
+    let domain = domain.as_ref();
     let rule = policy.rule_for(domain);
     if rule.is_some_and(|r| r.relay.is_some()) {
         return Decision::NotFound(NotFoundWhy::RelayRule);
@@ -180,8 +196,12 @@ fn needs_peer(
             return Some(PeerWhy::Excluded);
         }
     }
-    if let Some(cap) = me.daily_cap {
-        if sent.total >= cap {
+    let cap = match sent.cap {
+        CapSource::Policy => me.daily_cap,
+        CapSource::Ledger(cap) => cap,
+    };
+    if let Some(cap) = cap {
+        if sent.total + sent.reserved >= cap {
             return Some(PeerWhy::DailyCap);
         }
         if let Some((key, s)) = share {
@@ -346,18 +366,41 @@ mod tests {
             plan: "w".into(),
             time_zone: "UTC".into(),
             shares: vec![WarmupShare { patterns: vec!["gmail.com".into(), ".gmail.com".into()], max_percent: 30 }],
+            ..Default::default()
         });
         let key = share_for(&p, "mx.gmail.com").unwrap().0;
         assert_eq!(key, "share:gmail.com,.gmail.com");
         let mut by_share = BTreeMap::new();
         by_share.insert(key.clone(), 14);
-        let sent = SentToday { total: 49, by_share: Some(&by_share) };
+        let sent = SentToday { total: 49, by_share: Some(&by_share), ..Default::default() };
         assert_eq!(decide(&p, &sent, "gmail.com", 0), Decision::NotFound(NotFoundWhy::Normal));
-        by_share.insert(key, 15);
-        let sent = SentToday { total: 49, by_share: Some(&by_share) };
+        by_share.insert(key.clone(), 15);
+        let sent = SentToday { total: 49, by_share: Some(&by_share), ..Default::default() };
         assert!(matches!(decide(&p, &sent, "gmail.com", 0), Decision::Peer { why: PeerWhy::ProviderShare, .. }));
         assert_eq!(decide(&p, &sent, "yahoo.com", 0), Decision::NotFound(NotFoundWhy::Normal));
-        let sent = SentToday { total: 50, by_share: Some(&by_share) };
+        let sent = SentToday { total: 50, by_share: Some(&by_share), ..Default::default() };
+        assert!(matches!(decide(&p, &sent, "yahoo.com", 0), Decision::Peer { why: PeerWhy::DailyCap, .. }));
+
+        // Reservations count like sent mail, per share too.
+        let mut reserved_by_share = BTreeMap::new();
+        by_share.insert(key.clone(), 10);
+        reserved_by_share.insert(key, 5);
+        let sent = SentToday {
+            total: 40,
+            by_share: Some(&by_share),
+            reserved: 9,
+            reserved_by_share: Some(&reserved_by_share),
+            ..Default::default()
+        };
+        assert!(matches!(decide(&p, &sent, "gmail.com", 0), Decision::Peer { why: PeerWhy::ProviderShare, .. }));
+        assert_eq!(decide(&p, &sent, "yahoo.com", 0), Decision::NotFound(NotFoundWhy::Normal));
+        let sent = SentToday { reserved: 10, ..sent };
+        assert!(matches!(decide(&p, &sent, "yahoo.com", 0), Decision::Peer { why: PeerWhy::DailyCap, .. }));
+
+        // The agent's ledger overrides the policy's cap: warm (None) caps nothing.
+        let sent = SentToday { cap: CapSource::Ledger(None), ..sent };
+        assert_eq!(decide(&p, &sent, "yahoo.com", 0), Decision::NotFound(NotFoundWhy::Normal));
+        let sent = SentToday { total: 0, reserved: 0, cap: CapSource::Ledger(Some(0)), ..sent };
         assert!(matches!(decide(&p, &sent, "yahoo.com", 0), Decision::Peer { why: PeerWhy::DailyCap, .. }));
     }
 

@@ -9,6 +9,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube_derive::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use crate::policy::{WarmupRamp, WarmupSchedule, WarmupStepCap};
+
 /// A schedule of daily caps per IP: explicit steps or a ramp. A pool that
 /// references the plan starts each new egress IP on day 1.
 #[derive(CustomResource, KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -195,28 +197,23 @@ pub struct WarmupInstanceStatus {
 }
 
 impl WarmupPlanSpec {
+    /// The schedule as the agent's policy carries it.
+    pub fn schedule(&self) -> WarmupSchedule {
+        WarmupSchedule {
+            steps: self.steps.iter().flatten().map(|s| WarmupStepCap { day: s.day, daily_cap: s.daily_cap }).collect(),
+            ramp: self.ramp.as_ref().filter(|_| self.steps.is_none()).map(|r| WarmupRamp {
+                start: r.start,
+                growth_percent: r.growth_percent,
+                ceiling: r.ceiling,
+            }),
+        }
+    }
+
     /// Daily cap on `day` (1-based), or `None` once the plan is finished
     /// (the IP is warm: the day after the last step, or once the ramp
-    /// reaches its ceiling). Pure: day counting is the caller's job.
+    /// reaches its ceiling). Pure: day counting is the caller's job. The
+    /// computation is [`WarmupSchedule::cap_on_day`], shared with the agent.
     pub fn cap_on_day(&self, day: u32) -> Option<u64> {
-        let day = day.max(1);
-        if let Some(steps) = &self.steps {
-            // The last step holds on its own day; from the next day the IP
-            // is warm and uncapped.
-            let last = steps.iter().map(|s| s.day).max()?;
-            if day > last {
-                return None;
-            }
-            return steps.iter().filter(|s| s.day <= day).max_by_key(|s| s.day).map(|s| s.daily_cap);
-        }
-        let ramp = self.ramp.as_ref()?;
-        let mut cap = ramp.start as f64;
-        for _ in 1..day {
-            cap *= 1.0 + ramp.growth_percent as f64 / 100.0;
-            if cap >= ramp.ceiling as f64 {
-                return None;
-            }
-        }
-        Some((cap.floor() as u64).min(ramp.ceiling))
+        self.schedule().cap_on_day(day)
     }
 }
