@@ -9,7 +9,9 @@
 //! - [`postfix`]: `main.cf`, `master.cf` and lookup tables per instance;
 //! - [`policy`]: the agent's `policy.json`;
 //! - [`objects`]: ConfigMaps, StatefulSets, Services, PDB, ServiceAccount;
-//! - [`conditions`]: condition types, reasons and builders (time passed in).
+//! - [`conditions`]: condition types, reasons and builders (time passed in);
+//! - [`responses`]: what receivers' answers mean (shared by the agent's
+//!   classifier and the rendered delivery status filter).
 //!
 //! It must never do I/O, read a clock, or talk to a cluster: no tokio, no
 //! kube client, no `std::fs`. Cargo enforces the first two (they are not
@@ -23,5 +25,6 @@ pub mod objects;
 pub mod policy;
 pub mod postfix;
 pub mod render;
+pub mod responses;
 pub mod selector;
 pub mod validate;

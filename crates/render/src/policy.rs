@@ -100,6 +100,39 @@ pub struct DomainRule {
     pub relay: Option<String>,
     /// Deliveries are paused: lookups answer a deferral with this reason.
     pub paused: Option<String>,
+    /// Exclude this instance for the rule after repeated IP/reputation blocks
+    /// (the agent decides, persists and reports it).
+    #[serde(default)]
+    pub auto_exclusion: Option<AutoExclusionRule>,
+    /// Slow down on rate-limit deferrals and recover step by step (the agent
+    /// decides, persists and reports it).
+    #[serde(default)]
+    pub slow_down: Option<SlowDownRule>,
+}
+
+/// DomainPolicy `autoExclusion`, in seconds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoExclusionRule {
+    /// IP/reputation blocks within `window_seconds` that exclude this instance.
+    pub hard_blocks: u32,
+    pub window_seconds: u64,
+    /// How long an exclusion lasts before this instance is tried again.
+    pub duration_seconds: u64,
+}
+
+/// DomainPolicy `slowDown`, in seconds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlowDownRule {
+    /// Rate-limit deferrals within `window_seconds` that engage the slow-down.
+    pub deferrals: u32,
+    pub window_seconds: u64,
+    /// Quiet time (no rate-limit deferral) after which the level drops by one.
+    pub recovery_interval_seconds: u64,
+    /// Number of levels: at level L of `levels`, L/levels of the rule's mail
+    /// goes through the slow transport. Engaging sets the top level.
+    pub levels: u32,
 }
 
 /// Warm-up state the agent needs to apply caps.

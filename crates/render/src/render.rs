@@ -14,7 +14,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use crate::api::*;
-use crate::policy::{self, AgentPolicy, DomainRule, InstancePolicy, WarmupPolicy, WarmupShare};
+use crate::policy::{
+    self, AgentPolicy, AutoExclusionRule, DomainRule, InstancePolicy, SlowDownRule, WarmupPolicy, WarmupShare,
+};
 use crate::postfix::main_cf::MainCf;
 use crate::postfix::maps::{regex_escape, Table};
 use crate::postfix::master_cf::{MasterCf, Service};
@@ -143,6 +145,10 @@ pub fn throttle_transport(policy: &str) -> String {
     format!("dp-{policy}")
 }
 
+/// Recovery steps of an adaptive slow-down: at level L, L/4 of the rule's
+/// mail takes the slow transport; each quiet recoveryInterval lowers L by one.
+pub const SLOW_DOWN_LEVELS: u32 = 4;
+
 /// Its slowed variant, used while an adaptive slow-down is engaged.
 pub fn slow_transport(policy: &str) -> String {
     format!("dp-{policy}-slow")
@@ -245,8 +251,9 @@ struct Shared {
     transport: Table,
     tls_policy: Table,
     header_checks: Option<String>,
-    /// (transport name, throttle) for each throttle transport.
-    throttles: Vec<(String, Throttle, u32)>,
+    /// (transport name, throttle, maxproc, delivery status filter) for each
+    /// DomainPolicy transport.
+    throttles: Vec<(String, Throttle, u32, bool)>,
 }
 
 impl Shared {
@@ -264,8 +271,14 @@ impl Shared {
             let domains = owned(p);
             let throttled = p.spec.throttle.clone().filter(|t| *t != Throttle::default());
             let tname = throttle_transport(p.name);
-            if let Some(t) = &throttled {
-                throttles.push((tname.clone(), t.clone(), t.processes.unwrap_or(0)));
+            // A policy with autoExclusion gets its own transport even without
+            // a throttle: only its mail may have blocks softened to 4xx.
+            let filtered = p.spec.auto_exclusion.is_some();
+            let own_transport = throttled.is_some() || filtered;
+            if own_transport {
+                let t = throttled.clone().unwrap_or_default();
+                let maxproc = t.processes.unwrap_or(0);
+                throttles.push((tname.clone(), t, maxproc, filtered));
             }
             if let Some(sd) = &p.spec.slow_down {
                 let slow = Throttle {
@@ -273,9 +286,9 @@ impl Shared {
                     messages_per_minute: Some(sd.messages_per_minute),
                     processes: Some(1),
                 };
-                throttles.push((slow_transport(p.name), slow, 1));
+                throttles.push((slow_transport(p.name), slow, 1, filtered));
             }
-            let via = if throttled.is_some() { tname.as_str() } else { "smtp" };
+            let via = if own_transport { tname.as_str() } else { "smtp" };
             let value = match &p.spec.route {
                 Some(Route { relay_host: Some(h), port, use_mx, .. }) => {
                     let host = if *use_mx { h.clone() } else { nexthop_literal(h) };
@@ -296,7 +309,7 @@ impl Shared {
                         })?;
                     Some(format!("smtp:[{}]:{port}", submission_host(target, pool.namespace, &settings.cluster_domain)))
                 }
-                _ => throttled.as_ref().map(|_| format!("{tname}:")),
+                _ => own_transport.then(|| format!("{tname}:")),
             };
             for d in &domains {
                 let key = table_pattern(d);
@@ -471,7 +484,7 @@ fn render_instance(
             smtp_maxproc = p.to_string();
         }
     }
-    for (name, t, _) in &shared.throttles {
+    for (name, t, _, _) in &shared.throttles {
         throttle_params(&mut m, name, t)?;
     }
 
@@ -534,9 +547,14 @@ fn render_instance(
     mc.push(Service::internal("smtp", "unix", "-", "-", &smtp_maxproc, "smtp"));
     mc.push(Service::internal("relay", "unix", "-", "-", "-", "smtp"));
     mc.push(Service::internal("peer-relay", "unix", "-", "-", "-", "smtp").with("syslog_name", "postfix/peer-relay"));
-    for (name, _, maxproc) in &shared.throttles {
+    for (name, _, maxproc, filtered) in &shared.throttles {
         let mp = if *maxproc == 0 { "-".to_string() } else { maxproc.to_string() };
-        mc.push(Service::internal(name, "unix", "-", "-", &mp, "smtp").with("syslog_name", format!("postfix/{name}")));
+        let mut svc =
+            Service::internal(name, "unix", "-", "-", &mp, "smtp").with("syslog_name", format!("postfix/{name}"));
+        if *filtered {
+            svc = svc.with("smtp_delivery_status_filter", dsn_filter::table_ref());
+        }
+        mc.push(svc);
     }
 
     let header = format!(
@@ -551,6 +569,9 @@ fn render_instance(
     if let Some(h) = &shared.header_checks {
         files.insert(HEADER_CHECKS.to_string(), format!("{}{h}", comment_block(&header)));
     }
+    if shared.throttles.iter().any(|(_, _, _, filtered)| *filtered) {
+        files.insert(DSN_FILTER.to_string(), dsn_filter::render(&header)?);
+    }
 
     let agent_policy = AgentPolicy {
         version: policy::POLICY_VERSION,
@@ -561,10 +582,11 @@ fn render_instance(
             .iter()
             .map(|p| {
                 let throttled = p.spec.throttle.as_ref().is_some_and(|t| *t != Throttle::default());
+                let own_transport = throttled || p.spec.auto_exclusion.is_some();
                 DomainRule {
                     name: p.name.to_string(),
                     patterns: owned(p).iter().map(|d| table_pattern(d)).collect(),
-                    throttle_transport: throttled.then(|| throttle_transport(p.name)),
+                    throttle_transport: own_transport.then(|| throttle_transport(p.name)),
                     slow_transport: p.spec.slow_down.as_ref().map(|_| slow_transport(p.name)),
                     slowed: p.spec.slow_down.is_some() && input.observed.slowed.contains(p.name),
                     relay: p.spec.route.as_ref().map(|r| match (&r.relay_host, &r.pool) {
@@ -573,6 +595,18 @@ fn render_instance(
                         _ => String::new(),
                     }),
                     paused: p.spec.paused.clone(),
+                    auto_exclusion: p.spec.auto_exclusion.as_ref().map(|a| AutoExclusionRule {
+                        hard_blocks: a.hard_blocks,
+                        // Validated above; the fallbacks are the CRD defaults.
+                        window_seconds: p.auto_exclusion_window.unwrap_or(3600),
+                        duration_seconds: parse_duration(&a.duration).unwrap_or(86_400),
+                    }),
+                    slow_down: p.spec.slow_down.as_ref().map(|s| SlowDownRule {
+                        deferrals: s.deferrals,
+                        window_seconds: parse_duration(&s.window).unwrap_or(600),
+                        recovery_interval_seconds: parse_duration(&s.recovery_interval).unwrap_or(1800),
+                        levels: SLOW_DOWN_LEVELS,
+                    }),
                 }
             })
             .collect(),

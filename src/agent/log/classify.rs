@@ -7,96 +7,28 @@
 
 use memchr::memmem;
 use sendfleet_render::contract::ResponseCategory;
+use sendfleet_render::responses::ORDER;
 
 use super::parse::Status;
 
-const TLS: &[&str] =
-    &["tls ", "tls:", "starttls", "ssl", "certificate", "handshake", "tls is required", "encryption required"];
-const TIMEOUT: &[&str] = &["timed out", "timeout"];
-const MAILBOX_FULL: &[&str] = &[
-    "mailbox full",
-    "mailbox is full",
-    "over quota",
-    "quota exceeded",
-    "exceeded storage",
-    "insufficient storage",
-    "out of storage",
-];
-const UNKNOWN_USER: &[&str] = &[
-    "user unknown",
-    "unknown user",
-    "no such user",
-    "does not exist",
-    "mailbox unavailable",
-    "invalid recipient",
-    "recipient unknown",
-    "unknown recipient",
-    "no mailbox",
-    "address rejected: user",
-    "unrouteable address",
-    "not found",
-];
-const RATE_LIMIT: &[&str] = &[
-    "rate limit",
-    "ratelimit",
-    "rate of",
-    "too many",
-    "try again later",
-    "try later",
-    "throttl",
-    "exceeded",
-    "deferred due to",
-    "temporarily deferred",
-    "slow down",
-    "unusual rate",
-    "too fast",
-    "frequency",
-];
-const IP_BLOCK: &[&str] = &[
-    "block",
-    "blacklist",
-    "denylist",
-    "spamhaus",
-    "spamcop",
-    "barracuda",
-    "reputation",
-    "dnsbl",
-    "rbl",
-    "listed",
-    "banned",
-    "poor",
-    "not allowed",
-    "refused to talk",
-    "access denied",
-    "client host rejected",
-];
-
-/// Classify one recipient's result.
+/// Classify one recipient's result. The phrases and their order are
+/// `sendfleet_render::responses`, shared with the rendered delivery status
+/// filter.
 pub fn classify(status: Status, dsn: &[u8], response: &[u8]) -> ResponseCategory {
     if status == Status::Sent {
         return ResponseCategory::Accepted;
     }
     let text = response.to_ascii_lowercase();
-    let has = |words: &[&str]| words.iter().any(|w| memmem::find(&text, w.as_bytes()).is_some());
-    // DSN subject/detail: x.2.2 mailbox full, x.1.1 bad mailbox, x.7.28/x.7.0 rate.
+    // DSN subject/detail: x.2.2 mailbox full, x.1.1 bad mailbox, x.7.28 rate, ...
     let detail = dsn.get(1..).unwrap_or(b"");
-    if has(TLS) || detail == b".7.10" || detail == b".7.5" {
-        return ResponseCategory::TlsFailure;
-    }
-    if has(TIMEOUT) {
-        return ResponseCategory::Timeout;
-    }
-    if detail == b".2.2" || has(MAILBOX_FULL) {
-        return ResponseCategory::MailboxFull;
-    }
-    if detail == b".1.1" || detail == b".1.10" || has(UNKNOWN_USER) {
-        return ResponseCategory::UnknownUser;
-    }
-    if detail == b".7.28" || has(RATE_LIMIT) || memmem::find(&text, b" 421").is_some() || text.starts_with(b"421") {
-        return ResponseCategory::RateLimit;
-    }
-    if has(IP_BLOCK) || detail == b".7.606" {
-        return ResponseCategory::IpBlock;
+    for (category, evidence) in ORDER {
+        let found = evidence.details.iter().any(|d| d.as_bytes() == detail)
+            || evidence.phrases.iter().any(|w| memmem::find(&text, w.as_bytes()).is_some())
+            || (category == ResponseCategory::RateLimit
+                && (memmem::find(&text, b" 421").is_some() || text.starts_with(b"421")));
+        if found {
+            return category;
+        }
     }
     ResponseCategory::Other
 }
@@ -123,6 +55,9 @@ mod tests {
             (Status::Deferred, "4.4.1", "delivery temporarily suspended: conversation with mx[1.2.3.4] timed out while sending RCPT TO", Timeout),
             (Status::Deferred, "4.4.1", "connect to mx[1.2.3.4]:25: Connection refused", Other),
             (Status::Expired, "4.4.7", "", Other),
+            // Postfix's own smtpd (anvil limits).
+            (Status::Deferred, "4.7.1", "host mx said: 450 4.7.1 Error: too much mail from 127.0.1.1 (in reply to MAIL FROM command)", RateLimit),
+            (Status::Deferred, "4.7.0", "host mx said: 421 4.7.0 mx Error: too many connections from 127.0.1.1", RateLimit),
         ];
         for (status, dsn, text, want) in cases {
             assert_eq!(classify(*status, dsn.as_bytes(), text.as_bytes()), *want, "{text}");

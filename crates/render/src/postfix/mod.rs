@@ -7,6 +7,7 @@
 //! override — even though [`crate::validate`] has already checked every
 //! user value. Nothing outside these writers produces Postfix syntax.
 
+pub mod dsn_filter;
 pub mod main_cf;
 pub mod maps;
 pub mod master_cf;
@@ -19,6 +20,8 @@ pub const MASTER_CF: &str = "master.cf";
 pub const TRANSPORT_MAP: &str = "transport";
 pub const TLS_POLICY_MAP: &str = "tls_policy";
 pub const HEADER_CHECKS: &str = "header_checks";
+/// `regexp:` delivery status filter of transports with automatic exclusion.
+pub const DSN_FILTER: &str = "dsn_filter";
 /// Tables that `postmap` must build (`hash:` type) after installing.
 pub const HASH_MAPS: &[&str] = &[TRANSPORT_MAP, TLS_POLICY_MAP];
 
