@@ -50,6 +50,13 @@ pub struct RuleLabels {
     pub rule: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AdaptiveLabels {
+    pub rule: String,
+    /// `Excluded`, `ExclusionLifted`, `SlowDownEngaged`, `SlowDownStepped`.
+    pub change: &'static str,
+}
+
 pub const STAGES: [&str; 4] = ["before_qmgr", "in_qmgr", "conn_setup", "transmission"];
 
 fn delay_histogram() -> Histogram {
@@ -74,6 +81,9 @@ pub struct Metrics {
     pub config_installs: Family<ResultLabels, Counter>,
     pub postfix_up: Gauge,
     pub sent_today: Family<RuleLabels, Gauge>,
+    pub adaptive_excluded: Family<RuleLabels, Gauge>,
+    pub slow_down_level: Family<RuleLabels, Gauge>,
+    pub adaptive_changes: Family<AdaptiveLabels, Counter>,
     pub warmup_step: Gauge,
     pub warmup_daily_cap: Gauge,
     pub warmup_reserved: Gauge,
@@ -168,6 +178,24 @@ impl Metrics {
             "Lookups answered \"send from here\" under a cap whose outcome is not logged yet",
             warmup_reserved.clone(),
         );
+        let adaptive_excluded = Family::<RuleLabels, Gauge>::default();
+        registry.register(
+            "auto_excluded",
+            "1 while this instance has excluded itself for the domain rule after hard blocks",
+            adaptive_excluded.clone(),
+        );
+        let slow_down_level = Family::<RuleLabels, Gauge>::default();
+        registry.register(
+            "slow_down_level",
+            "Adaptive slow-down level per domain rule (0 = normal; level/4 of the rule's mail takes the slow transport)",
+            slow_down_level.clone(),
+        );
+        let adaptive_changes = Family::<AdaptiveLabels, Counter>::default();
+        registry.register(
+            "adaptive_changes",
+            "Automatic exclusions and slow-down changes this instance made, per domain rule",
+            adaptive_changes.clone(),
+        );
         let stage_delays = STAGES.map(|stage| delays.get_or_create(&StageLabels { stage }).clone());
         Metrics {
             registry,
@@ -185,6 +213,9 @@ impl Metrics {
             config_installs,
             postfix_up,
             sent_today,
+            adaptive_excluded,
+            slow_down_level,
+            adaptive_changes,
             warmup_step,
             warmup_daily_cap,
             warmup_reserved,

@@ -16,6 +16,7 @@
 //! plaintext recipient address reach its stdout, stderr, metrics or /status,
 //! or route mail the policy does not describe.
 
+pub mod adaptive;
 pub mod clock;
 pub mod counters;
 pub mod http;

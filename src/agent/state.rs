@@ -18,11 +18,12 @@ use sendfleet_render::contract::{
 use sendfleet_render::policy::AgentPolicy;
 use sha2::{Digest, Sha256};
 
+use super::adaptive::{Adaptive, Change};
 use super::clock::Clock;
 use super::counters::{Counters, CountersError};
 use super::log::join::Outcome;
 use super::log::parse::Status;
-use super::metrics::{DeliveryLabels, Metrics, QueueLabels, RuleLabels};
+use super::metrics::{AdaptiveLabels, DeliveryLabels, Metrics, QueueLabels, RuleLabels};
 use super::queue::parse::QueueScan;
 use super::socketmap::decision::{decide, key_domain, share_for, Decision, NotFoundWhy, SentToday};
 use super::warmup::{self, CapSource, Warmup};
@@ -64,6 +65,7 @@ struct FlowSample {
 struct Inner {
     counters: Counters,
     warmup: Warmup,
+    adaptive: Adaptive,
     domains: HashMap<String, DomainEntry>,
     since_start: StatusCounts,
     config: ConfigStatus,
@@ -101,6 +103,10 @@ impl State {
         let session_id = h.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect();
         let clock = Clock::new(args.test_clock_file.clone());
         let warmup = load_warmup(&args.state_dir);
+        let adaptive = Adaptive::load(&args.state_dir).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "adaptive state unreadable; no exclusion or slow-down in force");
+            Adaptive::default()
+        });
         let s = State {
             args,
             clock,
@@ -108,7 +114,7 @@ impl State {
             started_at,
             metrics: Metrics::new(),
             policy: RwLock::new(None),
-            inner: Mutex::new(Inner { counters, warmup, ..Default::default() }),
+            inner: Mutex::new(Inner { counters, warmup, adaptive, ..Default::default() }),
             live: AtomicBool::new(false),
             socket_ready: AtomicBool::new(false),
             lookup_seq: AtomicU64::new(0),
@@ -142,7 +148,7 @@ impl State {
         // Decide and reserve under one lock: two lookups cannot both take
         // the last slot of a cap.
         let mut guard = self.inner();
-        let Inner { counters, warmup, .. } = &mut *guard;
+        let Inner { counters, warmup, adaptive, .. } = &mut *guard;
         warmup.reservations.expire(now, warmup::RESERVATION_TTL_SECS);
         let cap = warmup.cap(policy.warmup.as_ref());
         let sent = SentToday {
@@ -152,7 +158,10 @@ impl State {
             reserved_by_share: Some(warmup.reservations.by_share()),
             cap,
         };
-        let d = decide(&policy, &sent, key, seq);
+        let changes = adaptive.tick(&policy, now);
+        // This instance's own exclusions and slow-downs (agent::adaptive).
+        let d = adaptive.overlay(&policy, decide(&policy, &sent, key, seq), key, seq);
+        self.adaptive_changed(changes);
         let capped = match cap {
             CapSource::Policy => policy.this_instance().is_some_and(|i| i.daily_cap.is_some()),
             CapSource::Ledger(c) => c.is_some(),
@@ -211,7 +220,17 @@ impl State {
     pub fn save_counters(&self) -> Result<(), CountersError> {
         self.roll_day();
         self.publish_sent_today();
+        let policy = self.policy();
         let mut inner = self.inner();
+        if let Some(p) = &policy {
+            let changes = inner.adaptive.tick(p, self.clock.unix_now());
+            self.adaptive_changed(changes);
+        }
+        if inner.adaptive.is_dirty() {
+            if let Err(e) = inner.adaptive.save() {
+                tracing::warn!(error = %e, "saving the adaptive state");
+            }
+        }
         if inner.warmup.is_dirty() {
             // The ledger is retried on the next flush; counters still save.
             if let Err(e) = inner.warmup.save() {
@@ -323,11 +342,15 @@ impl State {
         // peer, not a `retry:`/`error:` answer, not a relay route.
         let own_attempt = !via_peer
             && !matches!(o.service, "retry" | "error")
-            && !policy.as_ref().and_then(|p| p.rule_for(&o.domain)).is_some_and(|r| r.relay.is_some());
+            && policy.as_ref().and_then(|p| p.rule_for(&o.domain)).is_none_or(|r| r.relay.is_none());
         let mut inner = self.inner();
         if own_attempt {
             inner.warmup.reservations.release(share.as_deref());
             inner.warmup.record_attempt(policy.as_ref().and_then(|p| p.warmup.as_ref()), now, o.status);
+            if let Some(r) = policy.as_ref().and_then(|p| p.rule_for(&o.domain)) {
+                let change = inner.adaptive.observe(r, &o.domain, o.category, now);
+                self.adaptive_changed(change);
+            }
         }
         bump(&mut inner.since_start, o.status);
         if o.status != Status::Deferred {
@@ -434,7 +457,12 @@ impl State {
         let policy = self.policy();
         let now = self.clock.unix_now();
         let next_day = warmup::next_day_start(self.clock.now(), &self.time_zone());
-        let inner = self.inner();
+        let mut inner = self.inner();
+        if let Some(p) = &policy {
+            let changes = inner.adaptive.tick(p, now);
+            self.adaptive_changed(changes);
+        }
+        let (exclusions, slow_downs) = inner.adaptive.status(policy.as_deref());
         let mut domains: Vec<(&String, &DomainEntry)> = inner.domains.iter().collect();
         let total = |c: &StatusCounts| c.sent + c.deferred + c.bounced + c.expired;
         domains.sort_by(|a, b| total(&b.1.counts).cmp(&total(&a.1.counts)).then_with(|| a.0.cmp(b.0)));
@@ -502,8 +530,45 @@ impl State {
                     inner.counters.sent_total,
                     next_day,
                 ),
-                ..Default::default()
+                exclusions,
+                slow_downs,
             },
+        }
+    }
+
+    /// Log and count what the adaptive rules changed (called with the state
+    /// lock held: no lock taken here).
+    fn adaptive_changed(&self, changes: impl IntoIterator<Item = Change>) {
+        for c in changes {
+            let (rule, change) = match &c {
+                Change::Excluded { rule, reason, until } => {
+                    tracing::warn!(rule, reason, until, "excluded this instance for the rule");
+                    self.metrics.adaptive_excluded.get_or_create(&RuleLabels { rule: rule.clone() }).set(1);
+                    (rule, "Excluded")
+                }
+                Change::ExclusionLifted { rule } => {
+                    tracing::info!(rule, "exclusion expired");
+                    self.metrics.adaptive_excluded.get_or_create(&RuleLabels { rule: rule.clone() }).set(0);
+                    (rule, "ExclusionLifted")
+                }
+                Change::SlowDownEngaged { rule, level, reason } => {
+                    tracing::warn!(rule, level, reason, "slow-down engaged");
+                    self.metrics
+                        .slow_down_level
+                        .get_or_create(&RuleLabels { rule: rule.clone() })
+                        .set(i64::from(*level));
+                    (rule, "SlowDownEngaged")
+                }
+                Change::SlowDownStepped { rule, level } => {
+                    tracing::info!(rule, level, "slow-down recovery step");
+                    self.metrics
+                        .slow_down_level
+                        .get_or_create(&RuleLabels { rule: rule.clone() })
+                        .set(i64::from(*level));
+                    (rule, "SlowDownStepped")
+                }
+            };
+            self.metrics.adaptive_changes.get_or_create(&AdaptiveLabels { rule: rule.clone(), change }).inc();
         }
     }
 }

@@ -225,7 +225,7 @@ fn why_text(why: PeerWhy) -> &'static str {
 }
 
 /// Weighted choice among peers, deterministic in `seq`.
-fn pick_weighted<'a>(peers: &[&'a InstancePolicy], seq: u64) -> Option<&'a InstancePolicy> {
+pub fn pick_weighted<'a>(peers: &[&'a InstancePolicy], seq: u64) -> Option<&'a InstancePolicy> {
     let total: u64 = peers.iter().map(|p| u64::from(p.weight)).sum();
     if total == 0 {
         return None;

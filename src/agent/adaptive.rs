@@ -1,0 +1,525 @@
+//! Per-instance adaptive domain rules: automatic exclusion after hard blocks
+//! and slow-down on rate-limit deferrals with stepwise recovery.
+//!
+//! The operator renders the *rules* (DomainPolicy `autoExclusion` and
+//! `slowDown`, in [`DomainRule`]); this module applies them to what this
+//! instance's own deliveries hear, at once, because only the agent sees
+//! every answer in real time:
+//!
+//! - **Exclusion.** `IpBlock` answers for a rule's domains within its window
+//!   reaching `hardBlocks` exclude this instance for the rule until
+//!   now + duration: lookups for the rule then relay to a peer
+//!   (`PeerWhy::Excluded`). The rendered delivery status filter has turned
+//!   those 5xx blocks into 4xx, so the blocked messages are retried (and
+//!   leave through the peer) instead of bouncing.
+//! - **Slow-down.** `RateLimit` answers within the window reaching
+//!   `deferrals` engage the slow-down at the top level L = `levels`; at level
+//!   L, lookups with `seq % levels < L` take the rule's slow transport and
+//!   the rest the normal one. Each quiet `recoveryInterval` (no rate-limit
+//!   answer) lowers L by one; a new burst engages at the top again.
+//!
+//! The state lives in `$STATE_DIR/adaptive.json` (temp + rename) on the queue
+//! volume, so it survives restarts and dies with the IP. Everything here is
+//! pure except [`Adaptive::load`] / [`Adaptive::save`]: time is passed in.
+//! It must never hold an address: rule names, domains, counts and times.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::{Path, PathBuf};
+
+use sendfleet_render::contract::{ActiveExclusion, ActiveSlowDown, ResponseCategory};
+use sendfleet_render::policy::{AgentPolicy, DomainRule};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use super::socketmap::decision::{key_domain, pick_weighted, Decision, NotFoundWhy, PeerWhy};
+
+pub const FILE: &str = "adaptive.json";
+
+#[derive(Debug, Error)]
+pub enum AdaptiveError {
+    #[error("reading {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("writing {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+}
+
+/// What changed, for the agent's log and metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    Excluded { rule: String, reason: String, until: u64 },
+    ExclusionLifted { rule: String },
+    SlowDownEngaged { rule: String, level: u32, reason: String },
+    SlowDownStepped { rule: String, level: u32 },
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Exclusion {
+    reason: String,
+    since: u64,
+    until: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SlowDown {
+    level: u32,
+    max_level: u32,
+    reason: String,
+    since: u64,
+    /// Start of the current quiet period: the last rate-limit answer or the
+    /// last recovery step. The next step is due one interval after it.
+    quiet_since: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RuleState {
+    /// Unix seconds of IpBlock answers inside the window, oldest first.
+    #[serde(default)]
+    blocks: VecDeque<u64>,
+    #[serde(default)]
+    exclusion: Option<Exclusion>,
+    /// Unix seconds of RateLimit answers inside the window, oldest first.
+    #[serde(default)]
+    deferrals: VecDeque<u64>,
+    #[serde(default)]
+    slow_down: Option<SlowDown>,
+}
+
+impl RuleState {
+    fn is_empty(&self) -> bool {
+        self.blocks.is_empty() && self.exclusion.is_none() && self.deferrals.is_empty() && self.slow_down.is_none()
+    }
+}
+
+/// The adaptive state of this instance, per rule name.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Adaptive {
+    #[serde(default)]
+    rules: BTreeMap<String, RuleState>,
+    #[serde(skip)]
+    dir: PathBuf,
+    #[serde(skip)]
+    dirty: bool,
+}
+
+/// Keep `times` to the last `window` seconds before `now`.
+fn prune(times: &mut VecDeque<u64>, now: u64, window: u64) {
+    while times.front().is_some_and(|t| t.saturating_add(window) <= now) {
+        times.pop_front();
+    }
+}
+
+impl Adaptive {
+    /// Load from `dir`; a missing or unreadable file is a fresh start (an
+    /// unreadable one is logged): a lost exclusion is re-learnt from the next
+    /// blocks, refusing to start would stop all mail.
+    pub fn load(dir: &Path) -> Result<Self, AdaptiveError> {
+        let path = dir.join(FILE);
+        let mut a = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice::<Adaptive>(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(path = %path.display(), error = %e, "adaptive state unreadable, starting afresh");
+                Adaptive::default()
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Adaptive::default(),
+            Err(source) => return Err(AdaptiveError::Read { path, source }),
+        };
+        a.dir = dir.to_path_buf();
+        Ok(a)
+    }
+
+    pub fn is_dirty(&self) -> bool {
+        self.dirty
+    }
+
+    /// Write temp + fsync + rename; clears the dirty flag on success.
+    pub fn save(&mut self) -> Result<(), AdaptiveError> {
+        let path = self.dir.join(FILE);
+        let tmp = self.dir.join(format!(".{FILE}.tmp"));
+        let write = || -> std::io::Result<()> {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(&serde_json::to_vec(self).map_err(std::io::Error::other)?)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        };
+        write().map_err(|source| AdaptiveError::Write { path, source })?;
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Count one answer this instance got itself (not through a peer) from
+    /// `domain`, which falls under `rule`.
+    pub fn observe(&mut self, rule: &DomainRule, domain: &str, category: ResponseCategory, now: u64) -> Option<Change> {
+        match category {
+            ResponseCategory::IpBlock => {
+                let a = rule.auto_exclusion.as_ref()?;
+                let st = self.rules.entry(rule.name.clone()).or_default();
+                if st.exclusion.is_some() {
+                    // Answers to mail already in flight when the IP was excluded.
+                    return None;
+                }
+                st.blocks.push_back(now);
+                prune(&mut st.blocks, now, a.window_seconds);
+                self.dirty = true;
+                if (st.blocks.len() as u64) < u64::from(a.hard_blocks.max(1)) {
+                    return None;
+                }
+                let reason =
+                    format!("{} IP/reputation blocks from {domain} within {}s", st.blocks.len(), a.window_seconds);
+                st.blocks.clear();
+                let until = now.saturating_add(a.duration_seconds);
+                st.exclusion = Some(Exclusion { reason: reason.clone(), since: now, until });
+                Some(Change::Excluded { rule: rule.name.clone(), reason, until })
+            }
+            ResponseCategory::RateLimit => {
+                let s = rule.slow_down.as_ref()?;
+                let max = s.levels.max(1);
+                let st = self.rules.entry(rule.name.clone()).or_default();
+                st.deferrals.push_back(now);
+                prune(&mut st.deferrals, now, s.window_seconds);
+                self.dirty = true;
+                if let Some(sd) = &mut st.slow_down {
+                    // Not quiet: recovery waits a full interval from here.
+                    sd.quiet_since = now;
+                }
+                if (st.deferrals.len() as u64) < u64::from(s.deferrals.max(1)) {
+                    return None;
+                }
+                let reason =
+                    format!("{} rate-limit deferrals from {domain} within {}s", st.deferrals.len(), s.window_seconds);
+                // A fresh burst is needed to re-engage.
+                st.deferrals.clear();
+                match &mut st.slow_down {
+                    Some(sd) if sd.level == max => None,
+                    Some(sd) => {
+                        sd.level = max;
+                        sd.max_level = max;
+                        sd.reason = reason.clone();
+                        Some(Change::SlowDownEngaged { rule: rule.name.clone(), level: max, reason })
+                    }
+                    None => {
+                        st.slow_down = Some(SlowDown {
+                            level: max,
+                            max_level: max,
+                            reason: reason.clone(),
+                            since: now,
+                            quiet_since: now,
+                        });
+                        Some(Change::SlowDownEngaged { rule: rule.name.clone(), level: max, reason })
+                    }
+                }
+            }
+            _ => None,
+        }
+    }
+
+    /// Apply time: lift expired exclusions, take due recovery steps, forget
+    /// rules the policy no longer has (or no longer makes adaptive).
+    pub fn tick(&mut self, policy: &AgentPolicy, now: u64) -> Vec<Change> {
+        let mut changes = vec![];
+        let before = self.rules.len();
+        self.rules.retain(|name, _| {
+            policy.domains.iter().any(|r| &r.name == name && (r.auto_exclusion.is_some() || r.slow_down.is_some()))
+        });
+        let mut dirty = self.rules.len() != before;
+        for rule in &policy.domains {
+            let Some(st) = self.rules.get_mut(&rule.name) else {
+                continue;
+            };
+            match &rule.auto_exclusion {
+                None => {
+                    dirty |= st.exclusion.is_some() || !st.blocks.is_empty();
+                    st.exclusion = None;
+                    st.blocks.clear();
+                }
+                Some(a) => {
+                    if st.exclusion.as_ref().is_some_and(|e| e.until <= now) {
+                        st.exclusion = None;
+                        dirty = true;
+                        changes.push(Change::ExclusionLifted { rule: rule.name.clone() });
+                    }
+                    let n = st.blocks.len();
+                    prune(&mut st.blocks, now, a.window_seconds);
+                    dirty |= n != st.blocks.len();
+                }
+            }
+            match &rule.slow_down {
+                None => {
+                    dirty |= st.slow_down.is_some() || !st.deferrals.is_empty();
+                    st.slow_down = None;
+                    st.deferrals.clear();
+                }
+                Some(s) => {
+                    let n = st.deferrals.len();
+                    prune(&mut st.deferrals, now, s.window_seconds);
+                    dirty |= n != st.deferrals.len();
+                    let interval = s.recovery_interval_seconds.max(1);
+                    if let Some(sd) = &mut st.slow_down {
+                        let mut stepped = false;
+                        while sd.level > 0 && sd.quiet_since.saturating_add(interval) <= now {
+                            sd.level -= 1;
+                            sd.quiet_since += interval;
+                            stepped = true;
+                        }
+                        if stepped {
+                            dirty = true;
+                            changes.push(Change::SlowDownStepped { rule: rule.name.clone(), level: sd.level });
+                        }
+                        if sd.level == 0 {
+                            st.slow_down = None;
+                        }
+                    }
+                }
+            }
+        }
+        self.rules.retain(|_, st| !st.is_empty());
+        self.dirty |= dirty;
+        changes
+    }
+
+    pub fn is_excluded(&self, rule: &str) -> bool {
+        self.rules.get(rule).is_some_and(|s| s.exclusion.is_some())
+    }
+
+    /// (level, max level) of the rule's slow-down, if engaged.
+    pub fn slow_level(&self, rule: &str) -> Option<(u32, u32)> {
+        self.rules.get(rule).and_then(|s| s.slow_down.as_ref()).map(|s| (s.level, s.max_level.max(1)))
+    }
+
+    /// Apply this instance's own exclusions and slow-downs to the decision
+    /// the policy alone gave for `key`. Only answers that would send the
+    /// mail from here change: a pause, a relay route, a cap or an
+    /// out-of-rotation relay already keep it off this IP.
+    pub fn overlay(&self, policy: &AgentPolicy, decided: Decision, key: &str, seq: u64) -> Decision {
+        if !matches!(decided, Decision::NotFound(NotFoundWhy::Normal) | Decision::Slow { .. }) || self.rules.is_empty()
+        {
+            return decided;
+        }
+        let Some(domain) = key_domain(key) else {
+            return decided;
+        };
+        let Some(rule) = policy.rule_for(&domain) else {
+            return decided;
+        };
+        if self.is_excluded(&rule.name) {
+            // Peers that excluded themselves for the rule reach us through
+            // the operator as `excluded_rules`.
+            let peers: Vec<_> = policy.peers_in_rotation().filter(|p| !p.excluded_rules.contains(&rule.name)).collect();
+            return match pick_weighted(&peers, seq) {
+                Some(p) => Decision::Peer {
+                    rule: Some(rule.name.clone()),
+                    peer: p.name.clone(),
+                    nexthop: format!("[{}]:{}", p.address, policy.peer_port),
+                    why: PeerWhy::Excluded,
+                },
+                // Deferring keeps the mail; sending from a blocked IP would
+                // only collect more blocks.
+                None => Decision::Defer {
+                    rule: Some(rule.name.clone()),
+                    text: "4.7.1 no healthy peer: this instance is excluded for the domain".into(),
+                },
+            };
+        }
+        if matches!(decided, Decision::NotFound(_)) {
+            if let (Some((level, max)), Some(t)) = (self.slow_level(&rule.name), &rule.slow_transport) {
+                if seq % u64::from(max) < u64::from(level) {
+                    return Decision::Slow { rule: rule.name.clone(), transport: t.clone() };
+                }
+            }
+        }
+        decided
+    }
+
+    /// The /status view: (exclusions, slow-downs), by rule name.
+    pub fn status(&self, policy: Option<&AgentPolicy>) -> (Vec<ActiveExclusion>, Vec<ActiveSlowDown>) {
+        let interval = |rule: &str| {
+            policy
+                .and_then(|p| p.domains.iter().find(|r| r.name == rule))
+                .and_then(|r| r.slow_down.as_ref())
+                .map(|s| s.recovery_interval_seconds.max(1))
+        };
+        let mut exclusions = vec![];
+        let mut slow_downs = vec![];
+        for (name, st) in &self.rules {
+            if let Some(e) = &st.exclusion {
+                exclusions.push(ActiveExclusion {
+                    rule: name.clone(),
+                    reason: e.reason.clone(),
+                    since: e.since,
+                    until: e.until,
+                });
+            }
+            if let Some(s) = &st.slow_down {
+                slow_downs.push(ActiveSlowDown {
+                    rule: name.clone(),
+                    level: s.level,
+                    max_level: s.max_level,
+                    reason: s.reason.clone(),
+                    since: s.since,
+                    next_recovery_at: interval(name).map(|i| s.quiet_since.saturating_add(i)),
+                });
+            }
+        }
+        (exclusions, slow_downs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sendfleet_render::policy::{AutoExclusionRule, InstancePolicy, SlowDownRule};
+    use ResponseCategory::*;
+
+    fn inst(name: &str, addr: &str) -> InstancePolicy {
+        InstancePolicy { name: name.into(), address: addr.into(), weight: 1, ..Default::default() }
+    }
+
+    fn policy() -> AgentPolicy {
+        AgentPolicy {
+            version: 1,
+            instance: "a".into(),
+            instances: vec![inst("a", "127.0.0.1"), inst("b", "127.0.0.2"), inst("c", "127.0.0.3")],
+            domains: vec![DomainRule {
+                name: "big".into(),
+                patterns: vec!["big.test".into(), ".big.test".into()],
+                throttle_transport: Some("dp-big".into()),
+                slow_transport: Some("dp-big-slow".into()),
+                auto_exclusion: Some(AutoExclusionRule { hard_blocks: 3, window_seconds: 60, duration_seconds: 600 }),
+                slow_down: Some(SlowDownRule {
+                    deferrals: 2,
+                    window_seconds: 30,
+                    recovery_interval_seconds: 10,
+                    levels: 4,
+                }),
+                ..Default::default()
+            }],
+            peer_port: 2526,
+            ..Default::default()
+        }
+    }
+
+    fn normal() -> Decision {
+        Decision::NotFound(NotFoundWhy::Normal)
+    }
+
+    #[test]
+    fn blocks_in_the_window_exclude_until_expiry_and_route_to_peers_not_excluded() {
+        let p = policy();
+        let rule = &p.domains[0];
+        let mut a = Adaptive::default();
+        assert_eq!(a.observe(rule, "big.test", IpBlock, 100), None);
+        assert_eq!(a.observe(rule, "big.test", IpBlock, 130), None);
+        // The first block left the window: still two in it.
+        assert_eq!(a.observe(rule, "big.test", IpBlock, 161), None);
+        // Other categories never count as blocks.
+        assert_eq!(a.observe(rule, "big.test", UnknownUser, 162), None);
+        let got = a.observe(rule, "mx.big.test", IpBlock, 170);
+        assert_eq!(
+            got,
+            Some(Change::Excluded {
+                rule: "big".into(),
+                reason: "3 IP/reputation blocks from mx.big.test within 60s".into(),
+                until: 770
+            })
+        );
+        assert!(a.is_dirty());
+        let mut p2 = p.clone();
+        p2.instances[1].excluded_rules = vec!["big".into()];
+        for seq in 0..4 {
+            match a.overlay(&p2, normal(), "u@big.test", seq) {
+                Decision::Peer { peer, why: PeerWhy::Excluded, nexthop, .. } => {
+                    assert_eq!(peer, "c");
+                    assert_eq!(nexthop, "[127.0.0.3]:2526");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // Other domains, pauses and caps are untouched.
+        assert_eq!(a.overlay(&p, normal(), "u@other.test", 0), normal());
+        let paused = Decision::Defer { rule: Some("big".into()), text: "4.7.1 paused".into() };
+        assert_eq!(a.overlay(&p, paused.clone(), "u@big.test", 0), paused);
+        // Every peer excluded too: defer, never send from the blocked IP.
+        p2.instances[2].excluded_rules = vec!["big".into()];
+        assert!(matches!(a.overlay(&p2, normal(), "u@big.test", 0), Decision::Defer { .. }));
+        let (ex, _) = a.status(Some(&p));
+        assert_eq!(ex.len(), 1);
+        assert_eq!((ex[0].since, ex[0].until), (170, 770));
+        assert!(a.tick(&p, 769).is_empty());
+        assert_eq!(a.tick(&p, 770), vec![Change::ExclusionLifted { rule: "big".into() }]);
+        assert_eq!(a.overlay(&p, normal(), "u@big.test", 0), normal());
+        assert!(a.status(Some(&p)).0.is_empty());
+    }
+
+    #[test]
+    fn slow_down_engages_at_the_top_and_recovers_one_level_per_quiet_interval() {
+        let p = policy();
+        let rule = &p.domains[0];
+        let mut a = Adaptive::default();
+        assert_eq!(a.observe(rule, "big.test", RateLimit, 100), None);
+        assert!(matches!(a.observe(rule, "big.test", RateLimit, 101), Some(Change::SlowDownEngaged { level: 4, .. })));
+        let slow_share = |a: &Adaptive| {
+            (0..400).filter(|s| matches!(a.overlay(&p, normal(), "x@big.test", *s), Decision::Slow { .. })).count()
+        };
+        assert_eq!(slow_share(&a), 400);
+        // A deferral during the slow-down restarts the quiet period.
+        assert_eq!(a.observe(rule, "big.test", RateLimit, 105), None);
+        assert!(a.tick(&p, 114).is_empty());
+        assert_eq!(a.status(Some(&p)).1[0].next_recovery_at, Some(115));
+        assert_eq!(a.tick(&p, 115), vec![Change::SlowDownStepped { rule: "big".into(), level: 3 }]);
+        assert_eq!(slow_share(&a), 300);
+        assert_eq!(a.tick(&p, 125), vec![Change::SlowDownStepped { rule: "big".into(), level: 2 }]);
+        assert_eq!(slow_share(&a), 200);
+        // A new burst (with the deferral at 105, two in the window)
+        // re-engages at the top.
+        assert!(matches!(a.observe(rule, "big.test", RateLimit, 126), Some(Change::SlowDownEngaged { level: 4, .. })));
+        let (_, sd) = a.status(Some(&p));
+        assert_eq!((sd[0].level, sd[0].max_level, sd[0].since), (4, 4, 101));
+        // A late tick catches up every step that was due, then forgets it.
+        assert_eq!(a.tick(&p, 126 + 45), vec![Change::SlowDownStepped { rule: "big".into(), level: 0 }]);
+        assert_eq!(slow_share(&a), 0);
+        assert!(a.status(Some(&p)).1.is_empty());
+    }
+
+    #[test]
+    fn peer_answers_and_rules_without_the_feature_do_not_count() {
+        let mut p = policy();
+        p.domains[0].auto_exclusion = None;
+        let mut a = Adaptive::default();
+        for t in 0..10 {
+            assert_eq!(a.observe(&p.domains[0], "big.test", IpBlock, t), None);
+        }
+        assert!(!a.is_excluded("big"));
+        // A rule that loses its slow-down (or disappears) is forgotten.
+        let full = policy();
+        a.observe(&full.domains[0], "big.test", RateLimit, 1);
+        a.observe(&full.domains[0], "big.test", RateLimit, 2);
+        assert!(a.slow_level("big").is_some());
+        p.domains[0].slow_down = None;
+        a.tick(&p, 3);
+        assert!(a.slow_level("big").is_none());
+        assert!(a.rules.is_empty());
+    }
+
+    #[test]
+    fn state_persists_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = policy();
+        let mut a = Adaptive::load(dir.path()).unwrap();
+        for t in 0..3 {
+            a.observe(&p.domains[0], "big.test", IpBlock, t);
+        }
+        a.observe(&p.domains[0], "big.test", RateLimit, 5);
+        a.observe(&p.domains[0], "big.test", RateLimit, 6);
+        a.save().unwrap();
+        assert!(!a.is_dirty());
+        let back = Adaptive::load(dir.path()).unwrap();
+        assert!(back.is_excluded("big"));
+        assert_eq!(back.slow_level("big"), Some((4, 4)));
+        assert_eq!(back.status(Some(&p)), a.status(Some(&p)));
+        std::fs::write(dir.path().join(FILE), b"{nope").unwrap();
+        assert!(!Adaptive::load(dir.path()).unwrap().is_excluded("big"));
+    }
+}
