@@ -22,13 +22,15 @@ pub mod control_plane;
 pub mod node;
 pub mod pki;
 pub mod process;
+pub mod receiver;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use binaries::Binaries;
 pub use control_plane::{write_kubeconfig, ControlPlane, Credentials, Namespace, Options};
-pub use node::{NodeInfo, NODE_IP, NODE_NAME, STORAGE_CLASS};
+pub use node::{NodeInfo, NODE_IP, NODE_NAME, POD_CIDR, STORAGE_CLASS};
+pub use receiver::{Deliveries, Receiver};
 
 /// Everything that can go wrong in the lab. Messages carry what is needed to
 /// debug a failed start without rerunning (log tails, commands, stderr).

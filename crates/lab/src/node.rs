@@ -37,8 +37,11 @@ pub const NODE_NAME: &str = "lab-node";
 /// The node IP: an address on the lab namespace's `lo` (kubelet refuses
 /// loopback addresses as node IPs).
 pub const NODE_IP: &str = "10.250.0.1";
-/// Pod CIDR of the CNI bridge inside the lab namespace.
-pub const POD_CIDR: &str = "10.251.0.0/24";
+/// Pod CIDR of the CNI bridge inside the lab namespace: inside
+/// 10.244.0.0/16, the pod network most clusters (kubeadm with flannel, kind)
+/// use, so examples/ that admit "the cluster's pods" to submission work here
+/// unchanged.
+pub const POD_CIDR: &str = "10.244.0.0/24";
 /// StorageClass of the pre-created local PersistentVolumes.
 pub const STORAGE_CLASS: &str = "lab-local";
 

@@ -83,7 +83,7 @@ spec:
     let ip =
         |pod: &str| cp.kubectl_run(&["get", "pod", pod, "-n", ns.name(), "-o", "jsonpath={.status.podIP}"]).unwrap();
     assert_eq!(ip("host"), NODE_IP, "hostNetwork pods share the lab namespace");
-    assert!(ip("web").starts_with("10.251.0."), "CNI bridge address, got {}", ip("web"));
+    assert!(ip("web").starts_with("10.244.0."), "CNI bridge address, got {}", ip("web"));
     let pvc = cp.kubectl_run(&["get", "pvc", "data", "-n", ns.name(), "-o", "jsonpath={.status.phase}"]).unwrap();
     assert_eq!(pvc, "Bound");
 

@@ -4,6 +4,8 @@
 //!   sendfleet-lab up   --dir out/lab   # network namespace + etcd + API server + KCM, in the background
 //!   sendfleet-lab exec --dir out/lab -- kubectl get ns   # run inside the namespace with KUBECONFIG etc.
 //!   sendfleet-lab down --dir out/lab
+//!   sendfleet-lab receiver start --dir out/lab --name provider-a --addr 198.51.100.10 --domain example.net
+//!   sendfleet-lab receiver status --dir out/lab   # what each simulated provider accepted, per client address
 //!
 //! The control plane runs inside the network namespace `sendfleet-lab`
 //! (created here, only `lo` up), so nothing it serves is reachable from the
@@ -80,6 +82,12 @@ enum Cmd {
         base_name: Option<String>,
         archive: PathBuf,
     },
+    /// Simulated providers (Postfix receivers) inside the lab's network
+    /// namespace, kept under DIR/receivers and stopped by `down`.
+    Receiver {
+        #[command(subcommand)]
+        action: ReceiverCmd,
+    },
     /// Internal: run the control plane in the current network namespace
     /// until SIGTERM/SIGINT.
     #[command(hide = true)]
@@ -97,6 +105,40 @@ enum Cmd {
     },
 }
 
+#[derive(Subcommand)]
+enum ReceiverCmd {
+    /// Start (or restart) a receiver on ADDR:25 inside the lab's namespace.
+    Start {
+        #[arg(long, default_value = "out/lab")]
+        dir: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        addr: String,
+        /// A domain it accepts mail for (repeat for more).
+        #[arg(long = "domain", required = true)]
+        domains: Vec<String>,
+        /// `KEY=REPLY`: a recipient, domain or client address and the SMTP
+        /// reply it gets, e.g. `busy.example.org=450 4.7.1 try again later`.
+        #[arg(long = "access")]
+        access: Vec<String>,
+    },
+    /// Print what each receiver accepted (total, per client address) and
+    /// refused.
+    Status {
+        #[arg(long, default_value = "out/lab")]
+        dir: PathBuf,
+        /// Print only the number of accepted messages, all receivers together.
+        #[arg(long)]
+        total: bool,
+    },
+    /// Stop every receiver of DIR.
+    Stop {
+        #[arg(long, default_value = "out/lab")]
+        dir: PathBuf,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
@@ -106,6 +148,7 @@ fn main() -> ExitCode {
         Cmd::Down { dir, netns, keep_netns } => down(&dir, &netns, keep_netns),
         Cmd::Exec { dir, command } => return exec(&dir, &command),
         Cmd::Import { dir, base_name, archive } => import(&dir, base_name.as_deref(), &archive),
+        Cmd::Receiver { action } => receiver(action),
         Cmd::Serve { dir, netns, no_controller_manager, node, pvs } => {
             serve(&dir, &netns, no_controller_manager, node.then_some(pvs))
         }
@@ -173,6 +216,9 @@ fn up(dir: &Path, netns: &str, foreground: bool, no_kcm: bool, node: Option<usiz
     // Build (or find) the binaries here, in the foreground, so a cold build's
     // progress is visible.
     Binaries::get()?;
+    // Receivers of a previous lab would keep the namespace alive and their
+    // directories are about to be wiped.
+    sendfleet_lab::receiver::stop_all(&dir.join("receivers"))?;
     let dir = fresh_dir(dir)?;
     if !netns_exists(netns) {
         ip(&["netns", "add", netns])?;
@@ -279,6 +325,12 @@ fn serve(dir: &Path, netns: &str, no_kcm: bool, node: Option<usize>) -> Result<(
 
 fn down(dir: &Path, netns: &str, keep_netns: bool) -> Result<()> {
     require_root()?;
+    // Receivers first: a process left inside the namespace would keep it
+    // (and its addresses) alive after `ip netns del`.
+    let stopped = sendfleet_lab::receiver::stop_all(&dir.join("receivers"))?;
+    if !stopped.is_empty() {
+        println!("sendfleet-lab: receivers stopped: {}", stopped.join(", "));
+    }
     if let Some(pid) = pid_alive(dir) {
         // SAFETY: signalling the pid our own `up` recorded in DIR/pid.
         unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
@@ -362,6 +414,76 @@ fn exec(dir: &Path, command: &[String]) -> ExitCode {
         Err(e) => {
             eprintln!("sendfleet-lab: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Enter the lab's network namespace (named in DIR/env) for the rest of this
+/// process; only called before any thread is started.
+fn enter_netns(dir: &Path) -> Result<()> {
+    let vars = read_env(dir)?;
+    let netns = vars
+        .iter()
+        .find(|(k, _)| k == "SENDFLEET_LAB_NETNS")
+        .map(|(_, v)| v.clone())
+        .context("SENDFLEET_LAB_NETNS missing in env")?;
+    let path = Path::new("/run/netns").join(&netns);
+    let f = std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    // SAFETY: setns on a valid namespace fd; the process is single-threaded.
+    if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) } != 0 {
+        bail!("entering network namespace {netns}: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn receiver(action: ReceiverCmd) -> Result<()> {
+    match action {
+        ReceiverCmd::Start { dir, name, addr, domains, access } => {
+            require_root()?;
+            enter_netns(&dir)?;
+            let access: Vec<(&str, &str)> = access
+                .iter()
+                .map(|a| a.split_once('=').with_context(|| format!("--access {a:?}: expected KEY=REPLY")))
+                .collect::<Result<_>>()?;
+            let domains: Vec<&str> = domains.iter().map(String::as_str).collect();
+            let r =
+                sendfleet_lab::Receiver::start(&name, &dir.join("receivers").join(&name), &addr, &domains, &access)?;
+            println!(
+                "sendfleet-lab: receiver {name} on {addr}:25 for {} (log {})",
+                domains.join(" "),
+                r.dir.join("maillog").display()
+            );
+            Ok(())
+        }
+        ReceiverCmd::Status { dir, total } => {
+            let all = sendfleet_lab::receiver::list(&dir.join("receivers"));
+            if total {
+                println!("{}", all.iter().map(|r| r.deliveries().total()).sum::<usize>());
+                return Ok(());
+            }
+            println!(
+                "{:<12} {:<15} {:>9} {:>9} {:>8}  ACCEPTED PER CLIENT ADDRESS",
+                "RECEIVER", "ADDRESS", "ACCEPTED", "DEFERRED", "REJECTED"
+            );
+            for r in all {
+                let d = r.deliveries();
+                let by: Vec<String> = d.by_client().iter().map(|(c, n)| format!("{c}={n}")).collect();
+                println!(
+                    "{:<12} {:<15} {:>9} {:>9} {:>8}  {}",
+                    r.name,
+                    r.addr,
+                    d.total(),
+                    d.deferred,
+                    d.rejected,
+                    by.join(" ")
+                );
+            }
+            Ok(())
+        }
+        ReceiverCmd::Stop { dir } => {
+            let stopped = sendfleet_lab::receiver::stop_all(&dir.join("receivers"))?;
+            println!("sendfleet-lab: receivers stopped: {}", stopped.join(", "));
+            Ok(())
         }
     }
 }
