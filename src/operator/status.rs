@@ -49,6 +49,31 @@ fn instance_warmup(w: &sendfleet_render::contract::WarmupProgress) -> Option<Ins
     })
 }
 
+/// The container's last exit: code, restarts, and the cause from its
+/// termination message (the log's tail: the instance container asks for
+/// `FallbackToLogsOnError`), else the kubelet's reason.
+fn last_exit(cs: &k8s_openapi::api::core::v1::ContainerStatus) -> Option<String> {
+    let t = cs.last_state.as_ref()?.terminated.as_ref()?;
+    let cause = t
+        .message
+        .as_deref()
+        .and_then(termination_cause)
+        .or_else(|| t.reason.clone())
+        .unwrap_or_default();
+    Some(format!("last exit {} ({} restarts): {cause}", t.exit_code, cs.restart_count).trim_end_matches(": ").to_string())
+}
+
+/// The line of a log tail that says why the container ended: the last
+/// Postfix `fatal:` line (from `fatal:` on: the rest is log framing), else
+/// the last line. Bounded: it ends up in a condition message.
+fn termination_cause(tail: &str) -> Option<String> {
+    let lines: Vec<&str> = tail.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    let line = lines.iter().rev().find(|l| l.contains("fatal:")).or(lines.last())?;
+    let text = line.find("fatal:").map_or(*line, |i| &line[i..]);
+    let text = text.trim_end_matches(['"', '}', ',', ' ']);
+    Some(text.chars().take(300).collect())
+}
+
 /// Why a pod is not running, if Kubernetes says (waiting reason, scheduling).
 fn pod_problem(pod: &Pod) -> Option<String> {
     let status = pod.status.as_ref()?;
@@ -56,19 +81,19 @@ fn pod_problem(pod: &Pod) -> Option<String> {
         if let Some(w) = cs.state.as_ref().and_then(|s| s.waiting.as_ref()) {
             let reason = w.reason.clone().unwrap_or_default();
             if reason != "ContainerCreating" && reason != "PodInitializing" {
+                // A crash loop's own message only says "back-off"; the last
+                // exit says why.
+                if let Some(why) = last_exit(cs) {
+                    return Some(format!("{reason}: {why}"));
+                }
                 return Some(
                     format!("{reason}: {}", w.message.clone().unwrap_or_default()).trim_end_matches(": ").to_string(),
                 );
             }
         }
-        if let Some(t) = cs.last_state.as_ref().and_then(|s| s.terminated.as_ref()) {
-            if cs.restart_count > 2 {
-                return Some(format!(
-                    "restarting ({} restarts), last exit {}: {}",
-                    cs.restart_count,
-                    t.exit_code,
-                    t.reason.clone().unwrap_or_default()
-                ));
+        if cs.restart_count > 2 {
+            if let Some(why) = last_exit(cs) {
+                return Some(format!("restarting: {why}"));
             }
         }
     }
@@ -360,6 +385,36 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn crash_loop_names_the_postfix_fatal_line() {
+        let tail = "2026-11-23T12:00:00Z INFO agent: config installed\n\
+                    postfix/master[7]: fatal: bind 10.250.0.15 port 587: Address already in use\n\
+                    2026-11-23T12:00:01Z ERROR agent: postfix master exited unexpectedly (exit status: 1)\n";
+        assert_eq!(
+            termination_cause(tail).as_deref(),
+            Some("fatal: bind 10.250.0.15 port 587: Address already in use")
+        );
+        assert_eq!(termination_cause("one\nlast words\n").as_deref(), Some("last words"));
+        assert_eq!(termination_cause("\n"), None);
+        let cs: k8s_openapi::api::core::v1::ContainerStatus = serde_json::from_value(serde_json::json!({
+            "name": "mta", "image": "i", "imageID": "", "ready": false, "restartCount": 2,
+            "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 20s restarting failed container"}},
+            "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "message": tail}}
+        }))
+        .unwrap();
+        let pod = Pod {
+            status: Some(k8s_openapi::api::core::v1::PodStatus {
+                container_statuses: Some(vec![cs]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            pod_problem(&pod).as_deref(),
+            Some("CrashLoopBackOff: last exit 1 (2 restarts): fatal: bind 10.250.0.15 port 587: Address already in use")
+        );
     }
 
     #[test]

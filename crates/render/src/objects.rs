@@ -351,6 +351,10 @@ fn stateful_set(
             port("http", settings.agent_port),
         ]),
         readiness_probe: Some(probe("/readyz", 5, 3)),
+        // When the container fails, the kubelet keeps the log's tail as the
+        // termination message: Postfix's own `fatal:` line (a port already
+        // taken, a bad file) reaches the pool's Degraded condition.
+        termination_message_policy: Some("FallbackToLogsOnError".into()),
         liveness_probe: Some(probe("/healthz", 10, 6)),
         resources: spec.resources.clone(),
         security_context: Some(SecurityContext {
