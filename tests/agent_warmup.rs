@@ -200,6 +200,18 @@ fn a_deferral_spike_holds_the_step_and_a_healthy_ip_advances() {
     );
     assert_eq!(warmup(&d.status()), (1, Some(50), None));
 
+    // The limit of per-lookup caps, measured: ten messages with the same
+    // sender and recipient in a row reach the agent as fewer lookups,
+    // because qmgr reuses its last resolve for 30 s (resolve_clnt.c).
+    let before = lookups(&d.metrics(), "NotFound", "Normal");
+    inject(D.1, "app@client.test", "same@ok.test", 10, 1);
+    eventually(Duration::from_secs(60), "the repeated mail delivered", || {
+        receiver.deliveries().to_address("same@ok.test") == 10
+    });
+    let repeated = lookups(&d.metrics(), "NotFound", "Normal") - before;
+    eprintln!("D lookups for 10 identical messages: {repeated}");
+    assert!(repeated < 10, "{repeated} lookups: Postfix no longer caches the last resolve? update docs/AGENT.md");
+
     // One day later: C stays on step 1 and says why; D moves to step 2.
     c.set_clock_offset(DAY);
     d.set_clock_offset(DAY);

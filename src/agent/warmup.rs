@@ -185,7 +185,7 @@ pub fn pause_verdict(rule: &WarmupPause, t: Tally) -> Option<String> {
 
 fn human_window(s: u64) -> String {
     for (unit, n) in [("w", 604_800), ("d", 86_400), ("h", 3600), ("m", 60)] {
-        if s >= n && s % n == 0 {
+        if s >= n && s.is_multiple_of(n) {
             return format!("{}{unit}", s / n);
         }
     }
