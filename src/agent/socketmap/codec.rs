@@ -69,10 +69,32 @@ pub fn split_request(payload: &[u8]) -> Result<(&[u8], &[u8]), CodecError> {
 
 /// Append `payload` as a netstring to `out`.
 pub fn encode_into(out: &mut Vec<u8>, payload: &[u8]) {
-    out.extend_from_slice(payload.len().to_string().as_bytes());
+    encode_parts(out, b"", payload);
+}
+
+/// Append the netstring of `head` followed by `tail` (a reply word and its
+/// text) without building the payload first: replies are written once per
+/// lookup, on Postfix's delivery path.
+fn encode_parts(out: &mut Vec<u8>, head: &[u8], tail: &[u8]) {
+    push_decimal(out, head.len() + tail.len());
     out.push(b':');
-    out.extend_from_slice(payload);
+    out.extend_from_slice(head);
+    out.extend_from_slice(tail);
     out.push(b',');
+}
+
+fn push_decimal(out: &mut Vec<u8>, mut n: usize) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
 }
 
 /// A socketmap reply.
@@ -87,13 +109,13 @@ pub enum Reply {
 impl Reply {
     /// Append this reply as a netstring to `out`.
     pub fn encode_into(&self, out: &mut Vec<u8>) {
-        let payload = match self {
-            Reply::Ok(d) => format!("OK {d}"),
-            Reply::NotFound => "NOTFOUND ".to_string(),
-            Reply::Temp(r) => format!("TEMP {r}"),
-            Reply::Perm(r) => format!("PERM {r}"),
+        let (word, text): (&[u8], &str) = match self {
+            Reply::Ok(d) => (b"OK ", d),
+            Reply::NotFound => (b"NOTFOUND ", ""),
+            Reply::Temp(r) => (b"TEMP ", r),
+            Reply::Perm(r) => (b"PERM ", r),
         };
-        encode_into(out, payload.as_bytes());
+        encode_parts(out, word, text.as_bytes());
     }
 
     /// Parse a reply payload (used by clients: tests and benchmarks).
@@ -152,6 +174,16 @@ mod tests {
         assert_eq!(out, b"21:OK retry:4.7.1 paused,");
         assert_eq!(Reply::parse(b"OK retry:4.7.1 paused"), Some(Reply::Ok("retry:4.7.1 paused".into())));
         assert_eq!(Reply::parse(b"NOTFOUND "), Some(Reply::NotFound));
+        out.clear();
+        Reply::Perm("unknown map".into()).encode_into(&mut out);
+        assert_eq!(out, b"16:PERM unknown map,");
+        out.clear();
+        encode_into(&mut out, b"");
+        assert_eq!(out, b"0:,");
+        out.clear();
+        let long = "x".repeat(12_345);
+        Reply::Temp(long.clone()).encode_into(&mut out);
+        assert_eq!(out, format!("12350:TEMP {long},").as_bytes());
     }
 
     proptest! {

@@ -4,20 +4,35 @@
 //! reply. The socket is mode 0666 (the postfix user must connect) inside a
 //! directory only root can write. Keys are recipient addresses: only their
 //! domain is ever logged.
+//!
+//! Lookups are on Postfix's delivery path and arrive one at a time per
+//! connection (trivial-rewrite waits for each answer), so latency is the
+//! throughput. A connection is served by its own thread with blocking I/O:
+//! one `read` per request and one `write` per reply, no readiness round trip
+//! through the async runtime. Postfix keeps few such connections (one per
+//! trivial-rewrite process), and [`MAX_CONNECTIONS`] bounds the threads.
 
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use prometheus_client::metrics::counter::Counter;
 use sendfleet_render::contract::SOCKETMAP_NAME;
 use thiserror::Error;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{UnixListener, UnixStream};
+use tokio::net::UnixListener;
 
 use super::codec::{decode, split_request, Decoded, Reply};
 use super::decision::{Decision, NotFoundWhy};
 use crate::agent::metrics::LookupLabels;
 use crate::agent::state::State;
+
+/// Connections served at once; more are closed at accept (Postfix retries).
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// Stack of a connection thread (it holds two small buffers).
+const THREAD_STACK: usize = 128 * 1024;
 
 #[derive(Debug, Error)]
 pub enum ServerError {
@@ -50,15 +65,17 @@ impl Server {
 
     pub async fn run(self, state: Arc<State>) {
         state.set_socket_ready(true);
+        let open = Arc::new(AtomicUsize::new(0));
         loop {
             match self.listener.accept().await {
                 Ok((stream, _)) => {
-                    let state = state.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = serve(stream, &state).await {
-                            tracing::debug!(error = %e, "socketmap connection closed");
-                        }
-                    });
+                    if open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+                        tracing::warn!(limit = MAX_CONNECTIONS, "socketmap connection limit reached; closing");
+                        continue;
+                    }
+                    if let Err(e) = spawn_connection(stream, state.clone(), open.clone()) {
+                        tracing::warn!(error = %e, "socketmap connection not served");
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "socketmap accept failed");
@@ -69,21 +86,48 @@ impl Server {
     }
 }
 
-async fn serve(mut stream: UnixStream, state: &State) -> std::io::Result<()> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut out = Vec::with_capacity(256);
-    let mut chunk = [0u8; 4096];
+fn spawn_connection(stream: tokio::net::UnixStream, state: Arc<State>, open: Arc<AtomicUsize>) -> std::io::Result<()> {
+    let stream = stream.into_std()?;
+    stream.set_nonblocking(false)?;
+    open.fetch_add(1, Ordering::Relaxed);
+    let spawned = std::thread::Builder::new().name("socketmap".into()).stack_size(THREAD_STACK).spawn({
+        let open = open.clone();
+        move || {
+            if let Err(e) = serve(stream, &state) {
+                tracing::debug!(error = %e, "socketmap connection closed");
+            }
+            open.fetch_sub(1, Ordering::Relaxed);
+        }
+    });
+    if spawned.is_err() {
+        open.fetch_sub(1, Ordering::Relaxed);
+    }
+    spawned.map(drop)
+}
+
+/// Serve one connection until EOF or a protocol error (which drops it, as
+/// Postfix's own socketmap servers do).
+fn serve<S: Read + Write>(mut stream: S, state: &State) -> std::io::Result<()> {
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut filled = 0;
+    let mut out = Vec::with_capacity(512);
+    let mut counters = Counters::default();
     loop {
-        let n = stream.read(&mut chunk).await?;
+        if filled == buf.len() {
+            // Only a request longer than the buffer gets here (decode caps
+            // requests at MAX_REQUEST, below the buffer's size).
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidData, "request too long"));
+        }
+        let n = stream.read(&mut buf[filled..])?;
         if n == 0 {
             return Ok(());
         }
-        buf.extend_from_slice(&chunk[..n]);
+        filled += n;
         let mut used = 0;
         loop {
-            match decode(&buf[used..]) {
+            match decode(&buf[used..filled]) {
                 Ok(Decoded::Frame(payload, len)) => {
-                    answer(payload, state).encode_into(&mut out);
+                    answer(payload, state, &mut counters).encode_into(&mut out);
                     used += len;
                 }
                 Ok(Decoded::Incomplete) => break,
@@ -93,15 +137,34 @@ async fn serve(mut stream: UnixStream, state: &State) -> std::io::Result<()> {
                 }
             }
         }
-        buf.drain(..used);
+        // Keep a partial request at the start of the buffer.
+        buf.copy_within(used..filled, 0);
+        filled -= used;
         if !out.is_empty() {
-            stream.write_all(&out).await?;
+            stream.write_all(&out)?;
             out.clear();
         }
     }
 }
 
-fn answer(payload: &[u8], state: &State) -> Reply {
+/// The lookup counters this connection has touched, so a lookup costs an
+/// atomic increment rather than a label hash under the family's lock.
+#[derive(Default)]
+struct Counters(Vec<(&'static str, &'static str, Counter)>);
+
+impl Counters {
+    fn inc(&mut self, state: &State, decision: &'static str, reason: &'static str) {
+        if let Some((_, _, c)) = self.0.iter().find(|(d, r, _)| *d == decision && *r == reason) {
+            c.inc();
+            return;
+        }
+        let c = state.metrics.lookups.get_or_create(&LookupLabels { decision, reason }).clone();
+        c.inc();
+        self.0.push((decision, reason, c));
+    }
+}
+
+fn answer(payload: &[u8], state: &State, counters: &mut Counters) -> Reply {
     let Ok((name, key)) = split_request(payload) else {
         return Reply::Perm("malformed request".into());
     };
@@ -124,7 +187,7 @@ fn answer(payload: &[u8], state: &State) -> Reply {
         Decision::Peer { why, .. } => why.as_str(),
         Decision::Slow { .. } => "Slowed",
     };
-    state.metrics.lookups.get_or_create(&LookupLabels { decision: d.kind(), reason }).inc();
+    counters.inc(state, d.kind(), reason);
     if !matches!(d, Decision::NotFound(_)) {
         // Only bare domains reach a non-NOTFOUND decision, so logging the key is safe.
         tracing::debug!(domain = key, decision = d.kind(), reason, "transport lookup");
