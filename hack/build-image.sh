@@ -21,8 +21,13 @@ CACHE=${SENDFLEET_CACHE:-/var/cache/sendfleet}/images
 SUITE=bookworm
 # What the image holds besides the binary: Postfix (the agent supervises
 # `postfix start-fg` and calls postconf/postmap/postqueue), CA certificates
-# for TLS to providers. libc etc. come with the apt variant's essentials.
-PACKAGES=(postfix ca-certificates)
+# for TLS to providers, tini as PID 1 (reaps orphaned Postfix processes and
+# forwards signals to the agent; docs/ARCHITECTURE.md, "Postfix and the
+# agent in one container").
+# libc etc. come with the apt variant's essentials.
+PACKAGES=(postfix ca-certificates tini)
+# PID 1 of every container from this image (the operator's pods name it too).
+ENTRYPOINT=(/usr/bin/tini -- /usr/local/bin/sendfleet)
 IMAGE_NAME=localhost/sendfleet
 IMAGE_TAG=dev
 BINARY=$REPO/target/release/sendfleet
@@ -119,8 +124,10 @@ umoci init --layout "$tmp/oci"
 umoci new --image "$tmp/oci:$IMAGE_TAG"
 umoci raw add-layer --image "$tmp/oci:$IMAGE_TAG" --history.created_by "mmdebstrap $SUITE ${PACKAGES[*]}" "$ROOTFS"
 umoci raw add-layer --image "$tmp/oci:$IMAGE_TAG" --history.created_by "sendfleet binary $bin_sum" "$tmp/bin.tar"
+entrypoint_args=()
+for e in "${ENTRYPOINT[@]}"; do entrypoint_args+=(--config.entrypoint "$e"); done
 umoci config --image "$tmp/oci:$IMAGE_TAG" \
-  --config.entrypoint /usr/local/bin/sendfleet \
+  "${entrypoint_args[@]}" \
   --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
   --config.workingdir / \
   --config.label org.opencontainers.image.title=sendfleet \

@@ -11,6 +11,8 @@
 #                     restart, pod deletion with 200 deferred, bad image
 #                   tests/e2e_chart.rs the Helm chart's operator as a pod,
 #                     a 1-address pool delivering, status via the pod network
+#                   tests/image.rs     PID 1 is tini: the image's entrypoint
+#                     and files, the rendered pods' command, the Containerfile
 #
 # The archive path is handed to the tests in SENDFLEET_IMAGE_ARCHIVE; the
 # test imports it into the lab node's containerd itself.
@@ -30,4 +32,4 @@ image: image-deps
 
 test-e2e: upstream deps image
 	SENDFLEET_IMAGE_ARCHIVE=$$(hack/build-image.sh --print | sed -n 's/^image=//p') \
-	  $(CARGO) test --test e2e_pool --test e2e_chart -- --nocapture --test-threads=1
+	  $(CARGO) test --test image --test e2e_pool --test e2e_chart -- --nocapture --test-threads=1

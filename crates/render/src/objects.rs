@@ -44,6 +44,10 @@ pub const CONFIG_MOUNT: &str = "/etc/sendfleet/config";
 pub const RUN_MOUNT: &str = "/run/sendfleet";
 pub const HASH_KEY_MOUNT: &str = "/etc/sendfleet/hash-key";
 
+/// The instance container's command: tini (Debian's, in the image) as PID 1
+/// starting the agent. See docs/ARCHITECTURE.md, "Postfix and the agent in one container".
+pub const AGENT_COMMAND: [&str; 4] = ["tini", "--", "sendfleet", "agent"];
+
 /// StatefulSet (and ConfigMap) name of an instance.
 pub fn instance_object_name(pool: &str, instance: &str) -> String {
     format!("{pool}-{instance}")
@@ -320,7 +324,9 @@ fn stateful_set(
         name: "mta".into(),
         image: Some(spec.image.clone().unwrap_or_else(|| settings.default_image.clone())),
         image_pull_policy: Some("IfNotPresent".into()),
-        command: Some(vec!["sendfleet".into(), "agent".into()]),
+        // tini is PID 1: it reaps the processes Postfix orphans, which the
+        // agent cannot do without racing its own child handling.
+        command: Some(AGENT_COMMAND.iter().map(|s| s.to_string()).collect()),
         args: Some(vec![
             format!("--config-source={CONFIG_MOUNT}"),
             format!("--policy-socket={}", settings.policy_socket),
