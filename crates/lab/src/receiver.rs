@@ -297,21 +297,41 @@ impl Receiver {
     pub fn open(dir: &Path) -> Option<Receiver> {
         let tag = std::fs::read_to_string(dir.join(MARKER)).ok()?;
         let (name, addr) = tag.trim().split_once(' ')?;
-        Some(Receiver { name: name.into(), dir: dir.to_path_buf(), addr: addr.into(), stop_on_drop: false })
+        // Postfix wants an absolute configuration directory.
+        let dir = dir.canonicalize().ok()?;
+        Some(Receiver { name: name.into(), dir, addr: addr.into(), stop_on_drop: false })
     }
 
-    /// `postfix stop` for the receiver in `dir`, if it is running.
+    /// Stop the receiver in `dir`, if it is running: SIGTERM to its master
+    /// (what `postfix stop` sends), which ends its children, then SIGKILL
+    /// after 10 s. Not `postfix stop`: that refuses to run outside the
+    /// namespace holding `inet_interfaces`, and `down` must work from the host.
     pub fn stop_dir(dir: &Path) -> Result<(), LabError> {
         if !dir.join(MARKER).exists() {
             return Err(LabError::Usage(format!("{} is not a receiver directory", dir.display())));
         }
-        let pid = dir.join("queue/pid/master.pid");
-        let running = std::fs::read_to_string(&pid)
+        let Some(pid) = std::fs::read_to_string(dir.join("queue/pid/master.pid"))
             .ok()
-            .and_then(|p| p.trim().parse::<u32>().ok())
-            .is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
-        if running {
-            Self::postfix_in(dir, "stop")?;
+            .and_then(|p| p.trim().parse::<libc::pid_t>().ok())
+            .filter(|p| *p > 1)
+        else {
+            return Ok(());
+        };
+        let alive = || std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "master");
+        if !alive() {
+            return Ok(());
+        }
+        // SAFETY: signalling the pid Postfix recorded for this receiver's
+        // master, checked above to still be a Postfix master.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let t0 = Instant::now();
+        while alive() {
+            if t0.elapsed() > Duration::from_secs(10) {
+                // SAFETY: as above.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
         Ok(())
     }

@@ -327,9 +327,11 @@ fn down(dir: &Path, netns: &str, keep_netns: bool) -> Result<()> {
     require_root()?;
     // Receivers first: a process left inside the namespace would keep it
     // (and its addresses) alive after `ip netns del`.
-    let stopped = sendfleet_lab::receiver::stop_all(&dir.join("receivers"))?;
-    if !stopped.is_empty() {
-        println!("sendfleet-lab: receivers stopped: {}", stopped.join(", "));
+    match sendfleet_lab::receiver::stop_all(&dir.join("receivers")) {
+        Ok(stopped) if !stopped.is_empty() => println!("sendfleet-lab: receivers stopped: {}", stopped.join(", ")),
+        Ok(_) => {}
+        // Go on: the control plane and the namespace must still go.
+        Err(e) => eprintln!("sendfleet-lab: stopping receivers: {e}"),
     }
     if let Some(pid) = pid_alive(dir) {
         // SAFETY: signalling the pid our own `up` recorded in DIR/pid.
