@@ -34,6 +34,7 @@ fn invalid_resources_are_refused_at_admission_naming_the_field() {
     };
     let cases: Vec<(&str, String, &str)> = vec![
         ("address with injected option", pool("  egressIPs: [{name: a, address: '1.2.3.4 -o content_filter=x', heloName: a.example.com}]\n"), "address"),
+        ("loopback address", pool("  egressIPs: [{name: a, address: 127.0.0.2, heloName: a.example.com}]\n"), "loopback"),
         ("non-canonical IPv6", pool("  egressIPs: [{name: a, address: '2001:DB8::1', heloName: a.example.com}]\n"), "address"),
         ("HELO with newline", pool("  egressIPs: [{name: a, address: 192.0.2.1, heloName: \"a.example.com\\nrelayhost = x\"}]\n"), "heloName"),
         ("HELO unicode look-alike", pool("  egressIPs: [{name: a, address: 192.0.2.1, heloName: mх.example.com}]\n"), "heloName"),

@@ -26,14 +26,18 @@ use agent_support::{inject, instance, require_postfix, Agent, InstanceConfig, Re
 use operator_support::*;
 use sendfleet::core::policy::{AutoExclusionRule, DomainRule, WarmupPolicy, WarmupSchedule, WarmupStepCap};
 
-const A: &str = "127.0.31.1";
-const B: &str = "127.0.31.2";
+// Egress addresses must not be loopback (the API server refuses them as
+// endpoints): TEST-NET-2 addresses on the test's own namespace's lo.
+const A: &str = "198.51.100.31";
+const B: &str = "198.51.100.32";
 const PROVIDER: &str = "127.0.41.1";
 const T: Duration = Duration::from_secs(90);
 
 fn config(name: &str, addr: &str) -> InstanceConfig {
     let mut cfg = InstanceConfig::new(name, addr);
     cfg.peers = vec![if addr == A { B.into() } else { A.into() }];
+    // Clients connect from the egress addresses themselves here.
+    cfg.extra_main = "mynetworks = 127.0.0.0/8, 198.51.100.0/24\n".into();
     cfg.policy.instances = vec![instance("a", A), instance("b", B)];
     cfg.policy.domains = vec![DomainRule {
         name: "blocky".into(),
@@ -56,8 +60,10 @@ fn config(name: &str, addr: &str) -> InstanceConfig {
 }
 
 fn running_pod(cp: &sendfleet_lab::ControlPlane, ns: &str, pool: &str, instance: &str) {
+    // No controller manager here to create the namespace's default account.
+    cp.apply(&format!("apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: default, namespace: {ns}}}\n")).unwrap();
     cp.apply(&format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {pool}-{instance}-0\n  namespace: {ns}\n  labels: {{sendfleet.io/pool: {pool}, sendfleet.io/instance: {instance}}}\nspec:\n  nodeName: no-such-node\n  containers: [{{name: instance, image: sendfleet:test}}]\n"
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {pool}-{instance}-0\n  namespace: {ns}\n  labels: {{sendfleet.io/pool: {pool}, sendfleet.io/instance: {instance}}}\nspec:\n  nodeName: no-such-node\n  automountServiceAccountToken: false\n  containers: [{{name: instance, image: sendfleet:test}}]\n"
     ))
     .unwrap();
     cp.kubectl_run(&[

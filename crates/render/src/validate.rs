@@ -322,6 +322,11 @@ pub fn pool(pool: &SendingPool) -> Result<ValidPool<'_>, ValidationError> {
                 if a.is_unspecified() || a.is_multicast() {
                     e.add(f("address"), format!("{}: must be a unicast address", quote(&ip.address)));
                 }
+                // Mail never leaves a loopback address, and the API server
+                // refuses one as an EndpointSlice endpoint.
+                if a.is_loopback() {
+                    e.add(f("address"), format!("{}: must not be a loopback address", quote(&ip.address)));
+                }
             }
             Err(m) => e.add(f("address"), m),
         }

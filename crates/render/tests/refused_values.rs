@@ -75,6 +75,11 @@ fn pool_values_are_refused_naming_the_field() {
             "spec.egressIPs[0].address",
         ),
         (
+            "loopback address",
+            Box::new(|p| p.spec.egress_ips[0].address = "127.0.31.1".into()),
+            "spec.egressIPs[0].address",
+        ),
+        (
             "unspecified address",
             Box::new(|p| p.spec.egress_ips[0].address = "0.0.0.0".into()),
             "spec.egressIPs[0].address",

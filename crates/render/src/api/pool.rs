@@ -142,6 +142,7 @@ pub struct EgressIP {
     /// The IPv4 or IPv6 address mail leaves from, in canonical form.
     #[schemars(length(min = 2, max = 39))]
     #[x_kube(validation = Rule::new("isIP(self) && ip.isCanonical(self)").message("must be an IPv4 or IPv6 address in canonical form"))]
+    #[x_kube(validation = Rule::new("!isIP(self) || !ip(self).isLoopback()").message("must not be a loopback address"))]
     pub address: String,
     /// Name sent in HELO/EHLO from this address; its PTR record should point
     /// to it and it should resolve back to the address.
