@@ -176,7 +176,7 @@ fn a_deferral_spike_holds_the_step_and_a_healthy_ip_advances() {
         min_messages: 10,
     }));
     let c = Agent::start(&config(C, &members, &p), &hosts);
-    let d = Agent::start(&config(D, &members, &p), &hosts);
+    let mut d = Agent::start(&config(D, &members, &p), &hosts);
 
     inject_n(C.1, "app@client.test", "user@ok.test", 5);
     inject_n(C.1, "app@client.test", "user@defer.test", 20);
@@ -226,6 +226,11 @@ fn a_deferral_spike_holds_the_step_and_a_healthy_ip_advances() {
     assert!(ledger.contains("\"step\":1") && ledger.contains("deferral rate"), "{ledger}");
     // Gauges are published with the counters, every few seconds.
     eventually(Duration::from_secs(15), "D's cap gauge at 200", || gauge(&d.metrics(), "warmup_daily_cap") == 200);
+
+    // The ledger survives a restart of the agent (it is on the queue volume
+    // in production): a fresh start would be step 1 again.
+    d.restart();
+    assert_eq!(warmup(&d.status()), (2, Some(200), None));
 }
 
 /// `count` messages to distinct recipients (`smtp-source -N`).

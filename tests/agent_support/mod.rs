@@ -433,46 +433,7 @@ impl Agent {
         std::fs::write(base.join("hash.key"), HASH_KEY).unwrap();
         let mut source = ConfigSource::new(base.join("config"));
         source.write(&cfg.files(&base));
-        let stdout = std::fs::File::create(base.join("agent.stdout")).unwrap();
-        let stderr = std::fs::File::create(base.join("agent.stderr")).unwrap();
-        let bin = env!("CARGO_BIN_EXE_sendfleet");
-        let child = Command::new("unshare")
-            .args([
-                "--mount",
-                "--propagation",
-                "private",
-                "--",
-                "sh",
-                "-c",
-                "mount --bind \"$0\" /etc/hosts && exec \"$@\"",
-            ])
-            .arg(base.join("hosts"))
-            .arg(bin)
-            .arg("agent")
-            .arg("--config-source")
-            .arg(base.join("config"))
-            .arg("--postfix-dir")
-            .arg(base.join("postfix/current"))
-            .arg("--policy-socket")
-            .arg(base.join("run/policy.sock"))
-            .arg("--listen")
-            .arg(format!("{}:{HTTP_PORT}", cfg.addr))
-            .arg("--hash-key-file")
-            .arg(base.join("hash.key"))
-            .arg("--state-dir")
-            .arg(base.join("state"))
-            .arg("--queue-interval")
-            .arg("1")
-            .arg("--config-poll-ms")
-            .arg("200")
-            .arg("--test-clock-file")
-            .arg(base.join("clock"))
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            .spawn()
-            .expect("starting sendfleet agent");
+        let child = spawn_agent(&base, &cfg.addr);
         let mut a = Agent { base, addr: cfg.addr.clone(), source, child: Some(child) };
         a.wait_ready(Duration::from_secs(60));
         wait_banner(&cfg.addr, 25, Duration::from_secs(30));
@@ -595,6 +556,15 @@ impl Agent {
         std::fs::read_to_string(self.base.join("queue/pid/master.pid")).unwrap_or_default().trim().to_string()
     }
 
+    /// Stop the agent (SIGTERM; it stops Postfix and saves its state) and
+    /// start it again on the same queue, state dir, config and clock.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = Some(spawn_agent(&self.base, &self.addr));
+        self.wait_ready(Duration::from_secs(60));
+        wait_banner(&self.addr, 25, Duration::from_secs(30));
+    }
+
     /// SIGTERM the agent (it stops Postfix) and wait.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
@@ -621,6 +591,53 @@ impl Drop for Agent {
             let _ = std::fs::remove_dir_all(&self.base);
         }
     }
+}
+
+/// `sendfleet agent` for the instance under `base` (its config source,
+/// hosts file, state dir and test clock), in a private mount namespace with
+/// the test's hosts file over /etc/hosts.
+fn spawn_agent(base: &Path, addr: &str) -> Child {
+    // Appended, so a restarted agent's output follows the previous one's.
+    let append = |name: &str| std::fs::OpenOptions::new().create(true).append(true).open(base.join(name)).unwrap();
+    let (stdout, stderr) = (append("agent.stdout"), append("agent.stderr"));
+    let bin = env!("CARGO_BIN_EXE_sendfleet");
+    Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "--",
+            "sh",
+            "-c",
+            "mount --bind \"$0\" /etc/hosts && exec \"$@\"",
+        ])
+        .arg(base.join("hosts"))
+        .arg(bin)
+        .arg("agent")
+        .arg("--config-source")
+        .arg(base.join("config"))
+        .arg("--postfix-dir")
+        .arg(base.join("postfix/current"))
+        .arg("--policy-socket")
+        .arg(base.join("run/policy.sock"))
+        .arg("--listen")
+        .arg(format!("{addr}:{HTTP_PORT}"))
+        .arg("--hash-key-file")
+        .arg(base.join("hash.key"))
+        .arg("--state-dir")
+        .arg(base.join("state"))
+        .arg("--queue-interval")
+        .arg("1")
+        .arg("--config-poll-ms")
+        .arg("200")
+        .arg("--test-clock-file")
+        .arg(base.join("clock"))
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .expect("starting sendfleet agent")
 }
 
 /// Inject `count` messages to `rcpt` through `addr:25` (smtp-source).
