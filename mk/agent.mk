@@ -11,7 +11,7 @@
 # agent-deps installs them non-interactively when missing.
 
 AGENT_CARGO ?= cargo
-AGENT_TESTS := agent_socketmap agent_rendered agent_delivery agent_routing agent_reload agent_warmup
+AGENT_TESTS := agent_socketmap agent_rendered agent_delivery agent_routing agent_reload agent_warmup agent_adaptive
 
 .PHONY: agent-deps test-agent bench-agent
 

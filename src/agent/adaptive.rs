@@ -70,6 +70,11 @@ struct SlowDown {
     /// Start of the current quiet period: the last rate-limit answer or the
     /// last recovery step. The next step is due one interval after it.
     quiet_since: u64,
+    /// Lookups decided under this slow-down: `picks % max_level < level`
+    /// takes the slow transport. Counted per rule, so other domains' lookups
+    /// (and Postfix's `*` probes) cannot skew the fraction.
+    #[serde(skip)]
+    picks: u64,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -207,6 +212,7 @@ impl Adaptive {
                             reason: reason.clone(),
                             since: now,
                             quiet_since: now,
+                            picks: 0,
                         });
                         Some(Change::SlowDownEngaged { rule: rule.name.clone(), level: max, reason })
                     }
@@ -293,7 +299,8 @@ impl Adaptive {
     /// the policy alone gave for `key`. Only answers that would send the
     /// mail from here change: a pause, a relay route, a cap or an
     /// out-of-rotation relay already keep it off this IP.
-    pub fn overlay(&self, policy: &AgentPolicy, decided: Decision, key: &str, seq: u64) -> Decision {
+    /// `seq` spreads the peer choice; the slow fraction uses the rule's own count.
+    pub fn overlay(&mut self, policy: &AgentPolicy, decided: Decision, key: &str, seq: u64) -> Decision {
         if !matches!(decided, Decision::NotFound(NotFoundWhy::Normal) | Decision::Slow { .. }) || self.rules.is_empty()
         {
             return decided;
@@ -323,12 +330,16 @@ impl Adaptive {
                 },
             };
         }
-        if matches!(decided, Decision::NotFound(_)) {
-            if let (Some((level, max)), Some(t)) = (self.slow_level(&rule.name), &rule.slow_transport) {
-                if seq % u64::from(max) < u64::from(level) {
-                    return Decision::Slow { rule: rule.name.clone(), transport: t.clone() };
-                }
-            }
+        let (Some(t), true) = (&rule.slow_transport, matches!(decided, Decision::NotFound(_))) else {
+            return decided;
+        };
+        let Some(sd) = self.rules.get_mut(&rule.name).and_then(|s| s.slow_down.as_mut()) else {
+            return decided;
+        };
+        let pick = sd.picks;
+        sd.picks = sd.picks.wrapping_add(1);
+        if pick % u64::from(sd.max_level.max(1)) < u64::from(sd.level) {
+            return Decision::Slow { rule: rule.name.clone(), transport: t.clone() };
         }
         decided
     }
@@ -460,18 +471,20 @@ mod tests {
         let mut a = Adaptive::default();
         assert_eq!(a.observe(rule, "big.test", RateLimit, 100), None);
         assert!(matches!(a.observe(rule, "big.test", RateLimit, 101), Some(Change::SlowDownEngaged { level: 4, .. })));
-        let slow_share = |a: &Adaptive| {
-            (0..400).filter(|s| matches!(a.overlay(&p, normal(), "x@big.test", *s), Decision::Slow { .. })).count()
+        // Exact fractions even when the lookup sequence numbers share a
+        // factor with the level count (here: every second one).
+        let slow_share = |a: &mut Adaptive| {
+            (0..400).filter(|s| matches!(a.overlay(&p, normal(), "x@big.test", s * 2), Decision::Slow { .. })).count()
         };
-        assert_eq!(slow_share(&a), 400);
+        assert_eq!(slow_share(&mut a), 400);
         // A deferral during the slow-down restarts the quiet period.
         assert_eq!(a.observe(rule, "big.test", RateLimit, 105), None);
         assert!(a.tick(&p, 114).is_empty());
         assert_eq!(a.status(Some(&p)).1[0].next_recovery_at, Some(115));
         assert_eq!(a.tick(&p, 115), vec![Change::SlowDownStepped { rule: "big".into(), level: 3 }]);
-        assert_eq!(slow_share(&a), 300);
+        assert_eq!(slow_share(&mut a), 300);
         assert_eq!(a.tick(&p, 125), vec![Change::SlowDownStepped { rule: "big".into(), level: 2 }]);
-        assert_eq!(slow_share(&a), 200);
+        assert_eq!(slow_share(&mut a), 200);
         // A new burst (with the deferral at 105, two in the window)
         // re-engages at the top.
         assert!(matches!(a.observe(rule, "big.test", RateLimit, 126), Some(Change::SlowDownEngaged { level: 4, .. })));
@@ -479,7 +492,7 @@ mod tests {
         assert_eq!((sd[0].level, sd[0].max_level, sd[0].since), (4, 4, 101));
         // A late tick catches up every step that was due, then forgets it.
         assert_eq!(a.tick(&p, 126 + 45), vec![Change::SlowDownStepped { rule: "big".into(), level: 0 }]);
-        assert_eq!(slow_share(&a), 0);
+        assert_eq!(slow_share(&mut a), 0);
         assert!(a.status(Some(&p)).1.is_empty());
     }
 

@@ -308,6 +308,10 @@ pub struct InstanceConfig {
     pub throttles: Vec<(String, u32)>,
     /// Extra main.cf lines (retry schedule etc.).
     pub extra_main: String,
+    /// Extra master.cf entries (e.g. a renderer's transport, verbatim).
+    pub extra_master: String,
+    /// Extra files installed beside main.cf (e.g. a rendered `dsn_filter`).
+    pub extra_files: Vec<(String, String)>,
     pub policy: AgentPolicy,
 }
 
@@ -320,6 +324,8 @@ impl InstanceConfig {
             transport: vec![],
             throttles: vec![],
             extra_main: String::new(),
+            extra_master: String::new(),
+            extra_files: vec![],
             policy: AgentPolicy {
                 version: POLICY_VERSION,
                 pool: "test/pool".into(),
@@ -388,12 +394,16 @@ impl InstanceConfig {
         for (t, maxproc) in &self.throttles {
             master.push_str(&format!("{t} unix - - n - {maxproc} smtp\n  -o syslog_name=postfix/{t}\n"));
         }
+        master.push_str(&self.extra_master);
         let transport: String = self.transport.iter().map(|(d, t)| format!("{d} {t}\n")).collect();
         let mut files = BTreeMap::new();
         files.insert("main.cf".to_string(), main);
         files.insert("master.cf".to_string(), master);
         files.insert("transport".to_string(), transport);
         files.insert("policy.json".to_string(), serde_json::to_string_pretty(&self.policy).unwrap());
+        for (name, content) in &self.extra_files {
+            files.insert(name.clone(), content.clone());
+        }
         files
     }
 }

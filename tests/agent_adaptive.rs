@@ -1,0 +1,424 @@
+//! Adaptive domain rules on real Postfix: automatic exclusion after hard
+//! blocks (no message bounces because of it), adaptive slow-down with
+//! stepwise recovery, and throttle accuracy at the receiver.
+//!
+//! The DomainPolicies are rendered by the real renderer; the test instances
+//! take the rule from the rendered policy and the rule's transports (their
+//! main.cf parameters and master.cf entries, verbatim) and the rendered
+//! delivery status filter. Receivers are real Postfix smtpd's that block
+//! one client address (access map) or rate-limit it (anvil), like the
+//! providers in the seeds' incidents. The three tests are separate so they
+//! run side by side: the 5-minute throttle measurement sets the binary's
+//! wall time.
+
+#[allow(dead_code)]
+mod agent_support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use agent_support::*;
+use sendfleet::agent::log::classify::classify;
+use sendfleet::agent::log::parse::Status;
+use sendfleet::core::api::{DomainPolicy, SendingPool};
+use sendfleet::core::contract::ResponseCategory;
+use sendfleet::core::policy::DomainRule;
+use sendfleet::core::postfix::dsn_filter;
+use sendfleet::core::render::{render_pool, Observed, PoolInput, Settings};
+
+/// What the renderer produced for one DomainPolicy, cut to what a test
+/// instance needs.
+struct RenderedRule {
+    rule: DomainRule,
+    /// `dp-<policy>*` parameters of main.cf.
+    main: String,
+    /// `dp-<policy>*` services of master.cf, verbatim.
+    master: String,
+    /// Other files the transports name (the delivery status filter).
+    files: Vec<(String, String)>,
+}
+
+fn render_policy(yaml_spec: &str) -> RenderedRule {
+    let path = format!("{}/examples/sendingpool.yaml", env!("CARGO_MANIFEST_DIR"));
+    let pool: SendingPool = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let ns = pool.metadata.namespace.clone().unwrap();
+    let dp: DomainPolicy = serde_yaml::from_str(&format!(
+        "apiVersion: sendfleet.io/v1alpha1\nkind: DomainPolicy\nmetadata:\n  name: dp\n  namespace: {ns}\nspec:\n{yaml_spec}"
+    ))
+    .unwrap();
+    let name = dp.metadata.name.clone().unwrap();
+    let pools = vec![pool.clone()];
+    let policies = vec![dp];
+    let observed = Observed::default();
+    let rendered = render_pool(
+        PoolInput { pool: &pool, policies: &policies, plan: None, pools: &pools, observed: &observed },
+        &Settings::default(),
+    )
+    .expect("render");
+    let inst = &rendered.instances[0];
+    let prefix = format!("dp-{name}");
+    let main: String =
+        inst.files["main.cf"].lines().filter(|l| l.starts_with(&prefix)).map(|l| format!("{l}\n")).collect();
+    let mut master = String::new();
+    let mut inside = false;
+    for l in inst.files["master.cf"].lines() {
+        if !l.starts_with(' ') {
+            inside = l.starts_with(&format!("{prefix} ")) || l.starts_with(&format!("{prefix}-slow "));
+        }
+        if inside {
+            master.push_str(l);
+            master.push('\n');
+        }
+    }
+    let files =
+        inst.files.iter().filter(|(k, _)| k.as_str() == "dsn_filter").map(|(k, v)| (k.clone(), v.clone())).collect();
+    let rule = inst.policy.domains.iter().find(|r| r.name == name).expect("rule rendered").clone();
+    RenderedRule { rule, main, master, files }
+}
+
+fn instance_config(name: &str, addr: &str, members: &[(&str, &str)], r: &RenderedRule, domain: &str) -> InstanceConfig {
+    let mut cfg = InstanceConfig::new(name, addr);
+    cfg.peers = members.iter().filter(|(_, a)| *a != addr).map(|(_, a)| a.to_string()).collect();
+    cfg.policy.instances = members.iter().map(|(n, a)| instance(n, a)).collect();
+    let mut rule = r.rule.clone();
+    rule.patterns = vec![domain.to_string()];
+    if let Some(t) = &rule.throttle_transport {
+        cfg.transport = vec![(domain.to_string(), format!("{t}:"))];
+    }
+    cfg.policy.domains = vec![rule];
+    cfg.extra_main = r.main.clone();
+    cfg.extra_master = r.master.clone();
+    cfg.extra_files = r.files.clone();
+    cfg
+}
+
+/// Rewrite a receiver's main.cf and reload it (never a restart).
+fn reconfigure_receiver(rcv: &Receiver, edit: impl Fn(String) -> String) {
+    let path = rcv.dir.join("main.cf");
+    let main = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, edit(main)).unwrap();
+    postfix(&rcv.dir, "reload");
+}
+
+/// `smtp-source` with a distinct recipient per message (`-N` prepends a
+/// sequence number), so qmgr's one-entry resolve cache never answers for
+/// the agent.
+fn inject_distinct(addr: &str, rcpt: &str, count: u32, sessions: u32) {
+    let out = Command::new("smtp-source")
+        .args(["-c", "-N", "-m", &count.to_string(), "-s", &sessions.to_string(), "-f", "app@client.test", "-t", rcpt])
+        .arg(format!("{addr}:25"))
+        .output()
+        .expect("running smtp-source");
+    assert!(out.status.success(), "smtp-source to {rcpt}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+fn lines_with<'a>(log: &'a str, needles: &[&str]) -> Vec<&'a str> {
+    log.lines().filter(|l| needles.iter().all(|n| l.contains(n))).collect()
+}
+
+/// The rendered filter softens exactly the 5xx answers the classifier calls
+/// IP blocks (real `postmap -q` on the rendered table).
+#[test]
+fn dsn_filter_agrees_with_the_classifier() {
+    require_postfix();
+    let dir = test_dir("dsn-filter");
+    let table = dir.join("dsn_filter");
+    std::fs::write(&table, dsn_filter::render("test").unwrap()).unwrap();
+    let corpus: &[(&str, &str)] = &[
+        ("5.7.1", "host mx[192.0.2.1] said: 554 5.7.1 Service unavailable; Client host [192.0.2.9] blocked using zen.spamhaus.org (in reply to RCPT TO command)"),
+        ("5.7.1", "host mx[192.0.2.1] said: 550 5.7.1 Mail from IP 192.0.2.9 refused due to poor reputation"),
+        ("5.7.606", "host mx[192.0.2.1] said: 550 5.7.606 Access denied, banned sending IP [192.0.2.9]"),
+        ("5.7.1", "host mx[192.0.2.1] said: 554 5.7.1 <unknown[192.0.2.9]>: Client host rejected: blocked by provider"),
+        ("5.1.1", "host mx[192.0.2.1] said: 550 5.1.1 <h-1@x.test>: Recipient address rejected: User unknown in virtual mailbox table"),
+        ("5.1.1", "host mx[192.0.2.1] said: 550 5.1.1 blocked mailbox does not exist"),
+        ("5.2.2", "host mx[192.0.2.1] said: 552 5.2.2 mailbox full, sender blocked"),
+        ("5.7.1", "host mx[192.0.2.1] said: 550 5.7.1 too many connections, you are blocked"),
+        ("5.7.10", "host mx[192.0.2.1] said: 530 5.7.10 Must issue a STARTTLS command first"),
+        ("5.0.0", "host mx[192.0.2.1] said: 554 5.0.0 transaction failed"),
+        ("5.7.1", "host mx[192.0.2.1] said: 550 5.7.1 relaying denied"),
+        ("4.7.1", "host mx[192.0.2.1] said: 450 4.7.1 blocked temporarily"),
+    ];
+    let mut softened = 0;
+    for (dsn, text) in corpus {
+        let key = format!("{dsn} {text}");
+        let out =
+            Command::new("postmap").arg("-q").arg(&key).arg(format!("regexp:{}", table.display())).output().unwrap();
+        let answer = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let is_block = dsn.starts_with('5')
+            && classify(Status::Bounced, dsn.as_bytes(), text.as_bytes()) == ResponseCategory::IpBlock;
+        if is_block {
+            softened += 1;
+            assert_eq!(answer, format!("4{}", &key[1..]), "block not softened: {key}");
+        } else {
+            assert!(answer.is_empty(), "{key} softened to {answer:?} though the classifier does not call it a block");
+        }
+    }
+    assert_eq!(softened, 4, "corpus should hold 4 blocks");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+const BLK_A: &str = "127.0.31.1";
+const BLK_B: &str = "127.0.31.2";
+const BLK_RCV: &str = "127.0.41.1";
+
+/// The seed's incident without a human: a provider answers 554 "blocked" to
+/// instance A only. After 3 blocks A excludes itself for the rule, the
+/// domain's mail (the blocked messages' retries included) leaves through B,
+/// every message arrives exactly once, and nothing bounces but an unknown
+/// user.
+#[test]
+fn hard_blocks_exclude_the_ip_and_no_message_bounces() {
+    require_postfix();
+    let rendered = render_policy(
+        "  domains: [blocked.test]\n  autoExclusion:\n    hardBlocks: 3\n    window: 10m\n    duration: 1h\n",
+    );
+    assert!(
+        rendered.master.contains("smtp_delivery_status_filter=regexp:$config_directory/dsn_filter"),
+        "{}",
+        rendered.master
+    );
+    assert_eq!(rendered.rule.throttle_transport.as_deref(), Some("dp-dp"));
+    let a_rule = rendered.rule.auto_exclusion.clone().expect("autoExclusion rendered");
+    assert_eq!((a_rule.hard_blocks, a_rule.window_seconds, a_rule.duration_seconds), (3, 600, 3600));
+
+    // Bounce notices go to client.test: the receiver takes them too.
+    let rcv = Receiver::start(
+        "blk-rcv",
+        BLK_RCV,
+        &["blocked.test", "client.test"],
+        &[("unknown@blocked.test", "550 5.1.1 User unknown")],
+    );
+    let cidr = rcv.dir.join("blocked_clients");
+    std::fs::write(&cidr, format!("{BLK_A}/32 554 5.7.1 Service unavailable; client blocked by provider policy\n"))
+        .unwrap();
+    // Unknown users are refused first; then A (only A) is blocked for
+    // blocked.test (a restriction class, so bounce notices to client.test
+    // still get through).
+    let classes = rcv.dir.join("blocked_domains");
+    std::fs::write(&classes, "blocked.test block_a\n").unwrap();
+    let access = format!("check_recipient_access texthash:{}, ", rcv.dir.join("access").display());
+    reconfigure_receiver(&rcv, |m| {
+        assert!(m.contains(&access), "{m}");
+        m.replace(&access, &format!("{access}check_recipient_access texthash:{}, ", classes.display()))
+            + &format!("smtpd_restriction_classes = block_a\nblock_a = check_client_access cidr:{}\n", cidr.display())
+    });
+
+    let members = [("blk-a", BLK_A), ("blk-b", BLK_B)];
+    let hosts = [("blocked.test", BLK_RCV), ("client.test", BLK_RCV)];
+    let a = Agent::start(&instance_config("blk-a", BLK_A, &members, &rendered, "blocked.test"), &hosts);
+    let b = Agent::start(&instance_config("blk-b", BLK_B, &members, &rendered, "blocked.test"), &hosts);
+    let started = a.status().now;
+
+    // An unknown user still bounces (before any block: A sends it itself).
+    inject(BLK_A, "app@client.test", "unknown@blocked.test", 2, 1);
+    a.wait_for(Duration::from_secs(30), "unknown users bounced", |s| s.counters.since_start.bounced == 2);
+    inject_distinct(BLK_A, "user@blocked.test", 30, 2);
+
+    eventually(Duration::from_secs(120), "30 messages delivered", || rcv.deliveries().to_domain("blocked.test") >= 30);
+    a.wait_queue_empty(Duration::from_secs(60));
+    b.wait_queue_empty(Duration::from_secs(60));
+    let got = rcv.deliveries();
+    let to_blocked: Vec<&str> =
+        got.accepted.iter().map(|(r, _)| r.as_str()).filter(|r| r.ends_with("@blocked.test")).collect();
+    let recipients: BTreeSet<&str> = to_blocked.iter().copied().collect();
+    assert_eq!(to_blocked.len(), 30, "every message exactly once: {got:?}");
+    assert_eq!(recipients.len(), 30, "{got:?}");
+    assert_eq!(got.to_domain_from("blocked.test", BLK_B), 30, "all through B: {got:?}");
+
+    let log_a = a.stdout();
+    let blocks = lines_with(&log_a, &["@blocked.test>", "status=deferred", "blocked by provider"]);
+    assert!(blocks.len() >= 3, "A should have met the block at least 3 times:\n{log_a}");
+    assert!(blocks.iter().all(|l| l.contains("dsn=4.7.1") && l.contains("postfix/dp-dp/smtp[")), "{blocks:#?}");
+    // Only the unknown user bounced; the block never did.
+    let bounced = lines_with(&log_a, &["status=bounced"]);
+    assert_eq!(bounced.len(), 2, "{log_a}");
+    assert!(bounced.iter().all(|l| l.contains("dsn=5.1.1") && l.contains("User unknown")), "{bounced:#?}");
+    assert!(lines_with(&log_a, &["@blocked.test>", "relay=127.0.31.2[127.0.31.2]:2526", "status=sent"]).len() >= 27);
+
+    let st = a.status();
+    assert_eq!(st.counters.since_start.bounced, 2, "{:?}", st.counters);
+    assert_eq!(st.adaptive.exclusions.len(), 1, "{:?}", st.adaptive);
+    let ex = &st.adaptive.exclusions[0];
+    assert_eq!(ex.rule, "dp");
+    assert!(ex.reason.starts_with("3 IP/reputation blocks from blocked.test within 600s"), "{}", ex.reason);
+    assert!(ex.since >= started && ex.since <= st.now, "{ex:?}");
+    assert_eq!(ex.until, ex.since + 3600);
+    assert!(b.status().adaptive.exclusions.is_empty());
+    assert_eq!(b.status().counters.since_start.bounced, 0);
+    let m = a.metrics();
+    for needle in [
+        "sendfleet_agent_auto_excluded{rule=\"dp\"} 1",
+        "sendfleet_agent_adaptive_changes_total{rule=\"dp\",change=\"Excluded\"} 1",
+        "sendfleet_agent_policy_lookups_total{decision=\"Peer\",reason=\"Excluded\"}",
+    ] {
+        assert!(m.contains(needle), "{needle} missing:\n{m}");
+    }
+    // Persisted on the queue volume's state dir.
+    eventually(Duration::from_secs(15), "adaptive.json written", || {
+        std::fs::read_to_string(a.base.join("state/adaptive.json"))
+            .is_ok_and(|s| s.contains("\"dp\"") && s.contains("until"))
+    });
+
+    // The exclusion expires on the agent's clock: A sends for the rule again.
+    a.set_clock_offset(3601);
+    let st = a.wait_for(Duration::from_secs(10), "exclusion lifted", |s| s.adaptive.exclusions.is_empty());
+    assert!(st.now >= ex.until);
+    assert!(a.metrics().contains("sendfleet_agent_adaptive_changes_total{rule=\"dp\",change=\"ExclusionLifted\"} 1"));
+}
+
+const SLOW_A: &str = "127.0.32.1";
+const SLOW_RCV: &str = "127.0.42.1";
+
+/// A receiver that answers 450 above 10 messages per 5 s from one client:
+/// the slow-down engages, the deferrals stop, and once the receiver relaxes
+/// the level steps down one quiet interval at a time while the delivery rate
+/// at the receiver rises.
+#[test]
+fn rate_limits_engage_the_slow_down_and_it_recovers_step_by_step() {
+    require_postfix();
+    let rendered = render_policy(
+        "  domains: [busy.test]\n  slowDown:\n    deferrals: 3\n    window: 1m\n    messagesPerMinute: 60\n    recoveryInterval: 15s\n",
+    );
+    let sd = rendered.rule.slow_down.clone().expect("slowDown rendered");
+    assert_eq!((sd.deferrals, sd.window_seconds, sd.recovery_interval_seconds, sd.levels), (3, 60, 15, 4));
+    assert!(rendered.main.contains("dp-dp-slow_destination_rate_delay = 1s"), "{}", rendered.main);
+
+    let rcv = Receiver::start("slow-rcv", SLOW_RCV, &["busy.test"], &[]);
+    let strict = "smtpd_client_message_rate_limit = 10\nanvil_rate_time_unit = 5s\n";
+    reconfigure_receiver(&rcv, |m| m + strict);
+    let members = [("slow-a", SLOW_A)];
+    let a =
+        Agent::start(&instance_config("slow-a", SLOW_A, &members, &rendered, "busy.test"), &[("busy.test", SLOW_RCV)]);
+
+    // 4 messages a second, distinct recipients, for the whole test.
+    let stop = Arc::new(AtomicBool::new(false));
+    let feeder = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut batch = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                inject_distinct(SLOW_A, &format!("b{batch}@busy.test"), 4, 1);
+                batch += 1;
+                std::thread::sleep(Duration::from_secs(1).saturating_sub(t.elapsed()));
+            }
+        })
+    };
+    let deferred = |a: &Agent| {
+        a.status()
+            .domains
+            .iter()
+            .find(|d| d.domain == "busy.test")
+            .map_or(0, |d| *d.categories.get("RateLimit").unwrap_or(&0))
+    };
+
+    let st = a.wait_for(Duration::from_secs(90), "slow-down engaged", |s| {
+        s.adaptive.slow_downs.iter().any(|d| d.rule == "dp" && d.level == 4)
+    });
+    let engaged = Instant::now();
+    let sd = &st.adaptive.slow_downs[0];
+    assert_eq!(sd.max_level, 4);
+    assert!(sd.reason.starts_with("3 rate-limit deferrals from busy.test within 60s"), "{}", sd.reason);
+    let before = deferred(&a);
+    assert!(before >= 3, "{before}");
+    // Mail already handed to the normal transport, and the receiver's
+    // current 5 s window, may still defer a few; then it stops.
+    std::thread::sleep(Duration::from_secs(6).saturating_sub(engaged.elapsed()));
+    let d1 = deferred(&a);
+    std::thread::sleep(Duration::from_secs(14).saturating_sub(engaged.elapsed()));
+    let d2 = deferred(&a);
+    assert!(d2 - d1 <= 1, "deferrals kept coming while slowed: {d1} -> {d2} (before engaging: {before})");
+    assert_eq!(a.status().adaptive.slow_downs[0].level, 4, "stepped down while the receiver still limits");
+
+    // The receiver relaxes: the level steps down one quiet interval at a time.
+    reconfigure_receiver(&rcv, |m| m.replace(strict, ""));
+    let relaxed = Instant::now();
+    let mut samples: Vec<(Duration, Option<u32>, usize)> = vec![];
+    loop {
+        let st = a.status();
+        let level = st.adaptive.slow_downs.iter().find(|d| d.rule == "dp").map(|d| d.level);
+        samples.push((relaxed.elapsed(), level, rcv.deliveries().to_domain("busy.test")));
+        if level.is_none() {
+            break;
+        }
+        assert!(relaxed.elapsed() < Duration::from_secs(120), "no full recovery: {samples:?}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    stop.store(true, Ordering::Relaxed);
+    feeder.join().unwrap();
+
+    // Levels seen, in order, each once: 4, 3, 2, 1, then none.
+    let mut seen: Vec<Option<u32>> = vec![];
+    let mut first_at: BTreeMap<Option<u32>, (Duration, usize)> = BTreeMap::new();
+    for (t, l, n) in &samples {
+        if seen.last() != Some(l) {
+            seen.push(*l);
+            first_at.insert(*l, (*t, *n));
+        }
+    }
+    assert_eq!(seen, vec![Some(4), Some(3), Some(2), Some(1), None], "{samples:?}");
+    // One step per quiet interval (15 s), give or take the sampling.
+    for (hi, lo) in [(3, 2), (2, 1)] {
+        let gap = first_at[&Some(lo)].0 - first_at[&Some(hi)].0;
+        assert!(gap >= Duration::from_secs(14) && gap <= Duration::from_secs(17), "level {hi} -> {lo} took {gap:?}");
+    }
+    // The delivery rate at the receiver rises as the level falls.
+    let rate = |from: Option<u32>, to: Option<u32>| {
+        let (t0, n0) = first_at[&from];
+        let (t1, n1) = first_at[&to];
+        (n1 - n0) as f64 / (t1 - t0).as_secs_f64()
+    };
+    let (r4, r3, r1) = (rate(Some(4), Some(3)), rate(Some(3), Some(2)), rate(Some(1), None));
+    assert!(r1 > r3 && r3 > r4 + 0.25 && r1 > 2.0 * r4, "rates per level: 4: {r4:.2}/s, 3: {r3:.2}/s, 1: {r1:.2}/s");
+    let log = a.stdout();
+    assert!(!lines_with(&log, &["postfix/dp-dp-slow/smtp[", "@busy.test>", "status=sent"]).is_empty());
+    assert!(lines_with(&log, &["status=bounced"]).is_empty(), "{log}");
+    let m = a.metrics();
+    assert!(m.contains("sendfleet_agent_slow_down_level{rule=\"dp\"} 0"), "{m}");
+    assert!(m.contains("sendfleet_agent_policy_lookups_total{decision=\"Slow\",reason=\"Slowed\"}"), "{m}");
+}
+
+const PACE_A: &str = "127.0.33.1";
+const PACE_RCV: &str = "127.0.43.1";
+
+/// A DomainPolicy throttle of 30 messages a minute, measured at the
+/// receiver over 5 minutes with a backlog that never runs dry: 150 ± 10%.
+#[test]
+fn throttle_rate_is_observed_at_the_receiver_within_ten_percent() {
+    require_postfix();
+    let rendered = render_policy("  domains: [paced.test]\n  throttle:\n    messagesPerMinute: 30\n");
+    assert!(rendered.main.contains("dp-dp_destination_rate_delay = 2s"), "{}", rendered.main);
+    let rcv = Receiver::start("pace-rcv", PACE_RCV, &["paced.test"], &[]);
+    let members = [("pace-a", PACE_A)];
+    let a = Agent::start(
+        &instance_config("pace-a", PACE_A, &members, &rendered, "paced.test"),
+        &[("paced.test", PACE_RCV)],
+    );
+    inject_distinct(PACE_A, "user@paced.test", 200, 4);
+
+    // Receiver log times (whole seconds of the day) of accepted deliveries.
+    let times = || -> Vec<u32> {
+        rcv.log()
+            .lines()
+            .filter(|l| l.contains("postfix/discard[") && l.contains("@paced.test>") && l.contains("status=sent"))
+            .filter_map(|l| {
+                let hms = l.split_whitespace().nth(2)?;
+                let mut it = hms.split(':').map(|x| x.parse::<u32>().ok());
+                Some(it.next()?? * 3600 + it.next()?? * 60 + it.next()??)
+            })
+            .collect()
+    };
+    eventually(Duration::from_secs(60), "first delivery", || !times().is_empty());
+    let first = times()[0];
+    eventually(Duration::from_secs(330), "5 minutes of deliveries", || {
+        times().last().is_some_and(|t| t.wrapping_sub(first) >= 300)
+    });
+    let in_window = times().iter().filter(|t| t.wrapping_sub(first) < 300).count();
+    assert!((135..=165).contains(&in_window), "{in_window} deliveries in 300 s at 30/min (expected 150 ± 10%)");
+    let q = a.queue_counts().values().sum::<usize>();
+    assert!(q > 0, "the backlog ran dry, so the supply and not the throttle may have set the pace");
+    assert!(lines_with(&a.stdout(), &["postfix/dp-dp/smtp[", "@paced.test>", "status=sent"]).len() >= in_window);
+}
