@@ -160,8 +160,14 @@ pub fn decide(policy: &AgentPolicy, sent: &SentToday<'_>, key: &str, seq: u64) -
     let share = share_for(policy, domain);
     if let Some(why) = needs_peer(me, rule, share, sent) {
         let rule_name = rule.map(|r| r.name.clone());
-        let peers: Vec<&InstancePolicy> =
+        let mut peers: Vec<&InstancePolicy> =
             policy.peers_in_rotation().filter(|p| rule.is_none_or(|r| !p.excluded_rules.contains(&r.name))).collect();
+        // A peer sends relayed mail without consulting its own cap (mail
+        // from a peer is never relayed again), so warm peers are preferred;
+        // warming ones only when no warm one is left.
+        if peers.iter().any(|p| p.daily_cap.is_none()) {
+            peers.retain(|p| p.daily_cap.is_none());
+        }
         return match pick_weighted(&peers, seq) {
             Some(p) => Decision::Peer {
                 rule: rule_name,
@@ -249,6 +255,7 @@ fn sanitize(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::BTreeSet;
 
     fn inst(name: &str, addr: &str, weight: u32) -> InstancePolicy {
         InstancePolicy {
@@ -402,6 +409,28 @@ mod tests {
         assert_eq!(decide(&p, &sent, "yahoo.com", 0), Decision::NotFound(NotFoundWhy::Normal));
         let sent = SentToday { total: 0, reserved: 0, cap: CapSource::Ledger(Some(0)), ..sent };
         assert!(matches!(decide(&p, &sent, "yahoo.com", 0), Decision::Peer { why: PeerWhy::DailyCap, .. }));
+    }
+
+    #[test]
+    fn warm_peers_are_preferred_over_warming_ones() {
+        let mut p = policy();
+        p.instances[0].weight = 0;
+        p.instances[1].daily_cap = Some(50);
+        for seq in 0..10 {
+            assert_eq!(
+                decide(&p, &SentToday::default(), "x.org", seq).reply(),
+                Reply::Ok("peer-relay:[::1]:2526".into())
+            );
+        }
+        // Only warming peers left: they are used rather than deferring.
+        p.instances[2].daily_cap = Some(50);
+        let peers: BTreeSet<String> = (0..200)
+            .map(|seq| match decide(&p, &SentToday::default(), "x.org", seq) {
+                Decision::Peer { peer, .. } => peer,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(peers.len(), 2);
     }
 
     #[test]
