@@ -1,6 +1,6 @@
 # sendfleet — the two commands a newcomer needs:
 #
-#   make demo   render examples/ (and, once the lab is up, run them for real)
+#   make demo   examples/ on a real single-node Kubernetes, 500 messages through the pool
 #   make test   everything: unit, property, real Postfix, real DNS, real API server
 #
 # Both install what they need on a fresh Debian 12 machine when run as root
@@ -59,12 +59,15 @@ AREA_BENCHES := $(shell sed -n 's/^\(bench-[a-z0-9-]*\):.*/\1/p' mk/*.mk)
 .PHONY: test-areas
 test-areas: $(AREA_TESTS)
 
-# The operator on a real local control plane (see hack/demo.sh).
-demo: deps upstream
+# examples/ on the lab's real node: the chart's operator as a pod, the
+# pool's instances as pods, simulated providers, 500 messages submitted
+# through the pool's Service (see hack/demo.sh). Builds what is missing first
+# (upstream binaries, the release binary and the image: all cached).
+demo: deps upstream image
 	hack/demo.sh
 
+# Stops the demo's receivers, pods, node, control plane and namespace.
 demo-down:
-	-@kill $$(cat out/demo/operator.pid 2>/dev/null) 2>/dev/null || true
-	SENDFLEET_NO_NETNS=1 target/debug/sendfleet-lab down --dir out/lab
+	hack/demo.sh --down
 
 bench: deps $(AREA_BENCHES)

@@ -1,84 +1,195 @@
 #!/usr/bin/env bash
-# make demo: the operator on a real local control plane, driven as a user
+# make demo: sendfleet on a real single-node Kubernetes, driven as a user
 # would drive it. Everything runs inside the lab's own network namespace
-# (sendfleet-lab): nothing is sent outside this machine.
+# (sendfleet-lab): egress addresses, providers and pods exist only there, and
+# nothing is sent outside this machine.
 #
 #   1. render examples/ offline (what a GitOps reviewer sees)
-#   2. start etcd + kube-apiserver + kube-controller-manager (crates/lab)
-#   3. install the Helm chart (CRDs, RBAC, ServiceAccount, Deployment)
-#   4. run the operator with the chart's ServiceAccount token
-#   5. apply examples/ and show what the operator made of them
+#   2. start the lab: etcd, kube-apiserver, kube-controller-manager,
+#      kube-scheduler, kube-proxy, kubelet + containerd + runc (crates/lab)
+#   3. import the sendfleet image `make image` built
+#   4. start two simulated providers (Postfix receivers), add the example
+#      pool's egress addresses to the namespace
+#   5. helm install the chart: the operator runs as a real pod
+#   6. kubectl apply -f examples/ (+ the demo's relay routes to its providers)
+#   7. submit 500 messages from a pod through the pool's Service (kube-proxy)
+#   8. show pools, conditions, instances and what the providers received
 #
-# `make demo-down` stops it all.
+# Expects the upstream binaries and the image to be built (`make demo` does
+# that first). A second run tears the previous lab down first.
+# `make demo-down` (hack/demo.sh --down) stops it all.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 LAB_DIR=${LAB_DIR:-out/lab}
-NS=sendfleet-system
-t0=$(date +%s)
-lab() { SENDFLEET_NO_NETNS=1 target/debug/sendfleet-lab "$@"; }
-inlab() { lab exec --dir "$LAB_DIR" -- "$@"; }
-step() { printf '\n\033[1m== %s\033[0m (%ss)\n' "$*" "$(( $(date +%s) - t0 ))"; }
+NS=mail
+OP_NS=sendfleet-system
+POOL=outbound
+IMAGE=localhost/sendfleet:dev
+# Simulated providers: name, address, domains, access rules (KEY=REPLY).
+PROVIDER_A=198.51.100.10
+PROVIDER_B=198.51.100.20
+# What the demo submits: 250 + 230 messages accepted, 20 to a domain whose
+# provider answers 450 (deferred, retried later: visible in the status).
+N_A=250 N_B=230 N_BUSY=20
+SUBMITTED=$((N_A + N_B + N_BUSY))
+EXPECTED=$((N_A + N_B))
 
-step "build"
+LAB=target/debug/sendfleet-lab
+lab() { SENDFLEET_NO_NETNS=1 "$LAB" "$@"; }
+inlab() { lab exec --dir "$LAB_DIR" -- "$@"; }
+kc() { inlab kubectl "$@"; }
+t0=$(date +%s.%N)
+# Seconds from $1 to $2 (default: the demo's start to now), one decimal.
+span() { awk -v a="$1" -v b="${2:-$(date +%s.%N)}" 'BEGIN { printf "%.1f", b - a }'; }
+since() { span "${1:-$t0}"; }
+step() { printf '\n\033[1m== %s\033[0m (%ss)\n' "$*" "$(since)"; }
+die() {
+  echo "demo: $*" >&2
+  echo "--- diagnostics" >&2
+  kc get pods -A -o wide >&2 || true
+  kc describe pods -n "$NS" 2>&1 | tail -60 >&2 || true
+  kc get sendingpool -n "$NS" -o yaml 2>&1 | tail -60 >&2 || true
+  kc logs -n "$OP_NS" deploy/sendfleet --tail=30 >&2 || true
+  exit 1
+}
+
+if [[ ${1:-} == --down ]]; then
+  [[ -x $LAB ]] || cargo build -q -p sendfleet-lab --bin sendfleet-lab
+  lab down --dir "$LAB_DIR"
+  exit 0
+fi
+[[ $(id -u) -eq 0 ]] || { echo "make demo needs root (network namespace, containerd, Postfix)" >&2; exit 1; }
+
+step "build (cached when nothing changed)"
 cargo build -q -p sendfleet-lab --bin sendfleet-lab
 cargo build -q --bin sendfleet
+archive=$(hack/build-image.sh --print | sed -n 's/^image=//p') ||
+  { echo "demo: no image for target/release/sendfleet: run \`make image\` (make demo does)" >&2; exit 1; }
+echo "  image archive $archive"
 
-step "sendfleet render -f examples/*.yaml --out out/demo/render"
+step "sendfleet render -f examples/*.yaml --out out/demo/render (offline)"
 target/debug/sendfleet render -f examples/*.yaml --out out/demo/render
 grep -E '^(kind|  name):' out/demo/render/objects.yaml | paste - - | awk '{printf "  %-20s %s\n", $2, $4}'
 
-step "start the control plane (inside network namespace sendfleet-lab)"
+step "previous lab down (if any)"
 lab down --dir "$LAB_DIR" >/dev/null 2>&1 || true
-lab up --dir "$LAB_DIR" ${LAB_UP_FLAGS:-}
 
-step "helm install sendfleet charts/sendfleet"
-# No kubelet in this demo: the chart's Deployment is scaled to zero and the
-# operator runs below as a process, authenticated as the chart's
-# ServiceAccount (so it has exactly the chart's RBAC, not admin).
-inlab helm upgrade --install sendfleet charts/sendfleet --namespace "$NS" --create-namespace \
-  --set replicaCount=0 --wait=false
-inlab kubectl get crd -l app.kubernetes.io/part-of=sendfleet 2>/dev/null || inlab kubectl get crd
+t_lab=$(date +%s.%N)
+step "start the lab with a node (inside network namespace sendfleet-lab)"
+lab up --dir "$LAB_DIR" --node
+netns=$(sed -n "s/^export SENDFLEET_LAB_NETNS='\(.*\)'$/\1/p" "$LAB_DIR/env")
+lab import --dir "$LAB_DIR" --base-name localhost/sendfleet "$archive" >/dev/null
+echo "  imported $IMAGE into the node's containerd"
+# The examples' pool has no storageClassName: the lab's local volumes serve
+# as the cluster default, as a cloud's default class would.
+kc annotate storageclass lab-local storageclass.kubernetes.io/is-default-class=true --overwrite >/dev/null
 
-step "run sendfleet operator as ServiceAccount $NS/sendfleet"
-sa=$(inlab kubectl -n "$NS" get serviceaccount -o jsonpath='{.items[?(@.metadata.name!="default")].metadata.name}' | awk '{print $1}')
-token=$(inlab kubectl -n "$NS" create token "$sa" --duration=2h)
-server=$(awk -F'"' '/server:/{print $0}' "$LAB_DIR/kubeconfig" | awk '{print $2}')
-mkdir -p out/demo
-cat > out/demo/operator.kubeconfig <<KC
-apiVersion: v1
-kind: Config
-clusters: [{name: lab, cluster: {server: $server, certificate-authority-data: $(awk '/certificate-authority-data/{print $2}' "$LAB_DIR/kubeconfig")}}]
-users: [{name: operator, user: {token: $token}}]
-contexts: [{name: lab, context: {cluster: lab, user: operator}}]
-current-context: lab
-KC
-pkill -f "sendfleet operator --lease-name sendfleet-demo" 2>/dev/null || true
-KUBECONFIG=$PWD/out/demo/operator.kubeconfig POD_NAMESPACE=$NS POD_NAME=demo \
-  nohup ip netns exec sendfleet-lab target/debug/sendfleet operator --lease-name sendfleet-demo \
-  --metrics-addr 127.0.0.1:18080 --dns-server 127.0.0.1:9 --instance-image localhost/sendfleet:dev \
-  > out/demo/operator.log 2>&1 &
-echo $! > out/demo/operator.pid
-echo "  operator pid $(cat out/demo/operator.pid), log out/demo/operator.log"
-
-step "kubectl apply -f examples/"
-inlab kubectl create namespace mail --dry-run=client -o yaml | inlab kubectl apply -f - >/dev/null
-inlab kubectl apply -f examples/
-for i in $(seq 1 60); do
-  n=$(inlab kubectl -n mail get statefulsets -o name 2>/dev/null | wc -l)
-  [ "$n" -ge 3 ] && break
-  sleep 1
+step "egress addresses of examples/sendingpool.yaml and two simulated providers"
+# hostNetwork instances bind their egress address: here it lives on the lab
+# namespace's lo (on a real node it would be on the node's interface).
+for a in $(sed -n 's/^ *address: *\([0-9.]*\)$/\1/p' examples/sendingpool.yaml); do
+  ip -n "$netns" addr add "$a/32" dev lo 2>/dev/null || true
+  echo "  $a on lo of $netns"
 done
-sleep 2
+lab receiver start --dir "$LAB_DIR" --name provider-a --addr $PROVIDER_A --domain example.net
+lab receiver start --dir "$LAB_DIR" --name provider-b --addr $PROVIDER_B --domain example.org \
+  --domain busy.example.org --access 'busy.example.org=450 4.7.1 rate limited, try again later'
 
-step "kubectl get sendingpools,domainpolicies,warmupplans -n mail"
-inlab kubectl get sendingpools,domainpolicies,warmupplans -n mail
-step "objects the operator created"
-inlab kubectl get statefulsets,configmaps,services,endpointslices,poddisruptionbudgets,serviceaccounts,secrets -n mail -l sendfleet.io/pool=outbound
-step "conditions of SendingPool mail/outbound"
-inlab kubectl get sendingpool outbound -n mail -o jsonpath='{range .status.conditions[*]}{.type}{"\t"}{.status}{"\t"}{.reason}{"\t"}{.message}{"\n"}{end}' | column -t -s $'\t'
-step "transport map rendered for mail/outbound/mta1"
-inlab kubectl get configmap outbound-mta1 -n mail -o jsonpath='{.data.transport}' | grep -v '^#'
+t_helm=$(date +%s.%N)
+step "helm install sendfleet charts/sendfleet (the operator as a pod)"
+# Short poll intervals so the status follows within seconds; the DNS checks
+# ask the pod's own discard port (no DNS in the lab), so they fail fast.
+inlab helm upgrade --install sendfleet charts/sendfleet --namespace "$OP_NS" --create-namespace \
+  --set image.registry=localhost --set image.repository=sendfleet --set image.tag=dev \
+  --set operator.agentPollInterval=2s --set operator.resyncInterval=10s \
+  --set operator.logFormat=text --set 'operator.dnsServers={127.0.0.1:9}' \
+  >/dev/null 2> >(grep -v 'unrecognized format' >&2)
+kc -n "$OP_NS" rollout status deployment/sendfleet --timeout=180s || die "the operator pod did not become ready"
+kc -n "$OP_NS" get pods -o wide
+
+step "kubectl apply -f examples/ -f hack/demo/providers.yaml"
+kc create namespace "$NS" --dry-run=client -o yaml | kc apply -f - >/dev/null
+kc apply -f examples/ -f hack/demo/providers.yaml
+
+step "waiting for the pool's three instances (StatefulSet pods, hostNetwork)"
+ready=""
+for _ in $(seq 1 360); do
+  ready=$(kc get sendingpool "$POOL" -n "$NS" -o jsonpath='{.status.readyInstances}' 2>/dev/null || true)
+  [[ $ready == 3/3 ]] && break
+  sleep 0.5
+done
+[[ $ready == 3/3 ]] || die "pool $NS/$POOL not ready after 180 s (readyInstances=$ready)"
+t_ready=$(date +%s.%N)
+kc get pods -n "$NS" -o wide
+
+step "submit $SUBMITTED messages from a pod through Service $NS/$POOL (kube-proxy)"
+svc=$(kc get service "$POOL" -n "$NS" -o jsonpath='{.spec.clusterIP}:{.spec.ports[0].port}')
+echo "  pod network 10.244.0.0/24 -> $svc -> EndpointSlice -> the instances' egress addresses"
+kc delete pod submit -n "$NS" --ignore-not-found --wait=true >/dev/null
+t_send=$(date +%s.%N)
+kc run submit -n "$NS" --image="$IMAGE" --image-pull-policy=Never --restart=Never --command -- sh -c "
+  set -e
+  /usr/sbin/smtp-source -N -m $N_A -s 10 -f app@mail.example.com -t news@example.net $svc & a=\$!
+  /usr/sbin/smtp-source -N -m $N_B -s 10 -f app@mail.example.com -t signup@example.org $svc & b=\$!
+  /usr/sbin/smtp-source -N -m $N_BUSY -s 2 -f app@mail.example.com -t offer@busy.example.org $svc & c=\$!
+  wait \$a; wait \$b; wait \$c
+  echo submitted $SUBMITTED messages to $svc" >/dev/null
+phase=""
+for _ in $(seq 1 240); do
+  phase=$(kc get pod submit -n "$NS" -o jsonpath='{.status.phase}' 2>/dev/null || true)
+  [[ $phase == Succeeded || $phase == Failed ]] && break
+  sleep 0.5
+done
+kc logs submit -n "$NS" | sed 's/^/  submit: /'
+[[ $phase == Succeeded ]] || die "the submitting pod ended $phase"
+
+step "waiting until the providers accepted $EXPECTED messages"
+got=0
+for _ in $(seq 1 240); do
+  got=$(lab receiver status --dir "$LAB_DIR" --total)
+  ((got >= EXPECTED)) && break
+  sleep 0.5
+done
+t_done=$(date +%s.%N)
+((got >= EXPECTED)) || die "only $got of $EXPECTED messages reached the providers after 120 s"
+delivered_line="delivered $got messages in $(since "$t_helm") s from helm install ($(since "$t_send") s after submitting; lab start to delivered $(since "$t_lab") s)"
+echo "  $delivered_line"
+
+# The operator polls each agent every 2 s: wait until the pool's status
+# counts what the providers counted.
+for _ in $(seq 1 60); do
+  sent=$(kc get sendingpool "$POOL" -n "$NS" -o jsonpath='{range .status.instances[*]}{.deliveries.sent}{"\n"}{end}' |
+    awk '{s+=$1} END {print s+0}')
+  ((sent >= got)) && break
+  sleep 0.5
+done
+
+# The agents scan their queues every 30 s: wait for the 20 held by the busy
+# provider to show in the status (not part of the delivery timing).
+for _ in $(seq 1 90); do
+  q=$(kc get sendingpool "$POOL" -n "$NS" -o jsonpath='{.status.deferredMessages}' 2>/dev/null || true)
+  [[ $q == "$N_BUSY" ]] && break
+  sleep 0.5
+done
+
+step "kubectl get sendingpools,domainpolicies,warmupplans -n $NS"
+kc get sendingpools,domainpolicies,warmupplans -n "$NS"
+step "conditions of SendingPool $NS/$POOL"
+kc get sendingpool "$POOL" -n "$NS" \
+  -o jsonpath='{range .status.conditions[*]}{.type}{"\t"}{.status}{"\t"}{.reason}{"\t"}{.message}{"\n"}{end}' |
+  column -t -s $'\t'
+step "instances of SendingPool $NS/$POOL (status, as the operator sees them)"
+{
+  printf 'INSTANCE\tADDRESS\tPHASE\tWEIGHT\tSENT\tDEFERRED\tBOUNCED\tQUEUED(DEFERRED)\tWARM-UP(SENT TODAY/CAP)\n'
+  kc get sendingpool "$POOL" -n "$NS" -o jsonpath='{range .status.instances[*]}{.name}{"\t"}{.address}{"\t"}{.phase}{"\t"}{.weight}{"\t"}{.deliveries.sent}{"\t"}{.deliveries.deferred}{"\t"}{.deliveries.bounced}{"\t"}{.queue.deferred}{"\t"}{.warmup.sentToday}/{.warmup.dailyCap}{"\n"}{end}'
+} | column -t -s $'\t'
+step "what the simulated providers received (their own logs)"
+lab receiver status --dir "$LAB_DIR"
+
 echo
-echo "The lab keeps running: KUBECONFIG=$LAB_DIR/kubeconfig, enter it with"
-echo "  target/debug/sendfleet-lab exec --dir $LAB_DIR -- kubectl get sendingpools -A"
-echo "Stop everything with: make demo-down   (total $(( $(date +%s) - t0 ))s)"
+printf '\033[1m%s\033[0m\n' "$delivered_line"
+echo "  (lab up + image import + providers $(span "$t_lab" "$t_helm") s; helm install -> pool 3/3 Ready $(span "$t_helm" "$t_ready") s; submit -> delivered $(span "$t_send" "$t_done") s)"
+echo
+echo "The lab keeps running. Look around with"
+echo "  $LAB exec --dir $LAB_DIR -- kubectl get sendingpools -A"
+echo "Stop everything with: make demo-down   (this run took $(since) s)"
