@@ -290,8 +290,12 @@ fn rate_limits_engage_the_slow_down_and_it_recovers_step_by_step() {
     let strict = "smtpd_client_message_rate_limit = 10\nanvil_rate_time_unit = 5s\n";
     reconfigure_receiver(&rcv, |m| m + strict);
     let members = [("slow-a", SLOW_A)];
-    let a =
-        Agent::start(&instance_config("slow-a", SLOW_A, &members, &rendered, "busy.test"), &[("busy.test", SLOW_RCV)]);
+    let mut cfg = instance_config("slow-a", SLOW_A, &members, &rendered, "busy.test");
+    // A cached SMTP connection would keep talking to the receiver's strict
+    // smtpd process long after its reload; one connection per message lets
+    // the relaxed limits apply at once.
+    cfg.extra_main.push_str("smtp_connection_cache_on_demand = no\n");
+    let a = Agent::start(&cfg, &[("busy.test", SLOW_RCV)]);
 
     // 4 messages a second, distinct recipients, for the whole test.
     let stop = Arc::new(AtomicBool::new(false));
@@ -327,11 +331,14 @@ fn rate_limits_engage_the_slow_down_and_it_recovers_step_by_step() {
     // Mail already handed to the normal transport, and the receiver's
     // current 5 s window, may still defer a few; then it stops.
     std::thread::sleep(Duration::from_secs(6).saturating_sub(engaged.elapsed()));
-    let d1 = deferred(&a);
-    std::thread::sleep(Duration::from_secs(14).saturating_sub(engaged.elapsed()));
-    let d2 = deferred(&a);
+    let (d1, n1, t1) = (deferred(&a), rcv.deliveries().to_domain("busy.test"), Instant::now());
+    std::thread::sleep(Duration::from_secs(11).saturating_sub(engaged.elapsed()));
+    let (d2, n2) = (deferred(&a), rcv.deliveries().to_domain("busy.test"));
     assert!(d2 - d1 <= 1, "deferrals kept coming while slowed: {d1} -> {d2} (before engaging: {before})");
     assert_eq!(a.status().adaptive.slow_downs[0].level, 4, "stepped down while the receiver still limits");
+    // Fully slowed, everything takes the slow transport (60/min).
+    let r4 = (n2 - n1) as f64 / t1.elapsed().as_secs_f64();
+    assert!(r4 > 0.5 && r4 < 1.5, "slow transport at {r4:.2}/s, expected about 1/s");
 
     // The receiver relaxes: the level steps down one quiet interval at a time.
     reconfigure_receiver(&rcv, |m| m.replace(strict, ""));
@@ -350,7 +357,8 @@ fn rate_limits_engage_the_slow_down_and_it_recovers_step_by_step() {
     stop.store(true, Ordering::Relaxed);
     feeder.join().unwrap();
 
-    // Levels seen, in order, each once: 4, 3, 2, 1, then none.
+    // Levels seen, in order, each once: 4, 3, 2, 1, then none (the first
+    // step may come before the first sample).
     let mut seen: Vec<Option<u32>> = vec![];
     let mut first_at: BTreeMap<Option<u32>, (Duration, usize)> = BTreeMap::new();
     for (t, l, n) in &samples {
@@ -359,7 +367,10 @@ fn rate_limits_engage_the_slow_down_and_it_recovers_step_by_step() {
             first_at.insert(*l, (*t, *n));
         }
     }
-    assert_eq!(seen, vec![Some(4), Some(3), Some(2), Some(1), None], "{samples:?}");
+    if seen.first() == Some(&Some(4)) {
+        seen.remove(0);
+    }
+    assert_eq!(seen, vec![Some(3), Some(2), Some(1), None], "{samples:?}");
     // One step per quiet interval (15 s), give or take the sampling.
     for (hi, lo) in [(3, 2), (2, 1)] {
         let gap = first_at[&Some(lo)].0 - first_at[&Some(hi)].0;
@@ -371,7 +382,7 @@ fn rate_limits_engage_the_slow_down_and_it_recovers_step_by_step() {
         let (t1, n1) = first_at[&to];
         (n1 - n0) as f64 / (t1 - t0).as_secs_f64()
     };
-    let (r4, r3, r1) = (rate(Some(4), Some(3)), rate(Some(3), Some(2)), rate(Some(1), None));
+    let (r3, r1) = (rate(Some(3), Some(2)), rate(Some(1), None));
     assert!(r1 > r3 && r3 > r4 + 0.25 && r1 > 2.0 * r4, "rates per level: 4: {r4:.2}/s, 3: {r3:.2}/s, 1: {r1:.2}/s");
     let log = a.stdout();
     assert!(!lines_with(&log, &["postfix/dp-dp-slow/smtp[", "@busy.test>", "status=sent"]).is_empty());
