@@ -189,8 +189,10 @@ fn answer(payload: &[u8], state: &State, counters: &mut Counters) -> Reply {
     };
     counters.inc(state, d.kind(), reason);
     if !matches!(d, Decision::NotFound(_)) {
-        // Only bare domains reach a non-NOTFOUND decision, so logging the key is safe.
-        tracing::debug!(domain = key, decision = d.kind(), reason, "transport lookup");
+        // Postfix asks with full recipient addresses: log the domain part
+        // only, never the local part.
+        let domain = key.rsplit_once('@').map_or(key, |(_, d)| d);
+        tracing::debug!(domain, decision = d.kind(), reason, "transport lookup");
     }
     d.reply()
 }
