@@ -18,9 +18,9 @@ mod operator_support;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use agent_support::{add_addr, require_postfix, Receiver};
+use agent_support::{add_addr, require_postfix};
 use operator_support::{get_json, repo, wait_for};
-use sendfleet_lab::ControlPlane;
+use sendfleet_lab::{ControlPlane, Receiver};
 
 const NS: &str = "mail-chart";
 const OP_NS: &str = "sendfleet-system";
@@ -94,7 +94,7 @@ fn chart_operator_pod_reconciles_a_pool_that_delivers() {
     cp.import_image(&archive, Some("localhost/sendfleet")).expect("importing the sendfleet image");
     let t_lab = t0.elapsed();
     add_addr(EGRESS);
-    let provider = Receiver::start("e2e-chart-provider", PROVIDER, &["chart.test"], &[]);
+    let provider = Receiver::start_temp("e2e-chart-provider", PROVIDER, &["chart.test"], &[]).expect("provider");
 
     let t = Instant::now();
     let mut helm = cp.helm();

@@ -3,10 +3,11 @@
 //! containerd and runc, reconciled by `sendfleet operator` (a process on the
 //! lab side, as its ServiceAccount — see tests/operator_support), with queues
 //! on the lab's local PersistentVolumes, hostNetwork egress addresses, and
-//! real Postfix receivers standing in for providers.
+//! real Postfix receivers standing in for providers (the lab's
+//! `Receiver`, which `make demo` uses too).
 //!
 //! Everything runs inside the test's own network namespace (hack/netns-run):
-//! node IP 10.250.0.1, egress 10.250.0.11-13, providers 10.250.0.50/.51 —
+//! node IP 10.250.0.1, egress 10.250.0.11-15, providers 10.250.0.50/.51 —
 //! all on that namespace's `lo`. This file must never reach an address
 //! outside it, and never skips: a missing image or tool is a panic saying
 //! what to run.
@@ -21,9 +22,9 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use agent_support::{add_addr, require_postfix, Receiver};
+use agent_support::{add_addr, require_postfix};
 use operator_support::{control_plane, get_json, wait_for, Operator};
-use sendfleet_lab::ControlPlane;
+use sendfleet_lab::{ControlPlane, Receiver};
 
 const NS: &str = "mail-e2e";
 const POOL: &str = "e2e";
@@ -160,7 +161,9 @@ fn lab() -> Lab {
         let archive = e2e_support::image_archive();
         let cp = control_plane(true);
         let t_cp = t0.elapsed();
-        let node = cp.ensure_node(4).expect("lab node");
+        // One volume per instance: 3 for the pool, one each for the two
+        // pools that cannot start.
+        let node = cp.ensure_node(5).expect("lab node");
         let t_node = t0.elapsed();
         let t = Instant::now();
         cp.import_image(&archive, Some(IMAGE_BASE)).expect("importing the sendfleet image into the node's containerd");
@@ -170,9 +173,14 @@ fn lab() -> Lab {
         for (_, addr) in EGRESS {
             add_addr(addr);
         }
-        let provider = Receiver::start("e2e-provider", PROVIDER, &["provider.test"], &[]);
-        let slow =
-            Receiver::start("e2e-slow", SLOW_PROVIDER, &["slow.test"], &[("slow.test", "450 4.7.1 try again later")]);
+        let provider = Receiver::start_temp("e2e-provider", PROVIDER, &["provider.test"], &[]).expect("provider");
+        let slow = Receiver::start_temp(
+            "e2e-slow",
+            SLOW_PROVIDER,
+            &["slow.test"],
+            &[("slow.test", "450 4.7.1 try again later")],
+        )
+        .expect("slow provider");
         let operator = Operator::start_with(cp, "e2e", &["--resync-interval", "10s", "--agent-poll-interval", "2s"]);
         let t = Instant::now();
         cp.apply(&pool_yaml()).expect("applying the pool");
@@ -218,6 +226,7 @@ fn pool_on_the_real_node_end_to_end() {
     policy_change_reaches_running_pods_without_restart(&lab);
     deleted_pod_comes_back_on_its_volume_and_delivers_its_deferred_mail(&lab);
     pod_that_cannot_start_is_reported_in_the_pool_conditions(&lab);
+    instance_whose_port_is_taken_is_reported_with_the_cause(&lab);
 }
 
 fn pool_status(cp: &ControlPlane, pool: &str) -> serde_json::Value {
@@ -344,6 +353,67 @@ spec:
     cp.kubectl_run(&["delete", "sendingpool", "-n", NS, "broken", "--wait=false"]).expect("deleting the broken pool");
 }
 
+/// An instance whose submission port is already taken on its egress address
+/// (another process on the node bound it first): Postfix cannot bind, the
+/// container crash-loops, and the pool's Degraded condition names the
+/// instance and Postfix's own reason. Once the port is free the same pod
+/// comes up and the condition clears: the port was the cause.
+fn instance_whose_port_is_taken_is_reported_with_the_cause(lab: &Lab) {
+    let cp = lab.cp;
+    const ADDR: &str = "10.250.0.15";
+    add_addr(ADDR);
+    // hostNetwork pods share this namespace: this listener is "another
+    // process on the node" as far as the instance is concerned.
+    let squatter = std::net::TcpListener::bind((ADDR, 587)).expect("binding 10.250.0.15:587 before the instance");
+    let yaml = format!(
+        r#"apiVersion: sendfleet.io/v1alpha1
+kind: SendingPool
+metadata: {{name: taken, namespace: {NS}}}
+spec:
+  egressIPs:
+    - {{name: mta8, address: {ADDR}, heloName: mta8.e2e.test}}
+  egress: {{mode: HostNetwork}}
+  image: {IMAGE}
+  queue: {{size: 1Gi, storageClassName: {sc}}}
+  submission: {{port: 587, allowedCIDRs: ["10.250.0.0/24"]}}
+"#,
+        sc = sendfleet_lab::STORAGE_CLASS
+    );
+    let t0 = Instant::now();
+    cp.apply(&yaml).expect("applying the pool whose port is taken");
+    let (degraded, instance) =
+        wait_for("the pool's Degraded condition naming mta8 and the bind failure", Duration::from_secs(180), || {
+            let st = pool_status(cp, "taken");
+            let conds = st["conditions"].as_array()?.clone();
+            let degraded = conds.iter().find(|c| c["type"] == "Degraded" && c["status"] == "True")?;
+            let ready = conds.iter().find(|c| c["type"] == "Ready")?;
+            let m = degraded["message"].as_str().unwrap_or("");
+            let inst = st["instances"].as_array()?.iter().find(|i| i["name"] == "mta8")?.clone();
+            (ready["status"] == "False"
+                && m.contains("mta8:")
+                && m.contains("Address already in use")
+                && m.contains("587")
+                && inst["phase"] == "Failed"
+                && inst["message"].as_str().is_some_and(|im| im.contains("Address already in use")))
+            .then(|| (format!("{}: {m}", degraded["reason"].as_str().unwrap_or("")), inst["message"].clone()))
+        });
+    let t_reported = t0.elapsed();
+    assert!(degraded.starts_with("InstanceFailing: "), "{degraded}");
+    eprintln!(
+        "e2e port taken: reported in {:.1}s as Degraded {degraded}; instance message {instance}",
+        t_reported.as_secs_f64()
+    );
+    drop(squatter);
+    wait_for("the pool taken Ready and no longer Degraded once 587 is free", Duration::from_secs(180), || {
+        let st = pool_status(cp, "taken");
+        let conds = st["conditions"].as_array()?.clone();
+        let ok = |t: &str, s: &str| conds.iter().any(|c| c["type"] == t && c["status"] == s);
+        (st["readyInstances"] == "1/1" && ok("Ready", "True") && ok("Degraded", "False")).then_some(())
+    });
+    eprintln!("e2e port taken: port freed -> pool Ready at {:.1}s", t0.elapsed().as_secs_f64());
+    cp.kubectl_run(&["delete", "sendingpool", "-n", NS, "taken", "--wait=false"]).expect("deleting the pool");
+}
+
 fn pool_of_three_runs_and_delivers_from_its_egress_addresses(lab: &Lab) {
     let cp = lab.cp;
     let p = pods(cp);
@@ -467,8 +537,7 @@ fn deleted_pod_comes_back_on_its_volume_and_delivers_its_deferred_mail(lab: &Lab
     });
 
     // The provider now accepts.
-    std::fs::write(lab.slow.dir.join("access"), "").unwrap();
-    agent_support::postfix(&lab.slow.dir, "reload");
+    lab.slow.set_access(&[]).expect("the slow provider accepting again");
     let t1 = Instant::now();
     wait_for("200 deliveries at the slow provider", Duration::from_secs(120), || {
         (lab.slow.deliveries().to_domain("slow.test") >= N).then_some(())
