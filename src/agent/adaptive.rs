@@ -314,7 +314,13 @@ impl Adaptive {
         if self.is_excluded(&rule.name) {
             // Peers that excluded themselves for the rule reach us through
             // the operator as `excluded_rules`.
-            let peers: Vec<_> = policy.peers_in_rotation().filter(|p| !p.excluded_rules.contains(&rule.name)).collect();
+            let mut peers: Vec<_> =
+                policy.peers_in_rotation().filter(|p| !p.excluded_rules.contains(&rule.name)).collect();
+            // As in `decide`: a peer sends relayed mail without its own cap,
+            // so warm peers first.
+            if peers.iter().any(|p| p.daily_cap.is_none()) {
+                peers.retain(|p| p.daily_cap.is_none());
+            }
             return match pick_weighted(&peers, seq) {
                 Some(p) => Decision::Peer {
                     rule: Some(rule.name.clone()),
@@ -438,6 +444,9 @@ mod tests {
         );
         assert!(a.is_dirty());
         let mut p2 = p.clone();
+        p2.instances[1].daily_cap = Some(50);
+        assert!(matches!(a.overlay(&p2, normal(), "u@big.test", 0), Decision::Peer { ref peer, .. } if peer == "c"));
+        p2.instances[1].daily_cap = None;
         p2.instances[1].excluded_rules = vec!["big".into()];
         for seq in 0..4 {
             match a.overlay(&p2, normal(), "u@big.test", seq) {
