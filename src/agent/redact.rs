@@ -84,17 +84,24 @@ impl Redactor {
     /// seen once, like message-ids, which would only churn it).
     fn hash_local_cached(&mut self, address: &[u8], cache: bool, out: &mut Vec<u8>) {
         out.extend_from_slice(PREFIX);
+        if !cache {
+            // Looking a token seen once up would only cost a cache miss in a
+            // large table; the hash is the same either way.
+            out.extend_from_slice(&self.hex(address));
+            return;
+        }
         if let Some(h) = self.cache.get(address) {
             out.extend_from_slice(h);
             return;
         }
         let h = self.hex(address);
-        if !cache {
-            out.extend_from_slice(&h);
-            return;
-        }
         if self.cache.len() >= CACHE_MAX {
             self.cache.clear();
+        }
+        if self.cache.capacity() == 0 {
+            // Sized once for the bound instead of growing (and rehashing)
+            // through every power of two on a busy instance.
+            self.cache.reserve(CACHE_MAX);
         }
         self.cache.insert(address.into(), h);
         out.extend_from_slice(&h);

@@ -5,6 +5,8 @@
 //! itself use; order matters (a TLS failure that also times out is a TLS
 //! failure). Pure; never allocates more than one lowercase copy of the text.
 
+use std::sync::OnceLock;
+
 use memchr::memmem;
 use sendfleet_render::contract::ResponseCategory;
 use sendfleet_render::responses::ORDER;
@@ -21,16 +23,29 @@ pub fn classify(status: Status, dsn: &[u8], response: &[u8]) -> ResponseCategory
     let text = response.to_ascii_lowercase();
     // DSN subject/detail: x.2.2 mailbox full, x.1.1 bad mailbox, x.7.28 rate, ...
     let detail = dsn.get(1..).unwrap_or(b"");
-    for (category, evidence) in ORDER {
+    let (finders, reply_421) = finders();
+    for ((category, evidence), phrases) in ORDER.iter().zip(finders) {
+        let category = *category;
         let found = evidence.details.iter().any(|d| d.as_bytes() == detail)
-            || evidence.phrases.iter().any(|w| memmem::find(&text, w.as_bytes()).is_some())
+            || phrases.iter().any(|f| f.find(&text).is_some())
             || (category == ResponseCategory::RateLimit
-                && (memmem::find(&text, b" 421").is_some() || text.starts_with(b"421")));
+                && (reply_421.find(&text).is_some() || text.starts_with(b"421")));
         if found {
             return category;
         }
     }
     ResponseCategory::Other
+}
+
+/// The phrase searchers, built once: building a searcher costs more than
+/// running it on one response, and deferral bursts classify every line.
+fn finders() -> &'static (Vec<Vec<memmem::Finder<'static>>>, memmem::Finder<'static>) {
+    static FINDERS: OnceLock<(Vec<Vec<memmem::Finder<'static>>>, memmem::Finder<'static>)> = OnceLock::new();
+    FINDERS.get_or_init(|| {
+        let per_category =
+            ORDER.iter().map(|(_, e)| e.phrases.iter().map(|p| memmem::Finder::new(p.as_bytes())).collect()).collect();
+        (per_category, memmem::Finder::new(b" 421"))
+    })
 }
 
 #[cfg(test)]

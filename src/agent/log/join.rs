@@ -11,11 +11,13 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
 
 use sendfleet_render::contract::ResponseCategory;
 
 use super::classify::classify;
 use super::parse::{domain_of, Delivery, Event, Line, Status};
+use crate::agent::redact::Fnv;
 
 /// Queue ids remembered at most (a deferred queue of this size is already an incident).
 pub const MAX_TRACKED: usize = 500_000;
@@ -48,10 +50,15 @@ struct Pending {
     seq: u64,
 }
 
+/// Queue ids are Postfix's own (not chosen by a sender) and the map is
+/// bounded, so a fast non-keyed hash is enough; `removed` looks one up for
+/// every message.
+type QidMap = HashMap<Box<[u8]>, Pending, BuildHasherDefault<Fnv>>;
+
 /// The join state.
 #[derive(Default)]
 pub struct Tracker {
-    by_qid: HashMap<Box<[u8]>, Pending>,
+    by_qid: QidMap,
     seq: u64,
     /// Messages that entered the active queue for the first time (inflow).
     pub received: u64,
@@ -74,13 +81,16 @@ impl Tracker {
         match &line.event {
             Event::Delivery(d) => {
                 let domain = domain_cow(d.to);
-                let key = rcpt_key(d.to);
                 if d.status == Status::Deferred {
+                    let key = rcpt_key(d.to);
                     let p = self.entry(qid);
                     if !p.rcpts.iter().any(|(_, k)| *k == key) {
                         p.rcpts.push((domain.to_string(), key));
                     }
+                } else if self.by_qid.is_empty() {
+                    // Nothing deferred anywhere: the common case.
                 } else if let Some(p) = self.by_qid.get_mut(qid) {
+                    let key = rcpt_key(d.to);
                     p.rcpts.retain(|(_, k)| *k != key);
                 }
                 emit(outcome_of(d, domain, line.service, line.program));
@@ -108,7 +118,9 @@ impl Tracker {
                 }
             }
             Event::Removed => {
-                self.by_qid.remove(qid);
+                if !self.by_qid.is_empty() {
+                    self.by_qid.remove(qid);
+                }
             }
             Event::Received | Event::PickedUp => {
                 self.received += 1;

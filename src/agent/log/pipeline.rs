@@ -67,6 +67,11 @@ fn rcpt_key(addr: &[u8]) -> u64 {
 }
 
 /// Run the pipeline from `input` to `output` until EOF.
+///
+/// Lines are taken in place from the read buffer (no copy per line; only a
+/// line split across two reads is assembled in `partial`). After each read's
+/// worth of lines the counts are published and the redacted text written, so
+/// log lines are timely without a write per line under load.
 pub async fn run<R, W>(input: R, mut output: W, state: Arc<State>, redactor: Redactor) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
@@ -74,31 +79,47 @@ where
 {
     let mut reader = BufReader::with_capacity(256 * 1024, input);
     let mut proc = Processor::new(state, redactor);
-    let mut line = Vec::with_capacity(1024);
-    let mut out = Vec::with_capacity(64 * 1024);
+    let mut partial: Vec<u8> = Vec::with_capacity(1024);
+    let mut out = Vec::with_capacity(512 * 1024);
     loop {
-        line.clear();
-        let n = reader.read_until(b'\n', &mut line).await?;
-        if n == 0 {
+        let buf = reader.fill_buf().await?;
+        if buf.is_empty() {
             break;
         }
-        if line.last() == Some(&b'\n') {
-            line.pop();
+        let mut rest = buf;
+        while let Some(nl) = memchr::memchr(b'\n', rest) {
+            let piece = &rest[..nl];
+            rest = &rest[nl + 1..];
+            if partial.is_empty() {
+                proc.line(&piece[..piece.len().min(MAX_LINE)], &mut out);
+            } else {
+                append_capped(&mut partial, piece);
+                proc.line(&partial, &mut out);
+                partial.clear();
+            }
         }
-        line.truncate(MAX_LINE);
-        proc.line(&line, &mut out);
-        // Flush when the input has nothing more buffered, so log lines are
-        // timely without a write per line under load.
-        if reader.buffer().is_empty() || out.len() > 32 * 1024 {
-            proc.publish();
-            output.write_all(&out).await?;
-            output.flush().await?;
-            out.clear();
-        }
+        append_capped(&mut partial, rest);
+        let n = buf.len();
+        reader.consume(n);
+        proc.publish();
+        output.write_all(&out).await?;
+        output.flush().await?;
+        out.clear();
+    }
+    if !partial.is_empty() {
+        // The last line had no newline.
+        proc.line(&partial, &mut out);
     }
     proc.publish();
     output.write_all(&out).await?;
     output.flush().await
+}
+
+/// Add `piece` to a line being assembled, keeping at most [`MAX_LINE`] bytes
+/// (the rest of an overlong line is dropped, as the parser would ignore it).
+fn append_capped(line: &mut Vec<u8>, piece: &[u8]) {
+    let room = MAX_LINE.saturating_sub(line.len());
+    line.extend_from_slice(&piece[..piece.len().min(room)]);
 }
 
 /// Forward a stream that is not the mail log (Postfix's stderr): redacted, uncounted.
@@ -129,4 +150,90 @@ pub fn spawn_stdin(state: Arc<State>, redactor: Redactor) {
             tracing::warn!(error = %e, "reading mail log from stdin");
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    use clap::Parser;
+    use tokio::io::ReadBuf;
+
+    use super::*;
+    use crate::agent::counters::Counters;
+    use crate::agent::AgentArgs;
+
+    /// Hands out its bytes a few at a time, as a pipe under load may.
+    struct Trickle(Vec<u8>, usize);
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<std::io::Result<()>> {
+            let n = self.1.min(self.0.len()).min(buf.remaining());
+            let chunk: Vec<u8> = self.0.drain(..n).collect();
+            buf.put_slice(&chunk);
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        args: AgentArgs,
+    }
+
+    fn state(dir: &std::path::Path) -> Arc<State> {
+        let args = Wrap::parse_from(["t", "--state-dir", dir.to_str().unwrap()]).args;
+        Arc::new(State::new(args, Counters::load(dir).unwrap()))
+    }
+
+    const LOG: &str = "\
+Nov 23 06:56:55 h postfix/qmgr[1]: ABCDE12345: from=<a@b.example>, size=354, nrcpt=1 (queue active)
+Nov 23 06:56:55 h postfix/smtp[2]: ABCDE12345: to=<bob@dest.test>, relay=x[1.2.3.4]:25, delay=1, delays=0/0/0/1, dsn=2.0.0, status=sent (250 ok)
+garbage
+Nov 23 06:56:55 h postfix/qmgr[1]: ABCDE12345: removed
+Nov 23 06:56:56 h postfix/smtp[2]: FEDCB54321: to=<carol@dest.test>, relay=x[1.2.3.4]:25, delay=1, delays=0/0/0/1, dsn=5.1.1, status=bounced (550 5.1.1 <carol@dest.test> unknown)";
+
+    #[tokio::test]
+    async fn lines_split_across_reads_are_whole_and_every_address_is_hashed() {
+        for chunk in [1, 7, 64, 100_000] {
+            let dir = tempfile::tempdir().unwrap();
+            let st = state(dir.path());
+            let red = Redactor::new(b"0123456789abcdef0123");
+            let mut out = Vec::new();
+            run(Trickle(LOG.as_bytes().to_vec(), chunk), &mut out, st.clone(), red.clone()).await.unwrap();
+            // The same text as line-by-line redaction, with the last line
+            // (no newline in the input) terminated.
+            let mut want = Vec::new();
+            let mut r = red.clone();
+            for l in LOG.lines() {
+                r.redact_line(l.as_bytes(), &mut want);
+                want.push(b'\n');
+            }
+            assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&want), "chunk {chunk}");
+            let s = st.status();
+            assert_eq!((s.log.lines, s.log.malformed), (5, 1), "chunk {chunk}");
+            assert_eq!((s.counters.since_start.sent, s.counters.since_start.bounced), (1, 1), "chunk {chunk}");
+        }
+    }
+
+    #[tokio::test]
+    async fn overlong_lines_are_cut_not_split() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = state(dir.path());
+        let long = format!("Nov 23 06:56:55 h postfix/smtpd[5]: warning: {}", "x".repeat(3 * MAX_LINE));
+        let input = format!("{long}\nNov 23 06:56:55 h postfix/qmgr[1]: ABCDE12345: removed\n");
+        let mut out = Vec::new();
+        run(Trickle(input.into_bytes(), 10_000), &mut out, st.clone(), Redactor::new(b"0123456789abcdef0123"))
+            .await
+            .unwrap();
+        let lines: Vec<&[u8]> = out.split(|&b| b == b'\n').collect();
+        assert_eq!(lines.len(), 3, "two lines and the final newline");
+        assert_eq!(lines[0], &long.as_bytes()[..MAX_LINE]);
+        assert_eq!(st.status().log.lines, 2);
+    }
 }
