@@ -17,7 +17,6 @@
 
 #[allow(dead_code)]
 mod agent_support;
-#[allow(dead_code)]
 mod operator_support;
 
 use std::time::Duration;

@@ -81,6 +81,13 @@ impl FleetIndex {
     }
 }
 
+/// Each reporting instance's warm-up step, for the render's
+/// `Observed::warmup_day`: the caps the peers' policies show then match the
+/// steps the agents keep (peers prefer warm instances when they relay).
+pub fn warmup_steps(reports: &BTreeMap<String, AdaptiveStatus>) -> BTreeMap<String, u32> {
+    reports.iter().filter_map(|(i, a)| Some((i.clone(), a.warmup.as_ref()?.step))).collect()
+}
+
 /// The automatic exclusions still in force at `now`, keyed as the render's
 /// `Observed::exclusions` wants them: (rule = DomainPolicy name, instance).
 pub fn exclusions_in_force(reports: &BTreeMap<String, AdaptiveStatus>, now: u64) -> BTreeMap<(String, String), String> {
@@ -136,8 +143,9 @@ mod tests {
 
         // mta1 removed from the pool: forgotten.
         let r = idx.record(&key, &names[1..], &agents);
-        assert!(r.get("mta1").is_none());
+        assert!(!r.contains_key("mta1"));
         assert_eq!(idx.reports("mail", &["outbound".into()]).len(), 1);
+        assert_eq!(warmup_steps(&r), BTreeMap::new());
         idx.forget(&key);
         assert!(idx.reports("mail", &["outbound".into()]).is_empty());
     }

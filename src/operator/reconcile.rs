@@ -134,6 +134,7 @@ async fn reconcile_pool(pool: &SendingPool, ctx: &Context) -> Result<Action> {
     let observed = RenderObserved {
         quarantined: findings.quarantined.clone(),
         exclusions: super::fleet::exclusions_in_force(&adaptive, now_unix),
+        warmup_day: super::fleet::warmup_steps(&adaptive),
         ..RenderObserved::default()
     };
     let input = PoolInput { pool, policies: &policies, plan: plan.as_ref(), pools: &pools, observed: &observed };

@@ -299,14 +299,14 @@ pub fn derive(pool: &SendingPool, obs: &Observed<'_>, now: Timestamp) -> (Sendin
             observations.push(match &pool.spec.warmup_plan_ref {
                 None => Observation::new(types::WARMING_UP, FALSE, reasons::NO_PLAN, "the pool has no warm-up plan"),
                 Some(plan) => {
-                    // The agents know each IP's step; before they report,
-                    // every IP of a pool with a plan counts as warming.
-                    let warming: Vec<&str> = status
+                    // The agents know each IP's step; until one reports,
+                    // the rendered policy's cap (day 1 for a new IP) says.
+                    let warming: Vec<&str> = rp
                         .instances
                         .iter()
                         .filter(|i| match obs.agents.get(&i.name).and_then(|r| r.as_ref().ok()) {
                             Some(a) => a.adaptive.warmup.as_ref().is_some_and(|w| w.daily_cap.is_some()),
-                            None => i.warmup.is_some() || !old.instances.iter().any(|o| o.name == i.name),
+                            None => i.policy.this_instance().is_some_and(|p| p.daily_cap.is_some()),
                         })
                         .map(|i| i.name.as_str())
                         .collect();
