@@ -117,10 +117,8 @@ impl Tracker {
                     emit_one(domain);
                 }
             }
-            Event::Removed => {
-                if !self.by_qid.is_empty() {
-                    self.by_qid.remove(qid);
-                }
+            Event::Removed if !self.by_qid.is_empty() => {
+                self.by_qid.remove(qid);
             }
             Event::Received | Event::PickedUp => {
                 self.received += 1;

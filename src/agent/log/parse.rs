@@ -14,8 +14,6 @@
 //! any input (a property test feeds it arbitrary bytes) and never interpret
 //! an address beyond splitting off its domain.
 
-use memchr::memchr;
-
 /// A parsed line: prefix fields and the event.
 #[derive(Debug, PartialEq)]
 pub struct Line<'a> {
@@ -130,19 +128,19 @@ fn split_prefix(line: &[u8]) -> Option<(&[u8], &[u8])> {
     let first = *line.first()?;
     let after_ts = if first.is_ascii_digit() {
         // RFC 3339: one token.
-        &line[memchr(b' ', line)? + 1..]
+        &line[position(line, b' ')? + 1..]
     } else if first.is_ascii_alphabetic() {
         // "Nov 23 06:56:55" or "Nov  3 06:56:55[.123456]".
         let rest = line.get(3..)?;
         let rest = trim_start_spaces(rest);
-        let sp = memchr(b' ', rest)?; // after day
+        let sp = position(rest, b' ')?; // after day
         let rest = &rest[sp + 1..];
-        let sp = memchr(b' ', rest)?; // after time
+        let sp = position(rest, b' ')?; // after time
         &rest[sp + 1..]
     } else {
         return None;
     };
-    let sp = memchr(b' ', after_ts)?;
+    let sp = position(after_ts, b' ')?;
     let host = &after_ts[..sp];
     if host.is_empty() {
         return None;
@@ -151,7 +149,7 @@ fn split_prefix(line: &[u8]) -> Option<(&[u8], &[u8])> {
     // The tag ends at "[pid]: " or ": ".
     let colon = find(rest, b": ")?;
     let head = &rest[..colon];
-    let tag = match memchr(b'[', head) {
+    let tag = match position(head, b'[') {
         Some(b) => {
             let pid = head.get(b + 1..head.len().checked_sub(1)?)?;
             if !head.ends_with(b"]") || pid.is_empty() || !pid.iter().all(u8::is_ascii_digit) {
@@ -281,7 +279,7 @@ fn parse_delivery(msg: &[u8]) -> Option<Delivery<'_>> {
         let comma = find(rest, b", ")?;
         let field = &rest[..comma];
         rest = &rest[comma + 2..];
-        let eq = memchr(b'=', field)?;
+        let eq = position(field, b'=')?;
         let (k, v) = (&field[..eq], &field[eq + 1..]);
         match k {
             b"relay" => d.relay = v,
@@ -298,24 +296,22 @@ fn parse_delivery(msg: &[u8]) -> Option<Delivery<'_>> {
     }
 }
 
-/// First occurrence of a short `needle` (memchr on its first byte; building
-/// a `memmem::Finder` per call costs more than these searches).
+/// First occurrence of a short `needle`. A plain byte loop: the fields
+/// searched end within tens of bytes, where setting up a vectorised search
+/// (memchr, and more so a `memmem::Finder`) costs more than it saves.
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     let (&first, rest) = needle.split_first()?;
-    let mut at = 0;
-    while let Some(i) = memchr(first, &hay[at..]) {
-        let pos = at + i;
-        if hay[pos + 1..].starts_with(rest) {
-            return Some(pos);
-        }
-        at = pos + 1;
-    }
-    None
+    hay.iter().enumerate().position(|(i, &b)| b == first && hay[i + 1..].starts_with(rest))
+}
+
+/// First `byte` in a short token (see [`find`]).
+fn position(s: &[u8], byte: u8) -> Option<usize> {
+    s.iter().position(|&b| b == byte)
 }
 
 /// End of an address inside `<...>` followed by ", ".
 fn find_addr_end(s: &[u8]) -> Option<usize> {
-    let from = memchr(b'@', s).unwrap_or(0);
+    let from = position(s, b'@').unwrap_or(0);
     find(&s[from..], b">, ").map(|i| i + from)
 }
 
@@ -358,8 +354,8 @@ pub fn domain_of(addr: &[u8]) -> Option<&[u8]> {
 
 /// `host[addr]:port` -> (addr, port) from a `relay=` value.
 pub fn relay_endpoint(relay: &[u8]) -> Option<(&[u8], Option<u16>)> {
-    let open = memchr(b'[', relay)?;
-    let close = open + memchr(b']', &relay[open..])?;
+    let open = position(relay, b'[')?;
+    let close = open + position(&relay[open..], b']')?;
     let addr = &relay[open + 1..close];
     let port = relay
         .get(close + 1..)
