@@ -33,6 +33,20 @@ pub enum SuperviseError {
     Signal(std::io::Error),
 }
 
+/// Pipe buffer asked for on the pipes the agent reads from Postfix (the
+/// mail log, `postqueue -j`): the default 64 KiB fills in well under a
+/// millisecond of a burst, and then the writer waits until the agent is
+/// scheduled again, which on a busy node can be many milliseconds.
+pub const PIPE_BUFFER: usize = 1 << 20;
+
+/// Grow a pipe's buffer to [`PIPE_BUFFER`] (Linux `F_SETPIPE_SZ`). Best
+/// effort: a smaller system limit (`fs.pipe-max-size`) leaves it as it was.
+pub fn grow_pipe(pipe: impl std::os::fd::AsFd) {
+    if let Err(e) = rustix::pipe::fcntl_setpipe_size(pipe, PIPE_BUFFER) {
+        tracing::debug!(error = %e, "pipe buffer left at its default size");
+    }
+}
+
 /// Start Postfix in the foreground with its log piped to the pipeline.
 pub async fn start(dir: &Path, state: Arc<State>, redactor: Redactor) -> Result<Child, SuperviseError> {
     let mut child = Command::new("postfix")
@@ -46,6 +60,7 @@ pub async fn start(dir: &Path, state: Arc<State>, redactor: Redactor) -> Result<
         .map_err(SuperviseError::Spawn)?;
     let stdout = child.stdout.take().ok_or_else(|| SuperviseError::Spawn(std::io::Error::other("no stdout")))?;
     let stderr = child.stderr.take().ok_or_else(|| SuperviseError::Spawn(std::io::Error::other("no stderr")))?;
+    grow_pipe(&stdout);
     let st = state.clone();
     let r = redactor.clone();
     tokio::spawn(async move {

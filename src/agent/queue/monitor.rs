@@ -86,6 +86,9 @@ pub async fn scan(postfix_dir: &Path, warn: u64, critical: u64) -> Result<QueueS
         .kill_on_drop(true)
         .spawn()?;
     let stdout = child.stdout.take().ok_or_else(|| std::io::Error::other("no stdout"))?;
+    // A large queue is tens of MB of JSON: with a 64 KiB pipe postqueue
+    // would stop every 64 KiB until this task is scheduled again.
+    crate::agent::supervise::grow_pipe(&stdout);
     let mut reader = BufReader::with_capacity(1 << 20, stdout);
     let mut scanner = QueueScanner::new(unix_now(), warn, critical);
     let mut line = Vec::with_capacity(4096);
