@@ -241,7 +241,7 @@ fn hard_blocks_exclude_the_ip_and_no_message_bounces() {
     let st = a.status();
     assert_eq!(st.counters.since_start.bounced, 2, "{:?}", st.counters);
     assert_eq!(st.adaptive.exclusions.len(), 1, "{:?}", st.adaptive);
-    let ex = &st.adaptive.exclusions[0];
+    let ex = st.adaptive.exclusions[0].clone();
     assert_eq!(ex.rule, "dp");
     assert!(ex.reason.starts_with("3 IP/reputation blocks from blocked.test within 600s"), "{}", ex.reason);
     assert!(ex.since >= started && ex.since <= st.now, "{ex:?}");
@@ -261,6 +261,13 @@ fn hard_blocks_exclude_the_ip_and_no_message_bounces() {
         std::fs::read_to_string(a.base.join("state/adaptive.json"))
             .is_ok_and(|s| s.contains("\"dp\"") && s.contains("until"))
     });
+
+    // It survives an agent restart (state dir on the queue volume).
+    let mut a = a;
+    a.restart();
+    let st = a.status();
+    assert_eq!(st.adaptive.exclusions, vec![ex.clone()], "{:?}", st.adaptive);
+    assert!(a.metrics().contains("sendfleet_agent_auto_excluded{rule=\"dp\"} 1"));
 
     // The exclusion expires on the agent's clock: A sends for the rule again.
     a.set_clock_offset(3601);

@@ -121,6 +121,15 @@ impl State {
             inflow: AtomicU64::new(0),
         };
         s.roll_day();
+        // Exclusions and slow-downs persisted before a restart are in force:
+        // the gauges say so from the start.
+        let (exclusions, slow_downs) = s.inner().adaptive.status(None);
+        for e in exclusions {
+            s.metrics.adaptive_excluded.get_or_create(&RuleLabels { rule: e.rule }).set(1);
+        }
+        for d in slow_downs {
+            s.metrics.slow_down_level.get_or_create(&RuleLabels { rule: d.rule }).set(i64::from(d.level));
+        }
         s
     }
 
