@@ -54,13 +54,12 @@ fn instance_warmup(w: &sendfleet_render::contract::WarmupProgress) -> Option<Ins
 /// `FallbackToLogsOnError`), else the kubelet's reason.
 fn last_exit(cs: &k8s_openapi::api::core::v1::ContainerStatus) -> Option<String> {
     let t = cs.last_state.as_ref()?.terminated.as_ref()?;
-    let cause = t
-        .message
-        .as_deref()
-        .and_then(termination_cause)
-        .or_else(|| t.reason.clone())
-        .unwrap_or_default();
-    Some(format!("last exit {} ({} restarts): {cause}", t.exit_code, cs.restart_count).trim_end_matches(": ").to_string())
+    let cause = t.message.as_deref().and_then(termination_cause).or_else(|| t.reason.clone()).unwrap_or_default();
+    let restarts = match cs.restart_count {
+        1 => "1 restart".to_string(),
+        n => format!("{n} restarts"),
+    };
+    Some(format!("last exit {} after {restarts}: {cause}", t.exit_code).trim_end_matches(": ").to_string())
 }
 
 /// The line of a log tail that says why the container ended: the last
@@ -413,7 +412,9 @@ mod tests {
         };
         assert_eq!(
             pod_problem(&pod).as_deref(),
-            Some("CrashLoopBackOff: last exit 1 (2 restarts): fatal: bind 10.250.0.15 port 587: Address already in use")
+            Some(
+                "CrashLoopBackOff: last exit 1 after 2 restarts: fatal: bind 10.250.0.15 port 587: Address already in use"
+            )
         );
     }
 
