@@ -12,7 +12,9 @@ use sendfleet::agent::socketmap::codec::Reply;
 use sendfleet::core::api::{DomainPolicy, SendingPool, WarmupPlan};
 use sendfleet::core::render::{render_pool, Observed, PoolInput, Settings};
 
-const ADDRS: [&str; 3] = ["127.0.17.1", "127.0.17.2", "127.0.17.3"];
+// Egress addresses cannot be loopback (the renderer refuses them): TEST-NET-2
+// addresses on this test binary's own namespace's lo.
+const ADDRS: [&str; 3] = ["198.51.100.171", "198.51.100.172", "198.51.100.173"];
 
 fn example<T: serde::de::DeserializeOwned>(name: &str) -> T {
     let path = format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"));
