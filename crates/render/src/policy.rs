@@ -88,7 +88,10 @@ pub struct DomainRule {
     /// Patterns, already validated: `example.com` (exact) or `.example.com`
     /// (every subdomain of example.com, not example.com itself).
     pub patterns: Vec<String>,
-    /// Name of the master.cf transport that throttles this domain, if any.
+    /// Name of the rule's own master.cf transport (`dp-<policy>`), if it
+    /// has one: it carries the throttle, and for a rule with automatic
+    /// exclusion the delivery status filter that retries IP blocks instead
+    /// of bouncing them (such a rule gets one even without a throttle).
     pub throttle_transport: Option<String>,
     /// The same transport's slowed variant used while an adaptive slow-down
     /// is active, if the policy enables slow-down.
