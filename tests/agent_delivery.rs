@@ -38,11 +38,7 @@ fn counters_match_receiver_and_log_and_no_address_leaks() {
     let s1 = agent.wait_for(Duration::from_secs(30), "a queue scan", |s| s.queue.scanned_at.is_some());
     assert_eq!(s1.queue.error, None);
     assert!(!agent.stderr().contains("queue scan failed"), "stderr:\n{}", agent.stderr());
-    assert!(
-        !agent.metrics().contains("sendfleet_agent_queue_scans_total{result=\"error\"}"),
-        "{}",
-        agent.metrics()
-    );
+    assert!(!agent.metrics().contains("sendfleet_agent_queue_scans_total{result=\"error\"}"), "{}", agent.metrics());
 
     inject(SENDER, "someone.pii@client.test", "alice.pii@dest.test", 30, 3);
     inject(SENDER, "someone.pii@client.test", "bob.pii@dest.test", 20, 2);
