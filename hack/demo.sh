@@ -62,13 +62,15 @@ fi
 
 step "build (cached when nothing changed)"
 cargo build -q -p sendfleet-lab --bin sendfleet-lab
-cargo build -q --bin sendfleet
+# The release binary `make image` built (and put in the image) renders too.
+SENDFLEET=target/release/sendfleet
+[[ -x $SENDFLEET ]] || { echo "demo: no $SENDFLEET: run \`make image\` (make demo does)" >&2; exit 1; }
 archive=$(hack/build-image.sh --print | sed -n 's/^image=//p') ||
   { echo "demo: no image for target/release/sendfleet: run \`make image\` (make demo does)" >&2; exit 1; }
 echo "  image archive $archive"
 
 step "sendfleet render -f examples/*.yaml --out out/demo/render (offline)"
-target/debug/sendfleet render -f examples/*.yaml --out out/demo/render
+"$SENDFLEET" render -f examples/*.yaml --out out/demo/render
 grep -E '^(kind|  name):' out/demo/render/objects.yaml | paste - - | awk '{printf "  %-20s %s\n", $2, $4}'
 
 step "previous lab down (if any)"

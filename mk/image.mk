@@ -9,6 +9,7 @@
 #                     pods Running/Ready, 500 messages from the egress
 #                     addresses, pool status counts, policy change without
 #                     restart, pod deletion with 200 deferred, bad image
+#                     and a port taken reported in the pool conditions
 #                   tests/e2e_chart.rs the Helm chart's operator as a pod,
 #                     a 1-address pool delivering, status via the pod network
 #                   tests/image.rs     PID 1 is tini: the image's entrypoint
