@@ -1,6 +1,6 @@
-//! A real authoritative DNS server for the DNS tests: hickory-server, in
-//! process, on 127.0.0.1 at a random port (UDP and TCP on the same port),
-//! serving zones from master-file text.
+//! A real authoritative DNS server for the DNS tests: the lab's server
+//! (`sendfleet_lab::dns`: hickory-server, zones from master-file text, UDP
+//! and TCP on one port), in process, on 127.0.0.1 at a random port.
 //!
 //! Behaviour rules make some names misbehave the way real servers do:
 //! answers delayed beyond the client's timeout, or never sent at all. The
@@ -20,13 +20,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hickory_server::net::runtime::Time;
-use hickory_server::net::runtime::TokioRuntimeProvider;
 use hickory_server::proto::op::ResponseCode;
 use hickory_server::proto::rr::{LowerName, Name};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::store::in_memory::InMemoryZoneHandler;
-use hickory_server::zone_handler::{AxfrPolicy, Catalog, MessageResponseBuilder, ZoneHandler, ZoneType};
+use hickory_server::zone_handler::{Catalog, MessageResponseBuilder};
 use hickory_server::Server;
+use sendfleet_lab::dns::{ZoneHandle, Zones};
 
 /// How names under a suffix misbehave.
 #[derive(Debug, Clone, Copy)]
@@ -134,20 +133,11 @@ pub struct TestDnsBuilder {
     service_time: Duration,
 }
 
-/// SOA + NS lines every zone needs; prepended by [`TestDnsBuilder::zone`].
-fn zone_header(origin: &str) -> String {
-    format!(
-        "$ORIGIN {origin}.\n$TTL 300\n@ IN SOA ns.{origin}. hostmaster.{origin}. 1 3600 600 86400 60\n@ IN NS ns.{origin}.\n"
-    )
-}
-
 impl TestDnsBuilder {
     /// Serve `origin` with these records (master-file lines, relative names
     /// allowed; SOA and NS are added).
     pub fn zone(mut self, origin: &str, records: &str) -> Self {
-        let origin = origin.trim_end_matches('.').to_ascii_lowercase();
-        let text = format!("{}{records}\n", zone_header(&origin));
-        self.zones.insert(origin, text);
+        self.zones.insert(origin.trim_end_matches('.').to_ascii_lowercase(), records.to_string());
         self
     }
 
@@ -164,44 +154,12 @@ impl TestDnsBuilder {
     }
 
     pub async fn start(self) -> TestDns {
-        let mut catalog = Catalog::new();
-        let mut zones = BTreeMap::new();
-        for (origin, text) in &self.zones {
-            let name = Name::from_str(&format!("{origin}.")).expect("zone origin");
-            let (_, records) =
-                hickory_server::proto::serialize::txt::Parser::new(text.as_str(), None, Some(name.clone()))
-                    .parse()
-                    .unwrap_or_else(|e| panic!("zone {origin} does not parse: {e}\n{text}"));
-            let handler = InMemoryZoneHandler::<TokioRuntimeProvider>::new(
-                name.clone(),
-                records,
-                ZoneType::Primary,
-                AxfrPolicy::Deny,
-            )
-            .unwrap_or_else(|e| panic!("zone {origin}: {e}"));
-            let handler = Arc::new(handler);
-            zones.insert(origin.clone(), handler.clone());
-            let handlers: Vec<Arc<dyn ZoneHandler>> = vec![handler];
-            catalog.upsert(name.into(), handlers);
-        }
+        let Zones { catalog, zones } = Zones::load(&self.zones).unwrap_or_else(|e| panic!("test DNS server: {e}"));
         let stats = Arc::new(Stats::default());
         let handler = Handler { catalog, rules: self.rules, service_time: self.service_time, stats: stats.clone() };
-
-        // UDP and TCP on one port: hickory falls back to TCP on truncation,
-        // and the resolver config names one port for both.
-        let (udp, tcp) = loop {
-            let udp = tokio::net::UdpSocket::bind("127.0.0.1:0")
-                .await
-                .expect("bind UDP on 127.0.0.1 (is lo up in this namespace?)");
-            let port = udp.local_addr().expect("udp addr").port();
-            if let Ok(tcp) = tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
-                break (udp, tcp);
-            }
-        };
-        let addr = udp.local_addr().expect("udp addr");
-        let mut server = Server::new(handler);
-        server.register_socket(udp);
-        server.register_listener(tcp, Duration::from_secs(10), 64 * 1024);
+        let (server, addr) = sendfleet_lab::dns::serve(handler, "127.0.0.1".parse().expect("ip"), 0)
+            .await
+            .unwrap_or_else(|e| panic!("test DNS server (is lo up in this namespace?): {e}"));
         TestDns { addr, stats, zones, _server: server }
     }
 }
@@ -210,7 +168,7 @@ impl TestDnsBuilder {
 pub struct TestDns {
     pub addr: SocketAddr,
     pub stats: Arc<Stats>,
-    zones: BTreeMap<String, Arc<InMemoryZoneHandler<TokioRuntimeProvider>>>,
+    zones: BTreeMap<String, ZoneHandle>,
     _server: Server<Handler>,
 }
 
@@ -219,7 +177,7 @@ impl TestDns {
         TestDnsBuilder::default()
     }
 
-    fn zone(&self, zone: &str) -> &Arc<InMemoryZoneHandler<TokioRuntimeProvider>> {
+    fn zone(&self, zone: &str) -> &ZoneHandle {
         self.zones.get(zone.trim_end_matches('.')).unwrap_or_else(|| panic!("test DNS server does not serve {zone}"))
     }
 

@@ -19,6 +19,7 @@
 
 pub mod binaries;
 pub mod control_plane;
+pub mod dns;
 pub mod node;
 pub mod pki;
 pub mod process;

@@ -6,6 +6,7 @@
 //!   sendfleet-lab down --dir out/lab
 //!   sendfleet-lab receiver start --dir out/lab --name provider-a --addr 198.51.100.10 --domain example.net
 //!   sendfleet-lab receiver status --dir out/lab   # what each simulated provider accepted, per client address
+//!   sendfleet-lab dns start --dir out/lab --addr 198.51.100.53 --zones hack/demo/zones   # authoritative test zones
 //!
 //! The control plane runs inside the network namespace `sendfleet-lab`
 //! (created here, only `lo` up), so nothing it serves is reachable from the
@@ -88,6 +89,12 @@ enum Cmd {
         #[command(subcommand)]
         action: ReceiverCmd,
     },
+    /// An authoritative DNS server for test zones inside the lab's network
+    /// namespace, kept under DIR/dns and stopped by `down`.
+    Dns {
+        #[command(subcommand)]
+        action: DnsCmd,
+    },
     /// Internal: run the control plane in the current network namespace
     /// until SIGTERM/SIGINT.
     #[command(hide = true)]
@@ -139,6 +146,35 @@ enum ReceiverCmd {
     },
 }
 
+#[derive(Subcommand)]
+enum DnsCmd {
+    /// Start (or restart) the server on ADDR:53 (UDP and TCP) inside the
+    /// lab's namespace, in the background.
+    Start {
+        #[arg(long, default_value = "out/lab")]
+        dir: PathBuf,
+        #[arg(long)]
+        addr: std::net::IpAddr,
+        /// One `<origin>.zone` file per zone: master-file records, relative
+        /// names allowed, SOA and NS added.
+        #[arg(long)]
+        zones: PathBuf,
+    },
+    /// Stop the server of DIR.
+    Stop {
+        #[arg(long, default_value = "out/lab")]
+        dir: PathBuf,
+    },
+    /// Internal: serve in the foreground (what `start` runs).
+    #[command(hide = true)]
+    Serve {
+        #[arg(long)]
+        addr: std::net::SocketAddr,
+        #[arg(long)]
+        zones: PathBuf,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
@@ -149,6 +185,7 @@ fn main() -> ExitCode {
         Cmd::Exec { dir, command } => return exec(&dir, &command),
         Cmd::Import { dir, base_name, archive } => import(&dir, base_name.as_deref(), &archive),
         Cmd::Receiver { action } => receiver(action),
+        Cmd::Dns { action } => dns(action),
         Cmd::Serve { dir, netns, no_controller_manager, node, pvs } => {
             serve(&dir, &netns, no_controller_manager, node.then_some(pvs))
         }
@@ -219,6 +256,7 @@ fn up(dir: &Path, netns: &str, foreground: bool, no_kcm: bool, node: Option<usiz
     // Receivers of a previous lab would keep the namespace alive and their
     // directories are about to be wiped.
     sendfleet_lab::receiver::stop_all(&dir.join("receivers"))?;
+    sendfleet_lab::dns::stop(&dir.join("dns"))?;
     let dir = fresh_dir(dir)?;
     if !netns_exists(netns) {
         ip(&["netns", "add", netns])?;
@@ -332,6 +370,11 @@ fn down(dir: &Path, netns: &str, keep_netns: bool) -> Result<()> {
         Ok(_) => {}
         // Go on: the control plane and the namespace must still go.
         Err(e) => eprintln!("sendfleet-lab: stopping receivers: {e}"),
+    }
+    match sendfleet_lab::dns::stop(&dir.join("dns")) {
+        Ok(true) => println!("sendfleet-lab: DNS server stopped"),
+        Ok(false) => {}
+        Err(e) => eprintln!("sendfleet-lab: stopping the DNS server: {e}"),
     }
     if let Some(pid) = pid_alive(dir) {
         // SAFETY: signalling the pid our own `up` recorded in DIR/pid.
@@ -487,5 +530,57 @@ fn receiver(action: ReceiverCmd) -> Result<()> {
             println!("sendfleet-lab: receivers stopped: {}", stopped.join(", "));
             Ok(())
         }
+    }
+}
+
+fn dns(action: DnsCmd) -> Result<()> {
+    match action {
+        DnsCmd::Start { dir, addr, zones } => {
+            require_root()?;
+            // Parse here, so a broken zone fails the start with its message.
+            sendfleet_lab::dns::Zones::load(&sendfleet_lab::dns::Zones::read_dir(&zones)?)?;
+            let zones = zones.canonicalize()?;
+            let state = dir.join("dns");
+            sendfleet_lab::dns::stop(&state)?;
+            std::fs::create_dir_all(&state)?;
+            enter_netns(&dir)?;
+            sendfleet_lab::receiver::add_lo_address(&addr.to_string())?;
+            let sock = std::net::SocketAddr::new(addr, 53);
+            let log_path = state.join("log");
+            let log = std::fs::File::create(&log_path)?;
+            let mut cmd = Command::new(std::env::current_exe()?);
+            cmd.args(["dns", "serve", "--addr", &sock.to_string(), "--zones"])
+                .arg(&zones)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone()?)
+                .stderr(log);
+            // Its own session: it outlives this command and the demo's shell,
+            // until `dns stop` or `down`.
+            // SAFETY: setsid is async-signal-safe.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                    libc::setsid();
+                    Ok(())
+                });
+            }
+            let child = cmd.spawn().context("starting the DNS server")?;
+            std::fs::write(state.join(sendfleet_lab::dns::PID_FILE), child.id().to_string())?;
+            let t0 = Instant::now();
+            while std::net::TcpStream::connect_timeout(&sock, Duration::from_millis(200)).is_err() {
+                if t0.elapsed() > Duration::from_secs(10) || !Path::new(&format!("/proc/{}", child.id())).exists() {
+                    let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
+                    bail!("the DNS server did not come up on {sock}; {}:\n{tail}", log_path.display());
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            print!("{}", std::fs::read_to_string(&log_path).unwrap_or_default());
+            Ok(())
+        }
+        DnsCmd::Stop { dir } => {
+            let stopped = sendfleet_lab::dns::stop(&dir.join("dns"))?;
+            println!("sendfleet-lab: DNS server {}", if stopped { "stopped" } else { "was not running" });
+            Ok(())
+        }
+        DnsCmd::Serve { addr, zones } => Ok(sendfleet_lab::dns::run(&zones, addr)?),
     }
 }
