@@ -8,12 +8,17 @@
 #   2. start the lab: etcd, kube-apiserver, kube-controller-manager,
 #      kube-scheduler, kube-proxy, kubelet + containerd + runc (crates/lab)
 #   3. import the sendfleet image `make image` built
-#   4. start two simulated providers (Postfix receivers), add the example
-#      pool's egress addresses to the namespace
-#   5. helm install the chart: the operator runs as a real pod
+#   4. start two simulated providers (Postfix receivers) and a DNS server
+#      for hack/demo/zones (PTR/A of the example egress addresses, fake
+#      local DNSBL zones listing mta3), add the example pool's egress
+#      addresses to the namespace
+#   5. helm install the chart: the operator runs as a real pod, asking the
+#      lab's DNS server
 #   6. kubectl apply -f examples/ (+ the demo's relay routes to its providers)
-#   7. submit 500 messages from a pod through the pool's Service (kube-proxy)
-#   8. show pools, conditions, instances and what the providers received
+#   7. wait for the DNS checks: Listed=True, mta3 quarantined (weight 0)
+#   8. submit 500 messages from a pod through the pool's Service (kube-proxy),
+#      which routes around mta3 (its endpoint is not ready while quarantined)
+#   9. show pools, conditions, instances and what the providers received
 #
 # Expects the upstream binaries and the image to be built (`make demo` does
 # that first). A second run tears the previous lab down first.
@@ -28,6 +33,10 @@ IMAGE=localhost/sendfleet:dev
 # Simulated providers: name, address, domains, access rules (KEY=REPLY).
 PROVIDER_A=198.51.100.10
 PROVIDER_B=198.51.100.20
+# The lab's authoritative DNS server (hack/demo/zones) and the egress IP its
+# fake DNSBL zone lists.
+DNS_SERVER=198.51.100.53
+LISTED=mta3
 # What the demo submits: 250 + 230 messages accepted, 20 to a domain whose
 # provider answers 450 (deferred, retried later: visible in the status).
 N_A=250 N_B=230 N_BUSY=20
@@ -86,7 +95,7 @@ echo "  imported $IMAGE into the node's containerd"
 # as the cluster default, as a cloud's default class would.
 kc annotate storageclass lab-local storageclass.kubernetes.io/is-default-class=true --overwrite >/dev/null
 
-step "egress addresses of examples/sendingpool.yaml and two simulated providers"
+step "egress addresses of examples/sendingpool.yaml, two simulated providers, a DNS server"
 # hostNetwork instances bind their egress address: here it lives on the lab
 # namespace's lo (on a real node it would be on the node's interface).
 for a in $(sed -n 's/^ *address: *\([0-9.]*\)$/\1/p' examples/sendingpool.yaml); do
@@ -96,15 +105,18 @@ done
 lab receiver start --dir "$LAB_DIR" --name provider-a --addr $PROVIDER_A --domain example.net
 lab receiver start --dir "$LAB_DIR" --name provider-b --addr $PROVIDER_B --domain example.org \
   --domain busy.example.org --access 'busy.example.org=450 4.7.1 rate limited, try again later'
+lab dns start --dir "$LAB_DIR" --addr $DNS_SERVER --zones hack/demo/zones
 
 t_helm=$(date +%s.%N)
 step "helm install sendfleet charts/sendfleet (the operator as a pod)"
-# Short poll intervals so the status follows within seconds; the DNS checks
-# ask the pod's own discard port (no DNS in the lab), so they fail fast.
+# Short poll and sweep intervals so the status follows within seconds; the
+# DNS checks ask the lab's DNS server (a DNSBL must never be asked through a
+# big public resolver; here nothing leaves the lab's namespace at all).
 inlab helm upgrade --install sendfleet charts/sendfleet --namespace "$OP_NS" --create-namespace \
   --set image.registry=localhost --set image.repository=sendfleet --set image.tag=dev \
   --set operator.agentPollInterval=2s --set operator.resyncInterval=10s \
-  --set operator.logFormat=text --set 'operator.dnsServers={127.0.0.1:9}' \
+  --set operator.logFormat=text --set "operator.dnsServers={$DNS_SERVER:53}" \
+  --set 'operator.extraArgs={--dnsbl-interval-override=5s}' \
   >/dev/null 2> >(grep -v 'unrecognized format' >&2)
 kc -n "$OP_NS" rollout status deployment/sendfleet --timeout=180s || die "the operator pod did not become ready"
 kc -n "$OP_NS" get pods -o wide
@@ -124,9 +136,23 @@ done
 t_ready=$(date +%s.%N)
 kc get pods -n "$NS" -o wide
 
+step "waiting for the DNS checks: $LISTED listed by the fake zen.spamhaus.org, quarantined"
+# Before submitting, so the Service already routes around $LISTED (its
+# endpoint is not ready) and the providers see no mail from its address.
+q=""
+for _ in $(seq 1 120); do
+  q=$(kc get sendingpool "$POOL" -n "$NS" -o jsonpath="{.status.instances[?(@.name==\"$LISTED\")].quarantine}" 2>/dev/null || true)
+  [[ -n $q ]] && break
+  sleep 0.5
+done
+[[ -n $q ]] || die "$LISTED not quarantined after 60 s"
+echo "  $LISTED: $q"
+
 step "submit $SUBMITTED messages from a pod through Service $NS/$POOL (kube-proxy)"
 svc=$(kc get service "$POOL" -n "$NS" -o jsonpath='{.spec.clusterIP}:{.spec.ports[0].port}')
 echo "  pod network 10.244.0.0/24 -> $svc -> EndpointSlice -> the instances' egress addresses"
+echo "  EndpointSlice $NS/$POOL-submission (ready: $(kc get endpointslice "$POOL-submission" -n "$NS" \
+  -o jsonpath='{range .endpoints[*]}{.addresses[0]}={.conditions.ready} {end}'))"
 kc delete pod submit -n "$NS" --ignore-not-found --wait=true >/dev/null
 t_send=$(date +%s.%N)
 kc run submit -n "$NS" --image="$IMAGE" --image-pull-policy=Never --restart=Never --command -- sh -c "
@@ -182,8 +208,8 @@ kc get sendingpool "$POOL" -n "$NS" \
   column -t -s $'\t'
 step "instances of SendingPool $NS/$POOL (status, as the operator sees them)"
 {
-  printf 'INSTANCE\tADDRESS\tPHASE\tWEIGHT\tSENT\tDEFERRED\tBOUNCED\tQUEUED(DEFERRED)\tWARM-UP(SENT TODAY/CAP)\n'
-  kc get sendingpool "$POOL" -n "$NS" -o jsonpath='{range .status.instances[*]}{.name}{"\t"}{.address}{"\t"}{.phase}{"\t"}{.weight}{"\t"}{.deliveries.sent}{"\t"}{.deliveries.deferred}{"\t"}{.deliveries.bounced}{"\t"}{.queue.deferred}{"\t"}{.warmup.sentToday}/{.warmup.dailyCap}{"\n"}{end}'
+  printf 'INSTANCE\tADDRESS\tPHASE\tWEIGHT\tSENT\tDEFERRED\tBOUNCED\tQUEUED(DEFERRED)\tWARM-UP(SENT TODAY/CAP)\tQUARANTINE\n'
+  kc get sendingpool "$POOL" -n "$NS" -o jsonpath='{range .status.instances[*]}{.name}{"\t"}{.address}{"\t"}{.phase}{"\t"}{.weight}{"\t"}{.deliveries.sent}{"\t"}{.deliveries.deferred}{"\t"}{.deliveries.bounced}{"\t"}{.queue.deferred}{"\t"}{.warmup.sentToday}/{.warmup.dailyCap}{"\t"}{.quarantine}{"\n"}{end}'
 } | column -t -s $'\t'
 step "what the simulated providers received (their own logs)"
 lab receiver status --dir "$LAB_DIR"
