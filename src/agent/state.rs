@@ -66,7 +66,9 @@ struct Inner {
     counters: Counters,
     warmup: Warmup,
     adaptive: Adaptive,
-    domains: HashMap<String, DomainEntry>,
+    /// Recipient domains seen, looked up for every outcome: FNV (bounded
+    /// map, keys from this instance's own mail).
+    domains: HashMap<String, DomainEntry, std::hash::BuildHasherDefault<super::redact::Fnv>>,
     since_start: StatusCounts,
     config: ConfigStatus,
     postfix: PostfixStatus,
@@ -325,7 +327,9 @@ impl State {
     /// Apply one recipient outcome from the log.
     pub fn record_outcome(&self, o: &Outcome<'_>) {
         let policy = self.policy();
-        let rule = policy.as_ref().and_then(|p| p.rule_for(&o.domain)).map(|r| r.name.clone());
+        // One rule lookup per outcome (this runs for every recipient line).
+        let rule_ref = policy.as_ref().and_then(|p| p.rule_for(&o.domain));
+        let rule = rule_ref.map(|r| r.name.as_str());
         let share = policy.as_ref().and_then(|p| share_for(p, &o.domain)).map(|(k, _)| k);
         let via_peer = o.service == PEER_RELAY_TRANSPORT
             || policy.as_ref().is_some_and(|p| {
@@ -335,7 +339,7 @@ impl State {
         self.metrics
             .deliveries
             .get_or_create(&DeliveryLabels {
-                rule: rule.clone().unwrap_or_else(|| "none".into()),
+                rule: rule.unwrap_or("none").to_string(),
                 status: o.status.as_str(),
                 category: o.category.as_str(),
                 via: if via_peer { "peer" } else { "direct" },
@@ -349,14 +353,13 @@ impl State {
         let now = self.clock.unix_now();
         // This instance's own attempt at the domain's receiver: not through a
         // peer, not a `retry:`/`error:` answer, not a relay route.
-        let own_attempt = !via_peer
-            && !matches!(o.service, "retry" | "error")
-            && policy.as_ref().and_then(|p| p.rule_for(&o.domain)).is_none_or(|r| r.relay.is_none());
+        let own_attempt =
+            !via_peer && !matches!(o.service, "retry" | "error") && rule_ref.is_none_or(|r| r.relay.is_none());
         let mut inner = self.inner();
         if own_attempt {
             inner.warmup.reservations.release(share.as_deref());
             inner.warmup.record_attempt(policy.as_ref().and_then(|p| p.warmup.as_ref()), now, o.status);
-            if let Some(r) = policy.as_ref().and_then(|p| p.rule_for(&o.domain)) {
+            if let Some(r) = rule_ref {
                 let change = inner.adaptive.observe(r, &o.domain, o.category, now);
                 self.adaptive_changed(change);
             }
@@ -366,17 +369,19 @@ impl State {
             inner.outflow += 1;
         }
         if o.status == Status::Sent && !via_peer {
-            let r = rule.as_deref().unwrap_or("");
+            let r = rule.unwrap_or("");
             // The sent_today gauges are published by `publish_sent_today`.
             inner.counters.record_sent(r, share.as_deref());
         }
-        if !inner.domains.contains_key(o.domain.as_ref()) {
-            let key = if inner.domains.len() >= MAX_DOMAINS { "other".to_string() } else { o.domain.to_string() };
-            inner.domains.entry(key).or_default();
+        let known = inner.domains.contains_key(o.domain.as_ref());
+        let key = if known || inner.domains.len() < MAX_DOMAINS { o.domain.as_ref() } else { "other" };
+        if !known {
+            inner.domains.entry(key.to_string()).or_default();
         }
-        let key = if inner.domains.contains_key(o.domain.as_ref()) { o.domain.as_ref() } else { "other" };
         let e = inner.domains.get_mut(key).expect("inserted above");
-        e.rule = rule;
+        if e.rule.as_deref() != rule {
+            e.rule = rule.map(str::to_string);
+        }
         bump(&mut e.counts, o.status);
         if o.category != ResponseCategory::Accepted {
             *e.categories.entry(o.category.as_str()).or_default() += 1;
