@@ -123,12 +123,8 @@ impl Adaptive {
     /// blocks, refusing to start would stop all mail.
     pub fn load(dir: &Path) -> Result<Self, AdaptiveError> {
         let path = dir.join(FILE);
-        let mut a = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice::<Adaptive>(&bytes).unwrap_or_else(|e| {
-                tracing::warn!(path = %path.display(), error = %e, "adaptive state unreadable, starting afresh");
-                Adaptive::default()
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Adaptive::default(),
+        let mut a = match super::state_file::load::<Adaptive>(&path, "adaptive state") {
+            Ok(a) => a.unwrap_or_default(),
             Err(source) => return Err(AdaptiveError::Read { path, source }),
         };
         a.dir = dir.to_path_buf();
@@ -142,15 +138,7 @@ impl Adaptive {
     /// Write temp + fsync + rename; clears the dirty flag on success.
     pub fn save(&mut self) -> Result<(), AdaptiveError> {
         let path = self.dir.join(FILE);
-        let tmp = self.dir.join(format!(".{FILE}.tmp"));
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&serde_json::to_vec(self).map_err(std::io::Error::other)?)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)
-        };
-        write().map_err(|source| AdaptiveError::Write { path, source })?;
+        super::state_file::save(&self.dir, FILE, self).map_err(|source| AdaptiveError::Write { path, source })?;
         self.dirty = false;
         Ok(())
     }

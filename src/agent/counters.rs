@@ -49,12 +49,8 @@ impl Counters {
     /// too (logged): refusing to start would stop mail for a counter file.
     pub fn load(dir: &Path) -> Result<Self, CountersError> {
         let path = dir.join(FILE);
-        let mut c = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice::<Counters>(&bytes).unwrap_or_else(|e| {
-                tracing::warn!(path = %path.display(), error = %e, "counter file unreadable, starting from zero");
-                Counters::default()
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Counters::default(),
+        let mut c = match super::state_file::load::<Counters>(&path, "counter file") {
+            Ok(c) => c.unwrap_or_default(),
             Err(source) => return Err(CountersError::Read { path, source }),
         };
         c.dir = dir.to_path_buf();
@@ -88,15 +84,7 @@ impl Counters {
     /// Write temp + fsync + rename; clears the dirty flag on success.
     pub fn save(&mut self) -> Result<(), CountersError> {
         let path = self.dir.join(FILE);
-        let tmp = self.dir.join(format!(".{FILE}.tmp"));
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&serde_json::to_vec(self).map_err(std::io::Error::other)?)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)
-        };
-        write().map_err(|source| CountersError::Write { path, source })?;
+        super::state_file::save(&self.dir, FILE, self).map_err(|source| CountersError::Write { path, source })?;
         self.dirty = false;
         Ok(())
     }

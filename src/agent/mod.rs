@@ -27,6 +27,7 @@ pub mod queue;
 pub mod redact;
 pub mod socketmap;
 pub mod state;
+pub mod state_file;
 pub mod supervise;
 pub mod warmup;
 

@@ -283,11 +283,8 @@ impl Warmup {
     /// unreadable one restarts on step 1 (logged) rather than stop mail.
     pub fn load(dir: &Path) -> Result<Self, WarmupError> {
         let path = dir.join(FILE);
-        let ledger = match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice::<Ledger>(&bytes)
-                .map_err(|e| tracing::warn!(path = %path.display(), error = %e, "warm-up ledger unreadable, step 1"))
-                .ok(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        let ledger = match super::state_file::load::<Ledger>(&path, "warm-up ledger (restarting on step 1)") {
+            Ok(l) => l,
             Err(source) => return Err(WarmupError::Read { path, source }),
         };
         Ok(Warmup { ledger, dir: dir.to_path_buf(), ..Default::default() })
@@ -387,15 +384,7 @@ impl Warmup {
             return Ok(());
         };
         let path = self.dir.join(FILE);
-        let tmp = self.dir.join(format!(".{FILE}.tmp"));
-        let write = || -> std::io::Result<()> {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(&serde_json::to_vec(ledger).map_err(std::io::Error::other)?)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)
-        };
-        write().map_err(|source| WarmupError::Write { path, source })?;
+        super::state_file::save(&self.dir, FILE, ledger).map_err(|source| WarmupError::Write { path, source })?;
         self.dirty = false;
         Ok(())
     }
