@@ -105,64 +105,114 @@ pub enum Malformed {
 pub fn parse_line(line: &[u8]) -> Result<Line<'_>, Malformed> {
     let line = line.strip_suffix(b"\r").unwrap_or(line);
     let (tag, msg) = split_prefix(line).ok_or(Malformed::Prefix)?;
-    let (head, program) = match tag.iter().rposition(|&b| b == b'/') {
-        Some(i) => (&tag[..i], &tag[i + 1..]),
-        None => (&tag[..0], tag),
-    };
-    if program.is_empty() {
-        return Err(Malformed::Prefix);
-    }
-    // `postfix/NAME/smtp`: the segment before the program names the service
-    // when there are at least two slashes.
-    let service = match head.iter().rposition(|&b| b == b'/') {
-        Some(i) if i + 1 < head.len() => &head[i + 1..],
-        _ => program,
-    };
     let (queue_id, rest) = split_queue_id(msg);
     let event = classify_message(rest, queue_id.is_some())?;
-    Ok(Line { service, program, queue_id, event })
+    Ok(Line { service: tag.service, program: tag.program, queue_id, event })
+}
+
+/// The syslog tag split into what the agent needs.
+struct Tag<'a> {
+    service: &'a [u8],
+    program: &'a [u8],
 }
 
 /// Split `TIMESTAMP HOST TAG[PID]: MESSAGE` into (TAG, MESSAGE).
-fn split_prefix(line: &[u8]) -> Option<(&[u8], &[u8])> {
-    let first = *line.first()?;
-    let after_ts = if first.is_ascii_digit() {
-        // RFC 3339: one token.
-        &line[position(line, b' ')? + 1..]
-    } else if first.is_ascii_alphabetic() {
-        // "Nov 23 06:56:55" or "Nov  3 06:56:55[.123456]".
-        let rest = line.get(3..)?;
-        let rest = trim_start_spaces(rest);
-        let sp = position(rest, b' ')?; // after day
-        let rest = &rest[sp + 1..];
-        let sp = position(rest, b' ')?; // after time
-        &rest[sp + 1..]
-    } else {
-        return None;
-    };
+///
+/// One pass over the tag: it ends at `[` (then `PID]: ` must follow) or at
+/// `: `; a space or a lone `:` inside it makes the line malformed.
+fn split_prefix(line: &[u8]) -> Option<(Tag<'_>, &[u8])> {
+    let after_ts = skip_timestamp(line)?;
     let sp = position(after_ts, b' ')?;
-    let host = &after_ts[..sp];
-    if host.is_empty() {
-        return None;
+    if sp == 0 {
+        return None; // empty host
     }
     let rest = &after_ts[sp + 1..];
-    // The tag ends at "[pid]: " or ": ".
-    let colon = find(rest, b": ")?;
-    let head = &rest[..colon];
-    let tag = match position(head, b'[') {
-        Some(b) => {
-            let pid = head.get(b + 1..head.len().checked_sub(1)?)?;
-            if !head.ends_with(b"]") || pid.is_empty() || !pid.iter().all(u8::is_ascii_digit) {
-                return None;
-            }
-            &head[..b]
+    // The last two '/' of the tag: `postfix/NAME/smtp` names the service.
+    let (mut last, mut before) = (None, None);
+    let mut end = 0;
+    while let Some(&b) = rest.get(end) {
+        match TAG_BYTE[usize::from(b)] {
+            TagByte::Plain => {}
+            TagByte::Slash => (before, last) = (last, Some(end)),
+            TagByte::End => break,
         }
-        None => head,
+        end += 1;
+    }
+    let tag = &rest[..end];
+    let msg = match rest.get(end..)? {
+        [b'[', after @ ..] => {
+            let digits = after.iter().take_while(|b| b.is_ascii_digit()).count();
+            match &after[digits..] {
+                [b']', b':', b' ', msg @ ..] if digits > 0 => msg,
+                _ => return None,
+            }
+        }
+        [b':', b' ', msg @ ..] => msg,
+        _ => return None,
     };
-    if tag.is_empty() || tag.contains(&b' ') {
+    let program = match last {
+        Some(i) => &tag[i + 1..],
+        None => tag,
+    };
+    if program.is_empty() {
         return None;
     }
-    Some((tag, &rest[colon + 2..]))
+    // `postfix/NAME/smtp`: the segment before the program names the service
+    // when there are at least two slashes.
+    let service = match (before, last) {
+        (Some(b), Some(l)) if b + 1 < l => &tag[b + 1..l],
+        _ => program,
+    };
+    Some((Tag { service, program }, msg))
+}
+
+#[derive(Clone, Copy)]
+enum TagByte {
+    Plain,
+    Slash,
+    End,
+}
+
+/// What each byte means inside a syslog tag (one table load per byte: the
+/// tag scan runs for every line).
+const TAG_BYTE: [TagByte; 256] = {
+    let mut t = [TagByte::Plain; 256];
+    t[b'/' as usize] = TagByte::Slash;
+    t[b'[' as usize] = TagByte::End;
+    t[b':' as usize] = TagByte::End;
+    t[b' ' as usize] = TagByte::End;
+    t
+};
+
+/// The line after its timestamp and the space that ends it.
+fn skip_timestamp(line: &[u8]) -> Option<&[u8]> {
+    let first = *line.first()?;
+    if first.is_ascii_digit() {
+        // RFC 3339: one token.
+        return Some(&line[position(line, b' ')? + 1..]);
+    }
+    if !first.is_ascii_alphabetic() {
+        return None;
+    }
+    // "Nov 23 06:56:55 " and "Nov  3 06:56:55 " (what maillog_file writes),
+    // checked in place; other spacing or fractional seconds take the slow way.
+    if let Some(ts) = line.get(..16) {
+        if ts[3] == b' '
+            && ts[6] == b' '
+            && ts[9] == b':'
+            && ts[12] == b':'
+            && ts[15] == b' '
+            && (ts[4] == b' ' || ts[4].is_ascii_digit())
+            && ts[5].is_ascii_digit()
+        {
+            return Some(&line[16..]);
+        }
+    }
+    let rest = trim_start_spaces(line.get(3..)?);
+    let sp = position(rest, b' ')?; // after day
+    let rest = &rest[sp + 1..];
+    let sp = position(rest, b' ')?; // after time
+    Some(&rest[sp + 1..])
 }
 
 fn trim_start_spaces(s: &[u8]) -> &[u8] {
@@ -190,50 +240,45 @@ fn split_queue_id(msg: &[u8]) -> (Option<&[u8]>, &[u8]) {
 }
 
 fn classify_message(msg: &[u8], has_qid: bool) -> Result<Event<'_>, Malformed> {
-    if msg.starts_with(b"to=<") {
-        return parse_delivery(msg).map(Event::Delivery).ok_or(Malformed::Delivery);
-    }
-    if msg.starts_with(b"warning: ")
-        || msg.starts_with(b"fatal: ")
-        || msg.starts_with(b"panic: ")
-        || msg.starts_with(b"error: ")
-    {
-        return Ok(Event::Warning);
-    }
-    if msg.starts_with(b"reject: ") || msg.starts_with(b"milter-reject: ") {
-        return Ok(Event::Reject);
-    }
-    if !has_qid {
-        return Ok(Event::Other);
-    }
-    if msg == b"removed" {
-        return Ok(Event::Removed);
-    }
-    if msg.starts_with(b"from=<") {
-        if find(msg, b", status=expired").is_some() {
-            return Ok(Event::Expired);
+    // Dispatch on the first byte: most lines are settled by one comparison.
+    let event = match msg.first() {
+        Some(b't') if msg.starts_with(b"to=<") => {
+            return parse_delivery(msg).map(Event::Delivery).ok_or(Malformed::Delivery)
         }
-        if let Some(i) = find(msg, b", nrcpt=") {
-            let digits = &msg[i + 8..];
+        Some(b'w') if msg.starts_with(b"warning: ") => Event::Warning,
+        Some(b'f') if msg.starts_with(b"fatal: ") => Event::Warning,
+        Some(b'p') if msg.starts_with(b"panic: ") => Event::Warning,
+        Some(b'e') if msg.starts_with(b"error: ") => Event::Warning,
+        Some(b'r') if msg.starts_with(b"reject: ") => Event::Reject,
+        Some(b'm') if msg.starts_with(b"milter-reject: ") => Event::Reject,
+        _ if !has_qid => Event::Other,
+        Some(b'r') if msg == b"removed" => Event::Removed,
+        Some(b'f') if msg.starts_with(b"from=<") => queue_manager_from(&msg[6..]),
+        Some(b'c') if msg.starts_with(b"client=") => Event::Received,
+        Some(b'u') if msg.starts_with(b"uid=") => Event::PickedUp,
+        Some(b'm') if msg.starts_with(b"message-id=") => Event::MessageId,
+        _ if find(msg, b" notification: ").is_some() => Event::Notification,
+        _ => Event::Other,
+    };
+    Ok(event)
+}
+
+/// qmgr's `from=<SENDER>, size=N, nrcpt=N (queue active)` or `from=<SENDER>,
+/// status=expired, returned to sender`; `body` starts after `from=<`.
+fn queue_manager_from(body: &[u8]) -> Event<'_> {
+    // The sender may be empty (`from=<>`) or hold a quoted ">, ".
+    let after = find_addr_end(body).map_or(body, |e| &body[e + 3..]);
+    if after.starts_with(b"status=expired") {
+        return Event::Expired;
+    }
+    match find(after, b", nrcpt=") {
+        Some(i) => {
+            let digits = &after[i + 8..];
             let n = digits.iter().take_while(|b| b.is_ascii_digit()).count();
-            let nrcpt = parse_u32(&digits[..n]).unwrap_or(0);
-            return Ok(Event::QueueActive { nrcpt });
+            Event::QueueActive { nrcpt: parse_u32(&digits[..n]).unwrap_or(0) }
         }
-        return Ok(Event::Other);
+        None => Event::Other,
     }
-    if msg.starts_with(b"client=") {
-        return Ok(Event::Received);
-    }
-    if msg.starts_with(b"uid=") {
-        return Ok(Event::PickedUp);
-    }
-    if msg.starts_with(b"message-id=") {
-        return Ok(Event::MessageId);
-    }
-    if find(msg, b" notification: ").is_some() {
-        return Ok(Event::Notification);
-    }
-    Ok(Event::Other)
 }
 
 /// `to=<a@b>, [orig_to=<..>, ]relay=.., [conn_use=N, ]delay=.., delays=a/b/c/d, dsn=x.y.z, status=S (text)`
@@ -296,15 +341,25 @@ fn parse_delivery(msg: &[u8]) -> Option<Delivery<'_>> {
     }
 }
 
-/// First occurrence of a short `needle`. A plain byte loop: the fields
-/// searched end within tens of bytes, where setting up a vectorised search
-/// (memchr, and more so a `memmem::Finder`) costs more than it saves.
+/// First occurrence of `needle`: the first byte found with memchr (SIMD
+/// over long texts, a word-at-a-time loop over short ones), the rest
+/// compared in place. Inlined so the needle is a constant at each use.
+#[inline(always)]
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     let (&first, rest) = needle.split_first()?;
-    hay.iter().enumerate().position(|(i, &b)| b == first && hay[i + 1..].starts_with(rest))
+    let mut from = 0;
+    while let Some(i) = memchr::memchr(first, &hay[from..]) {
+        let at = from + i;
+        if hay[at + 1..].starts_with(rest) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+    None
 }
 
-/// First `byte` in a short token (see [`find`]).
+/// First `byte` in a short token (tens of bytes: a plain loop beats a call).
+#[inline(always)]
 fn position(s: &[u8], byte: u8) -> Option<usize> {
     s.iter().position(|&b| b == byte)
 }
@@ -431,6 +486,11 @@ mod tests {
             ("Nov 23 06:56:55 h postfix/master[5651]: daemon started -- version 3.7.11, configuration /tmp/pfx/a", "Other"),
             ("Nov 23 06:56:55 h postfix/postfix-script[5650]: starting the Postfix mail system", "Other"),
             ("Nov 23 06:56:55 h postfix/qmgr[1]: ABCDE12345: removed", "Removed"),
+            ("Nov 23 06:56:55 h postfix/qmgr[1]: ABCDE12345: from=<>, size=2, nrcpt=1 (queue active)", "QueueActive"),
+            ("Nov 23 06:56:55 h postfix/qmgr[1]: ABCDE12345: from=<>, status=expired, returned to sender", "Expired"),
+            ("Nov 23 06:56:55 h postfix/qmgr[1]: ABCDE12345: from=<\"a>, b\"@c.d>, size=2, nrcpt=3 (queue active)", "QueueActive { nrcpt: 3 }"),
+            // Fractional seconds, and a tag without [pid].
+            ("Nov 23 06:56:55.123456 h postfix/qmgr: ABCDE12345: removed", "Removed"),
         ];
         for (line, want) in cases {
             let got = parse_line(line.as_bytes()).unwrap_or_else(|e| panic!("{e:?}: {line}"));
@@ -445,6 +505,16 @@ mod tests {
 
     #[test]
     fn malformed_lines() {
+        for bad in [
+            "Nov 23 06:56:55 h postfix/smtp[]: ABCDE12345: removed",
+            "Nov 23 06:56:55 h postfix/smtp[12x]: ABCDE12345: removed",
+            "Nov 23 06:56:55 h postfix/smtp[12] ABCDE12345: removed",
+            "Nov 23 06:56:55 h postfix smtp[12]: ABCDE12345: removed",
+            "Nov 23 06:56:55 h postfix/[12]: ABCDE12345: removed",
+            "Nov 23 06:56:55  postfix/smtp[12]: ABCDE12345: removed",
+        ] {
+            assert_eq!(parse_line(bad.as_bytes()), Err(Malformed::Prefix), "{bad}");
+        }
         assert_eq!(parse_line(b""), Err(Malformed::Prefix));
         assert_eq!(parse_line(b"garbage"), Err(Malformed::Prefix));
         assert_eq!(parse_line(b"Nov 23 06:56:55 host"), Err(Malformed::Prefix));
