@@ -5,29 +5,26 @@
 //! statuses and categories are enums, queue names are Postfix's five. Domains
 //! are *not* labels (unbounded); per-domain detail is in /status.
 //! Recipient addresses never appear here.
+//!
+//! Delivery outcomes and their delays are the one per-recipient path: they
+//! are counted as plain integers in a [`DeliveryTally`] and encoded at scrape
+//! time, so the log pipeline does not hash a label set, allocate, or touch
+//! four histograms' atomics for every line it reads.
 
-use prometheus_client::encoding::EncodeLabelSet;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::exponential_buckets;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
+use sendfleet_render::contract::ResponseCategory;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DeliveryLabels {
-    /// Domain rule (`none` when no rule matched).
-    pub rule: String,
-    pub status: &'static str,
-    pub category: &'static str,
-    /// `direct` (sent from this IP) or `peer` (handed to a peer instance).
-    pub via: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct StageLabels {
-    /// `before_qmgr`, `in_qmgr`, `conn_setup`, `transmission` (Postfix's a/b/c/d).
-    pub stage: &'static str,
-}
+use super::log::parse::Status;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
@@ -59,17 +56,130 @@ pub struct AdaptiveLabels {
 
 pub const STAGES: [&str; 4] = ["before_qmgr", "in_qmgr", "conn_setup", "transmission"];
 
-fn delay_histogram() -> Histogram {
-    // 10 ms .. ~2.9 days.
-    Histogram::new(exponential_buckets(0.01, 4.0, 14))
+/// Upper bounds of the delay histogram buckets: 10 ms .. ~2.9 days, then +Inf.
+fn delay_bounds() -> [f64; DELAY_BUCKETS] {
+    let mut b = [f64::INFINITY; DELAY_BUCKETS];
+    for (i, bound) in exponential_buckets(0.01, 4.0, DELAY_BUCKETS as u16 - 1).enumerate() {
+        b[i] = bound;
+    }
+    b
+}
+
+const DELAY_BUCKETS: usize = 15;
+/// In declaration order: `Status as usize` indexes [`RuleCounts`], as
+/// `ResponseCategory as usize` does (checked in the tests).
+const STATUSES: [Status; 4] = [Status::Sent, Status::Deferred, Status::Bounced, Status::Expired];
+const VIA: [&str; 2] = ["direct", "peer"];
+
+/// Outcome counts of one rule: `[status][category][via]`.
+type RuleCounts = [[[u64; 2]; ResponseCategory::ALL.len()]; STATUSES.len()];
+
+/// One stage's delay histogram: per-bucket (not cumulative) counts.
+#[derive(Debug, Clone, Copy)]
+struct DelayHistogram {
+    buckets: [u64; DELAY_BUCKETS],
+    sum: f64,
+    count: u64,
+}
+
+/// `sendfleet_agent_deliveries_total` and `sendfleet_agent_delivery_delay_seconds`.
+#[derive(Debug)]
+pub struct DeliveryTally {
+    bounds: [f64; DELAY_BUCKETS],
+    inner: Mutex<Tally>,
+}
+
+#[derive(Debug)]
+struct Tally {
+    /// By rule name (`none` when no rule matched); rule names come from the policy.
+    by_rule: BTreeMap<String, Box<RuleCounts>>,
+    delays: [DelayHistogram; 4],
+}
+
+impl Default for DeliveryTally {
+    fn default() -> Self {
+        let empty = DelayHistogram { buckets: [0; DELAY_BUCKETS], sum: 0.0, count: 0 };
+        DeliveryTally {
+            bounds: delay_bounds(),
+            inner: Mutex::new(Tally { by_rule: BTreeMap::new(), delays: [empty; 4] }),
+        }
+    }
+}
+
+impl DeliveryTally {
+    /// Count one recipient outcome and, if the line had them, its delays.
+    pub fn record(
+        &self,
+        rule: &str,
+        status: Status,
+        category: ResponseCategory,
+        via_peer: bool,
+        delays: Option<[f32; 4]>,
+    ) {
+        let mut t = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let counts = match t.by_rule.get_mut(rule) {
+            Some(c) => c,
+            None => t.by_rule.entry(rule.to_string()).or_default(),
+        };
+        counts[status as usize][category as usize][usize::from(via_peer)] += 1;
+        if let Some(d) = delays {
+            for (h, v) in t.delays.iter_mut().zip(d) {
+                let v = f64::from(v);
+                let i = self.bounds.iter().position(|b| v <= *b).unwrap_or(DELAY_BUCKETS - 1);
+                h.buckets[i] += 1;
+                h.sum += v;
+                h.count += 1;
+            }
+        }
+    }
+}
+
+impl Collector for DeliveryTally {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let t = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        {
+            let mut family = encoder.encode_descriptor(
+                "deliveries",
+                "Recipient delivery outcomes from the mail log, by domain rule, status, response category and path",
+                None,
+                MetricType::Counter,
+            )?;
+            for (rule, counts) in &t.by_rule {
+                for (status, by_category) in STATUSES.iter().zip(counts.iter()) {
+                    for (category, by_via) in ResponseCategory::ALL.iter().zip(by_category) {
+                        for (via, n) in VIA.iter().zip(by_via).filter(|(_, n)| **n > 0) {
+                            let labels = [
+                                ("rule", rule.as_str()),
+                                ("status", status.as_str()),
+                                ("category", category.as_str()),
+                                ("via", via),
+                            ];
+                            family.encode_family(&labels)?.encode_counter::<NoLabelSet, u64, u64>(n, None)?;
+                        }
+                    }
+                }
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "delivery_delay",
+            "Postfix delays=a/b/c/d split per delivery attempt: before the queue manager, in it, connection setup, transmission",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        for (stage, h) in STAGES.iter().zip(&t.delays) {
+            let buckets: Vec<(f64, u64)> = self.bounds.iter().copied().zip(h.buckets).collect();
+            family
+                .encode_family(&[("stage", *stage)])?
+                .encode_histogram::<NoLabelSet>(h.sum, h.count, &buckets, None)?;
+        }
+        Ok(())
+    }
 }
 
 pub struct Metrics {
     pub registry: Registry,
-    pub deliveries: Family<DeliveryLabels, Counter>,
-    pub delays: Family<StageLabels, Histogram, fn() -> Histogram>,
-    /// Cached handles of `delays` for the four stages, in [`STAGES`] order.
-    pub stage_delays: [Histogram; 4],
+    /// Delivery outcomes and delays (see [`DeliveryTally`]).
+    pub deliveries: Arc<DeliveryTally>,
     pub log_lines: Family<ResultLabels, Counter>,
     pub lookups: Family<LookupLabels, Counter>,
     pub lookup_errors: Counter,
@@ -98,21 +208,8 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("sendfleet_agent");
-        let deliveries = Family::<DeliveryLabels, Counter>::default();
-        registry.register(
-            "deliveries",
-            "Recipient delivery outcomes from the mail log, by domain rule, status, response category and path",
-            deliveries.clone(),
-        );
-        let delays = Family::<StageLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-            delay_histogram as fn() -> Histogram,
-        );
-        registry.register_with_unit(
-            "delivery_delay",
-            "Postfix delays=a/b/c/d split per delivery attempt: before the queue manager, in it, connection setup, transmission",
-            Unit::Seconds,
-            delays.clone(),
-        );
+        let deliveries = Arc::new(DeliveryTally::default());
+        registry.register_collector(Box::new(deliveries.clone()));
         let log_lines = Family::<ResultLabels, Counter>::default();
         registry.register(
             "log_lines",
@@ -196,12 +293,9 @@ impl Metrics {
             "Automatic exclusions and slow-down changes this instance made, per domain rule",
             adaptive_changes.clone(),
         );
-        let stage_delays = STAGES.map(|stage| delays.get_or_create(&StageLabels { stage }).clone());
         Metrics {
             registry,
             deliveries,
-            delays,
-            stage_delays,
             log_lines,
             lookups,
             lookup_errors,
@@ -227,5 +321,42 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tally_indexes_follow_the_enums() {
+        for (i, s) in STATUSES.iter().enumerate() {
+            assert_eq!(*s as usize, i, "{s:?}");
+        }
+        for (i, c) in ResponseCategory::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn tally_encodes_counters_and_histograms_at_scrape() {
+        let m = Metrics::new();
+        m.deliveries.record("none", Status::Sent, ResponseCategory::Accepted, false, Some([0.005, 0.5, 3.0, 1e9]));
+        m.deliveries.record("gmail", Status::Deferred, ResponseCategory::RateLimit, true, None);
+        m.deliveries.record("gmail", Status::Deferred, ResponseCategory::RateLimit, true, None);
+        let text = m.encode();
+        for want in [
+            "sendfleet_agent_deliveries_total{rule=\"none\",status=\"sent\",category=\"Accepted\",via=\"direct\"} 1",
+            "sendfleet_agent_deliveries_total{rule=\"gmail\",status=\"deferred\",category=\"RateLimit\",via=\"peer\"} 2",
+            "sendfleet_agent_delivery_delay_seconds_count{stage=\"before_qmgr\"} 1",
+            // 0.005 s falls in the first bucket (le 0.01); 1e9 s only in +Inf.
+            "sendfleet_agent_delivery_delay_seconds_bucket{le=\"0.01\",stage=\"before_qmgr\"} 1",
+            "sendfleet_agent_delivery_delay_seconds_bucket{le=\"0.16\",stage=\"in_qmgr\"} 0",
+            "sendfleet_agent_delivery_delay_seconds_bucket{le=\"0.64\",stage=\"in_qmgr\"} 1",
+            "sendfleet_agent_delivery_delay_seconds_bucket{le=\"+Inf\",stage=\"transmission\"} 1",
+        ] {
+            assert!(text.contains(want), "missing {want}\n{text}");
+        }
+        assert!(!text.contains("status=\"bounced\""), "zero counts are not encoded\n{text}");
     }
 }

@@ -23,7 +23,7 @@ use super::clock::Clock;
 use super::counters::{Counters, CountersError};
 use super::log::join::Outcome;
 use super::log::parse::Status;
-use super::metrics::{AdaptiveLabels, DeliveryLabels, Metrics, QueueLabels, RuleLabels};
+use super::metrics::{AdaptiveLabels, Metrics, QueueLabels, RuleLabels};
 use super::queue::parse::QueueScan;
 use super::socketmap::decision::{decide, key_domain, share_for, Decision, NotFoundWhy, SentToday};
 use super::warmup::{self, CapSource, Warmup};
@@ -324,8 +324,14 @@ impl State {
         self.inflow.store(total, Ordering::Relaxed);
     }
 
-    /// Apply one recipient outcome from the log.
+    /// Apply one recipient outcome from the log, now.
     pub fn record_outcome(&self, o: &Outcome<'_>) {
+        self.record_outcome_at(o, self.clock.unix_now());
+    }
+
+    /// Apply one recipient outcome read at `now` (the log pipeline reads the
+    /// clock once per read of the log, not once per line).
+    pub fn record_outcome_at(&self, o: &Outcome<'_>, now: u64) {
         let policy = self.policy();
         // One rule lookup per outcome (this runs for every recipient line).
         let rule_ref = policy.as_ref().and_then(|p| p.rule_for(&o.domain));
@@ -336,21 +342,7 @@ impl State {
                 o.relay_port == Some(p.peer_port)
                     && p.instances.iter().any(|i| i.name != p.instance && o.relay_addr == Some(i.address.as_str()))
             });
-        self.metrics
-            .deliveries
-            .get_or_create(&DeliveryLabels {
-                rule: rule.unwrap_or("none").to_string(),
-                status: o.status.as_str(),
-                category: o.category.as_str(),
-                via: if via_peer { "peer" } else { "direct" },
-            })
-            .inc();
-        if let Some(d) = o.delays {
-            for (h, v) in self.metrics.stage_delays.iter().zip(d) {
-                h.observe(f64::from(v));
-            }
-        }
-        let now = self.clock.unix_now();
+        self.metrics.deliveries.record(rule.unwrap_or("none"), o.status, o.category, via_peer, o.delays);
         // This instance's own attempt at the domain's receiver: not through a
         // peer, not a `retry:`/`error:` answer, not a relay route.
         let own_attempt =

@@ -19,6 +19,9 @@ use crate::agent::state::State;
 /// Longest line kept whole; longer lines are cut (and still redacted).
 pub const MAX_LINE: usize = 64 * 1024;
 
+/// Bytes read from the log pipe at a time: the pipe's whole buffer.
+const READ_BUFFER: usize = crate::agent::supervise::PIPE_BUFFER;
+
 /// Parse + join + count + redact, one line at a time (no I/O).
 pub struct Processor {
     state: Arc<State>,
@@ -26,11 +29,19 @@ pub struct Processor {
     tracker: Tracker,
     /// Line counts not yet published (parsed, ignored, malformed).
     pending: [u64; 3],
+    /// The time the current batch of lines was read.
+    now: u64,
 }
 
 impl Processor {
     pub fn new(state: Arc<State>, redactor: Redactor) -> Self {
-        Processor { state, redactor, tracker: Tracker::new(), pending: [0; 3] }
+        let now = state.clock.unix_now();
+        Processor { state, redactor, tracker: Tracker::new(), pending: [0; 3], now }
+    }
+
+    /// A new batch of lines was read: outcomes in it are recorded at this time.
+    pub fn read_at_now(&mut self) {
+        self.now = self.state.clock.unix_now();
     }
 
     /// Publish line counts to the shared state (per batch, not per line).
@@ -45,8 +56,8 @@ impl Processor {
             Ok(parsed) => {
                 let used = !matches!(parsed.event, Event::Other | Event::Warning);
                 self.pending[usize::from(!used)] += 1;
-                let state = &self.state;
-                self.tracker.feed(&parsed, rcpt_key, |o| state.record_outcome(&o));
+                let (state, now) = (&self.state, self.now);
+                self.tracker.feed(&parsed, rcpt_key, |o| state.record_outcome_at(&o, now));
                 if matches!(parsed.event, Event::Received | Event::PickedUp) {
                     state.set_inflow(self.tracker.received);
                 }
@@ -77,7 +88,10 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut reader = BufReader::with_capacity(256 * 1024, input);
+    // A full pipe is drained in one read. With the 1M-line benchmark,
+    // 256 KiB reads cost ~7% more CPU and 64 KiB reads ~40% more (more
+    // reads, more writer wake-ups).
+    let mut reader = BufReader::with_capacity(READ_BUFFER, input);
     let mut proc = Processor::new(state, redactor);
     let mut partial: Vec<u8> = Vec::with_capacity(1024);
     let mut out = Vec::with_capacity(512 * 1024);
@@ -86,6 +100,7 @@ where
         if buf.is_empty() {
             break;
         }
+        proc.read_at_now();
         let mut rest = buf;
         while let Some(nl) = memchr::memchr(b'\n', rest) {
             let piece = &rest[..nl];
@@ -218,6 +233,29 @@ Nov 23 06:56:56 h postfix/smtp[2]: FEDCB54321: to=<carol@dest.test>, relay=x[1.2
             let s = st.status();
             assert_eq!((s.log.lines, s.log.malformed), (5, 1), "chunk {chunk}");
             assert_eq!((s.counters.since_start.sent, s.counters.since_start.bounced), (1, 1), "chunk {chunk}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_line_with_hundreds_of_addresses_is_redacted_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = state(dir.path());
+        let addrs: Vec<String> = (0..300).map(|i| format!("<user{i}@dest.test>")).collect();
+        let line = format!("Nov 23 06:56:55 h postfix/smtpd[5]: warning: {}\n", addrs.join(" "));
+        let input = format!("{line}{line}");
+        for chunk in [100_000, 1000] {
+            let mut out = Vec::new();
+            run(
+                Trickle(input.clone().into_bytes(), chunk),
+                &mut out,
+                st.clone(),
+                Redactor::new(b"0123456789abcdef0123"),
+            )
+            .await
+            .unwrap();
+            let text = String::from_utf8(out).unwrap();
+            assert_eq!(text.matches("@dest.test").count(), 2 * addrs.len(), "chunk {chunk}");
+            assert!(!text.contains("<user"), "chunk {chunk}: a local part survived");
         }
     }
 
