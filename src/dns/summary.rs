@@ -279,13 +279,34 @@ pub fn authentication_condition(summary: &PoolDnsSummary) -> ConditionParts {
             message: finish(format!("Not yet checked: {}", f.pending.join(", "))),
         };
     }
-    let mut msg = format!(
-        "SPF passes for {} IP(s) in {} domain(s); DKIM and reverse DNS valid",
-        summary.ips.len(),
-        summary.domains.len()
-    );
+    let mut msg = if summary.domains.is_empty() {
+        format!(
+            "Reverse DNS valid for {} IP(s); SPF, DKIM and DMARC not checked: spec.dkim.domains names no sending domain",
+            summary.ips.len()
+        )
+    } else {
+        format!(
+            "SPF passes for {} IP(s) in {} domain(s); DKIM and reverse DNS valid",
+            summary.ips.len(),
+            summary.domains.len()
+        )
+    };
     if !f.good.is_empty() {
         let _ = write!(msg, "; {}", f.good.join("; "));
     }
     ConditionParts { status: ConditionStatus::True, reason: reasons::VALID, message: finish(msg) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_pool_without_sending_domains_says_what_was_not_checked() {
+        let summary = PoolDnsSummary::default();
+        let c = authentication_condition(&summary);
+        assert_eq!(c.status, ConditionStatus::True);
+        assert!(c.message.contains("spec.dkim.domains names no sending domain"), "{}", c.message);
+        assert!(!c.message.contains("0 domain(s)"), "{}", c.message);
+    }
 }
