@@ -5,13 +5,19 @@
 //! answer) and for four concurrent connections. The client runs on the same
 //! (2-core) machine, so its own syscalls count against the agent's figure.
 //! Targets (one connection): >= 50,000 lookups/s, p99 < 1 ms.
+//!
+//! The peer, measured in the same run with the same client: a socketmap
+//! server that answers every request `OK smtp:` at once (no policy, no
+//! state, a thread per connection like the agent). With one connection in
+//! flight both are bound by the machine's thread wake-up latency; the ratio
+//! says how much of a round trip is the agent's own work.
 
 #[path = "../tests/agent_support/mod.rs"]
 #[allow(dead_code)]
 mod agent_support;
 
 use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::time::{Duration, Instant};
 
 use agent_support::*;
@@ -87,6 +93,35 @@ fn run(socket: &std::path::Path, conns: usize) -> (f64, Vec<u64>) {
     (all.len() as f64 / secs, all)
 }
 
+/// The peer: answers each complete request frame `OK smtp:` (see the module doc).
+fn start_floor_server(path: &std::path::Path) {
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path).unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let mut s = stream.unwrap();
+            std::thread::spawn(move || {
+                let mut reply = Vec::new();
+                encode_into(&mut reply, b"OK smtp:");
+                let mut buf = vec![0u8; 4096];
+                let mut filled = 0;
+                loop {
+                    let n = match s.read(&mut buf[filled..]) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    filled += n;
+                    while let Ok(Decoded::Frame(_, len)) = decode(&buf[..filled]) {
+                        s.write_all(&reply).unwrap();
+                        buf.copy_within(len..filled, 0);
+                        filled -= len;
+                    }
+                }
+            });
+        }
+    });
+}
+
 fn pct(sorted: &[u64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 * p) as usize).min(sorted.len() - 1)] as f64 / 1000.0
 }
@@ -115,8 +150,11 @@ fn main() {
         });
     }
     let agent = PolicyAgent::start(&cfg);
+    let floor = std::env::temp_dir().join(format!("sendfleet-bench-sm-floor-{}.sock", std::process::id()));
+    start_floor_server(&floor);
     for conns in [1usize, 4] {
         let (rate, lat) = run(&agent.socket, conns);
+        let (floor_rate, floor_lat) = run(&floor, conns);
         println!(
             "socketmap lookups, {conns} connection(s): {} lookups, {rate:.0}/s, latency p50 {:.1} us, p99 {:.1} us, max {:.1} us (targets: >= 50,000/s: {}, p99 < 1 ms: {})",
             lat.len(),
@@ -126,5 +164,12 @@ fn main() {
             if rate >= 50_000.0 { "met" } else { "MISSED" },
             if pct(&lat, 0.99) < 1000.0 { "met" } else { "MISSED" },
         );
+        println!(
+            "  peer (answer-only socketmap server, same client): {floor_rate:.0}/s, p50 {:.1} us, p99 {:.1} us; agent = {:.2}x the peer's rate",
+            pct(&floor_lat, 0.50),
+            pct(&floor_lat, 0.99),
+            rate / floor_rate
+        );
     }
+    let _ = std::fs::remove_file(&floor);
 }
