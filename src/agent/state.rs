@@ -189,7 +189,7 @@ impl State {
     /// The time zone days are counted in: the warm-up plan's (UTC without a plan).
     fn time_zone(&self) -> jiff::tz::TimeZone {
         let tz_name = self.policy().and_then(|p| p.warmup.as_ref().map(|w| w.time_zone.clone()));
-        tz_name.and_then(|n| jiff::tz::TimeZone::get(&n).ok()).unwrap_or(jiff::tz::TimeZone::UTC)
+        tz_name.and_then(|n| warmup::time_zone_database().get(&n).ok()).unwrap_or(jiff::tz::TimeZone::UTC)
     }
 
     /// "Today" in the warm-up plan's time zone (UTC without a plan).

