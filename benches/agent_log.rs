@@ -11,12 +11,17 @@
 //! one). pflogsumm (Debian) reads the same file. Prints both times, lines/s
 //! and the ratio; targets: >= 20x and >= 1,000,000 lines/s.
 
+#[path = "../tests/agent_support/mod.rs"]
+#[allow(dead_code)]
+mod agent_support;
+
 use std::io::Write;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
+use agent_support::example;
 use clap::Parser;
 use sendfleet::agent::counters::Counters;
 use sendfleet::agent::log::pipeline::run;
@@ -92,11 +97,6 @@ fn generate(path: &std::path::Path) {
             n += 1;
         }
     }
-}
-
-fn example<T: serde::de::DeserializeOwned>(name: &str) -> T {
-    let path = format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"));
-    serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 /// What the operator renders for mta1 from examples/ (pool, both

@@ -16,11 +16,6 @@ use sendfleet::core::render::{render_pool, Observed, PoolInput, Settings};
 // addresses on this test binary's own namespace's lo.
 const ADDRS: [&str; 3] = ["198.51.100.171", "198.51.100.172", "198.51.100.173"];
 
-fn example<T: serde::de::DeserializeOwned>(name: &str) -> T {
-    let path = format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"));
-    serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
 #[test]
 fn agent_installs_rendered_files_and_reports_the_renderers_hash() {
     require_postfix();

@@ -61,6 +61,12 @@ pub fn add_addr(addr: &str) {
     assert!(out.status.success() || err.contains("File exists"), "ip addr add {addr}: {err}");
 }
 
+/// A resource from examples/ (what users apply), parsed.
+pub fn example<T: serde::de::DeserializeOwned>(name: &str) -> T {
+    let path = format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
 /// A fresh directory the postfix user can traverse.
 pub fn test_dir(name: &str) -> PathBuf {
     let base = std::env::temp_dir().join(format!("sendfleet-agent-{}-{name}", std::process::id()));
