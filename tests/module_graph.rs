@@ -153,14 +153,11 @@ fn cycles(files: &[(Module, String)]) -> Vec<String> {
                 continue; // ancestor or descendant (or itself)
             }
             let (parent, from, to) = (Module::new(), module.join("::"), target.join("::"));
-            graphs
-                .entry(parent)
-                .or_default()
-                .entry(from)
-                .or_default()
-                .entry(to)
-                .or_default()
-                .push(format!("{} uses {}", module.join("::"), path.join("::")));
+            graphs.entry(parent).or_default().entry(from).or_default().entry(to).or_default().push(format!(
+                "{} uses {}",
+                module.join("::"),
+                path.join("::")
+            ));
         }
     }
     let mut found = vec![];
