@@ -233,8 +233,34 @@ mod tests {
         }
     }
 
-    fn decisions(dir: &Path) -> Decisions {
-        Decisions::load(dir, DayLedger::load(dir, Counters::load(dir).unwrap()))
+    /// An agent's decisions under [`policy`], state in a temp dir.
+    struct Agent {
+        _dir: tempfile::TempDir,
+        policy: AgentPolicy,
+        d: Decisions,
+    }
+
+    impl Agent {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let d = Decisions::load(dir.path(), DayLedger::load(dir.path(), Counters::load(dir.path()).unwrap()));
+            Agent { _dir: dir, policy: policy(), d }
+        }
+
+        fn lookup(&mut self, key: &str) -> Decision {
+            self.d.decide(Some(&self.policy), key, 100).0
+        }
+
+        /// Log `o`; returns the route it was settled under.
+        fn logged(&mut self, o: &Outcome<'_>) -> (Option<String>, bool, bool) {
+            let route = OutcomeRoute::of(Some(&self.policy), o);
+            self.d.settle(Some(&self.policy), &route, o, 101);
+            (route.rule_name().map(str::to_string), route.own_attempt, route.via_peer)
+        }
+
+        fn reserved(&self) -> u64 {
+            self.d.day.warmup.reservations.total()
+        }
     }
 
     fn sent<'a>(domain: &'a str, service: &'a str, relay: (&'a str, u16)) -> Outcome<'a> {
@@ -250,55 +276,37 @@ mod tests {
     }
 
     #[test]
-    fn a_send_from_here_holds_a_slot_until_its_outcome_is_logged() {
-        let dir = tempfile::tempdir().unwrap();
-        let (p, mut d) = (policy(), decisions(dir.path()));
-        let (answer, _) = d.decide(Some(&p), "bob@dest.example", 100);
-        assert_eq!(answer, Decision::NotFound(NotFoundWhy::Normal));
-        assert_eq!(d.day.warmup.reservations.total(), 1);
-        let o = sent("dest.example", "smtp", ("198.51.100.7", 25));
-        let route = OutcomeRoute::of(Some(&p), &o);
-        assert!(route.own_attempt && !route.via_peer);
-        d.settle(Some(&p), &route, &o, 101);
-        assert_eq!(d.day.warmup.reservations.total(), 0, "the outcome released the slot");
-        assert_eq!(d.day.counters.sent_total, 1);
-    }
-
-    #[test]
-    fn mail_a_peer_sent_is_neither_released_nor_counted_here() {
-        let dir = tempfile::tempdir().unwrap();
-        let (p, mut d) = (policy(), decisions(dir.path()));
-        d.decide(Some(&p), "bob@dest.example", 100);
+    fn a_send_from_here_holds_a_slot_that_only_its_own_outcome_releases() {
+        let mut a = Agent::new();
+        assert_eq!(a.lookup("bob@dest.example"), Decision::NotFound(NotFoundWhy::Normal));
+        assert_eq!(a.reserved(), 1);
         for o in [
             sent("dest.example", PEER_RELAY_TRANSPORT, ("192.0.2.9", 2526)),
             sent("dest.example", "smtp", ("192.0.2.2", 2526)),
         ] {
-            let route = OutcomeRoute::of(Some(&p), &o);
-            assert!(route.via_peer && !route.own_attempt, "{o:?}");
-            d.settle(Some(&p), &route, &o, 101);
+            let (_, own, via_peer) = a.logged(&o);
+            assert!(via_peer && !own, "{o:?}");
         }
-        assert_eq!(d.day.warmup.reservations.total(), 1);
-        assert_eq!(d.day.counters.sent_total, 0);
+        assert_eq!((a.reserved(), a.d.day.counters.sent_total), (1, 0), "a peer's attempt is not this instance's");
+        let (_, own, via_peer) = a.logged(&sent("dest.example", "smtp", ("198.51.100.7", 25)));
+        assert!(own && !via_peer);
+        assert_eq!((a.reserved(), a.d.day.counters.sent_total), (0, 1), "released, and sent today");
     }
 
     #[test]
     fn relay_routes_are_counted_but_hold_no_slot() {
-        let dir = tempfile::tempdir().unwrap();
-        let (p, mut d) = (policy(), decisions(dir.path()));
-        let (answer, _) = d.decide(Some(&p), "x@partner.example", 100);
-        assert_eq!(answer, Decision::NotFound(NotFoundWhy::RelayRule));
-        assert_eq!(d.day.warmup.reservations.total(), 0);
-        let o = sent("partner.example", "smtp", ("203.0.113.5", 25));
-        let route = OutcomeRoute::of(Some(&p), &o);
-        assert_eq!((route.rule_name(), route.own_attempt), (Some("partner"), false));
-        d.settle(Some(&p), &route, &o, 101);
-        assert_eq!(d.day.counters.sent_by_rule.get("partner"), Some(&1));
+        let mut a = Agent::new();
+        assert_eq!(a.lookup("x@partner.example"), Decision::NotFound(NotFoundWhy::RelayRule));
+        assert_eq!(a.reserved(), 0);
+        let (rule, own, _) = a.logged(&sent("partner.example", "smtp", ("203.0.113.5", 25)));
+        assert_eq!((rule.as_deref(), own), (Some("partner"), false));
+        assert_eq!(a.d.day.counters.sent_by_rule.get("partner"), Some(&1));
     }
 
     #[test]
     fn without_a_policy_the_instance_is_unknown() {
-        let dir = tempfile::tempdir().unwrap();
-        let (answer, changes) = decisions(dir.path()).decide(None, "bob@dest.example", 100);
+        let mut a = Agent::new();
+        let (answer, changes) = a.d.decide(None, "bob@dest.example", 100);
         assert_eq!(answer, Decision::NotFound(NotFoundWhy::UnknownInstance));
         assert!(changes.is_empty());
     }

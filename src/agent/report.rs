@@ -1,18 +1,17 @@
-//! The /status payload ([`AgentStatus`], the operator/agent contract):
-//! who this agent is (pool, instance, a session id that changes on every
-//! start) and each concern's section, assembled in one place.
+//! Who is reporting in the /status payload ([`AgentStatus`], the
+//! operator/agent contract): the schema version, pool and instance from the
+//! policy in force, and a session id that changes on every start, so the
+//! operator can tell a restart from a steady agent. The sections (config,
+//! postfix, counters, queue, domains, log, adaptive) come from the concern
+//! that owns each figure; `State::status` puts them over this header.
 //!
-//! It must never compute a figure (each concern reports its own section),
-//! never take a lock or read a clock (the state hands it snapshots and the
-//! time), and never put an address in the payload: domains, rule names,
-//! counts, hashes.
+//! It must never compute a section's figure, never take a lock or read the
+//! shifted clock (the state hands it the time), and never put an address
+//! in the payload.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use sendfleet_render::contract::{
-    AdaptiveStatus, AgentStatus, ConfigStatus, DeliveryCounters, DomainHealth, LogStats, PostfixStatus, QueueStatus,
-    STATUS_VERSION,
-};
+use sendfleet_render::contract::{AgentStatus, STATUS_VERSION};
 use sendfleet_render::policy::AgentPolicy;
 use sha2::{Digest, Sha256};
 
@@ -45,21 +44,10 @@ impl Default for Identity {
     }
 }
 
-/// Each concern's section of the payload, snapshotted by its owner.
-pub struct Sections {
-    pub config: ConfigStatus,
-    pub postfix: PostfixStatus,
-    pub counters: DeliveryCounters,
-    pub queue: QueueStatus,
-    pub domains: Vec<DomainHealth>,
-    pub log: LogStats,
-    pub adaptive: AdaptiveStatus,
-}
-
-/// The payload at `now` (the agent's clock) under `policy`.
-pub fn build(identity: &Identity, policy: Option<&AgentPolicy>, now: u64, s: Sections) -> AgentStatus {
-    // Destructured without `..`: a new section cannot be left out.
-    let Sections { config, postfix, counters, queue, domains, log, adaptive } = s;
+/// The payload's header at `now` (the agent's clock) under `policy`: the
+/// schema version and who is reporting. The caller fills in each concern's
+/// section over it.
+pub fn header(identity: &Identity, policy: Option<&AgentPolicy>, now: u64) -> AgentStatus {
     AgentStatus {
         version: STATUS_VERSION,
         pool: policy.map(|p| p.pool.clone()).unwrap_or_default(),
@@ -67,19 +55,23 @@ pub fn build(identity: &Identity, policy: Option<&AgentPolicy>, now: u64, s: Sec
         session_id: identity.session_id.clone(),
         started_at: identity.started_at,
         now,
-        config,
-        postfix,
-        counters,
-        queue,
-        domains,
-        log,
-        adaptive,
+        ..Default::default()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_header_names_the_instance_and_this_run() {
+        let id = Identity::new();
+        let p = AgentPolicy { pool: "ns/pool".into(), instance: "mta1".into(), ..Default::default() };
+        let h = header(&id, Some(&p), 42);
+        assert_eq!((h.version, h.pool.as_str(), h.instance.as_str(), h.now), (STATUS_VERSION, "ns/pool", "mta1", 42));
+        assert_eq!((h.session_id.as_str(), h.started_at), (id.session_id.as_str(), id.started_at));
+        assert_eq!(header(&id, None, 42).instance, "", "no policy installed yet");
+    }
 
     #[test]
     fn session_ids_differ_between_starts() {

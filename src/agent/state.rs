@@ -10,7 +10,8 @@
 //! - [`tally`](super::tally): outcome and line counts since start;
 //! - [`flow`](super::flow): the queue's last scan and flow estimate;
 //! - [`health`](super::health): liveness, readiness, config, Postfix;
-//! - [`report`](super::report): the /status payload assembled from them.
+//! - [`report`](super::report): who reports in /status; [`State::status`]
+//!   puts each concern's section over that header.
 //!
 //! Lock discipline. The mail path — a socketmap lookup, and every recipient
 //! line of the log through [`State::record_outcome_at`] — takes the policy
@@ -44,7 +45,7 @@ use super::log::join::Outcome;
 use super::metrics::{Metrics, ResultLabels};
 use super::policy_slot::{plan, PolicySlot};
 use super::queue::parse::QueueScan;
-use super::report::{self, Identity, Sections};
+use super::report::{self, Identity};
 use super::socketmap::decision::Decision;
 use super::tally::Tally;
 
@@ -265,12 +266,16 @@ impl State {
         decisions::publish(&self.metrics, changes);
         let (config, postfix) = self.health.report();
         let queue = self.queue().status();
-        report::build(
-            &self.identity,
-            policy,
-            now,
-            Sections { config, postfix, counters, queue, domains, log, adaptive },
-        )
+        AgentStatus {
+            config,
+            postfix,
+            counters,
+            queue,
+            domains,
+            log,
+            adaptive,
+            ..report::header(&self.identity, policy, now)
+        }
     }
 }
 
