@@ -12,6 +12,11 @@
 //! - scans the queue with `postqueue -j` ([`queue`]);
 //! - serves /metrics, /status, /healthz, /readyz ([`http`]).
 //!
+//! Every task shares one [`state::State`], which composes what the agent
+//! knows by concern ([`policy_slot`], [`decisions`] with the [`day`] ledger,
+//! [`tally`], [`flow`], [`health`], [`report`]) and owns the locking. This
+//! file only wires the tasks together; flags are in [`args`].
+//!
 //! What it must never do: restart Postfix for a config change, let a
 //! plaintext recipient address reach its stdout, stderr, metrics or /status,
 //! or route mail the policy does not describe.

@@ -4,13 +4,13 @@
 //! what each one knows lives in its own module:
 //!
 //! - [`policy_slot`](super::policy_slot): the policy in force;
-//! - [`decisions`](super::decisions): lookups answered and reserved,
-//!   outcomes settled, with the [`day`](super::day) ledger (sent today,
+//! - [`decisions`]: lookups answered and reserved,
+//!   outcomes settled, with the [`day`] ledger (sent today,
 //!   warm-up, roll-over) and the adaptive state;
 //! - [`tally`](super::tally): outcome and line counts since start;
-//! - [`flow`](super::flow): the queue's last scan and flow estimate;
+//! - [`flow`]: the queue's last scan and flow estimate;
 //! - [`health`](super::health): liveness, readiness, config, Postfix;
-//! - [`report`](super::report): who reports in /status; [`State::status`]
+//! - [`report`]: who reports in /status; [`State::status`]
 //!   puts each concern's section over that header.
 //!
 //! Lock discipline. The mail path — a socketmap lookup, and every recipient

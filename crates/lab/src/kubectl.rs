@@ -1,6 +1,6 @@
 //! The lab's clients: kubectl bound to a kubeconfig ([`Kubectl`]), the
 //! kubeconfigs themselves ([`write_kubeconfig`]), and running a client
-//! command to completion with its stderr in the error ([`run`]).
+//! command to completion with its stderr in the error (`run`).
 //!
 //! Shared by the control plane and the node, which both talk to the API
 //! server, so neither has to import the other. It must never start a
