@@ -5,12 +5,19 @@
 //! The offset file is named by the hidden `--test-clock-file` flag; nothing
 //! in the CRDs, the chart or the rendered config can set it. The file is
 //! re-read every time the time is read, so a test moves the clock by
-//! rewriting it. This module must never be the source of queue ages (those
-//! are Postfix's file times, real time) and never fails the mail path: an
-//! unreadable offset counts as 0, with a warning.
+//! rewriting it. The shifted clock must never be the source of queue ages
+//! (those are Postfix's file times, real time: [`wall_unix_now`]) and never
+//! fails the mail path: an unreadable offset counts as 0, with a warning.
 
 use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Real time in Unix seconds, never shifted: for what is compared with
+/// Postfix's own file times (queue ages) or reported as when something
+/// happened on the host (config installs, queue scans).
+pub fn wall_unix_now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
 
 /// Wall clock, optionally shifted by a test offset.
 #[derive(Clone, Debug, Default)]
@@ -49,8 +56,7 @@ impl Clock {
 
     /// Now, in Unix seconds.
     pub fn unix_now(&self) -> u64 {
-        let wall = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-        wall.saturating_add_signed(self.offset_seconds())
+        wall_unix_now().saturating_add_signed(self.offset_seconds())
     }
 }
 

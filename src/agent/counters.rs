@@ -4,20 +4,18 @@
 //! must survive an agent or pod restart (the queue volume does). The file is
 //! written to a temp name and renamed, so a crash leaves the old or the new
 //! file, never half of one. Counters hold rule names and numbers only.
+//!
+//! A file format and its day roll, nothing more: it must never decide when
+//! to save (the state's flush does) or what "today" is (the day ledger
+//! does).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::state::State;
-
 pub const FILE: &str = "counters.json";
-/// How often dirty counters are written (a crash loses at most this much).
-pub const FLUSH_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Error)]
 pub enum CountersError {
@@ -95,17 +93,6 @@ fn bump(m: &mut BTreeMap<String, u64>, k: &str) {
         Some(n) => *n += 1,
         None => {
             m.insert(k.to_string(), 1);
-        }
-    }
-}
-
-/// Periodically persist dirty counters.
-pub async fn flush_loop(state: Arc<State>) {
-    let mut tick = tokio::time::interval(FLUSH_EVERY);
-    loop {
-        tick.tick().await;
-        if let Err(e) = state.save_counters() {
-            tracing::warn!(error = %e, "saving counters");
         }
     }
 }

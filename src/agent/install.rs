@@ -25,8 +25,8 @@ use sendfleet_render::policy::{AgentPolicy, POLICY_FILE, POLICY_VERSION};
 use thiserror::Error;
 use tokio::process::Command;
 
+use super::args::AgentArgs;
 use super::state::State;
-use super::AgentArgs;
 
 /// Map types that need `postmap` (indexed files).
 const INDEXED: [&str; 4] = ["hash", "btree", "lmdb", "cdb"];

@@ -17,6 +17,8 @@ use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::log::pipeline;
+// benches/agent_log.rs names it here; drop once it names `agent::pipe`.
+pub use super::pipe::grow_pipe;
 use super::redact::Redactor;
 use super::state::State;
 
@@ -31,20 +33,6 @@ pub enum SuperviseError {
     Exited(String),
     #[error("installing signal handlers: {0}")]
     Signal(std::io::Error),
-}
-
-/// Pipe buffer asked for on the pipes the agent reads from Postfix (the
-/// mail log, `postqueue -j`): the default 64 KiB fills in well under a
-/// millisecond of a burst, and then the writer waits until the agent is
-/// scheduled again, which on a busy node can be many milliseconds.
-pub const PIPE_BUFFER: usize = 1 << 20;
-
-/// Grow a pipe's buffer to [`PIPE_BUFFER`] (Linux `F_SETPIPE_SZ`). Best
-/// effort: a smaller system limit (`fs.pipe-max-size`) leaves it as it was.
-pub fn grow_pipe(pipe: impl std::os::fd::AsFd) {
-    if let Err(e) = rustix::pipe::fcntl_setpipe_size(pipe, PIPE_BUFFER) {
-        tracing::debug!(error = %e, "pipe buffer left at its default size");
-    }
 }
 
 /// Start Postfix in the foreground with its log piped to the pipeline.

@@ -2,6 +2,8 @@
 //! on, service-account tokens signed by a key of ours), optionally
 //! kube-controller-manager, with an admin kubeconfig and helpers to mint
 //! further identities, create per-test namespaces and wait for things.
+//! When a test asks for a node, the control plane owns it (`node`) and
+//! stops it before itself.
 //!
 //! Everything binds 127.0.0.1 only; test binaries run in their own network
 //! namespace (hack/netns-run) and the demo runs the lab inside the
@@ -12,14 +14,14 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use base64::Engine;
-
 use crate::binaries::Binaries;
+use crate::kubectl::{run, write_kubeconfig, Credentials, Kubectl};
+use crate::node::{require_lab_netns, Cluster, Node, NodeInfo, SERVICE_CIDR};
 use crate::pki::{write_private, Pki};
 use crate::process::{self, poll, Proc};
 use crate::LabError;
@@ -29,8 +31,6 @@ use crate::LabError;
 pub const APISERVER_READY_TIMEOUT: Duration = Duration::from_secs(120);
 /// Issuer of service-account tokens (the in-cluster default).
 pub const SA_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
-/// Service CIDR handed to the API server (never routed: no kube-proxy here).
-pub const SERVICE_CIDR: &str = "10.96.0.0/16";
 
 /// How to start a [`ControlPlane`].
 #[derive(Debug, Clone, Default)]
@@ -90,7 +90,8 @@ pub struct ControlPlane {
     apiserver_args: Vec<String>,
     kcm: Mutex<Option<Proc>>,
     kcm_controllers: String,
-    pub(crate) node: Mutex<Option<crate::node::Node>>,
+    /// The lab node, once started: stopped before everything else.
+    node: Mutex<Option<Node>>,
     counter: AtomicU32,
 }
 
@@ -181,7 +182,7 @@ impl ControlPlane {
         // Inside a lab network namespace (only lo) the API server listens on
         // all its addresses, so pods on the node reach it at the node IP.
         // Anywhere else, loopback only.
-        let bind = if crate::node::require_lab_netns().is_ok() { "0.0.0.0" } else { "127.0.0.1" };
+        let bind = if require_lab_netns().is_ok() { "0.0.0.0" } else { "127.0.0.1" };
         let mut apiserver_args = vec![
             format!("--etcd-servers={etcd_url}"),
             format!("--bind-address={bind}"),
@@ -296,11 +297,14 @@ impl ControlPlane {
         &self.pki
     }
 
+    /// kubectl as admin.
+    pub fn admin(&self) -> Kubectl<'_> {
+        Kubectl::new(&self.bins.kubectl, &self.admin_kubeconfig)
+    }
+
     /// `kubectl --kubeconfig <admin>`, ready for more arguments.
     pub fn kubectl(&self) -> Command {
-        let mut c = Command::new(&self.bins.kubectl);
-        c.arg("--kubeconfig").arg(&self.admin_kubeconfig);
-        c
+        self.admin().command()
     }
 
     /// `helm --kubeconfig <admin>`, with helm's caches inside the lab dir.
@@ -318,21 +322,17 @@ impl ControlPlane {
     /// Run kubectl as admin; stdout on success, the command and its stderr
     /// on failure.
     pub fn kubectl_run(&self, args: &[&str]) -> Result<String, LabError> {
-        let mut c = self.kubectl();
-        c.args(args);
-        run(c, None)
+        self.admin().run(args)
     }
 
     /// Run kubectl as admin with `stdin` piped in (e.g. `apply -f -`).
     pub fn kubectl_stdin(&self, args: &[&str], stdin: &str) -> Result<String, LabError> {
-        let mut c = self.kubectl();
-        c.args(args);
-        run(c, Some(stdin))
+        self.admin().run_stdin(args, stdin)
     }
 
     /// `kubectl apply --server-side -f -` of `yaml` as admin.
     pub fn apply(&self, yaml: &str) -> Result<String, LabError> {
-        self.kubectl_stdin(&["apply", "--server-side", "--field-manager=sendfleet-lab", "-f", "-"], yaml)
+        self.admin().apply(yaml)
     }
 
     /// Wait until /readyz answers `ok` (fails at once if the API server died).
@@ -529,6 +529,67 @@ impl ControlPlane {
         .collect()
     }
 
+    /// Start the lab node (kube-scheduler; kubelet + containerd + runc in
+    /// their own pid/mount namespaces) if it is not running yet, with
+    /// kube-controller-manager and `pvs` local PersistentVolumes of
+    /// StorageClass `lab-local`. Idempotent; only inside a lab network
+    /// namespace. Waits until the node is Ready.
+    pub fn ensure_node(&self, pvs: usize) -> Result<NodeInfo, LabError> {
+        self.ensure_controller_manager()?;
+        let mut node = self.node.lock().map_err(|_| LabError::Poisoned)?;
+        if let Some(n) = node.as_mut() {
+            if n.is_running() {
+                if pvs > n.pvs() {
+                    n.add_local_volumes(self.admin(), pvs)?;
+                }
+                return Ok(n.info().clone());
+            }
+            n.stop();
+        }
+        let n = Node::start(&self.cluster(), pvs)?;
+        let info = n.info().clone();
+        *node = Some(n);
+        Ok(info)
+    }
+
+    /// The node, if started.
+    pub fn node_info(&self) -> Option<NodeInfo> {
+        self.node.lock().ok().and_then(|n| n.as_ref().map(|n| n.info().clone()))
+    }
+
+    /// `ctr --address <lab containerd> -n k8s.io` (fails if no node).
+    pub fn ctr(&self) -> Result<Command, LabError> {
+        let info = self.node_info().ok_or_else(|| LabError::Usage("no lab node: call ensure_node first".into()))?;
+        Ok(info.ctr())
+    }
+
+    /// Import an image archive (docker-archive or OCI layout tar) into the
+    /// node's containerd, so pods can use it with `imagePullPolicy: Never`.
+    /// `base_name` names OCI-layout images whose index only carries a tag.
+    pub fn import_image(&self, archive: &Path, base_name: Option<&str>) -> Result<String, LabError> {
+        let mut c = self.ctr()?;
+        c.args(["images", "import"]);
+        if let Some(b) = base_name {
+            c.args(["--base-name", b]);
+        }
+        c.arg(archive);
+        run(c, None)
+    }
+
+    fn stop_node(&self) {
+        if let Ok(mut n) = self.node.lock() {
+            if let Some(node) = n.as_mut() {
+                node.stop();
+            }
+            *n = None;
+        }
+    }
+
+    /// What a node needs of this control plane to join it.
+    fn cluster(&self) -> Cluster<'_> {
+        Cluster { bins: self.bins, dir: &self.dir, pki: &self.pki, server: &self.server, admin: self.admin() }
+    }
+
     fn apiserver_proc(&self) -> MutexGuard<'_, Proc> {
         // A poisoned lock only means a test panicked while holding it; the
         // process handle inside is still valid.
@@ -581,78 +642,6 @@ impl Drop for Namespace<'_> {
             let _ = self.cp.kubectl_run(&["delete", "namespace", &self.name, "--wait=false"]);
         }
     }
-}
-
-/// How a kubeconfig authenticates.
-pub enum Credentials {
-    Token(String),
-    Cert { cert_pem: String, key_pem: String },
-}
-
-/// Write a single-context kubeconfig for `server` trusting `ca_pem`.
-pub fn write_kubeconfig(
-    path: &Path,
-    server: &str,
-    ca_pem: &str,
-    creds: &Credentials,
-    user: &str,
-) -> Result<(), LabError> {
-    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
-    let user_yaml = match creds {
-        Credentials::Token(t) => format!("    token: {t}\n"),
-        Credentials::Cert { cert_pem, key_pem } => {
-            format!("    client-certificate-data: {}\n    client-key-data: {}\n", b64(cert_pem), b64(key_pem))
-        }
-    };
-    let yaml = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: lab\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: {user:?}\n  user:\n{user_yaml}contexts:\n- name: lab\n  context:\n    cluster: lab\n    user: {user:?}\ncurrent-context: lab\n",
-        ca = b64(ca_pem),
-    );
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).map_err(LabError::io(parent))?;
-    }
-    write_private(path, yaml.as_bytes())
-}
-
-/// Run a command to completion; stdout on success.
-pub(crate) fn run(mut c: Command, stdin: Option<&str>) -> Result<String, LabError> {
-    let desc = describe(&c);
-    c.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = c.spawn().map_err(|source| LabError::Spawn { program: PathBuf::from(c.get_program()), source })?;
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        // kubectl reads all of stdin before answering: no deadlock.
-        pipe.write_all(input.as_bytes()).map_err(LabError::io(c.get_program()))?;
-    }
-    let Output { status, stdout, stderr } = child.wait_with_output().map_err(LabError::io(c.get_program()))?;
-    if status.success() {
-        Ok(String::from_utf8_lossy(&stdout).into_owned())
-    } else {
-        Err(LabError::Command {
-            command: desc,
-            status: status.to_string(),
-            stderr: String::from_utf8_lossy(&stderr).trim().to_string(),
-        })
-    }
-}
-
-fn describe(c: &Command) -> String {
-    let prog = Path::new(c.get_program()).file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-    let args: Vec<String> = c.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
-    // Leave out the kubeconfig path: long and the same every time.
-    let mut shown = Vec::new();
-    let mut skip = false;
-    for a in &args {
-        if skip {
-            skip = false;
-            continue;
-        }
-        if a == "--kubeconfig" {
-            skip = true;
-            continue;
-        }
-        shown.push(a.as_str());
-    }
-    format!("{prog} {}", shown.join(" "))
 }
 
 fn etcd_healthy(port: u16) -> bool {

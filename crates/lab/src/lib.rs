@@ -20,6 +20,7 @@
 pub mod binaries;
 pub mod control_plane;
 pub mod dns;
+pub mod kubectl;
 pub mod node;
 pub mod pki;
 pub mod process;
@@ -29,8 +30,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 pub use binaries::Binaries;
-pub use control_plane::{write_kubeconfig, ControlPlane, Credentials, Namespace, Options};
-pub use node::{NodeInfo, NODE_IP, NODE_NAME, POD_CIDR, STORAGE_CLASS};
+pub use control_plane::{ControlPlane, Namespace, Options};
+pub use kubectl::{write_kubeconfig, Credentials, Kubectl};
+pub use node::{NodeInfo, NODE_IP, NODE_NAME, POD_CIDR, SERVICE_CIDR, STORAGE_CLASS};
 pub use receiver::{Deliveries, Receiver};
 
 /// Everything that can go wrong in the lab. Messages carry what is needed to

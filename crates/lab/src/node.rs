@@ -27,8 +27,8 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::binaries::Binaries;
-use crate::control_plane::{run, write_kubeconfig, ControlPlane, Credentials, SERVICE_CIDR};
-use crate::pki::write_private;
+use crate::kubectl::{write_kubeconfig, Credentials, Kubectl};
+use crate::pki::{write_private, Pki};
 use crate::process::{self, poll, Proc};
 use crate::LabError;
 
@@ -42,6 +42,8 @@ pub const NODE_IP: &str = "10.250.0.1";
 /// use, so examples/ that admit "the cluster's pods" to submission work here
 /// unchanged.
 pub const POD_CIDR: &str = "10.244.0.0/24";
+/// Service CIDR handed to the API server and routed to `lo` for kube-proxy.
+pub const SERVICE_CIDR: &str = "10.96.0.0/16";
 /// StorageClass of the pre-created local PersistentVolumes.
 pub const STORAGE_CLASS: &str = "lab-local";
 
@@ -61,6 +63,28 @@ pub struct NodeInfo {
     pub containerd_socket: PathBuf,
     /// The node's state directory (logs: containerd.log, kubelet.log).
     pub dir: PathBuf,
+}
+
+/// What the node needs of the control plane it joins (the control plane
+/// hands it in: the node never names `ControlPlane`, which owns it).
+pub(crate) struct Cluster<'a> {
+    pub bins: &'static Binaries,
+    /// The control plane's state directory; the node's is `node/` in it.
+    pub dir: &'a Path,
+    pub pki: &'a Pki,
+    /// `https://127.0.0.1:PORT`.
+    pub server: &'a str,
+    /// kubectl as the lab admin.
+    pub admin: Kubectl<'a>,
+}
+
+impl NodeInfo {
+    /// `ctr --address <this node's containerd> -n k8s.io`.
+    pub fn ctr(&self) -> Command {
+        let mut c = Command::new("ctr");
+        c.arg("--address").arg(&self.containerd_socket).args(["-n", "k8s.io"]);
+        c
+    }
 }
 
 pub(crate) struct Node {
@@ -217,20 +241,20 @@ pub(crate) fn sweep_cgroups() {
 }
 
 impl Node {
-    pub(crate) fn start(cp: &ControlPlane, pvs: usize) -> Result<Node, LabError> {
+    pub(crate) fn start(cluster: &Cluster<'_>, pvs: usize) -> Result<Node, LabError> {
         let t0 = Instant::now();
         require_lab_netns()?;
         ensure_packages()?;
         add_node_ip()?;
         sweep_cgroups();
-        let bins: &Binaries = cp.binaries();
-        let dir = cp.dir().join("node");
+        let bins: &Binaries = cluster.bins;
+        let dir = cluster.dir.join("node");
         for d in ["containerd", "kubelet/root", "cni/net.d", "cni/ipam", "pod-logs", "pv"] {
             let p = dir.join(d);
             std::fs::create_dir_all(&p).map_err(LabError::io(&p))?;
         }
-        let id = cp
-            .dir()
+        let id = cluster
+            .dir
             .file_name()
             .map(|f| f.to_string_lossy().into_owned())
             .filter(|f| f.starts_with("sendfleet-lab."))
@@ -282,16 +306,16 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         std::fs::write(&p, cni).map_err(LabError::io(&p))?;
 
         // Kubelet identity and serving certificate from the lab CA.
-        let client = cp.pki().client_cert(&format!("system:node:{NODE_NAME}"), Some("system:nodes"))?;
+        let client = cluster.pki.client_cert(&format!("system:node:{NODE_NAME}"), Some("system:nodes"))?;
         let kubelet_kubeconfig = dir.join("kubelet/kubeconfig");
         write_kubeconfig(
             &kubelet_kubeconfig,
-            cp.server(),
-            cp.ca_pem(),
+            cluster.server,
+            cluster.pki.ca_pem(),
             &Credentials::Cert { cert_pem: client.cert_pem, key_pem: client.key_pem },
             &format!("system:node:{NODE_NAME}"),
         )?;
-        let serving = cp.pki().serving_cert(NODE_NAME, &[NODE_IP.to_string(), NODE_NAME.to_string()])?;
+        let serving = cluster.pki.serving_cert(NODE_NAME, &[NODE_IP.to_string(), NODE_NAME.to_string()])?;
         write_private(&dir.join("kubelet/tls.crt"), serving.cert_pem.as_bytes())?;
         write_private(&dir.join("kubelet/tls.key"), serving.key_pem.as_bytes())?;
         let healthz_port = process::free_port()?;
@@ -325,7 +349,7 @@ imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
 resolvConf: ""
 "#,
-            ca = cp.pki().ca_cert.display(),
+            ca = cluster.pki.ca_cert.display(),
             sock = sock.display(),
         );
         let p = dir.join("kubelet/config.yaml");
@@ -387,7 +411,7 @@ wait
             &dir.join("init.log"),
             &[],
         )?;
-        let admin = cp.kubeconfig().display().to_string();
+        let admin = cluster.admin.kubeconfig().display().to_string();
         let scheduler = Proc::spawn(
             "kube-scheduler",
             &bins.kube_scheduler,
@@ -445,7 +469,7 @@ wait
             node.init.check_running()?;
             node.scheduler.check_running()?;
             node.proxy.check_running()?;
-            let out = cp.kubectl_run(&[
+            let out = cluster.admin.run(&[
                 "get",
                 "node",
                 NODE_NAME,
@@ -465,12 +489,12 @@ wait
                 last: format!("{e}\n--- kubelet.log ---\n{tail}\n--- init.log ---\n{init_tail}"),
             });
         }
-        node.add_local_volumes(cp, pvs)?;
+        node.add_local_volumes(cluster.admin, pvs)?;
         // Pods reach the API server the in-cluster way: Service kubernetes
         // (10.96.0.1:443) -> this EndpointSlice -> the node IP, where the
         // API server listens (it binds all addresses of the lab namespace).
-        let port = cp.server().rsplit(':').next().unwrap_or_default();
-        cp.apply(&format!(
+        let port = cluster.server.rsplit(':').next().unwrap_or_default();
+        cluster.admin.apply(&format!(
             "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: kubernetes-lab\n  namespace: default\n  labels: {{kubernetes.io/service-name: kubernetes, endpointslice.kubernetes.io/managed-by: sendfleet-lab}}\naddressType: IPv4\nendpoints: [{{addresses: [{NODE_IP}], conditions: {{ready: true}}}}]\nports: [{{name: https, port: {port}, protocol: TCP}}]\n"
         ))?;
         poll("kube-proxy /healthz", Duration::from_secs(60), Duration::from_millis(200), || {
@@ -485,6 +509,11 @@ wait
         &self.info
     }
 
+    /// Local PersistentVolumes created so far.
+    pub(crate) fn pvs(&self) -> usize {
+        self.pvs
+    }
+
     pub(crate) fn is_running(&mut self) -> bool {
         self.init.check_running().is_ok()
             && self.scheduler.check_running().is_ok()
@@ -493,7 +522,7 @@ wait
 
     /// Create `StorageClass lab-local` and local PersistentVolumes until
     /// there are `count` (each a directory under the node dir).
-    pub(crate) fn add_local_volumes(&mut self, cp: &ControlPlane, count: usize) -> Result<(), LabError> {
+    pub(crate) fn add_local_volumes(&mut self, admin: Kubectl<'_>, count: usize) -> Result<(), LabError> {
         let mut yaml = format!(
             "apiVersion: storage.k8s.io/v1\nkind: StorageClass\nmetadata: {{name: {STORAGE_CLASS}}}\nprovisioner: kubernetes.io/no-provisioner\nvolumeBindingMode: WaitForFirstConsumer\nreclaimPolicy: Retain\n"
         );
@@ -505,7 +534,7 @@ wait
                 path.display()
             ));
         }
-        cp.apply(&yaml)?;
+        admin.apply(&yaml)?;
         self.pvs = self.pvs.max(count);
         Ok(())
     }
@@ -545,64 +574,4 @@ wait
 /// The first child of `pid` (unshare's forked namespace init).
 fn child_of(pid: u32) -> Option<u32> {
     std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?.split_whitespace().next()?.parse().ok()
-}
-
-impl ControlPlane {
-    /// Start the lab node (kube-scheduler; kubelet + containerd + runc in
-    /// their own pid/mount namespaces) if it is not running yet, with
-    /// kube-controller-manager and `pvs` local PersistentVolumes of
-    /// StorageClass `lab-local`. Idempotent; only inside a lab network
-    /// namespace. Waits until the node is Ready.
-    pub fn ensure_node(&self, pvs: usize) -> Result<NodeInfo, LabError> {
-        self.ensure_controller_manager()?;
-        let mut node = self.node.lock().map_err(|_| LabError::Poisoned)?;
-        if let Some(n) = node.as_mut() {
-            if n.is_running() {
-                if pvs > n.pvs {
-                    n.add_local_volumes(self, pvs)?;
-                }
-                return Ok(n.info().clone());
-            }
-            n.stop();
-        }
-        let n = Node::start(self, pvs)?;
-        let info = n.info().clone();
-        *node = Some(n);
-        Ok(info)
-    }
-
-    /// The node, if started.
-    pub fn node_info(&self) -> Option<NodeInfo> {
-        self.node.lock().ok().and_then(|n| n.as_ref().map(|n| n.info().clone()))
-    }
-
-    /// `ctr --address <lab containerd> -n k8s.io` (fails if no node).
-    pub fn ctr(&self) -> Result<Command, LabError> {
-        let info = self.node_info().ok_or_else(|| LabError::Usage("no lab node: call ensure_node first".into()))?;
-        let mut c = Command::new("ctr");
-        c.arg("--address").arg(&info.containerd_socket).args(["-n", "k8s.io"]);
-        Ok(c)
-    }
-
-    /// Import an image archive (docker-archive or OCI layout tar) into the
-    /// node's containerd, so pods can use it with `imagePullPolicy: Never`.
-    /// `base_name` names OCI-layout images whose index only carries a tag.
-    pub fn import_image(&self, archive: &Path, base_name: Option<&str>) -> Result<String, LabError> {
-        let mut c = self.ctr()?;
-        c.args(["images", "import"]);
-        if let Some(b) = base_name {
-            c.args(["--base-name", b]);
-        }
-        c.arg(archive);
-        run(c, None)
-    }
-
-    pub(crate) fn stop_node(&self) {
-        if let Ok(mut n) = self.node.lock() {
-            if let Some(node) = n.as_mut() {
-                node.stop();
-            }
-            *n = None;
-        }
-    }
 }

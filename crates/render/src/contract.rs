@@ -80,8 +80,6 @@ pub struct AgentStatus {
     pub queue: QueueStatus,
     /// Per recipient domain, most active first, at most the agent's top-N.
     pub domains: Vec<DomainHealth>,
-    /// What the agent would change if it could (the operator decides).
-    pub suggestions: Vec<Suggestion>,
     pub log: LogStats,
     /// What the agent decided on its own from the policy's rules (warm-up
     /// step, automatic exclusions, slow-downs), persisted in the queue volume.
@@ -298,28 +296,6 @@ impl ResponseCategory {
             Self::Other => "Other",
         }
     }
-}
-
-/// A change the agent recommends to the operator.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Suggestion {
-    pub kind: SuggestionKind,
-    /// Domain rule concerned (the operator's unit of decision).
-    pub rule: String,
-    /// Domain whose responses triggered it.
-    pub domain: String,
-    /// Responses that support the suggestion, within the agent's window.
-    pub evidence: u64,
-    pub reason: String,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SuggestionKind {
-    /// Rate-limit deferrals: slow this rule down on this instance.
-    SlowDown,
-    /// Repeated IP/reputation blocks: exclude this instance for this rule.
-    Exclude,
 }
 
 /// Mail-log parsing health (every line is counted in exactly one bucket).

@@ -32,8 +32,6 @@ pub struct Outcome<'a> {
     /// Lowercase recipient domain.
     pub domain: Cow<'a, str>,
     pub status: Status,
-    /// First digit of the DSN code (2, 4, 5), 0 if none.
-    pub dsn_class: u8,
     pub category: ResponseCategory,
     pub delays: Option<[f32; 4]>,
     /// Relay endpoint `addr` and port, if the line named one.
@@ -102,7 +100,6 @@ impl Tracker {
                     emit(Outcome {
                         domain: Cow::Owned(domain),
                         status: Status::Expired,
-                        dsn_class: 4,
                         category: ResponseCategory::Other,
                         delays: None,
                         relay_addr: None,
@@ -163,7 +160,6 @@ fn outcome_of<'a>(d: &Delivery<'a>, domain: Cow<'a, str>, service: &'a [u8], pro
     Outcome {
         domain,
         status: d.status,
-        dsn_class: d.dsn.first().filter(|b| b.is_ascii_digit()).map_or(0, |b| b - b'0'),
         category,
         delays: Some(d.delays),
         relay_addr,
@@ -216,6 +212,5 @@ Nov 23 07:02:27 h postfix/qmgr[17708]: ABCDEF12345: from=<a@sender.test>, status
         assert_eq!(t.received, 1);
         assert_eq!(t.tracked(), 0);
         assert_eq!(out[0].relay_port, Some(25));
-        assert_eq!(out[0].dsn_class, 4);
     }
 }

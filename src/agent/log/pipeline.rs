@@ -20,7 +20,7 @@ use crate::agent::state::State;
 pub const MAX_LINE: usize = 64 * 1024;
 
 /// Bytes read from the log pipe at a time: the pipe's whole buffer.
-const READ_BUFFER: usize = crate::agent::supervise::PIPE_BUFFER;
+const READ_BUFFER: usize = crate::agent::pipe::PIPE_BUFFER;
 
 /// Parse + join + count + redact, one line at a time (no I/O).
 pub struct Processor {
@@ -176,8 +176,8 @@ mod tests {
     use tokio::io::ReadBuf;
 
     use super::*;
+    use crate::agent::args::AgentArgs;
     use crate::agent::counters::Counters;
-    use crate::agent::AgentArgs;
 
     /// Hands out its bytes a few at a time, as a pipe under load may.
     struct Trickle(Vec<u8>, usize);

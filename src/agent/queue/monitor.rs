@@ -18,7 +18,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::Command;
 
 use super::parse::{QueueScan, QueueScanner};
-use crate::agent::state::{unix_now, State};
+use crate::agent::clock::wall_unix_now;
+use crate::agent::state::State;
 
 /// Default backlog ages when the policy has none (the seeds' 4 h and 12 h).
 pub const DEFAULT_WARN: u64 = 4 * 3600;
@@ -88,9 +89,9 @@ pub async fn scan(postfix_dir: &Path, warn: u64, critical: u64) -> Result<QueueS
     let stdout = child.stdout.take().ok_or_else(|| std::io::Error::other("no stdout"))?;
     // A large queue is tens of MB of JSON: with a 64 KiB pipe postqueue
     // would stop every 64 KiB until this task is scheduled again.
-    crate::agent::supervise::grow_pipe(&stdout);
+    crate::agent::pipe::grow_pipe(&stdout);
     let mut reader = BufReader::with_capacity(1 << 20, stdout);
-    let mut scanner = QueueScanner::new(unix_now(), warn, critical);
+    let mut scanner = QueueScanner::new(wall_unix_now(), warn, critical);
     let mut line = Vec::with_capacity(4096);
     loop {
         line.clear();
@@ -123,7 +124,7 @@ pub async fn run(state: Arc<State>) {
         match scan(&state.args.postfix_dir, warn, critical).await {
             Ok(s) => {
                 scanned_once = true;
-                state.set_queue(&s, warn, critical, None);
+                state.queue_scanned(&s, warn, critical);
             }
             Err(e) if judge(&e, scanned_once, started.elapsed()) == Verdict::NotYetUp => {
                 tracing::debug!(error = %e, "queue scan before postfix is up; retrying");
@@ -131,7 +132,7 @@ pub async fn run(state: Arc<State>) {
             }
             Err(e) => {
                 tracing::warn!(error = %e, "queue scan failed");
-                state.set_queue(&QueueScan::default(), warn, critical, Some(e.to_string()));
+                state.queue_scan_failed(e.to_string());
             }
         }
     }

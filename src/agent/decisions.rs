@@ -1,0 +1,313 @@
+//! This instance's own routing decisions over time: a socketmap lookup is
+//! answered ([`decide`], with the adaptive overlay) and, when the answer
+//! makes this instance send the mail itself, a slot of today's cap is
+//! reserved in the same step; the logged outcome of such an attempt
+//! settles it (the reservation is released, the warm-up pause window and
+//! the adaptive rules see it, sent mail is counted for today).
+//!
+//! It owns the link between a lookup and its outcome — which outcomes are
+//! this instance's own attempts, which went through a peer, which share
+//! they count under — and the publication of what the adaptive rules
+//! changed. It must never take a lock (its owner holds one around it, so a
+//! decision and its reservation are one step), never read the clock, and
+//! never compute a route itself: the route comes from
+//! `socketmap::decision`, the overlay from `adaptive`.
+
+use std::path::Path;
+
+use sendfleet_render::contract::PEER_RELAY_TRANSPORT;
+use sendfleet_render::policy::{AgentPolicy, DomainRule};
+
+use super::adaptive::{Adaptive, Change};
+use super::counters::CountersError;
+use super::day::DayLedger;
+use super::log::join::Outcome;
+use super::log::parse::Status;
+use super::metrics::{AdaptiveLabels, Metrics, RuleLabels};
+use super::policy_slot::plan;
+use super::socketmap::decision::{decide, key_domain, share_for, Decision, NotFoundWhy, SentToday};
+use super::warmup::{self, CapSource};
+
+/// The day ledger and the adaptive state, decided and settled together.
+pub struct Decisions {
+    pub day: DayLedger,
+    pub adaptive: Adaptive,
+    /// Lookups answered so far: spreads peer choice and slow-down picks.
+    seq: u64,
+}
+
+/// How one logged outcome relates to this instance's decisions (computed
+/// before the lock: one rule lookup per recipient line).
+pub struct OutcomeRoute<'p> {
+    pub rule: Option<&'p DomainRule>,
+    /// The warm-up share key the domain counts under.
+    pub share: Option<String>,
+    /// Relayed through a peer (by the `peer-relay` transport, or to a
+    /// peer's relay port): the peer's attempt, not this instance's.
+    pub via_peer: bool,
+    /// This instance's own attempt at the domain's receiver: not through a
+    /// peer, not a `retry:`/`error:` answer, not a relay route.
+    pub own_attempt: bool,
+}
+
+impl<'p> OutcomeRoute<'p> {
+    pub fn of(policy: Option<&'p AgentPolicy>, o: &Outcome<'_>) -> Self {
+        let rule = policy.and_then(|p| p.rule_for(&o.domain));
+        let share = policy.and_then(|p| share_for(p, &o.domain)).map(|(k, _)| k);
+        let via_peer = o.service == PEER_RELAY_TRANSPORT
+            || policy.is_some_and(|p| {
+                o.relay_port == Some(p.peer_port)
+                    && p.instances.iter().any(|i| i.name != p.instance && o.relay_addr == Some(i.address.as_str()))
+            });
+        let own_attempt =
+            !via_peer && !matches!(o.service, "retry" | "error") && rule.is_none_or(|r| r.relay.is_none());
+        OutcomeRoute { rule, share, via_peer, own_attempt }
+    }
+
+    /// The matching rule's name.
+    pub fn rule_name(&self) -> Option<&'p str> {
+        self.rule.map(|r| r.name.as_str())
+    }
+}
+
+impl Decisions {
+    /// The state persisted in `dir`. Unreadable adaptive state is a fresh
+    /// start (logged): exclusions are re-learnt from the next blocks.
+    pub fn load(dir: &Path, day: DayLedger) -> Self {
+        let adaptive = Adaptive::load(dir).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "adaptive state unreadable; no exclusion or slow-down in force");
+            Adaptive::default()
+        });
+        Decisions { day, adaptive, seq: 0 }
+    }
+
+    /// Answer one socketmap lookup for `key` at `now`; an answer that has
+    /// this instance send the mail itself to the domain's receiver holds a
+    /// slot of a capped day until its outcome is logged (relay rules are
+    /// not capped). Returns what the adaptive rules changed on the way.
+    pub fn decide(&mut self, policy: Option<&AgentPolicy>, key: &str, now: u64) -> (Decision, Vec<Change>) {
+        let seq = self.seq;
+        self.seq = self.seq.wrapping_add(1);
+        let Some(policy) = policy else {
+            return (Decision::NotFound(NotFoundWhy::UnknownInstance), Vec::new());
+        };
+        let Decisions { day: DayLedger { counters, warmup }, adaptive, .. } = self;
+        warmup.reservations.expire(now, warmup::RESERVATION_TTL_SECS);
+        let cap = warmup.cap(policy.warmup.as_ref());
+        let sent = SentToday {
+            total: counters.sent_total,
+            by_share: Some(&counters.sent_by_share),
+            reserved: warmup.reservations.total(),
+            reserved_by_share: Some(warmup.reservations.by_share()),
+            cap,
+        };
+        let changes = adaptive.tick(policy, now);
+        // This instance's own exclusions and slow-downs (agent::adaptive).
+        let d = adaptive.overlay(policy, decide(policy, &sent, key, seq), key, seq);
+        let capped = match cap {
+            CapSource::Policy => policy.this_instance().is_some_and(|i| i.daily_cap.is_some()),
+            CapSource::Ledger(c) => c.is_some(),
+        };
+        if capped && matches!(d, Decision::NotFound(NotFoundWhy::Normal) | Decision::Slow { .. }) {
+            let share = key_domain(key).and_then(|dom| share_for(policy, &dom).map(|(k, _)| k));
+            warmup.reservations.reserve(now, share.as_deref());
+        }
+        (d, changes)
+    }
+
+    /// Settle one logged outcome at `now`: an own attempt releases its
+    /// reservation and feeds the warm-up pause window and the adaptive
+    /// rules; mail sent by this instance itself counts for today.
+    pub fn settle(
+        &mut self,
+        policy: Option<&AgentPolicy>,
+        route: &OutcomeRoute<'_>,
+        o: &Outcome<'_>,
+        now: u64,
+    ) -> Option<Change> {
+        let mut change = None;
+        if route.own_attempt {
+            self.day.warmup.reservations.release(route.share.as_deref());
+            self.day.warmup.record_attempt(plan(policy), now, o.status);
+            if let Some(r) = route.rule {
+                change = self.adaptive.observe(r, &o.domain, o.category, now);
+            }
+        }
+        if o.status == Status::Sent && !route.via_peer {
+            // The sent_today gauges are published by `DayGauges::publish`.
+            self.day.counters.record_sent(route.rule_name().unwrap_or(""), route.share.as_deref());
+        }
+        change
+    }
+
+    /// Let exclusions expire and slow-downs recover at `now`.
+    pub fn tick(&mut self, policy: Option<&AgentPolicy>, now: u64) -> Vec<Change> {
+        policy.map(|p| self.adaptive.tick(p, now)).unwrap_or_default()
+    }
+
+    /// Write what changed. Adaptive state and the warm-up ledger that fail
+    /// to save are logged and retried on the next flush; the counters'
+    /// error is returned.
+    pub fn save_dirty(&mut self) -> Result<(), CountersError> {
+        if self.adaptive.is_dirty() {
+            if let Err(e) = self.adaptive.save() {
+                tracing::warn!(error = %e, "saving the adaptive state");
+            }
+        }
+        self.day.save_dirty()
+    }
+}
+
+/// Log and count what the adaptive rules changed.
+pub fn publish(metrics: &Metrics, changes: impl IntoIterator<Item = Change>) {
+    for c in changes {
+        let (rule, change) = match &c {
+            Change::Excluded { rule, reason, until } => {
+                tracing::warn!(rule, reason, until, "excluded this instance for the rule");
+                metrics.adaptive_excluded.get_or_create(&RuleLabels { rule: rule.clone() }).set(1);
+                (rule, "Excluded")
+            }
+            Change::ExclusionLifted { rule } => {
+                tracing::info!(rule, "exclusion expired");
+                metrics.adaptive_excluded.get_or_create(&RuleLabels { rule: rule.clone() }).set(0);
+                (rule, "ExclusionLifted")
+            }
+            Change::SlowDownEngaged { rule, level, reason } => {
+                tracing::warn!(rule, level, reason, "slow-down engaged");
+                metrics.slow_down_level.get_or_create(&RuleLabels { rule: rule.clone() }).set(i64::from(*level));
+                (rule, "SlowDownEngaged")
+            }
+            Change::SlowDownStepped { rule, level } => {
+                tracing::info!(rule, level, "slow-down recovery step");
+                metrics.slow_down_level.get_or_create(&RuleLabels { rule: rule.clone() }).set(i64::from(*level));
+                (rule, "SlowDownStepped")
+            }
+        };
+        metrics.adaptive_changes.get_or_create(&AdaptiveLabels { rule: rule.clone(), change }).inc();
+    }
+}
+
+/// Show the exclusions and slow-downs restored from the state dir: they
+/// are in force from the start, so the gauges say so from the start.
+pub fn publish_restored(metrics: &Metrics, adaptive: &Adaptive) {
+    let (exclusions, slow_downs) = adaptive.status(None);
+    for e in exclusions {
+        metrics.adaptive_excluded.get_or_create(&RuleLabels { rule: e.rule }).set(1);
+    }
+    for d in slow_downs {
+        metrics.slow_down_level.get_or_create(&RuleLabels { rule: d.rule }).set(i64::from(d.level));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sendfleet_render::contract::ResponseCategory;
+    use sendfleet_render::policy::InstancePolicy;
+
+    use super::*;
+    use crate::agent::counters::Counters;
+
+    fn inst(name: &str, address: &str) -> InstancePolicy {
+        InstancePolicy { name: name.into(), address: address.into(), weight: 100, ..Default::default() }
+    }
+
+    /// Instance `a`, capped at 10 a day by the operator (no warm-up
+    /// schedule), with peer `b`; `partner.example` relayed.
+    fn policy() -> AgentPolicy {
+        let mut a = inst("a", "192.0.2.1");
+        a.daily_cap = Some(10);
+        let relay = DomainRule {
+            name: "partner".into(),
+            patterns: vec!["partner.example".into()],
+            relay: Some("[relay.example]:25".into()),
+            ..Default::default()
+        };
+        AgentPolicy {
+            version: 1,
+            pool: "ns/pool".into(),
+            instance: "a".into(),
+            instances: vec![a, inst("b", "192.0.2.2")],
+            domains: vec![relay],
+            peer_port: 2526,
+            ..Default::default()
+        }
+    }
+
+    /// An agent's decisions under [`policy`], state in a temp dir.
+    struct Agent {
+        _dir: tempfile::TempDir,
+        policy: AgentPolicy,
+        d: Decisions,
+    }
+
+    impl Agent {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let d = Decisions::load(dir.path(), DayLedger::load(dir.path(), Counters::load(dir.path()).unwrap()));
+            Agent { _dir: dir, policy: policy(), d }
+        }
+
+        fn lookup(&mut self, key: &str) -> Decision {
+            self.d.decide(Some(&self.policy), key, 100).0
+        }
+
+        /// Log `o`; returns the route it was settled under.
+        fn logged(&mut self, o: &Outcome<'_>) -> (Option<String>, bool, bool) {
+            let route = OutcomeRoute::of(Some(&self.policy), o);
+            self.d.settle(Some(&self.policy), &route, o, 101);
+            (route.rule_name().map(str::to_string), route.own_attempt, route.via_peer)
+        }
+
+        fn reserved(&self) -> u64 {
+            self.d.day.warmup.reservations.total()
+        }
+    }
+
+    fn sent<'a>(domain: &'a str, service: &'a str, relay: (&'a str, u16)) -> Outcome<'a> {
+        Outcome {
+            domain: domain.into(),
+            status: Status::Sent,
+            category: ResponseCategory::Accepted,
+            delays: None,
+            relay_addr: Some(relay.0),
+            relay_port: Some(relay.1),
+            service,
+        }
+    }
+
+    #[test]
+    fn a_send_from_here_holds_a_slot_that_only_its_own_outcome_releases() {
+        let mut a = Agent::new();
+        assert_eq!(a.lookup("bob@dest.example"), Decision::NotFound(NotFoundWhy::Normal));
+        assert_eq!(a.reserved(), 1);
+        for o in [
+            sent("dest.example", PEER_RELAY_TRANSPORT, ("192.0.2.9", 2526)),
+            sent("dest.example", "smtp", ("192.0.2.2", 2526)),
+        ] {
+            let (_, own, via_peer) = a.logged(&o);
+            assert!(via_peer && !own, "{o:?}");
+        }
+        assert_eq!((a.reserved(), a.d.day.counters.sent_total), (1, 0), "a peer's attempt is not this instance's");
+        let (_, own, via_peer) = a.logged(&sent("dest.example", "smtp", ("198.51.100.7", 25)));
+        assert!(own && !via_peer);
+        assert_eq!((a.reserved(), a.d.day.counters.sent_total), (0, 1), "released, and sent today");
+    }
+
+    #[test]
+    fn relay_routes_are_counted_but_hold_no_slot() {
+        let mut a = Agent::new();
+        assert_eq!(a.lookup("x@partner.example"), Decision::NotFound(NotFoundWhy::RelayRule));
+        assert_eq!(a.reserved(), 0);
+        let (rule, own, _) = a.logged(&sent("partner.example", "smtp", ("203.0.113.5", 25)));
+        assert_eq!((rule.as_deref(), own), (Some("partner"), false));
+        assert_eq!(a.d.day.counters.sent_by_rule.get("partner"), Some(&1));
+    }
+
+    #[test]
+    fn without_a_policy_the_instance_is_unknown() {
+        let mut a = Agent::new();
+        let (answer, changes) = a.d.decide(None, "bob@dest.example", 100);
+        assert_eq!(answer, Decision::NotFound(NotFoundWhy::UnknownInstance));
+        assert!(changes.is_empty());
+    }
+}

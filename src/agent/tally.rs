@@ -1,0 +1,160 @@
+//! What the mail log said since the agent started: recipients per final
+//! status, delivery health per recipient domain, and how many log lines
+//! parsed.
+//!
+//! Counts only: domains, rule names, response categories and numbers —
+//! never an address. The per-domain map is bounded ([`MAX_DOMAINS`]). It
+//! must never feed a routing decision (decisions reads the day ledger and
+//! the adaptive state, not this), never take a lock (its owner holds one)
+//! and never allocate for a domain it already knows: it runs for every
+//! recipient line.
+
+use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasherDefault;
+
+use sendfleet_render::contract::{DomainHealth, LogStats, ResponseCategory, StatusCounts};
+
+use super::log::parse::Status;
+use super::redact::Fnv;
+
+/// Domains tracked individually; past this, new domains count under [`OTHER`].
+pub const MAX_DOMAINS: usize = 10_000;
+/// Where domains past [`MAX_DOMAINS`] are counted.
+pub const OTHER: &str = "other";
+
+#[derive(Default)]
+struct DomainEntry {
+    rule: Option<String>,
+    counts: StatusCounts,
+    categories: BTreeMap<&'static str, u64>,
+    last_category: Option<ResponseCategory>,
+    last_at: Option<u64>,
+}
+
+/// Outcome and line counts since start.
+#[derive(Default)]
+pub struct Tally {
+    /// Recipient domains seen, looked up for every outcome: FNV (bounded
+    /// map, keys from this instance's own mail).
+    domains: HashMap<String, DomainEntry, BuildHasherDefault<Fnv>>,
+    since_start: StatusCounts,
+    log: LogStats,
+}
+
+impl Tally {
+    /// Count one recipient outcome toward `domain` at `now`.
+    pub fn record(&mut self, domain: &str, rule: Option<&str>, status: Status, category: ResponseCategory, now: u64) {
+        bump(&mut self.since_start, status);
+        let known = self.domains.contains_key(domain);
+        let overflow = !known && self.domains.len() >= MAX_DOMAINS;
+        let key = if overflow { OTHER } else { domain };
+        if !known && (!overflow || !self.domains.contains_key(OTHER)) {
+            self.domains.insert(key.to_string(), DomainEntry::default());
+        }
+        let e = self.domains.get_mut(key).expect("inserted above");
+        if e.rule.as_deref() != rule {
+            e.rule = rule.map(str::to_string);
+        }
+        bump(&mut e.counts, status);
+        if category != ResponseCategory::Accepted {
+            *e.categories.entry(category.as_str()).or_default() += 1;
+        }
+        e.last_category = Some(category);
+        e.last_at = Some(now);
+    }
+
+    /// Add a batch of log line counts.
+    pub fn count_lines(&mut self, parsed: u64, ignored: u64, malformed: u64) {
+        self.log.lines += parsed + ignored + malformed;
+        self.log.parsed += parsed;
+        self.log.ignored += ignored;
+        self.log.malformed += malformed;
+    }
+
+    pub fn since_start(&self) -> StatusCounts {
+        self.since_start
+    }
+
+    /// Recipients that left the queue (sent, bounced or expired) since start.
+    pub fn outflow(&self) -> u64 {
+        let c = &self.since_start;
+        c.sent + c.bounced + c.expired
+    }
+
+    pub fn log(&self) -> LogStats {
+        self.log
+    }
+
+    /// The `n` most active domains, most outcomes first (ties by name).
+    pub fn top_domains(&self, n: usize) -> Vec<DomainHealth> {
+        let total = |c: &StatusCounts| c.sent + c.deferred + c.bounced + c.expired;
+        let mut domains: Vec<(&String, &DomainEntry)> = self.domains.iter().collect();
+        domains.sort_by(|a, b| total(&b.1.counts).cmp(&total(&a.1.counts)).then_with(|| a.0.cmp(b.0)));
+        domains
+            .into_iter()
+            .take(n)
+            .map(|(d, e)| DomainHealth {
+                domain: d.clone(),
+                rule: e.rule.clone(),
+                counts: e.counts,
+                categories: e.categories.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+                last_category: e.last_category,
+                last_at: e.last_at,
+            })
+            .collect()
+    }
+}
+
+fn bump(c: &mut StatusCounts, s: Status) {
+    match s {
+        Status::Sent => c.sent += 1,
+        Status::Deferred => c.deferred += 1,
+        Status::Bounced => c.bounced += 1,
+        Status::Expired => c.expired += 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_per_status_and_domain_most_active_first() {
+        let mut t = Tally::default();
+        for _ in 0..5 {
+            t.record("gmail.com", Some("gmail"), Status::Deferred, ResponseCategory::RateLimit, 10);
+        }
+        for _ in 0..3 {
+            t.record("yahoo.com", None, Status::Bounced, ResponseCategory::IpBlock, 11);
+        }
+        t.record("yahoo.com", None, Status::Sent, ResponseCategory::Accepted, 12);
+        assert_eq!(t.since_start(), StatusCounts { sent: 1, deferred: 5, bounced: 3, expired: 0 });
+        assert_eq!(t.outflow(), 4, "deferred mail has not left the queue");
+        let top = t.top_domains(1);
+        assert_eq!(top.len(), 1);
+        assert_eq!(top[0].domain, "gmail.com");
+        assert_eq!(top[0].rule.as_deref(), Some("gmail"));
+        assert_eq!(top[0].categories.get("RateLimit"), Some(&5));
+        let yahoo = &t.top_domains(2)[1];
+        assert_eq!(yahoo.counts, StatusCounts { sent: 1, deferred: 0, bounced: 3, expired: 0 });
+        assert_eq!(yahoo.categories.get("Accepted"), None, "only non-success answers are categorised");
+        assert_eq!((yahoo.last_category, yahoo.last_at), (Some(ResponseCategory::Accepted), Some(12)));
+    }
+
+    #[test]
+    fn domains_past_the_bound_count_under_other() {
+        let mut t = Tally::default();
+        for i in 0..MAX_DOMAINS {
+            t.record(&format!("d{i}.example"), None, Status::Sent, ResponseCategory::Accepted, 1);
+        }
+        for late in ["late.example", "later.example", "latest.example"] {
+            t.record(late, None, Status::Sent, ResponseCategory::Accepted, 2);
+        }
+        // A known domain still counts under its own name.
+        t.record("d0.example", None, Status::Sent, ResponseCategory::Accepted, 2);
+        let top = t.top_domains(2);
+        assert_eq!((top[0].domain.as_str(), top[0].counts.sent), (OTHER, 3));
+        assert_eq!((top[1].domain.as_str(), top[1].counts.sent), ("d0.example", 2));
+        assert_eq!(t.top_domains(usize::MAX).len(), MAX_DOMAINS + 1);
+    }
+}
