@@ -9,22 +9,10 @@
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use sendfleet_render::api::{DomainPolicy, DomainPolicyStatus, Exclusion, SendingPool, SlowDownState};
-use sendfleet_render::conditions::{self, ConditionType, Observation, Reason, Status};
+use sendfleet_render::conditions::{ConditionType, Observation, Reason, Status};
 use sendfleet_render::{selector, validate};
 
-use super::fleet::InstanceReport;
-use super::fleet_status::{rfc3339, FleetResource};
-
-impl FleetResource for DomainPolicy {
-    fn derive(
-        &self,
-        pools: &[SendingPool],
-        reports: &[InstanceReport],
-        now: Timestamp,
-    ) -> (DomainPolicyStatus, Vec<Observation>) {
-        derive(self, pools, reports, now)
-    }
-}
+use super::fleet_status::{rfc3339, set_accepted, Derived, FleetResource, Namespace};
 
 /// The pools of the namespace a DomainPolicy selects, by name.
 pub fn selected_pools<'a>(policy: &DomainPolicy, pools: &'a [SendingPool]) -> Vec<&'a SendingPool> {
@@ -53,15 +41,20 @@ pub fn accepted(policy: &DomainPolicy, selected: &[&SendingPool]) -> Observation
     }
 }
 
-/// A DomainPolicy's status: validity, and the exclusions and slow-downs in
-/// force across the pools it selects (manual ones from the spec, automatic
-/// ones from the agents' reports).
-pub fn derive(
+impl FleetResource for DomainPolicy {
+    /// Validity, and the exclusions and slow-downs in force across the pools
+    /// it selects (manual ones from the spec, automatic ones from the
+    /// agents' reports).
+    fn derive(&self, ns: Namespace<'_>, now: Timestamp) -> Derived<DomainPolicyStatus> {
+        derive(self, ns, now)
+    }
+}
+
+fn derive(
     policy: &DomainPolicy,
-    pools: &[SendingPool],
-    reports: &[InstanceReport],
+    Namespace { pools, reports }: Namespace<'_>,
     now: Timestamp,
-) -> (DomainPolicyStatus, Vec<Observation>) {
+) -> Derived<DomainPolicyStatus> {
     let prev = policy.status.clone().unwrap_or_default();
     let name = policy.name_any();
     let selected = selected_pools(policy, pools);
@@ -69,10 +62,7 @@ pub fn derive(
     let generation = policy.metadata.generation;
     status.observed_generation = generation;
     let accepted = accepted(policy, &selected);
-    let flipped: Vec<Observation> = conditions::set(&mut status.conditions, &accepted, generation, now)
-        .then(|| accepted.clone())
-        .into_iter()
-        .collect();
+    let flipped = set_accepted(&mut status, &accepted, generation, now);
     if accepted.status != Status::True {
         return (status, flipped);
     }
@@ -173,7 +163,7 @@ mod tests {
             // A pool the policy does not select: not shown.
             report("signup", "mta1", AdaptiveStatus { exclusions: vec![excl("bigmail", t + 9)], ..Default::default() }),
         ];
-        let (s, flipped) = derive(&policy(), &pools, &reports, now);
+        let (s, flipped) = derive(&policy(), Namespace { pools: &pools, reports: &reports }, now);
         assert_eq!(flipped.len(), 1, "Accepted is new");
         assert_eq!(s.observed_generation, Some(3));
         assert_eq!(s.conditions[0].type_, "Accepted");
@@ -193,7 +183,8 @@ mod tests {
         // so the status compares equal and is not patched again.
         let mut p = policy();
         p.status = Some(s.clone());
-        let (later, flipped) = derive(&p, &pools, &reports, "2026-11-23T12:00:30Z".parse().unwrap());
+        let (later, flipped) =
+            derive(&p, Namespace { pools: &pools, reports: &reports }, "2026-11-23T12:00:30Z".parse().unwrap());
         assert_eq!(later.exclusions[0].since, s.exclusions[0].since);
         assert!(crate::operator::status::unchanged(Some(&s), &later));
         assert!(flipped.is_empty());
@@ -203,7 +194,8 @@ mod tests {
     fn an_invalid_domain_policy_is_not_accepted_and_says_which_field() {
         let mut p = policy();
         p.spec.domains = vec!["Not A Domain".into()];
-        let (s, flipped) = derive(&p, &[pool("bulk", "tier: bulk", None)], &[], Timestamp::UNIX_EPOCH);
+        let (s, flipped) =
+            derive(&p, Namespace { pools: &[pool("bulk", "tier: bulk", None)], reports: &[] }, Timestamp::UNIX_EPOCH);
         assert_eq!(s.conditions[0].status, "False");
         assert_eq!(s.conditions[0].reason, "InvalidSpec");
         assert!(s.conditions[0].message.contains("spec.domains[0]"), "{}", s.conditions[0].message);
@@ -216,7 +208,7 @@ mod tests {
         let o = accepted(&policy(), &[]);
         assert_eq!((o.status, o.reason), (Status::True, Reason::Valid));
         assert_eq!(o.message, "valid; selects no SendingPool in this namespace");
-        let (s, _) = derive(&policy(), &[], &[], Timestamp::UNIX_EPOCH);
+        let (s, _) = derive(&policy(), Namespace { pools: &[], reports: &[] }, Timestamp::UNIX_EPOCH);
         assert_eq!(s.active_exclusions, Some(0));
         let pools = [pool("bulk", "tier: bulk", None), pool("tx", "tier: tx", None)];
         assert_eq!(selected_pools(&policy(), &pools).len(), 1);

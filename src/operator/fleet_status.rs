@@ -29,24 +29,41 @@ use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::ResourceExt;
 use sendfleet_render::api::SendingPool;
-use sendfleet_render::conditions::Observation;
+use sendfleet_render::conditions::{self, Observation};
 
 use super::context::Context;
 use super::error::Retry;
 use super::events;
 use super::fleet::InstanceReport;
-use super::status::{self, HasStatus};
+use super::status::{self, Conditioned, HasStatus, PatchError};
+
+/// What a namespace-level status is derived from.
+#[derive(Clone, Copy, Debug)]
+pub struct Namespace<'a> {
+    /// Every SendingPool of the namespace.
+    pub pools: &'a [SendingPool],
+    /// Their agents' last reports (the fleet index).
+    pub reports: &'a [InstanceReport],
+}
+
+/// A new status and the observations whose status flipped.
+pub type Derived<S> = (S, Vec<Observation>);
 
 /// A resource whose status summarises the pools of its namespace.
 pub trait FleetResource: HasStatus + Send + Sync + 'static {
-    /// The new status and the conditions that flipped. `pools`: every
-    /// SendingPool of the namespace; `reports`: their agents' last reports.
-    fn derive(
-        &self,
-        pools: &[SendingPool],
-        reports: &[InstanceReport],
-        now: Timestamp,
-    ) -> (Self::Status, Vec<Observation>);
+    /// The new status (pure: `now` passed in).
+    fn derive(&self, ns: Namespace<'_>, now: Timestamp) -> Derived<Self::Status>;
+}
+
+/// Set `accepted` in `status` (see `conditions::set`); the flip, if any.
+pub fn set_accepted<S: Conditioned>(
+    status: &mut S,
+    accepted: &Observation,
+    generation: Option<i64>,
+    now: Timestamp,
+) -> Vec<Observation> {
+    let flipped = conditions::set(status.conditions_mut(), accepted, generation, now);
+    flipped.then(|| accepted.clone()).into_iter().collect()
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,13 +76,8 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    #[error("patching the status of {kind} {name}")]
-    PatchStatus {
-        kind: &'static str,
-        name: String,
-        #[source]
-        source: kube::Error,
-    },
+    #[error(transparent)]
+    PatchStatus(#[from] PatchError),
 }
 
 impl Error {
@@ -74,14 +86,14 @@ impl Error {
         match self {
             Error::NoNamespace { .. } => "NoNamespace",
             Error::ListPools { .. } => "ListSendingPools",
-            Error::PatchStatus { .. } => "PatchStatus",
+            Error::PatchStatus(_) => PatchError::CATEGORY,
         }
     }
 
     pub fn retry(&self) -> Retry {
         match self {
             Error::NoNamespace { .. } => Retry::OnSpecChange,
-            Error::ListPools { .. } | Error::PatchStatus { .. } => Retry::Transient,
+            Error::ListPools { .. } | Error::PatchStatus(_) => Retry::Transient,
         }
     }
 }
@@ -98,9 +110,7 @@ pub async fn reconcile<K: FleetResource>(obj: Arc<K>, ctx: Arc<Context>) -> Resu
 }
 
 async fn derive_and_write<K: FleetResource>(obj: &K, ctx: &Context, now: Timestamp) -> Result<Action, Error> {
-    let kind = K::KIND;
-    let name = obj.name_any();
-    let namespace = obj.namespace().ok_or_else(|| Error::NoNamespace { kind, name: name.clone() })?;
+    let namespace = obj.namespace().ok_or_else(|| Error::NoNamespace { kind: K::KIND, name: obj.name_any() })?;
     let pools = Api::<SendingPool>::namespaced(ctx.client.clone(), &namespace)
         .list(&ListParams::default())
         .await
@@ -108,8 +118,8 @@ async fn derive_and_write<K: FleetResource>(obj: &K, ctx: &Context, now: Timesta
         .items;
     let pool_names: Vec<String> = pools.iter().map(|p| p.name_any()).collect();
     let reports = ctx.fleet.reports(&namespace, &pool_names);
-    let (new, flipped) = obj.derive(&pools, &reports, now);
-    status::write(ctx, obj, &new, &flipped).await.map_err(|source| Error::PatchStatus { kind, name, source })?;
+    let (new, flipped) = obj.derive(Namespace { pools: &pools, reports: &reports }, now);
+    status::write(ctx, obj, &new, &flipped).await?;
     Ok(Action::requeue(ctx.agent_poll.min(ctx.resync)))
 }
 

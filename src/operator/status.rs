@@ -89,6 +89,21 @@ impl HasStatus for sendfleet_render::api::WarmupPlan {
     }
 }
 
+/// A `/status` patch the API server refused (any kind): told apart from a
+/// failed apply of the pool's objects by its own category.
+#[derive(Debug, thiserror::Error)]
+#[error("patching the status of {kind} {name}")]
+pub struct PatchError {
+    pub kind: &'static str,
+    pub name: String,
+    #[source]
+    pub source: kube::Error,
+}
+
+impl PatchError {
+    pub const CATEGORY: &'static str = "PatchStatus";
+}
+
 /// Patch `obj`'s status to `new` unless that changes nothing; on a write,
 /// an Event per flipped condition. Returns whether it wrote.
 pub async fn write<K: HasStatus>(
@@ -96,7 +111,7 @@ pub async fn write<K: HasStatus>(
     obj: &K,
     new: &K::Status,
     flipped: &[Observation],
-) -> Result<bool, kube::Error> {
+) -> Result<bool, PatchError> {
     if unchanged(obj.status(), new) {
         return Ok(false);
     }
@@ -106,7 +121,9 @@ pub async fn write<K: HasStatus>(
         "kind": K::KIND,
         "status": new,
     });
-    api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch)).await?;
+    api.patch_status(&obj.name_any(), &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(&patch))
+        .await
+        .map_err(|source| PatchError { kind: K::KIND, name: obj.name_any(), source })?;
     ctx.metrics.wrote(K::WRITE_KIND);
     for o in flipped {
         events::flip(ctx, obj, o).await;

@@ -8,22 +8,10 @@
 use k8s_openapi::jiff::Timestamp;
 use kube::ResourceExt;
 use sendfleet_render::api::{SendingPool, WarmupInstanceStatus, WarmupPlan, WarmupPlanStatus};
-use sendfleet_render::conditions::{self, ConditionType, Observation, Reason, Status};
+use sendfleet_render::conditions::{ConditionType, Observation, Reason, Status};
 use sendfleet_render::validate;
 
-use super::fleet::InstanceReport;
-use super::fleet_status::{rfc3339, FleetResource};
-
-impl FleetResource for WarmupPlan {
-    fn derive(
-        &self,
-        pools: &[SendingPool],
-        reports: &[InstanceReport],
-        now: Timestamp,
-    ) -> (WarmupPlanStatus, Vec<Observation>) {
-        derive(self, pools, reports, now)
-    }
-}
+use super::fleet_status::{rfc3339, set_accepted, Derived, FleetResource, Namespace};
 
 /// Days until a plan's last step, or until its ramp reaches the ceiling.
 pub fn plan_days(plan: &WarmupPlan) -> Option<u32> {
@@ -53,14 +41,15 @@ pub fn accepted(plan: &WarmupPlan, users: &[String]) -> Observation {
     }
 }
 
-/// A WarmupPlan's status: validity, length, and where every IP of the pools
-/// that use it stands (from the agents).
-pub fn derive(
-    plan: &WarmupPlan,
-    pools: &[SendingPool],
-    reports: &[InstanceReport],
-    now: Timestamp,
-) -> (WarmupPlanStatus, Vec<Observation>) {
+impl FleetResource for WarmupPlan {
+    /// Validity, length, and where every IP of the pools that use it stands
+    /// (from the agents).
+    fn derive(&self, ns: Namespace<'_>, now: Timestamp) -> Derived<WarmupPlanStatus> {
+        derive(self, ns, now)
+    }
+}
+
+fn derive(plan: &WarmupPlan, Namespace { pools, reports }: Namespace<'_>, now: Timestamp) -> Derived<WarmupPlanStatus> {
     let prev = plan.status.clone().unwrap_or_default();
     let name = plan.name_any();
     let generation = plan.metadata.generation;
@@ -68,10 +57,7 @@ pub fn derive(
         WarmupPlanStatus { conditions: prev.conditions, observed_generation: generation, ..Default::default() };
     let users = users(plan, pools);
     let accepted = accepted(plan, &users);
-    let flipped: Vec<Observation> = conditions::set(&mut status.conditions, &accepted, generation, now)
-        .then(|| accepted.clone())
-        .into_iter()
-        .collect();
+    let flipped = set_accepted(&mut status, &accepted, generation, now);
     if accepted.status != Status::True {
         return (status, flipped);
     }
@@ -121,7 +107,7 @@ mod tests {
             report("bulk", "mta2", progress(9, None, None)),
             report("signup", "mta1", progress(1, Some(50), None)),
         ];
-        let (s, _) = derive(&plan, &pools, &reports, Timestamp::UNIX_EPOCH);
+        let (s, _) = derive(&plan, Namespace { pools: &pools, reports: &reports }, Timestamp::UNIX_EPOCH);
         assert_eq!(s.days, Some(7));
         assert_eq!(s.warming, Some(1));
         assert_eq!(s.instances.len(), 2, "{:?}", s.instances);
@@ -136,7 +122,7 @@ mod tests {
         let plan: WarmupPlan = yaml(
             "apiVersion: sendfleet.io/v1alpha1\nkind: WarmupPlan\nmetadata: {name: new-ip, namespace: mail, generation: 1}\nspec:\n  steps: [{day: 1, dailyCap: 50}]\n",
         );
-        let (s, flipped) = derive(&plan, &[], &[], Timestamp::UNIX_EPOCH);
+        let (s, flipped) = derive(&plan, Namespace { pools: &[], reports: &[] }, Timestamp::UNIX_EPOCH);
         assert_eq!(
             (s.conditions[0].status.as_str(), s.conditions[0].message.as_str()),
             ("True", "valid; no pool uses it")

@@ -193,7 +193,12 @@ mod tests {
             source: api_error(),
         })
         .into();
-        let patch: Error = status::Error::PatchStatus { name: "p".into(), source: api_error() }.into();
+        let patch: Error = status::Error::PatchStatus(crate::operator::status::PatchError {
+            kind: "SendingPool",
+            name: "p".into(),
+            source: api_error(),
+        })
+        .into();
         assert_eq!(apply.category(), "ApplyObject");
         assert_eq!(patch.category(), "PatchStatus");
         assert_eq!(apply.reason(), Some(Reason::ApplyFailed), "an apply failure shows as Ready=False ApplyFailed");

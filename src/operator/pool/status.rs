@@ -29,6 +29,7 @@ use crate::dns::{authentication_condition, listed_condition};
 use crate::operator::context::Context;
 use crate::operator::error::Retry;
 use crate::operator::reputation::Findings;
+use crate::operator::status::PatchError;
 
 /// What the steps before status achieved.
 #[derive(Clone, Copy, Debug)]
@@ -41,18 +42,14 @@ pub enum Applied<'a> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("patching the status of SendingPool {name}")]
-    PatchStatus {
-        name: String,
-        #[source]
-        source: kube::Error,
-    },
+    #[error(transparent)]
+    PatchStatus(#[from] PatchError),
 }
 
 impl Error {
     pub fn category(&self) -> &'static str {
         match self {
-            Error::PatchStatus { .. } => "PatchStatus",
+            Error::PatchStatus(_) => PatchError::CATEGORY,
         }
     }
 
@@ -286,10 +283,8 @@ async fn write(
     new: &SendingPoolStatus,
     flipped: &[Observation],
 ) -> Result<(), Error> {
-    crate::operator::status::write(ctx, pool, new, flipped)
-        .await
-        .map(|_| ())
-        .map_err(|source| Error::PatchStatus { name: pool.metadata.name.clone().unwrap_or_default(), source })
+    crate::operator::status::write(ctx, pool, new, flipped).await?;
+    Ok(())
 }
 
 #[cfg(test)]
