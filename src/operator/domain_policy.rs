@@ -52,7 +52,7 @@ impl FleetResource for DomainPolicy {
 
 fn derive(
     policy: &DomainPolicy,
-    Namespace { pools, reports }: Namespace<'_>,
+    Namespace { pools, reports, observed }: Namespace<'_>,
     now: Timestamp,
 ) -> Derived<DomainPolicyStatus> {
     let prev = policy.status.clone().unwrap_or_default();
@@ -89,29 +89,40 @@ fn derive(
             });
         }
     }
-    let selected_names: Vec<String> = selected.iter().map(|p| p.name_any()).collect();
     let now_unix = now.as_second().max(0) as u64;
-    for r in reports.iter().filter(|r| selected_names.contains(&r.pool)) {
-        for e in r.adaptive.exclusions.iter().filter(|e| e.rule == name && e.until > now_unix) {
-            status.exclusions.push(Exclusion {
-                pool: r.pool.clone(),
-                instance: r.instance.clone(),
-                reason: e.reason.clone(),
-                since: rfc3339(e.since),
-                until: Some(rfc3339(e.until)),
-                automatic: true,
-            });
+    for pool in selected.iter().map(|p| p.name_any()) {
+        // A pool whose agents were not polled yet since the operator
+        // started keeps what the status showed for it: it is still in force
+        // on the instances, and dropping it would flap the status.
+        if !observed.contains(&pool) {
+            let in_force = |e: &&Exclusion| e.until.as_deref().and_then(|u| u.parse::<Timestamp>().ok()) > Some(now);
+            let kept = prev.exclusions.iter().filter(|e| e.automatic && e.pool == pool).filter(in_force);
+            status.exclusions.extend(kept.cloned());
+            status.slow_downs.extend(prev.slow_downs.iter().filter(|s| s.pool == pool).cloned());
+            continue;
         }
-        for s in r.adaptive.slow_downs.iter().filter(|s| s.rule == name) {
-            status.slow_downs.push(SlowDownState {
-                pool: r.pool.clone(),
-                instance: r.instance.clone(),
-                reason: s.reason.clone(),
-                since: rfc3339(s.since),
-                messages_per_minute: policy.spec.slow_down.as_ref().map_or(0, |d| d.messages_per_minute),
-                level: Some(format!("{}/{}", s.level, s.max_level)),
-                next_recovery_at: s.next_recovery_at.map(rfc3339),
-            });
+        for r in reports.iter().filter(|r| r.pool == pool) {
+            for e in r.adaptive.exclusions.iter().filter(|e| e.rule == name && e.until > now_unix) {
+                status.exclusions.push(Exclusion {
+                    pool: r.pool.clone(),
+                    instance: r.instance.clone(),
+                    reason: e.reason.clone(),
+                    since: rfc3339(e.since),
+                    until: Some(rfc3339(e.until)),
+                    automatic: true,
+                });
+            }
+            for s in r.adaptive.slow_downs.iter().filter(|s| s.rule == name) {
+                status.slow_downs.push(SlowDownState {
+                    pool: r.pool.clone(),
+                    instance: r.instance.clone(),
+                    reason: s.reason.clone(),
+                    since: rfc3339(s.since),
+                    messages_per_minute: policy.spec.slow_down.as_ref().map_or(0, |d| d.messages_per_minute),
+                    level: Some(format!("{}/{}", s.level, s.max_level)),
+                    next_recovery_at: s.next_recovery_at.map(rfc3339),
+                });
+            }
         }
     }
     status.active_exclusions = Some(status.exclusions.len() as u32);
@@ -121,7 +132,7 @@ fn derive(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operator::fleet_status::fixtures::{pool, report, yaml};
+    use crate::operator::fleet_status::fixtures::{names, pool, report, yaml};
     use sendfleet_render::contract::{ActiveExclusion, ActiveSlowDown, AdaptiveStatus};
 
     fn policy() -> DomainPolicy {
@@ -163,7 +174,8 @@ mod tests {
             // A pool the policy does not select: not shown.
             report("signup", "mta1", AdaptiveStatus { exclusions: vec![excl("bigmail", t + 9)], ..Default::default() }),
         ];
-        let (s, flipped) = derive(&policy(), Namespace { pools: &pools, reports: &reports }, now);
+        let (s, flipped) =
+            derive(&policy(), Namespace { pools: &pools, reports: &reports, observed: &names(&pools) }, now);
         assert_eq!(flipped.len(), 1, "Accepted is new");
         assert_eq!(s.observed_generation, Some(3));
         assert_eq!(s.conditions[0].type_, "Accepted");
@@ -183,8 +195,11 @@ mod tests {
         // so the status compares equal and is not patched again.
         let mut p = policy();
         p.status = Some(s.clone());
-        let (later, flipped) =
-            derive(&p, Namespace { pools: &pools, reports: &reports }, "2026-11-23T12:00:30Z".parse().unwrap());
+        let (later, flipped) = derive(
+            &p,
+            Namespace { pools: &pools, reports: &reports, observed: &names(&pools) },
+            "2026-11-23T12:00:30Z".parse().unwrap(),
+        );
         assert_eq!(later.exclusions[0].since, s.exclusions[0].since);
         assert!(crate::operator::status::unchanged(Some(&s), &later));
         assert!(flipped.is_empty());
@@ -194,8 +209,11 @@ mod tests {
     fn an_invalid_domain_policy_is_not_accepted_and_says_which_field() {
         let mut p = policy();
         p.spec.domains = vec!["Not A Domain".into()];
-        let (s, flipped) =
-            derive(&p, Namespace { pools: &[pool("bulk", "tier: bulk", None)], reports: &[] }, Timestamp::UNIX_EPOCH);
+        let (s, flipped) = derive(
+            &p,
+            Namespace { pools: &[pool("bulk", "tier: bulk", None)], reports: &[], observed: &[] },
+            Timestamp::UNIX_EPOCH,
+        );
         assert_eq!(s.conditions[0].status, "False");
         assert_eq!(s.conditions[0].reason, "InvalidSpec");
         assert!(s.conditions[0].message.contains("spec.domains[0]"), "{}", s.conditions[0].message);
@@ -208,10 +226,48 @@ mod tests {
         let o = accepted(&policy(), &[]);
         assert_eq!((o.status, o.reason), (Status::True, Reason::Valid));
         assert_eq!(o.message, "valid; selects no SendingPool in this namespace");
-        let (s, _) = derive(&policy(), Namespace { pools: &[], reports: &[] }, Timestamp::UNIX_EPOCH);
+        let (s, _) = derive(&policy(), Namespace { pools: &[], reports: &[], observed: &[] }, Timestamp::UNIX_EPOCH);
         assert_eq!(s.active_exclusions, Some(0));
         let pools = [pool("bulk", "tier: bulk", None), pool("tx", "tier: tx", None)];
         assert_eq!(selected_pools(&policy(), &pools).len(), 1);
         assert_eq!(accepted(&policy(), &selected_pools(&policy(), &pools)).message, "applies to pools: bulk");
+    }
+
+    #[test]
+    fn pools_not_yet_polled_since_a_restart_keep_their_automatic_entries() {
+        let now: Timestamp = "2026-11-23T12:00:00Z".parse().unwrap();
+        let t = now.as_second() as u64;
+        let pools = vec![pool("bulk", "tier: bulk", None)];
+        let excl =
+            ActiveExclusion { rule: "bigmail".into(), reason: "3 blocks".into(), since: t - 60, until: t + 3600 };
+        let slow = ActiveSlowDown {
+            rule: "bigmail".into(),
+            level: 1,
+            max_level: 4,
+            reason: "5 deferrals".into(),
+            since: t - 30,
+            next_recovery_at: None,
+        };
+        let adaptive = AdaptiveStatus { exclusions: vec![excl], slow_downs: vec![slow], ..Default::default() };
+        let reports = vec![report("bulk", "mta1", adaptive)];
+        let (s, _) = derive(&policy(), Namespace { pools: &pools, reports: &reports, observed: &names(&pools) }, now);
+        assert_eq!((s.exclusions.len(), s.slow_downs.len()), (2, 1));
+
+        // A new operator: the fleet index is empty and "bulk" not polled yet.
+        let mut p = policy();
+        p.status = Some(s.clone());
+        let later: Timestamp = "2026-11-23T12:00:30Z".parse().unwrap();
+        let (kept, _) = derive(&p, Namespace { pools: &pools, reports: &[], observed: &[] }, later);
+        assert!(crate::operator::status::unchanged(Some(&s), &kept), "{kept:?}");
+        // ... but not past the exclusion's own `until`.
+        let (expired, _) = derive(
+            &p,
+            Namespace { pools: &pools, reports: &[], observed: &[] },
+            now + k8s_openapi::jiff::SignedDuration::from_hours(2),
+        );
+        assert_eq!(expired.exclusions.iter().filter(|e| e.automatic).count(), 0);
+        // Once polled, the agents' report is what counts (here: nothing).
+        let (polled, _) = derive(&p, Namespace { pools: &pools, reports: &[], observed: &names(&pools) }, later);
+        assert_eq!((polled.exclusions.len(), polled.slow_downs.len()), (1, 0));
     }
 }

@@ -87,6 +87,13 @@ impl FleetIndex {
         self.pools.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
     }
 
+    /// Which of the named pools of a namespace the index has an entry for
+    /// (their agents were polled at least once since the operator started).
+    pub fn observed(&self, namespace: &str, pools: &[String]) -> Vec<String> {
+        let all = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        pools.iter().filter(|p| all.contains_key(&(namespace.to_string(), p.to_string()))).cloned().collect()
+    }
+
     /// Reports of the named pools of a namespace, in (pool, instance) order.
     pub fn reports(&self, namespace: &str, pools: &[String]) -> Vec<InstanceReport> {
         let all = self.pools.lock().unwrap_or_else(|p| p.into_inner());
@@ -168,6 +175,7 @@ mod tests {
         let r = idx.record(&key, &names[1..], &agents);
         assert!(!r.contains_key("mta1"));
         assert_eq!(idx.reports("mail", &["outbound".into()]).len(), 1);
+        assert_eq!(idx.observed("mail", &["outbound".into(), "other".into()]), ["outbound"]);
         assert_eq!(warmup_steps(&r), BTreeMap::new());
         idx.forget(&key);
         assert!(idx.reports("mail", &["outbound".into()]).is_empty());

@@ -44,6 +44,10 @@ pub struct Namespace<'a> {
     pub pools: &'a [SendingPool],
     /// Their agents' last reports (the fleet index).
     pub reports: &'a [InstanceReport],
+    /// The pools the fleet index has an entry for (polled at least once
+    /// since the operator started). For the others a status keeps what it
+    /// showed: an operator restart must not flap it.
+    pub observed: &'a [String],
 }
 
 /// A new status and the observations whose status flipped.
@@ -118,7 +122,8 @@ async fn derive_and_write<K: FleetResource>(obj: &K, ctx: &Context, now: Timesta
         .items;
     let pool_names: Vec<String> = pools.iter().map(|p| p.name_any()).collect();
     let reports = ctx.fleet.reports(&namespace, &pool_names);
-    let (new, flipped) = obj.derive(Namespace { pools: &pools, reports: &reports }, now);
+    let observed = ctx.fleet.observed(&namespace, &pool_names);
+    let (new, flipped) = obj.derive(Namespace { pools: &pools, reports: &reports, observed: &observed }, now);
     status::write(ctx, obj, &new, &flipped).await?;
     Ok(Action::requeue(ctx.agent_poll.min(ctx.resync)))
 }
@@ -175,6 +180,11 @@ pub mod fixtures {
         yaml(&format!(
             "apiVersion: sendfleet.io/v1alpha1\nkind: SendingPool\nmetadata: {{name: {name}, namespace: mail, labels: {{{labels}}}}}\nspec:\n  egressIPs:\n  - {{name: mta1, address: 192.0.2.10, heloName: mta1.example.com}}\n  - {{name: mta2, address: 192.0.2.11, heloName: mta2.example.com}}\n{plan}"
         ))
+    }
+
+    /// The names of `pools`: all of them observed by the fleet index.
+    pub fn names(pools: &[SendingPool]) -> Vec<String> {
+        pools.iter().map(|p| p.metadata.name.clone().unwrap_or_default()).collect()
     }
 
     pub fn report(pool: &str, instance: &str, adaptive: AdaptiveStatus) -> InstanceReport {

@@ -49,12 +49,16 @@ impl FleetResource for WarmupPlan {
     }
 }
 
-fn derive(plan: &WarmupPlan, Namespace { pools, reports }: Namespace<'_>, now: Timestamp) -> Derived<WarmupPlanStatus> {
+fn derive(
+    plan: &WarmupPlan,
+    Namespace { pools, reports, observed }: Namespace<'_>,
+    now: Timestamp,
+) -> Derived<WarmupPlanStatus> {
     let prev = plan.status.clone().unwrap_or_default();
     let name = plan.name_any();
     let generation = plan.metadata.generation;
     let mut status =
-        WarmupPlanStatus { conditions: prev.conditions, observed_generation: generation, ..Default::default() };
+        WarmupPlanStatus { conditions: prev.conditions.clone(), observed_generation: generation, ..Default::default() };
     let users = users(plan, pools);
     let accepted = accepted(plan, &users);
     let flipped = set_accepted(&mut status, &accepted, generation, now);
@@ -62,17 +66,25 @@ fn derive(plan: &WarmupPlan, Namespace { pools, reports }: Namespace<'_>, now: T
         return (status, flipped);
     }
     status.days = plan_days(plan);
-    for r in reports.iter().filter(|r| users.contains(&r.pool)) {
-        let Some(w) = r.adaptive.warmup.as_ref().filter(|w| w.plan == name) else { continue };
-        status.instances.push(WarmupInstanceStatus {
-            pool: r.pool.clone(),
-            instance: r.instance.clone(),
-            step: w.step,
-            daily_cap: w.daily_cap,
-            sent_today: w.sent_today,
-            paused: w.held.clone(),
-            next_step_at: w.next_step_at.map(rfc3339),
-        });
+    for pool in &users {
+        // Not polled yet since the operator started: keep what the status
+        // showed (see the DomainPolicy's derivation).
+        if !observed.contains(pool) {
+            status.instances.extend(prev.instances.iter().filter(|i| &i.pool == pool).cloned());
+            continue;
+        }
+        for r in reports.iter().filter(|r| &r.pool == pool) {
+            let Some(w) = r.adaptive.warmup.as_ref().filter(|w| w.plan == name) else { continue };
+            status.instances.push(WarmupInstanceStatus {
+                pool: r.pool.clone(),
+                instance: r.instance.clone(),
+                step: w.step,
+                daily_cap: w.daily_cap,
+                sent_today: w.sent_today,
+                paused: w.held.clone(),
+                next_step_at: w.next_step_at.map(rfc3339),
+            });
+        }
     }
     status.warming = Some(status.instances.iter().filter(|i| i.daily_cap.is_some()).count() as u32);
     (status, flipped)
@@ -81,7 +93,7 @@ fn derive(plan: &WarmupPlan, Namespace { pools, reports }: Namespace<'_>, now: T
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::operator::fleet_status::fixtures::{pool, report, yaml};
+    use crate::operator::fleet_status::fixtures::{names, pool, report, yaml};
     use sendfleet_render::contract::{AdaptiveStatus, WarmupProgress};
 
     #[test]
@@ -107,7 +119,11 @@ mod tests {
             report("bulk", "mta2", progress(9, None, None)),
             report("signup", "mta1", progress(1, Some(50), None)),
         ];
-        let (s, _) = derive(&plan, Namespace { pools: &pools, reports: &reports }, Timestamp::UNIX_EPOCH);
+        let (s, _) = derive(
+            &plan,
+            Namespace { pools: &pools, reports: &reports, observed: &names(&pools) },
+            Timestamp::UNIX_EPOCH,
+        );
         assert_eq!(s.days, Some(7));
         assert_eq!(s.warming, Some(1));
         assert_eq!(s.instances.len(), 2, "{:?}", s.instances);
@@ -115,6 +131,12 @@ mod tests {
         assert_eq!(s.instances[0].daily_cap, Some(50));
         assert_eq!(s.instances[1].daily_cap, None);
         assert_eq!(s.conditions[0].message, "used by pools: bulk");
+
+        // Restarted operator, "bulk" not polled yet: the rows stay.
+        let mut p = plan.clone();
+        p.status = Some(s.clone());
+        let (kept, _) = derive(&p, Namespace { pools: &pools, reports: &[], observed: &[] }, Timestamp::UNIX_EPOCH);
+        assert!(crate::operator::status::unchanged(Some(&s), &kept), "{kept:?}");
     }
 
     #[test]
@@ -122,7 +144,7 @@ mod tests {
         let plan: WarmupPlan = yaml(
             "apiVersion: sendfleet.io/v1alpha1\nkind: WarmupPlan\nmetadata: {name: new-ip, namespace: mail, generation: 1}\nspec:\n  steps: [{day: 1, dailyCap: 50}]\n",
         );
-        let (s, flipped) = derive(&plan, Namespace { pools: &[], reports: &[] }, Timestamp::UNIX_EPOCH);
+        let (s, flipped) = derive(&plan, Namespace { pools: &[], reports: &[], observed: &[] }, Timestamp::UNIX_EPOCH);
         assert_eq!(
             (s.conditions[0].status.as_str(), s.conditions[0].message.as_str()),
             ("True", "valid; no pool uses it")
