@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
 
 /// First retry after a transient fault (API server, network, the host);
 /// the controller's own backoff grows from there.
@@ -42,6 +43,26 @@ impl Retry {
             None => Action::await_change(),
         }
     }
+}
+
+/// What every controller's `error_policy` does: log the failure with its
+/// fields (kind, namespace, name, category, the error chain) and requeue by
+/// kind.
+pub fn after_failure<K: Resource<DynamicType = ()>>(
+    obj: &K,
+    category: &'static str,
+    retry: Retry,
+    error: &dyn std::error::Error,
+) -> Action {
+    tracing::warn!(
+        kind = %K::kind(&()),
+        namespace = obj.namespace().as_deref().unwrap_or(""),
+        name = %obj.name_any(),
+        category,
+        error = %super::events::chain(error),
+        "reconcile failed"
+    );
+    retry.action()
 }
 
 #[cfg(test)]

@@ -129,14 +129,7 @@ async fn derive_and_write<K: FleetResource>(obj: &K, ctx: &Context, now: Timesta
 }
 
 pub fn error_policy<K: FleetResource>(obj: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(
-        namespace = obj.namespace().as_deref().unwrap_or(""),
-        name = %obj.name_any(),
-        category = error.category(),
-        error = %events::chain(error),
-        "status reconcile failed"
-    );
-    error.retry().action()
+    super::error::after_failure(&*obj, error.category(), error.retry(), error)
 }
 
 /// The controller of `K`: its own watch, the namespace's pools, and the

@@ -128,14 +128,7 @@ pub async fn reconcile(pool: Arc<SendingPool>, ctx: Arc<Context>) -> Result<Acti
 
 /// Requeue by kind of error; an invalid spec waits for a change.
 pub fn error_policy(pool: Arc<SendingPool>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(
-        namespace = pool.namespace().as_deref().unwrap_or(""),
-        pool = %pool.name_any(),
-        category = error.category(),
-        error = %events::chain(error),
-        "reconcile failed"
-    );
-    error.retry().action()
+    super::error::after_failure(&*pool, error.category(), error.retry(), error)
 }
 
 /// The steps, in order (see the module doc).
