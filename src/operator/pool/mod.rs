@@ -32,6 +32,10 @@
 //! their own controllers (`crate::operator::{domain_policy, warmup_plan}`),
 //! which read the fleet index this pipeline fills in step 2.
 //!
+//! Never: read the clock inside a step (`now` is passed down), write a
+//! DomainPolicy or WarmupPlan status, touch Postfix files (the agents do),
+//! or write an object or status that would not change.
+//!
 //! No finalizer: everything a pool creates is a namespaced object it owns
 //! (owner references), so the garbage collector removes it; nothing outside
 //! the cluster needs cleaning up. Queue volumes are deliberately kept

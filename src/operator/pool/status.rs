@@ -17,6 +17,20 @@
 //!
 //! The derivation is pure (`now` passed in): no client, no clock. The
 //! types, reasons and polarity come from `sendfleet_render::conditions`.
+//!
+//! Adding a condition:
+//! 1. `crates/render/src/conditions.rs`: a `ConditionType` variant, its
+//!    `as_str()`, its `polarity()` (which decides Warning vs Normal Events
+//!    on flips) and its place in `ALL` (sorted by name);
+//! 2. its `Reason` variants there, with `as_str()` (PascalCase, stable);
+//! 3. what it is derived from: a field of `observe::Observed`, or of the
+//!    per-instance row in `instances.rs`;
+//! 4. here, one `pub fn` returning the `Observation` (or `None`: leave it as
+//!    it was), deciding also what it says when the pipeline `Stopped`;
+//! 5. add the call to the list in [`derive`]; if only its observer may set
+//!    it, add the type to `SET_BY_CHECKS` (Unknown until observed);
+//! 6. a unit test beside the others here, and the list of types in
+//!    `derive_sets_every_condition_and_rederiving_changes_nothing`.
 
 use k8s_openapi::jiff::Timestamp;
 use sendfleet_render::api::{QueueSummary, SendingPool, SendingPoolStatus};
