@@ -27,7 +27,7 @@
 //!    per-instance row in `instances.rs`;
 //! 4. here, one `pub fn` returning the `Observation` (or `None`: leave it as
 //!    it was), deciding also what it says when the pipeline `Stopped`;
-//! 5. add the call to the list in [`derive`]; if only its observer may set
+//! 5. add the call to the list in [`derive()`]; if only its observer may set
 //!    it, add the type to `SET_BY_CHECKS` (Unknown until observed);
 //! 6. a unit test beside the others here, and the list of types in
 //!    `derive_sets_every_condition_and_rederiving_changes_nothing`.
