@@ -13,6 +13,7 @@ use std::time::Duration;
 use dns_common::{openssl_genkey, openssl_to_pkcs1, txt, Misbehave, TestDns};
 use jiff::{SignedDuration, Timestamp};
 use sendfleet::dns::*;
+use sendfleet_render::conditions::Status;
 
 /// Client timeout for every test: short, so slow/dropped names cost little.
 const TIMEOUT: Duration = Duration::from_millis(1000);
@@ -473,7 +474,7 @@ async fn dkim_key_matching_and_dmarc() {
         },
     );
     let c = authentication_condition(&summary);
-    assert_eq!((c.status, c.reason), (ConditionStatus::True, "Valid"), "{}", c.message);
+    assert_eq!((c.status, c.reason.as_str()), (Status::True, "Valid"), "{}", c.message);
     summary.domains.insert(
         "fail.sender.test".into(),
         DomainSummary {
@@ -483,7 +484,7 @@ async fn dkim_key_matching_and_dmarc() {
         },
     );
     let c = authentication_condition(&summary);
-    assert_eq!((c.status, c.reason), (ConditionStatus::False, "MultipleFailures"));
+    assert_eq!((c.status, c.reason.as_str()), (Status::False, "MultipleFailures"));
     assert_eq!(
         c.message,
         "fail.sender.test: DKIM record publishes a different key (rsa published, rsa expected); \
@@ -515,7 +516,7 @@ async fn required_records_published_make_authentication_valid() {
     let dkim = DkimInput { selector: "sf1".into(), private_key_pem: key.clone() };
     let summary = check_authentication(&r, &egress, &["fresh.test".into()], Some(&dkim), "op.test").await;
     let c = authentication_condition(&summary);
-    assert_eq!((c.status, c.reason), (ConditionStatus::True, "Valid"), "{}", c.message);
+    assert_eq!((c.status, c.reason.as_str()), (Status::True, "Valid"), "{}", c.message);
     assert!(c.message.contains("fresh.test: DMARC p=quarantine"), "{}", c.message);
 
     // A third IP the SPF record does not name: SpfNotAuthorized, naming it.
@@ -523,7 +524,7 @@ async fn required_records_published_make_authentication_valid() {
     egress.push(EgressIp { name: "mta1b".into(), address: ip("192.0.2.11"), helo_name: "mta2.sender.test".into() });
     let summary = check_authentication(&r, &egress, &["fresh.test".into()], Some(&dkim), "op.test").await;
     let c = authentication_condition(&summary);
-    assert_eq!((c.status, c.reason), (ConditionStatus::False, "MultipleFailures"));
+    assert_eq!((c.status, c.reason.as_str()), (Status::False, "MultipleFailures"));
     assert_eq!(
         c.message,
         "fresh.test: SPF fail for 192.0.2.11; mta1b (192.0.2.11): PTR mta2.sender.test does not resolve back to the IP"

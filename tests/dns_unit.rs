@@ -11,6 +11,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use dns::dnsbl::{interpret_a, query_name};
 use dns::*;
 use jiff::{SignedDuration, Timestamp};
+use sendfleet_render::conditions::Status;
 
 fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
@@ -260,8 +261,8 @@ fn listed_condition_names_ips_and_zones_sorted() {
         s.ips.insert(ip(a), IpSummary { name: name.into(), listing: Some(clean_listing(a)), ptr: None });
     }
     let c = listed_condition(&s);
-    assert_eq!(c.status, ConditionStatus::False);
-    assert_eq!(c.reason, "NotListed");
+    assert_eq!(c.status, Status::False);
+    assert_eq!(c.reason.as_str(), "NotListed");
 
     let mk =
         |zone: &str, code: &str| Listing { zone: zone.into(), codes: vec![v4(code)], reason: None, first_seen: t(0) };
@@ -283,8 +284,8 @@ fn listed_condition_names_ips_and_zones_sorted() {
         clean_since: None,
     });
     let c = listed_condition(&s);
-    assert_eq!(c.status, ConditionStatus::True);
-    assert_eq!(c.reason, "Listed");
+    assert_eq!(c.status, Status::True);
+    assert_eq!(c.reason.as_str(), "Listed");
     assert_eq!(
         c.message,
         "Listed: ip-a (192.0.2.1) in a.bl.test (127.0.0.2), b.bl.test (127.0.0.4); \
@@ -296,12 +297,12 @@ fn listed_condition_names_ips_and_zones_sorted() {
         s.ips.get_mut(&ip(a)).unwrap().listing = Some(clean_listing(a));
     }
     let c = listed_condition(&s);
-    assert_eq!(c.status, ConditionStatus::Unknown);
-    assert_eq!(c.reason, "CheckFailing");
+    assert_eq!(c.status, Status::Unknown);
+    assert_eq!(c.reason.as_str(), "CheckFailing");
     // Never swept: Unknown / NotYetChecked.
     s.ips.get_mut(&ip("192.0.2.2")).unwrap().listing = None;
     let c = listed_condition(&s);
-    assert_eq!((c.status, c.reason), (ConditionStatus::Unknown, "NotYetChecked"));
+    assert_eq!((c.status, c.reason.as_str()), (Status::Unknown, "NotYetChecked"));
 }
 
 #[test]
@@ -323,28 +324,28 @@ fn authentication_condition_reasons() {
         },
     );
     let c = authentication_condition(&s);
-    assert_eq!((c.status, c.reason), (ConditionStatus::True, "Valid"), "{}", c.message);
+    assert_eq!((c.status, c.reason.as_str()), (Status::True, "Valid"), "{}", c.message);
     assert!(c.message.contains("s.test: DMARC p=reject"), "{}", c.message);
 
     s.domains.get_mut("s.test").unwrap().spf = Some(spf(SpfVerdict::SoftFail));
     let c = authentication_condition(&s);
-    assert_eq!((c.status, c.reason), (ConditionStatus::False, "SpfNotAuthorized"));
+    assert_eq!((c.status, c.reason.as_str()), (Status::False, "SpfNotAuthorized"));
     assert_eq!(c.message, "s.test: SPF softfail for 192.0.2.10");
 
     s.domains.get_mut("s.test").unwrap().dmarc = Some(DmarcVerdict::Missing);
     let c = authentication_condition(&s);
-    assert_eq!((c.status, c.reason), (ConditionStatus::False, "MultipleFailures"));
+    assert_eq!((c.status, c.reason.as_str()), (Status::False, "MultipleFailures"));
     assert_eq!(c.message, "s.test: SPF softfail for 192.0.2.10; s.test: no DMARC record");
 
     s.domains.get_mut("s.test").unwrap().spf = Some(spf(SpfVerdict::TempError));
     s.domains.get_mut("s.test").unwrap().dmarc = Some(dmarc);
     let c = authentication_condition(&s);
-    assert_eq!((c.status, c.reason), (ConditionStatus::Unknown, "CheckFailing"));
+    assert_eq!((c.status, c.reason.as_str()), (Status::Unknown, "CheckFailing"));
 
     s.domains.get_mut("s.test").unwrap().spf = Some(spf(SpfVerdict::Pass));
     s.ips.get_mut(&a).unwrap().ptr = Some(PtrVerdict::Missing);
     let c = authentication_condition(&s);
-    assert_eq!((c.status, c.reason), (ConditionStatus::False, "ReverseDnsInvalid"));
+    assert_eq!((c.status, c.reason.as_str()), (Status::False, "ReverseDnsInvalid"));
     assert_eq!(c.message, "ip-a (192.0.2.10): no PTR record");
 }
 

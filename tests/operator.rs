@@ -200,13 +200,78 @@ fn removing_an_egress_ip_removes_its_instance_and_a_missing_plan_is_reported() {
             })
         };
     let (reason, message) =
-        wait_for("Ready=False InvalidSpec", T, || ready_reason().filter(|(r, _)| r == "InvalidSpec"));
-    assert_eq!(reason, "InvalidSpec");
+        wait_for("Ready=False MissingReference", T, || ready_reason().filter(|(r, _)| r == "MissingReference"));
+    assert_eq!(reason, "MissingReference");
     assert!(message.contains("warmupPlanRef") && message.contains("later"), "{message}");
+    let pool = get_json(cp, &["sendingpool", "p", "-n", ns.name()]).unwrap();
+    let ready = pool["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap().clone();
+    assert_eq!(ready["status"], "False", "{ready}");
     cp.apply(&format!("apiVersion: sendfleet.io/v1alpha1\nkind: WarmupPlan\nmetadata: {{name: later, namespace: {}}}\nspec:\n  steps: [{{day: 1, dailyCap: 50}}]\n", ns.name())).unwrap();
     wait_for("plan picked up", T, || ready_reason().filter(|(r, _)| r == "InstancesNotReady"));
     let warm = get_json(cp, &["sendingpool", "p", "-n", ns.name()]).unwrap();
     assert_eq!(warm["status"]["warmup"], "later: 2/2 warming");
+}
+
+/// `(status, reason, message)` of the `Accepted` condition of `kind/name`.
+fn accepted(cp: &sendfleet_lab::ControlPlane, kind: &str, name: &str, ns: &str) -> Option<(String, String, String)> {
+    let obj = get_json(cp, &[kind, name, "-n", ns])?;
+    let c = obj["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == "Accepted")?.clone();
+    let field = |k: &str| c[k].as_str().unwrap_or_default().to_string();
+    Some((field("status"), field("reason"), field("message")))
+}
+
+#[test]
+fn domain_policies_and_warmup_plans_get_their_status_without_any_pool() {
+    let cp = control_plane(false);
+    let _op = shared_operator(cp);
+    let ns = cp.namespace("no-pool").unwrap();
+    let n = ns.name();
+    // Both "bad" ones pass admission (the schema cannot say it) and are
+    // refused by the renderer's own validation, which names the field.
+    let resource = |kind: &str, name: &str, spec: &str| {
+        format!("apiVersion: sendfleet.io/v1alpha1\nkind: {kind}\nmetadata: {{name: {name}, namespace: {n}}}\nspec:\n{spec}---\n")
+    };
+    let all = [
+        resource("DomainPolicy", "good", "  poolSelector: {matchLabels: {tier: bulk}}\n  domains: [good.example]\n"),
+        resource("DomainPolicy", "bad", "  domains: [bad.example]\n  throttle: {messagesPerMinute: 7}\n"),
+        resource("WarmupPlan", "ramp", "  steps: [{day: 1, dailyCap: 50}, {day: 3, dailyCap: 200}]\n"),
+        resource("WarmupPlan", "bad-zone", "  steps: [{day: 1, dailyCap: 50}]\n  timeZone: Mars/Olympus\n"),
+    ]
+    .concat();
+    cp.apply(&all).unwrap();
+
+    let good = wait_for("DomainPolicy good Accepted", T, || accepted(cp, "domainpolicy", "good", n));
+    assert_eq!(good, ("True".into(), "Valid".into(), "valid; selects no SendingPool in this namespace".into()));
+    let (status, reason, message) = wait_for("DomainPolicy bad Accepted", T, || accepted(cp, "domainpolicy", "bad", n));
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "InvalidSpec"), "{message}");
+    assert!(message.contains("spec.throttle.messagesPerMinute"), "the message should name the field: {message}");
+    let plan = wait_for("WarmupPlan ramp Accepted", T, || accepted(cp, "warmupplan", "ramp", n));
+    assert_eq!(plan, ("True".into(), "Valid".into(), "valid; no pool uses it".into()));
+    assert_eq!(get_json(cp, &["warmupplan", "ramp", "-n", n]).unwrap()["status"]["days"], 3);
+    let (status, reason, message) =
+        wait_for("WarmupPlan bad-zone Accepted", T, || accepted(cp, "warmupplan", "bad-zone", n));
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "InvalidSpec"), "{message}");
+    assert!(message.contains("spec.timeZone"), "the message should name the field: {message}");
+    // Being refused is worth a Warning Event on the resource.
+    wait_for("a Warning Event for the invalid DomainPolicy", T, || {
+        let events = get_json(cp, &["events", "-n", n])?;
+        events["items"]
+            .as_array()?
+            .iter()
+            .any(|e| e["type"] == "Warning" && e["reason"] == "InvalidSpec" && e["involvedObject"]["name"] == "bad")
+            .then_some(())
+    });
+
+    // A pool appearing is seen by the DomainPolicy and WarmupPlan
+    // controllers (they watch the pools): both now name it.
+    let pool = pool_yaml(n, "bulk", 1, "tier: bulk").replace("spec:\n", "spec:\n  warmupPlanRef: ramp\n");
+    cp.apply(&pool).unwrap();
+    wait_for("DomainPolicy good names the pool", T, || {
+        accepted(cp, "domainpolicy", "good", n).filter(|(_, _, m)| m == "applies to pools: bulk")
+    });
+    wait_for("WarmupPlan ramp names the pool", T, || {
+        accepted(cp, "warmupplan", "ramp", n).filter(|(_, _, m)| m == "used by pools: bulk")
+    });
 }
 
 #[test]

@@ -37,7 +37,4 @@ pub use listing::{IpListing, Listing, ListingChange, ListingStatus, ListingTrack
 pub use ptr::{check_ptr, PtrVerdict};
 pub use resolver::{Answer, HickoryDns, LookupFailure, Resolver, ResolverError, ResolverSettings, ZoneResolver};
 pub use spf::{check_spf, SpfCheck, SpfVerdict};
-pub use summary::{
-    authentication_condition, listed_condition, ConditionParts, ConditionStatus, DomainSummary, IpSummary,
-    PoolDnsSummary,
-};
+pub use summary::{authentication_condition, listed_condition, DomainSummary, IpSummary, PoolDnsSummary};

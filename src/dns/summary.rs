@@ -2,80 +2,24 @@
 //! into the `Listed` and `AuthenticationValid` conditions' status, reason
 //! and message.
 //!
-//! The operator wraps [`ConditionParts`] into Kubernetes `Condition`s (it owns
-//! `observedGeneration` and `lastTransitionTime`). Names inside messages are
-//! sorted so an unchanged finding renders the same message and causes no
-//! status write. Pure: no I/O, no clock; must never query DNS.
+//! The types, reasons and the message limit come from the one vocabulary in
+//! `sendfleet_render::conditions`; the operator writes the [`Observation`]s
+//! into Kubernetes `Condition`s (it owns `observedGeneration` and
+//! `lastTransitionTime`). Names inside messages are sorted so an unchanged
+//! finding renders the same message and causes no status write. Pure: no
+//! I/O, no clock; must never query DNS.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
+
+use sendfleet_render::conditions::{ConditionType, Observation, Reason, Status};
 
 use super::dkim::DkimVerdict;
 use super::dmarc::DmarcVerdict;
 use super::listing::{IpListing, ListingStatus};
 use super::ptr::PtrVerdict;
 use super::spf::{SpfCheck, SpfVerdict};
-
-/// Condition type names.
-pub const CONDITION_LISTED: &str = "Listed";
-pub const CONDITION_AUTHENTICATION_VALID: &str = "AuthenticationValid";
-
-/// Condition reasons (CamelCase, stable: alerts match on them).
-pub mod reasons {
-    /// Listed: at least one IP is on a blocklist.
-    pub const LISTED: &str = "Listed";
-    /// Listed=False: every IP answered clean in every zone.
-    pub const NOT_LISTED: &str = "NotListed";
-    /// Listed=Unknown: some zone could not be checked for the configured
-    /// number of sweeps (timeouts, SERVFAIL, the list refusing our resolver).
-    pub const CHECK_FAILING: &str = "CheckFailing";
-    /// Unknown: no complete sweep yet.
-    pub const NOT_YET_CHECKED: &str = "NotYetChecked";
-    /// AuthenticationValid=True.
-    pub const VALID: &str = "Valid";
-    /// SPF does not authorize (at least) one egress IP.
-    pub const SPF_NOT_AUTHORIZED: &str = "SpfNotAuthorized";
-    /// The DKIM record is missing, revoked, malformed or another key; or the
-    /// Secret's key is unreadable.
-    pub const DKIM_INVALID: &str = "DkimInvalid";
-    /// No usable DMARC record.
-    pub const DMARC_MISSING: &str = "DmarcMissing";
-    /// PTR missing, not forward-confirmed, or not the HELO name.
-    pub const REVERSE_DNS_INVALID: &str = "ReverseDnsInvalid";
-    /// Problems of more than one kind; the message lists them.
-    pub const MULTIPLE_FAILURES: &str = "MultipleFailures";
-}
-
-/// Longest message we produce (Kubernetes allows 32 KiB; status should stay
-/// readable in `kubectl describe`).
-pub const MAX_MESSAGE_LEN: usize = 2048;
-
-/// Condition status.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConditionStatus {
-    True,
-    False,
-    Unknown,
-}
-
-impl ConditionStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::True => "True",
-            Self::False => "False",
-            Self::Unknown => "Unknown",
-        }
-    }
-}
-
-/// What a condition says, without its Kubernetes wrapping.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConditionParts {
-    pub status: ConditionStatus,
-    pub reason: &'static str,
-    pub message: String,
-}
 
 /// Findings for one egress IP.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,18 +50,6 @@ pub struct PoolDnsSummary {
     pub domains: BTreeMap<String, DomainSummary>,
 }
 
-fn finish(mut s: String) -> String {
-    if s.len() > MAX_MESSAGE_LEN {
-        let mut cut = MAX_MESSAGE_LEN - 20;
-        while !s.is_char_boundary(cut) {
-            cut -= 1;
-        }
-        s.truncate(cut);
-        s.push_str(" ... (truncated)");
-    }
-    s
-}
-
 fn ip_label(ip: &IpAddr, s: &IpSummary) -> String {
     if s.name.is_empty() {
         ip.to_string()
@@ -127,7 +59,7 @@ fn ip_label(ip: &IpAddr, s: &IpSummary) -> String {
 }
 
 /// The `Listed` condition.
-pub fn listed_condition(summary: &PoolDnsSummary) -> ConditionParts {
+pub fn listed_condition(summary: &PoolDnsSummary) -> Observation {
     let mut listed = Vec::new();
     let mut unknown = Vec::new();
     let mut pending = Vec::new();
@@ -161,27 +93,30 @@ pub fn listed_condition(summary: &PoolDnsSummary) -> ConditionParts {
         if !unknown.is_empty() {
             let _ = write!(msg, ". Not checkable: {}", unknown.join("; "));
         }
-        return ConditionParts { status: ConditionStatus::True, reason: reasons::LISTED, message: finish(msg) };
+        return Observation::new(ConditionType::Listed, Status::True, Reason::Listed, msg);
     }
     if !unknown.is_empty() {
-        return ConditionParts {
-            status: ConditionStatus::Unknown,
-            reason: reasons::CHECK_FAILING,
-            message: finish(format!("Not checkable: {}", unknown.join("; "))),
-        };
+        return Observation::new(
+            ConditionType::Listed,
+            Status::Unknown,
+            Reason::CheckFailing,
+            format!("Not checkable: {}", unknown.join("; ")),
+        );
     }
     if !pending.is_empty() {
-        return ConditionParts {
-            status: ConditionStatus::Unknown,
-            reason: reasons::NOT_YET_CHECKED,
-            message: finish(format!("Not yet checked: {}", pending.join(", "))),
-        };
+        return Observation::new(
+            ConditionType::Listed,
+            Status::Unknown,
+            Reason::NotYetChecked,
+            format!("Not yet checked: {}", pending.join(", ")),
+        );
     }
-    ConditionParts {
-        status: ConditionStatus::False,
-        reason: reasons::NOT_LISTED,
-        message: format!("{} IP(s) not listed in any zone", summary.ips.len()),
-    }
+    Observation::new(
+        ConditionType::Listed,
+        Status::False,
+        Reason::NotListed,
+        format!("{} IP(s) not listed in any zone", summary.ips.len()),
+    )
 }
 
 #[derive(Default)]
@@ -198,7 +133,7 @@ struct Findings {
 /// The `AuthenticationValid` condition: SPF authorizes every IP for every
 /// domain, DKIM publishes the signing key, DMARC exists, and every IP's
 /// reverse DNS is forward-confirmed and matches its HELO name.
-pub fn authentication_condition(summary: &PoolDnsSummary) -> ConditionParts {
+pub fn authentication_condition(summary: &PoolDnsSummary) -> Observation {
     let mut f = Findings::default();
     for (domain, d) in &summary.domains {
         match &d.spf {
@@ -245,15 +180,15 @@ pub fn authentication_condition(summary: &PoolDnsSummary) -> ConditionParts {
         }
     }
 
-    let kinds: Vec<(&'static str, &Vec<String>)> = vec![
-        (reasons::SPF_NOT_AUTHORIZED, &f.spf),
-        (reasons::DKIM_INVALID, &f.dkim),
-        (reasons::DMARC_MISSING, &f.dmarc),
-        (reasons::REVERSE_DNS_INVALID, &f.ptr),
+    let kinds: Vec<(Reason, &Vec<String>)> = vec![
+        (Reason::SpfNotAuthorized, &f.spf),
+        (Reason::DkimInvalid, &f.dkim),
+        (Reason::DmarcMissing, &f.dmarc),
+        (Reason::ReverseDnsInvalid, &f.ptr),
     ];
-    let failing: Vec<&(&'static str, &Vec<String>)> = kinds.iter().filter(|(_, v)| !v.is_empty()).collect();
+    let failing: Vec<&(Reason, &Vec<String>)> = kinds.iter().filter(|(_, v)| !v.is_empty()).collect();
     if !failing.is_empty() {
-        let reason = if failing.len() == 1 { failing[0].0 } else { reasons::MULTIPLE_FAILURES };
+        let reason = if failing.len() == 1 { failing[0].0 } else { Reason::MultipleFailures };
         let mut lines: Vec<String> = failing.iter().flat_map(|(_, v)| v.iter().cloned()).collect();
         lines.sort();
         let mut msg = lines.join("; ");
@@ -261,23 +196,25 @@ pub fn authentication_condition(summary: &PoolDnsSummary) -> ConditionParts {
             f.unknown.sort();
             let _ = write!(msg, ". Not checkable: {}", f.unknown.join("; "));
         }
-        return ConditionParts { status: ConditionStatus::False, reason, message: finish(msg) };
+        return Observation::new(ConditionType::AuthenticationValid, Status::False, reason, msg);
     }
     if !f.unknown.is_empty() {
         f.unknown.sort();
-        return ConditionParts {
-            status: ConditionStatus::Unknown,
-            reason: reasons::CHECK_FAILING,
-            message: finish(format!("Not checkable: {}", f.unknown.join("; "))),
-        };
+        return Observation::new(
+            ConditionType::AuthenticationValid,
+            Status::Unknown,
+            Reason::CheckFailing,
+            format!("Not checkable: {}", f.unknown.join("; ")),
+        );
     }
     if !f.pending.is_empty() {
         f.pending.sort();
-        return ConditionParts {
-            status: ConditionStatus::Unknown,
-            reason: reasons::NOT_YET_CHECKED,
-            message: finish(format!("Not yet checked: {}", f.pending.join(", "))),
-        };
+        return Observation::new(
+            ConditionType::AuthenticationValid,
+            Status::Unknown,
+            Reason::NotYetChecked,
+            format!("Not yet checked: {}", f.pending.join(", ")),
+        );
     }
     let mut msg = if summary.domains.is_empty() {
         format!(
@@ -294,7 +231,7 @@ pub fn authentication_condition(summary: &PoolDnsSummary) -> ConditionParts {
     if !f.good.is_empty() {
         let _ = write!(msg, "; {}", f.good.join("; "));
     }
-    ConditionParts { status: ConditionStatus::True, reason: reasons::VALID, message: finish(msg) }
+    Observation::new(ConditionType::AuthenticationValid, Status::True, Reason::Valid, msg)
 }
 
 #[cfg(test)]
@@ -305,7 +242,7 @@ mod tests {
     fn a_pool_without_sending_domains_says_what_was_not_checked() {
         let summary = PoolDnsSummary::default();
         let c = authentication_condition(&summary);
-        assert_eq!(c.status, ConditionStatus::True);
+        assert_eq!(c.status, Status::True);
         assert!(c.message.contains("spec.dkim.domains names no sending domain"), "{}", c.message);
         assert!(!c.message.contains("0 domain(s)"), "{}", c.message);
     }

@@ -1,5 +1,7 @@
-//! Apply desired objects with server-side apply, in order, and delete the
-//! pool's objects that are no longer desired.
+//! The generic server-side-apply helpers of the pool pipeline: apply
+//! desired objects in order, and delete the pool's objects that are no
+//! longer desired. (The `/status` patch shared by every controller is in
+//! `status.rs`.)
 //!
 //! No write that changes nothing: every applied object carries the hash of
 //! what was applied (`sendfleet.io/applied-hash`); when the live object
@@ -14,8 +16,52 @@ use kube::Client;
 use sendfleet_render::objects::{Desired, FIELD_MANAGER, LABEL_MANAGED_BY, LABEL_POOL};
 use sha2::{Digest, Sha256};
 
-use super::error::{Error, Result};
 use super::metrics::Metrics;
+
+/// One failed request, naming the object.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("reading {kind} {name}")]
+    Get {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("applying {kind} {name}")]
+    Patch {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("listing the pool's {kind}s")]
+    List {
+        kind: &'static str,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("deleting {kind} {name}")]
+    Delete {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+impl Error {
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::Get { .. } => "GetObject",
+            Error::Patch { .. } => "ApplyObject",
+            Error::List { .. } => "ListObjects",
+            Error::Delete { .. } => "DeleteObject",
+        }
+    }
+}
+
+type Result<T, E = Error> = std::result::Result<T, E>;
 
 pub const ANNOTATION_APPLIED_HASH: &str = "sendfleet.io/applied-hash";
 
@@ -55,14 +101,19 @@ pub async fn apply(client: &Client, namespace: &str, desired: &[Desired], metric
         let h = hash(&v);
         v["metadata"]["annotations"][ANNOTATION_APPLIED_HASH] = h.clone().into();
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &api_resource(d.kind()));
-        let live = api.get_opt(d.name()).await?;
+        let kind = kind_static(d.kind());
+        let live = api.get_opt(d.name()).await.map_err(|source| Error::Get { kind, name: d.name().into(), source })?;
         let current =
             live.as_ref().and_then(|o| o.metadata.annotations.as_ref()).and_then(|a| a.get(ANNOTATION_APPLIED_HASH));
         if current == Some(&h) {
             continue;
         }
-        api.patch(d.name(), &params, &Patch::Apply(&v)).await?;
-        metrics.wrote(kind_static(d.kind()));
+        api.patch(d.name(), &params, &Patch::Apply(&v)).await.map_err(|source| Error::Patch {
+            kind,
+            name: d.name().into(),
+            source,
+        })?;
+        metrics.wrote(kind);
         tracing::info!(namespace, kind = d.kind(), name = d.name(), "applied");
         written += 1;
     }
@@ -83,18 +134,19 @@ pub async fn prune(
     let keep: BTreeSet<(&str, &str)> = desired.iter().map(|d| (d.kind(), d.name())).collect();
     let lp = ListParams::default().labels(&format!("{LABEL_POOL}={pool},{LABEL_MANAGED_BY}={FIELD_MANAGER}"));
     let mut deleted = 0;
-    for kind in OWNED_KINDS {
+    for &kind in OWNED_KINDS {
         let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &api_resource(kind));
-        for obj in api.list_metadata(&lp).await?.items {
+        let list = api.list_metadata(&lp).await.map_err(|source| Error::List { kind, source })?;
+        for obj in list.items {
             let Some(name) = obj.metadata.name.as_deref() else { continue };
             let owned = obj.metadata.owner_references.iter().flatten().any(|o| o.uid == pool_uid);
-            if !owned || keep.contains(&(*kind, name)) {
+            if !owned || keep.contains(&(kind, name)) {
                 continue;
             }
             match api.delete(name, &DeleteParams::background()).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 404 => continue,
-                Err(e) => return Err(Error::Kube(e)),
+                Err(source) => return Err(Error::Delete { kind, name: name.into(), source }),
             }
             metrics.wrote(kind);
             tracing::info!(namespace, kind, name, "deleted (no longer desired)");

@@ -1,58 +1,81 @@
-//! Reconcile errors, each with a fixed category (Event reason and metric
-//! label) and a requeue policy by kind.
+//! What every controller does after an error: requeue by kind, with named
+//! delays. The error enums themselves live with the steps that raise them
+//! (`pool::*::Error`, `fleet_status::Error`); each variant has a fixed
+//! PascalCase `category()` — the Event reason and the metric label — and a
+//! [`Retry`] kind.
 
 use std::time::Duration;
 
-use sendfleet_render::render::RenderError;
+use kube::runtime::controller::Action;
+use kube::{Resource, ResourceExt};
 
-/// Requeue after a transient API error (first retry; the controller's own
-/// backoff grows from there).
+/// First retry after a transient fault (API server, network, the host);
+/// the controller's own backoff grows from there.
 pub const REQUEUE_TRANSIENT: Duration = Duration::from_secs(5);
-/// Requeue while a referenced object is missing (it may be created soon).
+/// Retry while a referenced object is missing (it may be created soon; its
+/// creation also triggers a reconcile through the watches).
 pub const REQUEUE_MISSING_REFERENCE: Duration = Duration::from_secs(60);
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// The spec cannot be rendered as written; waits for a change.
-    #[error("invalid spec: {0}")]
-    InvalidSpec(String),
-    /// A referenced object (WarmupPlan, route pool) does not exist.
-    #[error("missing reference: {0}")]
-    MissingReference(String),
-    #[error("Kubernetes API: {0}")]
-    Kube(#[from] kube::Error),
-    #[error("serializing {0}: {1}")]
-    Serialize(&'static str, serde_json::Error),
+/// How an error is retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// A fault outside the spec: try again soon.
+    Transient,
+    /// Something the spec names does not exist (yet).
+    MissingReference,
+    /// The spec itself is wrong: nothing changes until it does.
+    OnSpecChange,
 }
 
-impl Error {
-    /// Fixed PascalCase category: Event reason and metric label (bounded).
-    pub fn category(&self) -> &'static str {
+impl Retry {
+    /// How long to wait; `None` waits for a change.
+    pub const fn after(self) -> Option<Duration> {
         match self {
-            Error::InvalidSpec(_) => "InvalidSpec",
-            Error::MissingReference(_) => "MissingReference",
-            Error::Kube(_) => "KubeApi",
-            Error::Serialize(..) => "Serialize",
+            Retry::Transient => Some(REQUEUE_TRANSIENT),
+            Retry::MissingReference => Some(REQUEUE_MISSING_REFERENCE),
+            Retry::OnSpecChange => None,
         }
     }
 
-    /// How long to wait before trying again; `None` waits for a change.
-    pub fn requeue(&self) -> Option<Duration> {
-        match self {
-            Error::InvalidSpec(_) => None,
-            Error::MissingReference(_) => Some(REQUEUE_MISSING_REFERENCE),
-            Error::Kube(_) | Error::Serialize(..) => Some(REQUEUE_TRANSIENT),
+    pub fn action(self) -> Action {
+        match self.after() {
+            Some(d) => Action::requeue(d),
+            None => Action::await_change(),
         }
     }
 }
 
-impl From<RenderError> for Error {
-    fn from(e: RenderError) -> Self {
-        match e {
-            RenderError::Reference { .. } => Error::MissingReference(e.to_string()),
-            other => Error::InvalidSpec(other.to_string()),
-        }
-    }
+/// What every controller's `error_policy` does: log the failure with its
+/// fields (kind, namespace, name, category, the error chain) and requeue by
+/// kind.
+pub fn after_failure<K: Resource<DynamicType = ()>>(
+    obj: &K,
+    category: &'static str,
+    retry: Retry,
+    error: &dyn std::error::Error,
+) -> Action {
+    tracing::warn!(
+        kind = %K::kind(&()),
+        namespace = obj.namespace().as_deref().unwrap_or(""),
+        name = %obj.name_any(),
+        category,
+        error = %super::events::chain(error),
+        "reconcile failed"
+    );
+    retry.action()
 }
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_kind_has_its_own_delay_and_an_invalid_spec_waits() {
+        assert_eq!(Retry::Transient.after(), Some(REQUEUE_TRANSIENT));
+        assert_eq!(Retry::MissingReference.after(), Some(REQUEUE_MISSING_REFERENCE));
+        assert_eq!(Retry::OnSpecChange.after(), None);
+        assert_eq!(Retry::OnSpecChange.action(), Action::await_change());
+        assert_eq!(Retry::Transient.action(), Action::requeue(REQUEUE_TRANSIENT));
+        assert!(REQUEUE_TRANSIENT < REQUEUE_MISSING_REFERENCE);
+    }
+}

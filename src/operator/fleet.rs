@@ -3,10 +3,12 @@
 //! slow-downs — `AgentStatus.adaptive`).
 //!
 //! Kept apart from the API plumbing (as Linkerd's policy controller keeps
-//! its indexes): the reconcile records reports here and reads three things
-//! back — the exclusions to render into the peers' policies (so no peer
-//! relays a rule's mail to an instance that excluded itself), and the
-//! entries the DomainPolicy and WarmupPlan statuses are built from.
+//! its indexes): the pool reconcile records reports here and reads back the
+//! exclusions to render into the peers' policies (so no peer relays a
+//! rule's mail to an instance that excluded itself); the DomainPolicy and
+//! WarmupPlan controllers read the entries their statuses are built from,
+//! and are woken through [`FleetIndex::changes`] whenever a report changed
+//! what the index holds.
 //!
 //! An agent that cannot be reached keeps its last report: an exclusion is
 //! still in force on that instance (it persists on the queue volume), and
@@ -25,9 +27,16 @@ use sendfleet_render::contract::{AdaptiveStatus, AgentStatus};
 pub type PoolKey = (String, String);
 
 /// Last adaptive report of every instance, by pool.
-#[derive(Default)]
 pub struct FleetIndex {
     pools: Mutex<HashMap<PoolKey, BTreeMap<String, AdaptiveStatus>>>,
+    /// Counts changes of the index (not polls): subscribers re-derive.
+    changes: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for FleetIndex {
+    fn default() -> Self {
+        FleetIndex { pools: Default::default(), changes: tokio::sync::watch::Sender::new(0) }
+    }
 }
 
 /// One instance's report, with where it came from.
@@ -50,18 +59,39 @@ impl FleetIndex {
     ) -> BTreeMap<String, AdaptiveStatus> {
         let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
         let entry = pools.entry(key.clone()).or_default();
+        let before = entry.clone();
         entry.retain(|name, _| instances.contains(name));
         for (name, report) in agents {
             if let (Ok(status), true) = (report, instances.contains(name)) {
                 entry.insert(name.clone(), status.adaptive.clone());
             }
         }
+        if *entry != before {
+            self.changes.send_modify(|n| *n = n.wrapping_add(1));
+        }
         entry.clone()
+    }
+
+    /// A stream that yields once after each change of the index (changes
+    /// in quick succession may yield once): what the DomainPolicy and
+    /// WarmupPlan controllers re-derive on.
+    pub fn changes(&self) -> impl futures::Stream<Item = ()> + Send + 'static {
+        futures::stream::unfold(self.changes.subscribe(), |mut rx| async move {
+            rx.changed().await.ok()?;
+            Some(((), rx))
+        })
     }
 
     /// Forget a pool that no longer exists.
     pub fn forget(&self, key: &PoolKey) {
         self.pools.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+    }
+
+    /// Which of the named pools of a namespace the index has an entry for
+    /// (their agents were polled at least once since the operator started).
+    pub fn observed(&self, namespace: &str, pools: &[String]) -> Vec<String> {
+        let all = self.pools.lock().unwrap_or_else(|p| p.into_inner());
+        pools.iter().filter(|p| all.contains_key(&(namespace.to_string(), p.to_string()))).cloned().collect()
     }
 
     /// Reports of the named pools of a namespace, in (pool, instance) order.
@@ -145,8 +175,31 @@ mod tests {
         let r = idx.record(&key, &names[1..], &agents);
         assert!(!r.contains_key("mta1"));
         assert_eq!(idx.reports("mail", &["outbound".into()]).len(), 1);
+        assert_eq!(idx.observed("mail", &["outbound".into(), "other".into()]), ["outbound"]);
         assert_eq!(warmup_steps(&r), BTreeMap::new());
         idx.forget(&key);
         assert!(idx.reports("mail", &["outbound".into()]).is_empty());
+    }
+
+    #[test]
+    fn only_a_change_of_what_the_index_holds_wakes_the_subscribers() {
+        let idx = FleetIndex::default();
+        let mut rx = idx.changes.subscribe();
+        let key = ("mail".to_string(), "outbound".to_string());
+        let names = vec!["mta1".to_string()];
+        let mut agents = BTreeMap::new();
+        agents.insert("mta1".to_string(), Ok(AgentStatus::default()));
+        idx.record(&key, &names, &agents);
+        assert!(rx.has_changed().unwrap(), "a first report is a change");
+        rx.mark_unchanged();
+        agents.insert("mta1".to_string(), Ok(report("bigmail", 1000)));
+        idx.record(&key, &names, &agents);
+        assert!(rx.has_changed().unwrap());
+        rx.mark_unchanged();
+        idx.record(&key, &names, &agents);
+        assert!(!rx.has_changed().unwrap(), "the same report again is no change");
+        agents.insert("mta1".to_string(), Err("timeout".into()));
+        idx.record(&key, &names, &agents);
+        assert!(!rx.has_changed().unwrap(), "a failed poll keeps the report: no change");
     }
 }

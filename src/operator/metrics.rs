@@ -49,7 +49,11 @@ impl Default for Metrics {
         let writes = Family::<WriteLabels, Counter>::default();
         let listed = Family::<ListingLabels, Gauge>::default();
         registry.register("reconciles", "SendingPool reconciles started", reconciles.clone());
-        registry.register("reconcile_errors", "Reconciles that failed, by error category", errors.clone());
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed (any controller), by error category",
+            errors.clone(),
+        );
         registry.register_with_unit(
             "reconcile_duration",
             "Time from reconcile start to end",
@@ -67,10 +71,41 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// A finished SendingPool reconcile: its duration, and its error's
+    /// category if it failed.
     pub fn observe(&self, took: Duration, error: Option<&'static str>) {
         self.duration.observe(took.as_secs_f64());
         if let Some(category) = error {
-            self.errors.get_or_create(&ErrorLabels { category }).inc();
+            self.failed(category);
+        }
+    }
+
+    /// A failed reconcile of any controller, by error category.
+    pub fn failed(&self, category: &'static str) {
+        self.errors.get_or_create(&ErrorLabels { category }).inc();
+    }
+
+    /// Set the listing gauge of every egress IP of `pool` in every zone the
+    /// last sweep checked.
+    pub fn record_listings(
+        &self,
+        namespace: &str,
+        name: &str,
+        pool: &sendfleet_render::api::SendingPool,
+        findings: &super::reputation::Findings,
+    ) {
+        for ip in &pool.spec.egress_ips {
+            let listed = findings.listings.get(&ip.name);
+            for zone in &findings.zones {
+                let labels = ListingLabels {
+                    namespace: namespace.into(),
+                    pool: name.into(),
+                    instance: ip.name.clone(),
+                    zone: zone.clone(),
+                };
+                let in_zone = listed.is_some_and(|l| l.iter().any(|x| &x.zone == zone));
+                self.listed.get_or_create(&labels).set(i64::from(in_zone));
+            }
         }
     }
 

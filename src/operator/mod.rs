@@ -1,22 +1,32 @@
 //! `sendfleet operator`: the Kubernetes side of sendfleet.
 //!
-//! Wires the API client, leader election, the metrics/health server and the
-//! SendingPool controller together. The work itself is in [`reconcile`]
-//! (pipeline), [`apply`] (server-side apply and pruning) and [`status`]
-//! (conditions). The operator never touches Postfix directly: it writes
-//! ConfigMaps and the agents in the pods do the rest.
+//! Wires the API client, leader election, the metrics/health server and
+//! three controllers together, all sharing one [`context::Context`]:
+//! - SendingPool: the reconcile pipeline in [`pool`] (its module doc is the
+//!   map: dereference -> observe -> render -> apply -> prune -> status);
+//! - DomainPolicy ([`domain_policy`]) and WarmupPlan ([`warmup_plan`]): their
+//!   status, through the generic controller in [`fleet_status`], from the
+//!   namespace's pools and the [`fleet`] index the pool pipeline fills.
+//!
+//! Only the leader runs the controllers, so only the leader writes. The
+//! operator never touches Postfix directly: it writes ConfigMaps and the
+//! agents in the pods do the rest.
 
 pub mod agent_client;
 pub mod apply;
+pub mod context;
+pub mod domain_policy;
 pub mod error;
+pub mod events;
 pub mod fleet;
 pub mod fleet_status;
 pub mod leader;
 pub mod metrics;
+pub mod pool;
 pub mod rbac;
-pub mod reconcile;
 pub mod reputation;
 pub mod status;
+pub mod warmup_plan;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -34,7 +44,7 @@ use sendfleet_render::api::{DomainPolicy, SendingPool, WarmupPlan};
 use sendfleet_render::objects::{FIELD_MANAGER, LABEL_MANAGED_BY, LABEL_POOL};
 use sendfleet_render::render::Settings;
 
-use self::reconcile::Context;
+use self::context::Context;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct OperatorArgs {
@@ -188,8 +198,8 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
 
 const LOST: &str = "leadership lost";
 
-/// Run the SendingPool controller until shutdown or lost leadership;
-/// returns which.
+/// Run the three controllers until shutdown or lost leadership; returns
+/// which.
 async fn run_controller(
     args: &OperatorArgs,
     client: &Client,
@@ -197,28 +207,19 @@ async fn run_controller(
     elector: Option<Arc<leader::Elector>>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> &'static str {
-    let (pools, policies, plans, statefulsets, configmaps, pods) = if args.watch_namespace.is_empty() {
-        (
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-        )
-    } else {
-        let ns = args.watch_namespace.as_str();
-        (
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-            Api::namespaced(client.clone(), ns),
-        )
-    };
+    fn api<K>(client: &Client, ns: &str) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+    {
+        if ns.is_empty() {
+            Api::all(client.clone())
+        } else {
+            Api::namespaced(client.clone(), ns)
+        }
+    }
+    let ns = args.watch_namespace.as_str();
     let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={FIELD_MANAGER}"));
-    let controller = Controller::<SendingPool>::new(pools, watcher::Config::default());
+    let controller = Controller::<SendingPool>::new(api(client, ns), watcher::Config::default());
     let store = controller.store();
     let store_for_plans = store.clone();
     // A DomainPolicy change may select or unselect any pool of its
@@ -227,11 +228,11 @@ async fn run_controller(
     let by_namespace = move |ns: Option<String>| {
         store.state().into_iter().filter(|p| p.namespace() == ns).map(|p| ObjectRef::from_obj(&*p)).collect::<Vec<_>>()
     };
-    let controller = controller
-        .owns::<StatefulSet>(statefulsets, owned.clone())
-        .owns::<ConfigMap>(configmaps, owned.clone())
-        .watches::<DomainPolicy, _>(policies, watcher::Config::default(), move |p| by_namespace(p.namespace()))
-        .watches::<WarmupPlan, _>(plans, watcher::Config::default(), move |plan| {
+    let pools = controller
+        .owns::<StatefulSet>(api(client, ns), owned.clone())
+        .owns::<ConfigMap>(api(client, ns), owned.clone())
+        .watches::<DomainPolicy, _>(api(client, ns), watcher::Config::default(), move |p| by_namespace(p.namespace()))
+        .watches::<WarmupPlan, _>(api(client, ns), watcher::Config::default(), move |plan| {
             store_for_plans
                 .state()
                 .into_iter()
@@ -242,13 +243,20 @@ async fn run_controller(
                 .map(|p| ObjectRef::from_obj(&*p))
                 .collect::<Vec<_>>()
         })
-        .watches::<Pod, _>(pods, owned, |pod| {
+        .watches::<Pod, _>(api(client, ns), owned, |pod| {
             let pool = pod.labels().get(LABEL_POOL)?.clone();
             Some(ObjectRef::new(&pool).within(&pod.namespace()?))
         });
+    let policies = fleet_status::controller::<DomainPolicy>(api(client, ns), api(client, ns), &ctx);
+    let plans = fleet_status::controller::<WarmupPlan>(api(client, ns), api(client, ns), &ctx);
 
-    let stop = async move {
-        tokio::select! {
+    // graceful_shutdown_on wants a Sync future per controller: race the
+    // shutdown signal against lost leadership in a task and hand its
+    // verdict to each controller over its own oneshot.
+    let (stop_txs, stop_rxs): (Vec<_>, Vec<_>) = (0..3).map(|_| tokio::sync::oneshot::channel::<()>()).unzip();
+    let (why_tx, why_rx) = tokio::sync::oneshot::channel::<&'static str>();
+    let stopper = tokio::spawn(async move {
+        let why = tokio::select! {
             _ = shutdown.wait_for(|s| *s) => "shutdown signal",
             _ = async {
                 match &elector {
@@ -256,26 +264,37 @@ async fn run_controller(
                     None => std::future::pending().await,
                 }
             } => LOST,
+        };
+        let _ = why_tx.send(why);
+        for tx in stop_txs {
+            let _ = tx.send(());
         }
-    };
-    // graceful_shutdown_on wants a Sync future: run the race in a task and
-    // hand its verdict over a channel.
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<&'static str>();
-    let stopper = tokio::spawn(async move {
-        let _ = stop_tx.send(stop.await);
     });
-    let (why_tx, why_rx) = tokio::sync::oneshot::channel();
-    controller
-        .graceful_shutdown_on(async move {
-            let _ = why_tx.send(stop_rx.await.unwrap_or("stopper ended"));
-        })
-        .run(reconcile::reconcile, reconcile::error_policy, ctx)
-        .for_each(|res| async move {
-            if let Err(error) = res {
-                tracing::debug!(%error, "controller event");
-            }
-        })
-        .await;
+    let mut stop = stop_rxs.into_iter().map(|rx| async move {
+        let _ = rx.await;
+    });
+    tokio::join!(
+        pools
+            .graceful_shutdown_on(stop.next().expect("three"))
+            .run(pool::reconcile, pool::error_policy, ctx.clone())
+            .for_each(log_event),
+        policies
+            .graceful_shutdown_on(stop.next().expect("three"))
+            .run(fleet_status::reconcile, fleet_status::error_policy, ctx.clone())
+            .for_each(log_event),
+        plans
+            .graceful_shutdown_on(stop.next().expect("three"))
+            .run(fleet_status::reconcile, fleet_status::error_policy, ctx)
+            .for_each(log_event),
+    );
+    // All three ended: normally because the stopper fired (it says why
+    // before it stops them).
     stopper.abort();
     why_rx.await.unwrap_or("controller stream ended")
+}
+
+async fn log_event<T, E: std::fmt::Display>(res: Result<T, E>) {
+    if let Err(error) = res {
+        tracing::debug!(%error, "controller event");
+    }
 }

@@ -20,12 +20,11 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::{Client, ResourceExt};
 use sendfleet_render::api::{self, OnListed, SendingPool};
-use sendfleet_render::conditions::{types, Observation};
 use tokio::sync::Mutex;
 
 use crate::dns::{
-    authentication_condition, check_authentication, listed_condition, DkimInput, DnsblChecker, DnsblConfig, EgressIp,
-    HickoryDns, IpListing, ListingChange, ListingStatus, ListingTracker, PoolDnsSummary, TrackerConfig,
+    check_authentication, DkimInput, DnsblChecker, DnsblConfig, EgressIp, HickoryDns, IpListing, ListingChange,
+    ListingStatus, ListingTracker, PoolDnsSummary, TrackerConfig,
 };
 
 /// What the reputation checks say about a pool right now.
@@ -35,8 +34,9 @@ pub struct Findings {
     pub quarantined: BTreeMap<String, String>,
     /// Current listings per instance, for status.
     pub listings: BTreeMap<String, Vec<api::Listing>>,
-    /// `Listed` and `AuthenticationValid`, once swept.
-    pub conditions: Vec<Observation>,
+    /// Everything the last finished sweep found (`None` before the first):
+    /// the pool's `Listed` and `AuthenticationValid` conditions.
+    pub summary: Option<PoolDnsSummary>,
     /// Listing changes since the last call (one Event each).
     pub changes: Vec<String>,
     /// Zones checked by the last sweep.
@@ -218,20 +218,7 @@ impl Sweep {
                 }
             }
         }
-        let listed = listed_condition(&state.summary);
-        let auth = authentication_condition(&state.summary);
-        findings.conditions.push(Observation::new(
-            types::LISTED,
-            listed.status.as_str(),
-            listed.reason,
-            listed.message,
-        ));
-        findings.conditions.push(Observation::new(
-            types::AUTHENTICATION_VALID,
-            auth.status.as_str(),
-            auth.reason,
-            auth.message,
-        ));
+        findings.summary = Some(state.summary.clone());
         drop(state);
         {
             let mut stored = entry.findings.lock().unwrap_or_else(|p| p.into_inner());

@@ -1,96 +1,327 @@
-//! Status conditions: types, reasons and one builder, following the
-//! Kubernetes conventions (`type`, `status`, `reason`, `message`,
-//! `observedGeneration`, `lastTransitionTime` that moves only when the
-//! status flips). Time is passed in — this module reads no clock.
+//! The one condition vocabulary of sendfleet: every condition type and
+//! reason the operator and the DNS checks set, each type's polarity (which
+//! status is the bad one), which transitions raise a Warning Event, the one
+//! message length limit, and the one builder that writes an observation
+//! into a `status.conditions` list.
+//!
+//! Follows the Kubernetes conventions (`type`, `status`, `reason`,
+//! `message`, `observedGeneration`, `lastTransitionTime` that moves only
+//! when the status flips). Reason strings are stable: alerts match on them,
+//! so a variant may be added but its `as_str()` never changes.
+//!
+//! Whoever observes a fact builds its [`Observation`] (the operator's
+//! status step, the DNS summary); this module only names things and writes
+//! them. It reads no clock (`now` is passed in) and does no I/O.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 
-/// Condition types of a SendingPool.
-pub mod types {
+/// Longest condition message, in bytes (Kubernetes allows 32 KiB; a status
+/// should stay readable in `kubectl describe`). Longer messages are cut at
+/// a character boundary and end in [`TRUNCATED`].
+pub const MAX_MESSAGE_LEN: usize = 2048;
+/// What a cut message ends with.
+pub const TRUNCATED: &str = " ... (truncated)";
+
+/// A condition type. SendingPool: every type but `Accepted`; DomainPolicy
+/// and WarmupPlan: `Accepted`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ConditionType {
     /// Every instance runs the rendered configuration and is ready.
-    pub const READY: &str = "Ready";
+    Ready,
     /// The operator is rolling out a change (objects or config not yet live).
-    pub const PROGRESSING: &str = "Progressing";
-    /// Some instance is failing (crash loop, unschedulable, config refused).
-    pub const DEGRADED: &str = "Degraded";
+    Progressing,
+    /// Something is failing: an instance (crash loop, unschedulable, config
+    /// refused), or the pool itself (invalid spec, missing reference, apply
+    /// failed).
+    Degraded,
     /// Some egress IP is on a DNS blocklist.
-    pub const LISTED: &str = "Listed";
+    Listed,
     /// Queued mail is older than the pool's backlog thresholds.
-    pub const QUEUE_BACKLOG: &str = "QueueBacklog";
+    QueueBacklog,
     /// Some instance is still under its warm-up plan's caps.
-    pub const WARMING_UP: &str = "WarmingUp";
+    WarmingUp,
     /// PTR, SPF, DKIM and DMARC are in order for every IP and domain.
-    pub const AUTHENTICATION_VALID: &str = "AuthenticationValid";
+    AuthenticationValid,
     /// (DomainPolicy, WarmupPlan) The spec is valid and in use as written.
-    pub const ACCEPTED: &str = "Accepted";
+    Accepted,
 }
 
-/// Reasons (PascalCase, stable: alerts match on them).
-pub mod reasons {
-    pub const INVALID_SPEC: &str = "InvalidSpec";
-    pub const MISSING_REFERENCE: &str = "MissingReference";
-    pub const APPLY_FAILED: &str = "ApplyFailed";
-    pub const INSTANCES_READY: &str = "InstancesReady";
-    pub const INSTANCES_NOT_READY: &str = "InstancesNotReady";
-    pub const ROLLING_OUT: &str = "RollingOut";
-    pub const CONFIG_PENDING: &str = "ConfigPending";
-    pub const CONVERGED: &str = "Converged";
-    pub const INSTANCE_FAILING: &str = "InstanceFailing";
-    pub const AS_EXPECTED: &str = "AsExpected";
-    pub const NO_PLAN: &str = "NoWarmupPlan";
-    pub const WARMING: &str = "Warming";
-    pub const WARM: &str = "Warm";
-    pub const BACKLOG_WARNING: &str = "OlderThanWarnAge";
-    pub const BACKLOG_CRITICAL: &str = "OlderThanCriticalAge";
-    pub const NO_BACKLOG: &str = "NoBacklog";
-    pub const NOT_OBSERVED: &str = "NotObservedYet";
-    pub const VALID: &str = "Valid";
+/// Which status of a condition type means trouble.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Polarity {
+    /// `True` is good, `False` is bad (Ready, AuthenticationValid, Accepted).
+    TrueIsGood,
+    /// `False` is good, `True` is bad (Degraded, Listed, QueueBacklog).
+    FalseIsGood,
+    /// Neither status is a problem (Progressing, WarmingUp).
+    Neutral,
 }
 
-/// Condition status values.
-pub const TRUE: &str = "True";
-pub const FALSE: &str = "False";
-pub const UNKNOWN: &str = "Unknown";
+impl ConditionType {
+    /// Every type, in the order `status.conditions` lists them (by name).
+    pub const ALL: [ConditionType; 8] = [
+        Self::Accepted,
+        Self::AuthenticationValid,
+        Self::Degraded,
+        Self::Listed,
+        Self::Progressing,
+        Self::QueueBacklog,
+        Self::Ready,
+        Self::WarmingUp,
+    ];
 
-/// What one observation says about one condition type.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Ready => "Ready",
+            Self::Progressing => "Progressing",
+            Self::Degraded => "Degraded",
+            Self::Listed => "Listed",
+            Self::QueueBacklog => "QueueBacklog",
+            Self::WarmingUp => "WarmingUp",
+            Self::AuthenticationValid => "AuthenticationValid",
+            Self::Accepted => "Accepted",
+        }
+    }
+
+    pub const fn polarity(self) -> Polarity {
+        match self {
+            Self::Ready | Self::AuthenticationValid | Self::Accepted => Polarity::TrueIsGood,
+            Self::Degraded | Self::Listed | Self::QueueBacklog => Polarity::FalseIsGood,
+            Self::Progressing | Self::WarmingUp => Polarity::Neutral,
+        }
+    }
+
+    /// Whether `status` is this type's bad status.
+    pub fn is_bad(self, status: Status) -> bool {
+        matches!(
+            (self.polarity(), status),
+            (Polarity::TrueIsGood, Status::False) | (Polarity::FalseIsGood, Status::True)
+        )
+    }
+
+    /// The Event a flip to `status` raises: a Warning when the condition
+    /// turns bad, a Normal one otherwise (recovery, neutral changes), none
+    /// when it turns Unknown (not knowing is not news: the checks that
+    /// could not run say so in their own logs and metrics).
+    pub fn transition_event(self, status: Status) -> Option<EventKind> {
+        match status {
+            Status::Unknown => None,
+            s if self.is_bad(s) => Some(EventKind::Warning),
+            _ => Some(EventKind::Normal),
+        }
+    }
+}
+
+impl std::fmt::Display for ConditionType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The type of Event a condition flip raises.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    Normal,
+    Warning,
+}
+
+/// A condition's status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Status {
+    True,
+    False,
+    Unknown,
+}
+
+impl Status {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::True => "True",
+            Self::False => "False",
+            Self::Unknown => "Unknown",
+        }
+    }
+
+    pub const fn from_bool(b: bool) -> Self {
+        if b {
+            Self::True
+        } else {
+            Self::False
+        }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a condition has its status. PascalCase and stable: alerts match on
+/// the strings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Reason {
+    // The pool as a whole (Ready, Progressing, Degraded when a step stops).
+    /// The spec cannot be rendered as written; waits for a change.
+    InvalidSpec,
+    /// A referenced object (WarmupPlan, route or spam-route pool) is missing.
+    MissingReference,
+    /// Applying the rendered objects failed; retried.
+    ApplyFailed,
+    // Ready
+    InstancesReady,
+    InstancesNotReady,
+    // Progressing
+    RollingOut,
+    ConfigPending,
+    Converged,
+    // Degraded
+    InstanceFailing,
+    AsExpected,
+    // WarmingUp
+    NoWarmupPlan,
+    Warming,
+    Warm,
+    // QueueBacklog
+    OlderThanWarnAge,
+    OlderThanCriticalAge,
+    NoBacklog,
+    // Listed (DNS)
+    /// At least one IP is on a blocklist.
+    Listed,
+    /// Every IP answered clean in every zone.
+    NotListed,
+    // Listed and AuthenticationValid (DNS)
+    /// Some check could not run for the configured number of sweeps
+    /// (timeouts, SERVFAIL, the list refusing our resolver).
+    CheckFailing,
+    /// No complete sweep yet.
+    NotYetChecked,
+    // AuthenticationValid (DNS); `Valid` also for Accepted
+    /// AuthenticationValid=True; Accepted=True.
+    Valid,
+    /// SPF does not authorize (at least) one egress IP.
+    SpfNotAuthorized,
+    /// The DKIM record is missing, revoked, malformed or another key; or the
+    /// Secret's key is unreadable.
+    DkimInvalid,
+    /// No usable DMARC record.
+    DmarcMissing,
+    /// PTR missing, not forward-confirmed, or not the HELO name.
+    ReverseDnsInvalid,
+    /// Problems of more than one kind; the message lists them.
+    MultipleFailures,
+    // Any type
+    /// Nobody has observed this fact yet (status Unknown).
+    NotObservedYet,
+}
+
+impl Reason {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidSpec => "InvalidSpec",
+            Self::MissingReference => "MissingReference",
+            Self::ApplyFailed => "ApplyFailed",
+            Self::InstancesReady => "InstancesReady",
+            Self::InstancesNotReady => "InstancesNotReady",
+            Self::RollingOut => "RollingOut",
+            Self::ConfigPending => "ConfigPending",
+            Self::Converged => "Converged",
+            Self::InstanceFailing => "InstanceFailing",
+            Self::AsExpected => "AsExpected",
+            Self::NoWarmupPlan => "NoWarmupPlan",
+            Self::Warming => "Warming",
+            Self::Warm => "Warm",
+            Self::OlderThanWarnAge => "OlderThanWarnAge",
+            Self::OlderThanCriticalAge => "OlderThanCriticalAge",
+            Self::NoBacklog => "NoBacklog",
+            Self::Listed => "Listed",
+            Self::NotListed => "NotListed",
+            Self::CheckFailing => "CheckFailing",
+            Self::NotYetChecked => "NotYetChecked",
+            Self::Valid => "Valid",
+            Self::SpfNotAuthorized => "SpfNotAuthorized",
+            Self::DkimInvalid => "DkimInvalid",
+            Self::DmarcMissing => "DmarcMissing",
+            Self::ReverseDnsInvalid => "ReverseDnsInvalid",
+            Self::MultipleFailures => "MultipleFailures",
+            Self::NotObservedYet => "NotObservedYet",
+        }
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What one observation says about one condition type. The message is
+/// already cut to [`MAX_MESSAGE_LEN`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Observation {
-    pub type_: &'static str,
-    pub status: &'static str,
-    pub reason: &'static str,
+    pub type_: ConditionType,
+    pub status: Status,
+    pub reason: Reason,
     pub message: String,
 }
 
 impl Observation {
-    pub fn new(type_: &'static str, status: &'static str, reason: &'static str, message: impl Into<String>) -> Self {
-        Observation { type_, status, reason, message: message.into() }
+    pub fn new(type_: ConditionType, status: Status, reason: Reason, message: impl Into<String>) -> Self {
+        Observation { type_, status, reason, message: truncate_message(message.into()) }
+    }
+
+    /// `Unknown` with reason `NotObservedYet`: what a condition says until
+    /// whoever observes its fact has done so.
+    pub fn not_observed(type_: ConditionType) -> Self {
+        Self::new(type_, Status::Unknown, Reason::NotObservedYet, "not observed yet")
+    }
+
+    /// The Event this observation raises if it is a flip (see
+    /// [`ConditionType::transition_event`]).
+    pub fn event(&self) -> Option<EventKind> {
+        self.type_.transition_event(self.status)
     }
 }
 
+/// Cut `s` to [`MAX_MESSAGE_LEN`] bytes (at a character boundary), marking
+/// the cut.
+pub fn truncate_message(mut s: String) -> String {
+    if s.len() > MAX_MESSAGE_LEN {
+        let mut cut = MAX_MESSAGE_LEN - TRUNCATED.len();
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str(TRUNCATED);
+    }
+    s
+}
+
 /// Set `obs` in `conditions`: an existing condition of that type keeps its
-/// `lastTransitionTime` unless the status changes. Returns whether the
-/// status flipped (worth an Event).
+/// `lastTransitionTime` unless the status changes; the list stays sorted by
+/// type. Returns whether the status flipped (worth an Event).
 pub fn set(conditions: &mut Vec<Condition>, obs: &Observation, generation: Option<i64>, now: Timestamp) -> bool {
-    let message: String = obs.message.chars().take(1024).collect();
-    match conditions.iter_mut().find(|c| c.type_ == obs.type_) {
+    let (type_, status) = (obs.type_.as_str(), obs.status.as_str());
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
         Some(c) => {
-            let flipped = c.status != obs.status;
+            let flipped = c.status != status;
             if flipped {
                 c.last_transition_time = Time(now);
             }
-            c.status = obs.status.into();
-            c.reason = obs.reason.into();
-            c.message = message;
+            c.status = status.into();
+            c.reason = obs.reason.as_str().into();
+            c.message = obs.message.clone();
             c.observed_generation = generation;
             flipped
         }
         None => {
             conditions.push(Condition {
-                type_: obs.type_.into(),
-                status: obs.status.into(),
-                reason: obs.reason.into(),
-                message,
+                type_: type_.into(),
+                status: status.into(),
+                reason: obs.reason.as_str().into(),
+                message: obs.message.clone(),
                 observed_generation: generation,
                 last_transition_time: Time(now),
             });
@@ -98,6 +329,11 @@ pub fn set(conditions: &mut Vec<Condition>, obs: &Observation, generation: Optio
             true
         }
     }
+}
+
+/// Whether `conditions` has a condition of `type_` at all.
+pub fn has(conditions: &[Condition], type_: ConditionType) -> bool {
+    conditions.iter().any(|c| c.type_ == type_.as_str())
 }
 
 /// Conditions equal but for their transition times.
@@ -116,22 +352,110 @@ pub fn eq_ignoring_time(a: &[Condition], b: &[Condition]) -> bool {
 mod tests {
     use super::*;
 
+    fn ready(status: Status, reason: Reason, message: &str) -> Observation {
+        Observation::new(ConditionType::Ready, status, reason, message)
+    }
+
     #[test]
     fn transition_time_moves_only_on_flip() {
         let t0: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
         let t1: Timestamp = "2026-01-01T01:00:00Z".parse().unwrap();
         let mut cs = vec![];
-        assert!(set(&mut cs, &Observation::new(types::READY, FALSE, reasons::INSTANCES_NOT_READY, "0/3"), Some(1), t0));
-        assert!(!set(
-            &mut cs,
-            &Observation::new(types::READY, FALSE, reasons::INSTANCES_NOT_READY, "1/3"),
-            Some(2),
-            t1
-        ));
+        assert!(set(&mut cs, &ready(Status::False, Reason::InstancesNotReady, "0/3"), Some(1), t0));
+        assert!(!set(&mut cs, &ready(Status::False, Reason::InstancesNotReady, "1/3"), Some(2), t1));
         assert_eq!(cs[0].last_transition_time.0, t0);
         assert_eq!(cs[0].message, "1/3");
         assert_eq!(cs[0].observed_generation, Some(2));
-        assert!(set(&mut cs, &Observation::new(types::READY, TRUE, reasons::INSTANCES_READY, "3/3"), Some(2), t1));
+        assert!(set(&mut cs, &ready(Status::True, Reason::InstancesReady, "3/3"), Some(2), t1));
         assert_eq!(cs[0].last_transition_time.0, t1);
+        assert_eq!((cs[0].status.as_str(), cs[0].reason.as_str()), ("True", "InstancesReady"));
+    }
+
+    #[test]
+    fn conditions_stay_sorted_by_type_and_compare_ignoring_time() {
+        let t0 = Timestamp::UNIX_EPOCH;
+        let t1: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let mut a = vec![];
+        for t in [ConditionType::Ready, ConditionType::Degraded, ConditionType::Listed] {
+            set(&mut a, &Observation::not_observed(t), None, t0);
+        }
+        let types: Vec<&str> = a.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(types, ["Degraded", "Listed", "Ready"]);
+        let mut b = a.clone();
+        b[0].last_transition_time = Time(t1);
+        assert!(eq_ignoring_time(&a, &b));
+        b[0].message.push('!');
+        assert!(!eq_ignoring_time(&a, &b));
+        assert!(has(&a, ConditionType::Listed) && !has(&a, ConditionType::Accepted));
+    }
+
+    #[test]
+    fn polarity_decides_which_flips_are_warnings() {
+        use ConditionType::*;
+        use EventKind::*;
+        let cases = [
+            (Ready, Status::False, Some(Warning)),
+            (Ready, Status::True, Some(Normal)),
+            (AuthenticationValid, Status::False, Some(Warning)),
+            (Accepted, Status::False, Some(Warning)),
+            (Degraded, Status::True, Some(Warning)),
+            (Degraded, Status::False, Some(Normal)),
+            (Listed, Status::True, Some(Warning)),
+            (QueueBacklog, Status::True, Some(Warning)),
+            (QueueBacklog, Status::False, Some(Normal)),
+            (Progressing, Status::True, Some(Normal)),
+            (WarmingUp, Status::False, Some(Normal)),
+            (Ready, Status::Unknown, None),
+            (Listed, Status::Unknown, None),
+        ];
+        for (t, s, want) in cases {
+            assert_eq!(t.transition_event(s), want, "{t}={s}");
+        }
+        // Every type has exactly one bad status, or none if neutral.
+        for t in ConditionType::ALL {
+            let bad = [Status::True, Status::False, Status::Unknown].into_iter().filter(|s| t.is_bad(*s)).count();
+            assert_eq!(bad, usize::from(t.polarity() != Polarity::Neutral), "{t}");
+        }
+    }
+
+    #[test]
+    fn all_lists_every_type_sorted_by_name() {
+        let names: Vec<&str> = ConditionType::ALL.iter().map(|t| t.as_str()).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
+        assert_eq!(names.len(), 8);
+    }
+
+    #[test]
+    fn long_messages_are_cut_at_one_limit_on_a_char_boundary() {
+        let short = Observation::new(ConditionType::Listed, Status::True, Reason::Listed, "x");
+        assert_eq!(short.message, "x");
+        let long = "é".repeat(MAX_MESSAGE_LEN);
+        let o = Observation::new(ConditionType::Listed, Status::True, Reason::Listed, long);
+        assert!(o.message.len() <= MAX_MESSAGE_LEN, "{}", o.message.len());
+        assert!(o.message.ends_with(TRUNCATED));
+    }
+
+    #[test]
+    fn reason_strings_are_the_ones_alerts_match_on() {
+        // A rename here breaks users' alerts: these strings are an API.
+        let stable = [
+            (Reason::InvalidSpec, "InvalidSpec"),
+            (Reason::MissingReference, "MissingReference"),
+            (Reason::ApplyFailed, "ApplyFailed"),
+            (Reason::NoWarmupPlan, "NoWarmupPlan"),
+            (Reason::OlderThanWarnAge, "OlderThanWarnAge"),
+            (Reason::OlderThanCriticalAge, "OlderThanCriticalAge"),
+            (Reason::NotObservedYet, "NotObservedYet"),
+            (Reason::CheckFailing, "CheckFailing"),
+            (Reason::NotYetChecked, "NotYetChecked"),
+            (Reason::SpfNotAuthorized, "SpfNotAuthorized"),
+            (Reason::ReverseDnsInvalid, "ReverseDnsInvalid"),
+        ];
+        for (r, s) in stable {
+            assert_eq!(r.as_str(), s);
+            assert_eq!(r.to_string(), s);
+        }
     }
 }

@@ -9,7 +9,9 @@
 //! - [`postfix`]: `main.cf`, `master.cf` and lookup tables per instance;
 //! - [`policy`]: the agent's `policy.json`;
 //! - [`objects`]: ConfigMaps, StatefulSets, Services, PDB, ServiceAccount;
-//! - [`conditions`]: condition types, reasons and builders (time passed in);
+//! - [`conditions`]: the one condition vocabulary (types, reasons, polarity,
+//!   which flips raise Warning Events, the message limit) and its builder
+//!   (time passed in), used by the operator and the DNS checks alike;
 //! - [`responses`]: what receivers' answers mean (shared by the agent's
 //!   classifier and the rendered delivery status filter).
 //!

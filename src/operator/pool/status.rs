@@ -1,0 +1,519 @@
+//! Step 6, status: the pool's conditions and summary, one function per
+//! condition, each derived from what was applied (the rendered instances,
+//! or why the pipeline stopped) and what was observed (instance rows from
+//! `instances.rs`, DNS findings). Then written through
+//! `crate::operator::status::write`: patched only when something other than
+//! a timestamp changed, an Event per flip.
+//!
+//! | condition             | function                 | from                                   |
+//! |-----------------------|--------------------------|----------------------------------------|
+//! | Ready                 | [`ready`]                | instances ready / why the pipeline stopped |
+//! | Progressing           | [`progressing`]          | rollout of the template, config loaded |
+//! | Degraded              | [`degraded`]             | instance problems / why it stopped     |
+//! | QueueBacklog          | [`queue_backlog`]        | the agents' queue reports              |
+//! | WarmingUp             | [`warming_up`]           | the agents' warm-up / rendered caps    |
+//! | Listed                | [`listed`]               | the DNSBL sweep                        |
+//! | AuthenticationValid   | [`authentication_valid`] | the PTR/SPF/DKIM/DMARC checks          |
+//!
+//! The derivation is pure (`now` passed in): no client, no clock. The
+//! types, reasons and polarity come from `sendfleet_render::conditions`.
+//!
+//! Adding a condition:
+//! 1. `crates/render/src/conditions.rs`: a `ConditionType` variant, its
+//!    `as_str()`, its `polarity()` (which decides Warning vs Normal Events
+//!    on flips) and its place in `ALL` (sorted by name);
+//! 2. its `Reason` variants there, with `as_str()` (PascalCase, stable);
+//! 3. what it is derived from: a field of `observe::Observed`, or of the
+//!    per-instance row in `instances.rs`;
+//! 4. here, one `pub fn` returning the `Observation` (or `None`: leave it as
+//!    it was), deciding also what it says when the pipeline `Stopped`;
+//! 5. add the call to the list in [`derive()`]; if only its observer may set
+//!    it, add the type to `SET_BY_CHECKS` (Unknown until observed);
+//! 6. a unit test beside the others here, and the list of types in
+//!    `derive_sets_every_condition_and_rederiving_changes_nothing`.
+
+use k8s_openapi::jiff::Timestamp;
+use sendfleet_render::api::{QueueSummary, SendingPool, SendingPoolStatus};
+use sendfleet_render::conditions::{self, ConditionType, Observation, Reason, Status};
+
+use super::instances::{self, Instance};
+use super::observe::Observed;
+use super::render::Rendered;
+use crate::dns::{authentication_condition, listed_condition};
+use crate::operator::context::Context;
+use crate::operator::error::Retry;
+use crate::operator::reputation::Findings;
+use crate::operator::status::PatchError;
+
+/// What the steps before status achieved.
+#[derive(Clone, Copy, Debug)]
+pub enum Applied<'a> {
+    /// A step stopped the pipeline; `message` says why (the error chain).
+    Stopped { reason: Reason, message: &'a str },
+    /// The rendered instances were applied; here they are as observed.
+    Instances(&'a [Instance]),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    PatchStatus(#[from] PatchError),
+}
+
+impl Error {
+    pub fn category(&self) -> &'static str {
+        match self {
+            Error::PatchStatus(_) => PatchError::CATEGORY,
+        }
+    }
+
+    pub fn retry(&self) -> Retry {
+        Retry::Transient
+    }
+}
+
+/// `Ready`: every rendered instance is ready.
+pub fn ready(applied: Applied<'_>) -> Observation {
+    let instances = match applied {
+        Applied::Stopped { reason, message } => {
+            return Observation::new(ConditionType::Ready, Status::False, reason, message)
+        }
+        Applied::Instances(i) => i,
+    };
+    let ready = instances.iter().filter(|i| i.ready).count();
+    let total = instances.len();
+    let (status, reason) = if ready == total {
+        (Status::True, Reason::InstancesReady)
+    } else {
+        (Status::False, Reason::InstancesNotReady)
+    };
+    Observation::new(ConditionType::Ready, status, reason, format!("{ready}/{total} instances ready"))
+}
+
+/// `Progressing`: some instance does not yet run the current template, or
+/// its agent has not loaded the rendered configuration.
+pub fn progressing(applied: Applied<'_>) -> Observation {
+    let instances = match applied {
+        Applied::Stopped { reason, message } => {
+            return Observation::new(ConditionType::Progressing, Status::False, reason, message)
+        }
+        Applied::Instances(i) => i,
+    };
+    let rolling = sorted_names(instances.iter().filter(|i| !i.rolled_out));
+    let pending = sorted_names(instances.iter().filter(|i| i.config_pending()));
+    if !rolling.is_empty() {
+        let message = format!("rolling out: {}", rolling.join(", "));
+        Observation::new(ConditionType::Progressing, Status::True, Reason::RollingOut, message)
+    } else if !pending.is_empty() {
+        let message = format!("configuration not yet loaded by: {}", pending.join(", "));
+        Observation::new(ConditionType::Progressing, Status::True, Reason::ConfigPending, message)
+    } else {
+        let message = "every instance runs the rendered configuration";
+        Observation::new(ConditionType::Progressing, Status::False, Reason::Converged, message)
+    }
+}
+
+/// `Degraded`: some instance is failing (its row names the problem), or the
+/// pipeline stopped.
+pub fn degraded(applied: Applied<'_>) -> Observation {
+    let instances = match applied {
+        Applied::Stopped { reason, message } => {
+            return Observation::new(ConditionType::Degraded, Status::True, reason, message)
+        }
+        Applied::Instances(i) => i,
+    };
+    let mut failing: Vec<String> =
+        instances.iter().filter_map(|i| Some(format!("{}: {}", i.name(), i.status.message.as_deref()?))).collect();
+    failing.sort();
+    if failing.is_empty() {
+        Observation::new(ConditionType::Degraded, Status::False, Reason::AsExpected, "no instance is failing")
+    } else {
+        Observation::new(ConditionType::Degraded, Status::True, Reason::InstanceFailing, failing.join("; "))
+    }
+}
+
+/// `QueueBacklog`: mail older than the pool's warn/critical ages, from the
+/// agents' queue reports; `None` until some instance reported.
+pub fn queue_backlog(pool: &SendingPool, applied: Applied<'_>) -> Option<Observation> {
+    let Applied::Instances(instances) = applied else { return None };
+    let queues: Vec<(&str, &QueueSummary)> =
+        instances.iter().filter_map(|i| Some((i.name(), i.status.queue.as_ref()?))).collect();
+    if queues.is_empty() {
+        return None;
+    }
+    let (warn_age, critical_age) = (&pool.spec.backlog.warn_age, &pool.spec.backlog.critical_age);
+    let over = |n: fn(&QueueSummary) -> u64| {
+        let mut v: Vec<String> =
+            queues.iter().filter(|(_, q)| n(q) > 0).map(|(name, q)| format!("{name} ({})", n(q))).collect();
+        v.sort();
+        v
+    };
+    let critical = over(|q| q.older_than_critical);
+    // An instance over the critical age is named there, not twice.
+    let warn = over(|q| if q.older_than_critical > 0 { 0 } else { q.older_than_warn });
+    Some(if !critical.is_empty() {
+        let message = format!("mail older than {critical_age}: {}", critical.join(", "));
+        Observation::new(ConditionType::QueueBacklog, Status::True, Reason::OlderThanCriticalAge, message)
+    } else if !warn.is_empty() {
+        let message = format!("mail older than {warn_age}: {}", warn.join(", "));
+        Observation::new(ConditionType::QueueBacklog, Status::True, Reason::OlderThanWarnAge, message)
+    } else {
+        let message = format!("no mail older than {warn_age}");
+        Observation::new(ConditionType::QueueBacklog, Status::False, Reason::NoBacklog, message)
+    })
+}
+
+/// `WarmingUp`: some instance is still under its warm-up plan's caps;
+/// `None` when the pipeline stopped (the plan may be the reason).
+pub fn warming_up(pool: &SendingPool, applied: Applied<'_>) -> Option<Observation> {
+    let Applied::Instances(instances) = applied else { return None };
+    let Some(plan) = &pool.spec.warmup_plan_ref else {
+        let message = "the pool has no warm-up plan";
+        return Some(Observation::new(ConditionType::WarmingUp, Status::False, Reason::NoWarmupPlan, message));
+    };
+    let warming = sorted_names(instances.iter().filter(|i| i.warming));
+    Some(if warming.is_empty() {
+        let message = format!("every IP has finished plan {plan}");
+        Observation::new(ConditionType::WarmingUp, Status::False, Reason::Warm, message)
+    } else {
+        let message = format!("warming under plan {plan}: {}", warming.join(", "));
+        Observation::new(ConditionType::WarmingUp, Status::True, Reason::Warming, message)
+    })
+}
+
+/// `Listed`: from the last finished DNSBL sweep; `None` before the first.
+pub fn listed(findings: &Findings) -> Option<Observation> {
+    findings.summary.as_ref().map(listed_condition)
+}
+
+/// `AuthenticationValid`: from the last finished PTR/SPF/DKIM/DMARC checks;
+/// `None` before the first.
+pub fn authentication_valid(findings: &Findings) -> Option<Observation> {
+    findings.summary.as_ref().map(authentication_condition)
+}
+
+/// Set only by the checks that observe them: `Unknown` (NotObservedYet)
+/// until they have.
+const SET_BY_CHECKS: [ConditionType; 3] =
+    [ConditionType::Listed, ConditionType::QueueBacklog, ConditionType::AuthenticationValid];
+
+fn sorted_names<'a>(instances: impl Iterator<Item = &'a Instance>) -> Vec<&'a str> {
+    let mut v: Vec<&str> = instances.map(Instance::name).collect();
+    v.sort();
+    v
+}
+
+/// `2h13m`-style age for `kubectl get`.
+pub fn human_age(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{}s", s / 60, s % 60),
+        s if s < 86_400 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+        s => format!("{}d{}h", s / 86_400, (s % 86_400) / 3600),
+    }
+}
+
+/// The summary fields (`kubectl get` columns and `status.instances`).
+fn summarize(status: &mut SendingPoolStatus, pool: &SendingPool, instances: &[Instance], findings: &Findings) {
+    let ready = instances.iter().filter(|i| i.ready).count();
+    status.ready_instances = Some(format!("{ready}/{}", instances.len()));
+    status.instances = instances.iter().map(|i| i.status.clone()).collect();
+    let queues: Vec<&QueueSummary> = instances.iter().filter_map(|i| i.status.queue.as_ref()).collect();
+    status.deferred_messages = (!queues.is_empty()).then(|| queues.iter().map(|q| q.deferred).sum());
+    status.oldest_queued_age = queues.iter().map(|q| q.oldest_age_seconds).filter(|a| *a > 0).max().map(human_age);
+    status.warmup = pool.spec.warmup_plan_ref.as_ref().map(|plan| {
+        let warming = instances.iter().filter(|i| i.warming).count();
+        format!("{plan}: {warming}/{} warming", instances.len())
+    });
+    if findings.summary.is_some() {
+        status.listed_instances = Some(findings.listings.values().filter(|l| !l.is_empty()).count() as u32);
+    }
+}
+
+/// The new status and the observations whose status flipped (each worth an
+/// Event). Conditions nobody observed this time keep what they said.
+pub fn derive(
+    pool: &SendingPool,
+    applied: Applied<'_>,
+    findings: Option<&Findings>,
+    now: Timestamp,
+) -> (SendingPoolStatus, Vec<Observation>) {
+    let generation = pool.metadata.generation;
+    let mut status = SendingPoolStatus { observed_generation: generation, ..pool.status.clone().unwrap_or_default() };
+    if let (Applied::Instances(instances), Some(findings)) = (applied, findings) {
+        summarize(&mut status, pool, instances, findings);
+    }
+    let mut observations: Vec<Observation> = [
+        Some(ready(applied)),
+        Some(progressing(applied)),
+        Some(degraded(applied)),
+        queue_backlog(pool, applied),
+        warming_up(pool, applied),
+        findings.and_then(listed),
+        findings.and_then(authentication_valid),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    for t in SET_BY_CHECKS {
+        if !conditions::has(&status.conditions, t) && !observations.iter().any(|o| o.type_ == t) {
+            observations.push(Observation::not_observed(t));
+        }
+    }
+    let flipped =
+        observations.into_iter().filter(|o| conditions::set(&mut status.conditions, o, generation, now)).collect();
+    (status, flipped)
+}
+
+/// Derive the status of an applied pool and write it if it changed.
+pub async fn status(
+    ctx: &Context,
+    pool: &SendingPool,
+    rendered: &Rendered,
+    observed: &Observed,
+    now: Timestamp,
+) -> Result<(), Error> {
+    let rows = instances::instances(pool, &rendered.pool, observed);
+    let (new, flipped) = derive(pool, Applied::Instances(&rows), Some(&observed.findings), now);
+    write(ctx, pool, &new, &flipped).await
+}
+
+/// Say in the status why the pipeline stopped (`Ready=False` with the
+/// reason), leaving the instance rows as they were.
+pub async fn stopped(
+    ctx: &Context,
+    pool: &SendingPool,
+    reason: Reason,
+    message: &str,
+    now: Timestamp,
+) -> Result<(), Error> {
+    let (new, flipped) = derive(pool, Applied::Stopped { reason, message }, None, now);
+    write(ctx, pool, &new, &flipped).await
+}
+
+async fn write(
+    ctx: &Context,
+    pool: &SendingPool,
+    new: &SendingPoolStatus,
+    flipped: &[Observation],
+) -> Result<(), Error> {
+    crate::operator::status::write(ctx, pool, new, flipped).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sendfleet_render::api::InstanceStatus;
+
+    fn pool(plan: Option<&str>) -> SendingPool {
+        let plan = plan.map(|p| format!("  warmupPlanRef: {p}\n")).unwrap_or_default();
+        serde_yaml::from_str(&format!(
+            "apiVersion: sendfleet.io/v1alpha1\nkind: SendingPool\nmetadata: {{name: p, namespace: ns, generation: 3}}\nspec:\n{plan}  backlog: {{warnAge: 4h, criticalAge: 12h}}\n  egressIPs:\n    - {{name: a, address: 192.0.2.1, heloName: a.example.com}}\n    - {{name: b, address: 192.0.2.2, heloName: b.example.com}}\n",
+        ))
+        .unwrap()
+    }
+
+    /// A row as `instances.rs` builds it: ready, rolled out, config loaded,
+    /// nothing failing; tests change what they look at.
+    fn row(name: &str) -> Instance {
+        Instance {
+            status: InstanceStatus {
+                name: name.into(),
+                desired_config_hash: Some("h".into()),
+                applied_config_hash: Some("h".into()),
+                ..Default::default()
+            },
+            ready: true,
+            rolled_out: true,
+            warming: false,
+        }
+    }
+
+    fn queue(warn: u64, critical: u64) -> Option<QueueSummary> {
+        Some(QueueSummary { older_than_warn: warn, older_than_critical: critical, ..Default::default() })
+    }
+
+    const STOPPED: Applied<'static> = Applied::Stopped {
+        reason: Reason::MissingReference,
+        message: "spec.warmupPlanRef: WarmupPlan \"later\" not found in namespace ns",
+    };
+
+    fn said(o: &Observation) -> (Status, Reason, &str) {
+        (o.status, o.reason, o.message.as_str())
+    }
+
+    #[test]
+    fn ready_counts_ready_instances_or_says_why_the_pipeline_stopped() {
+        let mut b = row("b");
+        b.ready = false;
+        let rows = [row("a"), b];
+        assert_eq!(
+            said(&ready(Applied::Instances(&rows))),
+            (Status::False, Reason::InstancesNotReady, "1/2 instances ready")
+        );
+        assert_eq!(
+            said(&ready(Applied::Instances(&rows[..1]))),
+            (Status::True, Reason::InstancesReady, "1/1 instances ready")
+        );
+        let o = ready(STOPPED);
+        assert_eq!((o.status, o.reason), (Status::False, Reason::MissingReference));
+        assert!(o.message.contains("warmupPlanRef") && o.message.contains("later"), "{}", o.message);
+        let o = ready(Applied::Stopped { reason: Reason::ApplyFailed, message: "applying ConfigMap p-a: refused" });
+        assert_eq!((o.status, o.reason), (Status::False, Reason::ApplyFailed));
+    }
+
+    #[test]
+    fn progressing_names_instances_rolling_out_before_those_loading_config() {
+        let converged = [row("a"), row("b")];
+        assert_eq!(progressing(Applied::Instances(&converged)).reason, Reason::Converged);
+        assert_eq!(progressing(Applied::Instances(&converged)).status, Status::False);
+
+        let mut stale = row("b");
+        stale.status.applied_config_hash = Some("old".into());
+        let rows = [row("a"), stale.clone()];
+        assert_eq!(
+            said(&progressing(Applied::Instances(&rows))),
+            (Status::True, Reason::ConfigPending, "configuration not yet loaded by: b")
+        );
+        let mut rolling = row("a");
+        rolling.rolled_out = false;
+        let rows = [stale, rolling];
+        assert_eq!(said(&progressing(Applied::Instances(&rows))), (Status::True, Reason::RollingOut, "rolling out: a"));
+        assert_eq!(progressing(STOPPED).status, Status::False);
+        assert_eq!(progressing(STOPPED).reason, Reason::MissingReference);
+    }
+
+    #[test]
+    fn degraded_lists_failing_instances_sorted_with_their_problem() {
+        assert_eq!(
+            said(&degraded(Applied::Instances(&[row("a")]))),
+            (Status::False, Reason::AsExpected, "no instance is failing")
+        );
+        let mut a = row("a");
+        a.status.message = Some("CrashLoopBackOff: last exit 1".into());
+        let mut b = row("b");
+        b.status.message = Some("Unschedulable: 0/3 nodes".into());
+        let rows = [b, a];
+        assert_eq!(
+            said(&degraded(Applied::Instances(&rows))),
+            (Status::True, Reason::InstanceFailing, "a: CrashLoopBackOff: last exit 1; b: Unschedulable: 0/3 nodes")
+        );
+        assert_eq!((degraded(STOPPED).status, degraded(STOPPED).reason), (Status::True, Reason::MissingReference));
+    }
+
+    #[test]
+    fn queue_backlog_from_the_agents_reports_worst_first_and_none_before_any() {
+        let p = pool(None);
+        assert_eq!(queue_backlog(&p, Applied::Instances(&[row("a")])), None, "no agent reported a queue");
+        assert_eq!(queue_backlog(&p, STOPPED), None);
+        let mut a = row("a");
+        a.status.queue = queue(0, 0);
+        assert_eq!(
+            said(&queue_backlog(&p, Applied::Instances(&[a.clone()])).unwrap()),
+            (Status::False, Reason::NoBacklog, "no mail older than 4h")
+        );
+        let mut b = row("b");
+        b.status.queue = queue(2, 0);
+        assert_eq!(
+            said(&queue_backlog(&p, Applied::Instances(&[a.clone(), b.clone()])).unwrap()),
+            (Status::True, Reason::OlderThanWarnAge, "mail older than 4h: b (2)")
+        );
+        a.status.queue = queue(3, 1);
+        assert_eq!(
+            said(&queue_backlog(&p, Applied::Instances(&[b, a])).unwrap()),
+            (Status::True, Reason::OlderThanCriticalAge, "mail older than 12h: a (1)")
+        );
+    }
+
+    #[test]
+    fn warming_up_follows_the_plan_and_the_instances() {
+        let mut b = row("b");
+        b.warming = true;
+        let rows = [row("a"), b];
+        assert_eq!(
+            said(&warming_up(&pool(None), Applied::Instances(&rows)).unwrap()),
+            (Status::False, Reason::NoWarmupPlan, "the pool has no warm-up plan")
+        );
+        let p = pool(Some("ramp"));
+        assert_eq!(
+            said(&warming_up(&p, Applied::Instances(&rows)).unwrap()),
+            (Status::True, Reason::Warming, "warming under plan ramp: b")
+        );
+        assert_eq!(
+            said(&warming_up(&p, Applied::Instances(&rows[..1])).unwrap()),
+            (Status::False, Reason::Warm, "every IP has finished plan ramp")
+        );
+        assert_eq!(warming_up(&p, STOPPED), None, "a stopped pipeline leaves WarmingUp as it was");
+    }
+
+    #[test]
+    fn listed_and_authentication_come_from_the_sweep_once_it_ran() {
+        let mut f = Findings::default();
+        assert_eq!(listed(&f), None);
+        assert_eq!(authentication_valid(&f), None);
+        f.summary = Some(Default::default());
+        let l = listed(&f).unwrap();
+        assert_eq!((l.type_, l.status, l.reason), (ConditionType::Listed, Status::False, Reason::NotListed));
+        let a = authentication_valid(&f).unwrap();
+        assert_eq!((a.type_, a.status), (ConditionType::AuthenticationValid, Status::True));
+    }
+
+    #[test]
+    fn derive_sets_every_condition_and_rederiving_changes_nothing() {
+        let p = pool(Some("ramp"));
+        let mut a = row("a");
+        a.status.queue =
+            Some(QueueSummary { deferred: 7, oldest_age_seconds: 5 * 3600, older_than_warn: 2, ..Default::default() });
+        a.warming = true;
+        let mut b = row("b");
+        b.ready = false;
+        b.status.queue = Some(QueueSummary { oldest_age_seconds: 13 * 3600, ..Default::default() });
+        let rows = [a, b];
+        let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        let (status, flipped) = derive(&p, Applied::Instances(&rows), Some(&Findings::default()), now);
+        let types: Vec<&str> = status.conditions.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(
+            types,
+            ["AuthenticationValid", "Degraded", "Listed", "Progressing", "QueueBacklog", "Ready", "WarmingUp"]
+        );
+        let cond = |t: &str| status.conditions.iter().find(|c| c.type_ == t).unwrap();
+        assert_eq!(cond("Listed").reason, "NotObservedYet", "no sweep yet");
+        assert_eq!(cond("Ready").observed_generation, Some(3));
+        assert_eq!(status.observed_generation, Some(3));
+        assert_eq!(status.ready_instances.as_deref(), Some("1/2"));
+        assert_eq!(status.deferred_messages, Some(7));
+        assert_eq!(status.oldest_queued_age.as_deref(), Some("13h0m"));
+        assert_eq!(status.warmup.as_deref(), Some("ramp: 1/2 warming"));
+        assert_eq!(flipped.len(), 7, "every condition is new");
+        let written = SendingPool { status: Some(status.clone()), ..p.clone() };
+        let later: Timestamp = "2026-01-01T01:00:00Z".parse().unwrap();
+        let (again, flipped) = derive(&written, Applied::Instances(&rows), Some(&Findings::default()), later);
+        assert!(crate::operator::status::unchanged(Some(&status), &again));
+        assert!(flipped.is_empty());
+    }
+
+    #[test]
+    fn a_stopped_pipeline_flips_ready_and_keeps_the_instance_rows() {
+        let p = pool(Some("later"));
+        let now = Timestamp::UNIX_EPOCH;
+        let (status, _) = derive(&p, Applied::Instances(&[row("a"), row("b")]), Some(&Findings::default()), now);
+        let p = SendingPool { status: Some(status), ..p };
+        let (status, flipped) = derive(&p, STOPPED, None, now);
+        let cond = |t: &str| status.conditions.iter().find(|c| c.type_ == t).unwrap();
+        assert_eq!((cond("Ready").status.as_str(), cond("Ready").reason.as_str()), ("False", "MissingReference"));
+        assert_eq!(cond("WarmingUp").reason, "Warm", "left as it was");
+        assert_eq!(status.instances.len(), 2);
+        let types: Vec<ConditionType> = flipped.iter().map(|o| o.type_).collect();
+        assert_eq!(types, [ConditionType::Ready, ConditionType::Degraded]);
+        assert!(flipped.iter().all(|o| o.event() == Some(conditions::EventKind::Warning)));
+    }
+
+    #[test]
+    fn human_age_reads_like_kubectl() {
+        assert_eq!(human_age(59), "59s");
+        assert_eq!(human_age(61), "1m1s");
+        assert_eq!(human_age(13 * 3600), "13h0m");
+        assert_eq!(human_age(2 * 86_400 + 3600), "2d1h");
+    }
+}
