@@ -100,11 +100,20 @@ if [[ ! -f $ROOTFS ]]; then
   # --skip=output/dev: no device nodes in the layer (the runtime provides
   # /dev). Docs, man pages and apt lists are dropped to keep the layer small.
   inc=$(IFS=,; echo "${PACKAGES[*]}")
-  mmdebstrap --quiet --format=tar --variant=apt --include="$inc" --skip=output/dev \
-    --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
-    --dpkgopt='path-exclude=/usr/share/locale/*' \
-    --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin' \
-    "$SUITE" "$ROOTFS.tmp" "deb $MIRROR $SUITE main" >&2
+  # One retry: a download or a dpkg step in the chroot has failed once
+  # here for no reason a second run saw; the log of a failed run is printed.
+  for attempt in 1 2; do
+    if mmdebstrap --format=tar --variant=apt --include="$inc" --skip=output/dev \
+      --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*' \
+      --dpkgopt='path-exclude=/usr/share/locale/*' \
+      --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin' \
+      "$SUITE" "$ROOTFS.tmp" "deb $MIRROR $SUITE main" >"$ROOTFS.log" 2>&1; then
+      break
+    fi
+    echo "mmdebstrap failed (attempt $attempt); its log:" >&2
+    tail -40 "$ROOTFS.log" >&2
+    ((attempt < 2)) || exit 1
+  done
   mv -f "$ROOTFS.tmp" "$ROOTFS"
   echo "root file system: $(du -h "$ROOTFS" | cut -f1) in $((SECONDS - started)) s" >&2
 fi
