@@ -18,6 +18,8 @@
 # The archive path is handed to the tests in SENDFLEET_IMAGE_ARCHIVE; the
 # test imports it into the lab node's containerd itself.
 
+E2E_TEST_BINS := image e2e_pool e2e_chart
+
 .PHONY: image image-deps test-e2e
 
 image-deps:
@@ -33,4 +35,4 @@ image: image-deps
 
 test-e2e: upstream deps image
 	SENDFLEET_IMAGE_ARCHIVE=$$(hack/build-image.sh --print | sed -n 's/^image=//p') \
-	  $(CARGO) test --test image --test e2e_pool --test e2e_chart -- --nocapture --test-threads=1
+	  $(CARGO) test $(foreach t,$(E2E_TEST_BINS),--test $(t)) -- --nocapture --test-threads=1
