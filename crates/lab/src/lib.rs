@@ -20,6 +20,7 @@
 pub mod binaries;
 pub mod control_plane;
 pub mod dns;
+pub mod kit;
 pub mod node;
 pub mod pki;
 pub mod process;
