@@ -9,17 +9,14 @@
 //! Everything stays inside the test's network namespace (egress
 //! 10.250.0.21, provider 10.250.0.52 on its `lo`). Never skips.
 
-// Not every helper is used here (the agent tests use the rest).
-#[allow(dead_code)]
-mod agent_support;
 mod e2e_support;
 mod operator_support;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use agent_support::{add_addr, require_postfix};
-use operator_support::{get_json, repo, wait_for};
+use operator_support::{get_json, repo};
+use sendfleet_lab::kit::{add_addr, documents, namespace, require_postfix, wait_for, wait_for_or, Policy, Pool};
 use sendfleet_lab::{ControlPlane, Receiver};
 
 const NS: &str = "mail-chart";
@@ -57,17 +54,8 @@ fn diagnose(cp: &ControlPlane) -> String {
 }
 
 #[track_caller]
-fn wait_or_diagnose<T>(cp: &ControlPlane, what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let t0 = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if t0.elapsed() > timeout {
-            panic!("timed out after {timeout:?} waiting for {what}\n{}", diagnose(cp));
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
+fn wait_or_diagnose<T>(cp: &ControlPlane, what: &str, timeout: Duration, f: impl FnMut() -> Option<T>) -> T {
+    wait_for_or(what, timeout, f, || diagnose(cp))
 }
 
 fn ready_pod(cp: &ControlPlane, ns: &str, selector: &str) -> Option<serde_json::Value> {
@@ -114,31 +102,17 @@ fn chart_operator_pod_reconciles_a_pool_that_delivers() {
     assert_eq!(op["spec"]["containers"][0]["image"], "localhost/sendfleet:dev");
     assert_eq!(op["spec"]["hostNetwork"], serde_json::Value::Null, "the operator runs on the pod network");
 
-    let pool = format!(
-        r#"apiVersion: v1
-kind: Namespace
-metadata: {{name: {NS}}}
----
-apiVersion: sendfleet.io/v1alpha1
-kind: SendingPool
-metadata: {{name: chart, namespace: {NS}}}
-spec:
-  egressIPs:
-    - {{name: mta1, address: {EGRESS}, heloName: mta1.chart.test}}
-  egress: {{mode: HostNetwork}}
-  queue: {{size: 1Gi, storageClassName: {sc}}}
-  submission: {{port: 587, allowedCIDRs: ["10.250.0.0/24"]}}
----
-apiVersion: sendfleet.io/v1alpha1
-kind: DomainPolicy
-metadata: {{name: chart, namespace: {NS}}}
-spec:
-  poolSelector: {{}}
-  domains: ["chart.test"]
-  route: {{relayHost: {PROVIDER}, port: 25}}
-"#,
-        sc = sendfleet_lab::STORAGE_CLASS
-    );
+    let pool = documents(&[
+        namespace(NS),
+        Pool::named("chart")
+            .in_ns(NS)
+            .with_ip_helo("mta1", EGRESS, "mta1.chart.test")
+            .host_network()
+            .queue("1Gi", sendfleet_lab::STORAGE_CLASS)
+            .submission(587, &["10.250.0.0/24"])
+            .yaml(),
+        Policy::named("chart").in_ns(NS).for_domains(&["chart.test"]).relay(PROVIDER, 25).yaml(),
+    ]);
     let t = Instant::now();
     cp.apply(&pool).expect("applying the pool");
     let inst = wait_or_diagnose(cp, "the instance pod Running and Ready", Duration::from_secs(120), || {

@@ -35,6 +35,16 @@ fn list(items: &[&str]) -> String {
     format!("[{}]", items.iter().map(|d| format!("{d:?}")).collect::<Vec<_>>().join(", "))
 }
 
+/// A Namespace manifest (to apply before the resources in it).
+pub fn namespace(name: &str) -> String {
+    format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n")
+}
+
+/// Several manifests as one multi-document YAML text.
+pub fn documents(docs: &[String]) -> String {
+    docs.join("---\n")
+}
+
 /// A SendingPool.
 #[derive(Clone, Debug)]
 pub struct Pool {
@@ -101,6 +111,20 @@ impl Pool {
     /// The port clients submit mail to (default 587).
     pub fn submission_port(self, port: u16) -> Pool {
         self.spec(&format!("submission: {{port: {port}}}"))
+    }
+
+    /// Clients submit on `port`, from `cidrs` (besides the pool's own addresses).
+    pub fn submission(self, port: u16, cidrs: &[&str]) -> Pool {
+        self.spec(&format!("submission: {{port: {port}, allowedCIDRs: {}}}", list(cidrs)))
+    }
+
+    /// Queue volume of `size` from StorageClass `class`.
+    pub fn queue(self, size: &str, class: &str) -> Pool {
+        self.spec(&format!("queue: {{size: {size}, storageClassName: {class}}}"))
+    }
+
+    pub fn image(self, image: &str) -> Pool {
+        self.spec(&format!("image: {image}"))
     }
 
     /// Instances bind their egress addresses on the node (`HostNetwork`).
@@ -178,6 +202,11 @@ impl Policy {
         self.spec(&format!(
             "throttle: {{connections: {connections}, messagesPerMinute: {per_minute}, processes: {processes}}}"
         ))
+    }
+
+    /// Send the domains to `host:port` instead of their MX.
+    pub fn relay(self, host: &str, port: u16) -> Policy {
+        self.spec(&format!("route: {{relayHost: {host}, port: {port}}}"))
     }
 
     /// Never send these domains from these egress IPs (names).

@@ -26,9 +26,9 @@ pub mod repo;
 pub mod resolver;
 pub mod wait;
 
-pub use fixtures::{Plan, Policy, Pool};
+pub use fixtures::{documents, namespace, Plan, Policy, Pool};
 pub use http::http_get;
 pub use instance::{add_addr, inject, postfix, require_postfix, ConfigSource, Fleet, Instance};
 pub use repo::{example, examples_dir, read, repo_root};
 pub use resolver::Dns;
-pub use wait::{wait_for, wait_until};
+pub use wait::{wait_for, wait_for_or, wait_until};

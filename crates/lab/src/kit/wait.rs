@@ -21,3 +21,19 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
 pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     wait_for(what, timeout, || f().then_some(()))
 }
+
+/// Like [`wait_for`], with `diagnose()` (cluster state, logs) in the panic
+/// message: what a reader needs when the wait times out.
+#[track_caller]
+pub fn wait_for_or<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Option<T>,
+    diagnose: impl FnOnce() -> String,
+) -> T {
+    let caller = std::panic::Location::caller();
+    match crate::process::poll(what, timeout, EVERY, || Ok(f())) {
+        Ok(v) => v,
+        Err(e) => panic!("{caller}: {e}\n{}", diagnose()),
+    }
+}
