@@ -66,30 +66,27 @@ fn pool_yaml() -> String {
     ])
 }
 
-/// Pods of the pool: (name, uid, phase, ready).
-fn pods(cp: &ControlPlane) -> Vec<(String, String, String, bool)> {
+/// The pool's pods, each mapped by `f`, sorted.
+fn pool_pods<T: Ord>(cp: &ControlPlane, f: impl Fn(&serde_json::Value) -> T) -> Vec<T> {
     let v = get_json(cp, &["pods", "-n", NS, "-l", &format!("sendfleet.io/pool={POOL}")]).unwrap_or_default();
-    let mut out: Vec<_> = v["items"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|p| {
-                    let ready = p["status"]["conditions"]
-                        .as_array()
-                        .map(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
-                        .unwrap_or(false);
-                    (
-                        p["metadata"]["name"].as_str().unwrap_or("").to_string(),
-                        p["metadata"]["uid"].as_str().unwrap_or("").to_string(),
-                        p["status"]["phase"].as_str().unwrap_or("").to_string(),
-                        ready && p["metadata"]["deletionTimestamp"].is_null(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut out: Vec<T> = v["items"].as_array().map(|a| a.iter().map(f).collect()).unwrap_or_default();
     out.sort();
     out
+}
+
+fn text(v: &serde_json::Value) -> String {
+    v.as_str().unwrap_or("").to_string()
+}
+
+/// Pods of the pool: (name, uid, phase, ready).
+fn pods(cp: &ControlPlane) -> Vec<(String, String, String, bool)> {
+    pool_pods(cp, |p| {
+        let ready = p["status"]["conditions"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+        let ready = ready && p["metadata"]["deletionTimestamp"].is_null();
+        (text(&p["metadata"]["name"]), text(&p["metadata"]["uid"]), text(&p["status"]["phase"]), ready)
+    })
 }
 
 /// Everything a reader needs when pods do not come up.
@@ -212,23 +209,10 @@ fn pool_status(cp: &ControlPlane, pool: &str) -> serde_json::Value {
 
 /// (pod name, uid, restart count) of the pool's pods.
 fn pod_restarts(cp: &ControlPlane) -> Vec<(String, String, u64)> {
-    let v = get_json(cp, &["pods", "-n", NS, "-l", &format!("sendfleet.io/pool={POOL}")]).unwrap_or_default();
-    let mut out: Vec<_> = v["items"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|p| {
-                    (
-                        p["metadata"]["name"].as_str().unwrap_or("").to_string(),
-                        p["metadata"]["uid"].as_str().unwrap_or("").to_string(),
-                        p["status"]["containerStatuses"][0]["restartCount"].as_u64().unwrap_or(u64::MAX),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort();
-    out
+    pool_pods(cp, |p| {
+        let restarts = p["status"]["containerStatuses"][0]["restartCount"].as_u64().unwrap_or(u64::MAX);
+        (text(&p["metadata"]["name"]), text(&p["metadata"]["uid"]), restarts)
+    })
 }
 
 /// (desired, applied) config hash per instance, from the pool's status.

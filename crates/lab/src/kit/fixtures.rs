@@ -18,11 +18,18 @@ use sendfleet_render::api::{DomainPolicy, SendingPool, WarmupPlan};
 
 const API_VERSION: &str = "sendfleet.io/v1alpha1";
 
-fn header(kind: &str, name: &str, ns: &str, labels: &[(String, String)]) -> String {
+/// A resource's YAML: metadata, then `spec:` with `first` (already
+/// indented lines) and one line per further field.
+fn manifest(kind: &str, name: &str, ns: &str, labels: &[(String, String)], first: &str, spec: &[String]) -> String {
     let mut s = format!("apiVersion: {API_VERSION}\nkind: {kind}\nmetadata:\n  name: {name}\n  namespace: {ns}\n");
     if !labels.is_empty() {
         let l: Vec<String> = labels.iter().map(|(k, v)| format!("{k}: {v}")).collect();
         s.push_str(&format!("  labels: {{{}}}\n", l.join(", ")));
+    }
+    s.push_str("spec:\n");
+    s.push_str(first);
+    for l in spec {
+        s.push_str(&format!("  {l}\n"));
     }
     s
 }
@@ -147,15 +154,12 @@ impl Pool {
     }
 
     pub fn yaml(&self) -> String {
-        let mut s = header("SendingPool", &self.name, &self.ns, &self.labels);
-        s.push_str("spec:\n  egressIPs:\n");
-        for (name, address, helo) in &self.ips {
-            s.push_str(&format!("    - {{name: {name}, address: {address}, heloName: {helo}}}\n"));
-        }
-        for l in &self.spec {
-            s.push_str(&format!("  {l}\n"));
-        }
-        s
+        let ips: String = self
+            .ips
+            .iter()
+            .map(|(name, address, helo)| format!("    - {{name: {name}, address: {address}, heloName: {helo}}}\n"))
+            .collect();
+        manifest("SendingPool", &self.name, &self.ns, &self.labels, &format!("  egressIPs:\n{ips}"), &self.spec)
     }
 
     pub fn build(&self) -> SendingPool {
@@ -236,12 +240,7 @@ impl Policy {
 
     pub fn yaml(&self) -> String {
         let domains: Vec<&str> = self.domains.iter().map(String::as_str).collect();
-        let mut s = header("DomainPolicy", &self.name, &self.ns, &[]);
-        s.push_str(&format!("spec:\n  domains: {}\n", list(&domains)));
-        for l in &self.spec {
-            s.push_str(&format!("  {l}\n"));
-        }
-        s
+        manifest("DomainPolicy", &self.name, &self.ns, &[], &format!("  domains: {}\n", list(&domains)), &self.spec)
     }
 
     pub fn build(&self) -> DomainPolicy {
@@ -300,12 +299,7 @@ impl Plan {
 
     pub fn yaml(&self) -> String {
         let steps: Vec<String> = self.steps.iter().map(|(d, c)| format!("{{day: {d}, dailyCap: {c}}}")).collect();
-        let mut s = header("WarmupPlan", &self.name, &self.ns, &[]);
-        s.push_str(&format!("spec:\n  steps: [{}]\n", steps.join(", ")));
-        for l in &self.spec {
-            s.push_str(&format!("  {l}\n"));
-        }
-        s
+        manifest("WarmupPlan", &self.name, &self.ns, &[], &format!("  steps: [{}]\n", steps.join(", ")), &self.spec)
     }
 
     pub fn build(&self) -> WarmupPlan {
