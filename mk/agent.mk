@@ -1,6 +1,7 @@
-# Instance agent (src/agent): pure-logic unit and property tests, then real
-# Postfix tests (tests/agent_*.rs: each binary runs in its own network
-# namespace via hack/netns-run; Postfix instances bind 127.0.x.y there).
+# Instance agent (src/agent): real Postfix tests (tests/agent_*.rs: each
+# binary runs in its own network namespace via hack/netns-run; the instances
+# run what render_pool produced, on documentation addresses added to lo
+# there, with the lab's receivers and DNS server; see crates/lab/src/kit).
 #
 #   make test-agent    real-Postfix integration tests (the agent's unit and
 #                      property tests run once, in `make test-unit`)
