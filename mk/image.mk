@@ -10,8 +10,10 @@
 #                     addresses, pool status counts, policy change without
 #                     restart, pod deletion with 200 deferred, bad image
 #                     and a port taken reported in the pool conditions
-#                   tests/e2e_chart.rs the Helm chart's operator as a pod,
-#                     a 1-address pool delivering, status via the pod network
+#                   tests/e2e_chart.rs the demo itself (crates/lab/src/demo.rs,
+#                     what `make demo` runs): the chart's operator as a pod,
+#                     examples/ applied, mta3 quarantined by the fake DNSBL,
+#                     500 messages through the pool's Service, status counts
 #                   tests/image.rs     PID 1 is tini: the image's entrypoint
 #                     and files, the rendered pods' command, the Containerfile
 #

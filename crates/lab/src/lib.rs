@@ -23,6 +23,7 @@
 
 pub mod binaries;
 pub mod control_plane;
+pub mod demo;
 pub mod dns;
 pub mod kit;
 pub mod node;

@@ -27,11 +27,17 @@ impl Dns {
     /// `domain A address`, on `ip` (added to `lo`), port 53 (resolv.conf
     /// has no port).
     pub fn start(ip: &str, records: &[(&str, &str)]) -> Dns {
-        super::add_addr(ip);
         let texts: BTreeMap<String, String> = records
             .iter()
             .map(|(domain, addr)| (domain.to_string(), format!("@ IN MX 10 {domain}.\n@ IN A {addr}\n")))
             .collect();
+        Self::serve(ip, texts)
+    }
+
+    /// Serve zones (`origin -> records`, as [`crate::dns::Zones::load`]
+    /// reads them, e.g. hack/demo/zones) on `ip`:53.
+    pub fn serve(ip: &str, texts: BTreeMap<String, String>) -> Dns {
+        super::add_addr(ip);
         let addr: IpAddr = ip.parse().unwrap_or_else(|e| panic!("DNS address {ip}: {e}"));
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
