@@ -44,15 +44,8 @@ enum Cmd {
         /// Run in the foreground (Ctrl-C stops it) instead of detaching.
         #[arg(long)]
         foreground: bool,
-        /// Do not start kube-controller-manager.
-        #[arg(long)]
-        no_controller_manager: bool,
-        /// Also start a node (kube-scheduler, kubelet, containerd) so pods run.
-        #[arg(long)]
-        node: bool,
-        /// Local PersistentVolumes (StorageClass lab-local) to create with --node.
-        #[arg(long, default_value_t = 8)]
-        pvs: usize,
+        #[command(flatten)]
+        parts: Parts,
     },
     /// Stop the control plane of DIR and delete the network namespace.
     Down {
@@ -112,13 +105,24 @@ enum Cmd {
         dir: PathBuf,
         #[arg(long)]
         netns: String,
-        #[arg(long)]
-        no_controller_manager: bool,
-        #[arg(long)]
-        node: bool,
-        #[arg(long, default_value_t = 8)]
-        pvs: usize,
+        #[command(flatten)]
+        parts: Parts,
     },
+}
+
+/// What the lab starts besides etcd and the API server (`up` hands these
+/// on to `serve`).
+#[derive(clap::Args, Clone, Copy)]
+struct Parts {
+    /// Do not start kube-controller-manager.
+    #[arg(long)]
+    no_controller_manager: bool,
+    /// Also start a node (kube-scheduler, kubelet, containerd) so pods run.
+    #[arg(long)]
+    node: bool,
+    /// Local PersistentVolumes (StorageClass lab-local) to create with --node.
+    #[arg(long, default_value_t = 8)]
+    pvs: usize,
 }
 
 #[derive(Subcommand)]
@@ -187,8 +191,8 @@ enum DnsCmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Up { dir, netns, foreground, no_controller_manager, node, pvs } => {
-            up(&dir, &netns, foreground, no_controller_manager, node.then_some(pvs))
+        Cmd::Up { dir, netns, foreground, parts: p } => {
+            up(&dir, &netns, foreground, p.no_controller_manager, p.node.then_some(p.pvs))
         }
         Cmd::Down { dir, netns, keep_netns } => down(&dir, &netns, keep_netns),
         Cmd::Exec { dir, command } => return exec(&dir, &command),
@@ -196,9 +200,7 @@ fn main() -> ExitCode {
         Cmd::Receiver { action } => receiver(action),
         Cmd::Dns { action } => dns(action),
         Cmd::Demo { dir } => demo(&dir),
-        Cmd::Serve { dir, netns, no_controller_manager, node, pvs } => {
-            serve(&dir, &netns, no_controller_manager, node.then_some(pvs))
-        }
+        Cmd::Serve { dir, netns, parts: p } => serve(&dir, &netns, p.no_controller_manager, p.node.then_some(p.pvs)),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
