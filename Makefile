@@ -12,7 +12,7 @@ SHELL := /bin/bash
 export SENDFLEET_CACHE ?= /var/cache/sendfleet
 CARGO ?= cargo
 
-.PHONY: all build deps test test-render lint crds demo demo-down bench help
+.PHONY: all build deps test test-unit test-listed test-render lint crds demo demo-down bench help
 all: build
 
 help:
@@ -44,14 +44,46 @@ crds: build
 	target/debug/sendfleet crd --out-dir crds
 	cp crds/*.yaml charts/sendfleet/crds/
 
-# The render core and the offline CLI: pure tests, golden files, the
-# property test, and real Postfix checking every rendered file.
-test-render: deps
-	$(CARGO) test -p sendfleet-render
-	$(CARGO) test --test crds --test cli_render
+# Every unit test of every workspace crate, once: the root package's
+# (operator, agent, dns, cli), the render core's and the lab's, plus the
+# doc examples. The areas below run only integration test binaries.
+test-unit: deps
+	$(CARGO) test --workspace --lib --bins
+	$(CARGO) test --workspace --doc
 
-test: deps lint test-render test-areas
+# The render core and the offline CLI: golden files, the property test,
+# and real Postfix checking every rendered file (crates/render/tests/*.rs).
+RENDER_TEST_BINS := crds cli_render
+CRATE_TEST_RUNS += render
+test-render: deps
+	$(CARGO) test -p sendfleet-render --test '*'
+	$(CARGO) test $(foreach t,$(RENDER_TEST_BINS),--test $(t))
+
+test: deps lint test-listed test-unit test-render test-areas
 	@echo "make test: all passed"
+
+# Each integration test binary is run by exactly one make target: every
+# tests/<name>.rs is listed in one <AREA>_TEST_BINS (or _BENCH_BINS) of
+# Makefile or mk/*.mk, and every crates/<crate>/tests directory in
+# CRATE_TEST_RUNS (run with `-p sendfleet-<crate> --test '*'`). A new test
+# file nobody lists fails here instead of never running.
+LISTED_TESTS = $(foreach v,$(filter %_TEST_BINS,$(.VARIABLES)),$($(v)))
+LISTED_BENCHES = $(foreach v,$(filter %_BENCH_BINS,$(.VARIABLES)),$($(v)))
+ROOT_TEST_FILES := $(basename $(notdir $(wildcard tests/*.rs)))
+CRATE_TEST_DIRS := $(patsubst crates/%/tests,%,$(wildcard crates/*/tests))
+test-listed:
+	@unlisted="$(filter-out $(LISTED_TESTS) $(LISTED_BENCHES),$(ROOT_TEST_FILES))"; \
+	 missing="$(filter-out $(ROOT_TEST_FILES),$(LISTED_TESTS) $(LISTED_BENCHES))"; \
+	 crates="$(filter-out $(CRATE_TEST_RUNS),$(CRATE_TEST_DIRS))"; \
+	 twice="$(shell echo $(LISTED_TESTS) $(CRATE_TEST_RUNS) | tr ' ' '\n' | sort | uniq -d)"; \
+	 if [ -n "$$unlisted$$missing$$crates$$twice" ]; then \
+	   echo "test-listed: tests/*.rs run by no make target: $$unlisted"; \
+	   echo "test-listed: listed but no tests/<name>.rs: $$missing"; \
+	   echo "test-listed: crates/<crate>/tests not in CRATE_TEST_RUNS: $$crates"; \
+	   echo "test-listed: run twice: $$twice"; \
+	   exit 1; \
+	 fi
+	@echo "test-listed: $(words $(LISTED_TESTS)) test binaries, $(words $(LISTED_BENCHES)) bench binaries, crates $(CRATE_TEST_RUNS)"
 
 # Every area's test-* / bench-* target defined in mk/*.mk.
 AREA_TESTS := $(shell sed -n 's/^\(test-[a-z0-9-]*\):.*/\1/p' mk/*.mk)

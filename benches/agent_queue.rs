@@ -3,10 +3,10 @@
 //! 100,000-message deferred queue, vs `postqueue -j` alone writing to
 //! /dev/null. Target: the agent adds < 10% to postqueue's own time.
 //!
-//! The queue is made real and quickly: a Postfix instance with
-//! `defer_transports = smtp` accepts mail from 10 parallel smtp-source
-//! clients and moves every message to the deferred queue ("deferred
-//! transport"); no delivery is attempted.
+//! The queue is made real and quickly: a rendered instance whose pool has a
+//! paused DomainPolicy for every destination accepts mail from 10 parallel
+//! smtp-source clients, and its agent answers each lookup `retry:`, which
+//! moves every message to the deferred queue; no delivery is attempted.
 
 #[path = "../tests/agent_support/mod.rs"]
 #[allow(dead_code)]
@@ -19,7 +19,7 @@ use agent_support::*;
 
 const MESSAGES: usize = 100_000;
 const CLIENTS: usize = 10;
-const ADDR: &str = "127.0.16.1";
+const ADDR: &str = "198.51.100.16";
 
 fn count_files(dir: &std::path::Path) -> usize {
     let mut n = 0;
@@ -36,40 +36,31 @@ fn count_files(dir: &std::path::Path) -> usize {
 
 fn main() {
     require_postfix();
-    add_addr(ADDR);
-    let dir = test_dir("bench-queue");
-    for d in ["queue", "data"] {
-        std::fs::create_dir_all(dir.join(d)).unwrap();
-    }
-    Command::new("chown").arg("postfix").arg(dir.join("data")).status().unwrap();
-    let main_cf = format!(
-        "compatibility_level = 3.6\nqueue_directory = {q}\ndata_directory = {d}\nmaillog_file = {d}/maillog\nmaillog_file_prefixes = {d}\n\
-         inet_interfaces = {ADDR}\ninet_protocols = ipv4\nmyhostname = bench.test\nmydestination =\nmynetworks = 127.0.0.0/8\n\
-         defer_transports = smtp\nqueue_run_delay = 3600s\nminimal_backoff_time = 3600s\nmaximal_backoff_time = 7200s\n\
-         default_process_limit = 100\nsmtpd_client_connection_rate_limit = 0\nhash_queue_depth = 1\n",
-        q = dir.join("queue").display(),
-        d = dir.join("data").display(),
-    );
-    std::fs::write(dir.join("main.cf"), main_cf).unwrap();
-    std::fs::write(dir.join("master.cf"), format!("{ADDR}:25 inet n - n - - smtpd\n{INTERNAL_SERVICES}")).unwrap();
-    postfix(&dir, "start");
-    wait_banner(ADDR, 25, Duration::from_secs(30));
+    let dns = Dns::start("127.0.0.53", &[]);
+    let domains: Vec<String> = (0..7).map(|i| format!("provider{i}.example")).collect();
+    let domains: Vec<&str> = domains.iter().map(String::as_str).collect();
+    // The pool's default retry schedule: nothing is retried during the run.
+    let pool = Pool::named("bench").in_ns("bench").with_ip("bench-queue", ADDR);
+    let held = Policy::named("held").in_ns("bench").for_domains(&domains).paused("benchmark queue");
+    let inst = fleet(pool.build(), &dns).policy(held.build()).start("bench-queue");
+    let dir = inst.postfix_dir();
 
     let t = Instant::now();
     let per = MESSAGES / CLIENTS;
     let clients: Vec<_> = (0..CLIENTS)
         .map(|c| {
+            let port = inst.submission_port;
             std::thread::spawn(move || {
                 let rcpt = format!("user{c}@provider{}.example", c % 7);
-                inject(ADDR, "app@client.test", &rcpt, per as u32, 4);
+                inject(ADDR, port, "app@client.test", &rcpt, per as u32, 4, false);
             })
         })
         .collect();
     for c in clients {
         c.join().unwrap();
     }
-    let deferred_dir = dir.join("queue/deferred");
-    eventually(Duration::from_secs(600), "100k messages deferred", || count_files(&deferred_dir) >= MESSAGES);
+    let deferred_dir = inst.base.join("queue/deferred");
+    wait_until("100k messages deferred", Duration::from_secs(600), || count_files(&deferred_dir) >= MESSAGES);
     println!("built a {MESSAGES}-message deferred queue in {:.1} s", t.elapsed().as_secs_f64());
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -104,6 +95,4 @@ fn main() {
         "agent overhead vs postqueue alone: {overhead:+.1}% (target < 10%: {}); top deferred domains: {top:?}",
         if overhead < 10.0 { "met" } else { "MISSED" }
     );
-    postfix(&dir, "stop");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -22,7 +22,6 @@ use std::time::{Duration, Instant};
 
 use agent_support::*;
 use sendfleet::agent::socketmap::codec::{decode, encode_into, Decoded, Reply};
-use sendfleet::core::policy::DomainRule;
 
 const PER_CONN: usize = 100_000;
 
@@ -128,32 +127,26 @@ fn pct(sorted: &[u64], p: f64) -> f64 {
 
 fn main() {
     require_postfix();
-    let mut cfg = InstanceConfig::new("bench-sm", "127.0.15.1");
-    cfg.policy.instances = vec![instance("bench-sm", "127.0.15.1"), instance("peer", "127.0.15.2")];
-    cfg.policy.instances[0].excluded_rules = vec!["excl".into()];
-    let mut paused = DomainRule { name: "paused".into(), patterns: vec!["paused.test".into()], ..Default::default() };
-    paused.paused = Some("maintenance".into());
-    cfg.policy.domains = vec![
-        DomainRule {
-            name: "gmail".into(),
-            patterns: vec!["gmail.com".into(), ".gmail.com".into()],
-            ..Default::default()
-        },
-        paused,
-        DomainRule { name: "excl".into(), patterns: vec![".excluded.test".into()], ..Default::default() },
-    ];
+    // What the renderer makes of a pool of two and 53 DomainPolicies: the
+    // agent answers from the policy it would get in production.
+    let dns = Dns::start("127.0.0.53", &[]);
+    let pool =
+        Pool::named("bench").in_ns("bench").with_ip("bench-sm", "198.51.100.15").with_ip("peer", "198.51.100.16");
+    let mut fleet = fleet(pool.build(), &dns)
+        .policy(Policy::named("gmail").in_ns("bench").for_domains(&["gmail.com", "*.gmail.com"]).build())
+        .policy(Policy::named("paused").in_ns("bench").for_domains(&["paused.test"]).paused("maintenance").build())
+        .policy(
+            Policy::named("excl").in_ns("bench").for_domains(&["*.excluded.test"]).excluding(&["bench-sm"]).build(),
+        );
     for i in 0..50 {
-        cfg.policy.domains.push(DomainRule {
-            name: format!("r{i}"),
-            patterns: vec![format!("p{i}.example")],
-            ..Default::default()
-        });
+        fleet = fleet
+            .policy(Policy::named(&format!("r{i}")).in_ns("bench").for_domains(&[&format!("p{i}.example")]).build());
     }
-    let agent = PolicyAgent::start(&cfg);
+    let agent = fleet.start_unsupervised("bench-sm");
     let floor = std::env::temp_dir().join(format!("sendfleet-bench-sm-floor-{}.sock", std::process::id()));
     start_floor_server(&floor);
     for conns in [1usize, 4] {
-        let (rate, lat) = run(&agent.socket, conns);
+        let (rate, lat) = run(&agent.policy_socket(), conns);
         let (floor_rate, floor_lat) = run(&floor, conns);
         println!(
             "socketmap lookups, {conns} connection(s): {} lookups, {rate:.0}/s, latency p50 {:.1} us, p99 {:.1} us, max {:.1} us (targets: >= 50,000/s: {}, p99 < 1 ms: {})",

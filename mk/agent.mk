@@ -1,8 +1,10 @@
-# Instance agent (src/agent): pure-logic unit and property tests, then real
-# Postfix tests (tests/agent_*.rs: each binary runs in its own network
-# namespace via hack/netns-run; Postfix instances bind 127.0.x.y there).
+# Instance agent (src/agent): real Postfix tests (tests/agent_*.rs: each
+# binary runs in its own network namespace via hack/netns-run; the instances
+# run what render_pool produced, on documentation addresses added to lo
+# there, with the lab's receivers and DNS server; see crates/lab/src/kit).
 #
-#   make test-agent    unit/property tests + real-Postfix integration tests
+#   make test-agent    real-Postfix integration tests (the agent's unit and
+#                      property tests run once, in `make test-unit`)
 #   make bench-agent   log pipeline vs pflogsumm (1M lines), socketmap
 #                      lookups through the real protocol, queue scan of a
 #                      100k-message deferred queue vs postqueue -j alone
@@ -11,7 +13,7 @@
 # agent-deps installs them non-interactively when missing.
 
 AGENT_CARGO ?= cargo
-AGENT_TESTS := agent_socketmap agent_rendered agent_delivery agent_routing agent_reload agent_warmup agent_adaptive
+AGENT_TEST_BINS := agent_socketmap agent_rendered agent_delivery agent_routing agent_reload agent_warmup agent_adaptive
 
 .PHONY: agent-deps test-agent bench-agent
 
@@ -25,9 +27,7 @@ agent-deps:
 	@-postfix stop >/dev/null 2>&1 || true
 
 test-agent: agent-deps
-	$(AGENT_CARGO) test -p sendfleet-render --lib contract
-	$(AGENT_CARGO) test -p sendfleet --lib agent::
-	$(AGENT_CARGO) test $(foreach t,$(AGENT_TESTS),--test $(t))
+	$(AGENT_CARGO) test $(foreach t,$(AGENT_TEST_BINS),--test $(t))
 
 bench-agent: agent-deps
 	$(AGENT_CARGO) bench --bench agent_log --bench agent_socketmap --bench agent_queue

@@ -13,6 +13,9 @@ DNS_CARGO ?= cargo
 # figures.
 DNS_BENCH_PROFILE ?=
 
+DNS_TEST_BINS := dns_unit dns_server
+DNS_BENCH_BINS := dns_bench
+
 .PHONY: dns-deps test-dns bench-dns
 
 dns-deps:
@@ -21,7 +24,7 @@ dns-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl; }
 
 test-dns: dns-deps
-	$(DNS_CARGO) test --test dns_unit --test dns_server
+	$(DNS_CARGO) test $(foreach t,$(DNS_TEST_BINS),--test $(t))
 
 bench-dns: dns-deps
-	$(DNS_CARGO) test $(DNS_BENCH_PROFILE) --test dns_bench -- --nocapture
+	$(DNS_CARGO) test $(DNS_BENCH_PROFILE) $(foreach t,$(DNS_BENCH_BINS),--test $(t)) -- --nocapture

@@ -10,13 +10,17 @@
 #                     addresses, pool status counts, policy change without
 #                     restart, pod deletion with 200 deferred, bad image
 #                     and a port taken reported in the pool conditions
-#                   tests/e2e_chart.rs the Helm chart's operator as a pod,
-#                     a 1-address pool delivering, status via the pod network
+#                   tests/e2e_chart.rs the demo itself (crates/lab/src/demo.rs,
+#                     what `make demo` runs): the chart's operator as a pod,
+#                     examples/ applied, mta3 quarantined by the fake DNSBL,
+#                     500 messages through the pool's Service, status counts
 #                   tests/image.rs     PID 1 is tini: the image's entrypoint
 #                     and files, the rendered pods' command, the Containerfile
 #
 # The archive path is handed to the tests in SENDFLEET_IMAGE_ARCHIVE; the
 # test imports it into the lab node's containerd itself.
+
+E2E_TEST_BINS := image e2e_pool e2e_chart
 
 .PHONY: image image-deps test-e2e
 
@@ -33,4 +37,4 @@ image: image-deps
 
 test-e2e: upstream deps image
 	SENDFLEET_IMAGE_ARCHIVE=$$(hack/build-image.sh --print | sed -n 's/^image=//p') \
-	  $(CARGO) test --test image --test e2e_pool --test e2e_chart -- --nocapture --test-threads=1
+	  $(CARGO) test $(foreach t,$(E2E_TEST_BINS),--test $(t)) -- --nocapture --test-threads=1

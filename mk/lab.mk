@@ -36,5 +36,8 @@ cluster: upstream
 cluster-down:
 	$(LAB_CLI) down --dir $(LAB_DIR)
 
+# The lab's integration tests (crates/lab/tests/*.rs); its unit tests run
+# in `make test-unit`.
+CRATE_TEST_RUNS += lab
 test-lab: upstream
-	cargo test -p sendfleet-lab
+	cargo test -p sendfleet-lab --test '*'

@@ -5,10 +5,12 @@
 #                         the agents' own decisions mirrored into status
 #   make bench-operator   the steady-state test with its figures printed
 
+OPERATOR_TEST_BINS := operator operator_resilience operator_steady operator_reputation operator_adaptive
+
 .PHONY: test-operator bench-operator
 
 test-operator: upstream
-	$(CARGO) test --test operator --test operator_resilience --test operator_steady --test operator_reputation --test operator_adaptive
+	$(CARGO) test $(foreach t,$(OPERATOR_TEST_BINS),--test $(t))
 
 bench-operator: upstream
 	$(CARGO) test --test operator_steady -- --nocapture

@@ -2,12 +2,11 @@
 //! blocks (no message bounces because of it), adaptive slow-down with
 //! stepwise recovery, and throttle accuracy at the receiver.
 //!
-//! The DomainPolicies are rendered by the real renderer; the test instances
-//! take the rule from the rendered policy and the rule's transports (their
-//! main.cf parameters and master.cf entries, verbatim) and the rendered
-//! delivery status filter. Receivers are real Postfix smtpd's that block
-//! one client address (access map) or rate-limit it (anvil), like the
-//! providers in the seeds' incidents. The three tests are separate so they
+//! The instances run what the renderer made of a pool and one DomainPolicy
+//! `dp` (main.cf, master.cf with the rule's transports and the delivery
+//! status filter, policy.json), through the test kit. Receivers are real
+//! Postfix smtpd's that block one client address (access map) or rate-limit
+//! it (anvil), like the providers in the seeds' incidents. The three tests are separate so they
 //! run side by side: the 5-minute throttle measurement sets the binary's
 //! wall time.
 
@@ -23,76 +22,26 @@ use std::time::{Duration, Instant};
 use agent_support::*;
 use sendfleet::agent::log::classify::classify;
 use sendfleet::agent::log::parse::Status;
-use sendfleet::core::api::{DomainPolicy, SendingPool};
 use sendfleet::core::contract::ResponseCategory;
 use sendfleet::core::policy::DomainRule;
 use sendfleet::core::postfix::dsn_filter;
-use sendfleet::core::render::{render_pool, Observed, PoolInput, Settings};
 
-/// What the renderer produced for one DomainPolicy, cut to what a test
-/// instance needs.
-struct RenderedRule {
-    rule: DomainRule,
-    /// `dp-<policy>*` parameters of main.cf.
-    main: String,
-    /// `dp-<policy>*` services of master.cf, verbatim.
-    master: String,
-    /// Other files the transports name (the delivery status filter).
-    files: Vec<(String, String)>,
+/// A pool of `members` (name, address) with the DomainPolicy `dp`.
+fn fleet_with(dns: &Dns, pool: &str, members: &[(&str, &str)], dp: Policy) -> Fleet {
+    let mut p = Pool::named(pool).in_ns("test").fast_retries();
+    for (name, addr) in members {
+        p = p.with_ip(name, addr);
+    }
+    fleet(p.build(), dns).policy(dp.build())
 }
 
-fn render_policy(yaml_spec: &str) -> RenderedRule {
-    let path = format!("{}/examples/sendingpool.yaml", env!("CARGO_MANIFEST_DIR"));
-    let pool: SendingPool = serde_yaml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    let ns = pool.metadata.namespace.clone().unwrap();
-    let dp: DomainPolicy = serde_yaml::from_str(&format!(
-        "apiVersion: sendfleet.io/v1alpha1\nkind: DomainPolicy\nmetadata:\n  name: dp\n  namespace: {ns}\nspec:\n{yaml_spec}"
-    ))
-    .unwrap();
-    let name = dp.metadata.name.clone().unwrap();
-    let pools = vec![pool.clone()];
-    let policies = vec![dp];
-    let observed = Observed::default();
-    let rendered = render_pool(
-        PoolInput { pool: &pool, policies: &policies, plan: None, pools: &pools, observed: &observed },
-        &Settings::default(),
-    )
-    .expect("render");
-    let inst = &rendered.instances[0];
-    let prefix = format!("dp-{name}");
-    let main: String =
-        inst.files["main.cf"].lines().filter(|l| l.starts_with(&prefix)).map(|l| format!("{l}\n")).collect();
-    let mut master = String::new();
-    let mut inside = false;
-    for l in inst.files["master.cf"].lines() {
-        if !l.starts_with(' ') {
-            inside = l.starts_with(&format!("{prefix} ")) || l.starts_with(&format!("{prefix}-slow "));
-        }
-        if inside {
-            master.push_str(l);
-            master.push('\n');
-        }
-    }
-    let files =
-        inst.files.iter().filter(|(k, _)| k.as_str() == "dsn_filter").map(|(k, v)| (k.clone(), v.clone())).collect();
-    let rule = inst.policy.domains.iter().find(|r| r.name == name).expect("rule rendered").clone();
-    RenderedRule { rule, main, master, files }
+fn dp(domain: &str) -> Policy {
+    Policy::named("dp").in_ns("test").for_domains(&[domain])
 }
 
-fn instance_config(name: &str, addr: &str, members: &[(&str, &str)], r: &RenderedRule, domain: &str) -> InstanceConfig {
-    let mut cfg = InstanceConfig::new(name, addr);
-    cfg.peers = members.iter().filter(|(_, a)| *a != addr).map(|(_, a)| a.to_string()).collect();
-    cfg.policy.instances = members.iter().map(|(n, a)| instance(n, a)).collect();
-    let mut rule = r.rule.clone();
-    rule.patterns = vec![domain.to_string()];
-    if let Some(t) = &rule.throttle_transport {
-        cfg.transport = vec![(domain.to_string(), format!("{t}:"))];
-    }
-    cfg.policy.domains = vec![rule];
-    cfg.extra_main = r.main.clone();
-    cfg.extra_master = r.master.clone();
-    cfg.extra_files = r.files.clone();
-    cfg
+/// The rule `dp` as rendered into the instance's policy.json.
+fn rule(inst: &Instance) -> DomainRule {
+    inst.pod.rendered.policy.domains.iter().find(|r| r.name == "dp").expect("rule dp rendered").clone()
 }
 
 /// Rewrite a receiver's main.cf and reload it (never a restart).
@@ -103,16 +52,9 @@ fn reconfigure_receiver(rcv: &Receiver, edit: impl Fn(String) -> String) {
     postfix(&rcv.dir, "reload");
 }
 
-/// `smtp-source` with a distinct recipient per message (`-N` prepends a
-/// sequence number), so qmgr's one-entry resolve cache never answers for
-/// the agent.
-fn inject_distinct(addr: &str, rcpt: &str, count: u32, sessions: u32) {
-    let out = Command::new("smtp-source")
-        .args(["-c", "-N", "-m", &count.to_string(), "-s", &sessions.to_string(), "-f", "app@client.test", "-t", rcpt])
-        .arg(format!("{addr}:25"))
-        .output()
-        .expect("running smtp-source");
-    assert!(out.status.success(), "smtp-source to {rcpt}: {}", String::from_utf8_lossy(&out.stderr));
+/// Submit `count` messages with distinct recipients through `inst`.
+fn inject_distinct(inst: &Instance, rcpt: &str, count: u32, sessions: u32) {
+    inst.inject_distinct("app@client.test", rcpt, count, sessions);
 }
 
 fn lines_with<'a>(log: &'a str, needles: &[&str]) -> Vec<&'a str> {
@@ -160,9 +102,9 @@ fn dsn_filter_agrees_with_the_classifier() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-const BLK_A: &str = "127.0.31.1";
-const BLK_B: &str = "127.0.31.2";
-const BLK_RCV: &str = "127.0.41.1";
+const BLK_A: &str = "198.51.100.31";
+const BLK_B: &str = "198.51.100.32";
+const BLK_RCV: &str = "203.0.113.31";
 
 /// The seed's incident without a human: a provider answers 554 "blocked" to
 /// instance A only. After 3 blocks A excludes itself for the rule, the
@@ -172,20 +114,9 @@ const BLK_RCV: &str = "127.0.41.1";
 #[test]
 fn hard_blocks_exclude_the_ip_and_no_message_bounces() {
     require_postfix();
-    let rendered = render_policy(
-        "  domains: [blocked.test]\n  autoExclusion:\n    hardBlocks: 3\n    window: 10m\n    duration: 1h\n",
-    );
-    assert!(
-        rendered.master.contains("smtp_delivery_status_filter=regexp:$config_directory/dsn_filter"),
-        "{}",
-        rendered.master
-    );
-    assert_eq!(rendered.rule.throttle_transport.as_deref(), Some("dp-dp"));
-    let a_rule = rendered.rule.auto_exclusion.clone().expect("autoExclusion rendered");
-    assert_eq!((a_rule.hard_blocks, a_rule.window_seconds, a_rule.duration_seconds), (3, 600, 3600));
-
+    let dns = Dns::start("127.0.0.53", &[("blocked.test", BLK_RCV), ("client.test", BLK_RCV)]);
     // Bounce notices go to client.test: the receiver takes them too.
-    let rcv = Receiver::start(
+    let rcv = receiver(
         "blk-rcv",
         BLK_RCV,
         &["blocked.test", "client.test"],
@@ -207,17 +138,23 @@ fn hard_blocks_exclude_the_ip_and_no_message_bounces() {
     });
 
     let members = [("blk-a", BLK_A), ("blk-b", BLK_B)];
-    let hosts = [("blocked.test", BLK_RCV), ("client.test", BLK_RCV)];
-    let a = Agent::start(&instance_config("blk-a", BLK_A, &members, &rendered, "blocked.test"), &hosts);
-    let b = Agent::start(&instance_config("blk-b", BLK_B, &members, &rendered, "blocked.test"), &hosts);
+    let fleet = fleet_with(&dns, "blk", &members, dp("blocked.test").auto_exclusion(3, "10m", "1h"));
+    let a = fleet.start("blk-a");
+    let b = fleet.start("blk-b");
+    let master = &a.pod.files["master.cf"];
+    assert!(master.contains("smtp_delivery_status_filter=regexp:$config_directory/dsn_filter"), "{master}");
+    let r = rule(&a);
+    assert_eq!(r.throttle_transport.as_deref(), Some("dp-dp"));
+    let a_rule = r.auto_exclusion.clone().expect("autoExclusion rendered");
+    assert_eq!((a_rule.hard_blocks, a_rule.window_seconds, a_rule.duration_seconds), (3, 600, 3600));
     let started = a.status().now;
 
     // An unknown user still bounces (before any block: A sends it itself).
-    inject(BLK_A, "app@client.test", "unknown@blocked.test", 2, 1);
+    a.inject("app@client.test", "unknown@blocked.test", 2, 1);
     a.wait_for(Duration::from_secs(30), "unknown users bounced", |s| s.counters.since_start.bounced == 2);
-    inject_distinct(BLK_A, "user@blocked.test", 30, 2);
+    inject_distinct(&a, "user@blocked.test", 30, 2);
 
-    eventually(Duration::from_secs(120), "30 messages delivered", || rcv.deliveries().to_domain("blocked.test") >= 30);
+    wait_until("30 messages delivered", Duration::from_secs(120), || rcv.deliveries().to_domain("blocked.test") >= 30);
     a.wait_queue_empty(Duration::from_secs(60));
     b.wait_queue_empty(Duration::from_secs(60));
     let got = rcv.deliveries();
@@ -236,7 +173,8 @@ fn hard_blocks_exclude_the_ip_and_no_message_bounces() {
     let bounced = lines_with(&log_a, &["status=bounced"]);
     assert_eq!(bounced.len(), 2, "{log_a}");
     assert!(bounced.iter().all(|l| l.contains("dsn=5.1.1") && l.contains("User unknown")), "{bounced:#?}");
-    assert!(lines_with(&log_a, &["@blocked.test>", "relay=127.0.31.2[127.0.31.2]:2526", "status=sent"]).len() >= 27);
+    let via_b = format!("relay={BLK_B}[{BLK_B}]:{}", a.peer_port);
+    assert!(lines_with(&log_a, &["@blocked.test>", &via_b, "status=sent"]).len() >= 27);
 
     let st = a.status();
     assert_eq!(st.counters.since_start.bounced, 2, "{:?}", st.counters);
@@ -257,8 +195,8 @@ fn hard_blocks_exclude_the_ip_and_no_message_bounces() {
         assert!(m.contains(needle), "{needle} missing:\n{m}");
     }
     // Persisted on the queue volume's state dir.
-    eventually(Duration::from_secs(15), "adaptive.json written", || {
-        std::fs::read_to_string(a.base.join("state/adaptive.json"))
+    wait_until("adaptive.json written", Duration::from_secs(15), || {
+        std::fs::read_to_string(a.state_dir().join("adaptive.json"))
             .is_ok_and(|s| s.contains("\"dp\"") && s.contains("until"))
     });
 
@@ -276,8 +214,8 @@ fn hard_blocks_exclude_the_ip_and_no_message_bounces() {
     assert!(a.metrics().contains("sendfleet_agent_adaptive_changes_total{rule=\"dp\",change=\"ExclusionLifted\"} 1"));
 }
 
-const SLOW_A: &str = "127.0.32.1";
-const SLOW_RCV: &str = "127.0.42.1";
+const SLOW_A: &str = "198.51.100.33";
+const SLOW_RCV: &str = "203.0.113.32";
 
 /// A receiver that answers 450 above 10 messages per 5 s from one client:
 /// the slow-down engages, the deferrals stop, and once the receiver relaxes
@@ -286,39 +224,33 @@ const SLOW_RCV: &str = "127.0.42.1";
 #[test]
 fn rate_limits_engage_the_slow_down_and_it_recovers_step_by_step() {
     require_postfix();
-    let rendered = render_policy(
-        "  domains: [busy.test]\n  slowDown:\n    deferrals: 3\n    window: 1m\n    messagesPerMinute: 60\n    recoveryInterval: 15s\n",
-    );
-    let sd = rendered.rule.slow_down.clone().expect("slowDown rendered");
-    assert_eq!((sd.deferrals, sd.window_seconds, sd.recovery_interval_seconds, sd.levels), (3, 60, 15, 4));
-    assert!(rendered.main.contains("dp-dp-slow_destination_rate_delay = 1s"), "{}", rendered.main);
-
-    let rcv = Receiver::start("slow-rcv", SLOW_RCV, &["busy.test"], &[]);
+    let dns = Dns::start("127.0.0.54", &[("busy.test", SLOW_RCV), ("client.test", SLOW_RCV)]);
+    let rcv = receiver("slow-rcv", SLOW_RCV, &["busy.test"], &[]);
     let strict = "smtpd_client_message_rate_limit = 10\nanvil_rate_time_unit = 5s\n";
     reconfigure_receiver(&rcv, |m| m + strict);
     let members = [("slow-a", SLOW_A)];
-    let mut cfg = instance_config("slow-a", SLOW_A, &members, &rendered, "busy.test");
-    // A cached SMTP connection would keep talking to the receiver's strict
-    // smtpd process long after its reload; one connection per message lets
-    // the relaxed limits apply at once.
-    cfg.extra_main.push_str("smtp_connection_cache_on_demand = no\n");
-    let a = Agent::start(&cfg, &[("busy.test", SLOW_RCV)]);
+    let a = fleet_with(&dns, "slow", &members, dp("busy.test").slow_down(3, "1m", 60, "15s")).start("slow-a");
+    let sd = rule(&a).slow_down.clone().expect("slowDown rendered");
+    assert_eq!((sd.deferrals, sd.window_seconds, sd.recovery_interval_seconds, sd.levels), (3, 60, 15, 4));
+    let main = &a.pod.files["main.cf"];
+    assert!(main.contains("dp-dp-slow_destination_rate_delay = 1s"), "{main}");
 
     // 4 messages a second, distinct recipients, for the whole test.
     let stop = Arc::new(AtomicBool::new(false));
     let feeder = {
         let stop = stop.clone();
+        let port = a.submission_port;
         std::thread::spawn(move || {
             let mut batch = 0;
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
-                inject_distinct(SLOW_A, &format!("b{batch}@busy.test"), 4, 1);
+                inject(SLOW_A, port, "app@client.test", &format!("b{batch}@busy.test"), 4, 1, true);
                 batch += 1;
                 std::thread::sleep(Duration::from_secs(1).saturating_sub(t.elapsed()));
             }
         })
     };
-    let deferred = |a: &Agent| {
+    let deferred = |a: &Instance| {
         a.status()
             .domains
             .iter()
@@ -348,7 +280,11 @@ fn rate_limits_engage_the_slow_down_and_it_recovers_step_by_step() {
     assert!(r4 > 0.5 && r4 < 1.5, "slow transport at {r4:.2}/s, expected about 1/s");
 
     // The receiver relaxes: the level steps down one quiet interval at a time.
+    // Its smtpd processes still talking to A (A caches its connections) keep
+    // the strict limits until they exit, so it also ends those sessions, as
+    // a provider does when it changes its limits.
     reconfigure_receiver(&rcv, |m| m.replace(strict, ""));
+    rcv.end_sessions().expect("ending the receiver's sessions");
     let relaxed = Instant::now();
     let mut samples: Vec<(Duration, Option<u32>, usize)> = vec![];
     loop {
@@ -399,23 +335,22 @@ fn rate_limits_engage_the_slow_down_and_it_recovers_step_by_step() {
     assert!(m.contains("sendfleet_agent_policy_lookups_total{decision=\"Slow\",reason=\"Slowed\"}"), "{m}");
 }
 
-const PACE_A: &str = "127.0.33.1";
-const PACE_RCV: &str = "127.0.43.1";
+const PACE_A: &str = "198.51.100.34";
+const PACE_RCV: &str = "203.0.113.33";
 
 /// A DomainPolicy throttle of 30 messages a minute, measured at the
 /// receiver over 5 minutes with a backlog that never runs dry: 150 ± 10%.
 #[test]
 fn throttle_rate_is_observed_at_the_receiver_within_ten_percent() {
     require_postfix();
-    let rendered = render_policy("  domains: [paced.test]\n  throttle:\n    messagesPerMinute: 30\n");
-    assert!(rendered.main.contains("dp-dp_destination_rate_delay = 2s"), "{}", rendered.main);
-    let rcv = Receiver::start("pace-rcv", PACE_RCV, &["paced.test"], &[]);
+    let dns = Dns::start("127.0.0.55", &[("paced.test", PACE_RCV), ("client.test", PACE_RCV)]);
+    let rcv = receiver("pace-rcv", PACE_RCV, &["paced.test"], &[]);
     let members = [("pace-a", PACE_A)];
-    let a = Agent::start(
-        &instance_config("pace-a", PACE_A, &members, &rendered, "paced.test"),
-        &[("paced.test", PACE_RCV)],
-    );
-    inject_distinct(PACE_A, "user@paced.test", 200, 4);
+    let paced = dp("paced.test").spec("throttle: {messagesPerMinute: 30}");
+    let a = fleet_with(&dns, "pace", &members, paced).start("pace-a");
+    let main = &a.pod.files["main.cf"];
+    assert!(main.contains("dp-dp_destination_rate_delay = 2s"), "{main}");
+    inject_distinct(&a, "user@paced.test", 200, 4);
 
     // Receiver log times (whole seconds of the day) of accepted deliveries.
     let times = || -> Vec<u32> {
@@ -429,9 +364,9 @@ fn throttle_rate_is_observed_at_the_receiver_within_ten_percent() {
             })
             .collect()
     };
-    eventually(Duration::from_secs(60), "first delivery", || !times().is_empty());
+    wait_until("first delivery", Duration::from_secs(60), || !times().is_empty());
     let first = times()[0];
-    eventually(Duration::from_secs(330), "5 minutes of deliveries", || {
+    wait_until("5 minutes of deliveries", Duration::from_secs(330), || {
         times().last().is_some_and(|t| t.wrapping_sub(first) >= 300)
     });
     let in_window = times().iter().filter(|t| t.wrapping_sub(first) < 300).count();

@@ -1,7 +1,8 @@
-//! The agent on real Postfix: delivery counters match the receiver and the
-//! log (sent, deferred via 4xx, bounced via 5xx, expired via a short queue
-//! lifetime), and no recipient address leaks into /metrics, /status or the
-//! agent's own stdout/stderr.
+//! The agent on real Postfix, configured by the renderer (a one-address
+//! pool whose mail expires after 6 s): delivery counters match the receiver
+//! and the log (sent, deferred via 4xx, bounced via 5xx, expired via the
+//! pool's queue lifetime), and no recipient address leaks into /metrics,
+//! /status or the agent's own stdout/stderr.
 
 #[allow(dead_code)]
 mod agent_support;
@@ -10,13 +11,15 @@ use std::time::Duration;
 
 use agent_support::*;
 
-const SENDER: &str = "127.0.10.1";
-const PROVIDER: &str = "127.0.20.1";
+const SENDER: &str = "198.51.100.10";
+const PROVIDER: &str = "203.0.113.20";
+const DNS: &str = "127.0.0.53";
 
 #[test]
 fn counters_match_receiver_and_log_and_no_address_leaks() {
     require_postfix();
-    let receiver = Receiver::start(
+    let dns = Dns::start(DNS, &[("dest.test", PROVIDER), ("client.test", PROVIDER)]);
+    let receiver = receiver(
         "deliv-rcv",
         PROVIDER,
         &["dest.test", "client.test"],
@@ -25,12 +28,11 @@ fn counters_match_receiver_and_log_and_no_address_leaks() {
             ("hard.pii@dest.test", "550 5.1.1 no such user here"),
         ],
     );
-    let mut cfg = InstanceConfig::new("deliv-a", SENDER);
-    cfg.extra_main = "maximal_queue_lifetime = 6s\nbounce_queue_lifetime = 6s\n".into();
-    let agent = Agent::start(&cfg, &[("dest.test", PROVIDER), ("client.test", PROVIDER)]);
+    let pool = Pool::named("deliv").in_ns("test").with_ip("deliv-a", SENDER).retry("1s", "6s").build();
+    let agent = fleet(pool, &dns).start("deliv-a");
 
     let s0 = agent.status();
-    assert_eq!(s0.config.loaded_hash.as_deref(), Some(hash_of(&cfg.files(&agent.base)).as_str()));
+    assert_eq!(s0.config.loaded_hash.as_deref(), Some(agent.pod.rendered.config_hash.as_str()), "not the render");
     assert!(!s0.session_id.is_empty());
     assert_eq!(s0.instance, "deliv-a");
     // The first queue scans race Postfix's start; that is start-up, not a
@@ -40,10 +42,10 @@ fn counters_match_receiver_and_log_and_no_address_leaks() {
     assert!(!agent.stderr().contains("queue scan failed"), "stderr:\n{}", agent.stderr());
     assert!(!agent.metrics().contains("sendfleet_agent_queue_scans_total{result=\"error\"}"), "{}", agent.metrics());
 
-    inject(SENDER, "someone.pii@client.test", "alice.pii@dest.test", 30, 3);
-    inject(SENDER, "someone.pii@client.test", "bob.pii@dest.test", 20, 2);
-    inject(SENDER, "someone.pii@client.test", "hard.pii@dest.test", 5, 1);
-    inject(SENDER, "someone.pii@client.test", "soft.pii@dest.test", 4, 1);
+    agent.inject("someone.pii@client.test", "alice.pii@dest.test", 30, 3);
+    agent.inject("someone.pii@client.test", "bob.pii@dest.test", 20, 2);
+    agent.inject("someone.pii@client.test", "hard.pii@dest.test", 5, 1);
+    agent.inject("someone.pii@client.test", "soft.pii@dest.test", 4, 1);
 
     // Everything leaves the queue: sent, bounced, or expired after 6 s.
     agent.wait_queue_empty(Duration::from_secs(90));
@@ -78,8 +80,8 @@ fn counters_match_receiver_and_log_and_no_address_leaks() {
     assert_eq!(got.to_domain("client.test"), 9);
 
     // Persisted sent-today counter (written within 5 s).
-    eventually(Duration::from_secs(10), "counters.json written", || {
-        std::fs::read_to_string(agent.base.join("state/counters.json"))
+    wait_until("counters.json written", Duration::from_secs(10), || {
+        std::fs::read_to_string(agent.state_dir().join("counters.json"))
             .ok()
             .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
             .is_some_and(|v| v["sentTotal"] == 59)

@@ -1,8 +1,9 @@
-//! Reload under load: while mail flows, 20 config changes (main.cf
-//! parameters, the policy switching a domain between its throttle and slow
-//! transports) and one bad config are applied through the agent; no message
-//! is lost or duplicated (count at the receiver == count injected), Postfix
-//! is reloaded each time and never restarted.
+//! Reload under load: while mail flows, 20 re-rendered configs (the
+//! DomainPolicy's throttle changing main.cf and master.cf, the operator's
+//! slow-down switching the domain between its throttle and slow transports)
+//! and one bad config are applied through the agent; no message is lost or
+//! duplicated (count at the receiver == count injected), Postfix is reloaded
+//! each time and never restarted.
 
 #[allow(dead_code)]
 mod agent_support;
@@ -12,36 +13,36 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use agent_support::*;
-use sendfleet::core::policy::DomainRule;
+use sendfleet::core::render::Observed;
 
-const SENDER: &str = "127.0.12.1";
-const PROVIDER: &str = "127.0.22.1";
+const SENDER: &str = "198.51.100.15";
+const PROVIDER: &str = "203.0.113.22";
 const BATCH: u32 = 20;
 
-fn config(generation: u32) -> InstanceConfig {
-    let mut cfg = InstanceConfig::new("reload-a", SENDER);
-    cfg.extra_main = format!(
-        "# generation {generation}\nsmtp_connection_cache_time_limit = {}s\nmaximal_queue_lifetime = 1d\n",
-        2 + generation % 3
-    );
-    cfg.transport = vec![("sink.test".into(), "dp-sink:".into())];
-    cfg.throttles = vec![("dp-sink".into(), 4), ("dp-sink-slow".into(), 2)];
-    cfg.policy.domains = vec![DomainRule {
-        name: "sink".into(),
-        patterns: vec!["sink.test".into()],
-        throttle_transport: Some("dp-sink".into()),
-        slow_transport: Some("dp-sink-slow".into()),
-        slowed: generation % 2 == 1,
-        ..Default::default()
-    }];
-    cfg
+/// The pool's render at `generation`: the `sink` policy's connections and
+/// processes change every time; twice (generations 5 and 15) the operator
+/// has slowed the domain down, which moves it to the slow transport (paced
+/// at one message a second, so only briefly).
+fn fleet_at(dns: &Dns, generation: u32) -> Fleet {
+    let pool = Pool::named("reload").in_ns("test").with_ip("reload-a", SENDER).fast_retries();
+    let sink = Policy::named("sink")
+        .in_ns("test")
+        .for_domains(&["sink.test"])
+        .spec(&format!("throttle: {{connections: {}, processes: {}}}", 2 + generation % 3, 4 + generation % 2))
+        .slow_down(20, "10m", 60, "30m");
+    let mut observed = Observed::default();
+    if generation % 10 == 5 {
+        observed.slowed.insert("sink".into());
+    }
+    fleet(pool.build(), dns).policy(sink.build()).observed(observed)
 }
 
 #[test]
 fn twenty_config_changes_under_load_lose_and_duplicate_nothing() {
     require_postfix();
-    let receiver = Receiver::start("reload-rcv", PROVIDER, &["sink.test", "client.test"], &[]);
-    let mut agent = Agent::start(&config(0), &[("sink.test", PROVIDER), ("client.test", PROVIDER)]);
+    let dns = Dns::start("127.0.0.53", &[("sink.test", PROVIDER), ("client.test", PROVIDER)]);
+    let receiver = receiver("reload-rcv", PROVIDER, &["sink.test", "client.test"], &[]);
+    let mut agent = fleet_at(&dns, 0).start("reload-a");
     let pid = agent.master_pid();
     assert!(!pid.is_empty());
 
@@ -49,10 +50,11 @@ fn twenty_config_changes_under_load_lose_and_duplicate_nothing() {
     let injected = Arc::new(AtomicU32::new(0));
     let injector = {
         let (stop, injected) = (stop.clone(), injected.clone());
+        let port = agent.submission_port;
         std::thread::spawn(move || {
             let mut n = 0u32;
             while !stop.load(Ordering::Relaxed) {
-                inject(SENDER, "app@client.test", &format!("user{n}@sink.test"), BATCH, 2);
+                inject(SENDER, port, "app@client.test", &format!("user{n}@sink.test"), BATCH, 2, false);
                 injected.fetch_add(BATCH, Ordering::Relaxed);
                 n += 1;
             }
@@ -62,15 +64,14 @@ fn twenty_config_changes_under_load_lose_and_duplicate_nothing() {
     let mut reloads_while_flowing = 0;
     for generation in 1..=20 {
         let before = injected.load(Ordering::Relaxed) as usize;
-        let files = config(generation).files(&agent.base);
-        agent.apply(&files, Duration::from_secs(30));
+        agent.apply_render(&fleet_at(&dns, generation), Duration::from_secs(30));
         // Injection progressed across the change: mail was flowing.
         if injected.load(Ordering::Relaxed) as usize > before {
             reloads_while_flowing += 1;
         }
         if generation == 10 {
             // A bad config in the middle is refused and changes nothing.
-            let mut bad = config(99).files(&agent.base);
+            let mut bad = agent.pod.files.clone();
             bad.get_mut("master.cf").unwrap().push_str("broken unix - -\n");
             let bad_hash = agent.source.write(&bad);
             agent.wait_for(Duration::from_secs(30), "bad config refused", |s| {
@@ -88,7 +89,7 @@ fn twenty_config_changes_under_load_lose_and_duplicate_nothing() {
     // qmgr and its file (every recipient already marked done) waits in
     // `incoming` until qmgr scans it again. Flushing makes it scan; the
     // exact count at the receiver below shows nothing is sent twice.
-    eventually(Duration::from_secs(120), "deliveries finished", || {
+    wait_until("deliveries finished", Duration::from_secs(120), || {
         receiver.deliveries().to_domain("sink.test") >= total
     });
     // Such a file is re-scanned only after a 60 s cool-down (its mtime is
@@ -102,7 +103,7 @@ fn twenty_config_changes_under_load_lose_and_duplicate_nothing() {
         assert!(std::time::Instant::now() < deadline, "queue not empty: {:?}", agent.queue_counts());
         std::thread::sleep(Duration::from_secs(5));
     }
-    eventually(Duration::from_secs(30), "receiver has every message", || {
+    wait_until("receiver has every message", Duration::from_secs(30), || {
         receiver.deliveries().to_domain("sink.test") >= total
     });
     // Give a duplicate the time to show up.

@@ -1,8 +1,9 @@
 //! The operator/agent contract on the renderer's real output: the files
-//! `render_pool` produces for an instance (from examples/) are accepted by
-//! the agent's install checks (real `postconf`, `postmap`), the config hash
-//! the agent reports equals the renderer's, and the rendered policy drives
-//! the socketmap answers (slow-down and exclusion from observed state).
+//! `render_pool` produces for an instance of examples/ (its ConfigMap, with
+//! the pod's args) are accepted by the agent's install checks (real
+//! `postconf`, `postmap`), the config hash the agent reports equals the
+//! renderer's, and the rendered policy drives the socketmap answers
+//! (slow-down and exclusion from observed state).
 
 #[allow(dead_code)]
 mod agent_support;
@@ -10,7 +11,7 @@ mod agent_support;
 use agent_support::*;
 use sendfleet::agent::socketmap::codec::Reply;
 use sendfleet::core::api::{DomainPolicy, SendingPool, WarmupPlan};
-use sendfleet::core::render::{render_pool, Observed, PoolInput, Settings};
+use sendfleet::core::render::Observed;
 
 // Egress addresses cannot be loopback (the renderer refuses them): TEST-NET-2
 // addresses on this test binary's own namespace's lo.
@@ -28,54 +29,40 @@ fn agent_installs_rendered_files_and_reports_the_renderers_hash() {
     let mut observed = Observed::default();
     observed.slowed.insert("bigmail".into());
     observed.exclusions.insert(("bigmail".into(), "mta2".into()), "5 hard blocks".into());
+    let dns = Dns::start("127.0.0.53", &[]);
+    let fleet = fleet(pool, &dns).policy(policy).plan(plan).observed(observed);
 
-    let base = test_dir("rendered-mta2");
-    let settings = Settings {
-        queue_directory: base.join("queue").display().to_string(),
-        data_directory: base.join("data").display().to_string(),
-        policy_socket: base.join("run/policy.sock").display().to_string(),
-        ..Settings::default()
-    };
-    let pools = vec![pool.clone()];
-    let policies = vec![policy];
-    let rendered = render_pool(
-        PoolInput { pool: &pool, policies: &policies, plan: Some(&plan), pools: &pools, observed: &observed },
-        &settings,
-    )
-    .expect("render");
-    let mta2 = rendered.instances.iter().find(|i| i.name == "mta2").expect("mta2 rendered");
-
-    let agent = PolicyAgent::start_with_files(base, ADDRS[1], &mta2.files);
+    let agent = fleet.start_unsupervised("mta2");
     let st = agent.status();
     assert_eq!(
         st.config.loaded_hash.as_deref(),
-        Some(mta2.config_hash.as_str()),
+        Some(agent.pod.rendered.config_hash.as_str()),
         "agent and renderer disagree on the hash"
     );
     assert!(st.config.refused.is_none(), "{:?}", st.config.refused);
     assert_eq!(st.instance, "mta2");
 
     // mta2 is excluded for bigmail: its mail goes to a peer in rotation.
-    match agent.lookup("someone@bigmail.example") {
+    match lookup(&agent.policy_socket(), "someone@bigmail.example") {
         Reply::Ok(r) => assert!(
-            r == format!("peer-relay:[{}]:{}", ADDRS[0], settings.peer_port)
-                || r == format!("peer-relay:[{}]:{}", ADDRS[2], settings.peer_port),
+            r == format!("peer-relay:[{}]:{}", ADDRS[0], agent.peer_port)
+                || r == format!("peer-relay:[{}]:{}", ADDRS[2], agent.peer_port),
             "{r}"
         ),
         other => panic!("{other:?}"),
     }
-    assert_eq!(agent.lookup("someone@other.example"), Reply::NotFound);
+    assert_eq!(lookup(&agent.policy_socket(), "someone@other.example"), Reply::NotFound);
     drop(agent);
 
     // mta1 is not excluded: the slow-down picks the rendered slow transport.
-    let base = test_dir("rendered-mta1");
-    let mta1 = rendered.instances.iter().find(|i| i.name == "mta1").unwrap();
-    let agent = PolicyAgent::start_with_files(base, ADDRS[0], &mta1.files);
-    let slow = mta1
+    let agent = fleet.start_unsupervised("mta1");
+    let slow = agent
+        .pod
+        .rendered
         .policy
         .rule_for("bigmail.example")
         .and_then(|r| r.slow_transport.clone())
         .expect("slow transport rendered");
-    assert_eq!(agent.lookup("a@mx.bigmail.example"), Reply::Ok(format!("{slow}:")));
-    assert_eq!(agent.status().config.loaded_hash.as_deref(), Some(mta1.config_hash.as_str()));
+    assert_eq!(lookup(&agent.policy_socket(), "a@mx.bigmail.example"), Reply::Ok(format!("{slow}:")));
+    assert_eq!(agent.status().config.loaded_hash.as_deref(), Some(agent.pod.rendered.config_hash.as_str()));
 }

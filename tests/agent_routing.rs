@@ -11,55 +11,55 @@ mod agent_support;
 use std::time::Duration;
 
 use agent_support::*;
-use sendfleet::core::policy::DomainRule;
+use sendfleet::core::render::Observed;
 
-const A: &str = "127.0.11.1";
-const B: &str = "127.0.11.2";
-const PROVIDER: &str = "127.0.21.1";
+const A: &str = "198.51.100.11";
+const B: &str = "198.51.100.12";
+const PROVIDER: &str = "203.0.113.21";
 const DOMAINS: [&str; 5] = ["paused.test", "excluded.test", "slow.test", "normal.test", "client.test"];
 
-fn rule(name: &str, domain: &str) -> DomainRule {
-    DomainRule { name: name.into(), patterns: vec![domain.into()], ..Default::default() }
-}
-
-fn config(name: &str, addr: &str, excluded: &str) -> InstanceConfig {
-    let mut cfg = InstanceConfig::new(name, addr);
-    cfg.peers = vec![if addr == A { B.into() } else { A.into() }];
-    cfg.policy.instances = vec![instance("route-a", A), instance("route-b", B)];
-    for i in &mut cfg.policy.instances {
-        if i.name == excluded {
-            i.excluded_rules = vec!["excl".into()];
-        }
+/// The pool of A and B with three DomainPolicies: `paused` (held while
+/// paused), `excl` (never from `excluded`), `slow` (throttled, slowed down
+/// by the operator's observation).
+fn fleet_excluding(dns: &Dns, excluded: &str, paused: bool) -> Fleet {
+    let pool = Pool::named("route").in_ns("test").with_ip("route-a", A).with_ip("route-b", B).fast_retries();
+    let mut on_hold = Policy::named("paused").in_ns("test").for_domains(&["paused.test"]);
+    if paused {
+        on_hold = on_hold.paused("provider maintenance");
     }
-    let mut paused = rule("paused", "paused.test");
-    paused.paused = Some("provider maintenance".into());
-    let mut slow = rule("slow", "slow.test");
-    slow.throttle_transport = Some("dp-slow".into());
-    slow.slow_transport = Some("dp-slow-slow".into());
-    slow.slowed = true;
-    cfg.policy.domains = vec![paused, rule("excl", "excluded.test"), slow];
-    cfg.transport = vec![("slow.test".into(), "dp-slow:".into())];
-    cfg.throttles = vec![("dp-slow".into(), 2), ("dp-slow-slow".into(), 1)];
-    cfg
+    let mut observed = Observed::default();
+    observed.slowed.insert("slow".into());
+    fleet(pool.build(), dns)
+        .policy(on_hold.build())
+        .policy(Policy::named("excl").in_ns("test").for_domains(&["excluded.test"]).excluding(&[excluded]).build())
+        .policy(
+            Policy::named("slow")
+                .in_ns("test")
+                .for_domains(&["slow.test"])
+                .throttled(2, 60, 2)
+                .slow_down(20, "10m", 60, "30m")
+                .build(),
+        )
+        .observed(observed)
 }
 
 #[test]
 fn paused_excluded_and_slowed_domains_go_where_the_policy_says() {
     require_postfix();
-    let receiver = Receiver::start("route-rcv", PROVIDER, &DOMAINS, &[]);
-    let hosts: Vec<(&str, &str)> = DOMAINS.iter().map(|d| (*d, PROVIDER)).collect();
-    let cfg_a = config("route-a", A, "route-a");
+    let dns = Dns::start("127.0.0.53", &DOMAINS.map(|d| (d, PROVIDER)));
+    let receiver = receiver("route-rcv", PROVIDER, &DOMAINS, &[]);
+    let fleet_a = fleet_excluding(&dns, "route-a", true);
     // B's policy (an update that reached B first) excludes B instead: if B
     // consulted its agent for mail a peer handed it, it would send it back.
-    let cfg_b = config("route-b", B, "route-b");
-    let mut a = Agent::start(&cfg_a, &hosts);
-    let b = Agent::start(&cfg_b, &hosts);
+    let fleet_b = fleet_excluding(&dns, "route-b", true);
+    let mut a = fleet_a.start("route-a");
+    let b = fleet_b.start("route-b");
 
     for d in ["paused.test", "excluded.test", "slow.test", "normal.test"] {
-        inject(A, "app@client.test", &format!("user@{d}"), 5, 1);
+        a.inject("app@client.test", &format!("user@{d}"), 5, 1);
     }
 
-    eventually(Duration::from_secs(60), "excluded, slow and normal mail delivered", || {
+    wait_until("excluded, slow and normal mail delivered", Duration::from_secs(60), || {
         let got = receiver.deliveries();
         got.to_domain("excluded.test") == 5 && got.to_domain("slow.test") == 5 && got.to_domain("normal.test") == 5
     });
@@ -99,7 +99,7 @@ fn paused_excluded_and_slowed_domains_go_where_the_policy_says() {
     assert!(
         log_a
             .lines()
-            .filter(|l| l.contains("@excluded.test>") && l.contains(&format!("relay={B}[{B}]:{PEER_PORT}")))
+            .filter(|l| l.contains("@excluded.test>") && l.contains(&format!("relay={B}[{B}]:{}", a.peer_port)))
             .count()
             == 5
     );
@@ -134,11 +134,8 @@ fn paused_excluded_and_slowed_domains_go_where_the_policy_says() {
 
     // Unpause: the held mail flows on its next retry, without a restart.
     let pid = a.master_pid();
-    let mut cfg = cfg_a.clone();
-    cfg.policy.domains[0].paused = None;
-    let files = cfg.files(&a.base);
-    a.apply(&files, Duration::from_secs(30));
-    eventually(Duration::from_secs(60), "paused mail delivered after unpause", || {
+    a.apply_render(&fleet_excluding(&dns, "route-a", false), Duration::from_secs(30));
+    wait_until("paused mail delivered after unpause", Duration::from_secs(60), || {
         receiver.deliveries().to_domain("paused.test") == 5
     });
     assert_eq!(receiver.deliveries().to_domain_from("paused.test", A), 5);

@@ -15,34 +15,28 @@ use std::time::Duration;
 
 use agent_support::*;
 use sendfleet::core::contract::AgentStatus;
-use sendfleet::core::policy::{WarmupPause, WarmupPolicy, WarmupSchedule, WarmupShare, WarmupStepCap};
 
 const DAY: i64 = 86_400;
 
-fn plan(pause: Option<WarmupPause>) -> WarmupPolicy {
-    WarmupPolicy {
-        plan: "new-ips".into(),
-        time_zone: "Asia/Tokyo".into(),
-        shares: vec![WarmupShare { patterns: vec!["provider.test".into()], max_percent: 30 }],
-        schedule: WarmupSchedule {
-            steps: vec![
-                WarmupStepCap { day: 1, daily_cap: 50 },
-                WarmupStepCap { day: 2, daily_cap: 200 },
-                WarmupStepCap { day: 3, daily_cap: 500 },
-            ],
-            ramp: None,
-        },
-        pause,
-    }
+/// The "new-ips" plan: 50, 200, 500 a day, days rolling in Tokyo, 30% of a
+/// day's cap to provider.test.
+fn plan() -> Plan {
+    Plan::named("new-ips")
+        .in_ns("test")
+        .time_zone("Asia/Tokyo")
+        .step(1, 50)
+        .step(2, 200)
+        .step(3, 500)
+        .share(&["provider.test"], 30)
 }
 
-/// One pool of `members` (name, address); `me` is the instance configured.
-fn config(me: (&str, &str), members: &[(&str, &str)], plan: &WarmupPolicy) -> InstanceConfig {
-    let mut cfg = InstanceConfig::new(me.0, me.1);
-    cfg.peers = members.iter().filter(|(n, _)| *n != me.0).map(|(_, a)| a.to_string()).collect();
-    cfg.policy.instances = members.iter().map(|(n, a)| instance(n, a)).collect();
-    cfg.policy.warmup = Some(plan.clone());
-    cfg
+/// A pool of `members` (name, address) following `plan`.
+fn warming_fleet(dns: &Dns, pool: &str, members: &[(&str, &str)], plan: Plan) -> Fleet {
+    let mut p = Pool::named(pool).in_ns("test").fast_retries().warmup("new-ips");
+    for (name, addr) in members {
+        p = p.with_ip(name, addr);
+    }
+    fleet(p.build(), dns).plan(plan.build())
 }
 
 fn lookups(metrics: &str, decision: &str, reason: &str) -> u64 {
@@ -66,16 +60,15 @@ fn warmup(s: &AgentStatus) -> (u32, Option<u64>, Option<String>) {
 #[test]
 fn a_new_ip_sends_exactly_its_cap_and_its_providers_share_the_pool_carries_the_rest() {
     require_postfix();
-    const A: (&str, &str) = ("warm-a", "127.0.41.1");
-    const B: (&str, &str) = ("warm-b", "127.0.41.2");
-    const C: (&str, &str) = ("new-c", "127.0.41.3");
-    const RCV: &str = "127.0.41.100";
-    let members = [A, B, C];
-    let receiver = Receiver::start("warm-rcv", RCV, &["provider.test", "other.test"], &[]);
-    let hosts = [("provider.test", RCV), ("other.test", RCV)];
-    let p = plan(None);
-    let a = Agent::start(&config(A, &members, &p), &hosts);
-    let b = Agent::start(&config(B, &members, &p), &hosts);
+    const A: (&str, &str) = ("warm-a", "198.51.100.41");
+    const B: (&str, &str) = ("warm-b", "198.51.100.42");
+    const C: (&str, &str) = ("new-c", "198.51.100.43");
+    const RCV: &str = "203.0.113.41";
+    let dns = Dns::start("127.0.0.53", &[("provider.test", RCV), ("other.test", RCV), ("client.test", RCV)]);
+    let receiver = receiver("warm-rcv", RCV, &["provider.test", "other.test"], &[]);
+    let fleet = warming_fleet(&dns, "warm", &[A, B, C], plan());
+    let a = fleet.start(A.0);
+    let b = fleet.start(B.0);
 
     // A and B reach warm honestly: they start on step 1 and live through
     // the plan's three capped days.
@@ -88,7 +81,7 @@ fn a_new_ip_sends_exactly_its_cap_and_its_providers_share_the_pool_carries_the_r
         assert_eq!(warmup(&s), (4, None, None), "past the plan: no cap");
     }
 
-    let c = Agent::start(&config(C, &members, &p), &hosts);
+    let c = fleet.start(C.0);
     let s = c.status();
     assert_eq!(warmup(&s), (1, Some(50), None));
     let w = s.adaptive.warmup.as_ref().unwrap();
@@ -102,12 +95,12 @@ fn a_new_ip_sends_exactly_its_cap_and_its_providers_share_the_pool_carries_the_r
     // address would reach the agent once (see docs/AGENT.md).
     // Provider mail first, all of it resolved and delivered, then the rest:
     // C then has exactly 15 provider slots and 35 others to give.
-    inject_n(C.1, "app@client.test", "user@provider.test", 300);
-    eventually(Duration::from_secs(120), "300 provider messages delivered", || {
+    c.inject_distinct("app@client.test", "user@provider.test", 300, 5);
+    wait_until("300 provider messages delivered", Duration::from_secs(120), || {
         receiver.deliveries().to_domain("provider.test") == 300
     });
-    inject_n(C.1, "app@client.test", "user@other.test", 700);
-    eventually(Duration::from_secs(180), "all 1,000 messages delivered", || {
+    c.inject_distinct("app@client.test", "user@other.test", 700, 5);
+    wait_until("all 1,000 messages delivered", Duration::from_secs(180), || {
         receiver.deliveries().accepted.len() >= 1000
     });
     // Nothing more trickles in (no duplicate sends).
@@ -142,14 +135,14 @@ fn a_new_ip_sends_exactly_its_cap_and_its_providers_share_the_pool_carries_the_r
     assert_eq!(cap, 665);
     assert_eq!(normal + cap + share, 1000, "one lookup per recipient");
     // Gauges are published with the counters, every few seconds.
-    eventually(Duration::from_secs(15), "C's gauges", || {
+    wait_until("C's gauges", Duration::from_secs(15), || {
         let m = c.metrics();
         gauge(&m, "warmup_step") == 1 && gauge(&m, "warmup_daily_cap") == 50 && gauge(&m, "warmup_reserved") == 0
     });
     assert_eq!(gauge(&a.metrics(), "warmup_daily_cap"), -1, "warm: no cap");
     assert_eq!(gauge(&a.metrics(), "warmup_step"), 4);
     // The ledger is on disk (the queue volume in production).
-    let ledger = std::fs::read_to_string(c.base.join("state/warmup.json")).unwrap();
+    let ledger = std::fs::read_to_string(c.state_dir().join("warmup.json")).unwrap();
     assert!(ledger.contains("\"step\":1") && ledger.contains("\"plan\":\"new-ips\""), "{ledger}");
 }
 
@@ -158,30 +151,24 @@ fn a_new_ip_sends_exactly_its_cap_and_its_providers_share_the_pool_carries_the_r
 #[test]
 fn a_deferral_spike_holds_the_step_and_a_healthy_ip_advances() {
     require_postfix();
-    const C: (&str, &str) = ("spiky-c", "127.0.42.3");
-    const D: (&str, &str) = ("healthy-d", "127.0.42.4");
-    const RCV: &str = "127.0.42.100";
-    let members = [C, D];
-    let receiver = Receiver::start(
+    const C: (&str, &str) = ("spiky-c", "198.51.100.53");
+    const D: (&str, &str) = ("healthy-d", "198.51.100.54");
+    const RCV: &str = "203.0.113.42";
+    let dns = Dns::start("127.0.0.54", &[("defer.test", RCV), ("ok.test", RCV), ("client.test", RCV)]);
+    let receiver = receiver(
         "pause-rcv",
         RCV,
         &["defer.test", "ok.test"],
         &[("defer.test", "450 4.7.1 too much mail from your IP, try again later")],
     );
-    let hosts = [("defer.test", RCV), ("ok.test", RCV)];
-    let p = plan(Some(WarmupPause {
-        max_deferral_percent: Some(20),
-        max_bounce_percent: Some(5),
-        window_seconds: 3600,
-        min_messages: 10,
-    }));
-    let c = Agent::start(&config(C, &members, &p), &hosts);
-    let mut d = Agent::start(&config(D, &members, &p), &hosts);
+    let fleet = warming_fleet(&dns, "pause", &[C, D], plan().pause(20, 5, "1h", 10));
+    let c = fleet.start(C.0);
+    let mut d = fleet.start(D.0);
 
-    inject_n(C.1, "app@client.test", "user@ok.test", 5);
-    inject_n(C.1, "app@client.test", "user@defer.test", 20);
-    inject_n(D.1, "app@client.test", "user@ok.test", 10);
-    eventually(Duration::from_secs(60), "the healthy mail delivered", || {
+    c.inject_distinct("app@client.test", "user@ok.test", 5, 5);
+    c.inject_distinct("app@client.test", "user@defer.test", 20, 5);
+    d.inject_distinct("app@client.test", "user@ok.test", 10, 5);
+    wait_until("the healthy mail delivered", Duration::from_secs(60), || {
         receiver.deliveries().to_domain("ok.test") == 15
     });
     let s = c.wait_for(Duration::from_secs(60), "C's pause rule fires", |s| warmup(s).2.is_some());
@@ -191,7 +178,7 @@ fn a_deferral_spike_holds_the_step_and_a_healthy_ip_advances() {
     assert_eq!(receiver.deliveries().to_domain("defer.test"), 0);
     // Deferred mail retried is looked up again (its deferral released its
     // reservation): more "send from here" answers than messages.
-    eventually(Duration::from_secs(30), "deferred mail looked up again on retry", || {
+    wait_until("deferred mail looked up again on retry", Duration::from_secs(30), || {
         lookups(&c.metrics(), "NotFound", "Normal") > 25
     });
     eprintln!(
@@ -204,8 +191,8 @@ fn a_deferral_spike_holds_the_step_and_a_healthy_ip_advances() {
     // sender and recipient in a row reach the agent as fewer lookups,
     // because qmgr reuses its last resolve for 30 s (resolve_clnt.c).
     let before = lookups(&d.metrics(), "NotFound", "Normal");
-    inject(D.1, "app@client.test", "same@ok.test", 10, 1);
-    eventually(Duration::from_secs(60), "the repeated mail delivered", || {
+    d.inject("app@client.test", "same@ok.test", 10, 1);
+    wait_until("the repeated mail delivered", Duration::from_secs(60), || {
         receiver.deliveries().to_address("same@ok.test") == 10
     });
     let repeated = lookups(&d.metrics(), "NotFound", "Normal") - before;
@@ -223,26 +210,16 @@ fn a_deferral_spike_holds_the_step_and_a_healthy_ip_advances() {
     assert_eq!((step, cap), (1, Some(50)), "held on step 1");
     assert!(held.as_deref().is_some_and(|h| h.starts_with("deferral rate ")), "{held:?}");
     // The ledger on disk follows within a save period (every few seconds).
-    let ledger_path = c.base.join("state/warmup.json");
-    eventually(Duration::from_secs(15), "C's ledger saved with the hold", || {
+    let ledger_path = c.state_dir().join("warmup.json");
+    wait_until("C's ledger saved with the hold", Duration::from_secs(15), || {
         let ledger = std::fs::read_to_string(&ledger_path).unwrap_or_default();
         ledger.contains("\"step\":1") && ledger.contains("deferral rate")
     });
     // Gauges are published with the counters, every few seconds.
-    eventually(Duration::from_secs(15), "D's cap gauge at 200", || gauge(&d.metrics(), "warmup_daily_cap") == 200);
+    wait_until("D's cap gauge at 200", Duration::from_secs(15), || gauge(&d.metrics(), "warmup_daily_cap") == 200);
 
     // The ledger survives a restart of the agent (it is on the queue volume
     // in production): a fresh start would be step 1 again.
     d.restart();
     assert_eq!(warmup(&d.status()), (2, Some(200), None));
-}
-
-/// `count` messages to distinct recipients (`smtp-source -N`).
-fn inject_n(addr: &str, from: &str, rcpt: &str, count: u32) {
-    let out = std::process::Command::new("smtp-source")
-        .args(["-c", "-N", "-m", &count.to_string(), "-s", "5", "-f", from, "-t", rcpt])
-        .arg(format!("{addr}:25"))
-        .output()
-        .expect("running smtp-source");
-    assert!(out.status.success(), "smtp-source to {rcpt}: {}", String::from_utf8_lossy(&out.stderr));
 }

@@ -1,42 +1,25 @@
-//! End-to-end with the operator as a real pod (issue 8): the Helm chart
+//! End-to-end with the operator as a real pod, by running the demo itself
+//! (`sendfleet_lab::demo::run`, what `make demo` runs): the Helm chart
 //! (charts/sendfleet) installed with the image `make image` built, the
 //! operator's Deployment Running and Ready on the lab's node, reaching the
-//! API server the in-cluster way (Service `kubernetes`), and reconciling a
-//! pool whose instance (same image, the chart's default instance image)
-//! delivers mail to a real Postfix receiver from its egress address; the
-//! operator pod reads the agent's counts over the pod network.
+//! API server the in-cluster way (Service `kubernetes`), examples/ applied,
+//! the fake DNSBL quarantining mta3, 500 messages submitted from a pod
+//! through the pool's Service, delivered from the other egress addresses,
+//! and counted in the pool's status by the operator pod over the pod network.
 //!
-//! Everything stays inside the test's network namespace (egress
-//! 10.250.0.21, provider 10.250.0.52 on its `lo`). Never skips.
+//! Everything stays inside the test's network namespace (documentation
+//! addresses on its `lo`). Never skips.
 
-// Not every helper is used here (the agent tests use the rest).
-#[allow(dead_code)]
-mod agent_support;
 mod e2e_support;
 mod operator_support;
 
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use agent_support::{add_addr, require_postfix};
-use operator_support::{get_json, repo, wait_for};
-use sendfleet_lab::{ControlPlane, Receiver};
-
-const NS: &str = "mail-chart";
-const OP_NS: &str = "sendfleet-system";
-const EGRESS: &str = "10.250.0.21";
-const PROVIDER: &str = "10.250.0.52";
-
-fn run(mut c: Command, what: &str) -> String {
-    let out = c.output().unwrap_or_else(|e| panic!("{what}: {e}"));
-    assert!(
-        out.status.success(),
-        "{what}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use operator_support::{get_json, repo};
+use sendfleet_lab::demo::{self, NS, OP_NS};
+use sendfleet_lab::dns::Zones;
+use sendfleet_lab::kit::{require_postfix, Dns};
+use sendfleet_lab::ControlPlane;
 
 fn diagnose(cp: &ControlPlane) -> String {
     let mut s = String::new();
@@ -56,20 +39,6 @@ fn diagnose(cp: &ControlPlane) -> String {
     s
 }
 
-#[track_caller]
-fn wait_or_diagnose<T>(cp: &ControlPlane, what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let t0 = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if t0.elapsed() > timeout {
-            panic!("timed out after {timeout:?} waiting for {what}\n{}", diagnose(cp));
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
 fn ready_pod(cp: &ControlPlane, ns: &str, selector: &str) -> Option<serde_json::Value> {
     let v = get_json(cp, &["pods", "-n", ns, "-l", selector])?;
     v["items"]
@@ -84,92 +53,49 @@ fn ready_pod(cp: &ControlPlane, ns: &str, selector: &str) -> Option<serde_json::
         .cloned()
 }
 
+/// The demo (crates/lab/src/demo.rs, what `make demo` runs) on this
+/// test's lab, then what it must have shown.
 #[test]
-fn chart_operator_pod_reconciles_a_pool_that_delivers() {
+fn the_demo_runs_the_chart_operator_as_a_pod_and_delivers_through_the_pool() {
     require_postfix();
     let t0 = Instant::now();
     let archive = e2e_support::image_archive();
     let cp = ControlPlane::shared();
-    cp.ensure_node(2).expect("lab node");
-    cp.import_image(&archive, Some("localhost/sendfleet")).expect("importing the sendfleet image");
+    cp.ensure_node(8).expect("lab node");
+    cp.import_image(&archive, Some(demo::IMAGE_BASE)).expect("importing the sendfleet image");
+    let egress = demo::add_egress_addresses().expect("egress addresses");
+    let providers = demo::start_providers(None).expect("providers");
+    let zones = Zones::read_dir(&repo().join("hack/demo/zones")).expect("hack/demo/zones");
+    let _dns = Dns::serve(demo::DNS_SERVER, zones);
     let t_lab = t0.elapsed();
-    add_addr(EGRESS);
-    let provider = Receiver::start_temp("e2e-chart-provider", PROVIDER, &["chart.test"], &[]).expect("provider");
 
-    let t = Instant::now();
-    let mut helm = cp.helm();
-    helm.args(["install", "sendfleet"])
-        .arg(repo().join("charts/sendfleet"))
-        .args(["-n", OP_NS, "--create-namespace"])
-        .args(["--set", "image.registry=localhost", "--set", "image.repository=sendfleet", "--set", "image.tag=dev"])
-        .args(["--set", "operator.agentPollInterval=2s", "--set", "operator.resyncInterval=10s"])
-        .args(["--set", "operator.logFormat=text"])
-        // No DNS in the lab: the pod's own discard port refuses at once.
-        .args(["--set", "operator.dnsServers={127.0.0.1:9}"]);
-    run(helm, "helm install charts/sendfleet");
-    let op = wait_or_diagnose(cp, "the operator pod Running and Ready", Duration::from_secs(120), || {
-        ready_pod(cp, OP_NS, "app.kubernetes.io/component=operator")
-    });
-    let t_op = t.elapsed();
-    assert_eq!(op["spec"]["containers"][0]["image"], "localhost/sendfleet:dev");
+    let report = demo::run(cp, &providers, &mut std::io::stderr())
+        .unwrap_or_else(|e| panic!("the demo failed: {e}\n{}", diagnose(cp)));
+
+    // The chart's operator: the image under test, on the pod network.
+    let op = ready_pod(cp, OP_NS, "app.kubernetes.io/component=operator").expect("operator pod Ready");
+    assert_eq!(op["spec"]["containers"][0]["image"], demo::IMAGE);
     assert_eq!(op["spec"]["hostNetwork"], serde_json::Value::Null, "the operator runs on the pod network");
+    // No image in the example pool: the chart's default instance image.
+    let inst = ready_pod(cp, NS, &format!("sendfleet.io/pool={}", demo::POOL)).expect("an instance pod Ready");
+    assert_eq!(inst["spec"]["containers"][0]["image"], demo::IMAGE);
 
-    let pool = format!(
-        r#"apiVersion: v1
-kind: Namespace
-metadata: {{name: {NS}}}
----
-apiVersion: sendfleet.io/v1alpha1
-kind: SendingPool
-metadata: {{name: chart, namespace: {NS}}}
-spec:
-  egressIPs:
-    - {{name: mta1, address: {EGRESS}, heloName: mta1.chart.test}}
-  egress: {{mode: HostNetwork}}
-  queue: {{size: 1Gi, storageClassName: {sc}}}
-  submission: {{port: 587, allowedCIDRs: ["10.250.0.0/24"]}}
----
-apiVersion: sendfleet.io/v1alpha1
-kind: DomainPolicy
-metadata: {{name: chart, namespace: {NS}}}
-spec:
-  poolSelector: {{}}
-  domains: ["chart.test"]
-  route: {{relayHost: {PROVIDER}, port: 25}}
-"#,
-        sc = sendfleet_lab::STORAGE_CLASS
-    );
-    let t = Instant::now();
-    cp.apply(&pool).expect("applying the pool");
-    let inst = wait_or_diagnose(cp, "the instance pod Running and Ready", Duration::from_secs(120), || {
-        ready_pod(cp, NS, "sendfleet.io/pool=chart")
-    });
-    let t_inst = t.elapsed();
-    // No image in the pool: the chart's default instance image (its own).
-    assert_eq!(inst["spec"]["containers"][0]["image"], "localhost/sendfleet:dev");
-
-    const N: usize = 50;
-    let mut src = Command::new("smtp-source");
-    src.args(["-c", "-N", "-m", &N.to_string(), "-s", "5", "-f", "from@example.com", "-t", "rcpt@chart.test"])
-        .arg(format!("{EGRESS}:587"));
-    run(src, "smtp-source");
-    wait_for("50 deliveries at the provider", Duration::from_secs(60), || {
-        (provider.deliveries().to_domain_from("chart.test", EGRESS) >= N).then_some(())
-    });
-    assert_eq!(provider.deliveries().to_domain("chart.test"), N);
-    // The operator pod polled the agent (pod network -> egress address).
-    wait_or_diagnose(cp, "the pool's status to count 50 sent (operator pod -> agent)", Duration::from_secs(60), || {
-        let v = get_json(cp, &["sendingpool", "-n", NS, "chart"])?;
-        let i = &v["status"]["instances"][0];
-        (i["deliveries"]["sent"].as_u64() == Some(N as u64) && i["appliedConfigHash"] == i["desiredConfigHash"])
-            .then_some(())
-    });
+    // The fake DNSBL listed mta3: quarantined, and no mail from its address.
+    assert!(!report.quarantine.is_empty(), "{report:?}");
+    let listed = &egress[2];
+    assert_eq!(report.by_client.get(listed), None, "mail from the quarantined {listed}: {report:?}");
+    assert_eq!(report.delivered, demo::EXPECTED, "{report:?}");
+    for a in &egress[..2] {
+        assert!(report.by_client.get(a).is_some_and(|n| *n > 0), "no mail from {a}: {report:?}");
+    }
+    assert_eq!(report.by_client.values().sum::<usize>(), demo::EXPECTED, "{report:?}");
+    // The operator pod polled the agents (pod network -> egress addresses).
+    assert_eq!(report.status_sent, report.delivered, "{report:?}");
+    assert_eq!(report.status_deferred, demo::N_BUSY, "{report:?}");
     eprintln!(
-        "e2e chart: lab+node+import {:.1}s, helm install -> operator pod Ready {:.1}s, pool -> instance Ready {:.1}s, \
-         {N} delivered from {EGRESS} and counted in the pool status; total {:.1}s",
+        "e2e chart (the demo): lab+node+import {:.1}s, submit -> delivered {:.1}s, total {:.1}s",
         t_lab.as_secs_f64(),
-        t_op.as_secs_f64(),
-        t_inst.as_secs_f64(),
+        report.submit_to_delivered.as_secs_f64(),
         t0.elapsed().as_secs_f64()
     );
 }

@@ -12,9 +12,6 @@
 //! outside it, and never skips: a missing image or tool is a panic saying
 //! what to run.
 
-// Not every helper is used here (the agent tests use the rest).
-#[allow(dead_code)]
-mod agent_support;
 mod e2e_support;
 mod operator_support;
 
@@ -22,8 +19,10 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use agent_support::{add_addr, require_postfix};
-use operator_support::{control_plane, get_json, wait_for, Operator};
+use operator_support::{control_plane, get_json, Operator};
+use sendfleet_lab::kit::{
+    add_addr, documents, http_get, namespace, require_postfix, wait_for, wait_for_or, Policy, Pool,
+};
 use sendfleet_lab::{ControlPlane, Receiver};
 
 const NS: &str = "mail-e2e";
@@ -41,72 +40,53 @@ struct Lab {
     slow: Receiver,
 }
 
-fn pool_yaml() -> String {
-    let mut ips = String::new();
-    for (name, addr) in EGRESS {
-        ips.push_str(&format!("    - {{name: {name}, address: {addr}, heloName: {name}.e2e.test}}\n"));
+/// A pool of the lab's instances: the image under test, queues on the
+/// node's local volumes, clients from the test's 10.250.0.0/24.
+fn lab_pool(name: &str, image: &str, ips: &[(&str, &str)]) -> Pool {
+    let mut pool = Pool::named(name)
+        .in_ns(NS)
+        .host_network()
+        .image(image)
+        .queue("1Gi", sendfleet_lab::STORAGE_CLASS)
+        .submission(587, &["10.250.0.0/24"]);
+    for (ip, addr) in ips {
+        pool = pool.with_ip_helo(ip, addr, &format!("{ip}.e2e.test"));
     }
-    // No `\` line continuations here: they would eat the YAML indentation.
-    let sc = sendfleet_lab::STORAGE_CLASS;
-    format!(
-        r#"apiVersion: v1
-kind: Namespace
-metadata: {{name: {NS}}}
----
-apiVersion: sendfleet.io/v1alpha1
-kind: SendingPool
-metadata: {{name: {POOL}, namespace: {NS}}}
-spec:
-  egressIPs:
-{ips}  egress: {{mode: HostNetwork}}
-  image: {IMAGE}
-  queue: {{size: 1Gi, storageClassName: {sc}}}
-  submission: {{port: 587, allowedCIDRs: ["10.250.0.0/24"]}}
-  retry: {{queueRunDelay: 5s, minimalBackoff: 5s, maximalBackoff: 10s}}
----
-apiVersion: sendfleet.io/v1alpha1
-kind: DomainPolicy
-metadata: {{name: provider, namespace: {NS}}}
-spec:
-  poolSelector: {{}}
-  domains: ["provider.test"]
-  route: {{relayHost: {PROVIDER}, port: 25}}
----
-apiVersion: sendfleet.io/v1alpha1
-kind: DomainPolicy
-metadata: {{name: slow, namespace: {NS}}}
-spec:
-  poolSelector: {{}}
-  domains: ["slow.test"]
-  route: {{relayHost: {SLOW_PROVIDER}, port: 25}}
-"#
-    )
+    pool
+}
+
+fn pool_yaml() -> String {
+    documents(&[
+        namespace(NS),
+        lab_pool(POOL, IMAGE, &EGRESS)
+            .spec("retry: {queueRunDelay: 5s, minimalBackoff: 5s, maximalBackoff: 10s}")
+            .yaml(),
+        Policy::named("provider").in_ns(NS).for_domains(&["provider.test"]).relay(PROVIDER, 25).yaml(),
+        Policy::named("slow").in_ns(NS).for_domains(&["slow.test"]).relay(SLOW_PROVIDER, 25).yaml(),
+    ])
+}
+
+/// The pool's pods, each mapped by `f`, sorted.
+fn pool_pods<T: Ord>(cp: &ControlPlane, f: impl Fn(&serde_json::Value) -> T) -> Vec<T> {
+    let v = get_json(cp, &["pods", "-n", NS, "-l", &format!("sendfleet.io/pool={POOL}")]).unwrap_or_default();
+    let mut out: Vec<T> = v["items"].as_array().map(|a| a.iter().map(f).collect()).unwrap_or_default();
+    out.sort();
+    out
+}
+
+fn text(v: &serde_json::Value) -> String {
+    v.as_str().unwrap_or("").to_string()
 }
 
 /// Pods of the pool: (name, uid, phase, ready).
 fn pods(cp: &ControlPlane) -> Vec<(String, String, String, bool)> {
-    let v = get_json(cp, &["pods", "-n", NS, "-l", &format!("sendfleet.io/pool={POOL}")]).unwrap_or_default();
-    let mut out: Vec<_> = v["items"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|p| {
-                    let ready = p["status"]["conditions"]
-                        .as_array()
-                        .map(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
-                        .unwrap_or(false);
-                    (
-                        p["metadata"]["name"].as_str().unwrap_or("").to_string(),
-                        p["metadata"]["uid"].as_str().unwrap_or("").to_string(),
-                        p["status"]["phase"].as_str().unwrap_or("").to_string(),
-                        ready && p["metadata"]["deletionTimestamp"].is_null(),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort();
-    out
+    pool_pods(cp, |p| {
+        let ready = p["status"]["conditions"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+        let ready = ready && p["metadata"]["deletionTimestamp"].is_null();
+        (text(&p["metadata"]["name"]), text(&p["metadata"]["uid"]), text(&p["status"]["phase"]), ready)
+    })
 }
 
 /// Everything a reader needs when pods do not come up.
@@ -138,17 +118,11 @@ fn diagnose(cp: &ControlPlane) -> String {
 }
 
 fn wait_pods_ready(cp: &ControlPlane, timeout: Duration, what: &str) {
-    let t0 = Instant::now();
-    loop {
+    let all_ready = || {
         let p = pods(cp);
-        if p.len() == EGRESS.len() && p.iter().all(|(_, _, phase, ready)| phase == "Running" && *ready) {
-            return;
-        }
-        if t0.elapsed() > timeout {
-            panic!("{what}: pods not all Running and Ready after {timeout:?}: {p:?}\n{}", diagnose(cp));
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    }
+        (p.len() == EGRESS.len() && p.iter().all(|(_, _, phase, ready)| phase == "Running" && *ready)).then_some(())
+    };
+    wait_for_or(what, timeout, all_ready, || format!("pods: {:?}\n{}", pods(cp), diagnose(cp)));
 }
 
 /// Lab + node + image + operator + receivers + pool. Owned by the one test
@@ -235,23 +209,10 @@ fn pool_status(cp: &ControlPlane, pool: &str) -> serde_json::Value {
 
 /// (pod name, uid, restart count) of the pool's pods.
 fn pod_restarts(cp: &ControlPlane) -> Vec<(String, String, u64)> {
-    let v = get_json(cp, &["pods", "-n", NS, "-l", &format!("sendfleet.io/pool={POOL}")]).unwrap_or_default();
-    let mut out: Vec<_> = v["items"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|p| {
-                    (
-                        p["metadata"]["name"].as_str().unwrap_or("").to_string(),
-                        p["metadata"]["uid"].as_str().unwrap_or("").to_string(),
-                        p["status"]["containerStatuses"][0]["restartCount"].as_u64().unwrap_or(u64::MAX),
-                    )
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort();
-    out
+    pool_pods(cp, |p| {
+        let restarts = p["status"]["containerStatuses"][0]["restartCount"].as_u64().unwrap_or(u64::MAX);
+        (text(&p["metadata"]["name"]), text(&p["metadata"]["uid"]), restarts)
+    })
 }
 
 /// (desired, applied) config hash per instance, from the pool's status.
@@ -324,20 +285,7 @@ fn policy_change_reaches_running_pods_without_restart(lab: &Lab) {
 fn pod_that_cannot_start_is_reported_in_the_pool_conditions(lab: &Lab) {
     let cp = lab.cp;
     add_addr("10.250.0.14");
-    let yaml = format!(
-        r#"apiVersion: sendfleet.io/v1alpha1
-kind: SendingPool
-metadata: {{name: broken, namespace: {NS}}}
-spec:
-  egressIPs:
-    - {{name: mta9, address: 10.250.0.14, heloName: mta9.e2e.test}}
-  egress: {{mode: HostNetwork}}
-  image: localhost/sendfleet:does-not-exist
-  queue: {{size: 1Gi, storageClassName: {sc}}}
-  submission: {{port: 587, allowedCIDRs: ["10.250.0.0/24"]}}
-"#,
-        sc = sendfleet_lab::STORAGE_CLASS
-    );
+    let yaml = lab_pool("broken", "localhost/sendfleet:does-not-exist", &[("mta9", "10.250.0.14")]).yaml();
     let t0 = Instant::now();
     cp.apply(&yaml).expect("applying the broken pool");
     let msg = wait_for("the broken pool's Degraded condition naming the image pull", Duration::from_secs(120), || {
@@ -365,20 +313,7 @@ fn instance_whose_port_is_taken_is_reported_with_the_cause(lab: &Lab) {
     // hostNetwork pods share this namespace: this listener is "another
     // process on the node" as far as the instance is concerned.
     let squatter = std::net::TcpListener::bind((ADDR, 587)).expect("binding 10.250.0.15:587 before the instance");
-    let yaml = format!(
-        r#"apiVersion: sendfleet.io/v1alpha1
-kind: SendingPool
-metadata: {{name: taken, namespace: {NS}}}
-spec:
-  egressIPs:
-    - {{name: mta8, address: {ADDR}, heloName: mta8.e2e.test}}
-  egress: {{mode: HostNetwork}}
-  image: {IMAGE}
-  queue: {{size: 1Gi, storageClassName: {sc}}}
-  submission: {{port: 587, allowedCIDRs: ["10.250.0.0/24"]}}
-"#,
-        sc = sendfleet_lab::STORAGE_CLASS
-    );
+    let yaml = lab_pool("taken", IMAGE, &[("mta8", ADDR)]).yaml();
     let t0 = Instant::now();
     cp.apply(&yaml).expect("applying the pool whose port is taken");
     let (degraded, instance) =
@@ -476,16 +411,9 @@ fn pool_of_three_runs_and_delivers_from_its_egress_addresses(lab: &Lab) {
     );
 }
 
+/// The agent's answer to `GET path` on its egress address, when 200.
 fn agent_get(addr: &str, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s =
-        std::net::TcpStream::connect_timeout(&format!("{addr}:9187").parse().ok()?, Duration::from_secs(2)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    (buf.split_whitespace().nth(1) == Some("200"))
-        .then(|| buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
+    http_get(addr, 9187, path).ok().and_then(|(code, body)| (code == 200).then_some(body))
 }
 
 /// Messages in one instance's Postfix queue, read inside the pod (distinct

@@ -14,18 +14,15 @@ mod e2e_support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use sendfleet_lab::kit::{examples_dir, repo_root as repo};
 use sendfleet_render::objects::AGENT_COMMAND;
 
 const ENTRYPOINT: [&str; 3] = ["/usr/bin/tini", "--", "/usr/local/bin/sendfleet"];
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 #[test]
 fn instance_pods_start_the_agent_under_tini() {
     assert_eq!(AGENT_COMMAND, ["tini", "--", "sendfleet", "agent"]);
-    let examples: Vec<PathBuf> = std::fs::read_dir(repo().join("examples"))
+    let examples: Vec<PathBuf> = std::fs::read_dir(examples_dir())
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))

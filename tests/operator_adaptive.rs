@@ -12,8 +12,10 @@
 //!
 //! The instances' pods are API objects marked Running (no kubelet here);
 //! the agents the operator polls answer on the instances' egress addresses,
-//! as hostNetwork instances do. The agents run the harness's configuration,
-//! not the ConfigMaps (the end-to-end tests on a real node prove that path).
+//! as hostNetwork instances do. The agents run the test kit's render of the
+//! same resources the test applies, not the ConfigMaps (the end-to-end tests
+//! on a real node prove that path); `a` runs the pool's render before it
+//! referenced the plan, so only `b` warms up.
 
 #[allow(dead_code)]
 mod agent_support;
@@ -21,42 +23,15 @@ mod operator_support;
 
 use std::time::Duration;
 
-use agent_support::{inject, instance, require_postfix, Agent, InstanceConfig, Receiver};
+use agent_support::*;
 use operator_support::*;
-use sendfleet::core::policy::{AutoExclusionRule, DomainRule, WarmupPolicy, WarmupSchedule, WarmupStepCap};
 
 // Egress addresses must not be loopback (the API server refuses them as
 // endpoints): TEST-NET-2 addresses on the test's own namespace's lo.
 const A: &str = "198.51.100.31";
 const B: &str = "198.51.100.32";
-const PROVIDER: &str = "127.0.41.1";
+const PROVIDER: &str = "203.0.113.41";
 const T: Duration = Duration::from_secs(90);
-
-fn config(name: &str, addr: &str) -> InstanceConfig {
-    let mut cfg = InstanceConfig::new(name, addr);
-    cfg.peers = vec![if addr == A { B.into() } else { A.into() }];
-    // Clients connect from the egress addresses themselves here.
-    cfg.extra_main = "mynetworks = 127.0.0.0/8, 198.51.100.0/24\n".into();
-    cfg.policy.instances = vec![instance("a", A), instance("b", B)];
-    cfg.policy.domains = vec![DomainRule {
-        name: "blocky".into(),
-        patterns: vec!["blocky.test".into()],
-        auto_exclusion: Some(AutoExclusionRule { hard_blocks: 3, window_seconds: 3600, duration_seconds: 3600 }),
-        ..Default::default()
-    }];
-    if name == "b" {
-        cfg.policy.warmup = Some(WarmupPolicy {
-            plan: "ramp-up".into(),
-            time_zone: "UTC".into(),
-            schedule: WarmupSchedule {
-                steps: vec![WarmupStepCap { day: 1, daily_cap: 50 }, WarmupStepCap { day: 3, daily_cap: 200 }],
-                ramp: None,
-            },
-            ..Default::default()
-        });
-    }
-    cfg
-}
 
 fn running_pod(cp: &sendfleet_lab::ControlPlane, ns: &str, pool: &str, instance: &str) {
     // No controller manager here to create the namespace's default account.
@@ -91,22 +66,21 @@ fn agents_decisions_reach_domain_policy_and_warmup_plan_status_and_the_peers_pol
     let ns = cp.namespace("adaptive").unwrap();
     let n = ns.name();
 
-    let receiver = Receiver::start(
+    let dns = Dns::start("127.0.0.53", &[("blocky.test", PROVIDER), ("client.test", PROVIDER)]);
+    let receiver = receiver(
         "adaptive-rcv",
         PROVIDER,
         &["blocky.test"],
         &[("blocky.test", "554 5.7.1 Service unavailable; Client host blocked using zen.spamhaus.org")],
     );
-    let hosts = [("blocky.test", PROVIDER)];
-    let a = Agent::start(&config("a", A), &hosts);
-    let b = Agent::start(&config("b", B), &hosts);
+    let plan = Plan::named("ramp-up").in_ns(n).step(1, 50).step(3, 200);
+    let policy = Policy::named("blocky").in_ns(n).for_domains(&["blocky.test"]).auto_exclusion(3, "1h", "1h");
+    let pool = Pool::named("bulk").in_ns(n).host_network().with_ip("a", A).with_ip("b", B).fast_retries();
+    let rendered = fleet(pool.clone().warmup("ramp-up").build(), &dns).policy(policy.build()).plan(plan.build());
+    let a = fleet(pool.build(), &dns).policy(policy.build()).start("a");
+    let b = rendered.start("b");
 
-    cp.apply(&format!(
-        "apiVersion: sendfleet.io/v1alpha1\nkind: WarmupPlan\nmetadata: {{name: ramp-up, namespace: {n}}}\nspec:\n  steps: [{{day: 1, dailyCap: 50}}, {{day: 3, dailyCap: 200}}]\n---\n\
-apiVersion: sendfleet.io/v1alpha1\nkind: DomainPolicy\nmetadata: {{name: blocky, namespace: {n}}}\nspec:\n  domains: [blocky.test]\n  autoExclusion: {{hardBlocks: 3, window: 1h, duration: 1h}}\n---\n\
-apiVersion: sendfleet.io/v1alpha1\nkind: SendingPool\nmetadata: {{name: bulk, namespace: {n}}}\nspec:\n  warmupPlanRef: ramp-up\n  egress: {{mode: HostNetwork}}\n  egressIPs:\n  - {{name: a, address: {A}, heloName: a.sendfleet.test}}\n  - {{name: b, address: {B}, heloName: b.sendfleet.test}}\n"
-    ))
-    .unwrap();
+    cp.apply(&format!("{}---\n{}---\n{}", plan.yaml(), policy.yaml(), pool.warmup("ramp-up").yaml())).unwrap();
     running_pod(cp, n, "bulk", "a");
     running_pod(cp, n, "bulk", "b");
 
@@ -120,7 +94,7 @@ apiVersion: sendfleet.io/v1alpha1\nkind: SendingPool\nmetadata: {{name: bulk, na
     assert_eq!(dp["status"]["activeExclusions"], 0, "{dp}");
 
     // Three hard blocks: a's agent excludes a for the rule.
-    inject(A, "app@client.test", "user@blocky.test", 3, 1);
+    a.inject("app@client.test", "user@blocky.test", 3, 1);
     let st = a.wait_for(T, "a excluded for blocky", |s| s.adaptive.exclusions.iter().any(|e| e.rule == "blocky"));
     let excl = st.adaptive.exclusions.iter().find(|e| e.rule == "blocky").unwrap().clone();
     assert!(receiver.deliveries().to_domain("blocky.test") == 0);

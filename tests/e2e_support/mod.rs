@@ -15,7 +15,7 @@ pub fn image_archive() -> PathBuf {
             return p.into();
         }
     }
-    let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let repo = sendfleet_lab::kit::repo_root();
     let out =
         Command::new(repo.join("hack/build-image.sh")).arg("--print").output().expect("running hack/build-image.sh");
     let text = String::from_utf8_lossy(&out.stdout);

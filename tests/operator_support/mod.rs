@@ -1,13 +1,17 @@
 //! Harness for the operator's integration tests: the real control plane
 //! (crates/lab), the CRDs from crds/, the operator's RBAC from
 //! src/operator/rbac.rs, and `sendfleet operator` as a real process that
-//! authenticates as its ServiceAccount — never as admin.
-#![allow(dead_code)]
+//! authenticates as its ServiceAccount — never as admin. Waiting, HTTP,
+//! the repository and the pool fixture are the test kit's
+//! (`sendfleet_lab::kit`); the names here stay for the tests that use them.
+#![allow(dead_code, unused_imports)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+pub use sendfleet_lab::kit::{examples_dir, read, wait_for};
 
 use sendfleet::operator::rbac::{Rule, CLUSTER_RULES, NAMESPACE_RULES};
 use sendfleet_lab::process::Proc;
@@ -17,7 +21,7 @@ pub const OPERATOR_NS: &str = "sendfleet-system";
 pub const OPERATOR_SA: &str = "sendfleet-operator";
 
 pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    sendfleet_lab::kit::repo_root()
 }
 
 /// The shared control plane with the CRDs installed and Established and the
@@ -167,27 +171,9 @@ pub fn shared_operator(cp: &'static ControlPlane) -> &'static Mutex<Operator> {
     OP.get_or_init(|| Mutex::new(Operator::start(cp, "op-a")))
 }
 
+/// `GET path` on 127.0.0.1:`port`: the body.
 pub fn http_get(port: u16, path: &str) -> std::io::Result<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf)?;
-    Ok(buf.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default())
-}
-
-/// Poll `f` until it returns Some, or panic naming `what`.
-#[track_caller]
-pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let t0 = Instant::now();
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(t0.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    sendfleet_lab::kit::http_get("127.0.0.1", port, path).map(|(_, body)| body)
 }
 
 /// `kubectl get ... -o json` as admin, parsed.
@@ -210,24 +196,12 @@ pub fn children(cp: &ControlPlane, kind: &str, ns: &str, pool: &str) -> Vec<Stri
 }
 
 /// A pool manifest with `n` egress IPs in 192.0.2.0/24 (documentation
-/// addresses: nothing is sent in these tests, no kubelet runs).
+/// addresses: nothing is sent in these tests, no kubelet runs); `labels`:
+/// `key: value` pairs separated by commas.
 pub fn pool_yaml(ns: &str, name: &str, n: usize, labels: &str) -> String {
-    let mut ips = String::new();
-    for i in 0..n {
-        ips.push_str(&format!(
-            "    - {{name: ip{i}, address: 192.0.2.{}, heloName: ip{i}.{name}.example.com}}\n",
-            10 + i
-        ));
+    let mut pool = sendfleet_lab::kit::Pool::named(name).in_ns(ns).with_ips(n);
+    for (k, v) in labels.split(',').filter_map(|kv| kv.split_once(':')) {
+        pool = pool.labeled(k.trim(), v.trim());
     }
-    format!(
-        "apiVersion: sendfleet.io/v1alpha1\nkind: SendingPool\nmetadata:\n  name: {name}\n  namespace: {ns}\n  labels: {{{labels}}}\nspec:\n  egressIPs:\n{ips}"
-    )
-}
-
-pub fn examples_dir() -> PathBuf {
-    repo().join("examples")
-}
-
-pub fn read(p: &Path) -> String {
-    std::fs::read_to_string(p).unwrap()
+    pool.yaml()
 }

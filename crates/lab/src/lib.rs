@@ -12,6 +12,10 @@
 //! # let _ = kubeconfig;
 //! ```
 //!
+//! [`kit`] is the test kit every test binary and benchmark shares: one wait
+//! helper, one HTTP GET, fixtures, the receiver and DNS server, and sending
+//! instances configured by the renderer alone.
+//!
 //! It must never be shipped or linked into the product, never download
 //! anything, never skip a test for want of a component (it builds or fails
 //! loudly), and never leave processes behind: children die with the process
@@ -19,7 +23,9 @@
 
 pub mod binaries;
 pub mod control_plane;
+pub mod demo;
 pub mod dns;
+pub mod kit;
 pub mod kubectl;
 pub mod node;
 pub mod pki;

@@ -92,6 +92,13 @@ impl Proc {
         let err = out.try_clone().map_err(LabError::io(log))?;
         let mut cmd = Command::new(program);
         cmd.args(args).envs(env.iter().map(|(k, v)| (k, v))).stdin(Stdio::null()).stdout(out).stderr(err);
+        Self::start(name, cmd, log)
+    }
+
+    /// Start a prepared command (its stdio already set; `log` is where
+    /// error messages point) from the spawner thread, with the death signal.
+    pub fn start(name: &str, mut cmd: Command, log: &Path) -> Result<Proc, LabError> {
+        let program = PathBuf::from(cmd.get_program());
         // SAFETY: the hook only calls async-signal-safe functions (prctl,
         // getppid, sigprocmask, _exit) between fork and exec.
         let parent = std::process::id() as libc::pid_t;
@@ -118,7 +125,7 @@ impl Proc {
         let child = rx
             .recv()
             .map_err(|_| LabError::Spawner)?
-            .map_err(|source| LabError::Spawn { program: program.to_path_buf(), source })?;
+            .map_err(|source| LabError::Spawn { program: program.clone(), source })?;
         REGISTRY.lock().map_err(|_| LabError::Spawner)?.pids.push(child.id());
         Ok(Proc { name: name.to_string(), child, log: log.to_path_buf() })
     }
@@ -245,5 +252,34 @@ pub fn poll<T>(
             return Err(LabError::Timeout { what: what.to_string(), after: timeout, last });
         }
         std::thread::sleep(every);
+    }
+}
+
+/// Wait until process `pid` is gone (its /proc entry removed), at most
+/// `timeout`; true when it is gone. For processes the lab does not reap
+/// itself (a namespace init, a daemonized Postfix master).
+pub fn wait_gone(pid: u32, timeout: Duration) -> bool {
+    poll(&format!("process {pid} to exit"), timeout, Duration::from_millis(50), || {
+        Ok((!Path::new(&format!("/proc/{pid}")).exists()).then_some(()))
+    })
+    .is_ok()
+}
+
+/// Add `addr`/32 to `lo` of the current network namespace (already there is
+/// fine). Callers check first that this is a lab or test namespace.
+pub fn add_lo_address(addr: &str) -> Result<(), LabError> {
+    let out = Command::new("ip")
+        .args(["addr", "add", &format!("{addr}/32"), "dev", "lo"])
+        .output()
+        .map_err(LabError::io("ip"))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if out.status.success() || stderr.contains("File exists") {
+        Ok(())
+    } else {
+        Err(LabError::Command {
+            command: format!("ip addr add {addr}/32 dev lo"),
+            status: out.status.to_string(),
+            stderr: stderr.trim().to_string(),
+        })
     }
 }

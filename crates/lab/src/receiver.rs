@@ -18,7 +18,7 @@ use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::LabError;
 
@@ -145,46 +145,24 @@ fn checked(mut c: Command, what: &str) -> Result<String, LabError> {
 /// Add `addr`/32 to `lo` of the current (lab) network namespace.
 pub fn add_lo_address(addr: &str) -> Result<(), LabError> {
     crate::node::require_lab_netns()?;
-    let out = Command::new("ip")
-        .args(["addr", "add", &format!("{addr}/32"), "dev", "lo"])
-        .output()
-        .map_err(LabError::io("ip"))?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if out.status.success() || stderr.contains("File exists") {
-        Ok(())
-    } else {
-        Err(LabError::Command {
-            command: format!("ip addr add {addr}/32 dev lo"),
-            status: out.status.to_string(),
-            stderr: stderr.trim().to_string(),
-        })
-    }
+    crate::process::add_lo_address(addr)
 }
 
-/// Wait until `addr:port` answers with an SMTP banner.
-fn wait_banner(addr: &str, port: u16, timeout: Duration) -> Result<(), LabError> {
-    let t0 = Instant::now();
-    let mut last = String::new();
-    loop {
-        match TcpStream::connect((addr, port)) {
-            Ok(mut s) => {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-                let mut buf = [0u8; 256];
-                if let Ok(n) = s.read(&mut buf) {
-                    if buf[..n].starts_with(b"220") {
-                        let _ = s.write_all(b"QUIT\r\n");
-                        return Ok(());
-                    }
-                    last = String::from_utf8_lossy(&buf[..n]).into_owned();
-                }
-            }
-            Err(e) => last = e.to_string(),
+/// Wait until `addr:port` answers with an SMTP banner (a receiver's or a
+/// sending instance's Postfix).
+pub fn wait_banner(addr: &str, port: u16, timeout: Duration) -> Result<(), LabError> {
+    let what = format!("an SMTP banner on {addr}:{port}");
+    crate::process::poll(&what, timeout, Duration::from_millis(100), || {
+        let mut s = TcpStream::connect((addr, port)).map_err(LabError::io(format!("{addr}:{port}")))?;
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let mut buf = [0u8; 256];
+        let n = s.read(&mut buf).map_err(LabError::io(format!("{addr}:{port}")))?;
+        if buf[..n].starts_with(b"220") {
+            let _ = s.write_all(b"QUIT\r\n");
+            return Ok(Some(()));
         }
-        if t0.elapsed() > timeout {
-            return Err(LabError::Timeout { what: format!("an SMTP banner on {addr}:{port}"), after: timeout, last });
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        Err(LabError::Usage(format!("not a banner: {}", String::from_utf8_lossy(&buf[..n]))))
+    })
 }
 
 fn access_text(access: &[(&str, &str)]) -> String {
@@ -271,6 +249,27 @@ impl Receiver {
         self.postfix("reload")
     }
 
+    /// End every SMTP session in progress (SIGTERM to this receiver's
+    /// `smtpd` processes, children of its own master), as a provider does
+    /// when it changes its limits: a sender's cached connection would keep
+    /// the old limits until the process exits. New sessions get the
+    /// configuration of the last reload.
+    pub fn end_sessions(&self) -> Result<(), LabError> {
+        let pid_file = self.dir.join("queue/pid/master.pid");
+        let master = std::fs::read_to_string(&pid_file).map_err(LabError::io(&pid_file))?;
+        let master = master.trim();
+        let children = format!("/proc/{master}/task/{master}/children");
+        let list = std::fs::read_to_string(&children).map_err(LabError::io(&children))?;
+        for pid in list.split_whitespace().filter_map(|p| p.parse::<libc::pid_t>().ok()) {
+            if std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "smtpd") {
+                // SAFETY: a child of this receiver's own Postfix master,
+                // checked above to be its smtpd.
+                unsafe { libc::kill(pid, libc::SIGTERM) };
+            }
+        }
+        Ok(())
+    }
+
     fn postfix(&self, cmd: &str) -> Result<(), LabError> {
         Self::postfix_in(&self.dir, cmd)
     }
@@ -324,14 +323,9 @@ impl Receiver {
         // SAFETY: signalling the pid Postfix recorded for this receiver's
         // master, checked above to still be a Postfix master.
         unsafe { libc::kill(pid, libc::SIGTERM) };
-        let t0 = Instant::now();
-        while alive() {
-            if t0.elapsed() > Duration::from_secs(10) {
-                // SAFETY: as above.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
+        if !crate::process::wait_gone(pid as u32, Duration::from_secs(10)) && alive() {
+            // SAFETY: as above.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
         }
         Ok(())
     }

@@ -7,6 +7,7 @@
 //!   sendfleet-lab receiver start --dir out/lab --name provider-a --addr 198.51.100.10 --domain example.net
 //!   sendfleet-lab receiver status --dir out/lab   # what each simulated provider accepted, per client address
 //!   sendfleet-lab dns start --dir out/lab --addr 198.51.100.53 --zones hack/demo/zones   # authoritative test zones
+//!   sendfleet-lab demo --dir out/lab   # the demo's steps (crates/lab/src/demo.rs), as tests/e2e_chart.rs runs them
 //!
 //! The control plane runs inside the network namespace `sendfleet-lab`
 //! (created here, only `lo` up), so nothing it serves is reachable from the
@@ -43,15 +44,8 @@ enum Cmd {
         /// Run in the foreground (Ctrl-C stops it) instead of detaching.
         #[arg(long)]
         foreground: bool,
-        /// Do not start kube-controller-manager.
-        #[arg(long)]
-        no_controller_manager: bool,
-        /// Also start a node (kube-scheduler, kubelet, containerd) so pods run.
-        #[arg(long)]
-        node: bool,
-        /// Local PersistentVolumes (StorageClass lab-local) to create with --node.
-        #[arg(long, default_value_t = 8)]
-        pvs: usize,
+        #[command(flatten)]
+        parts: Parts,
     },
     /// Stop the control plane of DIR and delete the network namespace.
     Down {
@@ -95,6 +89,14 @@ enum Cmd {
         #[command(subcommand)]
         action: DnsCmd,
     },
+    /// The demo's steps (crates/lab/src/demo.rs) on a lab that is up with a
+    /// node, the image imported and the DNS server started: egress
+    /// addresses, providers, helm install, examples/, 500 messages through
+    /// the pool's Service, the status. hack/demo.sh runs it.
+    Demo {
+        #[arg(long, default_value = "out/lab")]
+        dir: PathBuf,
+    },
     /// Internal: run the control plane in the current network namespace
     /// until SIGTERM/SIGINT.
     #[command(hide = true)]
@@ -103,13 +105,24 @@ enum Cmd {
         dir: PathBuf,
         #[arg(long)]
         netns: String,
-        #[arg(long)]
-        no_controller_manager: bool,
-        #[arg(long)]
-        node: bool,
-        #[arg(long, default_value_t = 8)]
-        pvs: usize,
+        #[command(flatten)]
+        parts: Parts,
     },
+}
+
+/// What the lab starts besides etcd and the API server (`up` hands these
+/// on to `serve`).
+#[derive(clap::Args, Clone, Copy)]
+struct Parts {
+    /// Do not start kube-controller-manager.
+    #[arg(long)]
+    no_controller_manager: bool,
+    /// Also start a node (kube-scheduler, kubelet, containerd) so pods run.
+    #[arg(long)]
+    node: bool,
+    /// Local PersistentVolumes (StorageClass lab-local) to create with --node.
+    #[arg(long, default_value_t = 8)]
+    pvs: usize,
 }
 
 #[derive(Subcommand)]
@@ -178,17 +191,16 @@ enum DnsCmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let r = match cli.cmd {
-        Cmd::Up { dir, netns, foreground, no_controller_manager, node, pvs } => {
-            up(&dir, &netns, foreground, no_controller_manager, node.then_some(pvs))
+        Cmd::Up { dir, netns, foreground, parts: p } => {
+            up(&dir, &netns, foreground, p.no_controller_manager, p.node.then_some(p.pvs))
         }
         Cmd::Down { dir, netns, keep_netns } => down(&dir, &netns, keep_netns),
         Cmd::Exec { dir, command } => return exec(&dir, &command),
         Cmd::Import { dir, base_name, archive } => import(&dir, base_name.as_deref(), &archive),
         Cmd::Receiver { action } => receiver(action),
         Cmd::Dns { action } => dns(action),
-        Cmd::Serve { dir, netns, no_controller_manager, node, pvs } => {
-            serve(&dir, &netns, no_controller_manager, node.then_some(pvs))
-        }
+        Cmd::Demo { dir } => demo(&dir),
+        Cmd::Serve { dir, netns, parts: p } => serve(&dir, &netns, p.no_controller_manager, p.node.then_some(p.pvs)),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -478,6 +490,26 @@ fn enter_netns(dir: &Path) -> Result<()> {
     if unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) } != 0 {
         bail!("entering network namespace {netns}: {}", std::io::Error::last_os_error());
     }
+    Ok(())
+}
+
+fn demo(dir: &Path) -> Result<()> {
+    require_root()?;
+    let vars = read_env(dir)?;
+    enter_netns(dir)?;
+    let t0 = Instant::now();
+    sendfleet_lab::demo::add_egress_addresses()?;
+    let providers = sendfleet_lab::demo::start_providers(Some(dir))?;
+    let lab = sendfleet_lab::demo::LabEnv { vars: vars.into_iter().collect() };
+    let report = sendfleet_lab::demo::run(&lab, &providers, &mut std::io::stdout())?;
+    println!(
+        "\ndelivered {} messages {:.1} s after submitting ({:.1} s for the demo's steps); {} quarantined: {}",
+        report.delivered,
+        report.submit_to_delivered.as_secs_f64(),
+        t0.elapsed().as_secs_f64(),
+        sendfleet_lab::demo::LISTED,
+        report.quarantine
+    );
     Ok(())
 }
 

@@ -1,0 +1,29 @@
+//! The one HTTP GET of the tests and the lab: HTTP/1.0 over a plain TCP
+//! connection, enough for the agent's routes, the operator's /metrics and
+//! the components' health endpoints. Never follows redirects or speaks TLS.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// `GET path` on `addr:port`: (status code, body).
+pub fn http_get(addr: &str, port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = TcpStream::connect((addr, port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut r = BufReader::new(s);
+    let mut status = String::new();
+    r.read_line(&mut status)?;
+    let code = status.split_whitespace().nth(1).and_then(|c| c.parse().ok()).ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidData, format!("not an HTTP status line: {status:?}"))
+    })?;
+    let mut rest = String::new();
+    r.read_to_string(&mut rest)?;
+    let body = rest.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Ok((code, body))
+}
+
+/// `GET path` on `addr:port` answers 200.
+pub fn ok(addr: &str, port: u16, path: &str) -> bool {
+    http_get(addr, port, path).is_ok_and(|(code, _)| code == 200)
+}

@@ -1,0 +1,523 @@
+//! Sending instances on real Postfix, configured by the renderer alone.
+//!
+//! A [`Fleet`] is a pool with its DomainPolicies, WarmupPlan and observed
+//! state. For each instance it runs `render_pool` and `objects::build`, the
+//! operator's own path, and takes what the instance's pod would get: the
+//! data of its ConfigMap (main.cf, master.cf, maps, policy.json) and the
+//! container's args and env. [`Fleet::start`] hands those files to
+//! `sendfleet agent` through a directory laid out like a kubelet's ConfigMap
+//! volume ([`ConfigSource`]) and runs the agent with the container's args.
+//!
+//! What differs from a pod, and only that:
+//! - paths: [`Settings`] puts the queue, data directory and policy socket
+//!   under the instance's test directory (pods each have their own
+//!   filesystem; here instances share one), and the ConfigMap, Secret and
+//!   image paths of the args are mapped to it;
+//! - the network: a pod on the pod network listens on `0.0.0.0` of its own
+//!   namespace; here that is the instance's address in the test's namespace;
+//! - name resolution: the agent runs in a private mount namespace with the
+//!   test's resolv.conf over /etc/resolv.conf ([`super::Dns`]);
+//! - test speed: queue scans every second, config polls every 200 ms, and
+//!   the agent's hidden test clock file.
+//!
+//! Never: write or edit a line of main.cf or master.cf (a test that needs
+//! another Postfix setting changes the resources, as a user would), or leave
+//! a process behind (agents die with the test process, see
+//! [`crate::process`]).
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use sendfleet_render::api::{DomainPolicy, SendingPool, WarmupPlan};
+use sendfleet_render::contract::AgentStatus;
+use sendfleet_render::objects::{self, Desired, CONFIG_MOUNT, HASH_KEY_MOUNT};
+use sendfleet_render::render::{config_hash, render_pool, Observed, PoolInput, RenderedInstance, Settings};
+
+use super::http::http_get;
+use super::resolver::Dns;
+use super::wait::wait_until;
+use crate::process::Proc;
+use crate::receiver::wait_banner;
+
+/// Key of the recipient-address hash (the pool's Secret in production).
+pub const HASH_KEY: &str = "test-key-0123456789abcdef";
+
+/// Panic unless the Postfix tools the kit runs are installed, and put
+/// /usr/sbin on PATH (a test environment may lack it).
+pub fn require_postfix() {
+    let path = std::env::var("PATH").unwrap_or_default();
+    if !path.split(':').any(|p| p == "/usr/sbin") {
+        std::env::set_var("PATH", format!("{path}:/usr/sbin:/sbin"));
+    }
+    for tool in ["postconf", "postfix", "postqueue", "postmap", "smtp-source"] {
+        let ok = Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {tool}"))
+            .stdout(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "{tool} is missing: install Debian's postfix package (`make deps` does)");
+    }
+}
+
+/// Add `addr`/32 to `lo` of the test's network namespace, or panic.
+pub fn add_addr(addr: &str) {
+    crate::receiver::add_lo_address(addr).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Run `postfix -c DIR CMD` and insist it worked.
+pub fn postfix(dir: &Path, cmd: &str) {
+    let out = Command::new("postfix").arg("-c").arg(dir).arg(cmd).output().expect("running postfix");
+    assert!(
+        out.status.success(),
+        "postfix -c {} {cmd}: {}{}",
+        dir.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Submit `count` messages to `rcpt` through `addr:port` with `smtp-source`
+/// (`sessions` in parallel). `distinct`: `-N`, a distinct recipient per
+/// message (qmgr caches its last resolve, so identical recipients in a row
+/// reach the agent's socketmap only once).
+pub fn inject(addr: &str, port: u16, from: &str, rcpt: &str, count: u32, sessions: u32, distinct: bool) {
+    let mut c = Command::new("smtp-source");
+    c.arg("-c");
+    if distinct {
+        c.arg("-N");
+    }
+    c.args(["-m", &count.to_string(), "-s", &sessions.to_string(), "-f", from, "-t", rcpt]);
+    let out = c.arg(format!("{addr}:{port}")).output().expect("running smtp-source (Debian package postfix)");
+    assert!(out.status.success(), "smtp-source to {rcpt} via {addr}:{port}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A fresh directory the postfix user can traverse.
+pub fn test_dir(name: &str) -> PathBuf {
+    let base = std::env::temp_dir().join(format!("sendfleet-kit-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&base);
+    mkdir(&base);
+    base
+}
+
+fn mkdir(p: &Path) {
+    std::fs::create_dir_all(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn write(p: &Path, text: &str) {
+    std::fs::write(p, text).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+}
+
+/// A ConfigMap volume as the kubelet writes it: each file is a symlink
+/// through `..data`, which is swapped atomically to a new directory.
+pub struct ConfigSource {
+    pub dir: PathBuf,
+    generation: u32,
+}
+
+impl ConfigSource {
+    pub fn new(dir: PathBuf) -> Self {
+        mkdir(&dir);
+        ConfigSource { dir, generation: 0 }
+    }
+
+    /// Publish `files` as the volume's new content; returns their hash.
+    pub fn write(&mut self, files: &BTreeMap<String, String>) -> String {
+        self.generation += 1;
+        let data = format!("..gen_{:04}", self.generation);
+        let gen_dir = self.dir.join(&data);
+        mkdir(&gen_dir);
+        for (name, content) in files {
+            write(&gen_dir.join(name), content);
+        }
+        let tmp = self.dir.join("..data_tmp");
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&data, &tmp).unwrap();
+        std::fs::rename(&tmp, self.dir.join("..data")).unwrap();
+        for name in files.keys() {
+            let link = self.dir.join(name);
+            if std::fs::symlink_metadata(&link).is_err() {
+                std::os::unix::fs::symlink(format!("..data/{name}"), &link).unwrap();
+            }
+        }
+        config_hash(files)
+    }
+}
+
+/// What one instance's pod gets, as rendered for a test directory.
+#[derive(Clone, Debug)]
+pub struct PodConfig {
+    pub rendered: RenderedInstance,
+    /// The ConfigMap's data: the files the agent installs.
+    pub files: BTreeMap<String, String>,
+    /// The container's args, paths mapped under the test directory.
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub submission_port: u16,
+}
+
+/// A pool and everything its render reads.
+#[derive(Clone)]
+pub struct Fleet {
+    bin: PathBuf,
+    pub pool: SendingPool,
+    pub policies: Vec<DomainPolicy>,
+    pub plan: Option<WarmupPlan>,
+    /// Other pools of the namespace (routes to a pool name them).
+    pub other_pools: Vec<SendingPool>,
+    pub observed: Observed,
+    resolv_conf: String,
+}
+
+impl Fleet {
+    /// `bin`: the `sendfleet` binary (`env!("CARGO_BIN_EXE_sendfleet")`);
+    /// `dns`: the resolver the instances use.
+    pub fn new(bin: &str, pool: SendingPool, dns: &Dns) -> Fleet {
+        Fleet {
+            bin: bin.into(),
+            pool,
+            policies: vec![],
+            plan: None,
+            other_pools: vec![],
+            observed: Observed::default(),
+            resolv_conf: dns.resolv_conf(),
+        }
+    }
+
+    pub fn policy(mut self, p: DomainPolicy) -> Fleet {
+        self.policies.push(p);
+        self
+    }
+
+    pub fn plan(mut self, p: WarmupPlan) -> Fleet {
+        self.plan = Some(p);
+        self
+    }
+
+    pub fn observed(mut self, o: Observed) -> Fleet {
+        self.observed = o;
+        self
+    }
+
+    fn settings(base: &Path) -> Settings {
+        Settings {
+            queue_directory: base.join("queue").display().to_string(),
+            data_directory: base.join("data").display().to_string(),
+            policy_socket: base.join("run/policy.sock").display().to_string(),
+            ..Settings::default()
+        }
+    }
+
+    /// Render the pool for instance `name` living under `base`: its
+    /// ConfigMap data and container args, as the operator would create them.
+    pub fn render(&self, name: &str, base: &Path) -> PodConfig {
+        let settings = Self::settings(base);
+        let mut pools = vec![self.pool.clone()];
+        pools.extend(self.other_pools.iter().cloned());
+        let input = PoolInput {
+            pool: &self.pool,
+            policies: &self.policies,
+            plan: self.plan.as_ref(),
+            pools: &pools,
+            observed: &self.observed,
+        };
+        let rp = render_pool(input, &settings).unwrap_or_else(|e| panic!("render_pool: {e}"));
+        assert!(rp.invalid_policies.is_empty(), "policies refused by the renderer: {:?}", rp.invalid_policies);
+        let rendered =
+            rp.instances.iter().find(|i| i.name == name).unwrap_or_else(|| panic!("no instance {name}")).clone();
+        let object = objects::instance_object_name(&rp.name, name);
+        let desired = objects::build(&self.pool, &rp, &settings);
+        let files: BTreeMap<String, String> = desired
+            .iter()
+            .find_map(|d| match d {
+                Desired::ConfigMap(cm) if d.name() == object => cm.data.clone(),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no ConfigMap {object} rendered"))
+            .into_iter()
+            .collect();
+        let container = desired
+            .iter()
+            .find_map(|d| match d {
+                Desired::StatefulSet(s) if d.name() == object => {
+                    s.spec.template.spec.as_ref()?.containers.first().cloned()
+                }
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no StatefulSet {object} rendered"));
+        let map_path = |a: &str| {
+            let a = a.replace(CONFIG_MOUNT, &base.join("config").display().to_string());
+            let a = a.replace(HASH_KEY_MOUNT, &base.join("hash-key").display().to_string());
+            // The pod network's 0.0.0.0 is the pod's own address.
+            a.replace("=0.0.0.0:", &format!("={}:", rendered.address))
+        };
+        let args = container.args.unwrap_or_default().iter().map(|a| map_path(a)).collect();
+        let env = container
+            .env
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| {
+                // POD_NAME comes from the downward API.
+                let v = e.value.unwrap_or_else(|| format!("{object}-0"));
+                (e.name, v)
+            })
+            .collect();
+        let submission_port = self.pool.spec.submission.port;
+        assert_eq!(config_hash(&files), rendered.config_hash, "ConfigMap data and render disagree");
+        PodConfig { rendered, files, args, env, submission_port }
+    }
+
+    /// Start instance `name` (Postfix supervised by the agent); waits until
+    /// /readyz answers and Postfix greets on the submission port.
+    pub fn start(&self, name: &str) -> Instance {
+        Instance::start(self, name, true)
+    }
+
+    /// Start instance `name`'s agent with `--no-supervise`: it installs and
+    /// validates the config and answers the socketmap, without Postfix.
+    pub fn start_unsupervised(&self, name: &str) -> Instance {
+        Instance::start(self, name, false)
+    }
+}
+
+/// One sending instance: `sendfleet agent` on its rendered config.
+pub struct Instance {
+    pub name: String,
+    pub addr: String,
+    pub base: PathBuf,
+    pub submission_port: u16,
+    pub agent_port: u16,
+    pub peer_port: u16,
+    pub source: ConfigSource,
+    /// The render the instance was started with (or last given).
+    pub pod: PodConfig,
+    bin: PathBuf,
+    supervise: bool,
+    proc: Option<Proc>,
+}
+
+impl Instance {
+    fn start(fleet: &Fleet, name: &str, supervise: bool) -> Instance {
+        let base = test_dir(&format!("inst-{name}"));
+        let pod = fleet.render(name, &base);
+        let addr = pod.rendered.address.clone();
+        add_addr(&addr);
+        for d in ["queue", "data", "run", "postfix", "hash-key"] {
+            mkdir(&base.join(d));
+        }
+        let st = Command::new("chown").arg("postfix").arg(base.join("data")).status().expect("chown");
+        assert!(st.success(), "chown postfix {}", base.join("data").display());
+        write(&base.join("hash-key/key"), HASH_KEY);
+        write(&base.join("resolv.conf"), &fleet.resolv_conf);
+        let mut source = ConfigSource::new(base.join("config"));
+        source.write(&pod.files);
+        let settings = Fleet::settings(&base);
+        let mut inst = Instance {
+            name: name.into(),
+            addr,
+            base,
+            submission_port: pod.submission_port,
+            agent_port: settings.agent_port,
+            peer_port: settings.peer_port,
+            source,
+            pod,
+            bin: fleet.bin.clone(),
+            supervise,
+            proc: None,
+        };
+        inst.spawn();
+        inst
+    }
+
+    /// Run the agent with the pod's args (appending to its logs, so a
+    /// restarted agent's output follows the previous one's) and wait ready.
+    fn spawn(&mut self) {
+        let append = |name: &str| {
+            std::fs::OpenOptions::new().create(true).append(true).open(self.base.join(name)).expect("agent log")
+        };
+        let mut c = Command::new("unshare");
+        c.args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg("mount --bind \"$0\" /etc/resolv.conf && exec \"$@\"")
+            .arg(self.base.join("resolv.conf"))
+            .arg(&self.bin)
+            .arg("agent")
+            .args(&self.pod.args)
+            .arg(format!("--postfix-dir={}", self.postfix_dir().display()))
+            .args(["--queue-interval=1", "--config-poll-ms=200"])
+            .arg(format!("--test-clock-file={}", self.base.join("clock").display()))
+            .envs(self.pod.env.iter().map(|(k, v)| (k, v)))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(append("agent.stdout"))
+            .stderr(append("agent.stderr"));
+        if !self.supervise {
+            c.arg("--no-supervise");
+        }
+        let proc = Proc::start(&format!("agent {}", self.name), c, &self.base.join("agent.stderr"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        self.proc = Some(proc);
+        self.wait_ready(Duration::from_secs(60));
+        if self.supervise {
+            wait_banner(&self.addr, self.submission_port, Duration::from_secs(30)).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+
+    pub fn wait_ready(&mut self, timeout: Duration) {
+        let (addr, port) = (self.addr.clone(), self.agent_port);
+        let mut proc = self.proc.take();
+        let ready = crate::process::poll("agent /readyz", timeout, Duration::from_millis(100), || {
+            if let Some(p) = proc.as_mut() {
+                p.check_running()?;
+            }
+            Ok(http_get(&addr, port, "/readyz").is_ok_and(|(c, _)| c == 200).then_some(()))
+        });
+        self.proc = proc;
+        if let Err(e) = ready {
+            panic!("{e}\n/status: {}\nstdout:\n{}", self.status_raw(), self.stdout());
+        }
+    }
+
+    pub fn postfix_dir(&self) -> PathBuf {
+        self.base.join("postfix/current")
+    }
+
+    /// The agent's state directory (on the queue volume, as in the pod).
+    pub fn state_dir(&self) -> PathBuf {
+        self.base.join("queue/sendfleet")
+    }
+
+    pub fn policy_socket(&self) -> PathBuf {
+        self.base.join("run/policy.sock")
+    }
+
+    /// Move the agent's clock to wall time + `seconds` (re-read whenever
+    /// the agent reads the time).
+    pub fn set_clock_offset(&self, seconds: i64) {
+        let tmp = self.base.join(".clock.tmp");
+        write(&tmp, &seconds.to_string());
+        std::fs::rename(&tmp, self.base.join("clock")).unwrap();
+    }
+
+    pub fn status_raw(&self) -> String {
+        http_get(&self.addr, self.agent_port, "/status").map(|(_, b)| b).unwrap_or_else(|e| format!("({e})"))
+    }
+
+    pub fn status(&self) -> AgentStatus {
+        let (code, body) = http_get(&self.addr, self.agent_port, "/status").expect("GET /status");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("bad /status JSON ({e}): {body}"))
+    }
+
+    pub fn metrics(&self) -> String {
+        let (code, body) = http_get(&self.addr, self.agent_port, "/metrics").expect("GET /metrics");
+        assert_eq!(code, 200);
+        body
+    }
+
+    /// The agent's stdout: Postfix's mail log, redacted.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(self.base.join("agent.stdout")).unwrap_or_default()
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.base.join("agent.stderr")).unwrap_or_default()
+    }
+
+    /// Poll /status until `pred` holds.
+    #[track_caller]
+    pub fn wait_for(&self, timeout: Duration, what: &str, pred: impl Fn(&AgentStatus) -> bool) -> AgentStatus {
+        let caller = std::panic::Location::caller();
+        crate::process::poll(what, timeout, super::wait::EVERY, || {
+            let s = self.status();
+            Ok(pred(&s).then_some(s))
+        })
+        .unwrap_or_else(|e| panic!("{caller}: {e}; status: {}", self.status_raw()))
+    }
+
+    /// Publish `files` through the config source and wait until the agent
+    /// reports them loaded; returns their hash.
+    pub fn apply(&mut self, files: &BTreeMap<String, String>, timeout: Duration) -> String {
+        let hash = self.source.write(files);
+        self.wait_for(timeout, "config loaded", |s| s.config.loaded_hash.as_deref() == Some(hash.as_str()));
+        hash
+    }
+
+    /// Re-render from `fleet` (changed resources) and apply, as the
+    /// operator's ConfigMap update would.
+    pub fn apply_render(&mut self, fleet: &Fleet, timeout: Duration) -> String {
+        self.pod = fleet.render(&self.name, &self.base);
+        let files = self.pod.files.clone();
+        self.apply(&files, timeout)
+    }
+
+    /// Submit `count` messages to `rcpt` on this instance's submission port.
+    pub fn inject(&self, from: &str, rcpt: &str, count: u32, sessions: u32) {
+        inject(&self.addr, self.submission_port, from, rcpt, count, sessions, false);
+    }
+
+    /// Like [`Instance::inject`], a distinct recipient per message (`-N`).
+    pub fn inject_distinct(&self, from: &str, rcpt: &str, count: u32, sessions: u32) {
+        inject(&self.addr, self.submission_port, from, rcpt, count, sessions, true);
+    }
+
+    pub fn queue_json(&self) -> String {
+        let out = Command::new("postqueue").arg("-c").arg(self.postfix_dir()).arg("-j").output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Messages per queue name, from `postqueue -j` directly.
+    pub fn queue_counts(&self) -> BTreeMap<String, usize> {
+        let mut m = BTreeMap::new();
+        for l in self.queue_json().lines() {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            *m.entry(v["queue_name"].as_str().unwrap().to_string()).or_default() += 1;
+        }
+        m
+    }
+
+    pub fn wait_queue_empty(&self, timeout: Duration) {
+        wait_until("the queue to empty", timeout, || self.queue_counts().values().sum::<usize>() == 0);
+    }
+
+    /// `postqueue -f`: make qmgr scan every queue now.
+    pub fn flush(&self) {
+        let st = Command::new("postqueue").arg("-c").arg(self.postfix_dir()).arg("-f").status().unwrap();
+        assert!(st.success(), "postqueue -f failed");
+    }
+
+    pub fn master_pid(&self) -> String {
+        std::fs::read_to_string(self.base.join("queue/pid/master.pid")).unwrap_or_default().trim().to_string()
+    }
+
+    /// SIGTERM the agent (it stops Postfix and saves its state) and start it
+    /// again on the same queue, state, config and clock.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// SIGTERM the agent (it stops Postfix) and wait for it.
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.stop(Duration::from_secs(40));
+        }
+        if self.supervise {
+            // Never leave a master behind, even if the agent was killed.
+            let _ = Command::new("postfix").arg("-c").arg(self.postfix_dir()).arg("stop").output();
+        }
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.stop();
+        // Keep the evidence when a test fails.
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.base);
+        }
+    }
+}
