@@ -161,38 +161,6 @@ fn ip_ok(args: &[&str]) -> Result<(), LabError> {
     }
 }
 
-/// `GET path` on 127.0.0.1:port answers 200.
-fn http_ok(port: u16, path: &str) -> bool {
-    use std::io::{Read, Write};
-    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    if s.write_all(format!("GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").as_bytes()).is_err() {
-        return false;
-    }
-    let mut buf = String::new();
-    let _ = s.read_to_string(&mut buf);
-    buf.starts_with("HTTP/1.0 200") || buf.starts_with("HTTP/1.1 200")
-}
-
-fn add_node_ip() -> Result<(), LabError> {
-    let out = Command::new("ip")
-        .args(["addr", "add", &format!("{NODE_IP}/32"), "dev", "lo"])
-        .output()
-        .map_err(LabError::io("ip"))?;
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    if out.status.success() || stderr.contains("File exists") {
-        Ok(())
-    } else {
-        Err(LabError::Command {
-            command: format!("ip addr add {NODE_IP}/32 dev lo"),
-            status: out.status.to_string(),
-            stderr: stderr.trim().to_string(),
-        })
-    }
-}
-
 /// cgroup v1 hierarchies (and the v2 one) under /sys/fs/cgroup.
 fn cgroup_mounts() -> Vec<PathBuf> {
     let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") else {
@@ -245,7 +213,7 @@ impl Node {
         let t0 = Instant::now();
         require_lab_netns()?;
         ensure_packages()?;
-        add_node_ip()?;
+        process::add_lo_address(NODE_IP)?;
         sweep_cgroups();
         let bins: &Binaries = cluster.bins;
         let dir = cluster.dir.join("node");
@@ -499,7 +467,7 @@ wait
         ))?;
         poll("kube-proxy /healthz", Duration::from_secs(60), Duration::from_millis(200), || {
             node.proxy.check_running()?;
-            Ok(http_ok(proxy_health, "/healthz").then_some(()))
+            Ok(crate::kit::http::ok("127.0.0.1", proxy_health, "/healthz").then_some(()))
         })?;
         eprintln!("sendfleet-lab: node {NODE_NAME} ({NODE_IP}) Ready in {:.1} s", t0.elapsed().as_secs_f64());
         Ok(node)
@@ -548,10 +516,7 @@ wait
         // SIGTERM ends unshare, whose --kill-child SIGKILLs the namespace init.
         self.init.stop(Duration::from_secs(5));
         if let Some(pid) = init_pid {
-            let t0 = Instant::now();
-            while Path::new(&format!("/proc/{pid}")).exists() && t0.elapsed() < Duration::from_secs(30) {
-                std::thread::sleep(Duration::from_millis(50));
-            }
+            process::wait_gone(pid, Duration::from_secs(30));
         }
         let id = self.cgroup_root.trim_start_matches('/');
         let t0 = Instant::now();
