@@ -47,9 +47,12 @@ crds: build
 # Every unit test of every workspace crate, once: the root package's
 # (operator, agent, dns, cli), the render core's and the lab's, plus the
 # doc examples. The areas below run only integration test binaries.
+# tests/module_graph.rs reads the source: no import cycle between modules.
+UNIT_TEST_BINS := module_graph
 test-unit: deps
 	$(CARGO) test --workspace --lib --bins
 	$(CARGO) test --workspace --doc
+	$(CARGO) test $(foreach t,$(UNIT_TEST_BINS),--test $(t))
 
 # The render core and the offline CLI: golden files, the property test,
 # and real Postfix checking every rendered file (crates/render/tests/*.rs).
