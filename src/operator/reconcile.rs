@@ -135,7 +135,6 @@ async fn reconcile_pool(pool: &SendingPool, ctx: &Context) -> Result<Action> {
         quarantined: findings.quarantined.clone(),
         exclusions: super::fleet::exclusions_in_force(&adaptive, now_unix),
         warmup_day: super::fleet::warmup_steps(&adaptive),
-        ..RenderObserved::default()
     };
     let input = PoolInput { pool, policies: &policies, plan: plan.as_ref(), pools: &pools, observed: &observed };
     let rendered = match render::render_pool(input, &ctx.settings) {

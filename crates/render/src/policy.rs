@@ -96,10 +96,16 @@ pub struct DomainRule {
     /// The same transport's slowed variant used while an adaptive slow-down
     /// is active, if the policy enables slow-down.
     pub slow_transport: Option<String>,
-    /// True while an adaptive slow-down is in force for this rule.
+    /// Forces the slow transport for every lookup. The renderer never sets
+    /// it (slow-downs are the agent's own decision, `agent::adaptive`); it
+    /// remains for tests that drive the slow transport without provoking
+    /// rate limits.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub slowed: bool,
-    /// Relay route (`[host]:port`), if the domain is relayed; the agent then
-    /// leaves routing to the static transport map.
+    /// The nexthop of a relay route or a hand-off to another pool
+    /// (`[relay.example]:25`, see `routing::PolicyRoute::nexthop`), if the
+    /// domain does not go to its MX from here; the agent then leaves routing
+    /// to the static transport map.
     pub relay: Option<String>,
     /// Deliveries are paused: lookups answer a deferral with this reason.
     pub paused: Option<String>,

@@ -163,7 +163,16 @@ fn postfix_check_is_clean_and_postmap_builds_every_table() {
         assert_eq!(q("transport", "partner.example"), "smtp:[relay.partner.example]:25");
         assert_eq!(q("transport", "other.example"), "");
         assert_eq!(q("tls_policy", "bigmail.example"), "encrypt protocols=>=TLSv1.2");
-        assert_eq!(q("tls_policy", "partner.example"), "verify protocols=>=TLSv1.2");
+        // A relay route's TLS requirement: Postfix looks smtp_tls_policy_maps
+        // up by the next hop, verbatim as the transport entry names it, so
+        // the key is that nexthop — taken here from the rendered transport
+        // table — carrying the DomainPolicy's level and protocol floor.
+        let relay = q("transport", "partner.example");
+        let nexthop = relay.strip_prefix("smtp:").unwrap_or_else(|| panic!("relay route: {relay}"));
+        assert_eq!(nexthop, "[relay.partner.example]:25");
+        assert_eq!(q("tls_policy", nexthop), "verify protocols=>=TLSv1.2");
+        // The recipient domain is not a next hop of relayed mail: no key.
+        assert_eq!(q("tls_policy", "partner.example"), "");
     }
 }
 

@@ -20,6 +20,9 @@ use std::collections::BTreeMap;
 
 use sendfleet_render::contract::PEER_RELAY_TRANSPORT;
 use sendfleet_render::policy::{pattern_matches, AgentPolicy, DomainRule, InstancePolicy, WarmupShare};
+use sendfleet_render::routing::choose_peer;
+/// Weighted peer choice: the routing model's (kept here for existing callers).
+pub use sendfleet_render::routing::pick_weighted;
 
 use super::codec::Reply;
 use crate::agent::warmup::CapSource;
@@ -160,21 +163,9 @@ pub fn decide(policy: &AgentPolicy, sent: &SentToday<'_>, key: &str, seq: u64) -
     let share = share_for(policy, domain);
     if let Some(why) = needs_peer(me, rule, share, sent) {
         let rule_name = rule.map(|r| r.name.clone());
-        let mut peers: Vec<&InstancePolicy> =
-            policy.peers_in_rotation().filter(|p| rule.is_none_or(|r| !p.excluded_rules.contains(&r.name))).collect();
-        // A peer sends relayed mail without consulting its own cap (mail
-        // from a peer is never relayed again), so warm peers are preferred;
-        // warming ones only when no warm one is left.
-        if peers.iter().any(|p| p.daily_cap.is_none()) {
-            peers.retain(|p| p.daily_cap.is_none());
-        }
-        return match pick_weighted(&peers, seq) {
-            Some(p) => Decision::Peer {
-                rule: rule_name,
-                peer: p.name.clone(),
-                nexthop: format!("[{}]:{}", p.address, policy.peer_port),
-                why,
-            },
+        // Which peer, and its nexthop: the routing model decides.
+        return match choose_peer(policy, rule, seq) {
+            Some(c) => Decision::Peer { rule: rule_name, peer: c.peer.name.clone(), nexthop: c.nexthop, why },
             None => Decision::Defer { rule: rule_name, text: format!("4.7.1 no healthy peer: {}", why_text(why)) },
         };
     }
@@ -228,23 +219,6 @@ fn why_text(why: PeerWhy) -> &'static str {
         PeerWhy::DailyCap => "this instance reached its daily cap",
         PeerWhy::ProviderShare => "this instance reached the provider's share of its cap",
     }
-}
-
-/// Weighted choice among peers, deterministic in `seq`.
-pub fn pick_weighted<'a>(peers: &[&'a InstancePolicy], seq: u64) -> Option<&'a InstancePolicy> {
-    let total: u64 = peers.iter().map(|p| u64::from(p.weight)).sum();
-    if total == 0 {
-        return None;
-    }
-    let mut at = seq % total;
-    for p in peers {
-        let w = u64::from(p.weight);
-        if at < w {
-            return Some(p);
-        }
-        at -= w;
-    }
-    None
 }
 
 /// Reasons go into a Postfix transport nexthop: printable ASCII only.
