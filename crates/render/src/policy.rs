@@ -21,6 +21,10 @@
 //! separate trivial-rewrite service (`rewrite-in`) that reads the static
 //! table alone, so a paused domain is queued rather than refused at RCPT.
 //!
+//! The names and nexthops in a [`DomainRule`] (throttle and slow transports,
+//! relay nexthop) and the peer choice come from the routing model
+//! ([`crate::routing`]); the agent uses them as given and never re-derives them.
+//!
 //! This module is data only: serde types and pure helpers. No I/O.
 
 use serde::{Deserialize, Serialize};

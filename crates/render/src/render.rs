@@ -7,6 +7,10 @@
 //! conflicts) < observed state (quarantine, exclusions, slow-downs, warm-up
 //! day), which only ever takes capacity *away*.
 //!
+//! Where each domain's mail goes (transports, nexthops, TLS keys) is not
+//! decided here: [`crate::routing`] decides, this module writes the Postfix
+//! files and `policy.json` from its [`RoutingModel`].
+//!
 //! Pure: same inputs, same bytes. No clock — the warm-up day and every
 //! observation arrive in [`Observed`].
 
@@ -14,7 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use crate::api::*;
-use crate::contract::PEER_RELAY_TRANSPORT;
+use crate::contract::{AGENT_HTTP_PORT, DEFAULT_POLICY_SOCKET, PEER_RELAY_TRANSPORT, SOCKETMAP_NAME};
 use crate::policy::{self, AgentPolicy, DomainRule, InstancePolicy, WarmupPolicy, WarmupShare};
 use crate::postfix::main_cf::MainCf;
 use crate::postfix::maps::{regex_escape, Table};
@@ -49,9 +53,9 @@ impl Default for Settings {
         Settings {
             queue_directory: "/var/spool/postfix".into(),
             data_directory: "/var/lib/postfix".into(),
-            policy_socket: "/run/sendfleet/policy.sock".into(),
+            policy_socket: DEFAULT_POLICY_SOCKET.into(),
             peer_port: 2525,
-            agent_port: 9187,
+            agent_port: AGENT_HTTP_PORT,
             cluster_domain: "cluster.local".into(),
             default_image: "sendfleet:dev".into(),
         }
@@ -351,7 +355,7 @@ fn render_instance(
     // Routing: the agent first (dynamic decisions), then the static table.
     m.set(
         "transport_maps",
-        format!("socketmap:unix:{}:transport, hash:$config_directory/{TRANSPORT_MAP}", settings.policy_socket),
+        format!("socketmap:unix:{}:{SOCKETMAP_NAME}, hash:$config_directory/{TRANSPORT_MAP}", settings.policy_socket),
     )?;
     // TLS.
     m.set("smtp_tls_security_level", spec.tls.security_level.as_postfix())?;
@@ -407,7 +411,7 @@ fn render_instance(
             .with("smtpd_client_restrictions", "permit_mynetworks,reject")
             .with("smtpd_relay_restrictions", "permit_mynetworks,reject")
             .with("smtpd_recipient_restrictions", "permit_mynetworks,reject")
-            .with("content_filter", "smtp:")
+            .with("content_filter", format!("{}:", routing::SMTP_TRANSPORT))
             .with("rewrite_service_name", in_rewrite),
     );
     for (name, kind, private, wakeup, maxproc, command) in [

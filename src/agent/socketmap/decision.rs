@@ -12,8 +12,14 @@
 //! the address without its extension) and the wildcard `*` — never the bare
 //! domain or `.parent` probes (checked on Postfix 3.7: only `*` and
 //! addresses arrive). So the decision is made on the domain part of the key;
-//! bare domains are accepted too (for `postmap -q` and tests). This module
-//! must never do I/O, read a clock, or keep or return the local part.
+//! bare domains are accepted too (for `postmap -q` and tests).
+//!
+//! Only the *dynamic* choice is made here (paused -> `retry:`; out of
+//! rotation, excluded or over a cap -> a peer; slowed -> the slow
+//! transport). Every name and nexthop it answers — the slow transport, the
+//! peer and its `[address]:port` — comes from the routing model
+//! (`sendfleet_render::routing`, via the policy and `routing::choose_peer`).
+//! This module must never do I/O, read a clock, or keep or return the local part.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
