@@ -201,8 +201,8 @@ pub struct WarmupRamp {
     pub ceiling: u64,
 }
 
-/// Longest schedule the agent follows (the CRD allows days up to 3650).
-pub const MAX_WARMUP_DAYS: u32 = 3650;
+/// Longest schedule the agent follows (the CRD's limit on `steps[].day`).
+pub use crate::api::limits::MAX_WARMUP_DAYS;
 
 impl WarmupSchedule {
     /// No schedule rendered.

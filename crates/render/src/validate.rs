@@ -426,20 +426,20 @@ pub fn pool(pool: &SendingPool) -> Result<ValidPool<'_>, ValidationError> {
 
 fn throttle(e: &mut Errors, path: &str, t: &Throttle) {
     if let Some(c) = t.connections {
-        e.check(format!("{path}.connections"), range(c as u64, 1, 100));
+        e.check(format!("{path}.connections"), range(c.into(), 1, MAX_CONNECTIONS.into()));
     }
     if let Some(m) = t.messages_per_minute {
         e.check(format!("{path}.messagesPerMinute"), messages_per_minute(m));
     }
     if let Some(p) = t.processes {
-        e.check(format!("{path}.processes"), range(p as u64, 1, 200));
+        e.check(format!("{path}.processes"), range(p.into(), 1, MAX_PROCESSES.into()));
     }
 }
 
 /// Postfix spaces deliveries by whole seconds (`*_destination_rate_delay`),
 /// so a per-minute rate is exact only when it divides 60.
 pub fn messages_per_minute(m: u32) -> Result<(), String> {
-    if (1..=60).contains(&m) && 60 % m == 0 {
+    if (1..=MAX_MESSAGES_PER_MINUTE).contains(&m) && 60 % m == 0 {
         Ok(())
     } else {
         Err(format!(
@@ -529,10 +529,10 @@ pub fn domain_policy(p: &DomainPolicy) -> Result<ValidDomainPolicy<'_>, Validati
         levels: defaults::SLOW_DOWN_LEVELS,
     });
     if let Some(a) = auto_exclusion {
-        e.check("spec.autoExclusion.hardBlocks", range(a.hard_blocks as u64, 1, 10_000));
+        e.check("spec.autoExclusion.hardBlocks", range(a.hard_blocks.into(), 1, MAX_ANSWERS_IN_WINDOW.into()));
     }
     if let Some(s) = slow_down {
-        e.check("spec.slowDown.deferrals", range(s.deferrals as u64, 1, 10_000));
+        e.check("spec.slowDown.deferrals", range(s.deferrals.into(), 1, MAX_ANSWERS_IN_WINDOW.into()));
         e.check("spec.slowDown.messagesPerMinute", messages_per_minute(s.messages_per_minute));
     }
     if let Some(r) = paused {
@@ -573,13 +573,14 @@ pub fn valid_warmup_plan(p: &WarmupPlan) -> Result<ValidWarmupPlan<'_>, Validati
                 }
             }
             for (i, s) in steps.iter().enumerate() {
-                e.check(format!("spec.steps[{i}].dailyCap"), range(s.daily_cap, 1, 100_000_000));
+                e.check(format!("spec.steps[{i}].day"), range(s.day.into(), 1, MAX_WARMUP_DAYS.into()));
+                e.check(format!("spec.steps[{i}].dailyCap"), range(s.daily_cap, 1, MAX_DAILY_CAP));
             }
         }
         (None, Some(r)) => {
-            e.check("spec.ramp.start", range(r.start, 1, 100_000_000));
-            e.check("spec.ramp.growthPercent", range(r.growth_percent as u64, 1, 1000));
-            e.check("spec.ramp.ceiling", range(r.ceiling, 1, 100_000_000));
+            e.check("spec.ramp.start", range(r.start, 1, MAX_DAILY_CAP));
+            e.check("spec.ramp.growthPercent", range(r.growth_percent.into(), 1, MAX_GROWTH_PERCENT.into()));
+            e.check("spec.ramp.ceiling", range(r.ceiling, 1, MAX_DAILY_CAP));
             if r.start > r.ceiling {
                 e.add("spec.ramp.start", "must not exceed spec.ramp.ceiling");
             }

@@ -3,6 +3,8 @@
 //! limits are in [`super::limits`], defaults in [`super::defaults`].
 
 use schemars::JsonSchema;
+
+use super::limits::*;
 use serde::{Deserialize, Serialize};
 
 /// CEL expression evaluating a Postfix-syntax duration field (already
@@ -48,18 +50,19 @@ pub fn parse_duration(s: &str) -> Option<u64> {
 pub struct Throttle {
     /// Simultaneous connections to one destination from one IP
     /// (`<transport>_destination_concurrency_limit`). 1 to 100.
-    #[schemars(range(min = 1, max = 100))]
+    #[schemars(range(min = 1, max = MAX_CONNECTIONS))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connections: Option<u32>,
     /// Messages per minute to one destination from one IP. Rendered as
     /// `<transport>_destination_rate_delay` (60/N seconds between deliveries,
-    /// which Postfix applies per destination with concurrency 1). 1 to 600.
-    #[schemars(range(min = 1, max = 600))]
+    /// which Postfix applies per destination with concurrency 1). 1 to 60,
+    /// a divisor of 60 (deliveries are spaced by whole seconds).
+    #[schemars(range(min = 1, max = MAX_MESSAGES_PER_MINUTE))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messages_per_minute: Option<u32>,
     /// Delivery processes for this throttle's transport (master.cf `maxproc`).
     /// 1 to 200.
-    #[schemars(range(min = 1, max = 200))]
+    #[schemars(range(min = 1, max = MAX_PROCESSES))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub processes: Option<u32>,
 }

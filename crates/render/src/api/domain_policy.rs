@@ -148,7 +148,7 @@ pub struct DomainTls {
 #[serde(rename_all = "camelCase")]
 pub struct AutoExclusion {
     /// Hard blocks from these domains within `window` that exclude the IP.
-    #[schemars(range(min = 1, max = 10000))]
+    #[schemars(range(min = 1, max = MAX_ANSWERS_IN_WINDOW))]
     pub hard_blocks: u32,
     /// Window in which blocks are counted. Default 1h.
     #[schemars(length(max = MAX_DURATION_LEN), regex(pattern = DURATION_PATTERN))]
@@ -166,14 +166,14 @@ pub struct AutoExclusion {
 #[serde(rename_all = "camelCase")]
 pub struct SlowDown {
     /// Rate-limit deferrals within `window` that engage the slow-down.
-    #[schemars(range(min = 1, max = 10000))]
+    #[schemars(range(min = 1, max = MAX_ANSWERS_IN_WINDOW))]
     pub deferrals: u32,
     /// Window in which deferrals are counted. Default 10m.
     #[schemars(length(max = MAX_DURATION_LEN), regex(pattern = DURATION_PATTERN))]
     #[serde(default = "defaults::slow_down_window")]
     pub window: String,
-    /// Messages per minute per IP while slowed down.
-    #[schemars(range(min = 1, max = 600))]
+    /// Messages per minute per IP while slowed down: 1 to 60, a divisor of 60.
+    #[schemars(range(min = 1, max = MAX_MESSAGES_PER_MINUTE))]
     pub messages_per_minute: u32,
     /// Quiet time (no rate-limit deferral) after which one recovery step is
     /// taken back towards the normal throttle. Default 30m.

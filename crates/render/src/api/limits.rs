@@ -34,6 +34,21 @@ pub const REASON_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9 .,:;()_/-]*$";
 /// Shortest DNSBL check interval (`reputation.interval`): the lists rate-limit
 /// clients that ask more often.
 pub const MIN_REPUTATION_INTERVAL_SECONDS: u64 = 60;
+/// Throttle `connections`.
+pub const MAX_CONNECTIONS: u32 = 100;
+/// Throttle `processes` (master.cf maxproc).
+pub const MAX_PROCESSES: u32 = 200;
+/// Throttle and slow-down `messagesPerMinute`: Postfix spaces deliveries by
+/// whole seconds, so a rate is exact only when it divides 60.
+pub const MAX_MESSAGES_PER_MINUTE: u32 = 60;
+/// `autoExclusion.hardBlocks`, `slowDown.deferrals`: answers in a window.
+pub const MAX_ANSWERS_IN_WINDOW: u32 = 10_000;
+/// Warm-up daily caps (`steps[].dailyCap`, `ramp.start`, `ramp.ceiling`).
+pub const MAX_DAILY_CAP: u64 = 100_000_000;
+/// Warm-up `ramp.growthPercent`.
+pub const MAX_GROWTH_PERCENT: u32 = 1000;
+/// Longest warm-up schedule (`steps[].day`); the agent follows no further.
+pub const MAX_WARMUP_DAYS: u32 = 3650;
 /// Most domain patterns in one DomainPolicy.
 pub const MAX_DOMAINS: usize = 200;
 

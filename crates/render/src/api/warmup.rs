@@ -85,10 +85,10 @@ pub struct WarmupPlanSpec {
 #[serde(rename_all = "camelCase")]
 pub struct WarmupStep {
     /// First day (1-based) on which this cap applies.
-    #[schemars(range(min = 1, max = 3650))]
+    #[schemars(range(min = 1, max = MAX_WARMUP_DAYS))]
     pub day: u32,
     /// Messages per IP per day.
-    #[schemars(range(min = 1, max = 100000000))]
+    #[schemars(range(min = 1, max = MAX_DAILY_CAP))]
     pub daily_cap: u64,
 }
 
@@ -99,13 +99,13 @@ pub struct WarmupStep {
 #[serde(rename_all = "camelCase")]
 pub struct Ramp {
     /// Day-1 cap per IP.
-    #[schemars(range(min = 1, max = 100000000))]
+    #[schemars(range(min = 1, max = MAX_DAILY_CAP))]
     pub start: u64,
     /// Daily growth in percent (e.g. 50 = x1.5 per day).
-    #[schemars(range(min = 1, max = 1000))]
+    #[schemars(range(min = 1, max = MAX_GROWTH_PERCENT))]
     pub growth_percent: u32,
     /// Cap at which the IP counts as warm.
-    #[schemars(range(min = 1, max = 100000000))]
+    #[schemars(range(min = 1, max = MAX_DAILY_CAP))]
     pub ceiling: u64,
 }
 
