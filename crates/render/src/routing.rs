@@ -48,6 +48,7 @@
 use std::collections::BTreeMap;
 
 use crate::api::{defaults, DomainTls, Route, SendingPool, Throttle};
+use crate::contract::PEER_RELAY_TRANSPORT;
 use crate::policy::{AgentPolicy, DomainRule, InstancePolicy};
 use crate::validate::ValidDomainPolicy;
 
@@ -365,7 +366,7 @@ impl RoutingModel {
 pub struct PeerChoice<'a> {
     pub peer: &'a InstancePolicy,
     /// Where to hand it: [`peer_nexthop`] of the peer, for the
-    /// `peer-relay` transport ([`crate::contract::PEER_RELAY_TRANSPORT`]).
+    /// [`PEER_RELAY_TRANSPORT`] transport.
     pub nexthop: String,
 }
 
@@ -381,6 +382,15 @@ pub fn choose_peer<'a>(policy: &'a AgentPolicy, rule: Option<&DomainRule>, seq: 
         peers.retain(|p| p.daily_cap.is_none());
     }
     pick_weighted(&peers, seq).map(|peer| PeerChoice { peer, nexthop: peer_nexthop(&peer.address, policy.peer_port) })
+}
+
+/// Whether a delivery Postfix logged was this instance handing mail to a
+/// peer (the peer leg), not an attempt at a receiver: it left through the
+/// `peer-relay` transport, or went to a peer's listener ([`peer_nexthop`]).
+pub fn is_peer_leg(policy: &AgentPolicy, service: &str, relay_addr: Option<&str>, relay_port: Option<u16>) -> bool {
+    service == PEER_RELAY_TRANSPORT
+        || (relay_port == Some(policy.peer_port)
+            && policy.instances.iter().any(|i| i.name != policy.instance && relay_addr == Some(i.address.as_str())))
 }
 
 /// Weighted choice among peers, deterministic in `seq`.
@@ -577,6 +587,21 @@ mod tests {
         assert_eq!(choose_peer(&p, Some(&rule), 0).unwrap().peer.name, "warming");
         p.instances[2].weight = 0;
         assert_eq!(choose_peer(&p, Some(&rule), 0), None);
+    }
+
+    #[test]
+    fn a_peer_leg_is_the_peer_relay_transport_or_a_peers_listener() {
+        let p = AgentPolicy {
+            instance: "me".into(),
+            peer_port: 2525,
+            instances: vec![inst("me", "192.0.2.1", 1, None, &[]), inst("b", "192.0.2.2", 1, None, &[])],
+            ..Default::default()
+        };
+        assert!(is_peer_leg(&p, "peer-relay", None, None));
+        assert!(is_peer_leg(&p, "smtp", Some("192.0.2.2"), Some(2525)));
+        assert!(!is_peer_leg(&p, "smtp", Some("192.0.2.2"), Some(25)));
+        assert!(!is_peer_leg(&p, "smtp", Some("192.0.2.1"), Some(2525)));
+        assert!(!is_peer_leg(&p, "dp-x", Some("198.51.100.7"), Some(2525)));
     }
 
     #[test]
