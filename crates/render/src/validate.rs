@@ -239,6 +239,9 @@ pub struct ValidPool<'a> {
     pub retry_seconds: RetrySeconds,
     pub backlog_warn: u64,
     pub backlog_critical: u64,
+    /// `spec.reputation.interval` and `.coolDown`, in seconds.
+    pub reputation_interval: u64,
+    pub reputation_cool_down: u64,
 }
 
 /// The retry schedule in seconds.
@@ -401,12 +404,11 @@ pub fn pool(pool: &SendingPool) -> Result<ValidPool<'_>, ValidationError> {
     for (i, z) in reputation.zones.iter().enumerate() {
         e.check(format!("spec.reputation.zones[{i}]"), dns_name(z));
     }
-    if let Err(m) = duration(&reputation.interval, MIN_REPUTATION_INTERVAL_SECONDS) {
-        e.add("spec.reputation.interval", m);
-    }
-    if let Err(m) = duration(&reputation.cool_down, 0) {
-        e.add("spec.reputation.coolDown", m);
-    }
+    let reputation_interval = duration(&reputation.interval, MIN_REPUTATION_INTERVAL_SECONDS)
+        .map_err(|m| e.add("spec.reputation.interval", m))
+        .unwrap_or(0);
+    let reputation_cool_down =
+        duration(&reputation.cool_down, 0).map_err(|m| e.add("spec.reputation.coolDown", m)).unwrap_or(0);
     let warn = duration(&backlog.warn_age, 1).map_err(|m| e.add("spec.backlog.warnAge", m)).unwrap_or(0);
     let crit = duration(&backlog.critical_age, 1).map_err(|m| e.add("spec.backlog.criticalAge", m)).unwrap_or(0);
     if warn > 0 && crit > 0 && warn >= crit {
@@ -421,7 +423,16 @@ pub fn pool(pool: &SendingPool) -> Result<ValidPool<'_>, ValidationError> {
         e.check("spec.spamRoute.value", token(&s.value, b"._-", 64));
     }
     e.finish(id)?;
-    Ok(ValidPool { namespace, name, spec: &pool.spec, retry_seconds: r, backlog_warn: warn, backlog_critical: crit })
+    Ok(ValidPool {
+        namespace,
+        name,
+        spec: &pool.spec,
+        retry_seconds: r,
+        backlog_warn: warn,
+        backlog_critical: crit,
+        reputation_interval,
+        reputation_cool_down,
+    })
 }
 
 fn throttle(e: &mut Errors, path: &str, t: &Throttle) {
