@@ -478,6 +478,9 @@ fn render_instance(
         pool: format!("{}/{}", pool.namespace, pool.name),
         instance: ip.name.clone(),
         instances: instances.to_vec(),
+        // Routes come one per policy, in the policies' order (route_pool):
+        // the routing part from the model, pause and adaptive rules (in
+        // validated seconds) from the policy.
         domains: shared
             .routes
             .routes

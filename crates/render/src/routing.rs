@@ -240,7 +240,8 @@ pub fn submission_port(pools: &[SendingPool], name: &str, namespace: &str) -> Op
         .map(|sp| sp.spec.submission.port)
 }
 
-/// Route a pool's selected policies (valid, sorted by name).
+/// Route a pool's selected policies (valid, sorted by name): one route per
+/// policy, in the same order.
 pub fn route_pool(
     policies: &[ValidDomainPolicy<'_>],
     namespace: &str,
