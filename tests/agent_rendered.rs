@@ -27,7 +27,6 @@ fn agent_installs_rendered_files_and_reports_the_renderers_hash() {
     let policy: DomainPolicy = example("domainpolicy-throttled-provider.yaml");
     let plan: WarmupPlan = example("warmupplan.yaml");
     let mut observed = Observed::default();
-    observed.slowed.insert("bigmail".into());
     observed.exclusions.insert(("bigmail".into(), "mta2".into()), "5 hard blocks".into());
     let dns = Dns::start("127.0.0.53", &[]);
     let fleet = fleet(pool, &dns).policy(policy).plan(plan).observed(observed);
@@ -54,7 +53,9 @@ fn agent_installs_rendered_files_and_reports_the_renderers_hash() {
     assert_eq!(lookup(&agent.policy_socket(), "someone@other.example"), Reply::NotFound);
     drop(agent);
 
-    // mta1 is not excluded: the slow-down picks the rendered slow transport.
+    // mta1 is not excluded and has no slow-down of its own (that is the
+    // agent's decision, agent::adaptive): the static map routes, and the
+    // rendered rule names the slow transport a slow-down would use.
     let agent = fleet.start_unsupervised("mta1");
     let slow = agent
         .pod
@@ -63,6 +64,7 @@ fn agent_installs_rendered_files_and_reports_the_renderers_hash() {
         .rule_for("bigmail.example")
         .and_then(|r| r.slow_transport.clone())
         .expect("slow transport rendered");
-    assert_eq!(lookup(&agent.policy_socket(), "a@mx.bigmail.example"), Reply::Ok(format!("{slow}:")));
+    assert_eq!(slow, "dp-bigmail-slow");
+    assert_eq!(lookup(&agent.policy_socket(), "a@mx.bigmail.example"), Reply::NotFound);
     assert_eq!(agent.status().config.loaded_hash.as_deref(), Some(agent.pod.rendered.config_hash.as_str()));
 }

@@ -79,3 +79,47 @@ fn crds_are_structural_and_carry_cel_rules() {
         assert!(pool.contains(rule), "SendingPool CRD lacks rule {rule}");
     }
 }
+
+/// Every scalar `default` in a schema, with the path and the node's description.
+fn defaults_in(path: &str, v: &serde_json::Value, out: &mut Vec<(String, String, String)>) {
+    let Some(obj) = v.as_object() else { return };
+    if let Some(d) = obj.get("default").filter(|d| d.is_string() || d.is_number()) {
+        let text = d.as_str().map_or_else(|| d.to_string(), str::to_string);
+        let description = obj.get("description").and_then(|d| d.as_str()).unwrap_or_default().to_string();
+        out.push((path.to_string(), text, description));
+    }
+    if let Some(props) = obj.get("properties").and_then(|p| p.as_object()) {
+        for (k, s) in props {
+            defaults_in(&format!("{path}.{k}"), s, out);
+        }
+    }
+    if let Some(items) = obj.get("items") {
+        defaults_in(&format!("{path}[]"), items, out);
+    }
+}
+
+/// The defaults come from `api::defaults` through the serde default
+/// functions; the descriptions are prose written beside the field. A
+/// description that names a default must name the one the schema applies.
+#[test]
+fn documented_defaults_match_the_schema_defaults() {
+    let mut found = vec![];
+    for crd in sendfleet::core::api::crds() {
+        let v = serde_json::to_value(&crd).unwrap();
+        defaults_in(&crd.spec.names.kind, &v["spec"]["versions"][0]["schema"]["openAPIV3Schema"], &mut found);
+    }
+    let mut checked = 0;
+    for (path, default, description) in &found {
+        // The last "Default X" of the description ("Default `may`." too).
+        let plain = description.replace('`', "");
+        if let Some(at) = plain.rfind("Default ") {
+            let said = &plain[at + "Default ".len()..];
+            assert!(
+                said.starts_with(default.as_str()),
+                "{path}: description says \"Default {said}\", the schema applies {default:?}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 15, "only {checked} documented defaults found: {found:?}");
+}

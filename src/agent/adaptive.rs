@@ -28,10 +28,11 @@ use std::path::{Path, PathBuf};
 
 use sendfleet_render::contract::{ActiveExclusion, ActiveSlowDown, ResponseCategory};
 use sendfleet_render::policy::{AgentPolicy, DomainRule};
+use sendfleet_render::routing::choose_peer;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use super::socketmap::decision::{key_domain, pick_weighted, Decision, NotFoundWhy, PeerWhy};
+use super::socketmap::decision::{key_domain, Decision, NotFoundWhy, PeerWhy};
 
 pub const FILE: &str = "adaptive.json";
 
@@ -289,8 +290,7 @@ impl Adaptive {
     /// out-of-rotation relay already keep it off this IP.
     /// `seq` spreads the peer choice; the slow fraction uses the rule's own count.
     pub fn overlay(&mut self, policy: &AgentPolicy, decided: Decision, key: &str, seq: u64) -> Decision {
-        if !matches!(decided, Decision::NotFound(NotFoundWhy::Normal) | Decision::Slow { .. }) || self.rules.is_empty()
-        {
+        if !matches!(decided, Decision::NotFound(NotFoundWhy::Normal)) || self.rules.is_empty() {
             return decided;
         }
         let Some(domain) = key_domain(key) else {
@@ -301,19 +301,12 @@ impl Adaptive {
         };
         if self.is_excluded(&rule.name) {
             // Peers that excluded themselves for the rule reach us through
-            // the operator as `excluded_rules`.
-            let mut peers: Vec<_> =
-                policy.peers_in_rotation().filter(|p| !p.excluded_rules.contains(&rule.name)).collect();
-            // As in `decide`: a peer sends relayed mail without its own cap,
-            // so warm peers first.
-            if peers.iter().any(|p| p.daily_cap.is_none()) {
-                peers.retain(|p| p.daily_cap.is_none());
-            }
-            return match pick_weighted(&peers, seq) {
-                Some(p) => Decision::Peer {
+            // the operator as `excluded_rules`; the routing model skips them.
+            return match choose_peer(policy, Some(rule), seq) {
+                Some(c) => Decision::Peer {
                     rule: Some(rule.name.clone()),
-                    peer: p.name.clone(),
-                    nexthop: format!("[{}]:{}", p.address, policy.peer_port),
+                    peer: c.peer.name.clone(),
+                    nexthop: c.nexthop,
                     why: PeerWhy::Excluded,
                 },
                 // Deferring keeps the mail; sending from a blocked IP would
@@ -324,7 +317,7 @@ impl Adaptive {
                 },
             };
         }
-        let (Some(t), true) = (&rule.slow_transport, matches!(decided, Decision::NotFound(_))) else {
+        let Some(t) = &rule.slow_transport else {
             return decided;
         };
         let Some(sd) = self.rules.get_mut(&rule.name).and_then(|s| s.slow_down.as_mut()) else {

@@ -7,6 +7,8 @@
 //! - [`validate`]: the renderer's own check of every value that could reach a
 //!   Postfix file — it never assumes the API server's schema ran;
 //! - [`postfix`]: `main.cf`, `master.cf` and lookup tables per instance;
+//! - [`routing`]: the routing model — transports, nexthops, TLS keys, peer
+//!   choice — from which both the Postfix tables and `policy.json` derive;
 //! - [`policy`]: the agent's `policy.json`;
 //! - [`objects`]: ConfigMaps, StatefulSets, Services, PDB, ServiceAccount;
 //! - [`conditions`]: the one condition vocabulary (types, reasons, polarity,
@@ -28,5 +30,6 @@ pub mod policy;
 pub mod postfix;
 pub mod render;
 pub mod responses;
+pub mod routing;
 pub mod selector;
 pub mod validate;

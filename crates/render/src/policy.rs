@@ -21,6 +21,10 @@
 //! separate trivial-rewrite service (`rewrite-in`) that reads the static
 //! table alone, so a paused domain is queued rather than refused at RCPT.
 //!
+//! The names and nexthops in a [`DomainRule`] (throttle and slow transports,
+//! relay nexthop) and the peer choice come from the routing model
+//! ([`crate::routing`]); the agent uses them as given and never re-derives them.
+//!
 //! This module is data only: serde types and pure helpers. No I/O.
 
 use serde::{Deserialize, Serialize};
@@ -96,10 +100,10 @@ pub struct DomainRule {
     /// The same transport's slowed variant used while an adaptive slow-down
     /// is active, if the policy enables slow-down.
     pub slow_transport: Option<String>,
-    /// True while an adaptive slow-down is in force for this rule.
-    pub slowed: bool,
-    /// Relay route (`[host]:port`), if the domain is relayed; the agent then
-    /// leaves routing to the static transport map.
+    /// The nexthop of a relay route or a hand-off to another pool
+    /// (`[relay.example]:25`, see `routing::PolicyRoute::nexthop`), if the
+    /// domain does not go to its MX from here; the agent then leaves routing
+    /// to the static transport map.
     pub relay: Option<String>,
     /// Deliveries are paused: lookups answer a deferral with this reason.
     pub paused: Option<String>,
@@ -191,8 +195,8 @@ pub struct WarmupRamp {
     pub ceiling: u64,
 }
 
-/// Longest schedule the agent follows (the CRD allows days up to 3650).
-pub const MAX_WARMUP_DAYS: u32 = 3650;
+/// Longest schedule the agent follows (the CRD's limit on `steps[].day`).
+pub use crate::api::limits::MAX_WARMUP_DAYS;
 
 impl WarmupSchedule {
     /// No schedule rendered.

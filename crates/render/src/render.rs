@@ -7,6 +7,10 @@
 //! conflicts) < observed state (quarantine, exclusions, slow-downs, warm-up
 //! day), which only ever takes capacity *away*.
 //!
+//! Where each domain's mail goes (transports, nexthops, TLS keys) is not
+//! decided here: [`crate::routing`] decides, this module writes the Postfix
+//! files and `policy.json` from its [`RoutingModel`].
+//!
 //! Pure: same inputs, same bytes. No clock — the warm-up day and every
 //! observation arrive in [`Observed`].
 
@@ -14,15 +18,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use crate::api::*;
-use crate::policy::{
-    self, AgentPolicy, AutoExclusionRule, DomainRule, InstancePolicy, SlowDownRule, WarmupPolicy, WarmupShare,
-};
+use crate::contract::{AGENT_HTTP_PORT, DEFAULT_POLICY_SOCKET, PEER_RELAY_TRANSPORT, SOCKETMAP_NAME};
+use crate::policy::{self, AgentPolicy, DomainRule, InstancePolicy, WarmupPolicy, WarmupShare};
 use crate::postfix::main_cf::MainCf;
 use crate::postfix::maps::{regex_escape, Table};
 use crate::postfix::master_cf::{MasterCf, Service};
 use crate::postfix::*;
+use crate::routing::{self, RoutingModel, UnknownPool};
+pub use crate::routing::{slow_transport, submission_host, table_pattern, throttle_transport};
 use crate::selector;
-use crate::validate::{self, FieldError, ValidDomainPolicy, ValidPool, ValidationError};
+use crate::validate::{self, FieldError, ValidDomainPolicy, ValidPool, ValidWarmupPlan, ValidationError};
 
 /// Operator-wide settings that shape every instance.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,9 +53,9 @@ impl Default for Settings {
         Settings {
             queue_directory: "/var/spool/postfix".into(),
             data_directory: "/var/lib/postfix".into(),
-            policy_socket: "/run/sendfleet/policy.sock".into(),
+            policy_socket: DEFAULT_POLICY_SOCKET.into(),
             peer_port: 2525,
-            agent_port: 9187,
+            agent_port: AGENT_HTTP_PORT,
             cluster_domain: "cluster.local".into(),
             default_image: "sendfleet:dev".into(),
         }
@@ -65,8 +70,6 @@ pub struct Observed {
     pub quarantined: BTreeMap<String, String>,
     /// (DomainPolicy name, instance) pairs excluded automatically, with reason.
     pub exclusions: BTreeMap<(String, String), String>,
-    /// DomainPolicies whose adaptive slow-down is engaged for this pool.
-    pub slowed: BTreeSet<String>,
     /// Warm-up day (1-based) of each instance; an instance not listed is on day 1.
     pub warmup_day: BTreeMap<String, u32>,
 }
@@ -114,6 +117,15 @@ pub struct RenderedPool {
     pub conflicts: Vec<(String, String, String)>,
 }
 
+impl From<UnknownPool> for RenderError {
+    fn from(e: UnknownPool) -> Self {
+        RenderError::Reference {
+            field: e.field,
+            message: format!("SendingPool {:?} not found in namespace {}", e.pool, e.namespace),
+        }
+    }
+}
+
 /// Why a pool cannot be rendered.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum RenderError {
@@ -130,40 +142,6 @@ pub enum RenderError {
 /// Postfix runs what was rendered).
 pub fn config_hash(files: &BTreeMap<String, String>) -> String {
     crate::contract::config_hash(files.iter().map(|(k, v)| (k.as_str(), v.as_bytes())))
-}
-
-/// `*.example.com` -> `.example.com` (Postfix table form for subdomains).
-pub fn table_pattern(p: &str) -> String {
-    match p.strip_prefix('*') {
-        Some(rest) => rest.to_string(),
-        None => p.to_string(),
-    }
-}
-
-/// The master.cf transport that throttles a DomainPolicy's domains.
-pub fn throttle_transport(policy: &str) -> String {
-    format!("dp-{policy}")
-}
-
-/// Recovery steps of an adaptive slow-down: at level L, L/4 of the rule's
-/// mail takes the slow transport; each quiet recoveryInterval lowers L by one.
-pub const SLOW_DOWN_LEVELS: u32 = 4;
-
-/// Its slowed variant, used while an adaptive slow-down is engaged.
-pub fn slow_transport(policy: &str) -> String {
-    format!("dp-{policy}-slow")
-}
-
-/// DNS name of a pool's submission Service.
-pub fn submission_host(pool: &str, namespace: &str, cluster_domain: &str) -> String {
-    format!("{pool}.{namespace}.svc.{cluster_domain}")
-}
-
-fn nexthop_literal(host: &str) -> String {
-    match host.parse::<IpAddr>() {
-        Ok(IpAddr::V6(_)) => format!("[ipv6:{host}]"),
-        _ => format!("[{host}]"),
-    }
 }
 
 fn network(addr: &str) -> String {
@@ -208,33 +186,14 @@ pub fn selected_policies<'a>(
 /// Render a pool. See the module doc for precedence.
 pub fn render_pool(input: PoolInput<'_>, settings: &Settings) -> Result<RenderedPool, RenderError> {
     let pool = validate::pool(input.pool)?;
-    if let Some(plan) = input.plan {
-        validate::warmup_plan(plan)?;
-    }
+    let plan = input.plan.map(validate::valid_warmup_plan).transpose()?;
     let (policies, invalid_policies) = selected_policies(input.pool, input.policies);
-
-    // Domain pattern ownership: first policy (by name) wins.
-    let mut owner: BTreeMap<String, &str> = BTreeMap::new();
-    let mut conflicts = vec![];
-    for p in &policies {
-        for d in &p.spec.domains {
-            match owner.get(d) {
-                Some(w) => conflicts.push((d.clone(), w.to_string(), p.name.to_string())),
-                None => {
-                    owner.insert(d.clone(), p.name);
-                }
-            }
-        }
-    }
-    let owned = |p: &ValidDomainPolicy<'_>| -> Vec<String> {
-        p.spec.domains.iter().filter(|d| owner.get(*d) == Some(&p.name)).cloned().collect()
-    };
-
-    let shared = Shared::build(&pool, &policies, &owned, &input, settings)?;
+    let routes = routing::route_pool(&policies, pool.namespace, input.pools, &settings.cluster_domain)?;
+    let shared = Shared::build(&pool, routes, &input, settings)?;
     let instances_policy = instance_policies(&pool, &policies, input);
     let mut instances = vec![];
     for ip in &pool.spec.egress_ips {
-        instances.push(render_instance(&pool, ip, &shared, &instances_policy, &policies, &owned, input, settings)?);
+        instances.push(render_instance(&pool, ip, &shared, &instances_policy, &policies, plan.as_ref(), settings)?);
     }
     Ok(RenderedPool {
         namespace: pool.namespace.to_string(),
@@ -242,109 +201,48 @@ pub fn render_pool(input: PoolInput<'_>, settings: &Settings) -> Result<Rendered
         instances,
         policies: policies.iter().map(|p| p.name.to_string()).collect(),
         invalid_policies,
-        conflicts,
+        conflicts: shared.routes.conflicts.clone(),
     })
 }
 
 /// Parts identical for every instance of the pool.
 struct Shared {
+    routes: RoutingModel,
     transport: Table,
     tls_policy: Table,
     header_checks: Option<String>,
-    /// (transport name, throttle, maxproc, delivery status filter) for each
-    /// DomainPolicy transport.
-    throttles: Vec<(String, Throttle, u32, bool)>,
 }
 
 impl Shared {
     fn build(
         pool: &ValidPool<'_>,
-        policies: &[ValidDomainPolicy<'_>],
-        owned: &dyn Fn(&ValidDomainPolicy<'_>) -> Vec<String>,
+        routes: RoutingModel,
         input: &PoolInput<'_>,
         settings: &Settings,
     ) -> Result<Self, RenderError> {
         let mut transport = Table::new(TRANSPORT_MAP);
+        for (key, value) in routes.transport_entries() {
+            transport.insert(&key, &value)?;
+        }
         let mut tls_policy = Table::new(TLS_POLICY_MAP);
-        let mut throttles = vec![];
-        for p in policies {
-            let domains = owned(p);
-            let throttled = p.spec.throttle.clone().filter(|t| *t != Throttle::default());
-            let tname = throttle_transport(p.name);
-            // A policy with autoExclusion gets its own transport even without
-            // a throttle: only its mail may have blocks softened to 4xx.
-            let filtered = p.spec.auto_exclusion.is_some();
-            let own_transport = throttled.is_some() || filtered;
-            if own_transport {
-                let t = throttled.clone().unwrap_or_default();
-                let maxproc = t.processes.unwrap_or(0);
-                throttles.push((tname.clone(), t, maxproc, filtered));
-            }
-            if let Some(sd) = &p.spec.slow_down {
-                let slow = Throttle {
-                    connections: Some(1),
-                    messages_per_minute: Some(sd.messages_per_minute),
-                    processes: Some(1),
-                };
-                throttles.push((slow_transport(p.name), slow, 1, filtered));
-            }
-            let via = if own_transport { tname.as_str() } else { "smtp" };
-            let value = match &p.spec.route {
-                Some(Route { relay_host: Some(h), port, use_mx, .. }) => {
-                    let host = if *use_mx { h.clone() } else { nexthop_literal(h) };
-                    Some(format!("{via}:{host}:{}", port.unwrap_or(25)))
-                }
-                Some(Route { pool: Some(target), .. }) => {
-                    let port = input
-                        .pools
-                        .iter()
-                        .find(|sp| {
-                            sp.metadata.name.as_deref() == Some(target)
-                                && sp.metadata.namespace.as_deref() == Some(pool.namespace)
-                        })
-                        .map(|sp| sp.spec.submission.port)
-                        .ok_or_else(|| RenderError::Reference {
-                            field: format!("DomainPolicy {}: spec.route.pool", p.name),
-                            message: format!("SendingPool {:?} not found in namespace {}", target, pool.namespace),
-                        })?;
-                    Some(format!("smtp:[{}]:{port}", submission_host(target, pool.namespace, &settings.cluster_domain)))
-                }
-                _ => own_transport.then(|| format!("{tname}:")),
-            };
-            for d in &domains {
-                let key = table_pattern(d);
-                if let Some(v) = &value {
-                    transport.insert(&key, v)?;
-                }
-                if let Some(t) = &p.spec.tls {
-                    let mut v = t.level.as_postfix().to_string();
-                    if let Some(proto) = t.minimum_protocol {
-                        v.push_str(" protocols=");
-                        v.push_str(proto.as_postfix());
-                    }
-                    tls_policy.insert(&key, &v)?;
-                }
-            }
+        for (key, value) in routes.tls_entries() {
+            tls_policy.insert(&key, &value)?;
         }
         let header_checks = match &pool.spec.spam_route {
             Some(s) => {
-                let target = input
-                    .pools
-                    .iter()
-                    .find(|sp| {
-                        sp.metadata.name.as_deref() == Some(&s.pool)
-                            && sp.metadata.namespace.as_deref() == Some(pool.namespace)
-                    })
-                    .ok_or_else(|| RenderError::Reference {
+                let port = routing::submission_port(input.pools, &s.pool, pool.namespace).ok_or_else(|| {
+                    RenderError::from(UnknownPool {
                         field: "spec.spamRoute.pool".into(),
-                        message: format!("SendingPool {:?} not found in namespace {}", s.pool, pool.namespace),
-                    })?;
-                let host = submission_host(&s.pool, pool.namespace, &settings.cluster_domain);
+                        pool: s.pool.clone(),
+                        namespace: pool.namespace.to_string(),
+                    })
+                })?;
+                let nexthop = routing::pool_nexthop(&s.pool, pool.namespace, &settings.cluster_domain, port);
                 let line = format!(
-                    "/^{}:[[:space:]]*{}([[:space:]]|$)/ FILTER smtp:[{host}]:{}",
+                    "/^{}:[[:space:]]*{}([[:space:]]|$)/ FILTER {}:{nexthop}",
                     regex_escape(&s.header),
                     regex_escape(&s.value),
-                    target.spec.submission.port
+                    routing::SMTP_TRANSPORT,
                 );
                 if !is_safe_line(&line) {
                     return Err(UnsafeValue { place: "header_checks".into(), value: line }.into());
@@ -353,7 +251,7 @@ impl Shared {
             }
             None => None,
         };
-        Ok(Shared { transport, tls_policy, header_checks, throttles })
+        Ok(Shared { routes, transport, tls_policy, header_checks })
     }
 }
 
@@ -403,8 +301,7 @@ fn render_instance(
     shared: &Shared,
     instances: &[InstancePolicy],
     policies: &[ValidDomainPolicy<'_>],
-    owned: &dyn Fn(&ValidDomainPolicy<'_>) -> Vec<String>,
-    input: PoolInput<'_>,
+    plan: Option<&ValidWarmupPlan<'_>>,
     settings: &Settings,
 ) -> Result<RenderedInstance, RenderError> {
     let spec = pool.spec;
@@ -458,7 +355,7 @@ fn render_instance(
     // Routing: the agent first (dynamic decisions), then the static table.
     m.set(
         "transport_maps",
-        format!("socketmap:unix:{}:transport, hash:$config_directory/{TRANSPORT_MAP}", settings.policy_socket),
+        format!("socketmap:unix:{}:{SOCKETMAP_NAME}, hash:$config_directory/{TRANSPORT_MAP}", settings.policy_socket),
     )?;
     // TLS.
     m.set("smtp_tls_security_level", spec.tls.security_level.as_postfix())?;
@@ -484,8 +381,8 @@ fn render_instance(
             smtp_maxproc = p.to_string();
         }
     }
-    for (name, t, _, _) in &shared.throttles {
-        throttle_params(&mut m, name, t)?;
+    for t in shared.routes.transports() {
+        throttle_params(&mut m, &t.name, &t.throttle)?;
     }
 
     // master.cf
@@ -514,7 +411,7 @@ fn render_instance(
             .with("smtpd_client_restrictions", "permit_mynetworks,reject")
             .with("smtpd_relay_restrictions", "permit_mynetworks,reject")
             .with("smtpd_recipient_restrictions", "permit_mynetworks,reject")
-            .with("content_filter", "smtp:")
+            .with("content_filter", format!("{}:", routing::SMTP_TRANSPORT))
             .with("rewrite_service_name", in_rewrite),
     );
     for (name, kind, private, wakeup, maxproc, command) in [
@@ -544,14 +441,17 @@ fn render_instance(
         Service::internal(in_rewrite, "unix", "-", "-", "-", "trivial-rewrite")
             .with("transport_maps", format!("hash:$config_directory/{TRANSPORT_MAP}")),
     );
-    mc.push(Service::internal("smtp", "unix", "-", "-", &smtp_maxproc, "smtp"));
+    mc.push(Service::internal(routing::SMTP_TRANSPORT, "unix", "-", "-", &smtp_maxproc, "smtp"));
     mc.push(Service::internal("relay", "unix", "-", "-", "-", "smtp"));
-    mc.push(Service::internal("peer-relay", "unix", "-", "-", "-", "smtp").with("syslog_name", "postfix/peer-relay"));
-    for (name, _, maxproc, filtered) in &shared.throttles {
-        let mp = if *maxproc == 0 { "-".to_string() } else { maxproc.to_string() };
-        let mut svc =
-            Service::internal(name, "unix", "-", "-", &mp, "smtp").with("syslog_name", format!("postfix/{name}"));
-        if *filtered {
+    mc.push(
+        Service::internal(PEER_RELAY_TRANSPORT, "unix", "-", "-", "-", "smtp")
+            .with("syslog_name", format!("postfix/{PEER_RELAY_TRANSPORT}")),
+    );
+    for t in shared.routes.transports() {
+        let mp = t.throttle.processes.map_or("-".to_string(), |p| p.to_string());
+        let mut svc = Service::internal(&t.name, "unix", "-", "-", &mp, "smtp")
+            .with("syslog_name", format!("postfix/{}", t.name));
+        if t.status_filter {
             svc = svc.with("smtp_delivery_status_filter", dsn_filter::table_ref());
         }
         mc.push(svc);
@@ -569,7 +469,7 @@ fn render_instance(
     if let Some(h) = &shared.header_checks {
         files.insert(HEADER_CHECKS.to_string(), format!("{}{h}", comment_block(&header)));
     }
-    if shared.throttles.iter().any(|(_, _, _, filtered)| *filtered) {
+    if shared.routes.transports().any(|t| t.status_filter) {
         files.insert(DSN_FILTER.to_string(), dsn_filter::render(&header)?);
     }
 
@@ -578,43 +478,26 @@ fn render_instance(
         pool: format!("{}/{}", pool.namespace, pool.name),
         instance: ip.name.clone(),
         instances: instances.to_vec(),
-        domains: policies
+        // Routes come one per policy, in the policies' order (route_pool):
+        // the routing part from the model, pause and adaptive rules (in
+        // validated seconds) from the policy.
+        domains: shared
+            .routes
+            .routes
             .iter()
-            .map(|p| {
-                let throttled = p.spec.throttle.as_ref().is_some_and(|t| *t != Throttle::default());
-                let own_transport = throttled || p.spec.auto_exclusion.is_some();
-                DomainRule {
-                    name: p.name.to_string(),
-                    patterns: owned(p).iter().map(|d| table_pattern(d)).collect(),
-                    throttle_transport: own_transport.then(|| throttle_transport(p.name)),
-                    slow_transport: p.spec.slow_down.as_ref().map(|_| slow_transport(p.name)),
-                    slowed: p.spec.slow_down.is_some() && input.observed.slowed.contains(p.name),
-                    relay: p.spec.route.as_ref().map(|r| match (&r.relay_host, &r.pool) {
-                        (Some(h), _) => format!("[{h}]:{}", r.port.unwrap_or(25)),
-                        (_, Some(pl)) => format!("pool/{pl}"),
-                        _ => String::new(),
-                    }),
-                    paused: p.spec.paused.clone(),
-                    auto_exclusion: p.spec.auto_exclusion.as_ref().map(|a| AutoExclusionRule {
-                        hard_blocks: a.hard_blocks,
-                        // Validated above; the fallbacks are the CRD defaults.
-                        window_seconds: p.auto_exclusion_window.unwrap_or(3600),
-                        duration_seconds: parse_duration(&a.duration).unwrap_or(86_400),
-                    }),
-                    slow_down: p.spec.slow_down.as_ref().map(|s| SlowDownRule {
-                        deferrals: s.deferrals,
-                        window_seconds: parse_duration(&s.window).unwrap_or(600),
-                        recovery_interval_seconds: parse_duration(&s.recovery_interval).unwrap_or(1800),
-                        levels: SLOW_DOWN_LEVELS,
-                    }),
-                }
+            .zip(policies)
+            .map(|(route, p)| DomainRule {
+                paused: p.spec.paused.clone(),
+                auto_exclusion: p.auto_exclusion.clone(),
+                slow_down: p.slow_down.clone(),
+                ..route.domain_rule()
             })
             .collect(),
         peer_port: settings.peer_port,
         backlog_warn_seconds: pool.backlog_warn,
         backlog_critical_seconds: pool.backlog_critical,
-        warmup: input.plan.map(|plan| WarmupPolicy {
-            plan: plan.metadata.name.clone().unwrap_or_default(),
+        warmup: plan.map(|plan| WarmupPolicy {
+            plan: plan.name.to_string(),
             time_zone: plan.spec.time_zone.clone(),
             shares: plan
                 .spec
@@ -626,13 +509,7 @@ fn render_instance(
                 })
                 .collect(),
             schedule: plan.spec.schedule(),
-            // The window was validated with the plan (`validate::warmup_plan`).
-            pause: plan.spec.pause.as_ref().map(|p| policy::WarmupPause {
-                max_deferral_percent: p.max_deferral_percent,
-                max_bounce_percent: p.max_bounce_percent,
-                window_seconds: parse_duration(&p.window).unwrap_or(3600),
-                min_messages: p.min_messages,
-            }),
+            pause: plan.pause.clone(),
         }),
     };
     // policy.json is part of the installed configuration: a policy change

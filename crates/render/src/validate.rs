@@ -20,6 +20,7 @@ use std::fmt;
 use std::net::IpAddr;
 
 use crate::api::*;
+use crate::policy::{AutoExclusionRule, SlowDownRule, WarmupPause};
 
 /// One refused value.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -80,15 +81,7 @@ impl Errors {
 
 // ---- single values -------------------------------------------------------
 
-/// Longest egress IP name: it is part of StatefulSet, ConfigMap and Postfix
-/// transport names, which have their own limits.
-pub const MAX_INSTANCE_NAME: usize = 30;
-/// Longest DomainPolicy name: it becomes a master.cf service name.
-pub const MAX_POLICY_NAME: usize = 40;
-/// Longest pool name (it prefixes Service names, DNS-1035 labels).
-pub const MAX_POOL_NAME: usize = 40;
-/// `<pool>-<instance>` names a StatefulSet, whose name may not exceed 52.
-pub const MAX_STATEFULSET_NAME: usize = 52;
+// Name limits and patterns: `crate::api::limits` (shared with the CRD schema).
 
 /// A DNS-1123 label of at most `max` characters (`a-z`, `0-9`, inner `-`).
 pub fn label(s: &str, max: usize) -> Result<(), String> {
@@ -110,15 +103,15 @@ pub fn label(s: &str, max: usize) -> Result<(), String> {
 
 /// A lowercase DNS name of two or more LDH labels (A-labels for IDNs).
 pub fn dns_name(s: &str) -> Result<(), String> {
-    if s.is_empty() || s.len() > 253 {
-        return Err(format!("must be a DNS name of 1 to 253 characters, got {}", s.len()));
+    if s.is_empty() || s.len() > MAX_DNS_NAME {
+        return Err(format!("must be a DNS name of 1 to {MAX_DNS_NAME} characters, got {}", s.len()));
     }
     let labels: Vec<&str> = s.split('.').collect();
     if labels.len() < 2 {
         return Err(format!("{}: must be a fully qualified DNS name (at least two labels)", quote(s)));
     }
     for l in &labels {
-        if label(l, 63).is_err() {
+        if label(l, MAX_LABEL).is_err() {
             return Err(format!(
                 "{}: must be a lowercase DNS name (letters a-z, digits, '-', dots; internationalised names in xn-- form)",
                 quote(s)
@@ -184,13 +177,13 @@ fn range(n: u64, min: u64, max: u64) -> Result<(), String> {
 /// and none of the characters that mean something to Postfix tables.
 pub fn reason_text(s: &str) -> Result<(), String> {
     let ok = !s.is_empty()
-        && s.len() <= 200
+        && s.len() <= MAX_REASON
         && s.bytes().all(|b| b.is_ascii_alphanumeric() || b" .,:;()_/-".contains(&b))
         && s.as_bytes()[0].is_ascii_alphanumeric();
     if ok {
         Ok(())
     } else {
-        Err(format!("{}: 1 to 200 characters of letters, digits, spaces and . , : ; ( ) _ / -", quote(s)))
+        Err(format!("{}: 1 to {MAX_REASON} characters of letters, digits, spaces and . , : ; ( ) _ / -", quote(s)))
     }
 }
 
@@ -246,6 +239,9 @@ pub struct ValidPool<'a> {
     pub retry_seconds: RetrySeconds,
     pub backlog_warn: u64,
     pub backlog_critical: u64,
+    /// `spec.reputation.interval` and `.coolDown`, in seconds.
+    pub reputation_interval: u64,
+    pub reputation_cool_down: u64,
 }
 
 /// The retry schedule in seconds.
@@ -273,7 +269,7 @@ pub fn pool(pool: &SendingPool) -> Result<ValidPool<'_>, ValidationError> {
     if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
         e.add("metadata.name", "must start with a letter (it names Services)");
     }
-    e.check("metadata.namespace", label(namespace, 63));
+    e.check("metadata.namespace", label(namespace, MAX_LABEL));
     let SendingPoolSpec {
         egress_ips,
         egress,
@@ -332,21 +328,21 @@ pub fn pool(pool: &SendingPool) -> Result<ValidPool<'_>, ValidationError> {
         }
         e.check(f("heloName"), dns_name(&ip.helo_name));
         if let Some(node) = &ip.node_name {
-            e.check(f("nodeName"), dns_name(node).or_else(|_| label(node, 63)));
+            e.check(f("nodeName"), dns_name(node).or_else(|_| label(node, MAX_LABEL)));
         }
     }
     if egress.mode == EgressMode::Multus && egress.network_attachment.is_none() {
         e.add("spec.egress.networkAttachment", "required when spec.egress.mode is Multus");
     }
     if let Some(n) = &egress.network_attachment {
-        e.check("spec.egress.networkAttachment", label(n, 63));
+        e.check("spec.egress.networkAttachment", label(n, MAX_LABEL));
     }
     if let Some(i) = img {
         e.check("spec.image", image(i));
     }
     e.check("spec.queue.size", storage_size(&queue.size));
     if let Some(sc) = &queue.storage_class_name {
-        e.check("spec.queue.storageClassName", dns_name(sc).or_else(|_| label(sc, 63)));
+        e.check("spec.queue.storageClassName", dns_name(sc).or_else(|_| label(sc, MAX_LABEL)));
     }
     e.check("spec.submission.port", range(submission.port as u64, 1, 65535));
     if submission.allowed_cidrs.len() > 64 {
@@ -390,8 +386,8 @@ pub fn pool(pool: &SendingPool) -> Result<ValidPool<'_>, ValidationError> {
         }
     }
     if let Some(d) = dkim {
-        e.check("spec.dkim.secretName", dns_name(&d.secret_name).or_else(|_| label(&d.secret_name, 63)));
-        e.check("spec.dkim.selector", label(&d.selector, 63));
+        e.check("spec.dkim.secretName", dns_name(&d.secret_name).or_else(|_| label(&d.secret_name, MAX_LABEL)));
+        e.check("spec.dkim.selector", label(&d.selector, MAX_LABEL));
         if d.domains.is_empty() {
             e.add("spec.dkim.domains", "at least one domain is required");
         }
@@ -403,24 +399,23 @@ pub fn pool(pool: &SendingPool) -> Result<ValidPool<'_>, ValidationError> {
         throttle(&mut e, "spec.defaultThrottle", t);
     }
     if let Some(p) = warmup_plan_ref {
-        e.check("spec.warmupPlanRef", label(p, 63));
+        e.check("spec.warmupPlanRef", label(p, MAX_LABEL));
     }
     for (i, z) in reputation.zones.iter().enumerate() {
         e.check(format!("spec.reputation.zones[{i}]"), dns_name(z));
     }
-    if let Err(m) = duration(&reputation.interval, 60) {
-        e.add("spec.reputation.interval", m);
-    }
-    if let Err(m) = duration(&reputation.cool_down, 0) {
-        e.add("spec.reputation.coolDown", m);
-    }
+    let reputation_interval = duration(&reputation.interval, MIN_REPUTATION_INTERVAL_SECONDS)
+        .map_err(|m| e.add("spec.reputation.interval", m))
+        .unwrap_or(0);
+    let reputation_cool_down =
+        duration(&reputation.cool_down, 0).map_err(|m| e.add("spec.reputation.coolDown", m)).unwrap_or(0);
     let warn = duration(&backlog.warn_age, 1).map_err(|m| e.add("spec.backlog.warnAge", m)).unwrap_or(0);
     let crit = duration(&backlog.critical_age, 1).map_err(|m| e.add("spec.backlog.criticalAge", m)).unwrap_or(0);
     if warn > 0 && crit > 0 && warn >= crit {
         e.add("spec.backlog.warnAge", "must be shorter than spec.backlog.criticalAge");
     }
     if let Some(s) = spam_route {
-        e.check("spec.spamRoute.pool", label(&s.pool, 63));
+        e.check("spec.spamRoute.pool", label(&s.pool, MAX_LABEL));
         if s.pool == name {
             e.add("spec.spamRoute.pool", "must name another pool, not this one");
         }
@@ -428,25 +423,34 @@ pub fn pool(pool: &SendingPool) -> Result<ValidPool<'_>, ValidationError> {
         e.check("spec.spamRoute.value", token(&s.value, b"._-", 64));
     }
     e.finish(id)?;
-    Ok(ValidPool { namespace, name, spec: &pool.spec, retry_seconds: r, backlog_warn: warn, backlog_critical: crit })
+    Ok(ValidPool {
+        namespace,
+        name,
+        spec: &pool.spec,
+        retry_seconds: r,
+        backlog_warn: warn,
+        backlog_critical: crit,
+        reputation_interval,
+        reputation_cool_down,
+    })
 }
 
 fn throttle(e: &mut Errors, path: &str, t: &Throttle) {
     if let Some(c) = t.connections {
-        e.check(format!("{path}.connections"), range(c as u64, 1, 100));
+        e.check(format!("{path}.connections"), range(c.into(), 1, MAX_CONNECTIONS.into()));
     }
     if let Some(m) = t.messages_per_minute {
         e.check(format!("{path}.messagesPerMinute"), messages_per_minute(m));
     }
     if let Some(p) = t.processes {
-        e.check(format!("{path}.processes"), range(p as u64, 1, 200));
+        e.check(format!("{path}.processes"), range(p.into(), 1, MAX_PROCESSES.into()));
     }
 }
 
 /// Postfix spaces deliveries by whole seconds (`*_destination_rate_delay`),
 /// so a per-minute rate is exact only when it divides 60.
 pub fn messages_per_minute(m: u32) -> Result<(), String> {
-    if (1..=60).contains(&m) && 60 % m == 0 {
+    if (1..=MAX_MESSAGES_PER_MINUTE).contains(&m) && 60 % m == 0 {
         Ok(())
     } else {
         Err(format!(
@@ -455,12 +459,14 @@ pub fn messages_per_minute(m: u32) -> Result<(), String> {
     }
 }
 
-/// A DomainPolicy whose every value is safe to render.
+/// A DomainPolicy whose every value is safe to render, its durations in
+/// seconds (the renderer never parses them again, so it needs no fallback).
 #[derive(Clone, Debug)]
 pub struct ValidDomainPolicy<'a> {
     pub name: &'a str,
     pub spec: &'a DomainPolicySpec,
-    pub auto_exclusion_window: Option<u64>,
+    pub auto_exclusion: Option<AutoExclusionRule>,
+    pub slow_down: Option<SlowDownRule>,
 }
 
 /// Validate a DomainPolicy.
@@ -483,8 +489,8 @@ pub fn domain_policy(p: &DomainPolicy) -> Result<ValidDomainPolicy<'_>, Validati
     if domains.is_empty() {
         e.add("spec.domains", "at least one domain pattern is required");
     }
-    if domains.len() > 200 {
-        e.add("spec.domains", "at most 200 domain patterns");
+    if domains.len() > MAX_DOMAINS {
+        e.add("spec.domains", format!("at most {MAX_DOMAINS} domain patterns"));
     }
     let mut seen = BTreeSet::new();
     for (i, d) in domains.iter().enumerate() {
@@ -507,7 +513,7 @@ pub fn domain_policy(p: &DomainPolicy) -> Result<ValidDomainPolicy<'_>, Validati
                 }
             }
             (None, Some(pool)) => {
-                e.check("spec.route.pool", label(pool, 63));
+                e.check("spec.route.pool", label(pool, MAX_LABEL));
                 if th.is_some() {
                     e.add("spec.throttle", "has no effect when spec.route.pool hands the mail to another pool");
                 }
@@ -521,33 +527,47 @@ pub fn domain_policy(p: &DomainPolicy) -> Result<ValidDomainPolicy<'_>, Validati
     for (i, n) in excluded_ips.iter().enumerate() {
         e.check(format!("spec.excludedIPs[{i}]"), label(n, MAX_INSTANCE_NAME));
     }
-    let mut window = None;
+    let mut secs = |field: &str, v: &str| duration(v, 1).map_err(|m| e.add(field, m)).unwrap_or(0);
+    let auto_exclusion_rule = auto_exclusion.as_ref().map(|a| AutoExclusionRule {
+        hard_blocks: a.hard_blocks,
+        window_seconds: secs("spec.autoExclusion.window", &a.window),
+        duration_seconds: secs("spec.autoExclusion.duration", &a.duration),
+    });
+    let slow_down_rule = slow_down.as_ref().map(|s| SlowDownRule {
+        deferrals: s.deferrals,
+        window_seconds: secs("spec.slowDown.window", &s.window),
+        recovery_interval_seconds: secs("spec.slowDown.recoveryInterval", &s.recovery_interval),
+        levels: defaults::SLOW_DOWN_LEVELS,
+    });
     if let Some(a) = auto_exclusion {
-        e.check("spec.autoExclusion.hardBlocks", range(a.hard_blocks as u64, 1, 10_000));
-        window = duration(&a.window, 1).map_err(|m| e.add("spec.autoExclusion.window", m)).ok();
-        if let Err(m) = duration(&a.duration, 1) {
-            e.add("spec.autoExclusion.duration", m);
-        }
+        e.check("spec.autoExclusion.hardBlocks", range(a.hard_blocks.into(), 1, MAX_ANSWERS_IN_WINDOW.into()));
     }
     if let Some(s) = slow_down {
-        e.check("spec.slowDown.deferrals", range(s.deferrals as u64, 1, 10_000));
-        if let Err(m) = duration(&s.window, 1) {
-            e.add("spec.slowDown.window", m);
-        }
+        e.check("spec.slowDown.deferrals", range(s.deferrals.into(), 1, MAX_ANSWERS_IN_WINDOW.into()));
         e.check("spec.slowDown.messagesPerMinute", messages_per_minute(s.messages_per_minute));
-        if let Err(m) = duration(&s.recovery_interval, 1) {
-            e.add("spec.slowDown.recoveryInterval", m);
-        }
     }
     if let Some(r) = paused {
         e.check("spec.paused", reason_text(r));
     }
     e.finish(id)?;
-    Ok(ValidDomainPolicy { name, spec: &p.spec, auto_exclusion_window: window })
+    Ok(ValidDomainPolicy { name, spec: &p.spec, auto_exclusion: auto_exclusion_rule, slow_down: slow_down_rule })
 }
 
-/// Validate a WarmupPlan.
+/// A WarmupPlan whose every value is safe to render, its pause rule in seconds.
+#[derive(Clone, Debug)]
+pub struct ValidWarmupPlan<'a> {
+    pub name: &'a str,
+    pub spec: &'a WarmupPlanSpec,
+    pub pause: Option<WarmupPause>,
+}
+
+/// Validate a WarmupPlan (see [`valid_warmup_plan`] for the validated view).
 pub fn warmup_plan(p: &WarmupPlan) -> Result<(), ValidationError> {
+    valid_warmup_plan(p).map(|_| ())
+}
+
+/// Validate a WarmupPlan into the view the renderer reads.
+pub fn valid_warmup_plan(p: &WarmupPlan) -> Result<ValidWarmupPlan<'_>, ValidationError> {
     let mut e = Errors::default();
     let id = resource_id("WarmupPlan", p.metadata.namespace.as_deref(), p.metadata.name.as_deref());
     let WarmupPlanSpec { steps, ramp, time_zone, domain_shares, pause } = &p.spec;
@@ -564,13 +584,14 @@ pub fn warmup_plan(p: &WarmupPlan) -> Result<(), ValidationError> {
                 }
             }
             for (i, s) in steps.iter().enumerate() {
-                e.check(format!("spec.steps[{i}].dailyCap"), range(s.daily_cap, 1, 100_000_000));
+                e.check(format!("spec.steps[{i}].day"), range(s.day.into(), 1, MAX_WARMUP_DAYS.into()));
+                e.check(format!("spec.steps[{i}].dailyCap"), range(s.daily_cap, 1, MAX_DAILY_CAP));
             }
         }
         (None, Some(r)) => {
-            e.check("spec.ramp.start", range(r.start, 1, 100_000_000));
-            e.check("spec.ramp.growthPercent", range(r.growth_percent as u64, 1, 1000));
-            e.check("spec.ramp.ceiling", range(r.ceiling, 1, 100_000_000));
+            e.check("spec.ramp.start", range(r.start, 1, MAX_DAILY_CAP));
+            e.check("spec.ramp.growthPercent", range(r.growth_percent.into(), 1, MAX_GROWTH_PERCENT.into()));
+            e.check("spec.ramp.ceiling", range(r.ceiling, 1, MAX_DAILY_CAP));
             if r.start > r.ceiling {
                 e.add("spec.ramp.start", "must not exceed spec.ramp.ceiling");
             }
@@ -608,11 +629,15 @@ pub fn warmup_plan(p: &WarmupPlan) -> Result<(), ValidationError> {
         if let Some(n) = pr.max_bounce_percent {
             e.check("spec.pause.maxBouncePercent", range(n as u64, 1, 100));
         }
-        if let Err(m) = duration(&pr.window, 1) {
-            e.add("spec.pause.window", m);
-        }
     }
-    e.finish(id)
+    let pause_rule = pause.as_ref().map(|pr| WarmupPause {
+        max_deferral_percent: pr.max_deferral_percent,
+        max_bounce_percent: pr.max_bounce_percent,
+        window_seconds: duration(&pr.window, 1).map_err(|m| e.add("spec.pause.window", m)).unwrap_or(0),
+        min_messages: pr.min_messages,
+    });
+    e.finish(id)?;
+    Ok(ValidWarmupPlan { name: p.metadata.name.as_deref().unwrap_or(""), spec: &p.spec, pause: pause_rule })
 }
 
 #[cfg(test)]

@@ -163,7 +163,16 @@ fn postfix_check_is_clean_and_postmap_builds_every_table() {
         assert_eq!(q("transport", "partner.example"), "smtp:[relay.partner.example]:25");
         assert_eq!(q("transport", "other.example"), "");
         assert_eq!(q("tls_policy", "bigmail.example"), "encrypt protocols=>=TLSv1.2");
-        assert_eq!(q("tls_policy", "partner.example"), "verify protocols=>=TLSv1.2");
+        // A relay route's TLS requirement: Postfix looks smtp_tls_policy_maps
+        // up by the next hop, verbatim as the transport entry names it, so
+        // the key is that nexthop — taken here from the rendered transport
+        // table — carrying the DomainPolicy's level and protocol floor.
+        let relay = q("transport", "partner.example");
+        let nexthop = relay.strip_prefix("smtp:").unwrap_or_else(|| panic!("relay route: {relay}"));
+        assert_eq!(nexthop, "[relay.partner.example]:25");
+        assert_eq!(q("tls_policy", nexthop), "verify protocols=>=TLSv1.2");
+        // The recipient domain is not a next hop of relayed mail: no key.
+        assert_eq!(q("tls_policy", "partner.example"), "");
     }
 }
 
@@ -206,4 +215,132 @@ fn golden_files_of_examples() {
         }
     }
     assert!(seen.len() >= 15, "expected the examples' instances to produce golden files");
+}
+
+/// A plain SMTP responder (no STARTTLS) on `addr`: accepts every message.
+fn plain_smtp_receiver(addr: &str) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind(addr).unwrap_or_else(|e| panic!("bind {addr}: {e}"));
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut out) = conn else { continue };
+            let reader = BufReader::new(out.try_clone().unwrap());
+            let mut say = |s: &str| {
+                let _ = out.write_all(format!("{s}\r\n").as_bytes());
+            };
+            say("220 relay.test ESMTP");
+            let mut in_data = false;
+            for line in reader.lines() {
+                let Ok(line) = line else { break };
+                let upper = line.trim_end().to_ascii_uppercase();
+                if in_data {
+                    if upper == "." {
+                        in_data = false;
+                        say("250 queued");
+                    }
+                } else if upper.starts_with("EHLO") {
+                    say("250-relay.test");
+                    say("250 8BITMIME");
+                } else if upper.starts_with("DATA") {
+                    in_data = true;
+                    say("354 go on");
+                } else if upper.starts_with("QUIT") {
+                    say("221 bye");
+                    break;
+                } else {
+                    say("250 ok");
+                }
+            }
+        }
+    });
+}
+
+/// The relay-route fix on real Postfix, delivering: Postfix reads the TLS
+/// requirement under the relay's nexthop key the renderer wrote. Two relay
+/// routes to the same plain-SMTP relay (two ports): the one requiring
+/// `encrypt` is deferred ("TLS is required, but was not offered"), the one
+/// without a requirement is delivered — so the deferral is the key's doing.
+/// The rendered main.cf runs with two changes only: the static transport
+/// table without the agent's socketmap in front (the agent answers NOTFOUND
+/// for relay rules, so the static table routes them either way), and a log
+/// file instead of stdout.
+#[test]
+fn real_postfix_applies_the_tls_requirement_of_a_relay_route() {
+    require_postfix();
+    let tmp = tempfile::tempdir().unwrap();
+    prepare_dirs(tmp.path());
+    let pool = support::pool();
+    let relay = |name: &str, domain: &str, port: u16, tls: &str| -> sendfleet_render::api::DomainPolicy {
+        serde_yaml::from_str(&format!(
+            "apiVersion: sendfleet.io/v1alpha1\nkind: DomainPolicy\nmetadata: {{name: {name}, namespace: ns}}\n\
+             spec:\n  domains: [{domain}]\n  route: {{relayHost: 127.0.0.2, port: {port}}}\n{tls}"
+        ))
+        .unwrap()
+    };
+    let policies = vec![
+        relay("secure", "secure.test", 2526, "  tls: {level: encrypt, minimumProtocol: TLSv1.2}\n"),
+        relay("plain", "plain.test", 2527, ""),
+    ];
+    let settings = Settings {
+        queue_directory: tmp.path().join("queue").display().to_string(),
+        data_directory: tmp.path().join("data").display().to_string(),
+        ..Settings::default()
+    };
+    let observed = Observed::default();
+    let pools = vec![pool.clone()];
+    let input = PoolInput { pool: &pool, policies: &policies, plan: None, pools: &pools, observed: &observed };
+    let rp = render_pool(input, &settings).unwrap();
+    let inst = rp.instances.into_iter().next().unwrap();
+    assert!(inst.files["tls_policy"].contains("[127.0.0.2]:2526\tencrypt protocols=>=TLSv1.2"));
+    add_egress_addresses(std::slice::from_ref(&inst));
+    let _ = Command::new("ip").args(["addr", "add", "127.0.0.2/32", "dev", "lo"]).output();
+    plain_smtp_receiver("127.0.0.2:2526");
+    plain_smtp_receiver("127.0.0.2:2527");
+
+    let dir = tmp.path().join(&inst.name);
+    write_instance(&dir, &inst);
+    let log = tmp.path().join("maillog");
+    run(Command::new("postconf").arg("-c").arg(&dir).arg("-e").args([
+        "transport_maps = hash:$config_directory/transport".to_string(),
+        format!("maillog_file_prefixes = {}", tmp.path().display()),
+        format!("maillog_file = {}", log.display()),
+    ]));
+    for map in HASH_MAPS {
+        run(Command::new("postmap").arg("-c").arg(&dir).arg(format!("hash:{}", dir.join(map).display())));
+    }
+    run(Command::new("postfix").arg("-c").arg(&dir).arg("start"));
+    for rcpt in ["user@secure.test", "user@plain.test"] {
+        let mut child = Command::new("sendmail")
+            .arg("-C")
+            .arg(&dir)
+            .args(["-f", "app@client.test", rcpt])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(b"Subject: relay tls\n\nhello\n").unwrap();
+        assert!(child.wait().unwrap().success(), "sendmail to {rcpt}");
+    }
+    let outcome = |rcpt: &str| -> Option<String> {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        text.lines().find(|l| l.contains(&format!("to=<{rcpt}>")) && l.contains("status=")).map(str::to_string)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while (outcome("user@secure.test").is_none() || outcome("user@plain.test").is_none())
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let secure = outcome("user@secure.test");
+    let plain = outcome("user@plain.test");
+    let _ = Command::new("postfix").arg("-c").arg(&dir).arg("stop").output();
+    let all = std::fs::read_to_string(&log).unwrap_or_default();
+    let secure = secure.unwrap_or_else(|| panic!("no outcome for secure.test:\n{all}"));
+    let plain = plain.unwrap_or_else(|| panic!("no outcome for plain.test:\n{all}"));
+    assert!(secure.contains("relay=127.0.0.2[127.0.0.2]:2526"), "{secure}");
+    assert!(
+        secure.contains("status=deferred") && secure.contains("TLS is required, but was not offered"),
+        "the relay route's requirement was not applied: {secure}"
+    );
+    assert!(plain.contains("relay=127.0.0.2[127.0.0.2]:2527") && plain.contains("status=sent"), "{plain}");
 }

@@ -187,7 +187,7 @@ fn check(i: Input) -> Result<bool, TestCaseError> {
         let mut policy = support::policy();
         policy.metadata.name = Some(policy_name);
         policy.spec.domains = vec![domain0, domain1];
-        policy.spec.route.as_mut().unwrap().relay_host = Some(relay);
+        policy.spec.route.as_mut().unwrap().relay_host = Some(relay.clone());
         policy.spec.paused = Some(paused);
         policy.spec.slow_down = Some(SlowDown {
             deferrals: 3,
@@ -215,10 +215,12 @@ fn check(i: Input) -> Result<bool, TestCaseError> {
             params.insert(format!("{t}_destination_rate_delay"));
             transports.insert(t);
         }
-        let keys: BTreeSet<String> = if rp.policies.is_empty() {
-            BTreeSet::new()
+        // Transport entries are keyed by domain; the relay route's TLS
+        // requirement by its nexthop (Postfix's tls_policy lookup key).
+        let (transport_keys, tls_keys): (BTreeSet<String>, BTreeSet<String>) = if rp.policies.is_empty() {
+            Default::default()
         } else {
-            policy.spec.domains.iter().map(|d| table_pattern(d)).collect()
+            (policy.spec.domains.iter().map(|d| table_pattern(d)).collect(), [format!("[{relay}]:2525")].into())
         };
 
         for inst in &rp.instances {
@@ -241,7 +243,7 @@ fn check(i: Input) -> Result<bool, TestCaseError> {
                     prop_assert!(transports.contains(fields[0]), "unexpected service {line:?}");
                 }
             }
-            for table in ["transport", "tls_policy"] {
+            for (table, keys) in [("transport", &transport_keys), ("tls_policy", &tls_keys)] {
                 for line in inst.files[table].lines().filter(|l| !l.starts_with('#')) {
                     let (k, v) = line.split_once('\t').unwrap();
                     prop_assert!(keys.contains(k), "unexpected {table} key {line:?}");

@@ -12,14 +12,23 @@
 //! the address without its extension) and the wildcard `*` — never the bare
 //! domain or `.parent` probes (checked on Postfix 3.7: only `*` and
 //! addresses arrive). So the decision is made on the domain part of the key;
-//! bare domains are accepted too (for `postmap -q` and tests). This module
-//! must never do I/O, read a clock, or keep or return the local part.
+//! bare domains are accepted too (for `postmap -q` and tests).
+//!
+//! Only the *dynamic* choice is made here (paused -> `retry:`; out of
+//! rotation, excluded or over a cap -> a peer; slowed -> the slow
+//! transport). Every name and nexthop it answers — the slow transport, the
+//! peer and its `[address]:port` — comes from the routing model
+//! (`sendfleet_render::routing`, via the policy and `routing::choose_peer`).
+//! This module must never do I/O, read a clock, or keep or return the local part.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use sendfleet_render::contract::PEER_RELAY_TRANSPORT;
 use sendfleet_render::policy::{pattern_matches, AgentPolicy, DomainRule, InstancePolicy, WarmupShare};
+use sendfleet_render::routing::choose_peer;
+/// Weighted peer choice: the routing model's (kept here for existing callers).
+pub use sendfleet_render::routing::pick_weighted;
 
 use super::codec::Reply;
 use crate::agent::warmup::CapSource;
@@ -160,31 +169,13 @@ pub fn decide(policy: &AgentPolicy, sent: &SentToday<'_>, key: &str, seq: u64) -
     let share = share_for(policy, domain);
     if let Some(why) = needs_peer(me, rule, share, sent) {
         let rule_name = rule.map(|r| r.name.clone());
-        let mut peers: Vec<&InstancePolicy> =
-            policy.peers_in_rotation().filter(|p| rule.is_none_or(|r| !p.excluded_rules.contains(&r.name))).collect();
-        // A peer sends relayed mail without consulting its own cap (mail
-        // from a peer is never relayed again), so warm peers are preferred;
-        // warming ones only when no warm one is left.
-        if peers.iter().any(|p| p.daily_cap.is_none()) {
-            peers.retain(|p| p.daily_cap.is_none());
-        }
-        return match pick_weighted(&peers, seq) {
-            Some(p) => Decision::Peer {
-                rule: rule_name,
-                peer: p.name.clone(),
-                nexthop: format!("[{}]:{}", p.address, policy.peer_port),
-                why,
-            },
+        // Which peer, and its nexthop: the routing model decides.
+        return match choose_peer(policy, rule, seq) {
+            Some(c) => Decision::Peer { rule: rule_name, peer: c.peer.name.clone(), nexthop: c.nexthop, why },
             None => Decision::Defer { rule: rule_name, text: format!("4.7.1 no healthy peer: {}", why_text(why)) },
         };
     }
-    if let Some(r) = rule {
-        if r.slowed {
-            if let Some(t) = &r.slow_transport {
-                return Decision::Slow { rule: r.name.clone(), transport: t.clone() };
-            }
-        }
-    }
+    // A slow-down is the agent's own reaction (agent::adaptive overlays it).
     Decision::NotFound(NotFoundWhy::Normal)
 }
 
@@ -228,23 +219,6 @@ fn why_text(why: PeerWhy) -> &'static str {
         PeerWhy::DailyCap => "this instance reached its daily cap",
         PeerWhy::ProviderShare => "this instance reached the provider's share of its cap",
     }
-}
-
-/// Weighted choice among peers, deterministic in `seq`.
-pub fn pick_weighted<'a>(peers: &[&'a InstancePolicy], seq: u64) -> Option<&'a InstancePolicy> {
-    let total: u64 = peers.iter().map(|p| u64::from(p.weight)).sum();
-    if total == 0 {
-        return None;
-    }
-    let mut at = seq % total;
-    for p in peers {
-        let w = u64::from(p.weight);
-        if at < w {
-            return Some(p);
-        }
-        at -= w;
-    }
-    None
 }
 
 /// Reasons go into a Postfix transport nexthop: printable ASCII only.
@@ -431,18 +405,6 @@ mod tests {
             })
             .collect();
         assert_eq!(peers.len(), 2);
-    }
-
-    #[test]
-    fn slowed_rule_uses_slow_transport_unless_relayed_to_peer() {
-        let mut p = policy();
-        p.domains[0].throttle_transport = Some("throttle-gmail".into());
-        p.domains[0].slow_transport = Some("throttle-gmail-slow".into());
-        assert_eq!(d(&p, "gmail.com"), Decision::NotFound(NotFoundWhy::Normal));
-        p.domains[0].slowed = true;
-        assert_eq!(d(&p, "mx.gmail.com").reply(), Reply::Ok("throttle-gmail-slow:".into()));
-        p.instances[0].excluded_rules = vec!["gmail".into()];
-        assert!(matches!(d(&p, "gmail.com"), Decision::Peer { .. }));
     }
 
     #[test]

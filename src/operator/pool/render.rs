@@ -80,7 +80,6 @@ pub fn render(
         quarantined: observed.findings.quarantined.clone(),
         exclusions: fleet::exclusions_in_force(&observed.adaptive, now_unix),
         warmup_day: fleet::warmup_steps(&observed.adaptive),
-        ..RenderObserved::default()
     };
     let input = PoolInput {
         pool,

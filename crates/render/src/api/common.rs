@@ -1,29 +1,14 @@
-//! Value types shared by the kinds: durations in Postfix syntax, domain
-//! patterns, throttles, and the CEL snippets that compare durations.
+//! Value types shared by the kinds: durations in Postfix syntax, throttles,
+//! TLS levels, and the CEL snippet that compares durations. Patterns and
+//! limits are in [`super::limits`], defaults in [`super::defaults`].
 
 use schemars::JsonSchema;
+
+use super::limits::*;
 use serde::{Deserialize, Serialize};
 
-/// Regex (OpenAPI `pattern`) for a duration in Postfix syntax: a whole number
-/// followed by one unit, `s`econds, `m`inutes, `h`ours, `d`ays or `w`eeks
-/// (`300s`, `4h`, `5d`). Postfix itself accepts a bare number too, with a
-/// per-parameter default unit; requiring the unit keeps the meaning obvious.
-pub const DURATION_PATTERN: &str = "^(0|[1-9][0-9]{0,5})[smhdw]$";
-
-/// Regex for a DNS name (lowercase, at least two labels, LDH labels, A-labels
-/// for internationalised names). Refuses look-alike Unicode by construction.
-pub const DNS_NAME_PATTERN: &str = "^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
-
-/// Regex for a destination domain pattern: a DNS name, optionally prefixed by
-/// `*.` to mean "every subdomain" (the name itself is not included).
-pub const DOMAIN_PATTERN_PATTERN: &str =
-    "^(\\*\\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
-
-/// Regex for a Kubernetes object name used as a reference (DNS-1123 label).
-pub const NAME_PATTERN: &str = "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$";
-
 /// CEL expression evaluating a Postfix-syntax duration field (already
-/// validated by [`DURATION_PATTERN`]) to whole seconds, so rules can compare
+/// validated by [`super::limits::DURATION_PATTERN`]) to whole seconds, so rules can compare
 /// durations written in different units. `path` is a CEL path such as
 /// `self.minimalBackoff`.
 pub fn cel_seconds(path: &str) -> String {
@@ -34,7 +19,7 @@ pub fn cel_seconds(path: &str) -> String {
 }
 
 /// Parse a Postfix-syntax duration (`300s`, `4h`, `5d`, `1w`) into seconds.
-/// Returns `None` for anything [`DURATION_PATTERN`] would refuse.
+/// Returns `None` for anything [`super::limits::DURATION_OR_ZERO_PATTERN`] would refuse.
 pub fn parse_duration(s: &str) -> Option<u64> {
     if !s.is_ascii() {
         return None;
@@ -65,18 +50,19 @@ pub fn parse_duration(s: &str) -> Option<u64> {
 pub struct Throttle {
     /// Simultaneous connections to one destination from one IP
     /// (`<transport>_destination_concurrency_limit`). 1 to 100.
-    #[schemars(range(min = 1, max = 100))]
+    #[schemars(range(min = 1, max = MAX_CONNECTIONS))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connections: Option<u32>,
     /// Messages per minute to one destination from one IP. Rendered as
     /// `<transport>_destination_rate_delay` (60/N seconds between deliveries,
-    /// which Postfix applies per destination with concurrency 1). 1 to 600.
-    #[schemars(range(min = 1, max = 600))]
+    /// which Postfix applies per destination with concurrency 1). 1 to 60,
+    /// a divisor of 60 (deliveries are spaced by whole seconds).
+    #[schemars(range(min = 1, max = MAX_MESSAGES_PER_MINUTE))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messages_per_minute: Option<u32>,
     /// Delivery processes for this throttle's transport (master.cf `maxproc`).
     /// 1 to 200.
-    #[schemars(range(min = 1, max = 200))]
+    #[schemars(range(min = 1, max = MAX_PROCESSES))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub processes: Option<u32>,
 }

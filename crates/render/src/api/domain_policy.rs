@@ -11,6 +11,8 @@ use kube_derive::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use super::common::*;
+use super::defaults;
+use super::limits::*;
 
 /// Rules for a set of destination domains, applied to every SendingPool in
 /// the namespace that `poolSelector` selects.
@@ -56,9 +58,9 @@ pub struct DomainPolicySpec {
     /// Destination domains: `example.com` (that domain only) or
     /// `*.example.com` (every subdomain, not example.com itself). Lowercase;
     /// internationalised names in their `xn--` form. 1 to 200 entries, unique.
-    #[schemars(length(min = 1, max = 200), inner(length(min = 1, max = 255)))]
+    #[schemars(length(min = 1, max = MAX_DOMAINS), inner(length(min = 1, max = 255)))]
     #[x_kube(merge_strategy = ListMerge::Set)]
-    #[x_kube(validation = Rule::new("self.all(d, size(d) <= 253 && d.matches('^(\\\\*\\\\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\\\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$'))").message("domains: each entry must be a lowercase domain name, optionally prefixed by '*.'"))]
+    #[x_kube(validation = Rule::new(cel_all_domain_patterns()).message("domains: each entry must be a lowercase domain name, optionally prefixed by '*.'"))]
     pub domains: Vec<String>,
 
     /// Per-IP throttle for these domains.
@@ -77,9 +79,9 @@ pub struct DomainPolicySpec {
     /// Egress IP names (of the selected pools) that never send to these
     /// domains, e.g. because the provider blocks them. Their mail for these
     /// domains is relayed through the pool's other IPs.
-    #[schemars(length(max = 256), inner(length(min = 1, max = 30)))]
+    #[schemars(length(max = 256), inner(length(min = 1, max = MAX_INSTANCE_NAME)))]
     #[x_kube(merge_strategy = ListMerge::Set)]
-    #[x_kube(validation = Rule::new("self.all(n, n.matches('^[a-z0-9]([-a-z0-9]{0,28}[a-z0-9])?$'))").message("excludedIPs: each entry must be an egress IP name"))]
+    #[x_kube(validation = Rule::new(cel_all_instance_names()).message("excludedIPs: each entry must be an egress IP name"))]
     #[serde(default, rename = "excludedIPs")]
     pub excluded_ips: Vec<String>,
 
@@ -95,7 +97,7 @@ pub struct DomainPolicySpec {
 
     /// Stop delivering to these domains (mail stays queued) with this reason,
     /// e.g. during a provider incident. Empty: not paused.
-    #[schemars(length(max = 200), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9 .,:;()_/-]*$"))]
+    #[schemars(length(max = MAX_REASON), regex(pattern = REASON_PATTERN))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub paused: Option<String>,
 }
@@ -108,8 +110,8 @@ pub struct DomainPolicySpec {
 pub struct Route {
     /// Relay host: a DNS name (its MX records are used unless `useMX` is
     /// false) or an IP address.
-    #[schemars(length(min = 1, max = 253))]
-    #[x_kube(validation = Rule::new("isIP(self) || self.matches('^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\\\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$')").message("route.relayHost must be a lowercase DNS name or an IP address"))]
+    #[schemars(length(min = 1, max = MAX_DNS_NAME))]
+    #[x_kube(validation = Rule::new(cel_ip_or_dns_name()).message("route.relayHost must be a lowercase DNS name or an IP address"))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub relay_host: Option<String>,
     /// Port of the relay host. Default 25.
@@ -122,7 +124,7 @@ pub struct Route {
     pub use_mx: bool,
     /// Name of another SendingPool in this namespace whose submission
     /// Service receives these domains' mail.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"))]
+    #[schemars(length(min = 1, max = MAX_LABEL), regex(pattern = label_pattern(MAX_LABEL)))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pool: Option<String>,
 }
@@ -146,23 +148,16 @@ pub struct DomainTls {
 #[serde(rename_all = "camelCase")]
 pub struct AutoExclusion {
     /// Hard blocks from these domains within `window` that exclude the IP.
-    #[schemars(range(min = 1, max = 10000))]
+    #[schemars(range(min = 1, max = MAX_ANSWERS_IN_WINDOW))]
     pub hard_blocks: u32,
     /// Window in which blocks are counted. Default 1h.
-    #[schemars(length(max = 8), regex(pattern = "^([1-9][0-9]{0,5})[smhdw]$"))]
-    #[serde(default = "d1h")]
+    #[schemars(length(max = MAX_DURATION_LEN), regex(pattern = DURATION_PATTERN))]
+    #[serde(default = "defaults::auto_exclusion_window")]
     pub window: String,
     /// How long an exclusion lasts before the IP is tried again. Default 24h.
-    #[schemars(length(max = 8), regex(pattern = "^([1-9][0-9]{0,5})[smhdw]$"))]
-    #[serde(default = "d24h")]
+    #[schemars(length(max = MAX_DURATION_LEN), regex(pattern = DURATION_PATTERN))]
+    #[serde(default = "defaults::auto_exclusion_duration")]
     pub duration: String,
-}
-
-fn d1h() -> String {
-    "1h".into()
-}
-fn d24h() -> String {
-    "24h".into()
 }
 
 /// Adaptive slow-down on rate-limit deferrals.
@@ -171,27 +166,20 @@ fn d24h() -> String {
 #[serde(rename_all = "camelCase")]
 pub struct SlowDown {
     /// Rate-limit deferrals within `window` that engage the slow-down.
-    #[schemars(range(min = 1, max = 10000))]
+    #[schemars(range(min = 1, max = MAX_ANSWERS_IN_WINDOW))]
     pub deferrals: u32,
     /// Window in which deferrals are counted. Default 10m.
-    #[schemars(length(max = 8), regex(pattern = "^([1-9][0-9]{0,5})[smhdw]$"))]
-    #[serde(default = "d10m")]
+    #[schemars(length(max = MAX_DURATION_LEN), regex(pattern = DURATION_PATTERN))]
+    #[serde(default = "defaults::slow_down_window")]
     pub window: String,
-    /// Messages per minute per IP while slowed down.
-    #[schemars(range(min = 1, max = 600))]
+    /// Messages per minute per IP while slowed down: 1 to 60, a divisor of 60.
+    #[schemars(range(min = 1, max = MAX_MESSAGES_PER_MINUTE))]
     pub messages_per_minute: u32,
     /// Quiet time (no rate-limit deferral) after which one recovery step is
     /// taken back towards the normal throttle. Default 30m.
-    #[schemars(length(max = 8), regex(pattern = "^([1-9][0-9]{0,5})[smhdw]$"))]
-    #[serde(default = "d30m")]
+    #[schemars(length(max = MAX_DURATION_LEN), regex(pattern = DURATION_PATTERN))]
+    #[serde(default = "defaults::slow_down_recovery_interval")]
     pub recovery_interval: String,
-}
-
-fn d10m() -> String {
-    "10m".into()
-}
-fn d30m() -> String {
-    "30m".into()
 }
 
 /// Observed state of a DomainPolicy.

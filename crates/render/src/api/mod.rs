@@ -13,12 +13,15 @@
 //! Nothing here does I/O.
 
 pub mod common;
+pub mod defaults;
 pub mod domain_policy;
+pub mod limits;
 pub mod pool;
 pub mod warmup;
 
 pub use common::*;
 pub use domain_policy::*;
+pub use limits::*;
 pub use pool::*;
 pub use warmup::*;
 
@@ -31,24 +34,30 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube_core::CustomResourceExt;
 
 /// Top-level CEL rules (they read `metadata.name`, which field-level rules
-/// cannot see): (rule, message, fieldPath).
-fn top_level_rules(kind: &str) -> Vec<(&'static str, &'static str, &'static str)> {
+/// cannot see): (rule, message, fieldPath). Built from [`limits`].
+fn top_level_rules(kind: &str) -> Vec<(String, String, &'static str)> {
     match kind {
         "SendingPool" => vec![
             (
-                "self.metadata.name.matches('^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$')",
-                "metadata.name: a SendingPool name is at most 40 characters of a-z, 0-9 and '-', starting with a letter (it names Services)",
+                limits::cel_pool_name(),
+                format!(
+                    "metadata.name: a SendingPool name is at most {MAX_POOL_NAME} characters of a-z, 0-9 and '-', starting with a letter (it names Services)"
+                ),
                 "",
             ),
             (
-                "self.spec.egressIPs.all(e, size(self.metadata.name) + size(e.name) <= 51)",
-                "spec.egressIPs: pool name + '-' + egress IP name must fit a StatefulSet name (52 characters)",
+                limits::cel_statefulset_names(),
+                format!(
+                    "spec.egressIPs: pool name + '-' + egress IP name must fit a StatefulSet name ({MAX_STATEFULSET_NAME} characters)"
+                ),
                 ".spec.egressIPs",
             ),
         ],
         "DomainPolicy" => vec![(
-            "self.metadata.name.matches('^[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?$')",
-            "metadata.name: a DomainPolicy name is at most 40 characters of a-z, 0-9 and '-' (it names a Postfix transport)",
+            limits::cel_policy_name(),
+            format!(
+                "metadata.name: a DomainPolicy name is at most {MAX_POLICY_NAME} characters of a-z, 0-9 and '-' (it names a Postfix transport)"
+            ),
             "",
         )],
         _ => vec![],
@@ -69,8 +78,8 @@ pub fn crds() -> Vec<CustomResourceDefinition> {
             let list = schema.x_kubernetes_validations.get_or_insert_default();
             for (rule, message, path) in &rules {
                 list.push(k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::ValidationRule {
-                    rule: rule.to_string(),
-                    message: Some(message.to_string()),
+                    rule: rule.clone(),
+                    message: Some(message.clone()),
                     // metadata is outside the schema: no fieldPath there.
                     field_path: (!path.is_empty()).then(|| path.to_string()),
                     ..Default::default()

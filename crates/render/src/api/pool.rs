@@ -10,6 +10,8 @@ use kube_derive::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
 use super::common::*;
+use super::defaults;
+use super::limits::*;
 
 /// A fleet of Postfix MTA instances that send mail from pinned egress IPs.
 /// One instance is one pod, one StatefulSet, one queue volume and one egress
@@ -112,7 +114,7 @@ pub struct SendingPoolSpec {
 
     /// Name of a WarmupPlan in the same namespace. New egress IPs start on its
     /// first step.
-    #[schemars(length(max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"))]
+    #[schemars(length(max = MAX_LABEL), regex(pattern = label_pattern(MAX_LABEL)))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub warmup_plan_ref: Option<String>,
 
@@ -137,7 +139,7 @@ pub struct SendingPoolSpec {
 pub struct EgressIP {
     /// Instance name, unique in the pool; part of the StatefulSet name. A
     /// DNS-1123 label of at most 30 characters.
-    #[schemars(length(min = 1, max = 30), regex(pattern = r"^[a-z0-9]([-a-z0-9]{0,28}[a-z0-9])?$"))]
+    #[schemars(length(min = 1, max = MAX_INSTANCE_NAME), regex(pattern = label_pattern(MAX_INSTANCE_NAME)))]
     pub name: String,
     /// The IPv4 or IPv6 address mail leaves from, in canonical form.
     #[schemars(length(min = 2, max = 39))]
@@ -146,10 +148,7 @@ pub struct EgressIP {
     pub address: String,
     /// Name sent in HELO/EHLO from this address; its PTR record should point
     /// to it and it should resolve back to the address.
-    #[schemars(
-        length(min = 1, max = 253),
-        regex(pattern = r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-    )]
+    #[schemars(length(min = 1, max = MAX_DNS_NAME), regex(pattern = DNS_NAME_PATTERN))]
     pub helo_name: String,
     /// Node that holds this address (HostNetwork mode pins the pod there).
     #[schemars(length(max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"))]
@@ -157,12 +156,8 @@ pub struct EgressIP {
     pub node_name: Option<String>,
     /// False takes the IP out of rotation: it sends nothing and its queue
     /// drains through the other instances. The instance keeps running.
-    #[serde(default = "default_true")]
+    #[serde(default = "defaults::enabled")]
     pub enabled: bool,
-}
-
-fn default_true() -> bool {
-    true
 }
 
 /// How egress IPs are attached to pods.
@@ -178,7 +173,7 @@ pub struct Egress {
     #[serde(default)]
     pub mode: EgressMode,
     /// NetworkAttachmentDefinition name (Multus mode only).
-    #[schemars(length(max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"))]
+    #[schemars(length(max = MAX_LABEL), regex(pattern = label_pattern(MAX_LABEL)))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network_attachment: Option<String>,
 }
@@ -201,7 +196,7 @@ pub struct QueueStorage {
     /// Size of each instance's queue PersistentVolumeClaim (a Kubernetes
     /// quantity such as `10Gi`).
     #[schemars(length(max = 32), regex(pattern = r"^[1-9][0-9]{0,9}(Ki|Mi|Gi|Ti)$"))]
-    #[serde(default = "default_queue_size")]
+    #[serde(default = "defaults::queue_size")]
     pub size: String,
     /// StorageClass of the claims; empty uses the cluster default.
     #[schemars(length(max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"))]
@@ -209,13 +204,9 @@ pub struct QueueStorage {
     pub storage_class_name: Option<String>,
 }
 
-fn default_queue_size() -> String {
-    "10Gi".into()
-}
-
 impl Default for QueueStorage {
     fn default() -> Self {
-        Self { size: default_queue_size(), storage_class_name: None }
+        Self { size: defaults::queue_size(), storage_class_name: None }
     }
 }
 
@@ -226,27 +217,20 @@ impl Default for QueueStorage {
 pub struct Submission {
     /// TCP port the instances accept mail on (and the Service exposes).
     #[schemars(range(min = 1, max = 65535))]
-    #[serde(default = "default_submission_port")]
+    #[serde(default = "defaults::submission_port")]
     pub port: u16,
     /// Client networks allowed to submit (CIDRs). Everything else is refused.
     /// Default: the pod network ranges are not known to sendfleet, so the
     /// default is loopback only; list your cluster's pod CIDRs here.
     #[schemars(length(max = 64), inner(length(min = 1, max = 43)))]
     #[x_kube(validation = Rule::new("self.all(c, isCIDR(c) && cidr(c).ip() == cidr(c).masked().ip())").message("allowedCIDRs: each entry must be a CIDR with no host bits set, e.g. 10.0.0.0/8"))]
-    #[serde(default = "default_allowed_cidrs", rename = "allowedCIDRs")]
+    #[serde(default = "defaults::allowed_cidrs", rename = "allowedCIDRs")]
     pub allowed_cidrs: Vec<String>,
-}
-
-fn default_submission_port() -> u16 {
-    587
-}
-fn default_allowed_cidrs() -> Vec<String> {
-    vec!["127.0.0.0/8".into()]
 }
 
 impl Default for Submission {
     fn default() -> Self {
-        Self { port: default_submission_port(), allowed_cidrs: default_allowed_cidrs() }
+        Self { port: defaults::submission_port(), allowed_cidrs: defaults::allowed_cidrs() }
     }
 }
 
@@ -262,45 +246,32 @@ impl Default for Submission {
 pub struct Retry {
     /// How often the queue manager scans the deferred queue
     /// (`queue_run_delay`). Default 300s.
-    #[schemars(length(max = 8), regex(pattern = "^([1-9][0-9]{0,5})[smhdw]$"))]
-    #[serde(default = "d300s")]
+    #[schemars(length(max = MAX_DURATION_LEN), regex(pattern = DURATION_PATTERN))]
+    #[serde(default = "defaults::queue_run_delay")]
     pub queue_run_delay: String,
     /// Shortest time a deferred message waits before a retry
     /// (`minimal_backoff_time`). Must be above zero. Default 300s.
-    #[schemars(length(max = 8), regex(pattern = "^([1-9][0-9]{0,5})[smhdw]$"))]
-    #[serde(default = "d300s")]
+    #[schemars(length(max = MAX_DURATION_LEN), regex(pattern = DURATION_PATTERN))]
+    #[serde(default = "defaults::minimal_backoff")]
     pub minimal_backoff: String,
     /// Longest time between retries (`maximal_backoff_time`). Default 4000s.
-    #[schemars(length(max = 8), regex(pattern = "^([1-9][0-9]{0,5})[smhdw]$"))]
-    #[serde(default = "d4000s")]
+    #[schemars(length(max = MAX_DURATION_LEN), regex(pattern = DURATION_PATTERN))]
+    #[serde(default = "defaults::maximal_backoff")]
     pub maximal_backoff: String,
     /// How long mail may stay queued before it is returned as undeliverable
     /// (`maximal_queue_lifetime`). Default 5d.
-    #[schemars(length(max = 8), regex(pattern = "^([1-9][0-9]{0,5})[smhdw]$"))]
-    #[serde(default = "d5d")]
+    #[schemars(length(max = MAX_DURATION_LEN), regex(pattern = DURATION_PATTERN))]
+    #[serde(default = "defaults::maximal_queue_lifetime")]
     pub maximal_queue_lifetime: String,
     /// The same for bounce messages (`bounce_queue_lifetime`). Default 5d.
-    #[schemars(length(max = 8), regex(pattern = "^([1-9][0-9]{0,5})[smhdw]$"))]
-    #[serde(default = "d5d")]
+    #[schemars(length(max = MAX_DURATION_LEN), regex(pattern = DURATION_PATTERN))]
+    #[serde(default = "defaults::bounce_queue_lifetime")]
     pub bounce_queue_lifetime: String,
     /// Send the sender a "still trying" notice after this long
     /// (`delay_warning_time`); `0h` disables it. Default 0h.
-    #[schemars(length(max = 8), regex(pattern = "^(0|[1-9][0-9]{0,5})[smhdw]$"))]
-    #[serde(default = "d0h")]
+    #[schemars(length(max = MAX_DURATION_LEN), regex(pattern = DURATION_OR_ZERO_PATTERN))]
+    #[serde(default = "defaults::delay_warning_time")]
     pub delay_warning_time: String,
-}
-
-fn d300s() -> String {
-    "300s".into()
-}
-fn d4000s() -> String {
-    "4000s".into()
-}
-fn d5d() -> String {
-    "5d".into()
-}
-fn d0h() -> String {
-    "0h".into()
 }
 
 fn retry_rule_backoff_order() -> String {
@@ -319,12 +290,12 @@ fn retry_rule_run_delay() -> String {
 impl Default for Retry {
     fn default() -> Self {
         Self {
-            queue_run_delay: d300s(),
-            minimal_backoff: d300s(),
-            maximal_backoff: d4000s(),
-            maximal_queue_lifetime: d5d(),
-            bounce_queue_lifetime: d5d(),
-            delay_warning_time: d0h(),
+            queue_run_delay: defaults::queue_run_delay(),
+            minimal_backoff: defaults::minimal_backoff(),
+            maximal_backoff: defaults::maximal_backoff(),
+            maximal_queue_lifetime: defaults::maximal_queue_lifetime(),
+            bounce_queue_lifetime: defaults::bounce_queue_lifetime(),
+            delay_warning_time: defaults::delay_warning_time(),
         }
     }
 }
@@ -355,7 +326,7 @@ pub struct Dkim {
     pub selector: String,
     /// Sending domains signed with this key.
     #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 253)))]
-    #[x_kube(validation = Rule::new("self.all(d, d.matches('^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\\\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$') && size(d) <= 253)").message("dkim.domains: each entry must be a lowercase DNS name"))]
+    #[x_kube(validation = Rule::new(cel_all_dns_names("d")).message("dkim.domains: each entry must be a lowercase DNS name"))]
     pub domains: Vec<String>,
 }
 
@@ -367,34 +338,32 @@ pub struct Reputation {
     /// DNSBL zones to query for every egress IP. Empty: sendfleet's default
     /// list of widely used IP blocklists.
     #[schemars(length(max = 32), inner(length(min = 1, max = 253)))]
-    #[x_kube(validation = Rule::new("self.all(z, z.matches('^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\\\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$') && size(z) <= 253)").message("reputation.zones: each entry must be a lowercase DNS name"))]
+    #[x_kube(validation = Rule::new(cel_all_dns_names("z")).message("reputation.zones: each entry must be a lowercase DNS name"))]
     #[serde(default)]
     pub zones: Vec<String>,
     /// How often to check. Default 10m; at least 1m.
-    #[schemars(length(max = 8), regex(pattern = "^([1-9][0-9]{0,5})[smhdw]$"))]
-    #[x_kube(validation = Rule::new(format!("{} >= 60", cel_seconds("self"))).message("reputation.interval must be at least 60s"))]
-    #[serde(default = "d10m")]
+    #[schemars(length(max = MAX_DURATION_LEN), regex(pattern = DURATION_PATTERN))]
+    #[x_kube(validation = Rule::new(format!("{} >= {MIN_REPUTATION_INTERVAL_SECONDS}", cel_seconds("self"))).message(::kube_core::Message::Message(format!("reputation.interval must be at least {MIN_REPUTATION_INTERVAL_SECONDS}s"))))]
+    #[serde(default = "defaults::reputation_interval")]
     pub interval: String,
     /// What a listing does: `Quarantine` takes the IP out of rotation until
     /// it has been clean for `coolDown`; `Alert` only reports.
     #[serde(default)]
     pub on_listed: OnListed,
     /// How long an IP must be clean before a quarantine ends. Default 1h.
-    #[schemars(length(max = 8), regex(pattern = "^(0|[1-9][0-9]{0,5})[smhdw]$"))]
-    #[serde(default = "d1h")]
+    #[schemars(length(max = MAX_DURATION_LEN), regex(pattern = DURATION_OR_ZERO_PATTERN))]
+    #[serde(default = "defaults::reputation_cool_down")]
     pub cool_down: String,
-}
-
-fn d10m() -> String {
-    "10m".into()
-}
-fn d1h() -> String {
-    "1h".into()
 }
 
 impl Default for Reputation {
     fn default() -> Self {
-        Self { zones: vec![], interval: d10m(), on_listed: OnListed::default(), cool_down: d1h() }
+        Self {
+            zones: vec![],
+            interval: defaults::reputation_interval(),
+            on_listed: OnListed::default(),
+            cool_down: defaults::reputation_cool_down(),
+        }
     }
 }
 
@@ -413,25 +382,18 @@ pub enum OnListed {
 #[x_kube(validation = Rule::new(format!("{} < {}", cel_seconds("self.warnAge"), cel_seconds("self.criticalAge"))).message("backlog.warnAge must be shorter than backlog.criticalAge").field_path(".warnAge"))]
 pub struct Backlog {
     /// Queued longer than this is late (warning). Default 4h.
-    #[schemars(length(max = 8), regex(pattern = "^([1-9][0-9]{0,5})[smhdw]$"))]
-    #[serde(default = "d4h")]
+    #[schemars(length(max = MAX_DURATION_LEN), regex(pattern = DURATION_PATTERN))]
+    #[serde(default = "defaults::backlog_warn_age")]
     pub warn_age: String,
     /// Queued longer than this is critical. Default 12h.
-    #[schemars(length(max = 8), regex(pattern = "^([1-9][0-9]{0,5})[smhdw]$"))]
-    #[serde(default = "d12h")]
+    #[schemars(length(max = MAX_DURATION_LEN), regex(pattern = DURATION_PATTERN))]
+    #[serde(default = "defaults::backlog_critical_age")]
     pub critical_age: String,
-}
-
-fn d4h() -> String {
-    "4h".into()
-}
-fn d12h() -> String {
-    "12h".into()
 }
 
 impl Default for Backlog {
     fn default() -> Self {
-        Self { warn_age: d4h(), critical_age: d12h() }
+        Self { warn_age: defaults::backlog_warn_age(), critical_age: defaults::backlog_critical_age() }
     }
 }
 
@@ -441,7 +403,7 @@ impl Default for Backlog {
 #[serde(rename_all = "camelCase")]
 pub struct SpamRoute {
     /// SendingPool (same namespace) that sends spam-classified mail.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"))]
+    #[schemars(length(min = 1, max = MAX_LABEL), regex(pattern = label_pattern(MAX_LABEL)))]
     pub pool: String,
     /// Header that marks spam, e.g. `X-Spam-Flag`.
     #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9-]*$"))]

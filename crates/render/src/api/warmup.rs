@@ -9,6 +9,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube_derive::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
+use super::defaults;
+use super::limits::*;
 use crate::policy::{WarmupRamp, WarmupSchedule, WarmupStepCap};
 
 /// A schedule of daily caps per IP: explicit steps or a ramp. A pool that
@@ -63,7 +65,7 @@ pub struct WarmupPlanSpec {
 
     /// IANA time zone in which days start, e.g. `Asia/Tokyo`. Default UTC.
     #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}$"))]
-    #[serde(default = "utc")]
+    #[serde(default = "defaults::time_zone")]
     pub time_zone: String,
 
     /// Largest share of an IP's daily cap one provider may take, so a new IP
@@ -77,20 +79,16 @@ pub struct WarmupPlanSpec {
     pub pause: Option<PauseRules>,
 }
 
-fn utc() -> String {
-    "UTC".into()
-}
-
 /// One step of an explicit schedule.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[x_kube(crates(kube_core = ::kube_core))]
 #[serde(rename_all = "camelCase")]
 pub struct WarmupStep {
     /// First day (1-based) on which this cap applies.
-    #[schemars(range(min = 1, max = 3650))]
+    #[schemars(range(min = 1, max = MAX_WARMUP_DAYS))]
     pub day: u32,
     /// Messages per IP per day.
-    #[schemars(range(min = 1, max = 100000000))]
+    #[schemars(range(min = 1, max = MAX_DAILY_CAP))]
     pub daily_cap: u64,
 }
 
@@ -101,13 +99,13 @@ pub struct WarmupStep {
 #[serde(rename_all = "camelCase")]
 pub struct Ramp {
     /// Day-1 cap per IP.
-    #[schemars(range(min = 1, max = 100000000))]
+    #[schemars(range(min = 1, max = MAX_DAILY_CAP))]
     pub start: u64,
     /// Daily growth in percent (e.g. 50 = x1.5 per day).
-    #[schemars(range(min = 1, max = 1000))]
+    #[schemars(range(min = 1, max = MAX_GROWTH_PERCENT))]
     pub growth_percent: u32,
     /// Cap at which the IP counts as warm.
-    #[schemars(range(min = 1, max = 100000000))]
+    #[schemars(range(min = 1, max = MAX_DAILY_CAP))]
     pub ceiling: u64,
 }
 
@@ -118,7 +116,7 @@ pub struct Ramp {
 pub struct DomainShare {
     /// Domain patterns of the provider (as in DomainPolicy.domains).
     #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 255)))]
-    #[x_kube(validation = Rule::new("self.all(d, size(d) <= 253 && d.matches('^(\\\\*\\\\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\\\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$'))").message("domainShares.domains: each entry must be a lowercase domain name, optionally prefixed by '*.'"))]
+    #[x_kube(validation = Rule::new(cel_all_domain_patterns()).message("domainShares.domains: each entry must be a lowercase domain name, optionally prefixed by '*.'"))]
     pub domains: Vec<String>,
     /// Largest share of the daily cap, in percent.
     #[schemars(range(min = 1, max = 100))]
@@ -140,20 +138,13 @@ pub struct PauseRules {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_bounce_percent: Option<u32>,
     /// Window the rates are computed over. Default 1h.
-    #[schemars(length(max = 8), regex(pattern = "^([1-9][0-9]{0,5})[smhdw]$"))]
-    #[serde(default = "d1h")]
+    #[schemars(length(max = MAX_DURATION_LEN), regex(pattern = DURATION_PATTERN))]
+    #[serde(default = "defaults::warmup_pause_window")]
     pub window: String,
     /// Fewer attempts than this in the window never pause (too little data).
     #[schemars(range(min = 1, max = 1000000))]
-    #[serde(default = "d20")]
+    #[serde(default = "defaults::warmup_pause_min_messages")]
     pub min_messages: u32,
-}
-
-fn d1h() -> String {
-    "1h".into()
-}
-fn d20() -> u32 {
-    20
 }
 
 /// Observed state of a plan.

@@ -1,0 +1,140 @@
+//! Every limit of the API, defined once: name lengths, value patterns, and
+//! the CEL rules built from them.
+//!
+//! A limit is enforced twice on purpose — by the API server (OpenAPI
+//! `pattern`/`maxLength` and CEL in the CRD) and by [`crate::validate`],
+//! which never trusts that admission ran — but it is *written* once, here:
+//! the schema attributes, the CEL rule strings (generated with `format!`)
+//! and the validator all name these constants, so the CRD regex and the
+//! Rust check cannot drift.
+//!
+//! Data and string building only: no I/O.
+
+/// Longest egress IP name: it is part of StatefulSet, ConfigMap and Postfix
+/// names, which have their own limits.
+pub const MAX_INSTANCE_NAME: usize = 30;
+/// Longest DomainPolicy name: it becomes a master.cf service name
+/// (`dp-<name>-slow`).
+pub const MAX_POLICY_NAME: usize = 40;
+/// Longest SendingPool name (it prefixes Service names, DNS-1035 labels).
+pub const MAX_POOL_NAME: usize = 40;
+/// `<pool>-<instance>` names a StatefulSet, whose name may not exceed 52
+/// (the controller appends a revision hash to it in pod labels).
+pub const MAX_STATEFULSET_NAME: usize = 52;
+/// A DNS label / Kubernetes object name used as a reference.
+pub const MAX_LABEL: usize = 63;
+/// A DNS name.
+pub const MAX_DNS_NAME: usize = 253;
+/// Longest duration text (`123456w` and a spare).
+pub const MAX_DURATION_LEN: usize = 8;
+/// Longest `paused` reason (it ends up in a deferral text).
+pub const MAX_REASON: usize = 200;
+/// Characters of a `paused` reason: none that mean something to Postfix tables.
+pub const REASON_PATTERN: &str = r"^[A-Za-z0-9][A-Za-z0-9 .,:;()_/-]*$";
+/// Shortest DNSBL check interval (`reputation.interval`): the lists rate-limit
+/// clients that ask more often.
+pub const MIN_REPUTATION_INTERVAL_SECONDS: u64 = 60;
+/// Throttle `connections`.
+pub const MAX_CONNECTIONS: u32 = 100;
+/// Throttle `processes` (master.cf maxproc).
+pub const MAX_PROCESSES: u32 = 200;
+/// Throttle and slow-down `messagesPerMinute`: Postfix spaces deliveries by
+/// whole seconds, so a rate is exact only when it divides 60.
+pub const MAX_MESSAGES_PER_MINUTE: u32 = 60;
+/// `autoExclusion.hardBlocks`, `slowDown.deferrals`: answers in a window.
+pub const MAX_ANSWERS_IN_WINDOW: u32 = 10_000;
+/// Warm-up daily caps (`steps[].dailyCap`, `ramp.start`, `ramp.ceiling`).
+pub const MAX_DAILY_CAP: u64 = 100_000_000;
+/// Warm-up `ramp.growthPercent`.
+pub const MAX_GROWTH_PERCENT: u32 = 1000;
+/// Longest warm-up schedule (`steps[].day`); the agent follows no further.
+pub const MAX_WARMUP_DAYS: u32 = 3650;
+/// Most domain patterns in one DomainPolicy.
+pub const MAX_DOMAINS: usize = 200;
+
+/// Regex (OpenAPI `pattern`) for a duration in Postfix syntax, above zero: a
+/// whole number followed by one unit, `s`econds, `m`inutes, `h`ours, `d`ays
+/// or `w`eeks (`300s`, `4h`, `5d`). Postfix itself accepts a bare number
+/// too, with a per-parameter default unit; requiring the unit keeps the
+/// meaning obvious.
+pub const DURATION_PATTERN: &str = "^([1-9][0-9]{0,5})[smhdw]$";
+/// The same, where zero is meaningful (`0h`: off).
+pub const DURATION_OR_ZERO_PATTERN: &str = "^(0|[1-9][0-9]{0,5})[smhdw]$";
+
+/// Regex for a DNS name (lowercase, at least two labels, LDH labels, A-labels
+/// for internationalised names). Refuses look-alike Unicode by construction.
+pub const DNS_NAME_PATTERN: &str = "^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
+
+/// Regex for a destination domain pattern: a DNS name, optionally prefixed by
+/// `*.` to mean "every subdomain" (the name itself is not included).
+pub const DOMAIN_PATTERN_PATTERN: &str =
+    "^(\\*\\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
+
+/// Regex for a DNS-1123 label of at most `max` characters (`max` >= 2).
+pub fn label_pattern(max: usize) -> String {
+    format!("^[a-z0-9]([-a-z0-9]{{0,{}}}[a-z0-9])?$", max - 2)
+}
+
+/// Regex for a SendingPool name: a label of at most [`MAX_POOL_NAME`]
+/// characters that starts with a letter (Service names are DNS-1035).
+pub fn pool_name_pattern() -> String {
+    format!("^[a-z]([-a-z0-9]{{0,{}}}[a-z0-9])?$", MAX_POOL_NAME - 2)
+}
+
+/// A regex as a CEL string literal (single quotes, backslashes doubled).
+pub fn cel_regex(pattern: &str) -> String {
+    format!("'{}'", pattern.replace('\\', "\\\\"))
+}
+
+/// CEL: every entry of a list of domain patterns is one.
+pub fn cel_all_domain_patterns() -> String {
+    format!("self.all(d, size(d) <= {MAX_DNS_NAME} && d.matches({}))", cel_regex(DOMAIN_PATTERN_PATTERN))
+}
+
+/// CEL: every entry of a list is a DNS name (`var` names the entry).
+pub fn cel_all_dns_names(var: &str) -> String {
+    format!("self.all({var}, {var}.matches({}) && size({var}) <= {MAX_DNS_NAME})", cel_regex(DNS_NAME_PATTERN))
+}
+
+/// CEL: a single value is a DNS name or an IP address.
+pub fn cel_ip_or_dns_name() -> String {
+    format!("isIP(self) || self.matches({})", cel_regex(DNS_NAME_PATTERN))
+}
+
+/// CEL: every entry of a list is an egress IP name.
+pub fn cel_all_instance_names() -> String {
+    format!("self.all(n, n.matches({}))", cel_regex(&label_pattern(MAX_INSTANCE_NAME)))
+}
+
+/// CEL (top level): the object's name is a valid SendingPool name.
+pub fn cel_pool_name() -> String {
+    format!("self.metadata.name.matches({})", cel_regex(&pool_name_pattern()))
+}
+
+/// CEL (top level): pool name + `-` + every egress IP name fits a
+/// StatefulSet name.
+pub fn cel_statefulset_names() -> String {
+    format!("self.spec.egressIPs.all(e, size(self.metadata.name) + size(e.name) <= {})", MAX_STATEFULSET_NAME - 1)
+}
+
+/// CEL (top level): the object's name is a valid DomainPolicy name.
+pub fn cel_policy_name() -> String {
+    format!("self.metadata.name.matches({})", cel_regex(&label_pattern(MAX_POLICY_NAME)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_patterns_read_as_written_before() {
+        assert_eq!(label_pattern(MAX_LABEL), "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$");
+        assert_eq!(label_pattern(MAX_INSTANCE_NAME), "^[a-z0-9]([-a-z0-9]{0,28}[a-z0-9])?$");
+        assert_eq!(pool_name_pattern(), "^[a-z]([-a-z0-9]{0,38}[a-z0-9])?$");
+        assert_eq!(cel_regex("^a\\.b$"), "'^a\\\\.b$'");
+        assert_eq!(
+            cel_statefulset_names(),
+            "self.spec.egressIPs.all(e, size(self.metadata.name) + size(e.name) <= 51)"
+        );
+    }
+}
