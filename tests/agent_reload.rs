@@ -24,10 +24,11 @@ const BATCH: u32 = 20;
 /// docs/AGENT.md, "Reloads".)
 fn fleet_at(dns: &Dns, generation: u32) -> Fleet {
     let pool = Pool::named("reload").in_ns("test").with_ip("reload-a", SENDER).fast_retries();
-    let sink = Policy::named("sink")
-        .in_ns("test")
-        .for_domains(&["sink.test"])
-        .spec(&format!("throttle: {{connections: {}, processes: {}}}", 2 + generation % 3, 4 + generation % 2));
+    let sink = Policy::named("sink").in_ns("test").for_domains(&["sink.test"]).spec(&format!(
+        "throttle: {{connections: {}, processes: {}}}",
+        2 + generation % 3,
+        4 + generation % 2
+    ));
     fleet(pool.build(), dns).policy(sink.build())
 }
 

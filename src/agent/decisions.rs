@@ -17,6 +17,7 @@ use std::path::Path;
 
 use sendfleet_render::contract::PEER_RELAY_TRANSPORT;
 use sendfleet_render::policy::{AgentPolicy, DomainRule};
+use sendfleet_render::routing;
 
 use super::adaptive::{Adaptive, Change};
 use super::counters::CountersError;
@@ -54,11 +55,11 @@ impl<'p> OutcomeRoute<'p> {
     pub fn of(policy: Option<&'p AgentPolicy>, o: &Outcome<'_>) -> Self {
         let rule = policy.and_then(|p| p.rule_for(&o.domain));
         let share = policy.and_then(|p| share_for(p, &o.domain)).map(|(k, _)| k);
-        let via_peer = o.service == PEER_RELAY_TRANSPORT
-            || policy.is_some_and(|p| {
-                o.relay_port == Some(p.peer_port)
-                    && p.instances.iter().any(|i| i.name != p.instance && o.relay_addr == Some(i.address.as_str()))
-            });
+        // Which legs are hand-offs to a peer: the routing model knows.
+        let via_peer = match policy {
+            Some(p) => routing::is_peer_leg(p, o.service, o.relay_addr, o.relay_port),
+            None => o.service == PEER_RELAY_TRANSPORT,
+        };
         let own_attempt =
             !via_peer && !matches!(o.service, "retry" | "error") && rule.is_none_or(|r| r.relay.is_none());
         OutcomeRoute { rule, share, via_peer, own_attempt }

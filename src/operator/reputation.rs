@@ -86,7 +86,12 @@ impl Reputation {
 
     fn interval(&self, pool: &SendingPool) -> Duration {
         self.interval_override.unwrap_or_else(|| {
-            Duration::from_secs(api::parse_duration(&pool.spec.reputation.interval).unwrap_or(600).max(60))
+            // The renderer refuses a malformed or too-short interval; the
+            // default and floor here are the same constants it checks with.
+            let secs = api::parse_duration(&pool.spec.reputation.interval)
+                .unwrap_or(api::defaults::REPUTATION_INTERVAL.seconds())
+                .max(api::limits::MIN_REPUTATION_INTERVAL_SECONDS);
+            Duration::from_secs(secs)
         })
     }
 
@@ -199,8 +204,10 @@ impl Sweep {
         state.summary = summary;
 
         let now = Timestamp::now();
-        let cool_down =
-            SignedDuration::from_secs(api::parse_duration(&pool.spec.reputation.cool_down).unwrap_or(3600) as i64);
+        let cool_down = SignedDuration::from_secs(
+            api::parse_duration(&pool.spec.reputation.cool_down)
+                .unwrap_or(api::defaults::REPUTATION_COOL_DOWN.seconds()) as i64,
+        );
         let mut findings = Findings { zones: effective.clone(), ..Findings::default() };
         for e in &egress {
             let Some(listing) = state.tracker.ip(e.address) else { continue };

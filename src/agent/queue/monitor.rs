@@ -21,9 +21,10 @@ use super::parse::{QueueScan, QueueScanner};
 use crate::agent::clock::wall_unix_now;
 use crate::agent::state::State;
 
-/// Default backlog ages when the policy has none (the seeds' 4 h and 12 h).
-pub const DEFAULT_WARN: u64 = 4 * 3600;
-pub const DEFAULT_CRITICAL: u64 = 12 * 3600;
+/// Default backlog ages when the policy has none (the seeds' 4 h and 12 h):
+/// the API's defaults, defined once in the render core.
+pub const DEFAULT_WARN: u64 = sendfleet_render::api::defaults::BACKLOG_WARN_AGE.seconds();
+pub const DEFAULT_CRITICAL: u64 = sendfleet_render::api::defaults::BACKLOG_CRITICAL_AGE.seconds();
 
 /// How long after the agent's start "mail system is down" means Postfix is
 /// still starting (the master is up within a second or two; a stuck start

@@ -453,7 +453,8 @@ pub struct InstanceStatus {
     pub name: String,
     /// Egress address.
     pub address: String,
-    /// Pending, Running, Ready, Failed or Unknown, from the pod and agent.
+    /// Pending (no StatefulSet yet), Starting (not ready yet), Ready, or Failed (a pod
+    /// or config problem, in `message`), from the StatefulSet, pod and agent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<String>,
     /// Why the instance is in this phase, when not Ready.
