@@ -190,20 +190,8 @@ fn remove_cgroup_tree(dir: &Path) {
 /// Remove cgroup roots of lab processes that no longer exist.
 pub(crate) fn sweep_cgroups() {
     for m in cgroup_mounts() {
-        let Ok(entries) = std::fs::read_dir(&m) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let name = e.file_name();
-            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("sendfleet-lab.")) else {
-                continue;
-            };
-            let Some(pid) = rest.split('.').next().and_then(|p| p.parse::<u32>().ok()) else {
-                continue;
-            };
-            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-                remove_cgroup_tree(&e.path());
-            }
+        for stale in process::stale_lab_entries(&m) {
+            remove_cgroup_tree(&stale);
         }
     }
 }

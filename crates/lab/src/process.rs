@@ -186,25 +186,35 @@ pub fn remove_at_exit(dir: &Path) {
 pub fn temp_dir() -> Result<PathBuf, LabError> {
     static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
     let tmp = std::env::temp_dir();
-    if let Ok(entries) = std::fs::read_dir(&tmp) {
-        for e in entries.flatten() {
-            let name = e.file_name();
-            let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("sendfleet-lab.")) else {
-                continue;
-            };
-            let Some(pid) = rest.split('.').next().and_then(|p| p.parse::<u32>().ok()) else {
-                continue;
-            };
-            if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
+    for stale in stale_lab_entries(&tmp) {
+        let _ = std::fs::remove_dir_all(stale);
     }
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = tmp.join(format!("sendfleet-lab.{}.{n}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(LabError::io(&dir))?;
     remove_at_exit(&dir);
     Ok(dir)
+}
+
+/// Entries of `dir` named `sendfleet-lab.<pid>[.…]` whose process no longer
+/// exists (and is not this one): what a lab killed with SIGKILL left behind.
+pub fn stale_lab_entries(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return vec![];
+    };
+    entries
+        .flatten()
+        .filter(|e| {
+            let name = e.file_name();
+            let pid = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("sendfleet-lab."))
+                .and_then(|rest| rest.split('.').next())
+                .and_then(|p| p.parse::<u32>().ok());
+            pid.is_some_and(|pid| pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists())
+        })
+        .map(|e| e.path())
+        .collect()
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago. Tests run in their own
