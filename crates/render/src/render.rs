@@ -208,6 +208,8 @@ pub fn render_pool(input: PoolInput<'_>, settings: &Settings) -> Result<Rendered
 /// Parts identical for every instance of the pool.
 struct Shared {
     routes: RoutingModel,
+    /// Egress addresses of the pools that hand mail to this one.
+    hand_off_sources: Vec<String>,
     transport: Table,
     tls_policy: Table,
     header_checks: Option<String>,
@@ -251,7 +253,9 @@ impl Shared {
             }
             None => None,
         };
-        Ok(Shared { routes, transport, tls_policy, header_checks })
+        let hand_off_sources =
+            routing::hand_off_sources(pool.name, pool.namespace, input.pools, input.policies, &settings.cluster_domain);
+        Ok(Shared { routes, hand_off_sources, transport, tls_policy, header_checks })
     }
 }
 
@@ -337,10 +341,13 @@ fn render_instance(
         m.set("inet_interfaces", "all")?;
         m.set("inet_protocols", "all")?;
     }
-    // Submission: only the listed client networks (and the pool's own
-    // instances, for peer relay) may send through the pool.
+    // Submission: only the listed client networks, the pool's own instances
+    // (for peer relay) and the egress addresses of the pools that hand mail
+    // to this one (`route.pool`, `spamRoute`; one host each) may send
+    // through the pool.
     let mut nets: Vec<String> = spec.submission.allowed_cidrs.iter().map(|c| cidr_for_postfix(c)).collect();
     nets.extend(instances.iter().map(|i| network(&i.address)));
+    nets.extend(shared.hand_off_sources.iter().map(|a| network(a)));
     m.set("mynetworks", nets.join(" "))?;
     m.set("smtpd_relay_restrictions", "permit_mynetworks, reject_unauth_destination")?;
     m.set("smtpd_recipient_restrictions", "permit_mynetworks, reject")?;

@@ -33,7 +33,9 @@
 //! entry carries ([`PolicyRoute::nexthop`]); keys on its recipient domains
 //! would never be read. A hand-off to another pool gets no key: the leg is
 //! the pools' own submission listener (no STARTTLS), and the target pool's
-//! policies decide the leg that leaves it.
+//! policies decide the leg that leaves it. The target accepts the hand-off
+//! because its relay permission (`mynetworks`) names the egress addresses of
+//! exactly the pools that route to it ([`hand_off_sources`]), one host each.
 //!
 //! The peer leg (an instance hands mail to a peer's peer listener,
 //! [`peer_nexthop`]) gets no key either: the DomainPolicy's requirement is
@@ -45,12 +47,12 @@
 //!
 //! Pure: no I/O, no clock.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use crate::api::{defaults, DomainTls, Route, SendingPool, Throttle};
+use crate::api::{defaults, DomainPolicy, DomainTls, Route, SendingPool, Throttle};
 use crate::contract::PEER_RELAY_TRANSPORT;
 use crate::policy::{AgentPolicy, DomainRule, InstancePolicy};
-use crate::validate::ValidDomainPolicy;
+use crate::validate::{self, ValidDomainPolicy};
 
 /// Postfix's default delivery transport (to the recipient domain's MX).
 pub const SMTP_TRANSPORT: &str = "smtp";
@@ -371,6 +373,48 @@ pub struct PeerChoice<'a> {
     pub nexthop: String,
 }
 
+/// The egress addresses whose mail is handed to pool `target` of
+/// `namespace`: every address of each other valid pool there whose
+/// `spamRoute` names `target`, or whose own routing model (its selected
+/// policies, routed by [`route_pool`]) sends at least one domain pattern to
+/// `target`. Sorted, each once. The target pool lets exactly these relay
+/// through its submission listener (one host each, never a network): a
+/// DomainPolicy a namespace user writes opens the target to the source
+/// pool's own IPs and nothing else.
+///
+/// The leg is an SMTP connection from the source instance's bound egress
+/// address (HostNetwork and Multus pin `smtp_bind_address`); in the modes
+/// that do not pin it, the connection comes from the pod address, which no
+/// resource names, and the hand-off is refused rather than opened wider.
+pub fn hand_off_sources(
+    target: &str,
+    namespace: &str,
+    pools: &[SendingPool],
+    policies: &[DomainPolicy],
+    cluster_domain: &str,
+) -> Vec<String> {
+    let mut out = BTreeSet::new();
+    for sp in pools {
+        let Ok(source) = validate::pool(sp) else { continue };
+        if source.namespace != namespace || source.name == target {
+            continue;
+        }
+        let by_spam_route = source.spec.spam_route.as_ref().is_some_and(|s| s.pool == target);
+        let by_policy = || {
+            let (selected, _) = crate::render::selected_policies(sp, policies);
+            route_pool(&selected, namespace, pools, cluster_domain).is_ok_and(|m| {
+                m.routes.iter().any(|r| {
+                    !r.patterns.is_empty() && matches!(&r.destination, Destination::Pool { pool, .. } if pool == target)
+                })
+            })
+        };
+        if by_spam_route || by_policy() {
+            out.extend(source.spec.egress_ips.iter().map(|ip| ip.address.clone()));
+        }
+    }
+    out.into_iter().collect()
+}
+
 /// Choose the peer for mail of `rule` (any domain for `None`): among the
 /// peers in rotation and not excluded for the rule, a weighted pick spread
 /// by `seq` — warm peers first. A peer sends relayed mail without consulting
@@ -547,6 +591,63 @@ mod tests {
             ]
         );
         assert_eq!(m.tls_entries(), vec![("[r.example]:25".to_string(), "verify".to_string())]);
+    }
+
+    fn pool_with(name: &str, labels: serde_json::Value, ips: &[&str], extra: serde_json::Value) -> SendingPool {
+        let mut spec = serde_json::json!({
+            "egressIPs": ips.iter().enumerate()
+                .map(|(i, a)| serde_json::json!({"name": format!("{name}-{i}"), "address": a, "heloName": "h.example.com"}))
+                .collect::<Vec<_>>(),
+        });
+        spec.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "sendfleet.io/v1alpha1",
+            "kind": "SendingPool",
+            "metadata": {"name": name, "namespace": "ns", "labels": labels},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_pool_accepts_hand_offs_from_exactly_the_pools_that_route_to_it() {
+        let pools = [
+            pool_with("target", serde_json::json!({"role": "bulk"}), &["192.0.2.1"], serde_json::json!({})),
+            pool_with(
+                "main",
+                serde_json::json!({"role": "main"}),
+                &["192.0.2.10", "2001:db8::10"],
+                serde_json::json!({}),
+            ),
+            pool_with(
+                "spammy",
+                serde_json::json!({"role": "other"}),
+                &["192.0.2.20"],
+                serde_json::json!({"spamRoute": {"pool": "target", "header": "X-Spam-Flag", "value": "YES"}}),
+            ),
+            pool_with("bystander", serde_json::json!({"role": "other"}), &["192.0.2.30"], serde_json::json!({})),
+        ];
+        let mut elsewhere =
+            pool_with("main", serde_json::json!({"role": "main"}), &["192.0.2.40"], serde_json::json!({}));
+        elsewhere.metadata.namespace = Some("other".into());
+        let mut all = pools.to_vec();
+        all.push(elsewhere);
+        let handoff = dp(
+            "handoff",
+            serde_json::json!({"domains": ["h.example"], "route": {"pool": "target"},
+                               "poolSelector": {"matchLabels": {"role": "main"}}}),
+        );
+        let sources = |policies: &[DomainPolicy]| hand_off_sources("target", "ns", &all, policies, "cluster.local");
+        // main by its policy, spammy by its spamRoute; not the bystander,
+        // not the target itself, not a same-named pool of another namespace.
+        assert_eq!(sources(std::slice::from_ref(&handoff)), ["192.0.2.10", "192.0.2.20", "2001:db8::10"]);
+        assert_eq!(sources(&[]), ["192.0.2.20"]);
+        // A policy that lost every pattern to an earlier one routes nothing.
+        let earlier = dp(
+            "a-first",
+            serde_json::json!({"domains": ["h.example"], "poolSelector": {"matchLabels": {"role": "main"}}}),
+        );
+        assert_eq!(sources(&[earlier, handoff]), ["192.0.2.20"]);
     }
 
     fn inst(name: &str, addr: &str, weight: u32, cap: Option<u64>, excluded: &[&str]) -> InstancePolicy {
