@@ -42,8 +42,11 @@
 //! about the receiver, and it is applied where the mail leaves the pool —
 //! the peer sends peer-relayed mail with `content_filter = smtp:`, whose
 //! next hop is the recipient domain, looked up in the same rendered
-//! `tls_policy` table. Relay-routed rules are never handed to a peer (the
-//! agent leaves them to the static map).
+//! `tls_policy` table — except for relay routes: the peer listener's
+//! recipient table ([`RoutingModel::peer_filter_entries`]) sends those on
+//! their relay route, so a relay route's TLS key applies on the peer too.
+//! Which dynamic decisions apply to a rule's mail (relay routes obey
+//! rotation and exclusions, not warm-up caps) is [`relay_scope`]'s.
 //!
 //! Pure: no I/O, no clock.
 
@@ -209,6 +212,7 @@ impl PolicyRoute {
             throttle_transport: self.throttle.as_ref().map(|t| t.name.clone()),
             slow_transport: self.slow.as_ref().map(|t| t.name.clone()),
             relay: self.nexthop().map(str::to_string),
+            hand_off: matches!(self.destination, Destination::Pool { .. }),
             ..Default::default()
         }
     }
@@ -357,6 +361,25 @@ impl RoutingModel {
         out
     }
 
+    /// The peer listener's recipient table: for each pattern of a relay
+    /// route, `FILTER <its transport map value>`. The peer listener sends
+    /// what peers hand it with `content_filter = smtp:` (never through the
+    /// agent again), which alone would send relay-routed mail to the
+    /// recipient domain's MX, bypassing the relay; a `FILTER` action
+    /// overrides `content_filter`, so relay-routed mail leaves the peer on
+    /// the relay route's transport and nexthop, as the static map says.
+    /// `FILTER` is per message: the `peer-relay` transport hands one
+    /// recipient per message (see `render`).
+    pub fn peer_filter_entries(&self) -> Vec<(String, String)> {
+        let mut out = vec![];
+        for r in self.routes.iter().filter(|r| matches!(r.destination, Destination::Relay { .. })) {
+            if let Some(v) = r.transport_entry() {
+                out.extend(r.patterns.iter().map(|p| (p.clone(), format!("FILTER {v}"))));
+            }
+        }
+        out
+    }
+
     /// Every own transport and slow variant, in policy order (master.cf
     /// services and their main.cf throttle parameters).
     pub fn transports(&self) -> impl Iterator<Item = &OwnTransport> {
@@ -413,6 +436,39 @@ pub fn hand_off_sources(
         }
     }
     out.into_iter().collect()
+}
+
+/// Which of the agent's dynamic decisions apply to a rule's mail, by where
+/// the rule routes it ([`relay_scope`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelayScope {
+    /// To the MX from this IP: everything (pause, rotation, exclusion,
+    /// warm-up cap and provider share, slow-down).
+    Mx,
+    /// A relay route (`route.relayHost`): the leg leaves from this egress
+    /// IP, so pause, rotation and exclusions apply — out of rotation or
+    /// excluded, the mail goes to a peer, whose peer listener sends it on
+    /// the same relay route ([`RoutingModel::peer_filter_entries`]); no peer
+    /// left, it is deferred. Warm-up caps and provider shares do not: the
+    /// cap protects the IP's reputation at the mailbox providers, which
+    /// never see this IP for relayed mail (the relay, chosen by the
+    /// DomainPolicy, delivers from its own addresses). Slow-downs do not
+    /// either (the slow transport has no relay nexthop). Relayed mail still
+    /// counts in the IP's day total (it left from here), so the cap is, if
+    /// anything, stricter for the MX mail.
+    Relay,
+    /// A hand-off to another pool (`route.pool`): an internal leg that no
+    /// receiver judges; always left to the static map.
+    HandOff,
+}
+
+/// See [`RelayScope`].
+pub fn relay_scope(rule: &DomainRule) -> RelayScope {
+    match (&rule.relay, rule.hand_off) {
+        (None, _) => RelayScope::Mx,
+        (Some(_), false) => RelayScope::Relay,
+        (Some(_), true) => RelayScope::HandOff,
+    }
 }
 
 /// Choose the peer for mail of `rule` (any domain for `None`): among the
@@ -552,8 +608,19 @@ mod tests {
                 ("[2001:db8::25]:25".into(), "encrypt".into())
             ]
         );
-        // The agent sees the same nexthop and leaves the rule to the static map.
+        // The agent sees the same nexthop; rotation and exclusions apply to it.
         assert_eq!(partner.domain_rule().relay.as_deref(), Some("[relay.partner.example]:25"));
+        assert_eq!(relay_scope(&partner.domain_rule()), RelayScope::Relay);
+        assert_eq!(relay_scope(&DomainRule::default()), RelayScope::Mx);
+        // A peer sends what it is handed on the same route (transport and nexthop).
+        assert_eq!(
+            m.peer_filter_entries(),
+            vec![
+                ("mx.example".to_string(), "FILTER smtp:relay.example:2525".to_string()),
+                ("partner.example".into(), "FILTER dp-partner:[relay.partner.example]:25".into()),
+                ("v6.example".into(), "FILTER smtp:[2001:db8::25]:25".into())
+            ]
+        );
         assert!(m.conflicts.is_empty());
     }
 
@@ -569,6 +636,9 @@ mod tests {
         assert_eq!(r.transport_entry().as_deref(), Some("smtp:[bulk.ns.svc.cluster.local]:2587"));
         assert_eq!((&r.throttle, &r.slow), (&None, &None));
         assert!(m.tls_entries().is_empty());
+        // An internal leg: the agent leaves it to the static map, no peer FILTER.
+        assert_eq!(relay_scope(&r.domain_rule()), RelayScope::HandOff);
+        assert!(m.peer_filter_entries().is_empty());
         let missing = dp("lost", serde_json::json!({"domains": ["y.example"], "route": {"pool": "nowhere"}}));
         let err = model(&[missing]).unwrap_err();
         assert_eq!((err.field.as_str(), err.pool.as_str()), ("DomainPolicy lost: spec.route.pool", "nowhere"));

@@ -173,6 +173,28 @@ fn postfix_check_is_clean_and_postmap_builds_every_table() {
         assert_eq!(q("tls_policy", nexthop), "verify protocols=>=TLSv1.2");
         // The recipient domain is not a next hop of relayed mail: no key.
         assert_eq!(q("tls_policy", "partner.example"), "");
+        // A peer sends relay-routed mail handed to it on the same route: its
+        // peer listener's FILTER is the transport entry, read as texthash.
+        let peer_routes = format!("texthash:{}", dir.join("peer_routes").display());
+        let fq = |key: &str| {
+            let o = Command::new("postmap").arg("-c").arg(&dir).arg("-q").arg(key).arg(&peer_routes).output().unwrap();
+            String::from_utf8_lossy(&o.stdout).trim().to_string()
+        };
+        assert_eq!(fq("partner.example"), format!("FILTER {relay}"));
+        assert_eq!(fq("bigmail.example"), "");
+        let peer_in = run(Command::new("postconf").arg("-c").arg(&dir).arg("-P"));
+        assert!(
+            peer_in.contains(
+                "2525/inet/smtpd_recipient_restrictions = check_recipient_access,texthash:$config_directory/peer_routes,permit_mynetworks,reject"
+            ),
+            "{peer_in}"
+        );
+        // `.example.com` keys match subdomains there, as in `transport`.
+        let parent = peer_in.lines().find(|l| l.starts_with("2525/inet/parent_domain_matches_subdomains = ")).unwrap();
+        assert!(!parent.contains("smtpd_access_maps"), "{parent}");
+        let limit =
+            run(Command::new("postconf").arg("-c").arg(&dir).arg("-h").arg("peer-relay_destination_recipient_limit"));
+        assert_eq!(limit.trim(), "1");
     }
 }
 
