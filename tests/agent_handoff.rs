@@ -19,6 +19,11 @@ use std::time::Duration;
 use agent_support::*;
 use sendfleet::core::render::Observed;
 
+/// Lines of a mail log containing every needle.
+fn count(log: &str, needles: &[&str]) -> usize {
+    log.lines().filter(|l| needles.iter().all(|n| l.contains(n))).count()
+}
+
 const A: &str = "198.51.100.31";
 const B: &str = "198.51.100.32";
 const PROVIDER: &str = "203.0.113.31";
@@ -63,22 +68,10 @@ fn a_pool_route_is_relayed_by_the_target_pool() {
     b.wait_queue_empty(Duration::from_secs(30));
     // A handed it to bulk's submission listener, which accepted it.
     let log_a = a.stdout();
-    let handed = log_a
-        .lines()
-        .filter(|l| {
-            l.contains("@handoff.test>")
-                && l.contains(&format!("relay={BULK_SVC}[{B}]:587"))
-                && l.contains("status=sent")
-        })
-        .count();
+    let handed = count(&log_a, &["@handoff.test>", &format!("relay={BULK_SVC}[{B}]:587"), "status=sent"]);
     assert_eq!(handed, 5, "{log_a}");
     let log_b = b.stdout();
-    assert!(
-        log_b.lines().any(|l| l.contains("postfix/submission/smtpd[")
-            && l.contains("connect from")
-            && l.contains(&format!("[{A}]"))),
-        "{log_b}"
-    );
+    assert!(count(&log_b, &["postfix/submission/smtpd[", "connect from", &format!("[{A}]")]) > 0, "{log_b}");
     assert!(!log_b.contains("Relay access denied"), "{log_b}");
     // Nothing bounced: no DSN reached the sender's domain, none was logged.
     assert_eq!(receiver.deliveries().to_domain("client.test"), 0);
@@ -127,25 +120,13 @@ fn relay_routed_mail_of_an_instance_out_of_rotation_leaves_through_a_peer_and_th
     assert_eq!(mx.deliveries().to_domain("client.test"), 0, "{:?}", mx.deliveries());
     // A handed each recipient to B's peer listener; B sent them on the relay route.
     let log_a = a.stdout();
-    let handed = log_a
-        .lines()
-        .filter(|l| {
-            l.contains("postfix/peer-relay/smtp[")
-                && l.contains("@partner.test>")
-                && l.contains(&format!("relay={RB}[{RB}]:{}", a.peer_port))
-                && l.contains("status=sent")
-        })
-        .count();
+    let handed = count(
+        &log_a,
+        &["postfix/peer-relay/smtp[", "@partner.test>", &format!("relay={RB}[{RB}]:{}", a.peer_port), "status=sent"],
+    );
     assert_eq!(handed, 5, "{log_a}");
     let log_b = b.stdout();
-    let relayed = log_b
-        .lines()
-        .filter(|l| {
-            l.contains("@partner.test>")
-                && l.contains(&format!("relay={RELAY}[{RELAY}]:25"))
-                && l.contains("status=sent")
-        })
-        .count();
+    let relayed = count(&log_b, &["@partner.test>", &format!("relay={RELAY}[{RELAY}]:25"), "status=sent"]);
     assert_eq!(relayed, 5, "{log_b}");
     let m = a.metrics();
     let needle = "sendfleet_agent_policy_lookups_total{decision=\"Peer\",reason=\"OutOfRotation\"}";
