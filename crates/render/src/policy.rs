@@ -105,6 +105,13 @@ pub struct DomainRule {
     /// domain does not go to its MX from here; the agent then leaves routing
     /// to the static transport map.
     pub relay: Option<String>,
+    /// The `relay` nexthop is another pool's submission Service (`route.pool`),
+    /// not a relay route: the leg stays inside the cluster, so the agent
+    /// leaves it to the static map whatever this instance's state
+    /// (`routing::relay_scope`). False for a relay route, whose leg leaves
+    /// from this egress IP.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub hand_off: bool,
     /// Deliveries are paused: lookups answer a deferral with this reason.
     pub paused: Option<String>,
     /// Exclude this instance for the rule after repeated IP/reputation blocks

@@ -29,6 +29,17 @@ pub use crate::routing::{slow_transport, submission_host, table_pattern, throttl
 use crate::selector;
 use crate::validate::{self, FieldError, ValidDomainPolicy, ValidPool, ValidWarmupPlan, ValidationError};
 
+/// The peer listener's `texthash:` recipient table
+/// ([`RoutingModel::peer_filter_entries`]); read as text, no `postmap`.
+pub const PEER_ROUTES_MAP: &str = "peer_routes";
+
+/// `parent_domain_matches_subdomains` without `smtpd_access_maps` (Postfix's
+/// default list otherwise): on the peer listener, `.example.com` in
+/// [`PEER_ROUTES_MAP`] matches subdomains and `example.com` only itself,
+/// as in the `transport` table the patterns come from.
+const PEER_PARENT_MATCHES: &str =
+    "debug_peer_list,fast_flush_domains,mynetworks,permit_mx_backup_networks,qmqpd_authorized_clients,relay_domains";
+
 /// Operator-wide settings that shape every instance.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
@@ -208,6 +219,11 @@ pub fn render_pool(input: PoolInput<'_>, settings: &Settings) -> Result<Rendered
 /// Parts identical for every instance of the pool.
 struct Shared {
     routes: RoutingModel,
+    /// The peer listener's recipient table (relay routes' `FILTER`s), if
+    /// the pool has relay routes.
+    peer_routes: Option<Table>,
+    /// Egress addresses of the pools that hand mail to this one.
+    hand_off_sources: Vec<String>,
     transport: Table,
     tls_policy: Table,
     header_checks: Option<String>,
@@ -251,7 +267,14 @@ impl Shared {
             }
             None => None,
         };
-        Ok(Shared { routes, transport, tls_policy, header_checks })
+        let mut peer_routes = Table::new(PEER_ROUTES_MAP);
+        for (key, value) in routes.peer_filter_entries() {
+            peer_routes.insert(&key, &value)?;
+        }
+        let peer_routes = (!peer_routes.entries().is_empty()).then_some(peer_routes);
+        let hand_off_sources =
+            routing::hand_off_sources(pool.name, pool.namespace, input.pools, input.policies, &settings.cluster_domain);
+        Ok(Shared { routes, peer_routes, hand_off_sources, transport, tls_policy, header_checks })
     }
 }
 
@@ -337,10 +360,13 @@ fn render_instance(
         m.set("inet_interfaces", "all")?;
         m.set("inet_protocols", "all")?;
     }
-    // Submission: only the listed client networks (and the pool's own
-    // instances, for peer relay) may send through the pool.
+    // Submission: only the listed client networks, the pool's own instances
+    // (for peer relay) and the egress addresses of the pools that hand mail
+    // to this one (`route.pool`, `spamRoute`; one host each) may send
+    // through the pool.
     let mut nets: Vec<String> = spec.submission.allowed_cidrs.iter().map(|c| cidr_for_postfix(c)).collect();
     nets.extend(instances.iter().map(|i| network(&i.address)));
+    nets.extend(shared.hand_off_sources.iter().map(|a| network(a)));
     m.set("mynetworks", nets.join(" "))?;
     m.set("smtpd_relay_restrictions", "permit_mynetworks, reject_unauth_destination")?;
     m.set("smtpd_recipient_restrictions", "permit_mynetworks, reject")?;
@@ -384,6 +410,11 @@ fn render_instance(
     for t in shared.routes.transports() {
         throttle_params(&mut m, &t.name, &t.throttle)?;
     }
+    if shared.peer_routes.is_some() {
+        // One recipient per hand-off to a peer: the peer's FILTER for a
+        // relay route applies to a whole message.
+        m.set(format!("{PEER_RELAY_TRANSPORT}_destination_recipient_limit"), "1")?;
+    }
 
     // master.cf
     let mut mc = MasterCf::default();
@@ -403,14 +434,26 @@ fn render_instance(
     // again: content_filter forces the plain smtp transport, bypassing the
     // agent's transport lookups (see docs/ARCHITECTURE.md).
     let peers: Vec<String> = instances.iter().filter(|i| i.name != ip.name).map(|i| network(&i.address)).collect();
+    // Relay-routed mail is the exception: a FILTER from the peer_routes
+    // table overrides content_filter and keeps it on its relay route
+    // (routing::RoutingModel::peer_filter_entries).
     let peer_nets = if peers.is_empty() { network(&ip.address) } else { peers.join(",") };
+    let mut peer_in = listener(settings.peer_port)
+        .with("syslog_name", "postfix/peer-in")
+        .with("mynetworks", peer_nets)
+        .with("smtpd_client_restrictions", "permit_mynetworks,reject")
+        .with("smtpd_relay_restrictions", "permit_mynetworks,reject");
+    peer_in = match &shared.peer_routes {
+        Some(_) => peer_in
+            .with(
+                "smtpd_recipient_restrictions",
+                format!("check_recipient_access,texthash:$config_directory/{PEER_ROUTES_MAP},permit_mynetworks,reject"),
+            )
+            .with("parent_domain_matches_subdomains", PEER_PARENT_MATCHES),
+        None => peer_in.with("smtpd_recipient_restrictions", "permit_mynetworks,reject"),
+    };
     mc.push(
-        listener(settings.peer_port)
-            .with("syslog_name", "postfix/peer-in")
-            .with("mynetworks", peer_nets)
-            .with("smtpd_client_restrictions", "permit_mynetworks,reject")
-            .with("smtpd_relay_restrictions", "permit_mynetworks,reject")
-            .with("smtpd_recipient_restrictions", "permit_mynetworks,reject")
+        peer_in
             .with("content_filter", format!("{}:", routing::SMTP_TRANSPORT))
             .with("rewrite_service_name", in_rewrite),
     );
@@ -466,6 +509,9 @@ fn render_instance(
     files.insert(MASTER_CF.to_string(), mc.render(&header)?);
     files.insert(TRANSPORT_MAP.to_string(), shared.transport.render(&header));
     files.insert(TLS_POLICY_MAP.to_string(), shared.tls_policy.render(&header));
+    if let Some(t) = &shared.peer_routes {
+        files.insert(PEER_ROUTES_MAP.to_string(), t.render(&header));
+    }
     if let Some(h) = &shared.header_checks {
         files.insert(HEADER_CHECKS.to_string(), format!("{}{h}", comment_block(&header)));
     }

@@ -33,24 +33,29 @@
 //! entry carries ([`PolicyRoute::nexthop`]); keys on its recipient domains
 //! would never be read. A hand-off to another pool gets no key: the leg is
 //! the pools' own submission listener (no STARTTLS), and the target pool's
-//! policies decide the leg that leaves it.
+//! policies decide the leg that leaves it. The target accepts the hand-off
+//! because its relay permission (`mynetworks`) names the egress addresses of
+//! exactly the pools that route to it ([`hand_off_sources`]), one host each.
 //!
 //! The peer leg (an instance hands mail to a peer's peer listener,
 //! [`peer_nexthop`]) gets no key either: the DomainPolicy's requirement is
 //! about the receiver, and it is applied where the mail leaves the pool —
 //! the peer sends peer-relayed mail with `content_filter = smtp:`, whose
 //! next hop is the recipient domain, looked up in the same rendered
-//! `tls_policy` table. Relay-routed rules are never handed to a peer (the
-//! agent leaves them to the static map).
+//! `tls_policy` table — except for relay routes: the peer listener's
+//! recipient table ([`RoutingModel::peer_filter_entries`]) sends those on
+//! their relay route, so a relay route's TLS key applies on the peer too.
+//! Which dynamic decisions apply to a rule's mail (relay routes obey
+//! rotation and exclusions, not warm-up caps) is [`relay_scope`]'s.
 //!
 //! Pure: no I/O, no clock.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use crate::api::{defaults, DomainTls, Route, SendingPool, Throttle};
+use crate::api::{defaults, DomainPolicy, DomainTls, Route, SendingPool, Throttle};
 use crate::contract::PEER_RELAY_TRANSPORT;
 use crate::policy::{AgentPolicy, DomainRule, InstancePolicy};
-use crate::validate::ValidDomainPolicy;
+use crate::validate::{self, ValidDomainPolicy};
 
 /// Postfix's default delivery transport (to the recipient domain's MX).
 pub const SMTP_TRANSPORT: &str = "smtp";
@@ -207,6 +212,7 @@ impl PolicyRoute {
             throttle_transport: self.throttle.as_ref().map(|t| t.name.clone()),
             slow_transport: self.slow.as_ref().map(|t| t.name.clone()),
             relay: self.nexthop().map(str::to_string),
+            hand_off: matches!(self.destination, Destination::Pool { .. }),
             ..Default::default()
         }
     }
@@ -355,6 +361,25 @@ impl RoutingModel {
         out
     }
 
+    /// The peer listener's recipient table: for each pattern of a relay
+    /// route, `FILTER <its transport map value>`. The peer listener sends
+    /// what peers hand it with `content_filter = smtp:` (never through the
+    /// agent again), which alone would send relay-routed mail to the
+    /// recipient domain's MX, bypassing the relay; a `FILTER` action
+    /// overrides `content_filter`, so relay-routed mail leaves the peer on
+    /// the relay route's transport and nexthop, as the static map says.
+    /// `FILTER` is per message: the `peer-relay` transport hands one
+    /// recipient per message (see `render`).
+    pub fn peer_filter_entries(&self) -> Vec<(String, String)> {
+        let mut out = vec![];
+        for r in self.routes.iter().filter(|r| matches!(r.destination, Destination::Relay { .. })) {
+            if let Some(v) = r.transport_entry() {
+                out.extend(r.patterns.iter().map(|p| (p.clone(), format!("FILTER {v}"))));
+            }
+        }
+        out
+    }
+
     /// Every own transport and slow variant, in policy order (master.cf
     /// services and their main.cf throttle parameters).
     pub fn transports(&self) -> impl Iterator<Item = &OwnTransport> {
@@ -369,6 +394,81 @@ pub struct PeerChoice<'a> {
     /// Where to hand it: [`peer_nexthop`] of the peer, for the
     /// [`PEER_RELAY_TRANSPORT`] transport.
     pub nexthop: String,
+}
+
+/// The egress addresses whose mail is handed to pool `target` of
+/// `namespace`: every address of each other valid pool there whose
+/// `spamRoute` names `target`, or whose own routing model (its selected
+/// policies, routed by [`route_pool`]) sends at least one domain pattern to
+/// `target`. Sorted, each once. The target pool lets exactly these relay
+/// through its submission listener (one host each, never a network): a
+/// DomainPolicy a namespace user writes opens the target to the source
+/// pool's own IPs and nothing else.
+///
+/// The leg is an SMTP connection from the source instance's bound egress
+/// address (HostNetwork and Multus pin `smtp_bind_address`); in the modes
+/// that do not pin it, the connection comes from the pod address, which no
+/// resource names, and the hand-off is refused rather than opened wider.
+pub fn hand_off_sources(
+    target: &str,
+    namespace: &str,
+    pools: &[SendingPool],
+    policies: &[DomainPolicy],
+    cluster_domain: &str,
+) -> Vec<String> {
+    let mut out = BTreeSet::new();
+    for sp in pools {
+        let Ok(source) = validate::pool(sp) else { continue };
+        if source.namespace != namespace || source.name == target {
+            continue;
+        }
+        let by_spam_route = source.spec.spam_route.as_ref().is_some_and(|s| s.pool == target);
+        let by_policy = || {
+            let (selected, _) = crate::render::selected_policies(sp, policies);
+            route_pool(&selected, namespace, pools, cluster_domain).is_ok_and(|m| {
+                m.routes.iter().any(|r| {
+                    !r.patterns.is_empty() && matches!(&r.destination, Destination::Pool { pool, .. } if pool == target)
+                })
+            })
+        };
+        if by_spam_route || by_policy() {
+            out.extend(source.spec.egress_ips.iter().map(|ip| ip.address.clone()));
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// Which of the agent's dynamic decisions apply to a rule's mail, by where
+/// the rule routes it ([`relay_scope`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RelayScope {
+    /// To the MX from this IP: everything (pause, rotation, exclusion,
+    /// warm-up cap and provider share, slow-down).
+    Mx,
+    /// A relay route (`route.relayHost`): the leg leaves from this egress
+    /// IP, so pause, rotation and exclusions apply — out of rotation or
+    /// excluded, the mail goes to a peer, whose peer listener sends it on
+    /// the same relay route ([`RoutingModel::peer_filter_entries`]); no peer
+    /// left, it is deferred. Warm-up caps and provider shares do not: the
+    /// cap protects the IP's reputation at the mailbox providers, which
+    /// never see this IP for relayed mail (the relay, chosen by the
+    /// DomainPolicy, delivers from its own addresses). Slow-downs do not
+    /// either (the slow transport has no relay nexthop). Relayed mail still
+    /// counts in the IP's day total (it left from here), so the cap is, if
+    /// anything, stricter for the MX mail.
+    Relay,
+    /// A hand-off to another pool (`route.pool`): an internal leg that no
+    /// receiver judges; always left to the static map.
+    HandOff,
+}
+
+/// See [`RelayScope`].
+pub fn relay_scope(rule: &DomainRule) -> RelayScope {
+    match (&rule.relay, rule.hand_off) {
+        (None, _) => RelayScope::Mx,
+        (Some(_), false) => RelayScope::Relay,
+        (Some(_), true) => RelayScope::HandOff,
+    }
 }
 
 /// Choose the peer for mail of `rule` (any domain for `None`): among the
@@ -508,8 +608,19 @@ mod tests {
                 ("[2001:db8::25]:25".into(), "encrypt".into())
             ]
         );
-        // The agent sees the same nexthop and leaves the rule to the static map.
+        // The agent sees the same nexthop; rotation and exclusions apply to it.
         assert_eq!(partner.domain_rule().relay.as_deref(), Some("[relay.partner.example]:25"));
+        assert_eq!(relay_scope(&partner.domain_rule()), RelayScope::Relay);
+        assert_eq!(relay_scope(&DomainRule::default()), RelayScope::Mx);
+        // A peer sends what it is handed on the same route (transport and nexthop).
+        assert_eq!(
+            m.peer_filter_entries(),
+            vec![
+                ("mx.example".to_string(), "FILTER smtp:relay.example:2525".to_string()),
+                ("partner.example".into(), "FILTER dp-partner:[relay.partner.example]:25".into()),
+                ("v6.example".into(), "FILTER smtp:[2001:db8::25]:25".into())
+            ]
+        );
         assert!(m.conflicts.is_empty());
     }
 
@@ -525,6 +636,9 @@ mod tests {
         assert_eq!(r.transport_entry().as_deref(), Some("smtp:[bulk.ns.svc.cluster.local]:2587"));
         assert_eq!((&r.throttle, &r.slow), (&None, &None));
         assert!(m.tls_entries().is_empty());
+        // An internal leg: the agent leaves it to the static map, no peer FILTER.
+        assert_eq!(relay_scope(&r.domain_rule()), RelayScope::HandOff);
+        assert!(m.peer_filter_entries().is_empty());
         let missing = dp("lost", serde_json::json!({"domains": ["y.example"], "route": {"pool": "nowhere"}}));
         let err = model(&[missing]).unwrap_err();
         assert_eq!((err.field.as_str(), err.pool.as_str()), ("DomainPolicy lost: spec.route.pool", "nowhere"));
@@ -547,6 +661,63 @@ mod tests {
             ]
         );
         assert_eq!(m.tls_entries(), vec![("[r.example]:25".to_string(), "verify".to_string())]);
+    }
+
+    fn pool_with(name: &str, labels: serde_json::Value, ips: &[&str], extra: serde_json::Value) -> SendingPool {
+        let mut spec = serde_json::json!({
+            "egressIPs": ips.iter().enumerate()
+                .map(|(i, a)| serde_json::json!({"name": format!("{name}-{i}"), "address": a, "heloName": "h.example.com"}))
+                .collect::<Vec<_>>(),
+        });
+        spec.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "sendfleet.io/v1alpha1",
+            "kind": "SendingPool",
+            "metadata": {"name": name, "namespace": "ns", "labels": labels},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_pool_accepts_hand_offs_from_exactly_the_pools_that_route_to_it() {
+        let pools = [
+            pool_with("target", serde_json::json!({"role": "bulk"}), &["192.0.2.1"], serde_json::json!({})),
+            pool_with(
+                "main",
+                serde_json::json!({"role": "main"}),
+                &["192.0.2.10", "2001:db8::10"],
+                serde_json::json!({}),
+            ),
+            pool_with(
+                "spammy",
+                serde_json::json!({"role": "other"}),
+                &["192.0.2.20"],
+                serde_json::json!({"spamRoute": {"pool": "target", "header": "X-Spam-Flag", "value": "YES"}}),
+            ),
+            pool_with("bystander", serde_json::json!({"role": "other"}), &["192.0.2.30"], serde_json::json!({})),
+        ];
+        let mut elsewhere =
+            pool_with("main", serde_json::json!({"role": "main"}), &["192.0.2.40"], serde_json::json!({}));
+        elsewhere.metadata.namespace = Some("other".into());
+        let mut all = pools.to_vec();
+        all.push(elsewhere);
+        let handoff = dp(
+            "handoff",
+            serde_json::json!({"domains": ["h.example"], "route": {"pool": "target"},
+                               "poolSelector": {"matchLabels": {"role": "main"}}}),
+        );
+        let sources = |policies: &[DomainPolicy]| hand_off_sources("target", "ns", &all, policies, "cluster.local");
+        // main by its policy, spammy by its spamRoute; not the bystander,
+        // not the target itself, not a same-named pool of another namespace.
+        assert_eq!(sources(std::slice::from_ref(&handoff)), ["192.0.2.10", "192.0.2.20", "2001:db8::10"]);
+        assert_eq!(sources(&[]), ["192.0.2.20"]);
+        // A policy that lost every pattern to an earlier one routes nothing.
+        let earlier = dp(
+            "a-first",
+            serde_json::json!({"domains": ["h.example"], "poolSelector": {"matchLabels": {"role": "main"}}}),
+        );
+        assert_eq!(sources(&[earlier, handoff]), ["192.0.2.20"]);
     }
 
     fn inst(name: &str, addr: &str, weight: u32, cap: Option<u64>, excluded: &[&str]) -> InstancePolicy {

@@ -173,6 +173,28 @@ fn postfix_check_is_clean_and_postmap_builds_every_table() {
         assert_eq!(q("tls_policy", nexthop), "verify protocols=>=TLSv1.2");
         // The recipient domain is not a next hop of relayed mail: no key.
         assert_eq!(q("tls_policy", "partner.example"), "");
+        // A peer sends relay-routed mail handed to it on the same route: its
+        // peer listener's FILTER is the transport entry, read as texthash.
+        let peer_routes = format!("texthash:{}", dir.join("peer_routes").display());
+        let fq = |key: &str| {
+            let o = Command::new("postmap").arg("-c").arg(&dir).arg("-q").arg(key).arg(&peer_routes).output().unwrap();
+            String::from_utf8_lossy(&o.stdout).trim().to_string()
+        };
+        assert_eq!(fq("partner.example"), format!("FILTER {relay}"));
+        assert_eq!(fq("bigmail.example"), "");
+        let peer_in = run(Command::new("postconf").arg("-c").arg(&dir).arg("-P"));
+        assert!(
+            peer_in.contains(
+                "2525/inet/smtpd_recipient_restrictions = check_recipient_access,texthash:$config_directory/peer_routes,permit_mynetworks,reject"
+            ),
+            "{peer_in}"
+        );
+        // `.example.com` keys match subdomains there, as in `transport`.
+        let parent = peer_in.lines().find(|l| l.starts_with("2525/inet/parent_domain_matches_subdomains = ")).unwrap();
+        assert!(!parent.contains("smtpd_access_maps"), "{parent}");
+        let limit =
+            run(Command::new("postconf").arg("-c").arg(&dir).arg("-h").arg("peer-relay_destination_recipient_limit"));
+        assert_eq!(limit.trim(), "1");
     }
 }
 
@@ -343,4 +365,55 @@ fn real_postfix_applies_the_tls_requirement_of_a_relay_route() {
         "the relay route's requirement was not applied: {secure}"
     );
     assert!(plain.contains("relay=127.0.0.2[127.0.0.2]:2527") && plain.contains("status=sent"), "{plain}");
+}
+
+/// A hand-off target's relay permission, as Postfix reads it: pool `main`
+/// routes `handoff.test` to pool `bulk` (DomainPolicy `route.pool`), so
+/// bulk's `mynetworks` names main's egress addresses, one host each, next
+/// to what it named before (its allowed CIDRs and its own instances) — and
+/// nothing of the pool that does not route to it.
+#[test]
+fn a_hand_off_target_lets_exactly_the_source_pools_addresses_relay() {
+    require_postfix();
+    let tmp = tempfile::tempdir().unwrap();
+    prepare_dirs(tmp.path());
+    let pool = |name: &str, role: &str, ips: &str| -> sendfleet_render::api::SendingPool {
+        serde_yaml::from_str(&format!(
+            "apiVersion: sendfleet.io/v1alpha1\nkind: SendingPool\n\
+             metadata: {{name: {name}, namespace: ns, labels: {{role: {role}}}}}\nspec:\n  egressIPs: {ips}\n"
+        ))
+        .unwrap()
+    };
+    let pools = vec![
+        pool("bulk", "bulk", "[{name: b, address: 192.0.2.50, heloName: b.example.com}]"),
+        pool(
+            "main",
+            "main",
+            "[{name: a, address: 192.0.2.1, heloName: a.example.com}, {name: c, address: '2001:db8::1', heloName: c.example.com}]",
+        ),
+        pool("other", "other", "[{name: o, address: 192.0.2.99, heloName: o.example.com}]"),
+    ];
+    let policies: Vec<sendfleet_render::api::DomainPolicy> = vec![serde_yaml::from_str(
+        "apiVersion: sendfleet.io/v1alpha1\nkind: DomainPolicy\nmetadata: {name: handoff, namespace: ns}\n\
+         spec:\n  domains: [handoff.test]\n  route: {pool: bulk}\n  poolSelector: {matchLabels: {role: main}}\n",
+    )
+    .unwrap()];
+    let settings = Settings {
+        queue_directory: tmp.path().join("queue").display().to_string(),
+        data_directory: tmp.path().join("data").display().to_string(),
+        ..Settings::default()
+    };
+    let observed = Observed::default();
+    let mynetworks = |target: usize| -> String {
+        let input =
+            PoolInput { pool: &pools[target], policies: &policies, plan: None, pools: &pools, observed: &observed };
+        let inst = render_pool(input, &settings).unwrap().instances.remove(0);
+        let dir = tmp.path().join(&inst.name);
+        write_instance(&dir, &inst);
+        run(Command::new("postconf").arg("-c").arg(&dir).arg("-h").arg("mynetworks")).trim().to_string()
+    };
+    assert_eq!(mynetworks(0), "127.0.0.0/8 192.0.2.50/32 192.0.2.1/32 [2001:db8::1]/128");
+    // The source pool and the bystander are unchanged: nobody hands them mail.
+    assert_eq!(mynetworks(1), "127.0.0.0/8 192.0.2.1/32 [2001:db8::1]/128");
+    assert_eq!(mynetworks(2), "127.0.0.0/8 192.0.2.99/32");
 }

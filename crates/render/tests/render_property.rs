@@ -64,6 +64,8 @@ const STATIC_PARAMS: &[&str] = &[
     "smtp_tls_policy_maps",
     "smtp_dns_support_level",
     "header_checks",
+    // One recipient per hand-off to a peer (relay routes' peer FILTER).
+    "peer-relay_destination_recipient_limit",
 ];
 const OVERRIDES: &[&str] = &[
     "syslog_name",
@@ -74,6 +76,7 @@ const OVERRIDES: &[&str] = &[
     "content_filter",
     "rewrite_service_name",
     "transport_maps",
+    "parent_domain_matches_subdomains",
 ];
 const SERVICES: &[&str] = &[
     "pickup",
@@ -243,8 +246,12 @@ fn check(i: Input) -> Result<bool, TestCaseError> {
                     prop_assert!(transports.contains(fields[0]), "unexpected service {line:?}");
                 }
             }
-            for (table, keys) in [("transport", &transport_keys), ("tls_policy", &tls_keys)] {
-                for line in inst.files[table].lines().filter(|l| !l.starts_with('#')) {
+            // The peer listener's FILTERs: the relay route's domains only.
+            let peer_keys = if inst.files.contains_key("peer_routes") { &transport_keys } else { &BTreeSet::new() };
+            for (table, keys) in [("transport", &transport_keys), ("tls_policy", &tls_keys), ("peer_routes", peer_keys)]
+            {
+                let Some(text) = inst.files.get(table) else { continue };
+                for line in text.lines().filter(|l| !l.starts_with('#')) {
                     let (k, v) = line.split_once('\t').unwrap();
                     prop_assert!(keys.contains(k), "unexpected {table} key {line:?}");
                     prop_assert!(!v.contains('\n') && !v.contains('#'));

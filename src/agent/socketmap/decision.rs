@@ -16,7 +16,9 @@
 //!
 //! Only the *dynamic* choice is made here (paused -> `retry:`; out of
 //! rotation, excluded or over a cap -> a peer; slowed -> the slow
-//! transport). Every name and nexthop it answers — the slow transport, the
+//! transport), within what the routing model lets apply to the rule's route
+//! (`routing::relay_scope`: a relay route obeys pause, rotation and
+//! exclusions but no warm-up cap; a hand-off to another pool obeys nothing). Every name and nexthop it answers — the slow transport, the
 //! peer and its `[address]:port` — comes from the routing model
 //! (`sendfleet_render::routing`, via the policy and `routing::choose_peer`).
 //! This module must never do I/O, read a clock, or keep or return the local part.
@@ -26,9 +28,9 @@ use std::collections::BTreeMap;
 
 use sendfleet_render::contract::PEER_RELAY_TRANSPORT;
 use sendfleet_render::policy::{pattern_matches, AgentPolicy, DomainRule, InstancePolicy, WarmupShare};
-use sendfleet_render::routing::choose_peer;
 /// Weighted peer choice: the routing model's (kept here for existing callers).
 pub use sendfleet_render::routing::pick_weighted;
+use sendfleet_render::routing::{choose_peer, relay_scope, RelayScope};
 
 use super::codec::Reply;
 use crate::agent::warmup::CapSource;
@@ -152,7 +154,9 @@ pub fn decide(policy: &AgentPolicy, sent: &SentToday<'_>, key: &str, seq: u64) -
     };
     let domain = domain.as_ref();
     let rule = policy.rule_for(domain);
-    if rule.is_some_and(|r| r.relay.is_some()) {
+    // Which decisions apply to the rule's route: the routing model decides.
+    let scope = rule.map_or(RelayScope::Mx, relay_scope);
+    if scope == RelayScope::HandOff {
         return Decision::NotFound(NotFoundWhy::RelayRule);
     }
     if let Some(r) = rule {
@@ -167,13 +171,18 @@ pub fn decide(policy: &AgentPolicy, sent: &SentToday<'_>, key: &str, seq: u64) -
         return Decision::NotFound(NotFoundWhy::UnknownInstance);
     };
     let share = share_for(policy, domain);
-    if let Some(why) = needs_peer(me, rule, share, sent) {
+    if let Some(why) = needs_peer(me, rule, scope, share, sent) {
         let rule_name = rule.map(|r| r.name.clone());
         // Which peer, and its nexthop: the routing model decides.
         return match choose_peer(policy, rule, seq) {
             Some(c) => Decision::Peer { rule: rule_name, peer: c.peer.name.clone(), nexthop: c.nexthop, why },
             None => Decision::Defer { rule: rule_name, text: format!("4.7.1 no healthy peer: {}", why_text(why)) },
         };
+    }
+    if scope == RelayScope::Relay {
+        // Sent from here on the relay route the static map carries (no
+        // slow-down overlay: the slow transport has no relay nexthop).
+        return Decision::NotFound(NotFoundWhy::RelayRule);
     }
     // A slow-down is the agent's own reaction (agent::adaptive overlays it).
     Decision::NotFound(NotFoundWhy::Normal)
@@ -182,6 +191,7 @@ pub fn decide(policy: &AgentPolicy, sent: &SentToday<'_>, key: &str, seq: u64) -
 fn needs_peer(
     me: &InstancePolicy,
     rule: Option<&DomainRule>,
+    scope: RelayScope,
     share: Option<(String, &WarmupShare)>,
     sent: &SentToday<'_>,
 ) -> Option<PeerWhy> {
@@ -192,6 +202,11 @@ fn needs_peer(
         if me.excluded_rules.contains(&r.name) {
             return Some(PeerWhy::Excluded);
         }
+    }
+    if scope == RelayScope::Relay {
+        // Warm-up caps protect the IP at the MX hosts; relayed mail never
+        // reaches them from this IP (routing::RelayScope).
+        return None;
     }
     let cap = match sent.cap {
         CapSource::Policy => me.daily_cap,
@@ -287,11 +302,58 @@ mod tests {
     }
 
     #[test]
-    fn relay_rules_are_left_to_the_static_map() {
+    fn hand_offs_to_another_pool_are_left_to_the_static_map() {
+        let mut p = policy();
+        p.domains[1].relay = Some("[bulk.ns.svc.cluster.local]:587".into());
+        p.domains[1].hand_off = true;
+        p.domains[1].paused = Some("held".into());
+        p.instances[0].excluded_rules = vec!["yahoo".into()];
+        p.instances[0].weight = 0;
+        assert_eq!(d(&p, "yahoo.com"), Decision::NotFound(NotFoundWhy::RelayRule));
+    }
+
+    #[test]
+    fn relay_routes_obey_rotation_exclusion_and_pause_but_no_cap() {
         let mut p = policy();
         p.domains[1].relay = Some("[relay.example]:25".into());
-        p.instances[0].excluded_rules = vec!["yahoo".into()];
+        // In rotation, not excluded: sent from here on the static relay route.
         assert_eq!(d(&p, "yahoo.com"), Decision::NotFound(NotFoundWhy::RelayRule));
+        // Over the warm-up cap and the provider share: still from here.
+        p.instances[0].daily_cap = Some(10);
+        p.warmup = Some(sendfleet_render::policy::WarmupPolicy {
+            shares: vec![WarmupShare { patterns: vec!["yahoo.com".into()], max_percent: 10 }],
+            ..Default::default()
+        });
+        let mut by_share = BTreeMap::new();
+        by_share.insert("share:yahoo.com".to_string(), 5);
+        let sent = SentToday { total: 10, by_share: Some(&by_share), reserved: 3, ..Default::default() };
+        assert_eq!(decide(&p, &sent, "yahoo.com", 0), Decision::NotFound(NotFoundWhy::RelayRule));
+        // ... while MX mail is capped.
+        assert!(matches!(decide(&p, &sent, "gmail.com", 0), Decision::Peer { why: PeerWhy::DailyCap, .. }));
+        // Excluded for the rule: to a peer not excluded for it.
+        p.instances[0].excluded_rules = vec!["yahoo".into()];
+        p.instances[1].excluded_rules = vec!["yahoo".into()];
+        for seq in 0..4 {
+            let got = decide(&p, &sent, "yahoo.com", seq);
+            assert!(matches!(&got, Decision::Peer { peer, why: PeerWhy::Excluded, .. } if peer == "c"), "{got:?}");
+            assert_eq!(got.reply(), Reply::Ok("peer-relay:[::1]:2526".into()));
+        }
+        // Out of rotation: to a peer in rotation; none left: deferred.
+        p.instances[0].excluded_rules.clear();
+        p.instances[0].weight = 0;
+        assert!(matches!(d(&p, "yahoo.com"), Decision::Peer { why: PeerWhy::OutOfRotation, .. }));
+        p.instances[1].weight = 0;
+        p.instances[2].weight = 0;
+        assert_eq!(
+            d(&p, "yahoo.com").reply(),
+            Reply::Ok("retry:4.7.1 no healthy peer: this instance is out of rotation".into())
+        );
+        // A pause holds relay-routed mail too.
+        p.domains[1].paused = Some("partner maintenance".into());
+        assert_eq!(
+            d(&p, "yahoo.com").reply(),
+            Reply::Ok("retry:4.7.1 paused by policy yahoo: partner maintenance".into())
+        );
     }
 
     #[test]

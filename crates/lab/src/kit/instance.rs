@@ -193,6 +193,15 @@ impl Fleet {
         self
     }
 
+    /// Another pool of the namespace: a pool this one routes to
+    /// (`route.pool`, `spamRoute`), or one that hands mail to this one.
+    /// Start that pool's instances from a fleet of its own that lists this
+    /// pool in turn, so both render from the same resources.
+    pub fn other_pool(mut self, p: SendingPool) -> Fleet {
+        self.other_pools.push(p);
+        self
+    }
+
     pub fn plan(mut self, p: WarmupPlan) -> Fleet {
         self.plan = Some(p);
         self
