@@ -26,7 +26,6 @@ use crate::postfix::master_cf::{MasterCf, Service};
 use crate::postfix::*;
 use crate::routing::{self, RoutingModel, UnknownPool};
 pub use crate::routing::{slow_transport, submission_host, table_pattern, throttle_transport};
-use crate::selector;
 use crate::validate::{self, FieldError, ValidDomainPolicy, ValidPool, ValidWarmupPlan, ValidationError};
 
 /// The peer listener's `texthash:` recipient table
@@ -169,36 +168,11 @@ fn cidr_for_postfix(c: &str) -> String {
     }
 }
 
-/// The DomainPolicies (validated) that select `pool`, sorted by name, and
-/// the invalid ones that would have.
-pub fn selected_policies<'a>(
-    pool: &SendingPool,
-    policies: &'a [DomainPolicy],
-) -> (Vec<ValidDomainPolicy<'a>>, Vec<ValidationError>) {
-    let labels = pool.metadata.labels.clone().unwrap_or_default();
-    let ns = pool.metadata.namespace.as_deref();
-    let mut sorted: Vec<&DomainPolicy> = policies
-        .iter()
-        .filter(|p| p.metadata.namespace.as_deref() == ns)
-        .filter(|p| selector::matches(&p.spec.pool_selector, &labels))
-        .collect();
-    sorted.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-    let mut valid = vec![];
-    let mut invalid = vec![];
-    for p in sorted {
-        match validate::domain_policy(p) {
-            Ok(v) => valid.push(v),
-            Err(e) => invalid.push(e),
-        }
-    }
-    (valid, invalid)
-}
-
 /// Render a pool. See the module doc for precedence.
 pub fn render_pool(input: PoolInput<'_>, settings: &Settings) -> Result<RenderedPool, RenderError> {
     let pool = validate::pool(input.pool)?;
     let plan = input.plan.map(validate::valid_warmup_plan).transpose()?;
-    let (policies, invalid_policies) = selected_policies(input.pool, input.policies);
+    let (policies, invalid_policies) = routing::selected_policies(input.pool, input.policies);
     let routes = routing::route_pool(&policies, pool.namespace, input.pools, &settings.cluster_domain)?;
     let shared = Shared::build(&pool, routes, &input, settings)?;
     let instances_policy = instance_policies(&pool, &policies, input);

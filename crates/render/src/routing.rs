@@ -55,7 +55,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use crate::api::{defaults, DomainPolicy, DomainTls, Route, SendingPool, Throttle};
 use crate::contract::PEER_RELAY_TRANSPORT;
 use crate::policy::{AgentPolicy, DomainRule, InstancePolicy};
-use crate::validate::{self, ValidDomainPolicy};
+use crate::selector;
+use crate::validate::{self, ValidDomainPolicy, ValidationError};
 
 /// Postfix's default delivery transport (to the recipient domain's MX).
 pub const SMTP_TRANSPORT: &str = "smtp";
@@ -387,6 +388,31 @@ impl RoutingModel {
     }
 }
 
+/// The DomainPolicies (validated) that select `pool`, sorted by name, and
+/// the invalid ones that would have: which policies route a pool's mail.
+pub fn selected_policies<'a>(
+    pool: &SendingPool,
+    policies: &'a [DomainPolicy],
+) -> (Vec<ValidDomainPolicy<'a>>, Vec<ValidationError>) {
+    let labels = pool.metadata.labels.clone().unwrap_or_default();
+    let ns = pool.metadata.namespace.as_deref();
+    let mut sorted: Vec<&DomainPolicy> = policies
+        .iter()
+        .filter(|p| p.metadata.namespace.as_deref() == ns)
+        .filter(|p| selector::matches(&p.spec.pool_selector, &labels))
+        .collect();
+    sorted.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    let mut valid = vec![];
+    let mut invalid = vec![];
+    for p in sorted {
+        match validate::domain_policy(p) {
+            Ok(v) => valid.push(v),
+            Err(e) => invalid.push(e),
+        }
+    }
+    (valid, invalid)
+}
+
 /// The peer chosen to take mail this instance does not send itself.
 #[derive(Clone, Debug, PartialEq)]
 pub struct PeerChoice<'a> {
@@ -424,7 +450,7 @@ pub fn hand_off_sources(
         }
         let by_spam_route = source.spec.spam_route.as_ref().is_some_and(|s| s.pool == target);
         let by_policy = || {
-            let (selected, _) = crate::render::selected_policies(sp, policies);
+            let (selected, _) = selected_policies(sp, policies);
             route_pool(&selected, namespace, pools, cluster_domain).is_ok_and(|m| {
                 m.routes.iter().any(|r| {
                     !r.patterns.is_empty() && matches!(&r.destination, Destination::Pool { pool, .. } if pool == target)
