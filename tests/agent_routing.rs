@@ -2,7 +2,8 @@
 //! actually went: a paused domain is deferred (and flows once unpaused), a
 //! domain this instance is excluded for leaves through a peer (seen at the
 //! receiver as coming from the peer's address, and not relayed again by the
-//! peer even though the peer's own policy would). (A slowed domain taking
+//! peer even though the peer's own policy would, and sent by the peer on the
+//! domain's throttle transport, not plain smtp). (A slowed domain taking
 //! its slow transport is proven where the slow-down is provoked by real rate
 //! limits: tests/agent_adaptive.rs.)
 
@@ -26,9 +27,14 @@ fn fleet_excluding(dns: &Dns, excluded: &str, paused: bool) -> Fleet {
     if paused {
         on_hold = on_hold.paused("provider maintenance");
     }
-    fleet(pool.build(), dns)
-        .policy(on_hold.build())
-        .policy(Policy::named("excl").in_ns("test").for_domains(&["excluded.test"]).excluding(&[excluded]).build())
+    fleet(pool.build(), dns).policy(on_hold.build()).policy(
+        Policy::named("excl")
+            .in_ns("test")
+            .for_domains(&["excluded.test"])
+            .excluding(&[excluded])
+            .throttled(2, 60, 2)
+            .build(),
+    )
 }
 
 #[test]
@@ -91,16 +97,16 @@ fn paused_and_excluded_domains_go_where_the_policy_says() {
     assert!(log_a
         .lines()
         .any(|l| l.contains("@paused.test>") && l.contains("status=deferred") && l.contains("paused by policy")));
-    // B sent the peer's mail directly (plain smtp), never back to A.
+    // B sent the peer's mail itself, never back to A, and on the domain's
+    // own throttle transport (its peer listener's FILTER), not plain smtp:
+    // the peer that takes over keeps the provider's limit.
     let log_b = b.stdout();
     assert_eq!(log_b.lines().filter(|l| l.contains("postfix/peer-relay/")).count(), 0, "{log_b}");
-    assert_eq!(
-        log_b
-            .lines()
-            .filter(|l| l.contains("postfix/smtp[") && l.contains("@excluded.test>") && l.contains("status=sent"))
-            .count(),
-        5
-    );
+    let sent_by_b = |tag: &str| {
+        log_b.lines().filter(|l| l.contains(tag) && l.contains("@excluded.test>") && l.contains("status=sent")).count()
+    };
+    assert_eq!(sent_by_b("postfix/dp-excl/smtp["), 5, "{log_b}");
+    assert_eq!(sent_by_b("postfix/smtp["), 0, "{log_b}");
 
     // Counters: only mail sent from A's own IP counts toward A's day.
     let st_a = a.wait_for(Duration::from_secs(10), "A counted", |s| s.counters.sent_today == 5);

@@ -385,8 +385,8 @@ fn render_instance(
         throttle_params(&mut m, &t.name, &t.throttle)?;
     }
     if shared.peer_routes.is_some() {
-        // One recipient per hand-off to a peer: the peer's FILTER for a
-        // relay route applies to a whole message.
+        // One recipient per hand-off to a peer: the peer's FILTER (relay
+        // route, throttle transport) applies to a whole message.
         m.set(format!("{PEER_RELAY_TRANSPORT}_destination_recipient_limit"), "1")?;
     }
 
@@ -405,12 +405,12 @@ fn render_instance(
             .with("rewrite_service_name", in_rewrite),
     );
     // Mail relayed by a peer is sent directly from here and never relayed
-    // again: content_filter forces the plain smtp transport, bypassing the
-    // agent's transport lookups (see docs/ARCHITECTURE.md).
+    // again: content_filter forces a transport, bypassing the agent's
+    // transport lookups (see docs/ARCHITECTURE.md).
     let peers: Vec<String> = instances.iter().filter(|i| i.name != ip.name).map(|i| network(&i.address)).collect();
-    // Relay-routed mail is the exception: a FILTER from the peer_routes
-    // table overrides content_filter and keeps it on its relay route
-    // (routing::RoutingModel::peer_filter_entries).
+    // A FILTER from the peer_routes table overrides content_filter and
+    // keeps relay-routed and throttled mail on its relay route or the
+    // domain's own transport (routing::RoutingModel::peer_filter_entries).
     let peer_nets = if peers.is_empty() { network(&ip.address) } else { peers.join(",") };
     let mut peer_in = listener(settings.peer_port)
         .with("syslog_name", "postfix/peer-in")

@@ -363,17 +363,21 @@ impl RoutingModel {
     }
 
     /// The peer listener's recipient table: for each pattern of a relay
-    /// route, `FILTER <its transport map value>`. The peer listener sends
-    /// what peers hand it with `content_filter = smtp:` (never through the
-    /// agent again), which alone would send relay-routed mail to the
-    /// recipient domain's MX, bypassing the relay; a `FILTER` action
-    /// overrides `content_filter`, so relay-routed mail leaves the peer on
-    /// the relay route's transport and nexthop, as the static map says.
+    /// route or of a policy with its own transport (throttle,
+    /// autoExclusion), `FILTER <its transport map value>`. The peer listener
+    /// sends what peers hand it with `content_filter = smtp:` (never through
+    /// the agent again), which alone would send relay-routed mail to the
+    /// recipient domain's MX, bypassing the relay, and throttled mail on
+    /// plain `smtp`, outside the domain's throttle — the peers that take
+    /// over a blocked IP's mail are exactly the ones a provider must not see
+    /// speed up. A `FILTER` action overrides `content_filter`, so the mail
+    /// leaves the peer on the transport and nexthop the static map names.
+    /// Hand-offs to another pool are never handed to a peer (no entry).
     /// `FILTER` is per message: the `peer-relay` transport hands one
     /// recipient per message (see `render`).
     pub fn peer_filter_entries(&self) -> Vec<(String, String)> {
         let mut out = vec![];
-        for r in self.routes.iter().filter(|r| matches!(r.destination, Destination::Relay { .. })) {
+        for r in self.routes.iter().filter(|r| !matches!(r.destination, Destination::Pool { .. })) {
             if let Some(v) = r.transport_entry() {
                 out.extend(r.patterns.iter().map(|p| (p.clone(), format!("FILTER {v}"))));
             }
@@ -603,6 +607,16 @@ mod tests {
             ]
         );
         assert_eq!(m.transports().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["dp-filt", "dp-thr", "dp-thr-slow"]);
+        // A peer that takes this mail over sends it on the same own
+        // transport (throttle, status filter), never on plain smtp.
+        assert_eq!(
+            m.peer_filter_entries(),
+            vec![
+                ("filt.example".to_string(), "FILTER dp-filt:".to_string()),
+                ("thr.example".into(), "FILTER dp-thr:".into()),
+                (".thr.example".into(), "FILTER dp-thr:".into())
+            ]
+        );
         let rule = thr.domain_rule();
         assert_eq!(rule.throttle_transport.as_deref(), Some("dp-thr"));
         assert_eq!(rule.slow_transport.as_deref(), Some("dp-thr-slow"));

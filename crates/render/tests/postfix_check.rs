@@ -173,15 +173,18 @@ fn postfix_check_is_clean_and_postmap_builds_every_table() {
         assert_eq!(q("tls_policy", nexthop), "verify protocols=>=TLSv1.2");
         // The recipient domain is not a next hop of relayed mail: no key.
         assert_eq!(q("tls_policy", "partner.example"), "");
-        // A peer sends relay-routed mail handed to it on the same route: its
-        // peer listener's FILTER is the transport entry, read as texthash.
+        // A peer sends relay-routed and throttled mail handed to it on the
+        // same route: its peer listener's FILTER is the transport entry,
+        // read as texthash.
         let peer_routes = format!("texthash:{}", dir.join("peer_routes").display());
         let fq = |key: &str| {
             let o = Command::new("postmap").arg("-c").arg(&dir).arg("-q").arg(key).arg(&peer_routes).output().unwrap();
             String::from_utf8_lossy(&o.stdout).trim().to_string()
         };
         assert_eq!(fq("partner.example"), format!("FILTER {relay}"));
-        assert_eq!(fq("bigmail.example"), "");
+        assert_eq!(fq("bigmail.example"), format!("FILTER {}", q("transport", "bigmail.example")));
+        assert_eq!(fq("bigmail.example"), "FILTER dp-bigmail:");
+        assert_eq!(fq("unlisted.example"), "");
         let peer_in = run(Command::new("postconf").arg("-c").arg(&dir).arg("-P"));
         assert!(
             peer_in.contains(
