@@ -1,7 +1,7 @@
 //! Step 4, apply: make the rendered objects live — first the
 //! recipient-hash-key Secret the agents need (created once, random, never
 //! read back), then every object by server-side apply in the render's order
-//! (ServiceAccount, ConfigMaps, Services, StatefulSets, PDB), skipping those
+//! (ServiceAccount, ConfigMaps, Services, StatefulSets, PDB), leaving alone those
 //! already as desired (`crate::operator::apply`).
 //!
 //! A failure here is transient (retried) and shows as `Ready=False` with
