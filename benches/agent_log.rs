@@ -152,7 +152,7 @@ fn agent_once(log: &Path, state_dir: &Path, policy: &AgentPolicy) -> Took {
         let mut cat = tokio::process::Command::new("cat").arg(log).stdout(Stdio::piped()).spawn().expect("cat");
         let input = cat.stdout.take().unwrap();
         // As supervise::start does for the master's stdout.
-        sendfleet::agent::supervise::grow_pipe(&input);
+        sendfleet::agent::pipe::grow_pipe(&input);
         let output = tokio::fs::File::create("/dev/null").await.unwrap();
         let (t, c) = (Instant::now(), cpu_seconds(libc::RUSAGE_SELF));
         run(input, output, state.clone(), Redactor::new(b"bench-key-0123456789abcdef")).await.unwrap();

@@ -57,10 +57,6 @@ fn inject_distinct(inst: &Instance, rcpt: &str, count: u32, sessions: u32) {
     inst.inject_distinct("app@client.test", rcpt, count, sessions);
 }
 
-fn lines_with<'a>(log: &'a str, needles: &[&str]) -> Vec<&'a str> {
-    log.lines().filter(|l| needles.iter().all(|n| l.contains(n))).collect()
-}
-
 /// The rendered filter softens exactly the 5xx answers the classifier calls
 /// IP blocks (real `postmap -q` on the rendered table).
 #[test]

@@ -77,14 +77,7 @@ fn paused_and_excluded_domains_go_where_the_policy_says() {
     // A's log shows the transports that carried each domain.
     let log_a = a.stdout();
     let sent_by = |service: &str, domain: &str| {
-        log_a
-            .lines()
-            .filter(|l| {
-                l.contains(&format!("postfix/{service}/smtp["))
-                    && l.contains(&format!("@{domain}>"))
-                    && l.contains("status=sent")
-            })
-            .count()
+        lines_with(&log_a, &[&format!("postfix/{service}/smtp["), &format!("@{domain}>"), "status=sent"]).len()
     };
     assert_eq!(sent_by("peer-relay", "excluded.test"), 5, "{log_a}");
     assert!(
@@ -102,9 +95,7 @@ fn paused_and_excluded_domains_go_where_the_policy_says() {
     // the peer that takes over keeps the provider's limit.
     let log_b = b.stdout();
     assert_eq!(log_b.lines().filter(|l| l.contains("postfix/peer-relay/")).count(), 0, "{log_b}");
-    let sent_by_b = |tag: &str| {
-        log_b.lines().filter(|l| l.contains(tag) && l.contains("@excluded.test>") && l.contains("status=sent")).count()
-    };
+    let sent_by_b = |tag: &str| lines_with(&log_b, &[tag, "@excluded.test>", "status=sent"]).len();
     assert_eq!(sent_by_b("postfix/dp-excl/smtp["), 5, "{log_b}");
     assert_eq!(sent_by_b("postfix/smtp["), 0, "{log_b}");
 

@@ -17,8 +17,7 @@ use tokio::process::{Child, Command};
 use tokio::signal::unix::{signal, SignalKind};
 
 use super::log::pipeline;
-// benches/agent_log.rs names it here; drop once it names `agent::pipe`.
-pub use super::pipe::grow_pipe;
+use super::pipe::grow_pipe;
 use super::redact::Redactor;
 use super::state::State;
 

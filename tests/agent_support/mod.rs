@@ -56,3 +56,8 @@ pub fn lookup(socket: &Path, key: &str) -> Reply {
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     lookup_on(&mut s, key)
 }
+
+/// The lines of a mail log that contain every needle.
+pub fn lines_with<'a>(log: &'a str, needles: &[&str]) -> Vec<&'a str> {
+    log.lines().filter(|l| needles.iter().all(|n| l.contains(n))).collect()
+}
