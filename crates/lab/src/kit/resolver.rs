@@ -13,13 +13,17 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::dns::{serve, Zones};
+use crate::dns::{serve, ZoneHandle, Zones};
 
 /// A DNS server on `<ip>:53`, stopped when dropped.
 pub struct Dns {
     pub ip: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// The served zones, to change during a test ([`Dns::set_zone`]).
+    zones: BTreeMap<String, ZoneHandle>,
+    /// The server thread's runtime (the zones' locks are async).
+    runtime: tokio::runtime::Handle,
 }
 
 impl Dns {
@@ -39,7 +43,8 @@ impl Dns {
     pub fn serve(ip: &str, texts: BTreeMap<String, String>) -> Dns {
         super::add_addr(ip);
         let addr: IpAddr = ip.parse().unwrap_or_else(|e| panic!("DNS address {ip}: {e}"));
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        type Ready = Result<(BTreeMap<String, ZoneHandle>, tokio::runtime::Handle), String>;
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Ready>();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name(format!("dns-{ip}"))
@@ -48,14 +53,15 @@ impl Dns {
                     Ok(rt) => rt,
                     Err(e) => return drop(ready_tx.send(Err(e.to_string()))),
                 };
+                let handle = rt.handle().clone();
                 rt.block_on(async move {
                     let served = match Zones::load(&texts) {
-                        Ok(zones) => serve(zones.catalog, addr, 53).await,
+                        Ok(zones) => serve(zones.catalog, addr, 53).await.map(|s| (s, zones.zones)),
                         Err(e) => Err(e),
                     };
                     match served {
-                        Ok((server, _)) => {
-                            let _ = ready_tx.send(Ok(()));
+                        Ok(((server, _), zones)) => {
+                            let _ = ready_tx.send(Ok((zones, handle)));
                             let _ = stopped.await;
                             drop(server);
                         }
@@ -64,12 +70,27 @@ impl Dns {
                 })
             })
             .expect("spawn the DNS thread");
-        match ready_rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(Ok(())) => {}
+        let (zones, runtime) = match ready_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(z)) => z,
             Ok(Err(e)) => panic!("DNS server on {ip}:53: {e}"),
             Err(e) => panic!("DNS server on {ip}:53 did not start: {e}"),
-        }
-        Dns { ip: ip.to_string(), stop: Some(stop), thread: Some(thread) }
+        };
+        Dns { ip: ip.to_string(), stop: Some(stop), thread: Some(thread), zones, runtime }
+    }
+
+    /// Replace the records of served zone `origin` (records only, as
+    /// [`Zones::load`] reads them) while the server runs: a DNSBL listing
+    /// an address, or lifting it, during a test. Give records a short TTL
+    /// when a resolver's cache must see the change soon.
+    pub fn set_zone(&self, origin: &str, records: &str) {
+        let served = self.zones.get(origin).unwrap_or_else(|| panic!("zone {origin} is not served here"));
+        let fresh = Zones::load(&BTreeMap::from([(origin.to_string(), records.to_string())]))
+            .unwrap_or_else(|e| panic!("zone {origin}: {e}"));
+        let new = &fresh.zones[origin];
+        self.runtime.block_on(async {
+            let records = new.records().await.clone();
+            *served.records_mut().await = records;
+        });
     }
 
     /// The resolv.conf that points a process at this server.
