@@ -31,10 +31,6 @@ NS=mail
 OP_NS=sendfleet-system
 POOL=outbound
 IMAGE=localhost/sendfleet:dev
-# The lab's authoritative DNS server (hack/demo/zones); the same address as
-# DNS_SERVER in crates/lab/src/demo.rs (providers, counts and the rest of
-# the scenario live there).
-DNS_SERVER=198.51.100.53
 
 LAB=target/debug/sendfleet-lab
 lab() { SENDFLEET_NO_NETNS=1 "$LAB" "$@"; }
@@ -83,7 +79,9 @@ step "start the lab with a node (inside network namespace sendfleet-lab)"
 lab up --dir "$LAB_DIR" --node
 lab import --dir "$LAB_DIR" --base-name localhost/sendfleet "$archive" >/dev/null
 echo "  imported $IMAGE into the node's containerd"
-lab dns start --dir "$LAB_DIR" --addr $DNS_SERVER --zones hack/demo/zones
+# On the lab's DNS server address (sendfleet_lab::DNS_SERVER), which the
+# node's resolv.conf names: the instance pods resolve MX and A through it.
+lab dns start --dir "$LAB_DIR" --zones hack/demo/zones
 
 # Steps 4-9 are Rust (crates/lab/src/demo.rs), the code tests/e2e_chart.rs
 # runs too: egress addresses, providers, helm install, examples/, 500

@@ -29,8 +29,8 @@ pub const POOL: &str = "outbound";
 /// The image `make image` builds, as the node knows it after the import.
 pub const IMAGE: &str = "localhost/sendfleet:dev";
 pub const IMAGE_BASE: &str = "localhost/sendfleet";
-/// The lab's authoritative DNS server (hack/demo/zones).
-pub const DNS_SERVER: &str = "198.51.100.53";
+/// The lab's DNS server (hack/demo/zones): the node's pods resolve through it.
+pub use crate::node::DNS_SERVER;
 /// The egress IP the fake DNSBL zone lists.
 pub const LISTED: &str = "mta3";
 /// Messages submitted: to provider-a, to provider-b, and to a domain

@@ -45,6 +45,14 @@ pub fn zone_header(origin: &str) -> String {
     )
 }
 
+/// A resolv.conf naming one nameserver, `ip` (port 53: resolv.conf has
+/// no port), with short timeouts so a test sees a dead server quickly: what
+/// the lab node hands its pods and what a test instance gets in place of
+/// its pod's.
+pub fn resolv_conf(ip: &str) -> String {
+    format!("nameserver {ip}\noptions timeout:2 attempts:2\n")
+}
+
 /// Parsed zones: the catalog to answer from and each zone's handle.
 pub struct Zones {
     pub catalog: Catalog,

@@ -38,7 +38,7 @@ use std::time::Duration;
 pub use binaries::Binaries;
 pub use control_plane::{ControlPlane, Namespace, Options};
 pub use kubectl::{write_kubeconfig, Credentials, Kubectl};
-pub use node::{NodeInfo, NODE_IP, NODE_NAME, POD_CIDR, SERVICE_CIDR, STORAGE_CLASS};
+pub use node::{NodeInfo, DNS_SERVER, NODE_IP, NODE_NAME, POD_CIDR, SERVICE_CIDR, STORAGE_CLASS};
 pub use receiver::{Deliveries, Receiver};
 
 /// Everything that can go wrong in the lab. Messages carry what is needed to

@@ -6,7 +6,7 @@
 //!   sendfleet-lab down --dir out/lab
 //!   sendfleet-lab receiver start --dir out/lab --name provider-a --addr 198.51.100.10 --domain example.net
 //!   sendfleet-lab receiver status --dir out/lab   # what each simulated provider accepted, per client address
-//!   sendfleet-lab dns start --dir out/lab --addr 198.51.100.53 --zones hack/demo/zones   # authoritative test zones
+//!   sendfleet-lab dns start --dir out/lab --zones hack/demo/zones   # authoritative test zones on 198.51.100.53, what pods resolve through
 //!   sendfleet-lab demo --dir out/lab   # the demo's steps (crates/lab/src/demo.rs), as tests/e2e_chart.rs runs them
 //!
 //! The control plane runs inside the network namespace `sendfleet-lab`
@@ -166,7 +166,9 @@ enum DnsCmd {
     Start {
         #[arg(long, default_value = "out/lab")]
         dir: PathBuf,
-        #[arg(long)]
+        /// The lab's DNS server address by default: the one the node's
+        /// pods resolve through (their resolv.conf names it).
+        #[arg(long, default_value = sendfleet_lab::DNS_SERVER)]
         addr: std::net::IpAddr,
         /// One `<origin>.zone` file per zone: master-file records, relative
         /// names allowed, SOA and NS added.

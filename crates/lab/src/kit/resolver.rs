@@ -95,7 +95,7 @@ impl Dns {
 
     /// The resolv.conf that points a process at this server.
     pub fn resolv_conf(&self) -> String {
-        format!("nameserver {}\noptions timeout:2 attempts:2\n", self.ip)
+        crate::dns::resolv_conf(&self.ip)
     }
 
     /// Write [`Dns::resolv_conf`] to `path`.
