@@ -81,7 +81,7 @@ lab import --dir "$LAB_DIR" --base-name localhost/sendfleet "$archive" >/dev/nul
 echo "  imported $IMAGE into the node's containerd"
 # On the lab's DNS server address (sendfleet_lab::DNS_SERVER), which the
 # node's resolv.conf names: the instance pods resolve MX and A through it.
-lab dns start --dir "$LAB_DIR" --zones hack/demo/zones
+lab dns start --dir "$LAB_DIR" --zones hack/demo/zones --demo-providers
 
 # Steps 4-9 are Rust (crates/lab/src/demo.rs), the code tests/e2e_chart.rs
 # runs too: egress addresses, providers, helm install, examples/, 500

@@ -15,9 +15,8 @@ mod operator_support;
 
 use std::time::Instant;
 
-use operator_support::{get_json, repo};
+use operator_support::get_json;
 use sendfleet_lab::demo::{self, NS, OP_NS};
-use sendfleet_lab::dns::Zones;
 use sendfleet_lab::kit::{require_postfix, Dns};
 use sendfleet_lab::ControlPlane;
 
@@ -65,8 +64,7 @@ fn the_demo_runs_the_chart_operator_as_a_pod_and_delivers_through_the_pool() {
     cp.import_image(&archive, Some(demo::IMAGE_BASE)).expect("importing the sendfleet image");
     let egress = demo::add_egress_addresses().expect("egress addresses");
     let providers = demo::start_providers(None).expect("providers");
-    let zones = Zones::read_dir(&repo().join("hack/demo/zones")).expect("hack/demo/zones");
-    let _dns = Dns::serve(demo::DNS_SERVER, zones);
+    let _dns = Dns::serve(demo::DNS_SERVER, demo::zones().expect("the demo's zones"));
     let t_lab = t0.elapsed();
 
     let report = demo::run(cp, &providers, &mut std::io::stderr())

@@ -18,6 +18,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::dns::{merge_zones, mx_zones, MxProvider, Zones};
 use crate::kit::{examples_dir, repo_root};
 use crate::process::poll;
 use crate::receiver::{add_lo_address, Receiver};
@@ -40,24 +41,55 @@ pub const N_B: usize = 230;
 pub const N_BUSY: usize = 20;
 pub const EXPECTED: usize = N_A + N_B;
 
-/// A simulated provider: name, address, domains, access rules.
+/// A simulated provider: name, its one MX host and that host's address,
+/// the domains it receives for (all sharing the MX host, as a big mailbox
+/// provider's do), and its standing access rules.
 pub struct Provider {
     pub name: &'static str,
+    pub mx_host: &'static str,
     pub addr: &'static str,
     pub domains: &'static [&'static str],
     pub access: &'static [(&'static str, &'static str)],
 }
 
-/// The providers hack/demo/providers.yaml routes to.
+impl Provider {
+    /// How DNS publishes it.
+    pub fn mx(&self) -> MxProvider<'static> {
+        MxProvider { name: self.name, mx_host: self.mx_host, addr: self.addr, domains: self.domains }
+    }
+}
+
+/// The demo's providers; mail reaches them by MX ([`provider_zones`]).
 pub const PROVIDERS: [Provider; 2] = [
-    Provider { name: "provider-a", addr: "198.51.100.10", domains: &["example.net"], access: &[] },
+    Provider {
+        name: "provider-a",
+        mx_host: "mx.provider-a.test",
+        addr: "198.51.100.10",
+        domains: &["example.net", "webmail.test", "inbox.test"],
+        access: &[],
+    },
     Provider {
         name: "provider-b",
+        mx_host: "mx.provider-b.test",
         addr: "198.51.100.20",
-        domains: &["example.org", "busy.example.org"],
+        domains: &["example.org", "busy.example.org", "mailbox.test"],
         access: &[("busy.example.org", "450 4.7.1 rate limited, try again later")],
     },
 ];
+
+/// MX and A records of [`PROVIDERS`].
+pub fn provider_zones() -> BTreeMap<String, String> {
+    mx_zones(&PROVIDERS.iter().map(Provider::mx).collect::<Vec<_>>())
+}
+
+/// Everything the demo's DNS server serves: hack/demo/zones (PTR, A, SPF,
+/// DMARC of the sending side, fake DNSBLs) and [`provider_zones`].
+pub fn zones() -> Result<BTreeMap<String, String>, LabError> {
+    let dir = repo_root().join("hack/demo/zones");
+    let mut texts = Zones::read_dir(&dir).map_err(|e| LabError::Usage(e.to_string()))?;
+    merge_zones(&mut texts, provider_zones());
+    Ok(texts)
+}
 
 /// How the demo reaches the cluster: the test's [`ControlPlane`], or the
 /// lab started by `sendfleet-lab up` (its DIR/env).
@@ -310,4 +342,22 @@ pub fn run(c: &dyn Cluster, providers: &[Receiver], out: &mut dyn Write) -> Resu
         status_deferred: sum("{.status.deferredMessages}"),
         submit_to_delivered,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_serves_its_zones_and_every_provider_domain_has_the_providers_mx() {
+        let texts = zones().expect("demo zones");
+        let loaded = Zones::load(&texts).expect("they parse");
+        for p in &PROVIDERS {
+            for d in p.domains {
+                assert!(loaded.zones.contains_key(*d), "{d}");
+                assert!(texts[*d].contains(&format!("MX 10 {}.", p.mx_host)), "{d}: {}", texts[*d]);
+            }
+        }
+        assert!(loaded.zones.contains_key("zen.spamhaus.org") && loaded.zones.contains_key("mail.example.com"));
+    }
 }

@@ -6,7 +6,7 @@
 //!   sendfleet-lab down --dir out/lab
 //!   sendfleet-lab receiver start --dir out/lab --name provider-a --addr 198.51.100.10 --domain example.net
 //!   sendfleet-lab receiver status --dir out/lab   # what each simulated provider accepted, per client address
-//!   sendfleet-lab dns start --dir out/lab --zones hack/demo/zones   # authoritative test zones on 198.51.100.53, what pods resolve through
+//!   sendfleet-lab dns start --dir out/lab --zones hack/demo/zones --demo-providers   # test zones + the demo providers' MX on 198.51.100.53, what pods resolve through
 //!   sendfleet-lab demo --dir out/lab   # the demo's steps (crates/lab/src/demo.rs), as tests/e2e_chart.rs runs them
 //!
 //! The control plane runs inside the network namespace `sendfleet-lab`
@@ -174,6 +174,10 @@ enum DnsCmd {
         /// names allowed, SOA and NS added.
         #[arg(long)]
         zones: PathBuf,
+        /// Also serve the MX and A records of the demo's providers
+        /// (crates/lab/src/demo.rs PROVIDERS), so mail routes by MX.
+        #[arg(long)]
+        demo_providers: bool,
     },
     /// Stop the server of DIR.
     Stop {
@@ -187,6 +191,8 @@ enum DnsCmd {
         addr: std::net::SocketAddr,
         #[arg(long)]
         zones: PathBuf,
+        #[arg(long)]
+        demo_providers: bool,
     },
 }
 
@@ -569,10 +575,10 @@ fn receiver(action: ReceiverCmd) -> Result<()> {
 
 fn dns(action: DnsCmd) -> Result<()> {
     match action {
-        DnsCmd::Start { dir, addr, zones } => {
+        DnsCmd::Start { dir, addr, zones, demo_providers } => {
             require_root()?;
             // Parse here, so a broken zone fails the start with its message.
-            sendfleet_lab::dns::Zones::load(&sendfleet_lab::dns::Zones::read_dir(&zones)?)?;
+            sendfleet_lab::dns::Zones::load(&zone_texts(&zones, demo_providers)?)?;
             let zones = zones.canonicalize()?;
             let state = dir.join("dns");
             sendfleet_lab::dns::stop(&state)?;
@@ -583,11 +589,11 @@ fn dns(action: DnsCmd) -> Result<()> {
             let log_path = state.join("log");
             let log = std::fs::File::create(&log_path)?;
             let mut cmd = Command::new(std::env::current_exe()?);
-            cmd.args(["dns", "serve", "--addr", &sock.to_string(), "--zones"])
-                .arg(&zones)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log);
+            cmd.args(["dns", "serve", "--addr", &sock.to_string(), "--zones"]).arg(&zones);
+            if demo_providers {
+                cmd.arg("--demo-providers");
+            }
+            cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
             // Its own session: it outlives this command and the demo's shell,
             // until `dns stop` or `down`.
             // SAFETY: setsid is async-signal-safe.
@@ -615,6 +621,17 @@ fn dns(action: DnsCmd) -> Result<()> {
             println!("sendfleet-lab: DNS server {}", if stopped { "stopped" } else { "was not running" });
             Ok(())
         }
-        DnsCmd::Serve { addr, zones } => Ok(sendfleet_lab::dns::run(&zones, addr)?),
+        DnsCmd::Serve { addr, zones, demo_providers } => {
+            Ok(sendfleet_lab::dns::run(&zone_texts(&zones, demo_providers)?, addr)?)
+        }
     }
+}
+
+/// The zones of `dir`, with the demo providers' MX zones if asked.
+fn zone_texts(dir: &Path, demo_providers: bool) -> Result<std::collections::BTreeMap<String, String>> {
+    let mut texts = sendfleet_lab::dns::Zones::read_dir(dir)?;
+    if demo_providers {
+        sendfleet_lab::dns::merge_zones(&mut texts, sendfleet_lab::demo::provider_zones());
+    }
+    Ok(texts)
 }
