@@ -230,6 +230,10 @@ impl State {
     pub fn postfix_exited(&self) {
         self.health.postfix_exited(&self.metrics);
     }
+    /// How often the Postfix master has exited since the agent started.
+    pub fn postfix_exits(&self) -> u64 {
+        self.health.postfix_exits()
+    }
     pub fn postfix_reloaded(&self) {
         self.health.postfix_reloaded();
     }

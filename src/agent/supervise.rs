@@ -5,6 +5,11 @@
 //! non-zero so the kubelet restarts the container (queue on the volume
 //! survives); on SIGTERM the agent runs `postfix stop` and waits.
 //!
+//! Postfix counts as running (and the pod as ready) only once its first
+//! `inet` listener, the submission port, accepts a connection: `postfix
+//! start-fg` first runs its checks and permission fixes, seconds on a busy
+//! node, and a pod marked ready before that receives mail it refuses.
+//!
 //! Must never restart Postfix on its own for a config change (see install).
 
 use std::path::Path;
@@ -60,9 +65,60 @@ pub async fn start(dir: &Path, state: Arc<State>, redactor: Redactor) -> Result<
             tracing::debug!(error = %e, "postfix stderr forwarder stopped");
         }
     });
-    state.set_postfix_running(true);
-    tracing::info!(config_directory = %dir.display(), "postfix started");
+    tracing::info!(config_directory = %dir.display(), "postfix starting");
+    match submission_listener(dir) {
+        Some(addr) => {
+            let exits = state.postfix_exits();
+            tokio::spawn(async move {
+                loop {
+                    if state.postfix_exits() != exits {
+                        return;
+                    }
+                    if tokio::net::TcpStream::connect(addr).await.is_ok() {
+                        state.set_postfix_running(true);
+                        tracing::info!(listener = %addr, "postfix accepting mail");
+                        return;
+                    }
+                    tokio::time::sleep(LISTENER_POLL).await;
+                }
+            });
+        }
+        // No inet listener in master.cf (not a rendered configuration):
+        // running as soon as the master is.
+        None => state.set_postfix_running(true),
+    }
     Ok(child)
+}
+
+/// How often to try the submission listener while Postfix starts.
+const LISTENER_POLL: Duration = Duration::from_millis(200);
+
+/// Where the first `inet` service of `dir/master.cf` listens: its
+/// `[host:]port`, the host defaulting to `inet_interfaces` of main.cf when
+/// that names one address, else loopback.
+fn submission_listener(dir: &Path) -> Option<std::net::SocketAddr> {
+    let master = std::fs::read_to_string(dir.join("master.cf")).ok()?;
+    let main = std::fs::read_to_string(dir.join("main.cf")).unwrap_or_default();
+    listener_of(&master, &main)
+}
+
+fn listener_of(master_cf: &str, main_cf: &str) -> Option<std::net::SocketAddr> {
+    let service = master_cf.lines().find_map(|l| {
+        let mut f = l.split_whitespace();
+        let name = f.next().filter(|n| !n.starts_with('#') && !l.starts_with(char::is_whitespace))?;
+        (f.next() == Some("inet")).then_some(name)
+    })?;
+    let (host, port) = match service.rsplit_once(':') {
+        Some((h, p)) => (Some(h.trim_matches(['[', ']']).to_string()), p),
+        None => (None, service),
+    };
+    let port: u16 = port.parse().ok()?;
+    let interfaces = main_cf.lines().find_map(|l| {
+        let (k, v) = l.split_once('=')?;
+        (k.trim() == "inet_interfaces").then(|| v.trim().to_string())
+    });
+    let host = host.or(interfaces.filter(|i| i.parse::<std::net::IpAddr>().is_ok())).unwrap_or("127.0.0.1".into());
+    Some(std::net::SocketAddr::new(host.parse().ok()?, port))
 }
 
 /// Wait for SIGTERM/SIGINT (then stop Postfix gracefully) or for the master to exit.
@@ -97,4 +153,18 @@ pub async fn wait(child: Option<&mut Child>, dir: &Path, state: &State) -> anyho
     }
     state.set_postfix_running(false);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::listener_of;
+
+    #[test]
+    fn the_submission_listener_is_the_first_inet_service_at_inet_interfaces() {
+        let master = "# comment\npickup unix n - n 60 1 pickup\n587 inet n - - - - smtpd\n  -o syslog_name=x\n2525 inet n - - - - smtpd\n";
+        assert_eq!(listener_of(master, "inet_interfaces = 10.0.0.5\n"), Some("10.0.0.5:587".parse().unwrap()));
+        assert_eq!(listener_of(master, "inet_interfaces = all\n"), Some("127.0.0.1:587".parse().unwrap()));
+        assert_eq!(listener_of("[192.0.2.1]:25 inet n - - - - smtpd\n", ""), Some("192.0.2.1:25".parse().unwrap()));
+        assert_eq!(listener_of("pickup unix n - n 60 1 pickup\n", ""), None);
+    }
 }
