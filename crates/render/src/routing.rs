@@ -385,6 +385,20 @@ impl RoutingModel {
         out
     }
 
+    /// Whether the pool delivers with the delivery status filter at all
+    /// (a policy has `autoExclusion`), and so whether Postfix's own `smtp`
+    /// transport gets it too. A provider blocks the IP, not a domain: the
+    /// agent excludes this instance for every domain known to share the
+    /// blocking MX host, domains in no policy included, and a domain it has
+    /// not sent to yet learns its MX from its first attempt. On `smtp` that
+    /// attempt's block is softened to a deferral like on `dp-<name>`, so it
+    /// is retried (through a peer, once the host is excluded) instead of
+    /// bouncing. The cost: a block by a provider no autoExclusion rule
+    /// shares a host with is retried from here until the queue lifetime.
+    pub fn smtp_status_filter(&self) -> bool {
+        self.transports().any(|t| t.status_filter)
+    }
+
     /// Every own transport and slow variant, in policy order (master.cf
     /// services and their main.cf throttle parameters).
     pub fn transports(&self) -> impl Iterator<Item = &OwnTransport> {
@@ -607,6 +621,11 @@ mod tests {
             ]
         );
         assert_eq!(m.transports().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["dp-filt", "dp-thr", "dp-thr-slow"]);
+        // With an autoExclusion policy, plain smtp softens blocks too (a
+        // domain in no policy may share the blocking provider's MX host).
+        assert!(m.smtp_status_filter());
+        let without = RoutingModel { routes: vec![plain.clone(), thr.clone()], ..Default::default() };
+        assert!(!without.smtp_status_filter());
         // A peer that takes this mail over sends it on the same own
         // transport (throttle, status filter), never on plain smtp.
         assert_eq!(

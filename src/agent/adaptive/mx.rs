@@ -85,12 +85,8 @@ impl MxMap {
 
     /// The domains known to go to any of `hosts`, sorted.
     pub fn domains_of<'a>(&'a self, hosts: &'a [String]) -> impl Iterator<Item = &'a str> + 'a {
-        let sorted: BTreeMap<&str, ()> = self
-            .domains
-            .iter()
-            .filter(|(_, s)| hosts.contains(&s.host))
-            .map(|(d, _)| (d.as_str(), ()))
-            .collect();
+        let sorted: BTreeMap<&str, ()> =
+            self.domains.iter().filter(|(_, s)| hosts.contains(&s.host)).map(|(d, _)| (d.as_str(), ())).collect();
         sorted.into_keys()
     }
 
