@@ -52,6 +52,24 @@ fn reconfigure_receiver(rcv: &Receiver, edit: impl Fn(String) -> String) {
     postfix(&rcv.dir, "reload");
 }
 
+/// Have `rcv` answer `554 5.7.1 ... blocked by provider policy` to `client`
+/// for mail to `domains`, after its unknown users are refused (a
+/// restriction class, so bounce notices to other domains still get
+/// through), as a provider that blocks one sending IP does.
+fn block_client(rcv: &Receiver, client: &str, domains: &[&str]) {
+    let cidr = rcv.dir.join("blocked_clients");
+    std::fs::write(&cidr, format!("{client}/32 554 5.7.1 Service unavailable; client blocked by provider policy\n"))
+        .unwrap();
+    let classes = rcv.dir.join("blocked_domains");
+    std::fs::write(&classes, domains.iter().map(|d| format!("{d} block_a\n")).collect::<String>()).unwrap();
+    let access = format!("check_recipient_access texthash:{}, ", rcv.dir.join("access").display());
+    reconfigure_receiver(rcv, |m| {
+        assert!(m.contains(&access), "{m}");
+        m.replace(&access, &format!("{access}check_recipient_access texthash:{}, ", classes.display()))
+            + &format!("smtpd_restriction_classes = block_a\nblock_a = check_client_access cidr:{}\n", cidr.display())
+    });
+}
+
 /// Submit `count` messages with distinct recipients through `inst`.
 fn inject_distinct(inst: &Instance, rcpt: &str, count: u32, sessions: u32) {
     inst.inject_distinct("app@client.test", rcpt, count, sessions);
@@ -118,20 +136,7 @@ fn hard_blocks_exclude_the_ip_and_no_message_bounces() {
         &["blocked.test", "client.test"],
         &[("unknown@blocked.test", "550 5.1.1 User unknown")],
     );
-    let cidr = rcv.dir.join("blocked_clients");
-    std::fs::write(&cidr, format!("{BLK_A}/32 554 5.7.1 Service unavailable; client blocked by provider policy\n"))
-        .unwrap();
-    // Unknown users are refused first; then A (only A) is blocked for
-    // blocked.test (a restriction class, so bounce notices to client.test
-    // still get through).
-    let classes = rcv.dir.join("blocked_domains");
-    std::fs::write(&classes, "blocked.test block_a\n").unwrap();
-    let access = format!("check_recipient_access texthash:{}, ", rcv.dir.join("access").display());
-    reconfigure_receiver(&rcv, |m| {
-        assert!(m.contains(&access), "{m}");
-        m.replace(&access, &format!("{access}check_recipient_access texthash:{}, ", classes.display()))
-            + &format!("smtpd_restriction_classes = block_a\nblock_a = check_client_access cidr:{}\n", cidr.display())
-    });
+    block_client(&rcv, BLK_A, &["blocked.test"]);
 
     let members = [("blk-a", BLK_A), ("blk-b", BLK_B)];
     let fleet = fleet_with(&dns, "blk", &members, dp("blocked.test").auto_exclusion(3, "10m", "1h"));
@@ -208,6 +213,140 @@ fn hard_blocks_exclude_the_ip_and_no_message_bounces() {
     let st = a.wait_for(Duration::from_secs(10), "exclusion lifted", |s| s.adaptive.exclusions.is_empty());
     assert!(st.now >= ex.until);
     assert!(a.metrics().contains("sendfleet_agent_adaptive_changes_total{rule=\"dp\",change=\"ExclusionLifted\"} 1"));
+}
+
+const MX_A: &str = "198.51.100.35";
+const MX_B: &str = "198.51.100.36";
+const MX_RCV: &str = "203.0.113.34";
+const PROVIDER_MX: &str = "mx.provider.test";
+
+/// Incident 1, provider-wide: one provider's MX host serves three domains
+/// and answers 554 "blocked" to instance A. Only `big.test` is in a policy
+/// with autoExclusion; `team.test` is in a throttle-only policy and
+/// `free.test` in none (and A has never sent to it: its MX is unknown).
+/// After the threshold A is excluded for all three, all their mail leaves
+/// through B (`team.test` on B's throttle transport), nothing bounces, and
+/// once the exclusion has expired (the agent's clock moved) A is tried
+/// again: the receiver logs new attempts from it.
+#[test]
+fn blocks_from_one_mx_host_exclude_the_ip_for_every_domain_behind_it() {
+    require_postfix();
+    let domains = ["big.test", "team.test", "free.test"];
+    let mut zones = BTreeMap::new();
+    zones.insert("provider.test".to_string(), format!("mx IN A {MX_RCV}\n"));
+    for d in domains.iter().chain(&["client.test"]) {
+        zones.insert(d.to_string(), format!("@ IN MX 10 {PROVIDER_MX}.\n"));
+    }
+    let dns = Dns::serve("127.0.0.56", zones);
+    let rcv = receiver("mx-rcv", MX_RCV, &["big.test", "team.test", "free.test", "client.test"], &[]);
+    let members = [("mx-a", MX_A), ("mx-b", MX_B)];
+    let team = Policy::named("team").in_ns("test").for_domains(&["team.test"]).throttled(2, 60, 2);
+    let fleet = fleet_with(&dns, "mx", &members, dp("big.test").auto_exclusion(3, "10m", "1h")).policy(team.build());
+    let a = fleet.start("mx-a");
+    let b = fleet.start("mx-b");
+    // Every transport to an MX softens blocks once a policy has autoExclusion.
+    let master = &a.pod.files["master.cf"];
+    let filter = "-o smtp_delivery_status_filter=regexp:$config_directory/dsn_filter";
+    for service in ["smtp unix", "dp-dp unix", "dp-team unix"] {
+        let block = master.split(&format!("\n{service}")).nth(1).unwrap_or_else(|| panic!("{service}: {master}"));
+        let options: String = block.lines().skip(1).take_while(|l| l.starts_with("  ")).collect();
+        assert!(options.contains(filter), "{service} without the status filter:\n{master}");
+    }
+
+    // A sends to two of the domains while the provider still accepts it:
+    // its log teaches it their MX host.
+    a.inject("app@client.test", "first@big.test", 1, 1);
+    a.inject("app@client.test", "first@team.test", 1, 1);
+    wait_until("A's first messages delivered", Duration::from_secs(60), || {
+        let d = rcv.deliveries();
+        d.to_domain_from("big.test", MX_A) == 1 && d.to_domain_from("team.test", MX_A) == 1
+    });
+
+    block_client(&rcv, MX_A, &domains);
+    let started = a.status().now;
+    inject_distinct(&a, "user@big.test", 5, 1);
+    let st = a.wait_for(Duration::from_secs(60), "A excluded", |s| !s.adaptive.exclusions.is_empty());
+    assert_eq!(st.adaptive.exclusions[0].mx_hosts, [PROVIDER_MX], "{:?}", st.adaptive);
+    // The other two domains: known MX (team.test) and unknown (free.test).
+    inject_distinct(&a, "user@team.test", 10, 1);
+    inject_distinct(&a, "user@free.test", 10, 1);
+    wait_until("every message delivered", Duration::from_secs(120), || {
+        let d = rcv.deliveries();
+        d.to_domain("big.test") >= 6 && d.to_domain("team.test") >= 11 && d.to_domain("free.test") >= 10
+    });
+    a.wait_queue_empty(Duration::from_secs(60));
+    b.wait_queue_empty(Duration::from_secs(60));
+
+    let got = rcv.deliveries();
+    for (domain, from_a, from_b) in [("big.test", 1, 5), ("team.test", 1, 10), ("free.test", 0, 10)] {
+        let rcpts: Vec<&str> = got.accepted.iter().map(|(r, _)| r.as_str()).filter(|r| r.ends_with(domain)).collect();
+        assert_eq!(rcpts.len(), from_a + from_b, "{domain}: every message exactly once: {got:?}");
+        assert_eq!(rcpts.iter().collect::<BTreeSet<_>>().len(), rcpts.len(), "{domain}: duplicates: {got:?}");
+        assert_eq!(got.to_domain_from(domain, MX_A), from_a, "{domain}: nothing from A after the block: {got:?}");
+        assert_eq!(got.to_domain_from(domain, MX_B), from_b, "{domain}: the rest through B: {got:?}");
+    }
+    let (log_a, log_b) = (a.stdout(), b.stdout());
+    for (who, log, st) in [("A", &log_a, a.status()), ("B", &log_b, b.status())] {
+        assert!(lines_with(log, &["status=bounced"]).is_empty(), "{who} bounced:\n{log}");
+        assert_eq!(st.counters.since_start.bounced, 0, "{who}: {:?}", st.counters);
+    }
+    // The cold domain: A's first attempts met the block on plain smtp and
+    // were deferred (the status filter), which taught A its MX host.
+    let cold = lines_with(&log_a, &["@free.test>", "status=deferred", "blocked by provider"]);
+    assert!(!cold.is_empty(), "{log_a}");
+    assert!(cold.iter().all(|l| l.contains("postfix/smtp[") && l.contains("dsn=4.7.1")), "{cold:#?}");
+    // team.test never left A after the exclusion: its MX was known.
+    assert!(lines_with(&log_a, &["@team.test>", "blocked by provider"]).is_empty(), "{log_a}");
+    // On B each domain keeps its own transport: the throttle for team.test.
+    for (domain, transport) in [
+        ("@big.test>", "postfix/dp-dp/smtp["),
+        ("@team.test>", "postfix/dp-team/smtp["),
+        ("@free.test>", "postfix/smtp["),
+    ] {
+        let sent = lines_with(&log_b, &[domain, "status=sent"]);
+        assert!(
+            !sent.is_empty() && sent.iter().all(|l| l.contains(transport)),
+            "{domain} not on {transport}: {sent:#?}"
+        );
+    }
+
+    // What /status says (the DomainPolicy status mirrors `reason`).
+    let st = a.status();
+    let [ex] = &st.adaptive.exclusions[..] else { panic!("{:?}", st.adaptive) };
+    assert_eq!(ex.rule, "dp");
+    assert_eq!(ex.mx_hosts, [PROVIDER_MX]);
+    assert_eq!(ex.mx_domain_count, 3, "{ex:?}");
+    assert_eq!(ex.mx_domains, ["big.test", "free.test", "team.test"]);
+    assert!(
+        ex.reason.contains(&format!("provider-wide: every domain known to go to MX {PROVIDER_MX} leaves")),
+        "{}",
+        ex.reason
+    );
+    assert!(ex.since >= started && ex.until == ex.since + 3600, "{ex:?}");
+    let raw = a.status_raw();
+    for field in ["\"mxHosts\"", "\"mxDomainCount\"", "\"mxDomains\""] {
+        assert!(raw.contains(field), "{field} missing: {raw}");
+    }
+    let m = a.metrics();
+    assert!(m.contains("sendfleet_agent_policy_lookups_total{decision=\"Peer\",reason=\"ExcludedMx\"}"), "{m}");
+    assert!(b.status().adaptive.exclusions.is_empty());
+
+    // The exclusion expires on A's clock: A is tried again for the
+    // provider's domains. The provider still blocks it, so the receiver
+    // logs new refusals of A, the blocks engage the exclusion again, and the
+    // mail still arrives through B without a bounce.
+    let refusals = |log: &str| lines_with(log, &["NOQUEUE: reject: RCPT from", &format!("[{MX_A}]: 554")]).len();
+    let before = refusals(&rcv.log());
+    a.set_clock_offset(3601);
+    a.wait_for(Duration::from_secs(10), "exclusion lifted", |s| s.adaptive.exclusions.is_empty());
+    inject_distinct(&a, "late@team.test", 4, 1);
+    wait_until("A tried again", Duration::from_secs(60), || refusals(&rcv.log()) > before);
+    a.wait_for(Duration::from_secs(60), "A excluded again", |s| !s.adaptive.exclusions.is_empty());
+    wait_until("the late mail delivered", Duration::from_secs(120), || rcv.deliveries().to_domain("team.test") >= 15);
+    a.wait_queue_empty(Duration::from_secs(60));
+    assert_eq!(rcv.deliveries().to_domain_from("team.test", MX_B), 14);
+    assert_eq!(a.status().counters.since_start.bounced, 0);
+    assert!(lines_with(&a.stdout(), &["status=bounced"]).is_empty());
 }
 
 const SLOW_A: &str = "198.51.100.33";

@@ -15,7 +15,7 @@
 
 use std::path::Path;
 
-use sendfleet_render::contract::PEER_RELAY_TRANSPORT;
+use sendfleet_render::contract::{ResponseCategory, PEER_RELAY_TRANSPORT};
 use sendfleet_render::policy::{AgentPolicy, DomainRule};
 use sendfleet_render::routing;
 
@@ -130,8 +130,21 @@ impl Decisions {
         if route.own_attempt {
             self.day.warmup.reservations.release(route.share.as_deref());
             self.day.warmup.record_attempt(plan(policy), now, o.status);
-            if let Some(r) = route.rule {
-                change = self.adaptive.observe(r, &o.domain, o.category, now);
+            // Routed by MX from here: the host named is the domain's MX.
+            if let Some(h) = o.relay_host {
+                self.adaptive.learn_mx(&o.domain, h, now);
+            }
+            // A block counts for the domain's rule; for a domain whose rule
+            // has no autoExclusion (or that has no rule), for the rule whose
+            // domains share its MX host: the provider blocks the IP.
+            let by_provider =
+                o.category == ResponseCategory::IpBlock && route.rule.is_none_or(|r| r.auto_exclusion.is_none());
+            let rule = match (policy, o.relay_host) {
+                (Some(p), Some(h)) if by_provider => self.adaptive.provider_rule(p, h).or(route.rule),
+                _ => route.rule,
+            };
+            if let Some(r) = rule {
+                change = self.adaptive.observe(r, &o.domain, o.relay_host, o.category, now);
             }
         }
         if o.status == Status::Sent && !route.via_peer {
@@ -202,11 +215,11 @@ pub fn publish_restored(metrics: &Metrics, adaptive: &Adaptive) {
 
 #[cfg(test)]
 mod tests {
-    use sendfleet_render::contract::ResponseCategory;
     use sendfleet_render::policy::InstancePolicy;
 
     use super::*;
     use crate::agent::counters::Counters;
+    use crate::agent::socketmap::decision::PeerWhy;
 
     fn inst(name: &str, address: &str) -> InstancePolicy {
         InstancePolicy { name: name.into(), address: address.into(), weight: 100, ..Default::default() }
@@ -270,6 +283,7 @@ mod tests {
             status: Status::Sent,
             category: ResponseCategory::Accepted,
             delays: None,
+            relay_host: Some("mx.dest.example"),
             relay_addr: Some(relay.0),
             relay_port: Some(relay.1),
             service,
@@ -302,6 +316,39 @@ mod tests {
         let (rule, own, _) = a.logged(&sent("partner.example", "smtp", ("203.0.113.5", 25)));
         assert_eq!((rule.as_deref(), own), (Some("partner"), false));
         assert_eq!(a.d.day.counters.sent_by_rule.get("partner"), Some(&1));
+    }
+
+    #[test]
+    fn own_attempts_teach_mx_hosts_and_blocks_count_for_the_rule_sharing_the_host() {
+        use sendfleet_render::policy::AutoExclusionRule;
+        let mut a = Agent::new();
+        a.policy.domains.push(DomainRule {
+            name: "big".into(),
+            patterns: vec!["big.example".into()],
+            throttle_transport: Some("dp-big".into()),
+            auto_exclusion: Some(AutoExclusionRule { hard_blocks: 2, window_seconds: 60, duration_seconds: 600 }),
+            ..Default::default()
+        });
+        let at = |domain: &'static str, service: &'static str, host: &'static str, category| Outcome {
+            status: Status::Deferred,
+            category,
+            relay_host: Some(host),
+            ..sent(domain, service, ("198.51.100.7", 25))
+        };
+        // A peer leg names the peer, not the MX: nothing learnt from it.
+        a.logged(&Outcome { relay_host: Some("peer"), ..sent("free.example", "smtp", ("192.0.2.2", 2526)) });
+        assert_eq!(a.d.adaptive.mx_of("free.example"), None);
+        a.logged(&at("big.example", "dp-big", "mx.prov.example", ResponseCategory::Accepted));
+        a.logged(&at("free.example", "smtp", "mx.prov.example", ResponseCategory::IpBlock));
+        assert_eq!(a.d.adaptive.mx_of("free.example"), Some("mx.prov.example"));
+        assert!(!a.d.adaptive.is_excluded("big"));
+        // A rate limit from the host is no block, and counts for no other rule.
+        a.logged(&at("free.example", "smtp", "mx.prov.example", ResponseCategory::RateLimit));
+        assert!(!a.d.adaptive.is_excluded("big"));
+        // The second block (a domain in no rule, the rule's own host) engages it.
+        a.logged(&at("free.example", "smtp", "mx.prov.example", ResponseCategory::IpBlock));
+        assert!(a.d.adaptive.is_excluded("big"));
+        assert!(matches!(a.lookup("x@free.example"), Decision::Peer { why: PeerWhy::ExcludedMx, .. }));
     }
 
     #[test]

@@ -319,6 +319,7 @@ mod tests {
             status,
             category,
             delays: Some([0.1, 0.0, 0.2, 0.3]),
+            relay_host: Some("mx.example"),
             relay_addr: Some("192.0.2.1"),
             relay_port: Some(25),
             service: "smtp",

@@ -151,6 +151,7 @@ mod tests {
             reason: "3 IP/reputation blocks within 1h".into(),
             since: t - 60,
             until,
+            ..Default::default()
         };
         let reports = vec![
             report(
@@ -238,8 +239,13 @@ mod tests {
         let now: Timestamp = "2026-11-23T12:00:00Z".parse().unwrap();
         let t = now.as_second() as u64;
         let pools = vec![pool("bulk", "tier: bulk", None)];
-        let excl =
-            ActiveExclusion { rule: "bigmail".into(), reason: "3 blocks".into(), since: t - 60, until: t + 3600 };
+        let excl = ActiveExclusion {
+            rule: "bigmail".into(),
+            reason: "3 blocks".into(),
+            since: t - 60,
+            until: t + 3600,
+            ..Default::default()
+        };
         let slow = ActiveSlowDown {
             rule: "bigmail".into(),
             level: 1,

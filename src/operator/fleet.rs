@@ -143,6 +143,7 @@ mod tests {
                     reason: "3 IP blocks in 1h".into(),
                     since: 100,
                     until,
+                    ..Default::default()
                 }],
                 ..Default::default()
             },

@@ -135,6 +135,20 @@ pub struct ActiveExclusion {
     /// Unix seconds.
     pub since: u64,
     pub until: u64,
+    /// The MX hosts whose blocks engaged it: the provider blocks the IP, so
+    /// every domain known to go there leaves through peers too.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mx_hosts: Vec<String>,
+    /// How many domains the instance knows go to those hosts.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub mx_domain_count: u32,
+    /// The first of them (sorted, at most 20): domain names only.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mx_domains: Vec<String>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A slow-down in force for a domain rule on this instance.

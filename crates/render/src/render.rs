@@ -458,7 +458,11 @@ fn render_instance(
         Service::internal(in_rewrite, "unix", "-", "-", "-", "trivial-rewrite")
             .with("transport_maps", format!("hash:$config_directory/{TRANSPORT_MAP}")),
     );
-    mc.push(Service::internal(routing::SMTP_TRANSPORT, "unix", "-", "-", &smtp_maxproc, "smtp"));
+    let smtp = Service::internal(routing::SMTP_TRANSPORT, "unix", "-", "-", &smtp_maxproc, "smtp");
+    mc.push(match shared.routes.smtp_status_filter() {
+        true => smtp.with("smtp_delivery_status_filter", dsn_filter::table_ref()),
+        false => smtp,
+    });
     mc.push(Service::internal("relay", "unix", "-", "-", "-", "smtp"));
     mc.push(
         Service::internal(PEER_RELAY_TRANSPORT, "unix", "-", "-", "-", "smtp")
@@ -489,7 +493,7 @@ fn render_instance(
     if let Some(h) = &shared.header_checks {
         files.insert(HEADER_CHECKS.to_string(), format!("{}{h}", comment_block(&header)));
     }
-    if shared.routes.transports().any(|t| t.status_filter) {
+    if shared.routes.smtp_status_filter() {
         files.insert(DSN_FILTER.to_string(), dsn_filter::render(&header)?);
     }
 

@@ -314,6 +314,15 @@ pub fn route_pool(
             tls: p.spec.tls.as_ref().map(tls_value),
         });
     }
+    // A provider blocks the IP, not a domain: once one policy softens
+    // blocks, every transport to an MX does, so a domain of another policy
+    // or of none that shares the blocking MX host defers instead of
+    // bouncing while the agent learns its host ([`RoutingModel::smtp_status_filter`]).
+    if routes.iter().flat_map(|r| r.throttle.iter()).any(|t| t.status_filter) {
+        for t in routes.iter_mut().flat_map(|r| r.throttle.iter_mut().chain(r.slow.iter_mut())) {
+            t.status_filter = true;
+        }
+    }
     let mut model = RoutingModel { routes, conflicts };
     // A TLS key required differently by two policies (two relay routes
     // through one host): the first by name wins, like a domain pattern.
@@ -383,6 +392,21 @@ impl RoutingModel {
             }
         }
         out
+    }
+
+    /// Whether the pool delivers with the delivery status filter at all
+    /// (a policy has `autoExclusion`; then every own transport has it, see
+    /// [`route_pool`]), and so whether Postfix's own `smtp` transport gets
+    /// it too. A provider blocks the IP, not a domain: the
+    /// agent excludes this instance for every domain known to share the
+    /// blocking MX host, domains in no policy included, and a domain it has
+    /// not sent to yet learns its MX from its first attempt. On `smtp` that
+    /// attempt's block is softened to a deferral like on `dp-<name>`, so it
+    /// is retried (through a peer, once the host is excluded) instead of
+    /// bouncing. The cost: a block by a provider no autoExclusion rule
+    /// shares a host with is retried from here until the queue lifetime.
+    pub fn smtp_status_filter(&self) -> bool {
+        self.transports().any(|t| t.status_filter)
     }
 
     /// Every own transport and slow variant, in policy order (master.cf
@@ -607,6 +631,15 @@ mod tests {
             ]
         );
         assert_eq!(m.transports().map(|t| t.name.as_str()).collect::<Vec<_>>(), ["dp-filt", "dp-thr", "dp-thr-slow"]);
+        // With an autoExclusion policy, plain smtp and every other own
+        // transport soften blocks too (a domain of another policy, or of
+        // none, may share the blocking provider's MX host).
+        assert!(m.smtp_status_filter());
+        assert!(m.transports().all(|t| t.status_filter));
+        let without =
+            model(&[dp("thr", serde_json::json!({"domains": ["thr.example"], "throttle": {"messagesPerMinute": 30}}))])
+                .unwrap();
+        assert!(!without.smtp_status_filter() && without.transports().all(|t| !t.status_filter));
         // A peer that takes this mail over sends it on the same own
         // transport (throttle, status filter), never on plain smtp.
         assert_eq!(

@@ -34,6 +34,9 @@ pub struct Outcome<'a> {
     pub status: Status,
     pub category: ResponseCategory,
     pub delays: Option<[f32; 4]>,
+    /// The host Postfix connected to (`relay=HOST[addr]:port`): for mail
+    /// routed by MX, the MX host. A host name, never an address of a person.
+    pub relay_host: Option<&'a str>,
     /// Relay endpoint `addr` and port, if the line named one.
     pub relay_addr: Option<&'a str>,
     pub relay_port: Option<u16>,
@@ -102,6 +105,7 @@ impl Tracker {
                         status: Status::Expired,
                         category: ResponseCategory::Other,
                         delays: None,
+                        relay_host: None,
                         relay_addr: None,
                         relay_port: None,
                         service,
@@ -162,6 +166,7 @@ fn outcome_of<'a>(d: &Delivery<'a>, domain: Cow<'a, str>, service: &'a [u8], pro
         status: d.status,
         category,
         delays: Some(d.delays),
+        relay_host: super::parse::relay_host(d.relay).and_then(|h| std::str::from_utf8(h).ok()),
         relay_addr,
         relay_port,
         service: std::str::from_utf8(service).unwrap_or("?"),

@@ -407,6 +407,18 @@ pub fn domain_of(addr: &[u8]) -> Option<&[u8]> {
     (!d.is_empty()).then_some(d)
 }
 
+/// `host[addr]:port` -> host from a `relay=` value: the name Postfix
+/// connected to (for mail routed by MX, the MX host). `None` for
+/// `relay=none`, a local transport (`dovecot[private/..]` has no port) or
+/// an empty name.
+pub fn relay_host(relay: &[u8]) -> Option<&[u8]> {
+    let open = position(relay, b'[')?;
+    let host = &relay[..open];
+    let tail = &relay[open..];
+    let close = position(tail, b']')?;
+    (!host.is_empty() && tail.get(close + 1) == Some(&b':')).then_some(host)
+}
+
 /// `host[addr]:port` -> (addr, port) from a `relay=` value.
 pub fn relay_endpoint(relay: &[u8]) -> Option<(&[u8], Option<u16>)> {
     let open = position(relay, b'[')?;
@@ -445,6 +457,18 @@ mod tests {
         assert_eq!(d.delays, [0.04, 0.01, 0.0, 0.0]);
         assert_eq!(d.response, b"250 2.0.0 Ok");
         assert_eq!(relay_endpoint(d.relay), Some((&b"127.0.2.1"[..], Some(2525))));
+        assert_eq!(relay_host(d.relay), Some(&b"127.0.2.1"[..]));
+    }
+
+    #[test]
+    fn relay_host_is_the_name_postfix_connected_to() {
+        assert_eq!(
+            relay_host(b"gmail-smtp-in.l.google.com[2a00:1450:400c:c07::1a]:25"),
+            Some(&b"gmail-smtp-in.l.google.com"[..])
+        );
+        for none in [&b"none"[..], b"dovecot[private/dovecot-lmtp]", b"[192.0.2.1]:25", b"mx[192.0.2.1", b""] {
+            assert_eq!(relay_host(none), None, "{}", String::from_utf8_lossy(none));
+        }
     }
 
     #[test]

@@ -66,6 +66,9 @@ pub enum NotFoundWhy {
 pub enum PeerWhy {
     OutOfRotation,
     Excluded,
+    /// The domain goes to an MX host whose blocks excluded this instance
+    /// (for another rule's domains: the provider blocks the IP).
+    ExcludedMx,
     DailyCap,
     ProviderShare,
 }
@@ -75,6 +78,7 @@ impl PeerWhy {
         match self {
             PeerWhy::OutOfRotation => "OutOfRotation",
             PeerWhy::Excluded => "Excluded",
+            PeerWhy::ExcludedMx => "ExcludedMx",
             PeerWhy::DailyCap => "DailyCap",
             PeerWhy::ProviderShare => "ProviderShare",
         }
@@ -227,10 +231,12 @@ fn needs_peer(
     None
 }
 
-fn why_text(why: PeerWhy) -> &'static str {
+/// The reason a `retry:` answer gives when no peer can take the mail.
+pub fn why_text(why: PeerWhy) -> &'static str {
     match why {
         PeerWhy::OutOfRotation => "this instance is out of rotation",
         PeerWhy::Excluded => "this instance is excluded for the domain",
+        PeerWhy::ExcludedMx => "this instance is excluded by the domain's MX host",
         PeerWhy::DailyCap => "this instance reached its daily cap",
         PeerWhy::ProviderShare => "this instance reached the provider's share of its cap",
     }
