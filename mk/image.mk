@@ -17,12 +17,18 @@
 #                   tests/image.rs     PID 1 is tini: the image's entrypoint
 #                     and files, the rendered pods' command, the Containerfile
 #
+#   make test-incidents  tests/incidents.rs: the seed incidents replayed on
+#                   the real node (chart operator, instance pods routed by
+#                   MX through the lab DNS, providers misbehaving on cue),
+#                   eight tests in parallel on one lab
+#
 # The archive path is handed to the tests in SENDFLEET_IMAGE_ARCHIVE; the
 # test imports it into the lab node's containerd itself.
 
 E2E_TEST_BINS := image e2e_pool e2e_chart
+INCIDENT_TEST_BINS := incidents
 
-.PHONY: image image-deps test-e2e
+.PHONY: image image-deps test-e2e test-incidents
 
 image-deps:
 	@missing=$$(for p in mmdebstrap umoci binutils; do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
@@ -38,3 +44,10 @@ image: image-deps
 test-e2e: upstream deps image
 	SENDFLEET_IMAGE_ARCHIVE=$$(hack/build-image.sh --print | sed -n 's/^image=//p') \
 	  $(CARGO) test $(foreach t,$(E2E_TEST_BINS),--test $(t)) -- --nocapture --test-threads=1
+
+# The incidents wait on Postfix queue runs, not on the CPU: all eight run at
+# once on the one lab (each in its own namespace, addresses and providers).
+# After test-e2e: two node-based binaries never run at the same time.
+test-incidents: upstream deps image test-e2e
+	SENDFLEET_IMAGE_ARCHIVE=$$(hack/build-image.sh --print | sed -n 's/^image=//p') \
+	  $(CARGO) test $(foreach t,$(INCIDENT_TEST_BINS),--test $(t)) -- --nocapture --test-threads=8
