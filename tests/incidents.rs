@@ -448,6 +448,12 @@ fn incident_1_a_provider_blocks_one_ip_for_every_domain_behind_its_mx() {
     let excl = inc.get("domainpolicy", "bigmail")["status"]["exclusions"].clone();
     let mine = excl.as_array().and_then(|a| a.iter().find(|e| e["instance"] == "mta1").cloned()).unwrap_or_default();
     assert_eq!(mine["automatic"], true, "mta1's automatic exclusion in the DomainPolicy status: {excl}");
+    let reason = mine["reason"].as_str().unwrap_or("");
+    assert!(reason.contains(&format!("MX {}", p.host)), "provider-wide, naming the MX host: {reason}");
+    // Domains in no policy behind the same MX left mta1 through peers
+    // because of it (the agent's own lookup counts).
+    let mx_wide = inc.metric(&[1], "sendfleet_agent_policy_lookups_total", &["reason=\"ExcludedMx\""]);
+    assert!(mx_wide > 0.0, "lookups sent to a peer because the MX host excluded mta1: {mx_wide}");
     // The blocked IP stopped trying after the threshold, for every domain
     // behind the MX: a handful of 554s, not one per message.
     let rejected = rx.deliveries().rejected_with(&blocked, 554);
