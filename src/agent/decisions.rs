@@ -270,6 +270,7 @@ mod tests {
             status: Status::Sent,
             category: ResponseCategory::Accepted,
             delays: None,
+            delay: None,
             relay_addr: Some(relay.0),
             relay_port: Some(relay.1),
             service,

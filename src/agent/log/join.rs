@@ -34,6 +34,8 @@ pub struct Outcome<'a> {
     pub status: Status,
     pub category: ResponseCategory,
     pub delays: Option<[f32; 4]>,
+    /// Postfix `delay=`: seconds from arrival to this outcome.
+    pub delay: Option<f32>,
     /// Relay endpoint `addr` and port, if the line named one.
     pub relay_addr: Option<&'a str>,
     pub relay_port: Option<u16>,
@@ -102,6 +104,7 @@ impl Tracker {
                         status: Status::Expired,
                         category: ResponseCategory::Other,
                         delays: None,
+                        delay: None,
                         relay_addr: None,
                         relay_port: None,
                         service,
@@ -162,6 +165,7 @@ fn outcome_of<'a>(d: &Delivery<'a>, domain: Cow<'a, str>, service: &'a [u8], pro
         status: d.status,
         category,
         delays: Some(d.delays),
+        delay: Some(d.delay),
         relay_addr,
         relay_port,
         service: std::str::from_utf8(service).unwrap_or("?"),
