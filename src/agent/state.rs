@@ -369,10 +369,7 @@ mod tests {
         assert_eq!(s.domains[0].categories.get("RateLimit"), Some(&5));
         assert!(!s.session_id.is_empty());
         // The one sent recipient's delay= is the window's latency.
-        assert_eq!(
-            (s.latency.samples, s.latency.p50_seconds, s.latency.p99_seconds),
-            (1, Some(0.6f32.into()), Some(0.6f32.into()))
-        );
+        assert_eq!((s.latency.samples, s.latency.p50_seconds, s.latency.p99_seconds), (1, Some(0.6), Some(0.6)));
         let m = st.metrics.encode();
         assert!(m.contains("sendfleet_agent_deliveries_total{rule=\"none\",status=\"bounced\",category=\"IpBlock\",via=\"direct\"} 3"), "{m}");
         assert!(m.contains("sendfleet_agent_delivery_delay_seconds_count{stage=\"transmission\"} 9"), "{m}");

@@ -149,7 +149,8 @@ impl LatencyWindow {
         v.sort_by(f32::total_cmp);
         let rank = |p: f64| -> Option<f64> {
             let i = ((p * v.len() as f64).ceil() as usize).clamp(1, v.len().max(1)) - 1;
-            v.get(i).map(|d| f64::from(*d))
+            // Postfix logs at most millisecond precision; f32 noise past it is not news.
+            v.get(i).map(|d| (f64::from(*d) * 1000.0).round() / 1000.0)
         };
         DeliveryLatency {
             window_seconds: LATENCY_WINDOW_SECONDS,
