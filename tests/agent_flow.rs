@@ -13,8 +13,6 @@
 #[allow(dead_code)]
 mod agent_support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use agent_support::*;
@@ -42,25 +40,14 @@ fn a_throttled_domain_is_forecast_before_any_mail_is_old_and_latency_is_reported
     a.wait_for(Duration::from_secs(60), "20 fast.test deliveries", |s| s.counters.since_start.sent >= 20);
 
     // About 60 a minute into a domain that takes 12.
-    let stop = Arc::new(AtomicBool::new(false));
-    let feeder = {
-        let stop = stop.clone();
-        let (addr, port) = (a.addr.clone(), a.submission_port);
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                inject(&addr, port, "app@client.test", "user@slow.test", 2, 1, true);
-                std::thread::sleep(Duration::from_secs(2));
-            }
-        })
-    };
+    let feeder = Feeder::start(&a, "user@slow.test", 2, Duration::from_secs(2));
     let started = Instant::now();
     let s = a.wait_for(Duration::from_secs(90), "slow.test forecast at risk", |s| {
         s.queue.flows.iter().any(|f| f.domain == "slow.test" && f.at_risk)
     });
     let waited = started.elapsed();
     let metrics = a.metrics();
-    stop.store(true, Ordering::Relaxed);
-    feeder.join().unwrap();
+    feeder.stop();
 
     let f = s.queue.flows.iter().find(|f| f.domain == "slow.test").unwrap();
     println!(

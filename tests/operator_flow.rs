@@ -15,8 +15,6 @@
 mod agent_support;
 mod operator_support;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use agent_support::*;
@@ -69,23 +67,12 @@ fn a_growing_backlog_is_forecast_in_the_pool_condition_before_any_mail_is_warn_a
     // Some unthrottled mail, then about 60 a minute into a domain that takes 12.
     a.inject_distinct("app@client.test", "user@fast.test", 20, 2);
     a.wait_for(T, "20 fast.test deliveries", |s| s.counters.since_start.sent >= 20);
-    let stop = Arc::new(AtomicBool::new(false));
-    let feeder = {
-        let stop = stop.clone();
-        let (addr, port) = (a.addr.clone(), a.submission_port);
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                inject(&addr, port, "app@client.test", "user@slow.test", 2, 1, true);
-                std::thread::sleep(Duration::from_secs(2));
-            }
-        })
-    };
+    let feeder = Feeder::start(&a, "user@slow.test", 2, Duration::from_secs(2));
     let p = wait_for("BacklogForecast=True", T, || {
         let p = get_json(cp, &["sendingpool", "bulk", "-n", n])?;
         (condition(&p, "BacklogForecast")?["status"] == "True").then_some(p)
     });
-    stop.store(true, Ordering::Relaxed);
-    feeder.join().unwrap();
+    feeder.stop();
 
     let c = condition(&p, "BacklogForecast").unwrap();
     let message = c["message"].as_str().unwrap();
