@@ -33,27 +33,6 @@ const B: &str = "198.51.100.32";
 const PROVIDER: &str = "203.0.113.41";
 const T: Duration = Duration::from_secs(90);
 
-fn running_pod(cp: &sendfleet_lab::ControlPlane, ns: &str, pool: &str, instance: &str) {
-    // No controller manager here to create the namespace's default account.
-    cp.apply(&format!("apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: default, namespace: {ns}}}\n")).unwrap();
-    cp.apply(&format!(
-        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {pool}-{instance}-0\n  namespace: {ns}\n  labels: {{sendfleet.io/pool: {pool}, sendfleet.io/instance: {instance}}}\nspec:\n  nodeName: no-such-node\n  automountServiceAccountToken: false\n  containers: [{{name: instance, image: sendfleet:test}}]\n"
-    ))
-    .unwrap();
-    cp.kubectl_run(&[
-        "patch",
-        "pod",
-        &format!("{pool}-{instance}-0"),
-        "-n",
-        ns,
-        "--subresource=status",
-        "--type=merge",
-        "-p",
-        r#"{"status":{"phase":"Running"}}"#,
-    ])
-    .unwrap();
-}
-
 #[test]
 fn agents_decisions_reach_domain_policy_and_warmup_plan_status_and_the_peers_policy() {
     require_postfix();

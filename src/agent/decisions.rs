@@ -284,6 +284,7 @@ mod tests {
             category: ResponseCategory::Accepted,
             delays: None,
             relay_host: Some("mx.dest.example"),
+            delay: None,
             relay_addr: Some(relay.0),
             relay_port: Some(relay.1),
             service,

@@ -2,9 +2,12 @@
 //!
 //! One registry per agent (no process-global registry, so tests can build
 //! several). Every label set is bounded: rule names come from the policy,
-//! statuses and categories are enums, queue names are Postfix's five. Domains
-//! are *not* labels (unbounded); per-domain detail is in /status.
-//! Recipient addresses never appear here.
+//! statuses and categories are enums, queue names are Postfix's five.
+//! Domains are labels only of the backlog forecast ([`FlowGauges`]), whose
+//! domains are the flow tracker's bounded set (`flow::MAX_FLOW_DOMAINS`:
+//! the policy's domains and the largest backlogs) and vanish with it; all
+//! other per-domain detail is in /status. Recipient addresses never appear
+//! here.
 //!
 //! Delivery outcomes and their delays are the one per-recipient path: they
 //! are counted as plain integers in a [`DeliveryTally`] and encoded at scrape
@@ -22,7 +25,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::exponential_buckets;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
-use sendfleet_render::contract::ResponseCategory;
+use sendfleet_render::contract::{DomainFlow, ResponseCategory};
 
 use super::log::parse::Status;
 
@@ -82,7 +85,8 @@ struct DelayHistogram {
     count: u64,
 }
 
-/// `sendfleet_agent_deliveries_total` and `sendfleet_agent_delivery_delay_seconds`.
+/// `sendfleet_agent_deliveries_total`, `sendfleet_agent_delivery_delay_seconds`
+/// and `sendfleet_agent_delivery_latency_seconds`.
 #[derive(Debug)]
 pub struct DeliveryTally {
     bounds: [f64; DELAY_BUCKETS],
@@ -94,6 +98,17 @@ struct Tally {
     /// By rule name (`none` when no rule matched); rule names come from the policy.
     by_rule: BTreeMap<String, Box<RuleCounts>>,
     delays: [DelayHistogram; 4],
+    /// Postfix `delay=` of recipients delivered (sent, not handed to a peer).
+    latency: DelayHistogram,
+}
+
+impl DelayHistogram {
+    fn observe(&mut self, bounds: &[f64; DELAY_BUCKETS], v: f64) {
+        let i = bounds.iter().position(|b| v <= *b).unwrap_or(DELAY_BUCKETS - 1);
+        self.buckets[i] += 1;
+        self.sum += v;
+        self.count += 1;
+    }
 }
 
 impl Default for DeliveryTally {
@@ -101,13 +116,14 @@ impl Default for DeliveryTally {
         let empty = DelayHistogram { buckets: [0; DELAY_BUCKETS], sum: 0.0, count: 0 };
         DeliveryTally {
             bounds: delay_bounds(),
-            inner: Mutex::new(Tally { by_rule: BTreeMap::new(), delays: [empty; 4] }),
+            inner: Mutex::new(Tally { by_rule: BTreeMap::new(), delays: [empty; 4], latency: empty }),
         }
     }
 }
 
 impl DeliveryTally {
-    /// Count one recipient outcome and, if the line had them, its delays.
+    /// Count one recipient outcome and, if the line had them, its delays;
+    /// a delivery (sent, not to a peer) with its total `delay`.
     pub fn record(
         &self,
         rule: &str,
@@ -115,6 +131,7 @@ impl DeliveryTally {
         category: ResponseCategory,
         via_peer: bool,
         delays: Option<[f32; 4]>,
+        delay: Option<f32>,
     ) {
         let mut t = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let counts = match t.by_rule.get_mut(rule) {
@@ -124,12 +141,11 @@ impl DeliveryTally {
         counts[status as usize][category as usize][usize::from(via_peer)] += 1;
         if let Some(d) = delays {
             for (h, v) in t.delays.iter_mut().zip(d) {
-                let v = f64::from(v);
-                let i = self.bounds.iter().position(|b| v <= *b).unwrap_or(DELAY_BUCKETS - 1);
-                h.buckets[i] += 1;
-                h.sum += v;
-                h.count += 1;
+                h.observe(&self.bounds, f64::from(v));
             }
+        }
+        if let (Status::Sent, false, Some(d)) = (status, via_peer, delay) {
+            t.latency.observe(&self.bounds, f64::from(d));
         }
     }
 }
@@ -160,17 +176,92 @@ impl Collector for DeliveryTally {
                 }
             }
         }
-        let mut family = encoder.encode_descriptor(
-            "delivery_delay",
-            "Postfix delays=a/b/c/d split per delivery attempt: before the queue manager, in it, connection setup, transmission",
-            Some(&Unit::Seconds),
-            MetricType::Histogram,
-        )?;
-        for (stage, h) in STAGES.iter().zip(&t.delays) {
-            let buckets: Vec<(f64, u64)> = self.bounds.iter().copied().zip(h.buckets).collect();
-            family
-                .encode_family(&[("stage", *stage)])?
-                .encode_histogram::<NoLabelSet>(h.sum, h.count, &buckets, None)?;
+        {
+            let mut family = encoder.encode_descriptor(
+                "delivery_delay",
+                "Postfix delays=a/b/c/d split per delivery attempt: before the queue manager, in it, connection setup, transmission",
+                Some(&Unit::Seconds),
+                MetricType::Histogram,
+            )?;
+            for (stage, h) in STAGES.iter().zip(&t.delays) {
+                let buckets: Vec<(f64, u64)> = self.bounds.iter().copied().zip(h.buckets).collect();
+                family
+                    .encode_family(&[("stage", *stage)])?
+                    .encode_histogram::<NoLabelSet>(h.sum, h.count, &buckets, None)?;
+            }
+        }
+        let h = &t.latency;
+        let buckets: Vec<(f64, u64)> = self.bounds.iter().copied().zip(h.buckets).collect();
+        encoder
+            .encode_descriptor(
+                "delivery_latency",
+                "Postfix delay= of delivered recipients (sent, not handed to a peer): arrival to the receiver's acceptance",
+                Some(&Unit::Seconds),
+                MetricType::Histogram,
+            )?
+            .encode_histogram::<NoLabelSet>(h.sum, h.count, &buckets, None)
+    }
+}
+
+/// The backlog forecast per tracked domain (`sendfleet_agent_backlog_*`),
+/// as of the last queue scan: encoded at scrape time from that scan's
+/// flows, so a domain no longer tracked is no longer exposed.
+#[derive(Debug, Default)]
+pub struct FlowGauges {
+    flows: Mutex<Vec<DomainFlow>>,
+}
+
+impl FlowGauges {
+    /// The flows of the latest scan.
+    pub fn set(&self, flows: Vec<DomainFlow>) {
+        *self.flows.lock().unwrap_or_else(|p| p.into_inner()) = flows;
+    }
+}
+
+/// A value of `None` is not exposed (Prometheus' text format has no
+/// infinity a gauge could portably carry).
+type FlowGauge = (&'static str, &'static str, Option<Unit>, fn(&DomainFlow) -> Option<f64>);
+
+/// Name, help, unit and value of each forecast gauge.
+const FLOW_GAUGES: [FlowGauge; 6] = [
+    ("backlog_recipients", "Recipients queued per tracked destination domain", None, |f| Some(f.queued as f64)),
+    (
+        "backlog_inflow_recipients_per_second",
+        "Recipients entering the queue per tracked domain (over the flow window)",
+        None,
+        |f| Some(f.inflow_per_minute / 60.0),
+    ),
+    (
+        "backlog_outflow_recipients_per_second",
+        "Recipients leaving the queue per tracked domain: sent, bounced, expired (over the flow window)",
+        None,
+        |f| Some(f.outflow_per_minute / 60.0),
+    ),
+    ("backlog_oldest_age", "Age of the oldest queued message per tracked domain", Some(Unit::Seconds), |f| {
+        Some(f.oldest_age_seconds as f64)
+    }),
+    (
+        "backlog_drain_forecast",
+        "At the current rates, time until the domain's backlog is empty (absent: not draining)",
+        Some(Unit::Seconds),
+        |f| f.drain_eta_seconds.map(|s| s as f64),
+    ),
+    (
+        "backlog_at_risk",
+        "1 when the domain's backlog is forecast not to drain before its oldest mail reaches the pool's warnAge",
+        None,
+        |f| Some(f64::from(u8::from(f.at_risk))),
+    ),
+];
+
+impl Collector for FlowGauges {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let flows = self.flows.lock().unwrap_or_else(|p| p.into_inner());
+        for (name, help, unit, value) in &FLOW_GAUGES {
+            let mut family = encoder.encode_descriptor(name, help, unit.as_ref(), MetricType::Gauge)?;
+            for (f, v) in flows.iter().filter_map(|f| Some((f, value(f)?))) {
+                family.encode_family(&[("domain", f.domain.as_str())])?.encode_gauge(&v)?;
+            }
         }
         Ok(())
     }
@@ -180,6 +271,8 @@ pub struct Metrics {
     pub registry: Registry,
     /// Delivery outcomes and delays (see [`DeliveryTally`]).
     pub deliveries: Arc<DeliveryTally>,
+    /// The backlog forecast per domain (see [`FlowGauges`]).
+    pub flows: Arc<FlowGauges>,
     pub log_lines: Family<ResultLabels, Counter>,
     pub lookups: Family<LookupLabels, Counter>,
     pub lookup_errors: Counter,
@@ -210,6 +303,8 @@ impl Metrics {
         let mut registry = Registry::with_prefix("sendfleet_agent");
         let deliveries = Arc::new(DeliveryTally::default());
         registry.register_collector(Box::new(deliveries.clone()));
+        let flows = Arc::new(FlowGauges::default());
+        registry.register_collector(Box::new(flows.clone()));
         let log_lines = Family::<ResultLabels, Counter>::default();
         registry.register(
             "log_lines",
@@ -296,6 +391,7 @@ impl Metrics {
         Metrics {
             registry,
             deliveries,
+            flows,
             log_lines,
             lookups,
             lookup_errors,
@@ -341,9 +437,27 @@ mod tests {
     #[test]
     fn tally_encodes_counters_and_histograms_at_scrape() {
         let m = Metrics::new();
-        m.deliveries.record("none", Status::Sent, ResponseCategory::Accepted, false, Some([0.005, 0.5, 3.0, 1e9]));
-        m.deliveries.record("gmail", Status::Deferred, ResponseCategory::RateLimit, true, None);
-        m.deliveries.record("gmail", Status::Deferred, ResponseCategory::RateLimit, true, None);
+        m.deliveries.record(
+            "none",
+            Status::Sent,
+            ResponseCategory::Accepted,
+            false,
+            Some([0.005, 0.5, 3.0, 1e9]),
+            Some(2.5),
+        );
+        m.deliveries.record("gmail", Status::Deferred, ResponseCategory::RateLimit, true, None, Some(1.0));
+        m.deliveries.record("gmail", Status::Deferred, ResponseCategory::RateLimit, true, None, Some(1.0));
+        // Sent to a peer: a hand-off, not a delivery.
+        m.deliveries.record("gmail", Status::Sent, ResponseCategory::Accepted, true, None, Some(9.0));
+        m.flows.set(vec![DomainFlow {
+            domain: "bigmail.test".into(),
+            queued: 40,
+            inflow_per_minute: 60.0,
+            outflow_per_minute: 12.0,
+            oldest_age_seconds: 30,
+            at_risk: true,
+            ..Default::default()
+        }]);
         let text = m.encode();
         for want in [
             "sendfleet_agent_deliveries_total{rule=\"none\",status=\"sent\",category=\"Accepted\",via=\"direct\"} 1",
@@ -354,9 +468,18 @@ mod tests {
             "sendfleet_agent_delivery_delay_seconds_bucket{le=\"0.16\",stage=\"in_qmgr\"} 0",
             "sendfleet_agent_delivery_delay_seconds_bucket{le=\"0.64\",stage=\"in_qmgr\"} 1",
             "sendfleet_agent_delivery_delay_seconds_bucket{le=\"+Inf\",stage=\"transmission\"} 1",
+            "sendfleet_agent_delivery_latency_seconds_count 1",
+            "sendfleet_agent_delivery_latency_seconds_sum 2.5",
+            "sendfleet_agent_delivery_latency_seconds_bucket{le=\"2.56\"} 1",
+            "sendfleet_agent_backlog_recipients{domain=\"bigmail.test\"} 40.0",
+            "sendfleet_agent_backlog_inflow_recipients_per_second{domain=\"bigmail.test\"} 1.0",
+            "sendfleet_agent_backlog_outflow_recipients_per_second{domain=\"bigmail.test\"} 0.2",
+            "sendfleet_agent_backlog_oldest_age_seconds{domain=\"bigmail.test\"} 30.0",
+            "sendfleet_agent_backlog_at_risk{domain=\"bigmail.test\"} 1.0",
         ] {
             assert!(text.contains(want), "missing {want}\n{text}");
         }
+        assert!(!text.contains("sendfleet_agent_backlog_drain_forecast_seconds{"), "not draining: absent\n{text}");
         assert!(!text.contains("status=\"bounced\""), "zero counts are not encoded\n{text}");
     }
 }

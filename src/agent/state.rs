@@ -42,12 +42,13 @@ use super::decisions::{self, Decisions, OutcomeRoute};
 use super::flow::{self, QueueReport, Scanned};
 use super::health::Health;
 use super::log::join::Outcome;
+use super::log::parse::Status;
 use super::metrics::{Metrics, ResultLabels};
 use super::policy_slot::{plan, PolicySlot};
 use super::queue::parse::QueueScan;
 use super::report::{self, Identity};
 use super::socketmap::decision::Decision;
-use super::tally::Tally;
+use super::tally::{LatencyWindow, Tally};
 
 /// How often changed state files (counters, warm-up ledger, adaptive
 /// state) are written: a crash loses at most this much.
@@ -57,6 +58,7 @@ pub const FLUSH_EVERY: Duration = Duration::from_secs(5);
 struct Books {
     decisions: Decisions,
     tally: Tally,
+    latency: LatencyWindow,
 }
 
 pub struct State {
@@ -89,7 +91,7 @@ impl State {
             metrics,
             identity: Identity::new(),
             policy: PolicySlot::default(),
-            books: Mutex::new(Books { decisions, tally: Tally::default() }),
+            books: Mutex::new(Books { decisions, tally: Tally::default(), latency: LatencyWindow::default() }),
             health: Health::default(),
             queue: Mutex::new(QueueReport::default()),
             inflow: AtomicU64::new(0),
@@ -161,11 +163,16 @@ impl State {
         let policy = self.policy.get();
         let route = OutcomeRoute::of(policy.as_deref(), o);
         let rule = route.rule_name();
-        self.metrics.deliveries.record(rule.unwrap_or("none"), o.status, o.category, route.via_peer, o.delays);
+        let m = &self.metrics;
+        m.deliveries.record(rule.unwrap_or("none"), o.status, o.category, route.via_peer, o.delays, o.delay);
         let change = {
             let mut b = self.books();
             let change = b.decisions.settle(policy.as_deref(), &route, o, now);
             b.tally.record(&o.domain, rule, o.status, o.category, now);
+            // A hand-off to a peer is not a delivery: the peer reports its own.
+            if let (Status::Sent, false, Some(delay)) = (o.status, route.via_peer, o.delay) {
+                b.latency.record(now, delay);
+            }
             change
         };
         decisions::publish(&self.metrics, change);
@@ -191,16 +198,35 @@ impl State {
     /// Store a successful queue scan counted against `warn`/`critical`.
     pub fn queue_scanned(&self, scan: &QueueScan, warn: u64, critical: u64) {
         flow::publish_scan(&self.metrics, scan);
-        let outflow = self.books().tally.outflow();
-        self.queue().scanned(Scanned {
-            scan,
-            warn,
-            critical,
-            at: wall_unix_now(),
-            inflow: self.inflow.load(Ordering::Relaxed),
-            outflow,
-            top: self.args.top_domains,
-        });
+        let policy = self.policy.get();
+        let tracked = self.queue().tracked_domains();
+        let picks = flow::pick_domains(scan, policy.as_deref(), &tracked);
+        let (outflow, picks) = {
+            let b = self.books();
+            let picks: Vec<_> = picks
+                .into_iter()
+                .map(|p| {
+                    let left = b.tally.left(&p.domain);
+                    (p, left)
+                })
+                .collect();
+            (b.tally.outflow(), picks)
+        };
+        let flows = {
+            let mut q = self.queue();
+            q.scanned(Scanned {
+                scan,
+                warn,
+                critical,
+                at: wall_unix_now(),
+                inflow: self.inflow.load(Ordering::Relaxed),
+                outflow,
+                top: self.args.top_domains,
+                picks: &picks,
+            });
+            q.flows().to_vec()
+        };
+        self.metrics.flows.set(flows);
     }
 
     /// The latest queue scan failed: the last figures stay, with the error.
@@ -258,14 +284,15 @@ impl State {
         let policy = policy.as_deref();
         let now = self.clock.unix_now();
         let next_day = day::next_day_start(self.clock.now(), policy);
-        let (changes, counters, domains, log, adaptive) = {
+        let (changes, counters, domains, log, adaptive, latency) = {
             let mut b = self.books();
+            let latency = b.latency.report(now);
             let changes = b.decisions.tick(policy, now);
             let (exclusions, slow_downs) = b.decisions.adaptive.status(policy);
             let warmup = b.decisions.day.progress(plan(policy), next_day);
             let counters = b.decisions.day.counters_report(b.tally.since_start());
             let domains = b.tally.top_domains(self.args.top_domains);
-            (changes, counters, domains, b.tally.log(), AdaptiveStatus { warmup, exclusions, slow_downs })
+            (changes, counters, domains, b.tally.log(), AdaptiveStatus { warmup, exclusions, slow_downs }, latency)
         };
         decisions::publish(&self.metrics, changes);
         let (config, postfix) = self.health.report();
@@ -278,6 +305,7 @@ impl State {
             domains,
             log,
             adaptive,
+            latency,
             ..report::header(&self.identity, policy, now)
         }
     }
@@ -300,7 +328,6 @@ mod tests {
     use sendfleet_render::contract::{ResponseCategory, StatusCounts};
 
     use super::*;
-    use crate::agent::log::parse::Status;
 
     #[derive(Parser)]
     struct Wrap {
@@ -320,6 +347,7 @@ mod tests {
             category,
             delays: Some([0.1, 0.0, 0.2, 0.3]),
             relay_host: Some("mx.example"),
+            delay: Some(0.6),
             relay_addr: Some("192.0.2.1"),
             relay_port: Some(25),
             service: "smtp",
@@ -336,7 +364,8 @@ mod tests {
         for _ in 0..3 {
             st.record_outcome_at(&outcome("yahoo.com", Status::Bounced, ResponseCategory::IpBlock), 2);
         }
-        st.record_outcome_at(&outcome("yahoo.com", Status::Sent, ResponseCategory::Accepted), 3);
+        // Logged now: inside the latency window of the status read next.
+        st.record_outcome_at(&outcome("yahoo.com", Status::Sent, ResponseCategory::Accepted), st.clock.unix_now());
         let s = st.status();
         assert_eq!(s.counters.since_start, StatusCounts { sent: 1, deferred: 5, bounced: 3, expired: 0 });
         assert_eq!(s.counters.sent_today, 1);
@@ -344,6 +373,8 @@ mod tests {
         assert_eq!(s.domains[0].domain, "gmail.com");
         assert_eq!(s.domains[0].categories.get("RateLimit"), Some(&5));
         assert!(!s.session_id.is_empty());
+        // The one sent recipient's delay= is the window's latency.
+        assert_eq!((s.latency.samples, s.latency.p50_seconds, s.latency.p99_seconds), (1, Some(0.6), Some(0.6)));
         let m = st.metrics.encode();
         assert!(m.contains("sendfleet_agent_deliveries_total{rule=\"none\",status=\"bounced\",category=\"IpBlock\",via=\"direct\"} 3"), "{m}");
         assert!(m.contains("sendfleet_agent_delivery_delay_seconds_count{stage=\"transmission\"} 9"), "{m}");

@@ -1,6 +1,7 @@
 //! What the mail log said since the agent started: recipients per final
-//! status, delivery health per recipient domain, and how many log lines
-//! parsed.
+//! status, delivery health per recipient domain, how many log lines
+//! parsed, and the delivery latency of the last few minutes
+//! ([`LatencyWindow`]).
 //!
 //! Counts only: domains, rule names, response categories and numbers —
 //! never an address. The per-domain map is bounded ([`MAX_DOMAINS`]). It
@@ -9,10 +10,10 @@
 //! and never allocate for a domain it already knows: it runs for every
 //! recipient line.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::BuildHasherDefault;
 
-use sendfleet_render::contract::{DomainHealth, LogStats, ResponseCategory, StatusCounts};
+use sendfleet_render::contract::{DeliveryLatency, DomainHealth, LogStats, ResponseCategory, StatusCounts};
 
 use super::log::parse::Status;
 use super::redact::Fnv;
@@ -81,6 +82,12 @@ impl Tally {
         c.sent + c.bounced + c.expired
     }
 
+    /// Recipients of `domain` that left the queue (sent, bounced or expired)
+    /// since start; 0 for a domain not tracked individually.
+    pub fn left(&self, domain: &str) -> u64 {
+        self.domains.get(domain).map_or(0, |e| e.counts.sent + e.counts.bounced + e.counts.expired)
+    }
+
     pub fn log(&self) -> LogStats {
         self.log
     }
@@ -102,6 +109,55 @@ impl Tally {
                 last_at: e.last_at,
             })
             .collect()
+    }
+}
+
+/// The window the delivery latency percentiles are taken over (seconds).
+pub const LATENCY_WINDOW_SECONDS: u64 = 300;
+/// Latencies kept at most: past this, the oldest go first (a burst of
+/// 10,000 deliveries in the window is plenty for a p99).
+pub const MAX_LATENCY_SAMPLES: usize = 10_000;
+
+/// Total delivery latencies (Postfix `delay=`) of the last
+/// [`LATENCY_WINDOW_SECONDS`], for the p50/p99 in /status.
+#[derive(Default)]
+pub struct LatencyWindow {
+    /// (Unix seconds logged, latency in seconds), oldest first.
+    samples: VecDeque<(u64, f32)>,
+}
+
+impl LatencyWindow {
+    /// One delivery logged at `now` that took `delay` seconds.
+    pub fn record(&mut self, now: u64, delay: f32) {
+        if self.samples.len() >= MAX_LATENCY_SAMPLES {
+            self.samples.pop_front();
+        }
+        self.samples.push_back((now, delay));
+        self.expire(now);
+    }
+
+    fn expire(&mut self, now: u64) {
+        while self.samples.front().is_some_and(|(at, _)| at + LATENCY_WINDOW_SECONDS <= now) {
+            self.samples.pop_front();
+        }
+    }
+
+    /// p50 and p99 (nearest rank) of the window ending at `now`.
+    pub fn report(&mut self, now: u64) -> DeliveryLatency {
+        self.expire(now);
+        let mut v: Vec<f32> = self.samples.iter().map(|(_, d)| *d).collect();
+        v.sort_by(f32::total_cmp);
+        let rank = |p: f64| -> Option<f64> {
+            let i = ((p * v.len() as f64).ceil() as usize).clamp(1, v.len().max(1)) - 1;
+            // Postfix logs at most millisecond precision; f32 noise past it is not news.
+            v.get(i).map(|d| (f64::from(*d) * 1000.0).round() / 1000.0)
+        };
+        DeliveryLatency {
+            window_seconds: LATENCY_WINDOW_SECONDS,
+            samples: v.len() as u64,
+            p50_seconds: rank(0.50),
+            p99_seconds: rank(0.99),
+        }
     }
 }
 
@@ -130,6 +186,7 @@ mod tests {
         t.record("yahoo.com", None, Status::Sent, ResponseCategory::Accepted, 12);
         assert_eq!(t.since_start(), StatusCounts { sent: 1, deferred: 5, bounced: 3, expired: 0 });
         assert_eq!(t.outflow(), 4, "deferred mail has not left the queue");
+        assert_eq!((t.left("yahoo.com"), t.left("gmail.com"), t.left("new.example")), (4, 0, 0));
         let top = t.top_domains(1);
         assert_eq!(top.len(), 1);
         assert_eq!(top[0].domain, "gmail.com");
@@ -156,5 +213,27 @@ mod tests {
         assert_eq!((top[0].domain.as_str(), top[0].counts.sent), (OTHER, 3));
         assert_eq!((top[1].domain.as_str(), top[1].counts.sent), ("d0.example", 2));
         assert_eq!(t.top_domains(usize::MAX).len(), MAX_DOMAINS + 1);
+    }
+
+    #[test]
+    fn latency_percentiles_over_the_window() {
+        let mut w = LatencyWindow::default();
+        assert_eq!(w.report(0), DeliveryLatency { window_seconds: LATENCY_WINDOW_SECONDS, ..Default::default() });
+        // 100 deliveries at t = 10: 1 s .. 100 s.
+        for i in 1..=100 {
+            w.record(10, i as f32);
+        }
+        let r = w.report(10);
+        assert_eq!((r.samples, r.p50_seconds, r.p99_seconds), (100, Some(50.0), Some(99.0)));
+        // One slow delivery later; the first hundred leave the window.
+        w.record(200, 7.5);
+        assert_eq!(w.report(200).samples, 101);
+        let r = w.report(10 + LATENCY_WINDOW_SECONDS);
+        assert_eq!((r.samples, r.p50_seconds, r.p99_seconds), (1, Some(7.5), Some(7.5)));
+        // Bounded whatever the rate.
+        for _ in 0..MAX_LATENCY_SAMPLES + 5 {
+            w.record(300, 0.5);
+        }
+        assert_eq!(w.report(300).samples, MAX_LATENCY_SAMPLES as u64);
     }
 }

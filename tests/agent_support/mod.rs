@@ -61,3 +61,32 @@ pub fn lookup(socket: &Path, key: &str) -> Reply {
 pub fn lines_with<'a>(log: &'a str, needles: &[&str]) -> Vec<&'a str> {
     log.lines().filter(|l| needles.iter().all(|n| l.contains(n))).collect()
 }
+
+/// Steady inflow: `count` distinct-recipient messages to `rcpt` through an
+/// instance's submission port every `every`, from a thread, until stopped.
+pub struct Feeder {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Feeder {
+    pub fn start(inst: &Instance, rcpt: &str, count: u32, every: Duration) -> Feeder {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (flag, addr, port, rcpt) = (stop.clone(), inst.addr.clone(), inst.submission_port, rcpt.to_string());
+        let thread = std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                inject(&addr, port, "app@client.test", &rcpt, count, 1, true);
+                std::thread::sleep(every);
+            }
+        });
+        Feeder { stop, thread: Some(thread) }
+    }
+
+    /// Stop feeding (after the submission in progress).
+    pub fn stop(mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            t.join().unwrap();
+        }
+    }
+}

@@ -205,3 +205,27 @@ pub fn pool_yaml(ns: &str, name: &str, n: usize, labels: &str) -> String {
     }
     pool.yaml()
 }
+
+/// A pod of `pool`'s `instance` marked Running (no kubelet in these tests):
+/// the operator then polls the agent on the instance's egress address, as
+/// for a hostNetwork instance.
+pub fn running_pod(cp: &ControlPlane, ns: &str, pool: &str, instance: &str) {
+    // No controller manager here to create the namespace's default account.
+    cp.apply(&format!("apiVersion: v1\nkind: ServiceAccount\nmetadata: {{name: default, namespace: {ns}}}\n")).unwrap();
+    cp.apply(&format!(
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: {pool}-{instance}-0\n  namespace: {ns}\n  labels: {{sendfleet.io/pool: {pool}, sendfleet.io/instance: {instance}}}\nspec:\n  nodeName: no-such-node\n  automountServiceAccountToken: false\n  containers: [{{name: instance, image: sendfleet:test}}]\n"
+    ))
+    .unwrap();
+    cp.kubectl_run(&[
+        "patch",
+        "pod",
+        &format!("{pool}-{instance}-0"),
+        "-n",
+        ns,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Running"}}"#,
+    ])
+    .unwrap();
+}

@@ -39,6 +39,10 @@ pub enum ConditionType {
     Listed,
     /// Queued mail is older than the pool's backlog thresholds.
     QueueBacklog,
+    /// At the current inflow and outflow, some destination domain's backlog
+    /// will not drain before its oldest mail reaches the warn age: the
+    /// forecast, set before `QueueBacklog` would be.
+    BacklogForecast,
     /// Some instance is still under its warm-up plan's caps.
     WarmingUp,
     /// PTR, SPF, DKIM and DMARC are in order for every IP and domain.
@@ -52,7 +56,8 @@ pub enum ConditionType {
 pub enum Polarity {
     /// `True` is good, `False` is bad (Ready, AuthenticationValid, Accepted).
     TrueIsGood,
-    /// `False` is good, `True` is bad (Degraded, Listed, QueueBacklog).
+    /// `False` is good, `True` is bad (Degraded, Listed, QueueBacklog,
+    /// BacklogForecast).
     FalseIsGood,
     /// Neither status is a problem (Progressing, WarmingUp).
     Neutral,
@@ -60,9 +65,10 @@ pub enum Polarity {
 
 impl ConditionType {
     /// Every type, in the order `status.conditions` lists them (by name).
-    pub const ALL: [ConditionType; 8] = [
+    pub const ALL: [ConditionType; 9] = [
         Self::Accepted,
         Self::AuthenticationValid,
+        Self::BacklogForecast,
         Self::Degraded,
         Self::Listed,
         Self::Progressing,
@@ -78,6 +84,7 @@ impl ConditionType {
             Self::Degraded => "Degraded",
             Self::Listed => "Listed",
             Self::QueueBacklog => "QueueBacklog",
+            Self::BacklogForecast => "BacklogForecast",
             Self::WarmingUp => "WarmingUp",
             Self::AuthenticationValid => "AuthenticationValid",
             Self::Accepted => "Accepted",
@@ -87,7 +94,7 @@ impl ConditionType {
     pub const fn polarity(self) -> Polarity {
         match self {
             Self::Ready | Self::AuthenticationValid | Self::Accepted => Polarity::TrueIsGood,
-            Self::Degraded | Self::Listed | Self::QueueBacklog => Polarity::FalseIsGood,
+            Self::Degraded | Self::Listed | Self::QueueBacklog | Self::BacklogForecast => Polarity::FalseIsGood,
             Self::Progressing | Self::WarmingUp => Polarity::Neutral,
         }
     }
@@ -187,6 +194,14 @@ pub enum Reason {
     OlderThanWarnAge,
     OlderThanCriticalAge,
     NoBacklog,
+    // BacklogForecast
+    /// Some domain's inflow exceeds its outflow: its backlog grows.
+    BacklogGrowing,
+    /// Some domain's backlog drains, but only after its oldest mail
+    /// reaches the warn age.
+    DrainTooSlow,
+    /// Every queued domain drains before its oldest mail reaches the warn age.
+    DrainsInTime,
     // Listed (DNS)
     /// At least one IP is on a blocklist.
     Listed,
@@ -236,6 +251,9 @@ impl Reason {
             Self::OlderThanWarnAge => "OlderThanWarnAge",
             Self::OlderThanCriticalAge => "OlderThanCriticalAge",
             Self::NoBacklog => "NoBacklog",
+            Self::BacklogGrowing => "BacklogGrowing",
+            Self::DrainTooSlow => "DrainTooSlow",
+            Self::DrainsInTime => "DrainsInTime",
             Self::Listed => "Listed",
             Self::NotListed => "NotListed",
             Self::CheckFailing => "CheckFailing",
@@ -403,6 +421,8 @@ mod tests {
             (Listed, Status::True, Some(Warning)),
             (QueueBacklog, Status::True, Some(Warning)),
             (QueueBacklog, Status::False, Some(Normal)),
+            (BacklogForecast, Status::True, Some(Warning)),
+            (BacklogForecast, Status::False, Some(Normal)),
             (Progressing, Status::True, Some(Normal)),
             (WarmingUp, Status::False, Some(Normal)),
             (Ready, Status::Unknown, None),
@@ -424,7 +444,7 @@ mod tests {
         let mut sorted = names.clone();
         sorted.sort();
         assert_eq!(names, sorted);
-        assert_eq!(names.len(), 8);
+        assert_eq!(names.len(), 9);
     }
 
     #[test]
@@ -447,6 +467,9 @@ mod tests {
             (Reason::NoWarmupPlan, "NoWarmupPlan"),
             (Reason::OlderThanWarnAge, "OlderThanWarnAge"),
             (Reason::OlderThanCriticalAge, "OlderThanCriticalAge"),
+            (Reason::BacklogGrowing, "BacklogGrowing"),
+            (Reason::DrainTooSlow, "DrainTooSlow"),
+            (Reason::DrainsInTime, "DrainsInTime"),
             (Reason::NotObservedYet, "NotObservedYet"),
             (Reason::CheckFailing, "CheckFailing"),
             (Reason::NotYetChecked, "NotYetChecked"),

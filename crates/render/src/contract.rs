@@ -85,6 +85,23 @@ pub struct AgentStatus {
     /// step, automatic exclusions, slow-downs), persisted in the queue volume.
     #[serde(default)]
     pub adaptive: AdaptiveStatus,
+    /// Delivery latency of recently sent recipients.
+    #[serde(default)]
+    pub latency: DeliveryLatency,
+}
+
+/// Total delivery latency (Postfix `delay=`: arrival to the receiver's
+/// acceptance) of the recipients this instance delivered in the last
+/// `window_seconds` (hand-offs to a peer are not deliveries and not counted).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryLatency {
+    pub window_seconds: u64,
+    /// Recipients the percentiles are taken over.
+    pub samples: u64,
+    /// `None` without samples.
+    pub p50_seconds: Option<f64>,
+    pub p99_seconds: Option<f64>,
 }
 
 /// The per-instance state the agent decides from the rules the operator
@@ -248,6 +265,38 @@ pub struct QueueStatus {
     /// Lines of `postqueue -j` output that did not parse.
     pub malformed: u64,
     pub error: Option<String>,
+    /// Flow and forecast per destination domain: the DomainPolicies'
+    /// domains and the largest backlogs (bounded), largest first.
+    #[serde(default)]
+    pub flows: Vec<DomainFlow>,
+}
+
+/// One destination domain's queue, flow and forecast on this instance.
+/// Rates are recipients per minute over the agent's flow window: outflow
+/// from the log (sent, bounced, expired), inflow = outflow + the change of
+/// the queued count.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DomainFlow {
+    pub domain: String,
+    /// The domain rule (DomainPolicy) that matched, if any.
+    pub rule: Option<String>,
+    /// Recipients queued (active, deferred, incoming).
+    pub queued: u64,
+    pub inflow_per_minute: f64,
+    pub outflow_per_minute: f64,
+    /// Inflow minus outflow: positive while the backlog grows.
+    pub growth_per_minute: f64,
+    pub oldest_age_seconds: u64,
+    /// At the current rates, when the domain's backlog would be empty
+    /// (`None`: it is not draining).
+    pub drain_eta_seconds: Option<u64>,
+    /// When the oldest queued recipient reaches the warn age (0: it has).
+    pub warn_in_seconds: u64,
+    /// The forecast: at these rates the backlog grows, or drains only after
+    /// its oldest recipient reaches the warn age (confirmed over several
+    /// scans, so a burst being delivered does not count).
+    pub at_risk: bool,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

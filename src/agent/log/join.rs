@@ -37,6 +37,8 @@ pub struct Outcome<'a> {
     /// The host Postfix connected to (`relay=HOST[addr]:port`): for mail
     /// routed by MX, the MX host. A host name, never an address of a person.
     pub relay_host: Option<&'a str>,
+    /// Postfix `delay=`: seconds from arrival to this outcome.
+    pub delay: Option<f32>,
     /// Relay endpoint `addr` and port, if the line named one.
     pub relay_addr: Option<&'a str>,
     pub relay_port: Option<u16>,
@@ -106,6 +108,7 @@ impl Tracker {
                         category: ResponseCategory::Other,
                         delays: None,
                         relay_host: None,
+                        delay: None,
                         relay_addr: None,
                         relay_port: None,
                         service,
@@ -167,6 +170,7 @@ fn outcome_of<'a>(d: &Delivery<'a>, domain: Cow<'a, str>, service: &'a [u8], pro
         category,
         delays: Some(d.delays),
         relay_host: super::parse::relay_host(d.relay).and_then(|h| std::str::from_utf8(h).ok()),
+        delay: Some(d.delay),
         relay_addr,
         relay_port,
         service: std::str::from_utf8(service).unwrap_or("?"),

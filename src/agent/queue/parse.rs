@@ -5,7 +5,9 @@
 //! `recipients[{address, delay_reason}]`). The queue may hold hundreds of
 //! thousands of messages, so lines are parsed one at a time with borrowed
 //! strings and folded into a [`QueueScan`]; nothing per message is kept.
-//! Only recipient *domains* are retained. Malformed lines are counted.
+//! Only recipient *domains* are retained (deferred recipients per domain,
+//! and per domain the recipients still to deliver with the oldest one's
+//! age, for the flow forecast). Malformed lines are counted.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -36,8 +38,22 @@ pub struct QueueScan {
     pub oldest_age: Option<u64>,
     /// Deferred recipients per lowercase domain.
     pub deferred_by_domain: HashMap<String, u64>,
+    /// Recipients awaiting delivery (active, deferred, incoming) per
+    /// lowercase domain.
+    pub queued_by_domain: HashMap<String, DomainQueue>,
     pub malformed: u64,
 }
+
+/// One domain's recipients awaiting delivery.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DomainQueue {
+    pub recipients: u64,
+    /// Age of the oldest message holding one of them (seconds).
+    pub oldest_age: u64,
+}
+
+/// The queues whose messages still await delivery.
+const AWAITING: [&str; 3] = ["active", "deferred", "incoming"];
 
 impl QueueScan {
     /// The `n` domains with most deferred recipients, ties by name.
@@ -50,7 +66,7 @@ impl QueueScan {
 
     /// Messages in the queues that still await delivery.
     pub fn backlog(&self) -> u64 {
-        ["active", "deferred", "incoming"].iter().filter_map(|q| self.messages.get(*q)).sum()
+        AWAITING.iter().filter_map(|q| self.messages.get(*q)).sum()
     }
 }
 
@@ -92,19 +108,19 @@ impl QueueScanner {
             s.older_than_critical += 1;
         }
         s.oldest_age = Some(s.oldest_age.map_or(age, |o| o.max(age)));
-        if m.queue_name == "deferred" {
-            for r in &m.recipients {
-                let Some((_, d)) = r.address.rsplit_once('@') else {
-                    continue;
-                };
-                let d = d.trim_end_matches('.');
-                if d.bytes().any(|b| b.is_ascii_uppercase()) {
-                    *s.deferred_by_domain.entry(d.to_ascii_lowercase()).or_default() += 1;
-                } else if let Some(n) = s.deferred_by_domain.get_mut(d) {
-                    *n += 1;
-                } else {
-                    s.deferred_by_domain.insert(d.to_string(), 1);
-                }
+        if !AWAITING.contains(&m.queue_name.as_ref()) {
+            return;
+        }
+        let deferred = m.queue_name == "deferred";
+        for r in &m.recipients {
+            let Some((_, d)) = r.address.rsplit_once('@') else {
+                continue;
+            };
+            let q = domain_entry(&mut s.queued_by_domain, d);
+            q.recipients += 1;
+            q.oldest_age = q.oldest_age.max(age);
+            if deferred {
+                *domain_entry(&mut s.deferred_by_domain, d) += 1;
             }
         }
     }
@@ -112,6 +128,19 @@ impl QueueScanner {
     pub fn finish(self) -> QueueScan {
         self.scan
     }
+}
+
+/// `map`'s entry for domain `d`, lowercased without a trailing dot;
+/// allocating only for a domain not seen yet in this scan.
+fn domain_entry<'m, V: Default>(map: &'m mut HashMap<String, V>, d: &str) -> &'m mut V {
+    let d = d.trim_end_matches('.');
+    if d.bytes().any(|b| b.is_ascii_uppercase()) {
+        return map.entry(d.to_ascii_lowercase()).or_default();
+    }
+    if !map.contains_key(d) {
+        map.insert(d.to_string(), V::default());
+    }
+    map.get_mut(d).expect("inserted above")
 }
 
 /// Scan a whole buffer (tests and benchmarks).
@@ -152,6 +181,11 @@ not json
         assert_eq!(s.top_deferred(5), vec![("dest.test".into(), 2), ("other.test".into(), 1)]);
         assert_eq!(s.top_deferred(1).len(), 1);
         assert_eq!(s.backlog(), 3);
+        // Every recipient still to deliver counts, by domain, with the age
+        // of its oldest message; held mail awaits nobody.
+        assert_eq!(s.queued_by_domain.get("dest.test"), Some(&DomainQueue { recipients: 3, oldest_age: 49_000 }));
+        assert_eq!(s.queued_by_domain.get("other.test"), Some(&DomainQueue { recipients: 1, oldest_age: 49_000 }));
+        assert_eq!(s.queued_by_domain.len(), 2);
     }
 
     proptest! {

@@ -13,8 +13,11 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use k8s_openapi::jiff::Timestamp;
-use sendfleet_render::api::{DeliveryCounts, InstanceStatus, InstanceWarmup, QueueSummary, SendingPool};
-use sendfleet_render::contract::{AgentStatus, WarmupProgress};
+use sendfleet_render::api::{
+    DeliveryCounts, DeliveryLatencySummary, DomainFlowSummary, InstanceStatus, InstanceWarmup, QueueSummary,
+    SendingPool,
+};
+use sendfleet_render::contract::{AgentStatus, DomainFlow, WarmupProgress};
 use sendfleet_render::objects::{instance_object_name, LABEL_INSTANCE};
 use sendfleet_render::render::{RenderedInstance, RenderedPool};
 
@@ -113,6 +116,16 @@ fn instance(
             older_than_warn: q.older_than_warn,
             older_than_critical: q.older_than_critical,
             oldest_age_seconds: q.oldest_age_seconds.unwrap_or(0),
+            flows: q.flows.iter().map(flow_summary).collect(),
+        }
+    });
+    let delivery_latency = agent.map(|a| {
+        let millis = |s: Option<f64>| s.map(|s| (s * 1000.0).round() as u64);
+        DeliveryLatencySummary {
+            window_seconds: a.latency.window_seconds,
+            samples: a.latency.samples,
+            p50_milliseconds: millis(a.latency.p50_seconds),
+            p99_milliseconds: millis(a.latency.p99_seconds),
         }
     });
     let deliveries = agent.map(|a| {
@@ -144,8 +157,23 @@ fn instance(
         quarantine: inst.policy.this_instance().and_then(|i| i.out_of_rotation_reason.clone()),
         queue: queue.or_else(|| prev.and_then(|p| p.queue.clone())),
         deliveries: deliveries.or_else(|| prev.and_then(|p| p.deliveries.clone())),
+        delivery_latency: delivery_latency.or_else(|| prev.and_then(|p| p.delivery_latency.clone())),
     };
     Instance { status, ready, rolled_out: updated && ready, warming }
+}
+
+/// A domain's flow as the pool status shows it (rates rounded per minute).
+fn flow_summary(f: &DomainFlow) -> DomainFlowSummary {
+    DomainFlowSummary {
+        domain: f.domain.clone(),
+        queued: f.queued,
+        inflow_per_minute: f.inflow_per_minute.round() as u64,
+        outflow_per_minute: f.outflow_per_minute.round() as u64,
+        oldest_age_seconds: f.oldest_age_seconds,
+        drain_eta_seconds: f.drain_eta_seconds,
+        warn_in_seconds: f.warn_in_seconds,
+        at_risk: f.at_risk,
+    }
 }
 
 /// An instance's warm-up progress as the pool status shows it; `None` once

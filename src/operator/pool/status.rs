@@ -11,6 +11,7 @@
 //! | Progressing           | [`progressing`]          | rollout of the template, config loaded |
 //! | Degraded              | [`degraded`]             | instance problems / why it stopped     |
 //! | QueueBacklog          | [`queue_backlog`]        | the agents' queue reports              |
+//! | BacklogForecast       | [`backlog_forecast`]     | the agents' per-domain flow forecasts  |
 //! | WarmingUp             | [`warming_up`]           | the agents' warm-up / rendered caps    |
 //! | Listed                | [`listed`]               | the DNSBL sweep                        |
 //! | AuthenticationValid   | [`authentication_valid`] | the PTR/SPF/DKIM/DMARC checks          |
@@ -32,8 +33,10 @@
 //! 6. a unit test beside the others here, and the list of types in
 //!    `derive_sets_every_condition_and_rederiving_changes_nothing`.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::jiff::Timestamp;
-use sendfleet_render::api::{QueueSummary, SendingPool, SendingPoolStatus};
+use sendfleet_render::api::{DomainFlowSummary, QueueSummary, SendingPool, SendingPoolStatus};
 use sendfleet_render::conditions::{self, ConditionType, Observation, Reason, Status};
 
 use super::instances::{self, Instance};
@@ -136,8 +139,7 @@ pub fn degraded(applied: Applied<'_>) -> Observation {
 /// agents' queue reports; `None` until some instance reported.
 pub fn queue_backlog(pool: &SendingPool, applied: Applied<'_>) -> Option<Observation> {
     let Applied::Instances(instances) = applied else { return None };
-    let queues: Vec<(&str, &QueueSummary)> =
-        instances.iter().filter_map(|i| Some((i.name(), i.status.queue.as_ref()?))).collect();
+    let queues = queues(instances);
     if queues.is_empty() {
         return None;
     }
@@ -161,6 +163,88 @@ pub fn queue_backlog(pool: &SendingPool, applied: Applied<'_>) -> Option<Observa
         let message = format!("no mail older than {warn_age}");
         Observation::new(ConditionType::QueueBacklog, Status::False, Reason::NoBacklog, message)
     })
+}
+
+/// The instances' queue reports; none before any agent reported.
+fn queues(instances: &[Instance]) -> Vec<(&str, &QueueSummary)> {
+    instances.iter().filter_map(|i| Some((i.name(), i.status.queue.as_ref()?))).collect()
+}
+
+/// One domain's flow summed over the instances whose agent forecasts it
+/// at risk.
+#[derive(Default)]
+struct DomainRisk<'a> {
+    queued: u64,
+    inflow: u64,
+    outflow: u64,
+    oldest_age: u64,
+    /// `None` when some instance's backlog of it is not draining.
+    drain: Option<u64>,
+    warn_in: u64,
+    instances: Vec<&'a str>,
+}
+
+impl<'a> DomainRisk<'a> {
+    fn add(&mut self, instance: &'a str, f: &DomainFlowSummary) {
+        let first = self.instances.is_empty();
+        self.queued += f.queued;
+        self.inflow += f.inflow_per_minute;
+        self.outflow += f.outflow_per_minute;
+        self.oldest_age = self.oldest_age.max(f.oldest_age_seconds);
+        self.drain = match (first, self.drain, f.drain_eta_seconds) {
+            (true, _, d) => d,
+            (false, Some(a), Some(b)) => Some(a.max(b)),
+            _ => None,
+        };
+        self.warn_in = if first { f.warn_in_seconds } else { self.warn_in.min(f.warn_in_seconds) };
+        self.instances.push(instance);
+    }
+}
+
+/// `BacklogForecast`: from the agents' per-domain forecasts, whether some
+/// domain's backlog will not drain before its oldest mail reaches
+/// `warnAge` — set while nothing is that old yet, which is the point: the
+/// message names each such domain with its inflow and outflow per minute
+/// (summed over the instances forecasting it), the growth, what is queued,
+/// when it drains, and when its oldest mail reaches `warnAge`. `None`
+/// until some instance reported a queue.
+pub fn backlog_forecast(pool: &SendingPool, applied: Applied<'_>) -> Option<Observation> {
+    let Applied::Instances(instances) = applied else { return None };
+    let queues = queues(instances);
+    if queues.is_empty() {
+        return None;
+    }
+    let warn_age = &pool.spec.backlog.warn_age;
+    let mut risks: BTreeMap<&str, DomainRisk<'_>> = BTreeMap::new();
+    for (name, q) in &queues {
+        for f in q.flows.iter().filter(|f| f.at_risk) {
+            risks.entry(f.domain.as_str()).or_default().add(name, f);
+        }
+    }
+    if risks.is_empty() {
+        let message = format!("no domain's backlog is forecast to reach warnAge {warn_age}");
+        return Some(Observation::new(ConditionType::BacklogForecast, Status::False, Reason::DrainsInTime, message));
+    }
+    let growing = risks.values().any(|r| r.inflow > r.outflow);
+    let reason = if growing { Reason::BacklogGrowing } else { Reason::DrainTooSlow };
+    let message: Vec<String> = risks
+        .iter_mut()
+        .map(|(domain, r)| {
+            r.instances.sort();
+            let drain = r.drain.map_or_else(|| "not draining".to_string(), |s| format!("drains in {}", human_age(s)));
+            format!(
+                "{domain}: inflow {}/min, outflow {}/min ({:+}/min), {} queued, {drain}; oldest {}, reaches warnAge {warn_age} in {} (on {})",
+                r.inflow,
+                r.outflow,
+                r.inflow as i64 - r.outflow as i64,
+                r.queued,
+                human_age(r.oldest_age),
+                human_age(r.warn_in),
+                r.instances.join(", ")
+            )
+        })
+        .collect();
+    Some(Observation::new(ConditionType::BacklogForecast, Status::True, reason, message.join("; ")))
 }
 
 /// `WarmingUp`: some instance is still under its warm-up plan's caps;
@@ -194,8 +278,12 @@ pub fn authentication_valid(findings: &Findings) -> Option<Observation> {
 
 /// Set only by the checks that observe them: `Unknown` (NotObservedYet)
 /// until they have.
-const SET_BY_CHECKS: [ConditionType; 3] =
-    [ConditionType::Listed, ConditionType::QueueBacklog, ConditionType::AuthenticationValid];
+const SET_BY_CHECKS: [ConditionType; 4] = [
+    ConditionType::Listed,
+    ConditionType::QueueBacklog,
+    ConditionType::BacklogForecast,
+    ConditionType::AuthenticationValid,
+];
 
 fn sorted_names<'a>(instances: impl Iterator<Item = &'a Instance>) -> Vec<&'a str> {
     let mut v: Vec<&str> = instances.map(Instance::name).collect();
@@ -248,6 +336,7 @@ pub fn derive(
         Some(progressing(applied)),
         Some(degraded(applied)),
         queue_backlog(pool, applied),
+        backlog_forecast(pool, applied),
         warming_up(pool, applied),
         findings.and_then(listed),
         findings.and_then(authentication_valid),
@@ -426,6 +515,61 @@ mod tests {
         );
     }
 
+    fn flow(domain: &str, queued: u64, rates: (u64, u64), drain: Option<u64>, at_risk: bool) -> DomainFlowSummary {
+        DomainFlowSummary {
+            domain: domain.into(),
+            queued,
+            inflow_per_minute: rates.0,
+            outflow_per_minute: rates.1,
+            oldest_age_seconds: 90,
+            drain_eta_seconds: drain,
+            warn_in_seconds: 4 * 3600 - 90,
+            at_risk,
+        }
+    }
+
+    #[test]
+    fn backlog_forecast_names_each_domain_at_risk_with_its_flow_before_any_mail_is_old() {
+        let p = pool(None);
+        assert_eq!(backlog_forecast(&p, Applied::Instances(&[row("a")])), None, "no agent reported a queue");
+        assert_eq!(backlog_forecast(&p, STOPPED), None);
+        let mut a = row("a");
+        let mut b = row("b");
+        a.status.queue = Some(QueueSummary {
+            flows: vec![flow("quick.test", 40, (10, 200), Some(12), false)],
+            ..Default::default()
+        });
+        b.status.queue = Some(QueueSummary::default());
+        assert_eq!(
+            said(&backlog_forecast(&p, Applied::Instances(&[a.clone(), b.clone()])).unwrap()),
+            (Status::False, Reason::DrainsInTime, "no domain's backlog is forecast to reach warnAge 4h")
+        );
+        // bigmail.test grows on both instances: summed, named once.
+        a.status.queue.as_mut().unwrap().flows.push(flow("bigmail.test", 30, (60, 12), None, true));
+        b.status.queue.as_mut().unwrap().flows.push(flow("bigmail.test", 20, (30, 12), None, true));
+        let o = backlog_forecast(&p, Applied::Instances(&[b.clone(), a.clone()])).unwrap();
+        assert_eq!(
+            said(&o),
+            (
+                Status::True,
+                Reason::BacklogGrowing,
+                "bigmail.test: inflow 90/min, outflow 24/min (+66/min), 50 queued, not draining; oldest 1m30s, reaches warnAge 4h in 3h58m (on a, b)"
+            )
+        );
+        assert_eq!(o.event(), Some(conditions::EventKind::Warning));
+        // Draining, but only after the warn age.
+        a.status.queue.as_mut().unwrap().flows = vec![flow("slow.test", 9000, (10, 12), Some(270_000), true)];
+        b.status.queue = None;
+        assert_eq!(
+            said(&backlog_forecast(&p, Applied::Instances(&[a, b])).unwrap()),
+            (
+                Status::True,
+                Reason::DrainTooSlow,
+                "slow.test: inflow 10/min, outflow 12/min (-2/min), 9000 queued, drains in 3d3h; oldest 1m30s, reaches warnAge 4h in 3h58m (on a)"
+            )
+        );
+    }
+
     #[test]
     fn warming_up_follows_the_plan_and_the_instances() {
         let mut b = row("b");
@@ -475,7 +619,16 @@ mod tests {
         let types: Vec<&str> = status.conditions.iter().map(|c| c.type_.as_str()).collect();
         assert_eq!(
             types,
-            ["AuthenticationValid", "Degraded", "Listed", "Progressing", "QueueBacklog", "Ready", "WarmingUp"]
+            [
+                "AuthenticationValid",
+                "BacklogForecast",
+                "Degraded",
+                "Listed",
+                "Progressing",
+                "QueueBacklog",
+                "Ready",
+                "WarmingUp"
+            ]
         );
         let cond = |t: &str| status.conditions.iter().find(|c| c.type_ == t).unwrap();
         assert_eq!(cond("Listed").reason, "NotObservedYet", "no sweep yet");
@@ -485,7 +638,8 @@ mod tests {
         assert_eq!(status.deferred_messages, Some(7));
         assert_eq!(status.oldest_queued_age.as_deref(), Some("13h0m"));
         assert_eq!(status.warmup.as_deref(), Some("ramp: 1/2 warming"));
-        assert_eq!(flipped.len(), 7, "every condition is new");
+        assert_eq!(cond("BacklogForecast").reason, "DrainsInTime");
+        assert_eq!(flipped.len(), 8, "every condition is new");
         let written = SendingPool { status: Some(status.clone()), ..p.clone() };
         let later: Timestamp = "2026-01-01T01:00:00Z".parse().unwrap();
         let (again, flipped) = derive(&written, Applied::Instances(&rows), Some(&Findings::default()), later);

@@ -421,8 +421,8 @@ pub struct SendingPoolStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Ready, Progressing, Degraded, Listed, QueueBacklog, WarmingUp,
-    /// AuthenticationValid (Kubernetes condition conventions).
+    /// Ready, Progressing, Degraded, Listed, QueueBacklog, BacklogForecast,
+    /// WarmingUp, AuthenticationValid (Kubernetes condition conventions).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// "ready/total" instances, for `kubectl get`.
@@ -484,6 +484,26 @@ pub struct InstanceStatus {
     /// Delivery outcomes counted by the agent since it started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deliveries: Option<DeliveryCounts>,
+    /// Delivery latency of the recipients the instance delivered recently.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_latency: Option<DeliveryLatencySummary>,
+}
+
+/// Total delivery latency (Postfix `delay=`, arrival to acceptance by the
+/// receiver) of the recipients an instance delivered in the last
+/// `windowSeconds`; hand-offs to peers are not counted.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DeliveryLatencySummary {
+    pub window_seconds: u64,
+    /// Recipients the percentiles are taken over.
+    pub samples: u64,
+    /// Median latency; absent without samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p50_milliseconds: Option<u64>,
+    /// 99th percentile latency; absent without samples.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub p99_milliseconds: Option<u64>,
 }
 
 /// Warm-up progress of one instance.
@@ -521,6 +541,33 @@ pub struct QueueSummary {
     pub older_than_warn: u64,
     pub older_than_critical: u64,
     pub oldest_age_seconds: u64,
+    /// Per destination domain (the DomainPolicies' domains and the largest
+    /// backlogs): flow and forecast, largest backlog first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flows: Vec<DomainFlowSummary>,
+}
+
+/// One destination domain's backlog on an instance, its flow (recipients
+/// per minute, rounded) and the agent's forecast.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DomainFlowSummary {
+    pub domain: String,
+    /// Recipients queued.
+    pub queued: u64,
+    pub inflow_per_minute: u64,
+    pub outflow_per_minute: u64,
+    pub oldest_age_seconds: u64,
+    /// At the current rates, seconds until the backlog is empty; absent
+    /// when it is not draining.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_eta_seconds: Option<u64>,
+    /// Seconds until the oldest queued message reaches the pool's warnAge.
+    pub warn_in_seconds: u64,
+    /// The backlog is forecast not to drain before its oldest message
+    /// reaches warnAge (see the BacklogForecast condition).
+    #[serde(default)]
+    pub at_risk: bool,
 }
 
 /// Delivery outcomes counted by the agent.
