@@ -518,6 +518,14 @@ fn demo(dir: &Path) -> Result<()> {
         sendfleet_lab::demo::LISTED,
         report.quarantine
     );
+    println!(
+        "{} blocked {} {} times; excluded: {}; bounced: {}",
+        sendfleet_lab::demo::BLOCKING,
+        sendfleet_lab::demo::BLOCKED,
+        report.blocks,
+        if report.exclusions.is_empty() { "(none yet)".to_string() } else { report.exclusions.join("; ") },
+        report.status_bounced
+    );
     Ok(())
 }
 
