@@ -175,10 +175,12 @@ impl MailCa {
         &self.cert_pem
     }
 
-    /// A server certificate for a provider's MX host `host` (and its
-    /// address `ip`, so a relay route by address verifies too).
-    pub fn server_cert(&self, host: &str, ip: &str) -> Result<ClientCert, LabError> {
-        server_cert(&self.issuer, host, &[host.to_string(), ip.to_string()])
+    /// A server certificate for a provider's host names `names` (its MX
+    /// host first, the CN; a relay host name too if a route names one) and
+    /// its address `ip`.
+    pub fn server_cert(&self, names: &[&str], ip: &str) -> Result<ClientCert, LabError> {
+        let sans: Vec<String> = names.iter().map(|n| n.to_string()).chain([ip.to_string()]).collect();
+        server_cert(&self.issuer, names.first().copied().unwrap_or(ip), &sans)
     }
 }
 

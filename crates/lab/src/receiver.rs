@@ -121,6 +121,31 @@ impl Cue {
     }
 }
 
+impl std::str::FromStr for Cue {
+    type Err = String;
+    /// `blocked`, `rate-limit-421`, `rate-limit-450`, `new-address`, or a
+    /// reply of its own (`451 4.3.0 text`).
+    fn from_str(s: &str) -> Result<Cue, String> {
+        Ok(match s {
+            "blocked" => Cue::Blocked,
+            "rate-limit-421" => Cue::RateLimit421,
+            "rate-limit-450" => Cue::RateLimit450,
+            "new-address" => Cue::NewAddressDeferred,
+            r if r.len() > 4
+                && r.as_bytes()[3] == b' '
+                && r[..3].parse::<u16>().is_ok_and(|c| (400..600).contains(&c)) =>
+            {
+                Cue::Reply(r.to_string())
+            }
+            other => {
+                return Err(format!(
+                "{other:?}: expected blocked, rate-limit-421, rate-limit-450, new-address or a reply \"4NN/5NN text\""
+            ))
+            }
+        })
+    }
+}
+
 /// One refusal in the receiver's log (`reject: STAGE from name[client]: CODE ...`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
@@ -478,16 +503,17 @@ impl Receiver {
         self.reload()
     }
 
-    /// Require STARTTLS (no mail without it), presenting a certificate for
-    /// `mx_host` (and this receiver's address) from `ca`; TLS 1.2 is the
-    /// floor. The log then shows each client's protocol.
-    pub fn require_tls(&self, ca: &MailCa, mx_host: &str) -> Result<(), LabError> {
-        self.set_tls(Some((ca, mx_host)), "encrypt")
+    /// Require STARTTLS (no mail without it), presenting a certificate
+    /// from `ca` for `names` (the MX host first; a relay host name too if a
+    /// route names one) and this receiver's address; TLS 1.2 is the floor.
+    /// The log then shows each client's protocol.
+    pub fn require_tls(&self, ca: &MailCa, names: &[&str]) -> Result<(), LabError> {
+        self.set_tls(Some((ca, names)), "encrypt")
     }
 
     /// Offer STARTTLS (plain SMTP still accepted), as [`Receiver::require_tls`].
-    pub fn offer_tls(&self, ca: &MailCa, mx_host: &str) -> Result<(), LabError> {
-        self.set_tls(Some((ca, mx_host)), "may")
+    pub fn offer_tls(&self, ca: &MailCa, names: &[&str]) -> Result<(), LabError> {
+        self.set_tls(Some((ca, names)), "may")
     }
 
     /// No STARTTLS at all (the receiver's start state).
@@ -495,10 +521,10 @@ impl Receiver {
         self.set_tls(None, "none")
     }
 
-    fn set_tls(&self, cert: Option<(&MailCa, &str)>, level: &str) -> Result<(), LabError> {
+    fn set_tls(&self, cert: Option<(&MailCa, &[&str])>, level: &str) -> Result<(), LabError> {
         let mut settings = vec![format!("smtpd_tls_security_level={level}")];
-        if let Some((ca, host)) = cert {
-            let c = ca.server_cert(host, &self.addr)?;
+        if let Some((ca, names)) = cert {
+            let c = ca.server_cert(names, &self.addr)?;
             // One file, key first then its chain (any key type, Postfix >= 3.4).
             let p = self.dir.join("tls-chain.pem");
             write_private(&p, format!("{}{}", c.key_pem, c.cert_pem).as_bytes())?;
@@ -737,5 +763,9 @@ Dec 01 23:30:28 h postfix/smtpd[2]: SSL_accept error from unknown[192.0.2.11]: -
             .collect();
         assert_eq!(codes, [554, 421, 450, 450]);
         assert_eq!(Cue::Reply("451 4.3.0 later".into()).code(), 451);
+        assert_eq!("blocked".parse::<Cue>(), Ok(Cue::Blocked));
+        assert_eq!("new-address".parse::<Cue>(), Ok(Cue::NewAddressDeferred));
+        assert_eq!("451 4.3.0 later".parse::<Cue>(), Ok(Cue::Reply("451 4.3.0 later".into())));
+        assert!("250 ok".parse::<Cue>().is_err() && "blocke".parse::<Cue>().is_err());
     }
 }
