@@ -149,6 +149,32 @@ fn each_client_address_gets_its_cue_and_cues_change_while_the_receiver_runs() {
 }
 
 #[test]
+fn a_provider_that_accepts_n_a_minute_defers_the_excess_per_client() {
+    let r = Receiver::start_temp("rate", "198.51.100.13", &["example.net"], &[]).expect("receiver");
+    let (a, b) = ("192.0.2.40", "192.0.2.41");
+    for c in [a, b] {
+        add_lo_address(c).unwrap();
+    }
+    r.set_rate_limit(Some(2)).unwrap();
+    let codes: Vec<String> =
+        (0..3).map(|i| code(&send(a, &r, "app@mail.example.com", &format!("{i}@example.net")).0).to_string()).collect();
+    assert_eq!(codes, ["250", "250", "450"]);
+    // Per client: another address still has its two.
+    let (other, _) = send(b, &r, "app@mail.example.com", "x@example.net");
+    assert_eq!(code(&other), "250", "{other}");
+    r.set_rate_limit(None).unwrap();
+    let (after, _) = send(a, &r, "app@mail.example.com", "y@example.net");
+    assert_eq!(code(&after), "250", "no limit: {after}");
+
+    wait_accepted(&r, 4);
+    let d = r.deliveries();
+    assert_eq!(d.from_client(a), 3, "{d:?}");
+    assert_eq!(d.rejected_with(a, 450), 1, "{d:?}");
+    let refusal = d.rejections_of(a).next().unwrap();
+    assert!(refusal.text.contains("too much mail"), "{refusal:?}");
+}
+
+#[test]
 fn greylisting_defers_a_new_triplet_until_its_delay_has_passed() {
     let r = Receiver::start_temp("grey", "198.51.100.11", &["example.org"], &[]).expect("receiver");
     let client = "192.0.2.20";
