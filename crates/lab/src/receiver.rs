@@ -9,6 +9,7 @@
 //! Misbehaving on cue, changed while it runs (a `postfix reload`, never a
 //! restart): a [`Cue`] per client (egress) address in the real providers'
 //! wording (421/450 rate limits, 554 "blocked", a new address deferred),
+//! at most N messages a minute per client ([`Receiver::set_rate_limit`]),
 //! greylisting of new (client, sender, recipient) triplets
 //! ([`crate::greylist`]), and STARTTLS offered or required with a
 //! certificate for its MX host from the lab's mail CA
@@ -121,6 +122,31 @@ impl Cue {
     }
 }
 
+impl std::str::FromStr for Cue {
+    type Err = String;
+    /// `blocked`, `rate-limit-421`, `rate-limit-450`, `new-address`, or a
+    /// reply of its own (`451 4.3.0 text`).
+    fn from_str(s: &str) -> Result<Cue, String> {
+        Ok(match s {
+            "blocked" => Cue::Blocked,
+            "rate-limit-421" => Cue::RateLimit421,
+            "rate-limit-450" => Cue::RateLimit450,
+            "new-address" => Cue::NewAddressDeferred,
+            r if r.len() > 4
+                && r.as_bytes()[3] == b' '
+                && r[..3].parse::<u16>().is_ok_and(|c| (400..600).contains(&c)) =>
+            {
+                Cue::Reply(r.to_string())
+            }
+            other => {
+                return Err(format!(
+                "{other:?}: expected blocked, rate-limit-421, rate-limit-450, new-address or a reply \"4NN/5NN text\""
+            ))
+            }
+        })
+    }
+}
+
 /// One refusal in the receiver's log (`reject: STAGE from name[client]: CODE ...`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
@@ -229,6 +255,20 @@ pub fn parse_log(log: &str) -> Deliveries {
                 code,
                 text: reply.get(4..).unwrap_or("").to_string(),
             });
+            continue;
+        }
+        // Postfix's own rate limits log a warning, not a `reject:` line:
+        // "warning: Message delivery request rate limit exceeded: 3 from unknown[192.0.2.40] for service ..."
+        if let Some((what, rest)) = msg.strip_prefix("warning: ").and_then(|m| m.split_once(" rate limit exceeded: ")) {
+            let client = rest.split_once(" from ").map(|(_, c)| bracketed(c)).unwrap_or("").to_string();
+            // smtpd's replies for each limit (smtpd.c).
+            let (stage, code, text) = match what {
+                "Connection" => ("CONNECT", 421, format!("4.7.0 Error: too many connections from {client}")),
+                "Recipient address" => ("RCPT", 450, format!("4.7.1 Error: too many recipients from {client}")),
+                _ => ("MAIL", 450, format!("4.7.1 Error: too much mail from {client}")),
+            };
+            d.deferred += 1;
+            d.rejections.push(Rejection { client, stage: stage.to_string(), code, text });
             continue;
         }
         // "Anonymous TLS connection established from unknown[192.0.2.10]: TLSv1.3 with cipher ..."
@@ -449,6 +489,16 @@ impl Receiver {
         self.reload()
     }
 
+    /// Accept at most `per_minute` messages a minute from each client
+    /// address (`None`: no limit), as a provider that takes N a minute:
+    /// Postfix's own anvil limit, answering the excess `450 4.7.1 Error:
+    /// too much mail from ADDR` at MAIL FROM (RateLimit to the classifier).
+    pub fn set_rate_limit(&self, per_minute: Option<u32>) -> Result<(), LabError> {
+        let n = per_minute.unwrap_or(0);
+        self.postconf(&[&format!("smtpd_client_message_rate_limit={n}"), "anvil_rate_time_unit=60s"])?;
+        self.reload()
+    }
+
     /// Greylist new (client, sender, recipient) triplets for `delay`
     /// (`None`: off). The policy service runs in this process
     /// ([`crate::greylist`]): greylisting ends with this `Receiver` value.
@@ -478,16 +528,17 @@ impl Receiver {
         self.reload()
     }
 
-    /// Require STARTTLS (no mail without it), presenting a certificate for
-    /// `mx_host` (and this receiver's address) from `ca`; TLS 1.2 is the
-    /// floor. The log then shows each client's protocol.
-    pub fn require_tls(&self, ca: &MailCa, mx_host: &str) -> Result<(), LabError> {
-        self.set_tls(Some((ca, mx_host)), "encrypt")
+    /// Require STARTTLS (no mail without it), presenting a certificate
+    /// from `ca` for `names` (the MX host first; a relay host name too if a
+    /// route names one) and this receiver's address; TLS 1.2 is the floor.
+    /// The log then shows each client's protocol.
+    pub fn require_tls(&self, ca: &MailCa, names: &[&str]) -> Result<(), LabError> {
+        self.set_tls(Some((ca, names)), "encrypt")
     }
 
     /// Offer STARTTLS (plain SMTP still accepted), as [`Receiver::require_tls`].
-    pub fn offer_tls(&self, ca: &MailCa, mx_host: &str) -> Result<(), LabError> {
-        self.set_tls(Some((ca, mx_host)), "may")
+    pub fn offer_tls(&self, ca: &MailCa, names: &[&str]) -> Result<(), LabError> {
+        self.set_tls(Some((ca, names)), "may")
     }
 
     /// No STARTTLS at all (the receiver's start state).
@@ -495,10 +546,10 @@ impl Receiver {
         self.set_tls(None, "none")
     }
 
-    fn set_tls(&self, cert: Option<(&MailCa, &str)>, level: &str) -> Result<(), LabError> {
+    fn set_tls(&self, cert: Option<(&MailCa, &[&str])>, level: &str) -> Result<(), LabError> {
         let mut settings = vec![format!("smtpd_tls_security_level={level}")];
-        if let Some((ca, host)) = cert {
-            let c = ca.server_cert(host, &self.addr)?;
+        if let Some((ca, names)) = cert {
+            let c = ca.server_cert(names, &self.addr)?;
             // One file, key first then its chain (any key type, Postfix >= 3.4).
             let p = self.dir.join("tls-chain.pem");
             write_private(&p, format!("{}{}", c.key_pem, c.cert_pem).as_bytes())?;
@@ -686,9 +737,13 @@ Dec 01 23:30:14 h postfix/smtpd[1]: 4XY: reject: RCPT from unknown[192.0.2.12]: 
 Dec 01 23:30:26 h postfix/smtpd[2]: Anonymous TLS connection established from unknown[192.0.2.12]: TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits) key-exchange X25519
 Dec 01 23:30:27 h postfix/smtpd[2]: Trusted TLS connection established from unknown[192.0.2.10]: TLSv1.2 with cipher ECDHE-ECDSA-AES256-GCM-SHA384 (256/256 bits)
 Dec 01 23:30:28 h postfix/smtpd[2]: SSL_accept error from unknown[192.0.2.11]: -1
+Dec 01 23:45:32 h postfix/smtpd[9]: warning: Message delivery request rate limit exceeded: 3 from unknown[192.0.2.40] for service 198.51.100.13:25
 ";
         let d = parse_log(log);
-        assert_eq!(d.rejections.len(), 3);
+        assert_eq!(d.rejections.len(), 4);
+        let limited = d.rejections_of("192.0.2.40").next().expect("the rate-limit warning");
+        assert_eq!((limited.stage.as_str(), limited.code), ("MAIL", 450));
+        assert_eq!(limited.text, "4.7.1 Error: too much mail from 192.0.2.40");
         assert_eq!(d.rejected_with("192.0.2.10", 554), 1);
         assert_eq!(d.rejected_with("192.0.2.11", 421), 1);
         assert_eq!(d.rejected_with("192.0.2.12", 450), 1);
@@ -696,7 +751,7 @@ Dec 01 23:30:28 h postfix/smtpd[2]: SSL_accept error from unknown[192.0.2.11]: -
         let grey = d.rejections_of("192.0.2.12").next().expect("the queue-id reject");
         assert_eq!(grey.stage, "RCPT");
         assert!(grey.text.starts_with("4.7.1 <y@example.org>: Recipient address rejected: Greylisted"), "{grey:?}");
-        assert_eq!((d.deferred, d.rejected), (2, 1));
+        assert_eq!((d.deferred, d.rejected), (3, 1));
         let by = d.rejections_by_client();
         assert_eq!(by["192.0.2.11"], BTreeMap::from([(421, 1)]));
         assert_eq!(d.tls_protocols("192.0.2.12"), ["TLSv1.3"]);
@@ -737,5 +792,9 @@ Dec 01 23:30:28 h postfix/smtpd[2]: SSL_accept error from unknown[192.0.2.11]: -
             .collect();
         assert_eq!(codes, [554, 421, 450, 450]);
         assert_eq!(Cue::Reply("451 4.3.0 later".into()).code(), 451);
+        assert_eq!("blocked".parse::<Cue>(), Ok(Cue::Blocked));
+        assert_eq!("new-address".parse::<Cue>(), Ok(Cue::NewAddressDeferred));
+        assert_eq!("451 4.3.0 later".parse::<Cue>(), Ok(Cue::Reply("451 4.3.0 later".into())));
+        assert!("250 ok".parse::<Cue>().is_err() && "blocke".parse::<Cue>().is_err());
     }
 }

@@ -149,6 +149,32 @@ fn each_client_address_gets_its_cue_and_cues_change_while_the_receiver_runs() {
 }
 
 #[test]
+fn a_provider_that_accepts_n_a_minute_defers_the_excess_per_client() {
+    let r = Receiver::start_temp("rate", "198.51.100.13", &["example.net"], &[]).expect("receiver");
+    let (a, b) = ("192.0.2.40", "192.0.2.41");
+    for c in [a, b] {
+        add_lo_address(c).unwrap();
+    }
+    r.set_rate_limit(Some(2)).unwrap();
+    let codes: Vec<String> =
+        (0..3).map(|i| code(&send(a, &r, "app@mail.example.com", &format!("{i}@example.net")).0).to_string()).collect();
+    assert_eq!(codes, ["250", "250", "450"]);
+    // Per client: another address still has its two.
+    let (other, _) = send(b, &r, "app@mail.example.com", "x@example.net");
+    assert_eq!(code(&other), "250", "{other}");
+    r.set_rate_limit(None).unwrap();
+    let (after, _) = send(a, &r, "app@mail.example.com", "y@example.net");
+    assert_eq!(code(&after), "250", "no limit: {after}");
+
+    wait_accepted(&r, 4);
+    let d = r.deliveries();
+    assert_eq!(d.from_client(a), 3, "{d:?}");
+    assert_eq!(d.rejected_with(a, 450), 1, "{d:?}");
+    let refusal = d.rejections_of(a).next().unwrap();
+    assert!(refusal.text.contains("too much mail"), "{refusal:?}");
+}
+
+#[test]
 fn greylisting_defers_a_new_triplet_until_its_delay_has_passed() {
     let r = Receiver::start_temp("grey", "198.51.100.11", &["example.org"], &[]).expect("receiver");
     let client = "192.0.2.20";
@@ -197,7 +223,7 @@ fn starttls_is_required_with_a_mail_ca_certificate_for_the_mx_host_and_tls12_at_
     assert!(std::fs::read_to_string(&ca.cert_path).unwrap().contains("BEGIN CERTIFICATE"));
     assert_eq!(ca.ca_pem(), std::fs::read_to_string(&ca.cert_path).unwrap());
     let host = "mx.provider-a.test";
-    r.require_tls(ca, host).expect("TLS required");
+    r.require_tls(ca, &[host, "relay.partner.test"]).expect("TLS required");
 
     // Plain SMTP: no mail without STARTTLS.
     let client = "192.0.2.30";
@@ -211,7 +237,9 @@ fn starttls_is_required_with_a_mail_ca_certificate_for_the_mx_host_and_tls12_at_
     assert!(v13.contains("Verified TLS connection established"), "{v13}");
     let v12 = posttls_finger(&r, ca, host, ">=TLSv1.2,<=TLSv1.2");
     assert!(v12.contains("Verified TLS connection established") && v12.contains("TLSv1.2"), "{v12}");
-    // Another name does not verify: the certificate is the MX host's.
+    // A relay name it was issued for verifies too; another name does not.
+    let relay = posttls_finger(&r, ca, "relay.partner.test", ">=TLSv1.2");
+    assert!(relay.contains("Verified TLS connection established"), "{relay}");
     let wrong = posttls_finger(&r, ca, "mx.elsewhere.test", ">=TLSv1.2");
     assert!(!wrong.contains("Verified TLS connection"), "{wrong}");
     // Below the floor there is no TLS session at all.
@@ -220,12 +248,13 @@ fn starttls_is_required_with_a_mail_ca_certificate_for_the_mx_host_and_tls12_at_
 
     let d = r.deliveries();
     // posttls-finger connects from the kernel's choice of source: the
-    // receiver's own address on `lo`. Three sessions: TLS 1.3, TLS 1.2,
-    // and the wrong name's (the server cannot tell; the client refuses).
+    // receiver's own address on `lo`. Four sessions: TLS 1.3, TLS 1.2, the
+    // relay name's, and the wrong name's (the server cannot tell; the
+    // client refuses).
     let protos = d.tls_protocols(&r.addr);
     assert_eq!(protos.iter().filter(|p| **p == "TLSv1.2").count(), 1, "{d:?}\n{}", r.log());
     assert!(protos.iter().all(|p| *p == "TLSv1.2" || *p == "TLSv1.3"), "{protos:?}");
-    assert_eq!(protos.len(), 3, "{protos:?}");
+    assert_eq!(protos.len(), 4, "{protos:?}");
     assert!(d.tls_protocols(client).is_empty());
     assert_eq!(d.total(), 0);
 }

@@ -5,7 +5,8 @@
 //!   sendfleet-lab exec --dir out/lab -- kubectl get ns   # run inside the namespace with KUBECONFIG etc.
 //!   sendfleet-lab down --dir out/lab
 //!   sendfleet-lab receiver start --dir out/lab --name provider-a --addr 198.51.100.10 --domain example.net
-//!   sendfleet-lab receiver status --dir out/lab   # what each simulated provider accepted, per client address
+//!   sendfleet-lab receiver status --dir out/lab   # what each simulated provider accepted and refused, per client address
+//!   sendfleet-lab receiver cue --dir out/lab --name provider-a --client 192.0.2.11 --cue blocked   # misbehave on cue
 //!   sendfleet-lab dns start --dir out/lab --zones hack/demo/zones --demo-providers   # test zones + the demo providers' MX on 198.51.100.53, what pods resolve through
 //!   sendfleet-lab demo --dir out/lab   # the demo's steps (crates/lab/src/demo.rs), as tests/e2e_chart.rs runs them
 //!
@@ -142,6 +143,23 @@ enum ReceiverCmd {
         /// reply it gets, e.g. `busy.example.org=450 4.7.1 try again later`.
         #[arg(long = "access")]
         access: Vec<String>,
+    },
+    /// Make one receiver answer one client (egress) address on cue, from
+    /// its next SMTP session on (a reload), or accept it again (--clear).
+    Cue {
+        #[arg(long, default_value = "out/lab")]
+        dir: PathBuf,
+        /// The receiver's name (`receiver status` lists them).
+        #[arg(long)]
+        name: String,
+        /// The client (egress) address, e.g. 192.0.2.10.
+        #[arg(long)]
+        client: String,
+        /// blocked | rate-limit-421 | rate-limit-450 | new-address | "4NN/5NN text".
+        #[arg(long, required_unless_present = "clear")]
+        cue: Option<sendfleet_lab::Cue>,
+        #[arg(long, conflicts_with = "cue")]
+        clear: bool,
     },
     /// Print what each receiver accepted (total, per client address) and
     /// refused.
@@ -518,6 +536,14 @@ fn demo(dir: &Path) -> Result<()> {
         sendfleet_lab::demo::LISTED,
         report.quarantine
     );
+    println!(
+        "{} blocked {} {} times; excluded: {}; bounced: {}",
+        sendfleet_lab::demo::BLOCKING,
+        sendfleet_lab::demo::BLOCKED,
+        report.blocks,
+        if report.exclusions.is_empty() { "(none yet)".to_string() } else { report.exclusions.join("; ") },
+        report.status_bounced
+    );
     Ok(())
 }
 
@@ -538,6 +564,23 @@ fn receiver(action: ReceiverCmd) -> Result<()> {
                 domains.join(" "),
                 r.dir.join("maillog").display()
             );
+            Ok(())
+        }
+        ReceiverCmd::Cue { dir, name, client, cue, clear } => {
+            require_root()?;
+            let r = sendfleet_lab::Receiver::open(&dir.join("receivers").join(&name))
+                .with_context(|| format!("no receiver {name} under {}/receivers", dir.display()))?;
+            enter_netns(&dir)?;
+            match cue {
+                Some(cue) if !clear => {
+                    r.set_client(&client, cue.clone())?;
+                    println!("sendfleet-lab: {name} answers {client}: {}", cue.action(&client));
+                }
+                _ => {
+                    r.clear_client(&client)?;
+                    println!("sendfleet-lab: {name} accepts {client} again");
+                }
+            }
             Ok(())
         }
         ReceiverCmd::Status { dir, total } => {
@@ -562,6 +605,13 @@ fn receiver(action: ReceiverCmd) -> Result<()> {
                     d.rejected,
                     by.join(" ")
                 );
+                for (client, codes) in d.rejections_by_client() {
+                    let codes: Vec<String> = codes.iter().map(|(c, n)| format!("{c}x{n}")).collect();
+                    println!("{:<12} refused {client}: {}", "", codes.join(" "));
+                }
+                for (client, action) in r.client_rules() {
+                    println!("{:<12} cue for {client}: {action}", "");
+                }
             }
             Ok(())
         }
