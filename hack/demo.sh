@@ -8,18 +8,26 @@
 #   2. start the lab: etcd, kube-apiserver, kube-controller-manager,
 #      kube-scheduler, kube-proxy, kubelet + containerd + runc (crates/lab)
 #   3. import the sendfleet image `make image` built
-#   4. start a DNS server for hack/demo/zones (PTR/A of the example egress
-#      addresses, fake local DNSBL zones listing mta3); then, in Rust
-#      (`sendfleet-lab demo`, crates/lab/src/demo.rs, also run by
+#   4. start the lab's DNS server on 198.51.100.53, the address the node's
+#      resolv.conf names (hack/demo/zones: PTR/A of the example egress
+#      addresses, fake local DNSBL zones listing mta3; and the providers' MX
+#      records, three domains per provider behind one MX host); then, in
+#      Rust (`sendfleet-lab demo`, crates/lab/src/demo.rs, also run by
 #      tests/e2e_chart.rs): add the example pool's egress addresses to the
 #      namespace, start two simulated providers (Postfix receivers)
 #   5. helm install the chart: the operator runs as a real pod, asking the
 #      lab's DNS server
-#   6. kubectl apply -f examples/ (+ the demo's relay routes to its providers)
+#   6. kubectl apply -f examples/ (+ hack/demo/providers.yaml: no relay
+#      routes, mail goes by MX; autoExclusion for provider-a's domains), and
+#      the demo's clock: retry every 10 s, day-1 warm-up cap 1000
 #   7. wait for the DNS checks: Listed=True, mta3 quarantined (weight 0)
-#   8. submit 500 messages from a pod through the pool's Service (kube-proxy),
-#      which routes around mta3 (its endpoint is not ready while quarantined)
-#   9. show pools, conditions, instances and what the providers received
+#   8. provider-a starts answering mta1 "554 ... blocked" (incident 1)
+#   9. submit 500 messages from a pod through the pool's Service (kube-proxy),
+#      which routes around mta3 (its endpoint is not ready while quarantined);
+#      mta1's blocks are deferred, mta1 excluded for provider-a, the retries
+#      leave through mta2, nothing bounces
+#  10. show pools, conditions, instances, the exclusion, and what the
+#      providers received and refused (their own logs)
 #
 # Expects the upstream binaries and the image to be built (`make demo` does
 # that first). A second run tears the previous lab down first.
@@ -31,10 +39,6 @@ NS=mail
 OP_NS=sendfleet-system
 POOL=outbound
 IMAGE=localhost/sendfleet:dev
-# The lab's authoritative DNS server (hack/demo/zones); the same address as
-# DNS_SERVER in crates/lab/src/demo.rs (providers, counts and the rest of
-# the scenario live there).
-DNS_SERVER=198.51.100.53
 
 LAB=target/debug/sendfleet-lab
 lab() { SENDFLEET_NO_NETNS=1 "$LAB" "$@"; }
@@ -83,7 +87,9 @@ step "start the lab with a node (inside network namespace sendfleet-lab)"
 lab up --dir "$LAB_DIR" --node
 lab import --dir "$LAB_DIR" --base-name localhost/sendfleet "$archive" >/dev/null
 echo "  imported $IMAGE into the node's containerd"
-lab dns start --dir "$LAB_DIR" --addr $DNS_SERVER --zones hack/demo/zones
+# On the lab's DNS server address (sendfleet_lab::DNS_SERVER), which the
+# node's resolv.conf names: the instance pods resolve MX and A through it.
+lab dns start --dir "$LAB_DIR" --zones hack/demo/zones --demo-providers
 
 # Steps 4-9 are Rust (crates/lab/src/demo.rs), the code tests/e2e_chart.rs
 # runs too: egress addresses, providers, helm install, examples/, 500

@@ -3,8 +3,11 @@
 //! (charts/sendfleet) installed with the image `make image` built, the
 //! operator's Deployment Running and Ready on the lab's node, reaching the
 //! API server the in-cluster way (Service `kubernetes`), examples/ applied,
-//! the fake DNSBL quarantining mta3, 500 messages submitted from a pod
-//! through the pool's Service, delivered from the other egress addresses,
+//! the fake DNSBL quarantining mta3, mail routed by MX (the instances resolve
+//! through the lab's DNS server), provider-a blocking mta1 and the
+//! DomainPolicy's autoExclusion taking mta1 out for provider-a's domains
+//! (incident 1), 500 messages submitted from a pod through the pool's
+//! Service, delivered from the other egress addresses with nothing bounced,
 //! and counted in the pool's status by the operator pod over the pod network.
 //!
 //! Everything stays inside the test's network namespace (documentation
@@ -15,9 +18,8 @@ mod operator_support;
 
 use std::time::Instant;
 
-use operator_support::{get_json, repo};
+use operator_support::get_json;
 use sendfleet_lab::demo::{self, NS, OP_NS};
-use sendfleet_lab::dns::Zones;
 use sendfleet_lab::kit::{require_postfix, Dns};
 use sendfleet_lab::ControlPlane;
 
@@ -65,8 +67,7 @@ fn the_demo_runs_the_chart_operator_as_a_pod_and_delivers_through_the_pool() {
     cp.import_image(&archive, Some(demo::IMAGE_BASE)).expect("importing the sendfleet image");
     let egress = demo::add_egress_addresses().expect("egress addresses");
     let providers = demo::start_providers(None).expect("providers");
-    let zones = Zones::read_dir(&repo().join("hack/demo/zones")).expect("hack/demo/zones");
-    let _dns = Dns::serve(demo::DNS_SERVER, zones);
+    let _dns = Dns::serve(demo::DNS_SERVER, demo::zones().expect("the demo's zones"));
     let t_lab = t0.elapsed();
 
     let report = demo::run(cp, &providers, &mut std::io::stderr())
@@ -89,8 +90,27 @@ fn the_demo_runs_the_chart_operator_as_a_pod_and_delivers_through_the_pool() {
         assert!(report.by_client.get(a).is_some_and(|n| *n > 0), "no mail from {a}: {report:?}");
     }
     assert_eq!(report.by_client.values().sum::<usize>(), demo::EXPECTED, "{report:?}");
-    // The operator pod polled the agents (pod network -> egress addresses).
-    assert_eq!(report.status_sent, report.delivered, "{report:?}");
+    // Incident 1: provider-a blocked mta1; after the DomainPolicy's
+    // threshold mta1 is excluded for provider-a's domains, its blocked mail
+    // left through the other address, none of it bounced.
+    let blocked = &report.blocked_addr;
+    assert_eq!(blocked, &egress[0], "{report:?}");
+    assert!(report.blocks >= 2, "provider-a logged {} blocks of {blocked}: {report:?}", report.blocks);
+    let at_a = &report.by_provider[demo::BLOCKING];
+    assert_eq!(at_a.get(blocked), None, "provider-a accepted mail from the blocked {blocked}: {report:?}");
+    assert_eq!(at_a.values().sum::<usize>(), demo::N_A, "{report:?}");
+    assert!(
+        report.exclusions.iter().any(|l| l.starts_with(&format!("{} ", demo::BLOCKED))),
+        "DomainPolicy {} names no exclusion of {}: {report:?}",
+        demo::BLOCKING_POLICY,
+        demo::BLOCKED
+    );
+    assert_eq!(report.status_bounced, 0, "{report:?}");
+    // provider-b still takes mail from mta1: the exclusion is provider-a's only.
+    assert!(report.by_provider["provider-b"].get(blocked).is_some_and(|n| *n > 0), "{report:?}");
+    // The operator pod polled the agents (pod network -> egress addresses);
+    // a message relayed to a peer may count as sent at both instances.
+    assert!(report.status_sent >= report.delivered, "{report:?}");
     assert_eq!(report.status_deferred, demo::N_BUSY, "{report:?}");
     eprintln!(
         "e2e chart (the demo): lab+node+import {:.1}s, submit -> delivered {:.1}s, total {:.1}s",

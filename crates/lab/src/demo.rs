@@ -2,13 +2,16 @@
 //! hack/demo.sh runs after starting the lab) and for tests/e2e_chart.rs,
 //! which runs the same [`run`] on the test's own lab, so a test covers the
 //! demo: examples/ applied as a user would, the chart's operator as a pod,
-//! two simulated providers, a DNSBL hit quarantining mta3, 500 messages
-//! submitted from a pod through the pool's Service, and the status the
-//! operator reports.
+//! two simulated providers reached by MX (three domains each sharing one
+//! MX host), a DNSBL hit quarantining mta3, provider-a blocking mta1 and
+//! the DomainPolicy's autoExclusion taking mta1 out for provider-a's
+//! domains (incident 1 of issue 14), 500 messages submitted from a pod
+//! through the pool's Service, and the status the operator reports.
 //!
 //! Who starts what around [`run`]: the caller starts the lab with a node,
-//! imports the image and serves hack/demo/zones on [`DNS_SERVER`] (the CLI
-//! as background processes, the test in process); [`run`] does the rest.
+//! imports the image and serves [`zones`] on [`DNS_SERVER`], the address
+//! the node's pods resolve through (the CLI as background processes, the
+//! test in process); [`run`] does the rest.
 //! Never: send outside the lab's network namespace (every address here is a
 //! documentation address on its `lo`), or ask a real DNS server.
 
@@ -18,9 +21,10 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::dns::{merge_zones, mx_zones, MxProvider, Zones};
 use crate::kit::{examples_dir, repo_root};
 use crate::process::poll;
-use crate::receiver::{add_lo_address, Receiver};
+use crate::receiver::{add_lo_address, Cue, Receiver};
 use crate::{ControlPlane, LabError};
 
 pub const NS: &str = "mail";
@@ -29,35 +33,81 @@ pub const POOL: &str = "outbound";
 /// The image `make image` builds, as the node knows it after the import.
 pub const IMAGE: &str = "localhost/sendfleet:dev";
 pub const IMAGE_BASE: &str = "localhost/sendfleet";
-/// The lab's authoritative DNS server (hack/demo/zones).
-pub const DNS_SERVER: &str = "198.51.100.53";
+/// The lab's DNS server (hack/demo/zones): the node's pods resolve through it.
+pub use crate::node::DNS_SERVER;
 /// The egress IP the fake DNSBL zone lists.
 pub const LISTED: &str = "mta3";
+/// The egress IP provider-a blocks during the demo, and the provider.
+pub const BLOCKED: &str = "mta1";
+pub const BLOCKING: &str = "provider-a";
+/// The DomainPolicy of hack/demo/providers.yaml whose autoExclusion reacts.
+pub const BLOCKING_POLICY: &str = "demo-provider-a";
 /// Messages submitted: to provider-a, to provider-b, and to a domain
 /// provider-b defers (held in the queues, visible in the status).
 pub const N_A: usize = 250;
 pub const N_B: usize = 230;
 pub const N_BUSY: usize = 20;
 pub const EXPECTED: usize = N_A + N_B;
+/// Recipient and count of each `smtp-source` run: provider-a's three
+/// domains, provider-b's two accepting ones, and its busy one.
+pub const SUBMISSIONS: [(&str, usize); 6] = [
+    ("news@example.net", 100),
+    ("news@webmail.test", 80),
+    ("news@inbox.test", N_A - 180),
+    ("signup@example.org", 130),
+    ("signup@mailbox.test", N_B - 130),
+    ("offer@busy.example.org", N_BUSY),
+];
 
-/// A simulated provider: name, address, domains, access rules.
+/// A simulated provider: name, its one MX host and that host's address,
+/// the domains it receives for (all sharing the MX host, as a big mailbox
+/// provider's do), and its standing access rules.
 pub struct Provider {
     pub name: &'static str,
+    pub mx_host: &'static str,
     pub addr: &'static str,
     pub domains: &'static [&'static str],
     pub access: &'static [(&'static str, &'static str)],
 }
 
-/// The providers hack/demo/providers.yaml routes to.
+impl Provider {
+    /// How DNS publishes it.
+    pub fn mx(&self) -> MxProvider<'static> {
+        MxProvider { name: self.name, mx_host: self.mx_host, addr: self.addr, domains: self.domains }
+    }
+}
+
+/// The demo's providers; mail reaches them by MX ([`provider_zones`]).
 pub const PROVIDERS: [Provider; 2] = [
-    Provider { name: "provider-a", addr: "198.51.100.10", domains: &["example.net"], access: &[] },
+    Provider {
+        name: "provider-a",
+        mx_host: "mx.provider-a.test",
+        addr: "198.51.100.10",
+        domains: &["example.net", "webmail.test", "inbox.test"],
+        access: &[],
+    },
     Provider {
         name: "provider-b",
+        mx_host: "mx.provider-b.test",
         addr: "198.51.100.20",
-        domains: &["example.org", "busy.example.org"],
+        domains: &["example.org", "busy.example.org", "mailbox.test"],
         access: &[("busy.example.org", "450 4.7.1 rate limited, try again later")],
     },
 ];
+
+/// MX and A records of [`PROVIDERS`].
+pub fn provider_zones() -> BTreeMap<String, String> {
+    mx_zones(&PROVIDERS.iter().map(Provider::mx).collect::<Vec<_>>())
+}
+
+/// Everything the demo's DNS server serves: hack/demo/zones (PTR, A, SPF,
+/// DMARC of the sending side, fake DNSBLs) and [`provider_zones`].
+pub fn zones() -> Result<BTreeMap<String, String>, LabError> {
+    let dir = repo_root().join("hack/demo/zones");
+    let mut texts = Zones::read_dir(&dir).map_err(|e| LabError::Usage(e.to_string()))?;
+    merge_zones(&mut texts, provider_zones());
+    Ok(texts)
+}
 
 /// How the demo reaches the cluster: the test's [`ControlPlane`], or the
 /// lab started by `sendfleet-lab up` (its DIR/env).
@@ -150,6 +200,16 @@ pub struct Report {
     pub delivered: usize,
     /// Accepted messages per client (egress) address.
     pub by_client: BTreeMap<String, usize>,
+    /// Accepted messages per provider, per client address.
+    pub by_provider: BTreeMap<String, BTreeMap<String, usize>>,
+    /// [`BLOCKED`]'s egress address.
+    pub blocked_addr: String,
+    /// The 554 answers [`BLOCKING`] gave [`BLOCKED`] (its own log).
+    pub blocks: usize,
+    /// [`BLOCKING_POLICY`]'s status.exclusions, one `instance reason` line each.
+    pub exclusions: Vec<String>,
+    /// Bounced messages the pool status counts.
+    pub status_bounced: usize,
     /// [`LISTED`]'s quarantine reason in the pool status.
     pub quarantine: String,
     /// Sent messages the pool status counts (the operator pod polled the agents).
@@ -213,6 +273,33 @@ pub fn run(c: &dyn Cluster, providers: &[Receiver], out: &mut dyn Write) -> Resu
     let providers_yaml = repo.join("hack/demo/providers.yaml").display().to_string();
     let _ = write!(out, "{}", c.kubectl(&["apply", "-f", &examples, "-f", &providers_yaml])?);
 
+    step(out, "the demo's clock and calendar (kubectl patch)");
+    // examples/ retry deferred mail every 5 min and start each IP at 50 a
+    // day: right for production, too slow for a demo of a few minutes. The
+    // blocked messages' retries (through mta2) and 500 messages on day 1
+    // need both shorter.
+    c.kubectl(&[
+        "patch",
+        "sendingpool",
+        POOL,
+        "-n",
+        NS,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"retry":{"queueRunDelay":"10s","minimalBackoff":"10s","maximalBackoff":"1m"}}}"#,
+    ])?;
+    c.kubectl(&[
+        "patch",
+        "warmupplan",
+        "new-ip",
+        "-n",
+        NS,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"steps":[{"day":1,"dailyCap":1000},{"day":2,"dailyCap":2000}]}}"#,
+    ])?;
+    let _ = writeln!(out, "  retry every 10 s (examples/: 5 min); warm-up day 1 cap 1000 per IP (examples/: 50)");
+
     step(out, "waiting for the pool's three instances (StatefulSet pods, hostNetwork)");
     wait("pool 3/3 ready", 180, || {
         (jsonpath(c, "sendingpool", POOL, "{.status.readyInstances}") == "3/3").then_some(())
@@ -228,19 +315,31 @@ pub fn run(c: &dyn Cluster, providers: &[Receiver], out: &mut dyn Write) -> Resu
     })?;
     let _ = writeln!(out, "  {LISTED}: {quarantine}");
 
-    let submitted = N_A + N_B + N_BUSY;
+    let blocked_addr =
+        jsonpath(c, "sendingpool", POOL, &format!("{{.status.instances[?(@.name==\"{BLOCKED}\")].address}}"));
+    let blocking = providers
+        .iter()
+        .find(|p| p.name == BLOCKING)
+        .ok_or_else(|| LabError::Usage(format!("no provider {BLOCKING} among those started")))?;
+    step(out, &format!("{BLOCKING} starts blocking {BLOCKED} ({blocked_addr}), as a provider does (incident 1)"));
+    blocking.set_client(&blocked_addr, Cue::Blocked)?;
+    let _ = writeln!(out, "  {BLOCKING} answers {blocked_addr}: {}", Cue::Blocked.action(&blocked_addr));
+
+    let submitted: usize = SUBMISSIONS.iter().map(|(_, n)| n).sum();
     step(out, &format!("submit {submitted} messages from a pod through Service {NS}/{POOL} (kube-proxy)"));
     let svc = jsonpath(c, "service", POOL, "{.spec.clusterIP}:{.spec.ports[0].port}");
     c.kubectl(&["delete", "pod", "submit", "-n", NS, "--ignore-not-found", "--wait=true"])?;
     let t_send = Instant::now();
-    let script = format!(
-        "set -e
-  /usr/sbin/smtp-source -N -m {N_A} -s 10 -f app@mail.example.com -t news@example.net {svc} & a=$!
-  /usr/sbin/smtp-source -N -m {N_B} -s 10 -f app@mail.example.com -t signup@example.org {svc} & b=$!
-  /usr/sbin/smtp-source -N -m {N_BUSY} -s 2 -f app@mail.example.com -t offer@busy.example.org {svc} & c=$!
-  wait $a; wait $b; wait $c
-  echo submitted {submitted} messages to {svc}"
-    );
+    let runs: String = SUBMISSIONS
+        .iter()
+        .map(|(to, n)| {
+            format!(
+                "  /usr/sbin/smtp-source -N -m {n} -s 5 -f app@mail.example.com -t {to} {svc} & pids=\"$pids $!\"\n"
+            )
+        })
+        .collect();
+    let script =
+        format!("set -e\n{runs}  for p in $pids; do wait $p; done\n  echo submitted {submitted} messages to {svc}");
     let image = format!("--image={IMAGE}");
     let run = ["run", "submit", "-n", NS, &image, "--image-pull-policy=Never", "--restart=Never", "--command"];
     c.kubectl(&[&run[..], &["--", "sh", "-c", &script]].concat())?;
@@ -254,17 +353,24 @@ pub fn run(c: &dyn Cluster, providers: &[Receiver], out: &mut dyn Write) -> Resu
         return Err(LabError::Usage(format!("the submitting pod ended {phase}")));
     }
 
-    step(out, &format!("waiting until the providers accepted {EXPECTED} messages"));
+    step(
+        out,
+        &format!("waiting until the providers accepted {EXPECTED} messages (the blocked ones retried through a peer)"),
+    );
     let total = || providers.iter().map(|p| p.deliveries().total()).sum::<usize>();
-    wait(&format!("{EXPECTED} messages at the providers"), 120, || (total() >= EXPECTED).then_some(()))?;
+    wait(&format!("{EXPECTED} messages at the providers"), 240, || (total() >= EXPECTED).then_some(()))?;
     let submit_to_delivered = t_send.elapsed();
     let delivered = total();
     let mut by_client = BTreeMap::new();
+    let mut by_provider = BTreeMap::new();
     for p in providers {
-        for (client, n) in p.deliveries().by_client() {
-            *by_client.entry(client).or_insert(0) += n;
+        let d = p.deliveries().by_client();
+        for (client, n) in &d {
+            *by_client.entry(client.clone()).or_insert(0) += n;
         }
+        by_provider.insert(p.name.clone(), d);
     }
+    let blocks = blocking.deliveries().rejected_with(&blocked_addr, 554);
     let _ =
         writeln!(out, "  delivered {delivered} messages {:.1}s after submitting", submit_to_delivered.as_secs_f64());
 
@@ -280,6 +386,12 @@ pub fn run(c: &dyn Cluster, providers: &[Receiver], out: &mut dyn Write) -> Resu
     let _ = wait("the deferred messages in the pool status", 45, || {
         (sum("{.status.deferredMessages}") == N_BUSY).then_some(())
     });
+    let excl_path = "{range .status.exclusions[*]}{.instance}{\" \"}{.reason}{\" until \"}{.until}{\"\\n\"}{end}";
+    let mut exclusions = vec![];
+    let _ = wait(&format!("{BLOCKED} in DomainPolicy {BLOCKING_POLICY}'s exclusions"), 60, || {
+        exclusions = jsonpath(c, "domainpolicy", BLOCKING_POLICY, excl_path).lines().map(str::to_string).collect();
+        exclusions.iter().any(|l| l.starts_with(&format!("{BLOCKED} "))).then_some(())
+    });
 
     step(out, &format!("kubectl get sendingpools,domainpolicies,warmupplans -n {NS}"));
     let _ = write!(out, "{}", c.kubectl(&["get", "sendingpools,domainpolicies,warmupplans", "-n", NS])?);
@@ -288,26 +400,53 @@ pub fn run(c: &dyn Cluster, providers: &[Receiver], out: &mut dyn Write) -> Resu
         "{range .status.conditions[*]}{.type}{\"\\t\"}{.status}{\"\\t\"}{.reason}{\"\\t\"}{.message}{\"\\n\"}{end}";
     let _ = write!(out, "{}", jsonpath(c, "sendingpool", POOL, conds));
     step(out, &format!("instances of SendingPool {NS}/{POOL} (status, as the operator sees them)"));
-    let insts = "{range .status.instances[*]}{.name}{\"\\t\"}{.address}{\"\\t\"}{.phase}{\"\\tweight \"}{.weight}{\"\\tsent \"}{.deliveries.sent}{\"\\tdeferred \"}{.deliveries.deferred}{\"\\tqueued \"}{.queue.deferred}{\"\\twarm-up \"}{.warmup.sentToday}/{.warmup.dailyCap}{\"\\t\"}{.quarantine}{\"\\n\"}{end}";
+    let insts = "{range .status.instances[*]}{.name}{\"\\t\"}{.address}{\"\\t\"}{.phase}{\"\\tweight \"}{.weight}{\"\\tsent \"}{.deliveries.sent}{\"\\tdeferred \"}{.deliveries.deferred}{\"\\tbounced \"}{.deliveries.bounced}{\"\\tqueued \"}{.queue.deferred}{\"\\twarm-up \"}{.warmup.sentToday}/{.warmup.dailyCap}{\"\\t\"}{.quarantine}{\"\\n\"}{end}";
     let _ = write!(out, "{}", jsonpath(c, "sendingpool", POOL, insts));
-    step(out, "what the simulated providers received (their own logs)");
+    step(out, &format!("exclusions of DomainPolicy {NS}/{BLOCKING_POLICY} (status.exclusions)"));
+    for l in &exclusions {
+        let _ = writeln!(out, "  {l}");
+    }
+    step(out, "what the simulated providers received and refused (their own logs)");
     for p in providers {
         let d = p.deliveries();
         let _ = writeln!(
             out,
-            "  {}: {} accepted, by client {:?}, {} deferred",
+            "  {}: {} accepted, by client {:?}; refused by client and code {:?}",
             p.name,
             d.total(),
             d.by_client(),
-            d.deferred
+            d.rejections_by_client()
         );
     }
     Ok(Report {
         delivered,
         by_client,
+        by_provider,
+        blocked_addr,
+        blocks,
+        exclusions,
+        status_bounced: sum("{range .status.instances[*]}{.deliveries.bounced} {end}"),
         quarantine,
         status_sent: sum(sent_path),
         status_deferred: sum("{.status.deferredMessages}"),
         submit_to_delivered,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_demo_serves_its_zones_and_every_provider_domain_has_the_providers_mx() {
+        let texts = zones().expect("demo zones");
+        let loaded = Zones::load(&texts).expect("they parse");
+        for p in &PROVIDERS {
+            for d in p.domains {
+                assert!(loaded.zones.contains_key(*d), "{d}");
+                assert!(texts[*d].contains(&format!("MX 10 {}.", p.mx_host)), "{d}: {}", texts[*d]);
+            }
+        }
+        assert!(loaded.zones.contains_key("zen.spamhaus.org") && loaded.zones.contains_key("mail.example.com"));
+    }
 }

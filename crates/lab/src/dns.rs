@@ -45,6 +45,72 @@ pub fn zone_header(origin: &str) -> String {
     )
 }
 
+/// A resolv.conf naming one nameserver, `ip` (port 53: resolv.conf has
+/// no port), with short timeouts so a test sees a dead server quickly: what
+/// the lab node hands its pods and what a test instance gets in place of
+/// its pod's.
+pub fn resolv_conf(ip: &str) -> String {
+    format!("nameserver {ip}\noptions timeout:2 attempts:2\n")
+}
+
+/// A mailbox provider as DNS publishes it: one MX host (with its address)
+/// that receives for all of the provider's domains, as Gmail's MX receives
+/// for gmail.com and every Google Workspace domain.
+#[derive(Clone, Copy, Debug)]
+pub struct MxProvider<'a> {
+    /// For the comment in the zone text only.
+    pub name: &'a str,
+    /// The MX host name every domain points to, e.g. `mx.provider-a.test`.
+    pub mx_host: &'a str,
+    /// The MX host's address (a receiver's).
+    pub addr: &'a str,
+    /// The domains it receives for.
+    pub domains: &'a [&'a str],
+}
+
+/// Zone texts (`origin -> records`, for [`Zones::load`]) that route mail
+/// for `providers` by MX: each domain gets `MX 10 <mx_host>`, each MX host
+/// an A record. Each domain is its own zone; an MX host goes into the zone
+/// of a domain it lies under, or else into a zone of its parent name.
+/// Owner names are absolute, so the texts merge into other zones of the
+/// same origin ([`merge_zones`], e.g. with hack/demo/zones).
+pub fn mx_zones(providers: &[MxProvider<'_>]) -> BTreeMap<String, String> {
+    let norm = |n: &str| n.trim_end_matches('.').to_ascii_lowercase();
+    let mut texts: BTreeMap<String, String> = BTreeMap::new();
+    for p in providers {
+        for d in p.domains {
+            let d = norm(d);
+            texts.entry(d.clone()).or_default().push_str(&format!("{d}. IN MX 10 {}.\n", norm(p.mx_host)));
+        }
+    }
+    for p in providers {
+        let host = norm(p.mx_host);
+        let origin = texts
+            .keys()
+            .filter(|o| host == **o || host.ends_with(&format!(".{o}")))
+            .max_by_key(|o| o.len())
+            .cloned()
+            .unwrap_or_else(|| host.split_once('.').map(|(_, parent)| parent.to_string()).unwrap_or(host.clone()));
+        let text = texts.entry(origin).or_default();
+        let a = format!("{host}. IN A {}\n", p.addr);
+        if !text.contains(&a) {
+            text.push_str(&format!("; MX host of {}\n{a}", p.name));
+        }
+    }
+    texts
+}
+
+/// Add `more` to `into`, appending the records of an origin both have.
+pub fn merge_zones(into: &mut BTreeMap<String, String>, more: BTreeMap<String, String>) {
+    for (origin, text) in more {
+        let t = into.entry(origin).or_default();
+        if !t.is_empty() && !t.ends_with('\n') {
+            t.push('\n');
+        }
+        t.push_str(&text);
+    }
+}
+
 /// Parsed zones: the catalog to answer from and each zone's handle.
 pub struct Zones {
     pub catalog: Catalog,
@@ -121,15 +187,15 @@ pub async fn serve<H: RequestHandler>(handler: H, ip: IpAddr, port: u16) -> Resu
     Ok((server, addr))
 }
 
-/// `sendfleet-lab dns serve`: serve the zones of `dir` on `addr` until
-/// SIGTERM or SIGINT.
-pub fn run(dir: &Path, addr: SocketAddr) -> Result<(), DnsError> {
-    let zones = Zones::load(&Zones::read_dir(dir)?)?;
+/// `sendfleet-lab dns serve`: serve `texts` (`origin -> records`) on
+/// `addr` until SIGTERM or SIGINT.
+pub fn run(texts: &BTreeMap<String, String>, addr: SocketAddr) -> Result<(), DnsError> {
+    let zones = Zones::load(texts)?;
     let names: Vec<String> = zones.zones.keys().cloned().collect();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|source| DnsError::Io { path: dir.to_path_buf(), source })?;
+        .map_err(|source| DnsError::Io { path: PathBuf::from("tokio runtime"), source })?;
     rt.block_on(async move {
         let (server, bound) = serve(zones.catalog, addr.ip(), addr.port()).await?;
         println!("sendfleet-lab: DNS server on {bound} (UDP+TCP) for {}", names.join(" "));
@@ -193,6 +259,35 @@ mod tests {
         let zones = Zones::load(&texts).expect("demo zones parse");
         let origins: Vec<&str> = zones.zones.keys().map(String::as_str).collect();
         assert_eq!(origins, ["2.0.192.in-addr.arpa", "bl.spamcop.net", "mail.example.com", "zen.spamhaus.org"]);
+    }
+
+    #[test]
+    fn domains_of_a_provider_share_its_one_mx_host() {
+        let a = MxProvider {
+            name: "provider-a",
+            mx_host: "mx.provider-a.test",
+            addr: "198.51.100.10",
+            domains: &["example.net", "a-mail.test"],
+        };
+        let b = MxProvider {
+            name: "provider-b",
+            mx_host: "mx.example.org",
+            addr: "198.51.100.20",
+            domains: &["example.org", "busy.example.org"],
+        };
+        let mut texts = mx_zones(&[a, b]);
+        let origins: Vec<&str> = texts.keys().map(String::as_str).collect();
+        assert_eq!(origins, ["a-mail.test", "busy.example.org", "example.net", "example.org", "provider-a.test"]);
+        assert_eq!(texts["example.net"], "example.net. IN MX 10 mx.provider-a.test.\n");
+        assert_eq!(texts["a-mail.test"], "a-mail.test. IN MX 10 mx.provider-a.test.\n");
+        assert!(texts["provider-a.test"].ends_with("mx.provider-a.test. IN A 198.51.100.10\n"));
+        // An MX host under one of the provider's own domains lives in that zone.
+        assert!(texts["example.org"].contains("mx.example.org. IN A 198.51.100.20\n"), "{}", texts["example.org"]);
+        assert_eq!(texts["busy.example.org"], "busy.example.org. IN MX 10 mx.example.org.\n");
+        merge_zones(&mut texts, BTreeMap::from([("example.net".to_string(), "@ IN TXT \"v=spf1 -all\"".into())]));
+        assert!(texts["example.net"].ends_with("MX 10 mx.provider-a.test.\n@ IN TXT \"v=spf1 -all\""));
+        let zones = Zones::load(&texts).expect("MX zones parse");
+        assert_eq!(zones.zones.len(), 5);
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub mod binaries;
 pub mod control_plane;
 pub mod demo;
 pub mod dns;
+pub mod greylist;
 pub mod kit;
 pub mod kubectl;
 pub mod node;
@@ -38,8 +39,9 @@ use std::time::Duration;
 pub use binaries::Binaries;
 pub use control_plane::{ControlPlane, Namespace, Options};
 pub use kubectl::{write_kubeconfig, Credentials, Kubectl};
-pub use node::{NodeInfo, NODE_IP, NODE_NAME, POD_CIDR, SERVICE_CIDR, STORAGE_CLASS};
-pub use receiver::{Deliveries, Receiver};
+pub use node::{NodeInfo, DNS_SERVER, NODE_IP, NODE_NAME, POD_CIDR, SERVICE_CIDR, STORAGE_CLASS};
+pub use pki::MailCa;
+pub use receiver::{Cue, Deliveries, Receiver, Rejection};
 
 /// Everything that can go wrong in the lab. Messages carry what is needed to
 /// debug a failed start without rerunning (log tails, commands, stderr).

@@ -46,6 +46,18 @@ pub const POD_CIDR: &str = "10.244.0.0/24";
 pub const SERVICE_CIDR: &str = "10.96.0.0/16";
 /// StorageClass of the pre-created local PersistentVolumes.
 pub const STORAGE_CLASS: &str = "lab-local";
+/// The lab's DNS server: the one address every pod of the node resolves
+/// through (the kubelet's `resolvConf`, see [`RESOLV_CONF`]), and where the
+/// demo and the tests serve their zones (MX/A of the simulated providers,
+/// PTR, SPF, DMARC, fake DNSBLs). An address of 198.51.100.0/24
+/// (TEST-NET-2), on the lab namespace's `lo` once a server listens there.
+pub const DNS_SERVER: &str = "198.51.100.53";
+/// The node's resolv.conf, under the node directory. The lab has no cluster
+/// DNS (no `clusterDNS` in the kubelet config), so the kubelet falls back
+/// to the `Default` policy for `ClusterFirst` pods and for the instances'
+/// `ClusterFirstWithHostNet` alike, and hands every pod the nameservers,
+/// search list and options of this file, as a real node hands its own.
+pub const RESOLV_CONF: &str = "resolv.conf";
 
 /// Debian packages the node needs, with a file that proves each is there.
 const NODE_PACKAGES: &[(&str, &str)] = &[
@@ -274,6 +286,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         let serving = cluster.pki.serving_cert(NODE_NAME, &[NODE_IP.to_string(), NODE_NAME.to_string()])?;
         write_private(&dir.join("kubelet/tls.crt"), serving.cert_pem.as_bytes())?;
         write_private(&dir.join("kubelet/tls.key"), serving.key_pem.as_bytes())?;
+        let resolv = dir.join(RESOLV_CONF);
+        std::fs::write(&resolv, crate::dns::resolv_conf(DNS_SERVER)).map_err(LabError::io(&resolv))?;
         let healthz_port = process::free_port()?;
         let kubelet_yaml = format!(
             r#"apiVersion: kubelet.config.k8s.io/v1beta1
@@ -303,8 +317,10 @@ podLogsDir: {d}/pod-logs
 evictionHard: {{"memory.available": "1Mi", "nodefs.available": "1%", "imagefs.available": "1%", "nodefs.inodesFree": "1%"}}
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
-resolvConf: ""
+# No clusterDNS: pods get this file's nameserver (the lab's DNS server).
+resolvConf: {resolv}
 "#,
+            resolv = dir.join(RESOLV_CONF).display(),
             ca = cluster.pki.ca_cert.display(),
             sock = sock.display(),
         );

@@ -2,6 +2,10 @@
 //! API server's serving certificate and client certificates for test
 //! identities, plus the service-account signing key.
 //!
+//! [`MailCa`] is a second, separate CA for mail: the certificates the
+//! simulated providers present on STARTTLS, and the PEM a SendingPool is
+//! told to trust, as a partner's private CA would be.
+//!
 //! Everything here is throw-away test material generated in-process (no
 //! openssl CLI needed). It must never be used outside the lab: keys are
 //! written unencrypted and certificates are valid for centuries.
@@ -51,22 +55,8 @@ impl Pki {
     /// names) and a service-account key, written under `dir`.
     pub fn create(dir: &Path, sans: &[String]) -> Result<Pki, LabError> {
         std::fs::create_dir_all(dir).map_err(LabError::io(dir))?;
-        let ca_key = KeyPair::generate().map_err(tls("CA key"))?;
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(tls("CA"))?;
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(DnType::CommonName, "sendfleet-lab-ca");
-        ca_params.key_usages =
-            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
-        let ca_cert = ca_params.self_signed(&ca_key).map_err(tls("CA"))?;
-        let ca_cert_pem = ca_cert.pem();
-        let ca_key_pem = ca_key.serialize_pem();
-        let issuer = Issuer::new(ca_params, ca_key);
-
-        let serving_key = KeyPair::generate().map_err(tls("serving key"))?;
-        let mut params = CertificateParams::new(sans.to_vec()).map_err(tls("serving cert"))?;
-        params.distinguished_name.push(DnType::CommonName, "kube-apiserver");
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let serving = params.signed_by(&serving_key, &issuer).map_err(tls("serving cert"))?;
+        let (ca_cert_pem, ca_key_pem, issuer) = new_ca("sendfleet-lab-ca")?;
+        let serving = server_cert(&issuer, "kube-apiserver", sans)?;
 
         let sa_key = KeyPair::generate().map_err(tls("service-account key"))?;
 
@@ -84,8 +74,8 @@ impl Pki {
         };
         write_private(&pki.ca_cert, pki.ca_cert_pem.as_bytes())?;
         write_private(&pki.ca_key, ca_key_pem.as_bytes())?;
-        write_private(&pki.serving_cert, serving.pem().as_bytes())?;
-        write_private(&pki.serving_key, serving_key.serialize_pem().as_bytes())?;
+        write_private(&pki.serving_cert, serving.cert_pem.as_bytes())?;
+        write_private(&pki.serving_key, serving.key_pem.as_bytes())?;
         write_private(&pki.sa_key, sa_key.serialize_pem().as_bytes())?;
         write_private(&pki.sa_pub, sa_key.public_key_pem().as_bytes())?;
         let kc = pki.client_cert("kube-apiserver-kubelet-client", Some("system:masters"))?;
@@ -118,12 +108,79 @@ impl Pki {
     /// A serving certificate for `cn` valid for `sans` (IPs and DNS names),
     /// e.g. a kubelet's.
     pub fn serving_cert(&self, cn: &str, sans: &[String]) -> Result<ClientCert, LabError> {
-        let key = KeyPair::generate().map_err(tls("serving key"))?;
-        let mut params = CertificateParams::new(sans.to_vec()).map_err(tls("serving cert"))?;
-        params.distinguished_name.push(DnType::CommonName, cn);
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let cert = params.signed_by(&key, &self.issuer).map_err(tls("serving cert"))?;
-        Ok(ClientCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+        server_cert(&self.issuer, cn, sans)
+    }
+}
+
+/// A self-signed CA named `cn`: certificate PEM, key PEM, issuer.
+fn new_ca(cn: &str) -> Result<(String, String, Issuer<'static, KeyPair>), LabError> {
+    let ca_key = KeyPair::generate().map_err(tls("CA key"))?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).map_err(tls("CA"))?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.distinguished_name.push(DnType::CommonName, cn);
+    ca_params.key_usages =
+        vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+    let ca_cert = ca_params.self_signed(&ca_key).map_err(tls("CA"))?;
+    let (cert_pem, key_pem) = (ca_cert.pem(), ca_key.serialize_pem());
+    Ok((cert_pem, key_pem, Issuer::new(ca_params, ca_key)))
+}
+
+/// A serving certificate for `cn`, valid for `sans` (IPs and DNS names).
+fn server_cert(issuer: &Issuer<'static, KeyPair>, cn: &str, sans: &[String]) -> Result<ClientCert, LabError> {
+    let key = KeyPair::generate().map_err(tls("serving key"))?;
+    let mut params = CertificateParams::new(sans.to_vec()).map_err(tls("serving cert"))?;
+    params.distinguished_name.push(DnType::CommonName, cn);
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = params.signed_by(&key, issuer).map_err(tls("serving cert"))?;
+    Ok(ClientCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+}
+
+/// The lab's mail CA: it signs the simulated providers' STARTTLS
+/// certificates; its certificate is what a sender must trust to `verify`
+/// them (no public CA would sign `mx.provider-a.test`).
+pub struct MailCa {
+    /// The CA certificate, PEM, world-readable (a test hands it to a pool).
+    pub cert_path: PathBuf,
+    cert_pem: String,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl MailCa {
+    /// The CA's file name under its directory.
+    pub const CERT_FILE: &'static str = "mail-ca.crt";
+
+    /// A fresh mail CA; its certificate is written to `dir`/[`MailCa::CERT_FILE`]
+    /// (the key stays in memory: only this process issues certificates).
+    pub fn create(dir: &Path) -> Result<MailCa, LabError> {
+        std::fs::create_dir_all(dir).map_err(LabError::io(dir))?;
+        let (cert_pem, _key_pem, issuer) = new_ca("sendfleet-lab-mail-ca")?;
+        let cert_path = dir.join(Self::CERT_FILE);
+        std::fs::write(&cert_path, &cert_pem).map_err(LabError::io(&cert_path))?;
+        Ok(MailCa { cert_path, cert_pem, issuer })
+    }
+
+    /// This process's mail CA (created on first use under the temp
+    /// directory): every receiver of a test binary presents a certificate
+    /// from it, so a test needs to trust one PEM.
+    pub fn shared() -> Result<&'static MailCa, LabError> {
+        static CA: std::sync::OnceLock<Result<MailCa, String>> = std::sync::OnceLock::new();
+        let dir = std::env::temp_dir().join(format!("sendfleet-mail-ca-{}", std::process::id()));
+        CA.get_or_init(|| MailCa::create(&dir).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| LabError::Usage(format!("the lab's mail CA: {e}")))
+    }
+
+    /// The CA certificate, PEM (what a SendingPool's trusted CA bundle holds).
+    pub fn ca_pem(&self) -> &str {
+        &self.cert_pem
+    }
+
+    /// A server certificate for a provider's host names `names` (its MX
+    /// host first, the CN; a relay host name too if a route names one) and
+    /// its address `ip`.
+    pub fn server_cert(&self, names: &[&str], ip: &str) -> Result<ClientCert, LabError> {
+        let sans: Vec<String> = names.iter().map(|n| n.to_string()).chain([ip.to_string()]).collect();
+        server_cert(&self.issuer, names.first().copied().unwrap_or(ip), &sans)
     }
 }
 

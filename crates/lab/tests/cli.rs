@@ -1,6 +1,7 @@
 //! The `sendfleet-lab` command the demo uses: `up --node` creates its own
 //! named network namespace and a working cluster in it, `exec` runs the
-//! built kubectl inside, `down` leaves no namespace and no process behind.
+//! built kubectl inside, `dns start` and `receiver start/cue/status` work
+//! inside it, `down` leaves no namespace and no process behind.
 //! (A namespace name of its own, so a running `make cluster` is untouched.)
 
 use std::path::Path;
@@ -33,6 +34,40 @@ fn up_exec_down_in_a_named_network_namespace() {
         .and_then(|p| p.trim_end_matches('\'').parse().ok())
         .unwrap();
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
+
+    // The demo's DNS server on the address the node's resolv.conf names,
+    // with the providers' MX zones; a receiver told to block one client.
+    let zones = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../hack/demo/zones");
+    let dns = lab(&["dns", "start", "--dir", d, "--zones", zones.to_str().unwrap(), "--demo-providers"]);
+    let dns_out = String::from_utf8_lossy(&dns.stdout);
+    assert!(dns.status.success(), "{}", String::from_utf8_lossy(&dns.stderr));
+    assert!(
+        dns_out.contains(&format!("{}:53", sendfleet_lab::DNS_SERVER)) && dns_out.contains("webmail.test"),
+        "{dns_out}"
+    );
+    let rcv = lab(&[
+        "receiver",
+        "start",
+        "--dir",
+        d,
+        "--name",
+        "provider-a",
+        "--addr",
+        "198.51.100.10",
+        "--domain",
+        "example.net",
+    ]);
+    assert!(rcv.status.success(), "{}", String::from_utf8_lossy(&rcv.stderr));
+    let cue =
+        lab(&["receiver", "cue", "--dir", d, "--name", "provider-a", "--client", "192.0.2.10", "--cue", "blocked"]);
+    assert!(cue.status.success(), "{}", String::from_utf8_lossy(&cue.stderr));
+    let status = lab(&["receiver", "status", "--dir", d]);
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains("cue for 192.0.2.10: 554 5.7.1"), "{status}");
+    let clear = lab(&["receiver", "cue", "--dir", d, "--name", "provider-a", "--client", "192.0.2.10", "--clear"]);
+    assert!(clear.status.success(), "{}", String::from_utf8_lossy(&clear.stderr));
+    let status = lab(&["receiver", "status", "--dir", d]);
+    assert!(!String::from_utf8_lossy(&status.stdout).contains("cue for"), "cleared");
 
     let pid: u32 = std::fs::read_to_string(dir.join("pid")).unwrap().trim().parse().unwrap();
     drop(guard);

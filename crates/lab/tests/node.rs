@@ -1,12 +1,14 @@
 //! The lab node: kubelet + containerd + runc really run pods (images built
 //! here: pause from k8s source, a busybox toolbox), on the node IP inside
 //! the test's network namespace, with CNI, local PersistentVolumes, logs and
-//! exec through the API server, and Services through a real kube-proxy; and
+//! exec through the API server, Services through a real kube-proxy, names
+//! through the lab's DNS server (the kubelet's resolv.conf); and
 //! stopping the node leaves no processes, mounts or cgroups behind.
 
 use std::time::{Duration, Instant};
 
-use sendfleet_lab::{ControlPlane, NODE_IP, NODE_NAME, STORAGE_CLASS};
+use sendfleet_lab::kit::Dns;
+use sendfleet_lab::{ControlPlane, DNS_SERVER, NODE_IP, NODE_NAME, STORAGE_CLASS};
 
 fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<String>) -> String {
     let t0 = Instant::now();
@@ -34,7 +36,6 @@ fn pods_run_on_the_lab_node_with_volumes_logs_exec_and_services() {
         ])
         .unwrap();
     assert_eq!(ip, NODE_IP);
-    let pause = &cp.binaries().pause_ref;
     let toolbox = &cp.binaries().toolbox_ref;
     let ns = cp.namespace("node").unwrap();
     cp.apply(&format!(
@@ -43,7 +44,8 @@ kind: Pod
 metadata: {{name: host, namespace: {ns}}}
 spec:
   hostNetwork: true
-  containers: [{{name: c, image: "{pause}", imagePullPolicy: Never}}]
+  dnsPolicy: ClusterFirstWithHostNet
+  containers: [{{name: c, image: "{toolbox}", imagePullPolicy: Never, command: [sleep, "3600"]}}]
 ---
 apiVersion: v1
 kind: PersistentVolumeClaim
@@ -98,6 +100,20 @@ spec:
     let pv = cp.kubectl_run(&["get", "pvc", "data", "-n", ns.name(), "-o", "jsonpath={.spec.volumeName}"]).unwrap();
     let on_disk = std::fs::read_to_string(node.dir.join("pv").join(&pv).join("proof")).unwrap();
     assert_eq!(on_disk.trim(), "persisted");
+
+    // Name resolution as on a real node: both pods (hostNetwork with
+    // ClusterFirstWithHostNet, and a pod-network one) resolve through the
+    // lab's DNS server, MX included, from the resolv.conf the kubelet hands
+    // them (the lab has no cluster DNS).
+    let _dns = Dns::start(DNS_SERVER, &[("provider.test", "198.51.100.10")]);
+    for pod in ["host", "web"] {
+        let resolv = cp.kubectl_run(&["exec", pod, "-n", ns.name(), "--", "cat", "/etc/resolv.conf"]).unwrap();
+        assert!(resolv.lines().any(|l| l.trim() == format!("nameserver {DNS_SERVER}")), "{pod}: {resolv}");
+        let mx = cp
+            .kubectl_run(&["exec", pod, "-n", ns.name(), "--", "nslookup", "-type=mx", "provider.test"])
+            .unwrap_or_else(|e| panic!("{pod}: nslookup MX: {e}"));
+        assert!(mx.contains("mail exchanger = 10 provider.test"), "{pod}: {mx}");
+    }
 
     // Pods reach the API server the in-cluster way (Service kubernetes -> kube-proxy).
     // (busybox's static wget segfaults here, so a TCP connect with nc; a

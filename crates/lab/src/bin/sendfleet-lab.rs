@@ -5,8 +5,9 @@
 //!   sendfleet-lab exec --dir out/lab -- kubectl get ns   # run inside the namespace with KUBECONFIG etc.
 //!   sendfleet-lab down --dir out/lab
 //!   sendfleet-lab receiver start --dir out/lab --name provider-a --addr 198.51.100.10 --domain example.net
-//!   sendfleet-lab receiver status --dir out/lab   # what each simulated provider accepted, per client address
-//!   sendfleet-lab dns start --dir out/lab --addr 198.51.100.53 --zones hack/demo/zones   # authoritative test zones
+//!   sendfleet-lab receiver status --dir out/lab   # what each simulated provider accepted and refused, per client address
+//!   sendfleet-lab receiver cue --dir out/lab --name provider-a --client 192.0.2.11 --cue blocked   # misbehave on cue
+//!   sendfleet-lab dns start --dir out/lab --zones hack/demo/zones --demo-providers   # test zones + the demo providers' MX on 198.51.100.53, what pods resolve through
 //!   sendfleet-lab demo --dir out/lab   # the demo's steps (crates/lab/src/demo.rs), as tests/e2e_chart.rs runs them
 //!
 //! The control plane runs inside the network namespace `sendfleet-lab`
@@ -143,6 +144,23 @@ enum ReceiverCmd {
         #[arg(long = "access")]
         access: Vec<String>,
     },
+    /// Make one receiver answer one client (egress) address on cue, from
+    /// its next SMTP session on (a reload), or accept it again (--clear).
+    Cue {
+        #[arg(long, default_value = "out/lab")]
+        dir: PathBuf,
+        /// The receiver's name (`receiver status` lists them).
+        #[arg(long)]
+        name: String,
+        /// The client (egress) address, e.g. 192.0.2.10.
+        #[arg(long)]
+        client: String,
+        /// blocked | rate-limit-421 | rate-limit-450 | new-address | "4NN/5NN text".
+        #[arg(long, required_unless_present = "clear")]
+        cue: Option<sendfleet_lab::Cue>,
+        #[arg(long, conflicts_with = "cue")]
+        clear: bool,
+    },
     /// Print what each receiver accepted (total, per client address) and
     /// refused.
     Status {
@@ -166,12 +184,18 @@ enum DnsCmd {
     Start {
         #[arg(long, default_value = "out/lab")]
         dir: PathBuf,
-        #[arg(long)]
+        /// The lab's DNS server address by default: the one the node's
+        /// pods resolve through (their resolv.conf names it).
+        #[arg(long, default_value = sendfleet_lab::DNS_SERVER)]
         addr: std::net::IpAddr,
         /// One `<origin>.zone` file per zone: master-file records, relative
         /// names allowed, SOA and NS added.
         #[arg(long)]
         zones: PathBuf,
+        /// Also serve the MX and A records of the demo's providers
+        /// (crates/lab/src/demo.rs PROVIDERS), so mail routes by MX.
+        #[arg(long)]
+        demo_providers: bool,
     },
     /// Stop the server of DIR.
     Stop {
@@ -185,6 +209,8 @@ enum DnsCmd {
         addr: std::net::SocketAddr,
         #[arg(long)]
         zones: PathBuf,
+        #[arg(long)]
+        demo_providers: bool,
     },
 }
 
@@ -510,6 +536,14 @@ fn demo(dir: &Path) -> Result<()> {
         sendfleet_lab::demo::LISTED,
         report.quarantine
     );
+    println!(
+        "{} blocked {} {} times; excluded: {}; bounced: {}",
+        sendfleet_lab::demo::BLOCKING,
+        sendfleet_lab::demo::BLOCKED,
+        report.blocks,
+        if report.exclusions.is_empty() { "(none yet)".to_string() } else { report.exclusions.join("; ") },
+        report.status_bounced
+    );
     Ok(())
 }
 
@@ -530,6 +564,23 @@ fn receiver(action: ReceiverCmd) -> Result<()> {
                 domains.join(" "),
                 r.dir.join("maillog").display()
             );
+            Ok(())
+        }
+        ReceiverCmd::Cue { dir, name, client, cue, clear } => {
+            require_root()?;
+            let r = sendfleet_lab::Receiver::open(&dir.join("receivers").join(&name))
+                .with_context(|| format!("no receiver {name} under {}/receivers", dir.display()))?;
+            enter_netns(&dir)?;
+            match cue {
+                Some(cue) if !clear => {
+                    r.set_client(&client, cue.clone())?;
+                    println!("sendfleet-lab: {name} answers {client}: {}", cue.action(&client));
+                }
+                _ => {
+                    r.clear_client(&client)?;
+                    println!("sendfleet-lab: {name} accepts {client} again");
+                }
+            }
             Ok(())
         }
         ReceiverCmd::Status { dir, total } => {
@@ -554,6 +605,13 @@ fn receiver(action: ReceiverCmd) -> Result<()> {
                     d.rejected,
                     by.join(" ")
                 );
+                for (client, codes) in d.rejections_by_client() {
+                    let codes: Vec<String> = codes.iter().map(|(c, n)| format!("{c}x{n}")).collect();
+                    println!("{:<12} refused {client}: {}", "", codes.join(" "));
+                }
+                for (client, action) in r.client_rules() {
+                    println!("{:<12} cue for {client}: {action}", "");
+                }
             }
             Ok(())
         }
@@ -567,10 +625,10 @@ fn receiver(action: ReceiverCmd) -> Result<()> {
 
 fn dns(action: DnsCmd) -> Result<()> {
     match action {
-        DnsCmd::Start { dir, addr, zones } => {
+        DnsCmd::Start { dir, addr, zones, demo_providers } => {
             require_root()?;
             // Parse here, so a broken zone fails the start with its message.
-            sendfleet_lab::dns::Zones::load(&sendfleet_lab::dns::Zones::read_dir(&zones)?)?;
+            sendfleet_lab::dns::Zones::load(&zone_texts(&zones, demo_providers)?)?;
             let zones = zones.canonicalize()?;
             let state = dir.join("dns");
             sendfleet_lab::dns::stop(&state)?;
@@ -581,11 +639,11 @@ fn dns(action: DnsCmd) -> Result<()> {
             let log_path = state.join("log");
             let log = std::fs::File::create(&log_path)?;
             let mut cmd = Command::new(std::env::current_exe()?);
-            cmd.args(["dns", "serve", "--addr", &sock.to_string(), "--zones"])
-                .arg(&zones)
-                .stdin(Stdio::null())
-                .stdout(log.try_clone()?)
-                .stderr(log);
+            cmd.args(["dns", "serve", "--addr", &sock.to_string(), "--zones"]).arg(&zones);
+            if demo_providers {
+                cmd.arg("--demo-providers");
+            }
+            cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
             // Its own session: it outlives this command and the demo's shell,
             // until `dns stop` or `down`.
             // SAFETY: setsid is async-signal-safe.
@@ -613,6 +671,17 @@ fn dns(action: DnsCmd) -> Result<()> {
             println!("sendfleet-lab: DNS server {}", if stopped { "stopped" } else { "was not running" });
             Ok(())
         }
-        DnsCmd::Serve { addr, zones } => Ok(sendfleet_lab::dns::run(&zones, addr)?),
+        DnsCmd::Serve { addr, zones, demo_providers } => {
+            Ok(sendfleet_lab::dns::run(&zone_texts(&zones, demo_providers)?, addr)?)
+        }
     }
+}
+
+/// The zones of `dir`, with the demo providers' MX zones if asked.
+fn zone_texts(dir: &Path, demo_providers: bool) -> Result<std::collections::BTreeMap<String, String>> {
+    let mut texts = sendfleet_lab::dns::Zones::read_dir(dir)?;
+    if demo_providers {
+        sendfleet_lab::dns::merge_zones(&mut texts, sendfleet_lab::demo::provider_zones());
+    }
+    Ok(texts)
 }

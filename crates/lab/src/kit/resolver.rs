@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::dns::{serve, Zones};
+use crate::dns::{mx_zones, serve, MxProvider, Zones};
 
 /// A DNS server on `<ip>:53`, stopped when dropped.
 pub struct Dns {
@@ -27,11 +27,16 @@ impl Dns {
     /// `domain A address`, on `ip` (added to `lo`), port 53 (resolv.conf
     /// has no port).
     pub fn start(ip: &str, records: &[(&str, &str)]) -> Dns {
-        let texts: BTreeMap<String, String> = records
+        let providers: Vec<MxProvider<'_>> = records
             .iter()
-            .map(|(domain, addr)| (domain.to_string(), format!("@ IN MX 10 {domain}.\n@ IN A {addr}\n")))
+            .map(|(domain, addr)| MxProvider {
+                name: domain,
+                mx_host: domain,
+                addr,
+                domains: std::slice::from_ref(domain),
+            })
             .collect();
-        Self::serve(ip, texts)
+        Self::serve(ip, mx_zones(&providers))
     }
 
     /// Serve zones (`origin -> records`, as [`crate::dns::Zones::load`]
@@ -74,7 +79,7 @@ impl Dns {
 
     /// The resolv.conf that points a process at this server.
     pub fn resolv_conf(&self) -> String {
-        format!("nameserver {}\noptions timeout:2 attempts:2\n", self.ip)
+        crate::dns::resolv_conf(&self.ip)
     }
 
     /// Write [`Dns::resolv_conf`] to `path`.
