@@ -118,6 +118,20 @@ fn a_missing_or_unusable_trusted_ca_makes_the_pool_not_ready_naming_it() {
     .unwrap();
     let pool =
         |name: &str, ca: &str| Pool::named(name).in_ns(n).with_ips(1).spec(&format!("tls: {{trustedCA: {ca}}}")).yaml();
+    // Admission: the API server refuses a reference that names two objects
+    // or none, or a name or key that could leave the volume.
+    for (what, ca, field) in [
+        ("both", "{secretName: a, configMapName: b}", "exactly one of secretName and configMapName"),
+        ("neither", "{key: ca.crt}", "exactly one of secretName and configMapName"),
+        ("key with a path", "{secretName: a, key: ../x}", "trustedCA.key"),
+        ("name with a path", "{secretName: ../x}", "trustedCA.secretName"),
+    ] {
+        let err = match cp.kubectl_stdin(&["create", "--dry-run=server", "-f", "-"], &pool("adm", ca)) {
+            Ok(out) => panic!("{what}: accepted by the API server: {out}"),
+            Err(e) => e.to_string(),
+        };
+        assert!(err.contains(field), "{what}: the API server's message should name {field:?}: {err}");
+    }
     cp.apply(&pool("missing", "{secretName: lab-mail-ca}")).unwrap();
     cp.apply(&pool("keyless", "{secretName: partner-ca}")).unwrap();
     cp.apply(&pool("junk", "{configMapName: corp-bundle}")).unwrap();
