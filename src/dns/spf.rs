@@ -115,3 +115,23 @@ pub async fn check_spf(
     let record = spf_record(dns.txt(&domain).await.records());
     SpfCheck { domain, per_ip, record }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spf_record_is_the_v_spf1_txt_record_only() {
+        let txt = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            spf_record(&txt(&["google-site-verification=x", "v=spf1 ip4:192.0.2.1 -all"])).as_deref(),
+            Some("v=spf1 ip4:192.0.2.1 -all")
+        );
+        assert_eq!(spf_record(&txt(&["V=SPF1 -all"])).as_deref(), Some("V=SPF1 -all"), "the tag is case-insensitive");
+        assert_eq!(spf_record(&txt(&["v=spf1"])).as_deref(), Some("v=spf1"));
+        assert_eq!(spf_record(&txt(&["v=spf10 -all", "v=spf1x"])), None, "another version is not SPF 1");
+        assert_eq!(spf_record(&txt(&[])), None);
+        // Two records (a permerror): the message names one, always the same.
+        assert_eq!(spf_record(&txt(&["v=spf1 b -all", "v=spf1 a -all"])).as_deref(), Some("v=spf1 a -all"));
+    }
+}
