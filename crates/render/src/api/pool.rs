@@ -314,8 +314,9 @@ pub struct Tls {
     /// Certificate authorities trusted in addition to the system's (the
     /// image's `ca-certificates`), for receivers and relays whose
     /// certificates a private CA issued. Used by the `verify` and `secure`
-    /// levels. A missing Secret or ConfigMap, or one without the key, makes
-    /// the pool `Ready=False` with reason `MissingReference`.
+    /// levels. A missing Secret or ConfigMap, or one whose key holds no PEM
+    /// certificate, makes the pool `Ready=False` with reason
+    /// `MissingReference`.
     #[serde(default, rename = "trustedCA", skip_serializing_if = "Option::is_none")]
     pub trusted_ca: Option<TrustedCa>,
 }
