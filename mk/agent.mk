@@ -13,7 +13,7 @@
 # agent-deps installs them non-interactively when missing.
 
 AGENT_CARGO ?= cargo
-AGENT_TEST_BINS := agent_socketmap agent_rendered agent_delivery agent_routing agent_reload agent_warmup agent_adaptive agent_handoff agent_flow
+AGENT_TEST_BINS := agent_socketmap agent_rendered agent_delivery agent_routing agent_reload agent_warmup agent_adaptive agent_handoff agent_flow agent_tls
 
 .PHONY: agent-deps test-agent bench-agent
 

@@ -5,7 +5,7 @@
 #                         the agents' own decisions mirrored into status
 #   make bench-operator   the steady-state test with its figures printed
 
-OPERATOR_TEST_BINS := operator operator_resilience operator_steady operator_reputation operator_adaptive operator_flow
+OPERATOR_TEST_BINS := operator operator_resilience operator_steady operator_reputation operator_adaptive operator_flow operator_authentication
 
 .PHONY: test-operator bench-operator
 

@@ -514,7 +514,7 @@ async fn required_records_published_make_authentication_valid() {
         EgressIp { name: "mta6".into(), address: ips[1], helo_name: "mta6.sender.test".into() },
     ];
     let dkim = DkimInput { selector: "sf1".into(), private_key_pem: key.clone() };
-    let summary = check_authentication(&r, &egress, &["fresh.test".into()], Some(&dkim), "op.test").await;
+    let summary = check_authentication(&r, &egress, &["fresh.test".into()], &[], Some(&dkim), "op.test").await;
     let c = authentication_condition(&summary);
     assert_eq!((c.status, c.reason.as_str()), (Status::True, "Valid"), "{}", c.message);
     assert!(c.message.contains("fresh.test: DMARC p=quarantine"), "{}", c.message);
@@ -522,13 +522,85 @@ async fn required_records_published_make_authentication_valid() {
     // A third IP the SPF record does not name: SpfNotAuthorized, naming it.
     let mut egress = egress.to_vec();
     egress.push(EgressIp { name: "mta1b".into(), address: ip("192.0.2.11"), helo_name: "mta2.sender.test".into() });
-    let summary = check_authentication(&r, &egress, &["fresh.test".into()], Some(&dkim), "op.test").await;
+    let summary = check_authentication(&r, &egress, &["fresh.test".into()], &[], Some(&dkim), "op.test").await;
     let c = authentication_condition(&summary);
     assert_eq!((c.status, c.reason.as_str()), (Status::False, "MultipleFailures"));
     assert_eq!(
         c.message,
         "fresh.test: SPF fail for 192.0.2.11; mta1b (192.0.2.11): PTR mta2.sender.test does not resolve back to the IP"
     );
+}
+
+/// Incident 8, forwarding breaks SPF: a DomainPolicy routes mail through a
+/// relay (`route.relayHost`), so receivers see the relay's address; the
+/// sending domain's SPF record names only the pool's own IP. The relay's
+/// address — resolved through the operator's resolver, or the literal —
+/// makes `AuthenticationValid=False`, naming the address, the route and
+/// the record; a record that names it passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_address_the_spf_record_does_not_authorise_is_named() {
+    let server = auth_server("")
+        .zone(
+            "forward.test",
+            r#"
+@ TXT "v=spf1 ip4:192.0.2.10 -all"
+_dmarc TXT "v=DMARC1; p=none"
+"#,
+        )
+        .zone(
+            "covered.test",
+            r#"
+@ TXT "v=spf1 ip4:192.0.2.10 ip4:198.51.100.7 ip6:2001:db8:5::7 ip4:198.51.100.9 -all"
+_dmarc TXT "v=DMARC1; p=none"
+"#,
+        )
+        .zone("partner.test", "relay A 198.51.100.7\nrelay AAAA 2001:db8:5::7\n")
+        .start()
+        .await;
+    let r = HickoryDns::new(&settings(&server)).unwrap();
+    let egress = [EgressIp { name: "mta1".into(), address: ip("192.0.2.10"), helo_name: "mta1.sender.test".into() }];
+    let relays = [
+        RelayRoute { policy: "partner".into(), host: "relay.partner.test".into() },
+        RelayRoute { policy: "partner-eu".into(), host: "relay.partner.test".into() },
+        RelayRoute { policy: "literal".into(), host: "198.51.100.9".into() },
+    ];
+    // Without the relays the pool is fine: its own IP is authorised.
+    let summary = check_authentication(&r, &egress, &["forward.test".into()], &[], None, "op.test").await;
+    let c = authentication_condition(&summary);
+    assert_eq!((c.status, c.reason.as_str()), (Status::True, "Valid"), "{}", c.message);
+
+    let summary = check_authentication(&r, &egress, &["forward.test".into()], &relays, None, "op.test").await;
+    assert_eq!(
+        summary.relays["relay.partner.test"],
+        RelaySummary {
+            policies: vec!["partner".into(), "partner-eu".into()],
+            addresses: RelayAddresses::Resolved(vec![ip("198.51.100.7"), ip("2001:db8:5::7")]),
+        }
+    );
+    let c = authentication_condition(&summary);
+    assert_eq!((c.status, c.reason.as_str()), (Status::False, "SpfNotAuthorized"), "{}", c.message);
+    assert_eq!(
+        c.message,
+        "forward.test: SPF fail for relay address 198.51.100.7 (DomainPolicy partner,partner-eu route.relayHost \
+         relay.partner.test); record \"v=spf1 ip4:192.0.2.10 -all\"; \
+         forward.test: SPF fail for relay address 198.51.100.9 (DomainPolicy literal route.relayHost 198.51.100.9); \
+         record \"v=spf1 ip4:192.0.2.10 -all\"; \
+         forward.test: SPF fail for relay address 2001:db8:5::7 (DomainPolicy partner,partner-eu route.relayHost \
+         relay.partner.test); record \"v=spf1 ip4:192.0.2.10 -all\""
+    );
+
+    // The record that names every address the mail leaves from passes.
+    let summary = check_authentication(&r, &egress, &["covered.test".into()], &relays, None, "op.test").await;
+    let c = authentication_condition(&summary);
+    assert_eq!((c.status, c.reason.as_str()), (Status::True, "Valid"), "{}", c.message);
+    assert!(c.message.starts_with("SPF passes for 1 IP(s) and 3 relay address(es) in 1 domain(s)"), "{}", c.message);
+
+    // A relay that does not resolve cannot be checked: Unknown, named.
+    let gone = [RelayRoute { policy: "old".into(), host: "gone.partner.test".into() }];
+    let summary = check_authentication(&r, &egress, &["covered.test".into()], &gone, None, "op.test").await;
+    let c = authentication_condition(&summary);
+    assert_eq!((c.status, c.reason.as_str()), (Status::Unknown, "CheckFailing"), "{}", c.message);
+    assert_eq!(c.message, "Not checkable: DomainPolicy old route.relayHost gone.partner.test: no A or AAAA record");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

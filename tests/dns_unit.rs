@@ -314,7 +314,7 @@ fn authentication_condition_reasons() {
         IpSummary { name: "ip-a".into(), listing: None, ptr: Some(PtrVerdict::Valid { name: "mta1.s.test".into() }) },
     );
     let dmarc = DmarcVerdict::Present(DmarcRecord { policy: DmarcPolicy::Reject, subdomain_policy: None, pct: 100 });
-    let spf = |v| SpfCheck { domain: "s.test".into(), per_ip: [(a, v)].into_iter().collect() };
+    let spf = |v| SpfCheck { domain: "s.test".into(), per_ip: [(a, v)].into_iter().collect(), record: None };
     s.domains.insert(
         "s.test".into(),
         DomainSummary {

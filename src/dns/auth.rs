@@ -1,20 +1,21 @@
 //! One call that runs the sender-authentication checks of a pool (PTR for
-//! each IP, SPF/DKIM/DMARC for each domain) and fills a [`PoolDnsSummary`];
-//! and the records a pool needs published, for DNSEndpoint objects.
+//! each IP, SPF/DKIM/DMARC for each domain, SPF for the addresses of the
+//! relays its routes use) and fills a [`PoolDnsSummary`]; and the records a
+//! pool needs published, for DNSEndpoint objects.
 //!
-//! Inputs are plain values the operator extracts from the SendingPool and
-//! its DKIM Secret; this module must never read Kubernetes objects, act on
-//! findings, or log key material.
+//! Inputs are plain values the operator extracts from the SendingPool, its
+//! DomainPolicies and its DKIM Secret; this module must never read
+//! Kubernetes objects, act on findings, or log key material.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use super::dkim::{check_dkim, PublicKey};
 use super::dmarc::check_dmarc;
 use super::ptr::check_ptr;
-use super::resolver::HickoryDns;
+use super::resolver::{Answer, HickoryDns, Resolver};
 use super::spf::check_spf;
-use super::summary::{DomainSummary, IpSummary, PoolDnsSummary};
+use super::summary::{DomainSummary, IpSummary, PoolDnsSummary, RelayAddresses, RelaySummary};
 
 /// One egress IP as the checks need it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,6 +25,16 @@ pub struct EgressIp {
     pub address: IpAddr,
     /// The HELO/EHLO name rendered for it.
     pub helo_name: String,
+}
+
+/// A relay a DomainPolicy route of the pool sends through
+/// (`route.relayHost`, connected to directly: not `useMX`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RelayRoute {
+    /// The DomainPolicy's name.
+    pub policy: String,
+    /// `route.relayHost`: a DNS name or an IP address.
+    pub host: String,
 }
 
 /// DKIM signing material of the pool.
@@ -41,15 +52,18 @@ impl std::fmt::Debug for DkimInput {
     }
 }
 
-/// Run PTR, SPF, DKIM (when `dkim` is given) and DMARC checks. `checker_name`
-/// is this operator's host name for SPF's `%{r}` macro. The listing part of
-/// each [`IpSummary`] is left `None`: fill it from the [`ListingTracker`].
+/// Run PTR, SPF, DKIM (when `dkim` is given) and DMARC checks; SPF covers
+/// the egress IPs and the addresses of every relay in `relays` (receivers
+/// see the relay's address for mail it forwards). `checker_name` is this
+/// operator's host name for SPF's `%{r}` macro. The listing part of each
+/// [`IpSummary`] is left `None`: fill it from the [`ListingTracker`].
 ///
 /// [`ListingTracker`]: super::listing::ListingTracker
 pub async fn check_authentication(
     dns: &HickoryDns,
     ips: &[EgressIp],
     domains: &[String],
+    relays: &[RelayRoute],
     dkim: Option<&DkimInput>,
     checker_name: &str,
 ) -> PoolDnsSummary {
@@ -58,7 +72,22 @@ pub async fn check_authentication(
         let ptr = check_ptr(dns, ip.address, &ip.helo_name).await;
         summary.ips.insert(ip.address, IpSummary { name: ip.name.clone(), listing: None, ptr: Some(ptr) });
     }
-    let addresses: Vec<IpAddr> = ips.iter().map(|i| i.address).collect();
+    let mut by_host: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for r in relays {
+        by_host.entry(r.host.as_str()).or_default().insert(r.policy.as_str());
+    }
+    for (host, policies) in by_host {
+        let addresses = relay_addresses(dns, host).await;
+        let policies = policies.into_iter().map(String::from).collect();
+        summary.relays.insert(host.to_string(), RelaySummary { policies, addresses });
+    }
+    let mut addresses: BTreeSet<IpAddr> = ips.iter().map(|i| i.address).collect();
+    for r in summary.relays.values() {
+        if let RelayAddresses::Resolved(a) = &r.addresses {
+            addresses.extend(a);
+        }
+    }
+    let addresses: Vec<IpAddr> = addresses.into_iter().collect();
     // %{h}: the HELO name of the first instance; SPF records rarely use it.
     let helo = ips.first().map(|i| i.helo_name.as_str()).unwrap_or("");
     let mut domains: Vec<String> = domains.iter().map(|d| d.trim_end_matches('.').to_ascii_lowercase()).collect();
@@ -74,6 +103,25 @@ pub async fn check_authentication(
         summary.domains.insert(domain, DomainSummary { spf: Some(spf), dkim, dmarc: Some(dmarc) });
     }
     summary
+}
+
+/// A relay host's addresses: the literal, or its A and AAAA records (what
+/// Postfix connects to for `[host]`). One family failing while the other
+/// answers still gives the addresses found.
+async fn relay_addresses(dns: &impl Resolver, host: &str) -> RelayAddresses {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return RelayAddresses::Resolved(vec![ip]);
+    }
+    let (a, aaaa) = (dns.a(host).await, dns.aaaa(host).await);
+    let mut found: Vec<IpAddr> = a.records().iter().map(|v4| IpAddr::V4(*v4)).collect();
+    found.extend(aaaa.records().iter().map(|v6| IpAddr::V6(*v6)));
+    found.sort();
+    found.dedup();
+    match (&a, &aaaa) {
+        _ if !found.is_empty() => RelayAddresses::Resolved(found),
+        (Answer::Failed(e), _) | (_, Answer::Failed(e)) => RelayAddresses::Failed(format!("address lookup: {e}")),
+        _ => RelayAddresses::NotFound,
+    }
 }
 
 /// A TXT record a pool needs published.

@@ -29,12 +29,14 @@ pub mod resolver;
 pub mod spf;
 pub mod summary;
 
-pub use auth::{check_authentication, required_records, DkimInput, EgressIp, TxtRecord};
+pub use auth::{check_authentication, required_records, DkimInput, EgressIp, RelayRoute, TxtRecord};
 pub use dkim::{check_dkim, public_key_from_pem, DkimVerdict, KeyType, PublicKey};
 pub use dmarc::{check_dmarc, DmarcPolicy, DmarcRecord, DmarcVerdict};
 pub use dnsbl::{DnsblChecker, DnsblConfig, SweepReport, ZoneOutcome, DEFAULT_ZONES};
 pub use listing::{IpListing, Listing, ListingChange, ListingStatus, ListingTracker, TrackerConfig, ZoneState};
 pub use ptr::{check_ptr, PtrVerdict};
 pub use resolver::{Answer, HickoryDns, LookupFailure, Resolver, ResolverError, ResolverSettings, ZoneResolver};
-pub use spf::{check_spf, SpfCheck, SpfVerdict};
-pub use summary::{authentication_condition, listed_condition, DomainSummary, IpSummary, PoolDnsSummary};
+pub use spf::{check_spf, spf_record, SpfCheck, SpfVerdict};
+pub use summary::{
+    authentication_condition, listed_condition, DomainSummary, IpSummary, PoolDnsSummary, RelayAddresses, RelaySummary,
+};

@@ -8,8 +8,9 @@
 //! whole sendfleet binary; see docs/DNS.md. (mail-auth is held at 0.13:
 //! 0.14+ pulls mail-parser 1.x, which needs a newer rustc than ours.)
 //!
-//! This module only maps mail-auth's result to [`SpfVerdict`]; it must never
-//! evaluate SPF records itself.
+//! This module only maps mail-auth's result to [`SpfVerdict`] and fetches
+//! the record's text for messages; it must never evaluate SPF records
+//! itself.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -17,7 +18,7 @@ use std::net::IpAddr;
 use mail_auth::spf::verify::SpfParameters;
 use mail_auth::SpfResult;
 
-use super::resolver::HickoryDns;
+use super::resolver::{HickoryDns, Resolver};
 
 /// RFC 7208 §2.6 results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -69,6 +70,24 @@ impl From<SpfResult> for SpfVerdict {
 pub struct SpfCheck {
     pub domain: String,
     pub per_ip: BTreeMap<IpAddr, SpfVerdict>,
+    /// The domain's published `v=spf1` record as text, for messages (`None`:
+    /// none found, or the lookup failed; the verdicts say which).
+    pub record: Option<String>,
+}
+
+/// The `v=spf1` record among a name's TXT records (RFC 7208 §4.5: the
+/// version tag, then a space or the end). Several: the first, sorted, so a
+/// message stays the same (the verdict is then `permerror` anyway).
+pub fn spf_record(txt: &[String]) -> Option<String> {
+    let mut records: Vec<&String> = txt
+        .iter()
+        .filter(|t| {
+            let t = t.as_bytes();
+            t.len() >= 6 && t[..6].eq_ignore_ascii_case(b"v=spf1") && (t.len() == 6 || t[6] == b' ')
+        })
+        .collect();
+    records.sort();
+    records.first().map(|r| r.to_string())
 }
 
 /// Evaluate `domain`'s SPF policy for each IP (MAIL FROM identity,
@@ -93,5 +112,26 @@ pub async fn check_spf(
         tracing::debug!(domain = %domain, ip = %ip, spf = verdict.as_str(), "spf evaluated");
         per_ip.insert(*ip, verdict);
     }
-    SpfCheck { domain, per_ip }
+    let record = spf_record(dns.txt(&domain).await.records());
+    SpfCheck { domain, per_ip, record }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spf_record_is_the_v_spf1_txt_record_only() {
+        let txt = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            spf_record(&txt(&["google-site-verification=x", "v=spf1 ip4:192.0.2.1 -all"])).as_deref(),
+            Some("v=spf1 ip4:192.0.2.1 -all")
+        );
+        assert_eq!(spf_record(&txt(&["V=SPF1 -all"])).as_deref(), Some("V=SPF1 -all"), "the tag is case-insensitive");
+        assert_eq!(spf_record(&txt(&["v=spf1"])).as_deref(), Some("v=spf1"));
+        assert_eq!(spf_record(&txt(&["v=spf10 -all", "v=spf1x"])), None, "another version is not SPF 1");
+        assert_eq!(spf_record(&txt(&[])), None);
+        // Two records (a permerror): the message names one, always the same.
+        assert_eq!(spf_record(&txt(&["v=spf1 b -all", "v=spf1 a -all"])).as_deref(), Some("v=spf1 a -all"));
+    }
 }

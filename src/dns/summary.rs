@@ -48,6 +48,36 @@ pub struct DomainSummary {
 pub struct PoolDnsSummary {
     pub ips: BTreeMap<IpAddr, IpSummary>,
     pub domains: BTreeMap<String, DomainSummary>,
+    /// Relay hosts the pool's DomainPolicy routes send through, by
+    /// `route.relayHost`: receivers see the relay's address, so the sending
+    /// domains' SPF must authorise it as well (each domain's
+    /// [`SpfCheck::per_ip`] holds its addresses' verdicts).
+    pub relays: BTreeMap<String, RelaySummary>,
+}
+
+/// One relay host of the pool's routes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelaySummary {
+    /// The DomainPolicies routing through it (sorted).
+    pub policies: Vec<String>,
+    pub addresses: RelayAddresses,
+}
+
+/// A relay host's addresses as the operator's resolver sees them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RelayAddresses {
+    /// A and AAAA records, or the literal address (sorted).
+    Resolved(Vec<IpAddr>),
+    /// The name has no A or AAAA record.
+    NotFound,
+    /// The lookups failed (the reason).
+    Failed(String),
+}
+
+impl RelaySummary {
+    fn label(&self, host: &str) -> String {
+        format!("DomainPolicy {} route.relayHost {host}", self.policies.join(","))
+    }
 }
 
 fn ip_label(ip: &IpAddr, s: &IpSummary) -> String {
@@ -130,15 +160,24 @@ struct Findings {
     good: Vec<String>,
 }
 
-/// The `AuthenticationValid` condition: SPF authorizes every IP for every
-/// domain, DKIM publishes the signing key, DMARC exists, and every IP's
-/// reverse DNS is forward-confirmed and matches its HELO name.
+/// The `AuthenticationValid` condition: SPF authorizes every IP, and every
+/// address of a relay the pool's routes use, for every domain; DKIM
+/// publishes the signing key, DMARC exists, and every IP's reverse DNS is
+/// forward-confirmed and matches its HELO name.
 pub fn authentication_condition(summary: &PoolDnsSummary) -> Observation {
     let mut f = Findings::default();
+    for (host, r) in &summary.relays {
+        match &r.addresses {
+            RelayAddresses::Resolved(_) => {}
+            RelayAddresses::NotFound => f.unknown.push(format!("{}: no A or AAAA record", r.label(host))),
+            RelayAddresses::Failed(why) => f.unknown.push(format!("{}: {why}", r.label(host))),
+        }
+    }
     for (domain, d) in &summary.domains {
         match &d.spf {
             None => f.pending.push(format!("{domain} SPF")),
             Some(spf) => {
+                relay_spf(&mut f, domain, spf, &summary.relays);
                 let mut by_verdict: BTreeMap<SpfVerdict, Vec<String>> = BTreeMap::new();
                 for ip in summary.ips.keys() {
                     match spf.per_ip.get(ip) {
@@ -216,14 +255,26 @@ pub fn authentication_condition(summary: &PoolDnsSummary) -> Observation {
             format!("Not yet checked: {}", f.pending.join(", ")),
         );
     }
+    let relay_addresses: usize = summary
+        .relays
+        .values()
+        .map(|r| match &r.addresses {
+            RelayAddresses::Resolved(a) => a.len(),
+            _ => 0,
+        })
+        .sum();
     let mut msg = if summary.domains.is_empty() {
         format!(
             "Reverse DNS valid for {} IP(s); SPF, DKIM and DMARC not checked: spec.dkim.domains names no sending domain",
             summary.ips.len()
         )
     } else {
+        let relays = match relay_addresses {
+            0 => String::new(),
+            n => format!(" and {n} relay address(es)"),
+        };
         format!(
-            "SPF passes for {} IP(s) in {} domain(s); DKIM and reverse DNS valid",
+            "SPF passes for {} IP(s){relays} in {} domain(s); DKIM and reverse DNS valid",
             summary.ips.len(),
             summary.domains.len()
         )
@@ -232,6 +283,29 @@ pub fn authentication_condition(summary: &PoolDnsSummary) -> Observation {
         let _ = write!(msg, "; {}", f.good.join("; "));
     }
     Observation::new(ConditionType::AuthenticationValid, Status::True, Reason::Valid, msg)
+}
+
+/// Each relay address's SPF verdict for `domain`: not `pass` is a finding
+/// naming the address, the route and the published record.
+fn relay_spf(f: &mut Findings, domain: &str, spf: &SpfCheck, relays: &BTreeMap<String, RelaySummary>) {
+    let record = match &spf.record {
+        Some(r) => format!("record {r:?}"),
+        None => "no SPF record".to_string(),
+    };
+    for (host, r) in relays {
+        let RelayAddresses::Resolved(addresses) = &r.addresses else { continue };
+        for addr in addresses {
+            let line = |v: SpfVerdict| {
+                format!("{domain}: SPF {} for relay address {addr} ({}); {record}", v.as_str(), r.label(host))
+            };
+            match spf.per_ip.get(addr) {
+                None => f.pending.push(format!("{domain} SPF for relay address {addr}")),
+                Some(SpfVerdict::Pass) => {}
+                Some(v @ SpfVerdict::TempError) => f.unknown.push(line(*v)),
+                Some(v) => f.spf.push(line(*v)),
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -32,7 +32,8 @@ pub const CLUSTER_RULES: &[Rule] = &[
     Rule { group: "", resource: "configmaps", verbs: OWN },
     Rule { group: "", resource: "services", verbs: OWN },
     Rule { group: "", resource: "serviceaccounts", verbs: OWN },
-    // The recipient-hash key: created once per pool, never read back.
+    // The recipient-hash key: created once per pool, never read back; get
+    // also checks a `tls.trustedCA` Secret (pool/dereference.rs).
     Rule { group: "", resource: "secrets", verbs: &["get", "create"] },
     Rule { group: "", resource: "pods", verbs: WATCH },
     Rule { group: "", resource: "events", verbs: &["create", "patch"] },

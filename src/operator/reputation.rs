@@ -19,12 +19,13 @@ use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::{Client, ResourceExt};
-use sendfleet_render::api::{self, OnListed, SendingPool};
+use sendfleet_render::api::{self, DomainPolicy, OnListed, SendingPool};
+use sendfleet_render::routing::selected_policies;
 use tokio::sync::Mutex;
 
 use crate::dns::{
     check_authentication, DkimInput, DnsblChecker, DnsblConfig, EgressIp, HickoryDns, IpListing, ListingChange,
-    ListingStatus, ListingTracker, PoolDnsSummary, TrackerConfig,
+    ListingStatus, ListingTracker, PoolDnsSummary, RelayRoute, TrackerConfig,
 };
 
 /// What the reputation checks say about a pool right now.
@@ -96,7 +97,9 @@ impl Reputation {
     }
 
     /// Start a sweep if one is due, and report the last finished one.
-    pub fn check(&self, client: &Client, pool: &SendingPool) -> Findings {
+    /// `policies`: the namespace's DomainPolicies (their relay routes'
+    /// addresses are checked against the sending domains' SPF).
+    pub fn check(&self, client: &Client, pool: &SendingPool, policies: &[DomainPolicy]) -> Findings {
         let interval = self.interval(pool);
         let entry = {
             let mut pools = self.pools.lock().unwrap_or_else(|p| p.into_inner());
@@ -112,6 +115,7 @@ impl Reputation {
                     dns: self.dns.clone(),
                     client: client.clone(),
                     pool: pool.clone(),
+                    relays: relay_routes(pool, policies),
                     interval,
                 };
                 tokio::spawn(task.run());
@@ -161,12 +165,27 @@ struct Sweep {
     dns: HickoryDns,
     client: Client,
     pool: SendingPool,
+    relays: Vec<RelayRoute>,
     interval: Duration,
+}
+
+/// The relays the pool's valid DomainPolicies route to by address
+/// (`route.relayHost` without `useMX`): mail they forward reaches receivers
+/// from the relay's address.
+fn relay_routes(pool: &SendingPool, policies: &[DomainPolicy]) -> Vec<RelayRoute> {
+    let (valid, _) = selected_policies(pool, policies);
+    valid
+        .iter()
+        .filter_map(|p| {
+            let route = p.spec.route.as_ref().filter(|r| !r.use_mx)?;
+            Some(RelayRoute { policy: p.name.to_string(), host: route.relay_host.clone()? })
+        })
+        .collect()
 }
 
 impl Sweep {
     async fn run(self) {
-        let Sweep { entry, dns, client, pool, interval } = self;
+        let Sweep { entry, dns, client, pool, relays, interval } = self;
         let now = Timestamp::now();
         let egress: Vec<EgressIp> = pool
             .spec
@@ -197,7 +216,8 @@ impl Sweep {
         let changes: Vec<String> = state.tracker.observe(&report, now).iter().map(|c| describe(c, &names)).collect();
         let domains: Vec<String> = pool.spec.dkim.as_ref().map(|d| d.domains.clone()).unwrap_or_default();
         let dkim = dkim_input(&client, &pool).await;
-        let mut summary = check_authentication(&dns, &egress, &domains, dkim.as_ref(), "sendfleet-operator").await;
+        let mut summary =
+            check_authentication(&dns, &egress, &domains, &relays, dkim.as_ref(), "sendfleet-operator").await;
         for (ip, s) in summary.ips.iter_mut() {
             s.listing = state.tracker.ip(*ip);
         }

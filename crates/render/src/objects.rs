@@ -14,9 +14,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, HTTPGetAction, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec,
-    PodTemplateSpec, Probe, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
-    Volume, VolumeMount, VolumeResourceRequirements,
+    EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector, PersistentVolumeClaim, PersistentVolumeClaimSpec,
+    PodSpec, PodTemplateSpec, Probe, SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort,
+    ServiceSpec, Volume, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
@@ -25,8 +25,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde::Serialize;
 
-use crate::api::{EgressMode, SendingPool};
-use crate::render::{RenderedInstance, RenderedPool, Settings};
+use crate::api::{EgressMode, SendingPool, SendingPoolSpec};
+use crate::render::{RenderedInstance, RenderedPool, Settings, TRUSTED_CA_FILE};
 
 /// Label keys.
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";
@@ -276,6 +276,37 @@ fn services(
     out
 }
 
+/// The pool's `tls.trustedCA` bundle as a read-only volume and its mount:
+/// only the named key, as the file `main.cf` names
+/// ([`crate::render::TRUSTED_CA_FILE`]). Not optional: a pod without its
+/// bundle would defer every `verify` delivery, so it waits for the object
+/// (the operator reports it missing before it renders).
+fn trusted_ca_volume(spec: &SendingPoolSpec, settings: &Settings) -> Option<(Volume, VolumeMount)> {
+    let ca = spec.tls.trusted_ca.as_ref()?;
+    let items = Some(vec![KeyToPath { key: ca.key.clone(), path: TRUSTED_CA_FILE.into(), ..Default::default() }]);
+    let volume = Volume {
+        name: "trusted-ca".into(),
+        secret: ca.secret_name.as_ref().map(|n| SecretVolumeSource {
+            secret_name: Some(n.clone()),
+            items: items.clone(),
+            ..Default::default()
+        }),
+        config_map: ca.config_map_name.as_ref().map(|n| ConfigMapVolumeSource {
+            name: n.clone(),
+            items: items.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let mount = VolumeMount {
+        name: "trusted-ca".into(),
+        mount_path: settings.trusted_ca_directory.clone(),
+        read_only: Some(true),
+        ..Default::default()
+    };
+    Some((volume, mount))
+}
+
 fn stateful_set(
     pool: &SendingPool,
     rp: &RenderedPool,
@@ -320,6 +351,7 @@ fn stateful_set(
         ..Default::default()
     };
     let env = |n: &str, v: &str| EnvVar { name: n.into(), value: Some(v.into()), ..Default::default() };
+    let trusted_ca = trusted_ca_volume(spec, settings);
     let container = Container {
         name: "mta".into(),
         image: Some(spec.image.clone().unwrap_or_else(|| settings.default_image.clone())),
@@ -378,22 +410,31 @@ fn stateful_set(
             }),
             ..Default::default()
         }),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: "config".into(),
-                mount_path: CONFIG_MOUNT.into(),
-                read_only: Some(true),
-                ..Default::default()
-            },
-            VolumeMount { name: "run".into(), mount_path: RUN_MOUNT.into(), ..Default::default() },
-            VolumeMount {
-                name: "hash-key".into(),
-                mount_path: HASH_KEY_MOUNT.into(),
-                read_only: Some(true),
-                ..Default::default()
-            },
-            VolumeMount { name: "queue".into(), mount_path: settings.queue_directory.clone(), ..Default::default() },
-        ]),
+        volume_mounts: Some(
+            vec![
+                VolumeMount {
+                    name: "config".into(),
+                    mount_path: CONFIG_MOUNT.into(),
+                    read_only: Some(true),
+                    ..Default::default()
+                },
+                VolumeMount { name: "run".into(), mount_path: RUN_MOUNT.into(), ..Default::default() },
+                VolumeMount {
+                    name: "hash-key".into(),
+                    mount_path: HASH_KEY_MOUNT.into(),
+                    read_only: Some(true),
+                    ..Default::default()
+                },
+                VolumeMount {
+                    name: "queue".into(),
+                    mount_path: settings.queue_directory.clone(),
+                    ..Default::default()
+                },
+            ]
+            .into_iter()
+            .chain(trusted_ca.as_ref().map(|(_, mount)| mount.clone()))
+            .collect(),
+        ),
         ..Default::default()
     };
     let node_selector = inst.node_name.as_ref().map(|n| [("kubernetes.io/hostname".to_string(), n.clone())].into());
@@ -422,27 +463,32 @@ fn stateful_set(
                     automount_service_account_token: Some(false),
                     termination_grace_period_seconds: Some(60),
                     containers: vec![container],
-                    volumes: Some(vec![
-                        Volume {
-                            name: "config".into(),
-                            config_map: Some(ConfigMapVolumeSource { name: name.clone(), ..Default::default() }),
-                            ..Default::default()
-                        },
-                        Volume {
-                            name: "run".into(),
-                            empty_dir: Some(EmptyDirVolumeSource::default()),
-                            ..Default::default()
-                        },
-                        Volume {
-                            name: "hash-key".into(),
-                            secret: Some(SecretVolumeSource {
-                                secret_name: Some(hash_key_secret_name(&rp.name)),
-                                optional: Some(true),
+                    volumes: Some(
+                        vec![
+                            Volume {
+                                name: "config".into(),
+                                config_map: Some(ConfigMapVolumeSource { name: name.clone(), ..Default::default() }),
                                 ..Default::default()
-                            }),
-                            ..Default::default()
-                        },
-                    ]),
+                            },
+                            Volume {
+                                name: "run".into(),
+                                empty_dir: Some(EmptyDirVolumeSource::default()),
+                                ..Default::default()
+                            },
+                            Volume {
+                                name: "hash-key".into(),
+                                secret: Some(SecretVolumeSource {
+                                    secret_name: Some(hash_key_secret_name(&rp.name)),
+                                    optional: Some(true),
+                                    ..Default::default()
+                                }),
+                                ..Default::default()
+                            },
+                        ]
+                        .into_iter()
+                        .chain(trusted_ca.map(|(volume, _)| volume))
+                        .collect(),
+                    ),
                     ..Default::default()
                 }),
             },

@@ -56,7 +56,20 @@ pub struct Settings {
     pub cluster_domain: String,
     /// Instance image when the pool names none.
     pub default_image: String,
+    /// Where the pool's `tls.trustedCA` bundle is mounted read-only; the
+    /// bundle is the file [`TRUSTED_CA_FILE`] in it.
+    pub trusted_ca_directory: String,
 }
+
+/// The file name of the trusted CA bundle in
+/// [`Settings::trusted_ca_directory`] (the volume maps the user's key to
+/// it, so no user-typed name reaches `main.cf`).
+pub const TRUSTED_CA_FILE: &str = "ca.crt";
+
+/// The image's system CAs: Debian's `ca-certificates`, one file, and the
+/// same certificates as an OpenSSL hashed directory.
+const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
+const SYSTEM_CA_DIRECTORY: &str = "/etc/ssl/certs";
 
 impl Default for Settings {
     fn default() -> Self {
@@ -68,6 +81,7 @@ impl Default for Settings {
             agent_port: AGENT_HTTP_PORT,
             cluster_domain: "cluster.local".into(),
             default_image: "sendfleet:dev".into(),
+            trusted_ca_directory: "/etc/sendfleet/trusted-ca".into(),
         }
     }
 }
@@ -361,7 +375,17 @@ fn render_instance(
     m.set("smtp_tls_security_level", spec.tls.security_level.as_postfix())?;
     m.set("smtp_tls_protocols", spec.tls.minimum_protocol.as_postfix())?;
     m.set("smtp_tls_mandatory_protocols", spec.tls.minimum_protocol.as_postfix())?;
-    m.set("smtp_tls_CAfile", "/etc/ssl/certs/ca-certificates.crt")?;
+    // Postfix hands both to OpenSSL (SSL_CTX_load_verify_locations): the
+    // file's CAs and the directory's are trusted together. With a private
+    // bundle the system CAs come from the hashed directory instead of the
+    // file; the bundle's path is ours, never a name the user typed.
+    match &spec.tls.trusted_ca {
+        None => m.set("smtp_tls_CAfile", SYSTEM_CA_FILE)?,
+        Some(_) => {
+            m.set("smtp_tls_CAfile", format!("{}/{TRUSTED_CA_FILE}", settings.trusted_ca_directory))?;
+            m.set("smtp_tls_CApath", SYSTEM_CA_DIRECTORY)?;
+        }
+    }
     m.set("smtp_tls_loglevel", "1")?;
     m.set("smtp_tls_session_cache_database", "btree:$data_directory/smtp_scache")?;
     m.set("smtp_tls_policy_maps", format!("hash:$config_directory/{TLS_POLICY_MAP}"))?;

@@ -121,6 +121,29 @@ pub fn dns_name(s: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A Kubernetes object name (Secret, ConfigMap): a DNS name or one label.
+pub fn object_name(s: &str) -> Result<(), String> {
+    dns_name(s)
+        .or_else(|_| label(s, MAX_LABEL))
+        .map_err(|_| format!("{}: must be a Kubernetes object name (lowercase letters, digits, '-' and '.')", quote(s)))
+}
+
+/// A key of a Secret's or ConfigMap's data ([`DATA_KEY_PATTERN`]).
+pub fn data_key(s: &str) -> Result<(), String> {
+    let rest = s.strip_prefix('.').unwrap_or(s);
+    let ok = s.len() <= MAX_DATA_KEY
+        && rest.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && rest.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}: must be a data key of 1 to {MAX_DATA_KEY} letters, digits, '-', '_' and '.', not starting with '..'",
+            quote(s)
+        ))
+    }
+}
+
 /// A destination pattern: a DNS name, or `*.` followed by one.
 pub fn domain_pattern(s: &str) -> Result<(), String> {
     dns_name(s.strip_prefix("*.").unwrap_or(s))
@@ -278,7 +301,7 @@ pub fn pool(pool: &SendingPool) -> Result<ValidPool<'_>, ValidationError> {
         queue,
         submission,
         retry,
-        tls: _,
+        tls,
         dkim,
         default_throttle,
         warmup_plan_ref,
@@ -385,8 +408,16 @@ pub fn pool(pool: &SendingPool) -> Result<ValidPool<'_>, ValidationError> {
             e.add("spec.retry.queueRunDelay", "must not exceed spec.retry.maximalBackoff");
         }
     }
+    if let Some(ca) = &tls.trusted_ca {
+        match (&ca.secret_name, &ca.config_map_name) {
+            (Some(n), None) => e.check("spec.tls.trustedCA.secretName", object_name(n)),
+            (None, Some(n)) => e.check("spec.tls.trustedCA.configMapName", object_name(n)),
+            _ => e.add("spec.tls.trustedCA", "name exactly one of secretName and configMapName"),
+        }
+        e.check("spec.tls.trustedCA.key", data_key(&ca.key));
+    }
     if let Some(d) = dkim {
-        e.check("spec.dkim.secretName", dns_name(&d.secret_name).or_else(|_| label(&d.secret_name, MAX_LABEL)));
+        e.check("spec.dkim.secretName", object_name(&d.secret_name));
         e.check("spec.dkim.selector", label(&d.selector, MAX_LABEL));
         if d.domains.is_empty() {
             e.add("spec.dkim.domains", "at least one domain is required");

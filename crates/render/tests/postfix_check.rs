@@ -420,3 +420,87 @@ fn a_hand_off_target_lets_exactly_the_source_pools_addresses_relay() {
     assert_eq!(mynetworks(1), "127.0.0.0/8 192.0.2.1/32 [2001:db8::1]/128");
     assert_eq!(mynetworks(2), "127.0.0.0/8 192.0.2.99/32");
 }
+
+/// `spec.tls.trustedCA`, as Postfix reads it and the pod mounts it: the
+/// bundle's fixed path in `smtp_tls_CAfile`, the system CAs as the hashed
+/// directory `smtp_tls_CApath` (OpenSSL trusts both), `postfix check`
+/// clean; the StatefulSet mounts exactly the named key of the named Secret
+/// (or ConfigMap), read-only, as that file. The user's names appear in the
+/// pod spec only, never in main.cf. (Delivery with `verify` through the
+/// bundle: tests/agent_tls.rs.)
+#[test]
+fn a_trusted_ca_bundle_is_trusted_beside_the_system_cas() {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use sendfleet_render::objects::{self, Desired};
+    require_postfix();
+    let tmp = tempfile::tempdir().unwrap();
+    prepare_dirs(tmp.path());
+    let settings = Settings {
+        queue_directory: tmp.path().join("queue").display().to_string(),
+        data_directory: tmp.path().join("data").display().to_string(),
+        trusted_ca_directory: "/etc/sendfleet/trusted-ca".into(),
+        ..Settings::default()
+    };
+    let observed = Observed::default();
+    let render = |ca: &str| {
+        let mut pool = support::pool();
+        pool.spec.tls.trusted_ca = Some(serde_yaml::from_str(ca).unwrap());
+        let pools = vec![pool.clone()];
+        let input = PoolInput { pool: &pool, policies: &[], plan: None, pools: &pools, observed: &observed };
+        let rp = render_pool(input, &settings).unwrap();
+        let sts: Vec<StatefulSet> = objects::build(&pool, &rp, &settings)
+            .into_iter()
+            .filter_map(|d| match d {
+                Desired::StatefulSet(s) => Some(s),
+                _ => None,
+            })
+            .collect();
+        (rp.instances.into_iter().next().unwrap(), sts)
+    };
+    let (inst, sts) = render("{secretName: partner-ca, key: bundle.pem}");
+    assert!(!inst.files[MAIN_CF].contains("partner-ca") && !inst.files[MAIN_CF].contains("bundle.pem"));
+    add_egress_addresses(std::slice::from_ref(&inst));
+    let dir = tmp.path().join(&inst.name);
+    write_instance(&dir, &inst);
+    let get = |p: &str| run(Command::new("postconf").arg("-c").arg(&dir).arg("-h").arg(p)).trim().to_string();
+    assert_eq!(get("smtp_tls_CAfile"), "/etc/sendfleet/trusted-ca/ca.crt");
+    assert_eq!(get("smtp_tls_CApath"), "/etc/ssl/certs");
+    assert!(
+        std::fs::read_dir("/etc/ssl/certs").unwrap().any(|e| e.unwrap().file_name().to_string_lossy().ends_with(".0")),
+        "/etc/ssl/certs is not an OpenSSL hashed directory (Debian's ca-certificates makes it one)"
+    );
+    for map in HASH_MAPS {
+        run(Command::new("postmap").arg("-c").arg(&dir).arg(format!("hash:{}", dir.join(map).display())));
+    }
+    let out = run(Command::new("postfix").arg("-c").arg(&dir).arg("check"));
+    assert!(!out.contains("warning") && !out.contains("fatal"), "postfix check:\n{out}");
+    assert_eq!(sts.len(), 2);
+    for s in &sts {
+        let pod = s.spec.template.spec.as_ref().unwrap();
+        let volume = pod.volumes.as_ref().unwrap().iter().find(|v| v.name == "trusted-ca").expect("trusted-ca volume");
+        let secret = volume.secret.as_ref().expect("a Secret volume");
+        assert_eq!(secret.secret_name.as_deref(), Some("partner-ca"));
+        let items = secret.items.as_ref().unwrap();
+        assert_eq!((items.len(), items[0].key.as_str(), items[0].path.as_str()), (1, "bundle.pem", "ca.crt"));
+        assert_eq!(secret.optional, None, "the pod waits for its bundle rather than defer every verify delivery");
+        assert!(volume.config_map.is_none());
+        let mount =
+            pod.containers[0].volume_mounts.as_ref().unwrap().iter().find(|m| m.name == "trusted-ca").expect("mount");
+        assert_eq!((mount.mount_path.as_str(), mount.read_only), ("/etc/sendfleet/trusted-ca", Some(true)));
+    }
+    // A ConfigMap (trust-manager's default target), default key `ca.crt`.
+    let (inst, sts) = render("{configMapName: corp-bundle}");
+    assert!(inst.files[MAIN_CF].contains("smtp_tls_CAfile = /etc/sendfleet/trusted-ca/ca.crt"));
+    let pod = sts[0].spec.template.spec.as_ref().unwrap();
+    let volume = pod.volumes.as_ref().unwrap().iter().find(|v| v.name == "trusted-ca").unwrap();
+    let cm = volume.config_map.as_ref().expect("a ConfigMap volume");
+    assert_eq!(cm.name, "corp-bundle");
+    assert_eq!(cm.items.as_ref().unwrap()[0].key, "ca.crt");
+    assert!(volume.secret.is_none());
+    // Without a bundle: the system file alone, as before.
+    let pools = vec![support::pool()];
+    let input = PoolInput { pool: &pools[0], policies: &[], plan: None, pools: &pools, observed: &observed };
+    let plain = render_pool(input, &settings).unwrap().instances.remove(0);
+    assert!(plain.files[MAIN_CF].contains("smtp_tls_CAfile = /etc/ssl/certs/ca-certificates.crt"));
+    assert!(!plain.files[MAIN_CF].contains("smtp_tls_CApath"));
+}

@@ -43,6 +43,10 @@ fn plan_with(f: impl FnOnce(&mut WarmupPlan)) -> WarmupPlan {
     p
 }
 
+fn trusted_ca(secret: Option<&str>, config_map: Option<&str>, key: &str) -> TrustedCa {
+    TrustedCa { secret_name: secret.map(String::from), config_map_name: config_map.map(String::from), key: key.into() }
+}
+
 /// (what is tried, how the resource is spoiled, the field the error must name)
 type Case<T> = (&'static str, Box<dyn FnOnce(&mut T)>, &'static str);
 
@@ -118,6 +122,41 @@ fn pool_values_are_refused_naming_the_field() {
             "spec.egressIPs[0].heloName",
         ),
         ("no egress IPs", Box::new(|p| p.spec.egress_ips.clear()), "spec.egressIPs"),
+        (
+            "trusted CA Secret name with a path",
+            Box::new(|p| p.spec.tls.trusted_ca = Some(trusted_ca(Some("../kube-system/x"), None, "ca.crt"))),
+            "spec.tls.trustedCA.secretName",
+        ),
+        (
+            "trusted CA ConfigMap name with newline",
+            Box::new(|p| p.spec.tls.trusted_ca = Some(trusted_ca(None, Some("ca\nsmtp_tls_CAfile = /x"), "ca.crt"))),
+            "spec.tls.trustedCA.configMapName",
+        ),
+        (
+            "trusted CA Secret and ConfigMap both",
+            Box::new(|p| p.spec.tls.trusted_ca = Some(trusted_ca(Some("a"), Some("b"), "ca.crt"))),
+            "spec.tls.trustedCA",
+        ),
+        (
+            "trusted CA naming no object",
+            Box::new(|p| p.spec.tls.trusted_ca = Some(trusted_ca(None, None, "ca.crt"))),
+            "spec.tls.trustedCA",
+        ),
+        (
+            "trusted CA key escaping the volume",
+            Box::new(|p| p.spec.tls.trusted_ca = Some(trusted_ca(Some("lab-ca"), None, "../../etc/passwd"))),
+            "spec.tls.trustedCA.key",
+        ),
+        (
+            "trusted CA key of the kubelet's",
+            Box::new(|p| p.spec.tls.trusted_ca = Some(trusted_ca(Some("lab-ca"), None, "..data"))),
+            "spec.tls.trustedCA.key",
+        ),
+        (
+            "trusted CA key with space",
+            Box::new(|p| p.spec.tls.trusted_ca = Some(trusted_ca(Some("lab-ca"), None, "ca crt"))),
+            "spec.tls.trustedCA.key",
+        ),
         ("backoff 0", Box::new(|p| p.spec.retry.minimal_backoff = "0s".into()), "spec.retry.minimalBackoff"),
         ("backoff order", Box::new(|p| p.spec.retry.minimal_backoff = "2h".into()), "spec.retry.minimalBackoff"),
         (

@@ -1,15 +1,22 @@
 //! Step 1, dereference: read from the API what the pool refers to — the
 //! namespace's DomainPolicies (the render selects), the other pools of the
-//! namespace (route targets), and the pool's WarmupPlan.
+//! namespace (route targets), the pool's WarmupPlan, and the Secret or
+//! ConfigMap of its trusted CA bundle (`spec.tls.trustedCA`).
 //!
 //! A WarmupPlan the pool names but that does not exist stops the pipeline
 //! here: `Ready=False` with reason `MissingReference`, retried (the plan's
-//! creation also triggers a reconcile). Nothing here interprets a spec.
+//! creation also triggers a reconcile). So does a trusted CA bundle that is
+//! missing, lacks its key or holds no PEM certificate: instances mounting it
+//! would wait for the volume, or defer every `verify` delivery. Nothing here
+//! interprets a spec beyond that; the bundle's content is read, checked and
+//! dropped, never copied or logged.
 
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, ListParams};
 use kube::ResourceExt;
-use sendfleet_render::api::{DomainPolicy, SendingPool, WarmupPlan};
+use sendfleet_render::api::{DomainPolicy, SendingPool, TrustedCa, WarmupPlan};
 use sendfleet_render::conditions::Reason;
+use sendfleet_render::validate;
 
 use crate::operator::error::Retry;
 
@@ -50,6 +57,15 @@ pub enum Error {
     },
     #[error("spec.warmupPlanRef: WarmupPlan {name:?} not found in namespace {namespace}")]
     MissingWarmupPlan { name: String, namespace: String },
+    #[error("reading {kind} {name:?} (spec.tls.trustedCA)")]
+    GetTrustedCa {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("spec.tls.trustedCA: {kind} {name:?} {problem}")]
+    TrustedCa { kind: &'static str, name: String, problem: String },
 }
 
 impl Error {
@@ -59,21 +75,23 @@ impl Error {
             Error::ListPolicies { .. } => "ListDomainPolicies",
             Error::ListPools { .. } => "ListSendingPools",
             Error::GetWarmupPlan { .. } => "GetWarmupPlan",
-            Error::MissingWarmupPlan { .. } => "MissingReference",
+            Error::GetTrustedCa { kind: "Secret", .. } => "GetSecret",
+            Error::GetTrustedCa { .. } => "GetConfigMap",
+            Error::MissingWarmupPlan { .. } | Error::TrustedCa { .. } => "MissingReference",
         }
     }
 
     pub fn retry(&self) -> Retry {
         match self {
             Error::NoNamespace => Retry::OnSpecChange,
-            Error::MissingWarmupPlan { .. } => Retry::MissingReference,
+            Error::MissingWarmupPlan { .. } | Error::TrustedCa { .. } => Retry::MissingReference,
             _ => Retry::Transient,
         }
     }
 
     /// The reason `Ready=False` shows, when the pool's status should say.
     pub fn reason(&self) -> Option<Reason> {
-        matches!(self, Error::MissingWarmupPlan { .. }).then_some(Reason::MissingReference)
+        matches!(self, Error::MissingWarmupPlan { .. } | Error::TrustedCa { .. }).then_some(Reason::MissingReference)
     }
 }
 
@@ -100,5 +118,93 @@ pub async fn dereference(client: &kube::Client, pool: &SendingPool) -> Result<Re
                 .ok_or_else(|| Error::MissingWarmupPlan { name: name.clone(), namespace: namespace.clone() })?,
         ),
     };
+    if let Some(ca) = &pool.spec.tls.trusted_ca {
+        check_trusted_ca(client, &namespace, ca).await?;
+    }
     Ok(Refs { namespace, name: pool.name_any(), policies, pools, plan })
+}
+
+/// Read the trusted CA bundle's object and check it holds the key with at
+/// least one PEM certificate. A reference the renderer will refuse
+/// (invalid name or key, or not exactly one object named) is not read: the
+/// render step reports it as `InvalidSpec`.
+async fn check_trusted_ca(client: &kube::Client, namespace: &str, ca: &TrustedCa) -> Result<(), Error> {
+    if validate::data_key(&ca.key).is_err() {
+        return Ok(());
+    }
+    let (kind, name) = match (&ca.secret_name, &ca.config_map_name) {
+        (Some(n), None) => ("Secret", n),
+        (None, Some(n)) => ("ConfigMap", n),
+        _ => return Ok(()),
+    };
+    if validate::object_name(name).is_err() {
+        return Ok(());
+    }
+    let get = |source| Error::GetTrustedCa { kind, name: name.clone(), source };
+    let data: Option<Option<Vec<u8>>> = if kind == "Secret" {
+        Api::<Secret>::namespaced(client.clone(), namespace)
+            .get_opt(name)
+            .await
+            .map_err(get)?
+            .map(|s| s.data.and_then(|mut d| d.remove(&ca.key)).map(|b| b.0))
+    } else {
+        Api::<ConfigMap>::namespaced(client.clone(), namespace).get_opt(name).await.map_err(get)?.map(|c| {
+            c.data
+                .and_then(|mut d| d.remove(&ca.key))
+                .map(String::into_bytes)
+                .or_else(|| c.binary_data.and_then(|mut d| d.remove(&ca.key)).map(|b| b.0))
+        })
+    };
+    let problem = match data {
+        None => format!("not found in namespace {namespace}"),
+        Some(None) => format!("has no key {:?}", ca.key),
+        Some(Some(bytes)) => match pem_certificates(&bytes) {
+            0 => format!("key {:?} holds no PEM certificate (-----BEGIN CERTIFICATE-----)", ca.key),
+            _ => return Ok(()),
+        },
+    };
+    Err(Error::TrustedCa { kind, name: name.clone(), problem })
+}
+
+/// How many complete PEM certificate blocks `bundle` holds.
+fn pem_certificates(bundle: &[u8]) -> usize {
+    let text = String::from_utf8_lossy(bundle);
+    let mut count = 0;
+    let mut rest = text.as_ref();
+    while let Some(start) = rest.find("-----BEGIN CERTIFICATE-----") {
+        rest = &rest[start..];
+        match rest.find("-----END CERTIFICATE-----") {
+            Some(end) => {
+                count += 1;
+                rest = &rest[end..];
+            }
+            None => break,
+        }
+    }
+    count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pem_certificates_counts_complete_blocks_only() {
+        let one = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        assert_eq!(pem_certificates(one.as_bytes()), 1);
+        assert_eq!(pem_certificates(format!("# lab CA\n{one}{one}").as_bytes()), 2);
+        assert_eq!(pem_certificates(b"-----BEGIN CERTIFICATE-----\nMIIB\n"), 0, "a cut-off block");
+        assert_eq!(pem_certificates(b"-----BEGIN PRIVATE KEY-----\n-----END PRIVATE KEY-----\n"), 0);
+        assert_eq!(pem_certificates(b""), 0);
+    }
+
+    #[test]
+    fn a_bad_bundle_is_a_missing_reference_naming_the_object() {
+        let e = Error::TrustedCa { kind: "Secret", name: "lab-ca".into(), problem: "has no key \"ca.crt\"".into() };
+        assert_eq!(
+            (e.category(), e.retry(), e.reason()),
+            ("MissingReference", Retry::MissingReference, Some(Reason::MissingReference))
+        );
+        assert_eq!(e.to_string(), "spec.tls.trustedCA: Secret \"lab-ca\" has no key \"ca.crt\"");
+    }
 }

@@ -70,7 +70,7 @@ impl Error {
 
 pub async fn observe(ctx: &Context, pool: &SendingPool, refs: &Refs) -> Result<Observed, Error> {
     let (ns, name) = (refs.namespace.as_str(), refs.name.as_str());
-    let findings = ctx.reputation.check(&ctx.client, pool);
+    let findings = ctx.reputation.check(&ctx.client, pool, &refs.policies);
     for change in &findings.changes {
         tracing::info!(namespace = ns, pool = name, change = %change, "DNSBL listing changed");
         events::warning(ctx, pool, "ListingChanged", "CheckReputation", change).await;

@@ -12,7 +12,8 @@
 //! - paths: [`Settings`] puts the queue, data directory and policy socket
 //!   under the instance's test directory (pods each have their own
 //!   filesystem; here instances share one), and the ConfigMap, Secret and
-//!   image paths of the args are mapped to it;
+//!   image paths of the args are mapped to it; the trusted CA bundle
+//!   ([`Fleet::trusted_ca`]) is written where its volume would be;
 //! - the network: a pod on the pod network listens on `0.0.0.0` of its own
 //!   namespace; here that is the instance's address in the test's namespace;
 //! - name resolution: the agent runs in a private mount namespace with the
@@ -34,7 +35,9 @@ use std::time::Duration;
 use sendfleet_render::api::{DomainPolicy, SendingPool, WarmupPlan};
 use sendfleet_render::contract::AgentStatus;
 use sendfleet_render::objects::{self, Desired, CONFIG_MOUNT, HASH_KEY_MOUNT};
-use sendfleet_render::render::{config_hash, render_pool, Observed, PoolInput, RenderedInstance, Settings};
+use sendfleet_render::render::{
+    config_hash, render_pool, Observed, PoolInput, RenderedInstance, Settings, TRUSTED_CA_FILE,
+};
 
 use super::http::http_get;
 use super::resolver::Dns;
@@ -171,6 +174,9 @@ pub struct Fleet {
     pub other_pools: Vec<SendingPool>,
     pub observed: Observed,
     resolv_conf: String,
+    /// The bundle the pool's `tls.trustedCA` names (the Secret's or
+    /// ConfigMap's value under its key), as the kubelet would mount it.
+    trusted_ca: Option<String>,
 }
 
 impl Fleet {
@@ -185,6 +191,7 @@ impl Fleet {
             other_pools: vec![],
             observed: Observed::default(),
             resolv_conf: dns.resolv_conf(),
+            trusted_ca: None,
         }
     }
 
@@ -207,6 +214,14 @@ impl Fleet {
         self
     }
 
+    /// The PEM bundle in the Secret or ConfigMap that the pool's
+    /// `spec.tls.trustedCA` names: each instance finds it where its pod's
+    /// volume would put it (`Settings::trusted_ca_directory`).
+    pub fn trusted_ca(mut self, pem: &str) -> Fleet {
+        self.trusted_ca = Some(pem.to_string());
+        self
+    }
+
     pub fn observed(mut self, o: Observed) -> Fleet {
         self.observed = o;
         self
@@ -217,6 +232,7 @@ impl Fleet {
             queue_directory: base.join("queue").display().to_string(),
             data_directory: base.join("data").display().to_string(),
             policy_socket: base.join("run/policy.sock").display().to_string(),
+            trusted_ca_directory: base.join("trusted-ca").display().to_string(),
             ..Settings::default()
         }
     }
@@ -321,6 +337,10 @@ impl Instance {
         let st = Command::new("chown").arg("postfix").arg(base.join("data")).status().expect("chown");
         assert!(st.success(), "chown postfix {}", base.join("data").display());
         write(&base.join("hash-key/key"), HASH_KEY);
+        if let (Some(_), Some(pem)) = (&fleet.pool.spec.tls.trusted_ca, &fleet.trusted_ca) {
+            mkdir(&base.join("trusted-ca"));
+            write(&base.join("trusted-ca").join(TRUSTED_CA_FILE), pem);
+        }
         write(&base.join("resolv.conf"), &fleet.resolv_conf);
         let mut source = ConfigSource::new(base.join("config"));
         source.write(&pod.files);

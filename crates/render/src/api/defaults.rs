@@ -140,6 +140,14 @@ pub fn queue_size() -> String {
     QUEUE_SIZE.to_string()
 }
 
+/// SendingPool `tls.trustedCA.key`: the key cert-manager and trust-manager
+/// write CA bundles under.
+pub const TRUSTED_CA_KEY: &str = "ca.crt";
+/// Serde default of `tls.trustedCA.key`.
+pub fn trusted_ca_key() -> String {
+    TRUSTED_CA_KEY.to_string()
+}
+
 /// DomainPolicy `route.port`: SMTP.
 pub const RELAY_PORT: u16 = 25;
 

@@ -70,6 +70,18 @@ pub const DNS_NAME_PATTERN: &str = "^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-
 pub const DOMAIN_PATTERN_PATTERN: &str =
     "^(\\*\\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$";
 
+/// Regex for a Kubernetes object name (a DNS-1123 subdomain: Secrets,
+/// ConfigMaps).
+pub const OBJECT_NAME_PATTERN: &str = "^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$";
+
+/// Regex for a key of a Secret's or ConfigMap's data: what the API server
+/// accepts, less keys starting with `..` (the kubelet's own names in a
+/// volume). The key only picks a file of the volume; it never reaches a
+/// Postfix file.
+pub const DATA_KEY_PATTERN: &str = "^\\.?[-_a-zA-Z0-9][-._a-zA-Z0-9]*$";
+/// Longest Secret or ConfigMap data key.
+pub const MAX_DATA_KEY: usize = 253;
+
 /// Regex for a DNS-1123 label of at most `max` characters (`max` >= 2).
 pub fn label_pattern(max: usize) -> String {
     format!("^[a-z0-9]([-a-z0-9]{{0,{}}}[a-z0-9])?$", max - 2)

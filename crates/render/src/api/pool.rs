@@ -311,6 +311,37 @@ pub struct Tls {
     /// Default security level (`smtp_tls_security_level`). Default `may`.
     #[serde(default)]
     pub security_level: TlsLevel,
+    /// Certificate authorities trusted in addition to the system's (the
+    /// image's `ca-certificates`), for receivers and relays whose
+    /// certificates a private CA issued. Used by the `verify` and `secure`
+    /// levels. A missing Secret or ConfigMap, or one whose key holds no PEM
+    /// certificate, makes the pool `Ready=False` with reason
+    /// `MissingReference`.
+    #[serde(default, rename = "trustedCA", skip_serializing_if = "Option::is_none")]
+    pub trusted_ca: Option<TrustedCa>,
+}
+
+/// A PEM bundle of CA certificates in a Secret or a ConfigMap of the pool's
+/// namespace (as cert-manager writes `ca.crt` into a certificate's Secret,
+/// and trust-manager a bundle into ConfigMaps or Secrets). Name exactly one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(crates(kube_core = ::kube_core))]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.secretName) != has(self.configMapName)").message("tls.trustedCA: name exactly one of secretName and configMapName"))]
+pub struct TrustedCa {
+    /// Secret holding the bundle.
+    #[schemars(length(min = 1, max = MAX_DNS_NAME), regex(pattern = OBJECT_NAME_PATTERN))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    /// ConfigMap holding the bundle.
+    #[schemars(length(min = 1, max = MAX_DNS_NAME), regex(pattern = OBJECT_NAME_PATTERN))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map_name: Option<String>,
+    /// Key of the bundle in the Secret or ConfigMap: one or more PEM
+    /// certificates. Default `ca.crt`.
+    #[schemars(length(min = 1, max = MAX_DATA_KEY), regex(pattern = DATA_KEY_PATTERN))]
+    #[serde(default = "defaults::trusted_ca_key")]
+    pub key: String,
 }
 
 /// DKIM key reference.
