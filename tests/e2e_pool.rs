@@ -4,11 +4,13 @@
 //! lab side, as its ServiceAccount — see tests/operator_support), with queues
 //! on the lab's local PersistentVolumes, hostNetwork egress addresses, and
 //! real Postfix receivers standing in for providers (the lab's
-//! `Receiver`, which `make demo` uses too).
+//! `Receiver`, which `make demo` uses too), reached by MX as in production:
+//! the instances resolve through the lab's DNS server (the node's
+//! resolv.conf names it), which publishes the providers' MX and A records.
 //!
 //! Everything runs inside the test's own network namespace (hack/netns-run):
-//! node IP 10.250.0.1, egress 10.250.0.11-15, providers 10.250.0.50/.51 —
-//! all on that namespace's `lo`. This file must never reach an address
+//! node IP 10.250.0.1, egress 10.250.0.11-15, providers 10.250.0.50/.51,
+//! DNS 198.51.100.53 — all on that namespace's `lo`. This file must never reach an address
 //! outside it, and never skips: a missing image or tool is a panic saying
 //! what to run.
 
@@ -20,10 +22,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use operator_support::{control_plane, get_json, Operator};
+use sendfleet_lab::dns::{mx_zones, MxProvider};
 use sendfleet_lab::kit::{
-    add_addr, documents, http_get, namespace, require_postfix, wait_for, wait_for_or, Policy, Pool,
+    add_addr, documents, http_get, namespace, require_postfix, wait_for, wait_for_or, Dns, Policy, Pool,
 };
-use sendfleet_lab::{ControlPlane, Receiver};
+use sendfleet_lab::{ControlPlane, Receiver, DNS_SERVER};
 
 const NS: &str = "mail-e2e";
 const POOL: &str = "e2e";
@@ -38,7 +41,21 @@ struct Lab {
     _operator: Operator,
     provider: Receiver,
     slow: Receiver,
+    _dns: Dns,
 }
+
+/// The providers as DNS publishes them: provider.test (and provider2.test,
+/// which the policy change adds) behind one MX host, slow.test behind
+/// another.
+const MX: [MxProvider<'static>; 2] = [
+    MxProvider {
+        name: "e2e-provider",
+        mx_host: "mx.provider.test",
+        addr: PROVIDER,
+        domains: &["provider.test", "provider2.test"],
+    },
+    MxProvider { name: "e2e-slow", mx_host: "mx.slow.test", addr: SLOW_PROVIDER, domains: &["slow.test"] },
+];
 
 /// A pool of the lab's instances: the image under test, queues on the
 /// node's local volumes, clients from the test's 10.250.0.0/24.
@@ -61,8 +78,10 @@ fn pool_yaml() -> String {
         lab_pool(POOL, IMAGE, &EGRESS)
             .spec("retry: {queueRunDelay: 5s, minimalBackoff: 5s, maximalBackoff: 10s}")
             .yaml(),
-        Policy::named("provider").in_ns(NS).for_domains(&["provider.test"]).relay(PROVIDER, 25).yaml(),
-        Policy::named("slow").in_ns(NS).for_domains(&["slow.test"]).relay(SLOW_PROVIDER, 25).yaml(),
+        // No relay routes: mail goes by MX. The policy gives provider.test a
+        // transport of its own (autoExclusion's status filter), so a change
+        // of its domains changes the rendered configuration.
+        Policy::named("provider").in_ns(NS).for_domains(&["provider.test"]).auto_exclusion(5, "1h", "1h").yaml(),
     ])
 }
 
@@ -147,7 +166,9 @@ fn lab() -> Lab {
         for (_, addr) in EGRESS {
             add_addr(addr);
         }
-        let provider = Receiver::start_temp("e2e-provider", PROVIDER, &["provider.test"], &[]).expect("provider");
+        let dns = Dns::serve(DNS_SERVER, mx_zones(&MX));
+        let provider = Receiver::start_temp("e2e-provider", PROVIDER, &["provider.test", "provider2.test"], &[])
+            .expect("provider");
         let slow = Receiver::start_temp(
             "e2e-slow",
             SLOW_PROVIDER,
@@ -170,7 +191,7 @@ fn lab() -> Lab {
             t_ready.as_secs_f64(),
             t0.elapsed().as_secs_f64()
         );
-        Lab { cp, _operator: operator, provider, slow }
+        Lab { cp, _operator: operator, provider, slow, _dns: dns }
     }
 }
 
@@ -261,12 +282,17 @@ fn policy_change_reaches_running_pods_without_restart(lab: &Lab) {
         ])
         .expect("patching the DomainPolicy");
     });
-    let after = wait_for("every agent to load the new rendered config", Duration::from_secs(90), || {
-        let h = config_hashes(cp);
-        let changed =
-            h.len() == 3 && h.iter().all(|(n, d, a)| d == a && before.iter().any(|(bn, bd, _)| bn == n && bd != d));
-        changed.then_some(h)
-    });
+    let after = wait_for_or(
+        "every agent to load the new rendered config",
+        Duration::from_secs(90),
+        || {
+            let h = config_hashes(cp);
+            let changed =
+                h.len() == 3 && h.iter().all(|(n, d, a)| d == a && before.iter().any(|(bn, bd, _)| bn == n && bd != d));
+            changed.then_some(h)
+        },
+        || format!("before {before:?}, now {:?}\n{}", config_hashes(cp), diagnose(cp)),
+    );
     let t_applied = t0.elapsed();
     assert_eq!(pod_restarts(cp), before_pods, "same pods, no container restart");
     wait_for("mail injected during the change delivered", Duration::from_secs(90), || {

@@ -313,10 +313,16 @@ authorization:
   mode: Webhook
 podLogsDir: {d}/pod-logs
 # A shared 2-core dev machine: never evict or garbage-collect lab images
-# because the host's disk or memory is busy.
-evictionHard: {{"memory.available": "1Mi", "nodefs.available": "1%", "imagefs.available": "1%", "nodefs.inodesFree": "1%"}}
+# because the host's disk or memory is busy. Absolute sizes, not percents:
+# on a large, nearly full shared disk 1% is gigabytes, and the disk-pressure
+# taint it sets leaves every pod Pending ("untolerated taint").
+evictionHard: {{"memory.available": "1Mi", "nodefs.available": "100Mi", "imagefs.available": "100Mi", "nodefs.inodesFree": "1%"}}
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
+# ConfigMap volumes (the instances' rendered config) are refreshed at each
+# pod sync: every 10 s instead of the default minute, so a policy change
+# reaches the agents in seconds (tests wait for it; the default took 60-90 s).
+syncFrequency: 10s
 # No clusterDNS: pods get this file's nameserver (the lab's DNS server).
 resolvConf: {resolv}
 "#,

@@ -159,15 +159,17 @@ impl MailCa {
         Ok(MailCa { cert_path, cert_pem, issuer })
     }
 
-    /// This process's mail CA (created on first use under the temp
-    /// directory): every receiver of a test binary presents a certificate
-    /// from it, so a test needs to trust one PEM.
+    /// This process's mail CA (created on first use in a lab temp
+    /// directory, removed when the process exits): every receiver of a test
+    /// binary presents a certificate from it, so a test trusts one PEM.
     pub fn shared() -> Result<&'static MailCa, LabError> {
         static CA: std::sync::OnceLock<Result<MailCa, String>> = std::sync::OnceLock::new();
-        let dir = std::env::temp_dir().join(format!("sendfleet-mail-ca-{}", std::process::id()));
-        CA.get_or_init(|| MailCa::create(&dir).map_err(|e| e.to_string()))
-            .as_ref()
-            .map_err(|e| LabError::Usage(format!("the lab's mail CA: {e}")))
+        CA.get_or_init(|| {
+            let dir = crate::process::temp_dir().map_err(|e| e.to_string())?;
+            MailCa::create(&dir).map_err(|e| e.to_string())
+        })
+        .as_ref()
+        .map_err(|e| LabError::Usage(format!("the lab's mail CA: {e}")))
     }
 
     /// The CA certificate, PEM (what a SendingPool's trusted CA bundle holds).
