@@ -519,6 +519,10 @@ fn incident_2_growing_inflow_is_forecast_before_mail_is_warn_age_old() {
     assert!(msg.contains("reaches warnAge 15m in "), "the forecast against warnAge: {c}");
     let at_risk = inc.metric(&[1], "sendfleet_agent_backlog_at_risk", &[&format!("domain=\"{domain}\"")]);
     assert_eq!(at_risk, 1.0, "the agent's at-risk gauge for {domain}");
+    // The provider took mail at the 20/min it accepts, no faster.
+    for (client, n) in busiest_minute(&rx.log(), &domain) {
+        assert!(n <= 21, "{client} delivered {n} to {domain} in one minute (the provider takes 20/min)");
+    }
     let oldest = inc.instance("pool", "mta1")["queue"]["oldestAgeSeconds"].as_u64().unwrap_or(0);
     assert!(oldest < 15 * 60, "forecast before any message is warnAge (15m) old: oldest {oldest}s");
     assert!(t_start.elapsed() < Duration::from_secs(15 * 60));
@@ -579,6 +583,9 @@ fn incident_3_verified_tls_holds_by_mx_by_relay_route_and_through_a_peer() {
         );
     }
     assert_eq!(inc.metric(&[1, 2], "sendfleet_agent_deliveries_total", &["status=\"bounced\""]), 0.0);
+    inc.wait("the pool status counting mta2's deliveries", 60, || {
+        (inc.instance("pool", "mta2")["deliveries"]["sent"].as_u64() >= Some(15)).then_some(())
+    });
     eprintln!("incident 3: 15 delivered over verified TLS ({:.0}s)", inc.elapsed());
 }
 
@@ -613,6 +620,8 @@ fn incident_4_a_listed_ip_is_quarantined_and_its_queue_drains_through_peers() {
     std::thread::sleep(Duration::from_secs(5));
     assert_eq!(distinct(&rx), (30, 30), "0 lost, 0 duplicated");
     assert_eq!(rx.deliveries().by_client().get(&listed), None);
+    let handed = inc.metric(&[1], "sendfleet_agent_policy_lookups_total", &["reason=\"OutOfRotation\""]);
+    assert!(handed > 0.0, "mta1's agent sent its queue to peers as out of rotation: {handed}");
 
     // Delisted: restored after the cool-down, and sends again.
     lab().dns.set_zone(BL_ZONE, "");
@@ -658,6 +667,12 @@ fn incident_5_a_new_ip_deferred_by_a_provider_keeps_to_its_daily_cap_across_a_re
     let w = inc.instance("pool", "mta1")["warmup"].clone();
     assert_eq!((w["sentToday"].as_u64(), w["dailyCap"].as_u64()), (Some(cap), Some(cap)), "{w}");
     assert!(inc.instance("pool", "mta1")["queue"]["deferred"].as_u64() >= Some(40 - cap));
+    assert_eq!(
+        inc.metric(&[1], "sendfleet_agent_warmup_daily_cap", &[]),
+        cap as f64,
+        "the agent's cap after the restart"
+    );
+    assert_eq!(inc.metric(&[1], "sendfleet_agent_warmup_step", &[]), 1.0);
     eprintln!("incident 5: {cap}/{cap} sent, the rest held across a restart ({:.0}s)", inc.elapsed());
 }
 
@@ -708,6 +723,8 @@ fn incident_6_a_signup_burst_is_delivered_within_caps_and_throttles() {
             }
         }
     }
+    let latencies = inc.metric(&[1, 2, 3], "sendfleet_agent_delivery_latency_seconds_count", &[]);
+    assert_eq!(latencies, 1000.0, "one latency sample per delivered recipient in the agents' histograms");
     // Delivery latency as the pool status reports it (each agent's last
     // five minutes).
     let latency: Vec<(u64, u64)> = (1..=3u8)
@@ -821,6 +838,7 @@ fn incident_8_a_relay_address_outside_spf_makes_authentication_invalid() {
     let inc = Incident::new(8, "spf");
     let ps = providers(8);
     let relay_addr = ps[1].addr.clone();
+    let relay = ps[1].start();
     inc.apply(&[
         inc.pool("pool", 1).spec("dkim: {secretName: none, selector: s1, domains: [app.i8.test]}").yaml(),
         inc.policy("partner", &["partner"]).relay(&ps[1].host, 25).yaml(),
@@ -840,5 +858,13 @@ fn incident_8_a_relay_address_outside_spf_makes_authentication_invalid() {
         ),
         "names the address, the route and the record"
     );
+    // The route itself works: the partner's relay takes the mail (it is
+    // the receivers downstream that would fail SPF).
+    inc.wait_ready("pool", 1);
+    inc.submit(1, "fwd", &inc.domain("partner"), 3);
+    inc.wait("3 messages at the partner's relay", 120, || {
+        (relay.deliveries().from_client(&inc.addr(1)) >= 3).then_some(())
+    });
+    assert!(inc.metric(&[1], "sendfleet_agent_deliveries_total", &["status=\"sent\""]) >= 3.0);
     eprintln!("incident 8: {} {}: {msg} ({:.0}s)", c["status"], c["reason"], inc.elapsed());
 }
