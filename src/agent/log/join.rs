@@ -2,7 +2,8 @@
 //!
 //! Most outcomes are on one line (`to=<..>, status=sent|deferred|bounced`),
 //! but expiry is logged once per *message* by qmgr (`from=<..>,
-//! status=expired, returned to sender`, checked on Postfix 3.7): the
+//! status=expired, returned to sender`, or `status=force-expired` after
+//! `postsuper -e`, checked on Postfix 3.7): the
 //! recipients it concerns are the ones still deferred for that queue id, so
 //! the tracker remembers deferred recipients (as domain + keyed hash, never
 //! the address) until the message is `removed`. Memory is bounded: past
@@ -196,6 +197,38 @@ Nov 23 07:02:27 h postfix/bounce[17784]: 7CBE0984B4D: sender non-delivery notifi
 Nov 23 07:02:27 h postfix/qmgr[17708]: 7CBE0984B4D: removed
 Nov 23 07:02:27 h postfix/qmgr[17708]: ABCDEF12345: from=<a@sender.test>, status=expired, returned to sender
 ";
+
+    /// `postsuper -e` then a queue run on Postfix 3.7.11 (the shape
+    /// `tests/agent_delivery.rs` makes real Postfix write): qmgr defers each
+    /// remaining recipient as administratively expired, then logs the
+    /// message `force-expired`. A 21-character queue id (64-bit inode).
+    const FORCE_EXPIRY: &str = "\
+Dec  2 00:20:00 h postfix/smtp[17774]: 7CBE0FEDCBA9876543210: to=<soft@dest.test>, relay=127.0.2.1[127.0.2.1]:25, delay=0.09, delays=0.02/0.01/0.02/0.04, dsn=4.2.0, status=deferred (host 127.0.2.1[127.0.2.1] said: 450 4.2.0 try later (in reply to RCPT TO command))
+Dec  2 00:20:05 h postfix/postsuper[17790]: 7CBE0FEDCBA9876543210: expired
+Dec  2 00:20:05 h postfix/postsuper[17790]: Force-expired: 1 message
+Dec  2 00:20:06 h postfix/qmgr[17708]: 7CBE0FEDCBA9876543210: to=<soft@dest.test>, relay=none, delay=6, delays=6/0/0/0, dsn=4.7.0, status=deferred (message is administratively expired)
+Dec  2 00:20:06 h postfix/qmgr[17708]: 7CBE0FEDCBA9876543210: from=<a@sender.test>, status=force-expired, returned to sender
+Dec  2 00:20:06 h postfix/qmgr[17708]: 7CBE0FEDCBA9876543210: removed
+";
+
+    #[test]
+    fn force_expiry_counts_as_expiry_of_the_deferred_recipients() {
+        let mut t = Tracker::new();
+        let mut out = Vec::new();
+        for l in FORCE_EXPIRY.lines() {
+            let p = parse_line(l.as_bytes()).unwrap();
+            t.feed(&p, |a| a.len() as u64, |o| out.push((o.domain.to_string(), o.status)));
+        }
+        assert_eq!(
+            out,
+            vec![
+                ("dest.test".to_string(), Status::Deferred),
+                ("dest.test".to_string(), Status::Deferred),
+                ("dest.test".to_string(), Status::Expired),
+            ]
+        );
+        assert_eq!(t.tracked(), 0);
+    }
 
     #[test]
     fn expiry_is_attributed_to_the_still_deferred_recipients() {
