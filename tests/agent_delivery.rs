@@ -1,12 +1,13 @@
 //! The agent on real Postfix, configured by the renderer (a one-address
 //! pool whose mail expires after 6 s): delivery counters match the receiver
 //! and the log (sent, deferred via 4xx, bounced via 5xx, expired via the
-//! pool's queue lifetime), and no recipient address leaks into /metrics,
-//! /status or the agent's own stdout/stderr.
+//! pool's queue lifetime, or by `postsuper -e`), and no recipient address
+//! leaks into /metrics, /status or the agent's own stdout/stderr.
 
 #[allow(dead_code)]
 mod agent_support;
 
+use std::process::Command;
 use std::time::Duration;
 
 use agent_support::*;
@@ -108,4 +109,56 @@ fn counters_match_receiver_and_log_and_no_address_leaks() {
     // ... while the log still carries the domain and a stable hash.
     assert!(log.contains("@dest.test>"), "stdout lost the domains");
     assert!(log.lines().filter(|l| l.contains("to=<h-")).count() >= 59);
+}
+
+/// `postsuper -e` on deferred mail: at the next queue run Postfix 3.7's qmgr
+/// logs the message `status=force-expired, returned to sender` (its
+/// recipients were deferred before). The agent counts each still-deferred
+/// recipient as expired, no line as malformed, and re-emits no address.
+#[test]
+fn force_expired_mail_counts_as_expired() {
+    require_postfix();
+    // Addresses of its own: the tests of this file share one network namespace.
+    let (sender, provider, dns) = ("198.51.100.11", "203.0.113.21", "127.0.0.54");
+    let dns = Dns::start(dns, &[("dest.test", provider), ("client.test", provider)]);
+    let receiver = receiver(
+        "fexp-rcv",
+        provider,
+        &["dest.test", "client.test"],
+        &[("soft.pii@dest.test", "450 4.7.0 try again later")],
+    );
+    // Kept an hour: only postsuper ends these messages.
+    let pool = Pool::named("fexp").in_ns("test").with_ip("fexp-a", sender).retry("1s", "1h").build();
+    let agent = fleet(pool, &dns).start("fexp-a");
+    agent.wait_for(Duration::from_secs(30), "a queue scan", |s| s.queue.scanned_at.is_some());
+
+    agent.inject("someone.pii@client.test", "soft.pii@dest.test", 3, 1);
+    agent.wait_for(Duration::from_secs(60), "3 deferrals", |s| {
+        s.domains.iter().any(|d| d.domain == "dest.test" && d.counts.deferred >= 3)
+    });
+    let out = Command::new("postsuper").arg("-c").arg(agent.postfix_dir()).args(["-e", "ALL"]).output().unwrap();
+    assert!(out.status.success(), "postsuper -e: {}", String::from_utf8_lossy(&out.stderr));
+    agent.flush();
+
+    agent.wait_queue_empty(Duration::from_secs(60));
+    let st = agent.wait_for(Duration::from_secs(30), "3 expiries", |s| {
+        s.domains.iter().any(|d| d.domain == "dest.test" && d.counts.expired == 3)
+    });
+    let dest = st.domains.iter().find(|d| d.domain == "dest.test").unwrap();
+    assert_eq!((dest.counts.sent, dest.counts.bounced), (0, 0), "{dest:?}");
+    assert_eq!(st.log.malformed, 0, "{:?}", st.log);
+    assert_eq!(st.counters.since_start.expired, 3);
+
+    // What Postfix itself wrote (re-emitted redacted by the agent).
+    let log = agent.stdout();
+    assert_eq!(log.lines().filter(|l| l.contains("status=force-expired, returned to sender")).count(), 3, "{log}");
+    assert!(log.contains("postfix/postsuper[") && log.contains("Force-expired: 3 messages"), "{log}");
+    // The non-delivery notices reached the sender's domain; nothing reached dest.test.
+    wait_until("3 notices delivered", Duration::from_secs(30), || receiver.deliveries().to_domain("client.test") == 3);
+    assert_eq!(receiver.deliveries().to_domain("dest.test"), 0);
+    for (name, text) in [("metrics", agent.metrics()), ("status", agent.status_raw()), ("stdout", log)] {
+        for secret in ["soft.pii", "someone.pii"] {
+            assert!(!text.contains(secret), "{secret} found in agent {name}");
+        }
+    }
 }
