@@ -200,7 +200,9 @@ Nov 23 07:02:27 h postfix/qmgr[17708]: ABCDEF12345: from=<a@sender.test>, status
 
     /// `postsuper -e ALL` then `postqueue -f`, captured from Postfix 3.7.11
     /// in `tests/agent_delivery.rs` (addresses changed; the queue id made 21
-    /// characters long, as with a 64-bit inode number).
+    /// characters long, as with a 64-bit inode number). Then a message never
+    /// tried (a long queue id): qmgr/qmgr_message.c sends its recipients to
+    /// the retry service (error(8)) "administratively expired" first.
     const FORCE_EXPIRY: &str = "\
 Dec 02 00:26:06 h postfix/smtp[12041]: 2CFDEFEDCBA9876543210: to=<soft@dest.test>, relay=dest.test[203.0.113.21]:25, delay=0.15, delays=0.02/0.1/0/0.03, dsn=4.7.0, status=deferred (host dest.test[203.0.113.21] said: 450 4.7.0 <soft@dest.test>: Recipient address rejected: try again later (in reply to RCPT TO command))
 Dec 02 00:26:06 h postfix/postsuper[12047]: Force-expired: 3 messages
@@ -208,6 +210,10 @@ Dec 02 00:26:06 h postfix/qmgr[12030]: 2CFDEFEDCBA9876543210: from=<a@client.tes
 Dec 02 00:26:06 h postfix/qmgr[12030]: 2CFDEFEDCBA9876543210: from=<a@client.test>, status=force-expired, returned to sender
 Dec 02 00:26:06 h postfix/bounce[12045]: 2CFDEFEDCBA9876543210: sender non-delivery notification: 6B2CD986681
 Dec 02 00:26:06 h postfix/qmgr[12030]: 2CFDEFEDCBA9876543210: removed
+Dec 02 00:26:07 h postfix/qmgr[12030]: 4fLKq2BcDfz3Jk5mNpQrStV: from=<a@client.test>, size=390, nrcpt=1 (queue active)
+Dec 02 00:26:07 h postfix/error[12050]: 4fLKq2BcDfz3Jk5mNpQrStV: to=<held@hold.test>, relay=none, delay=9, delays=9/0/0/0, dsn=4.7.0, status=deferred (message is administratively expired)
+Dec 02 00:26:07 h postfix/qmgr[12030]: 4fLKq2BcDfz3Jk5mNpQrStV: from=<a@client.test>, status=force-expired, returned to sender
+Dec 02 00:26:07 h postfix/qmgr[12030]: 4fLKq2BcDfz3Jk5mNpQrStV: removed
 ";
 
     #[test]
@@ -216,9 +222,19 @@ Dec 02 00:26:06 h postfix/qmgr[12030]: 2CFDEFEDCBA9876543210: removed
         let mut out = Vec::new();
         for l in FORCE_EXPIRY.lines() {
             let p = parse_line(l.as_bytes()).unwrap();
-            t.feed(&p, |a| a.len() as u64, |o| out.push((o.domain.to_string(), o.status)));
+            t.feed(&p, |a| a.len() as u64, |o| out.push((o.domain.to_string(), o.status, o.category)));
         }
-        assert_eq!(out, vec![("dest.test".to_string(), Status::Deferred), ("dest.test".to_string(), Status::Expired)]);
+        let other = ResponseCategory::Other;
+        assert_eq!(
+            out,
+            vec![
+                ("dest.test".to_string(), Status::Deferred, ResponseCategory::RateLimit),
+                ("dest.test".to_string(), Status::Expired, other),
+                ("hold.test".to_string(), Status::Deferred, other),
+                ("hold.test".to_string(), Status::Expired, other),
+            ]
+        );
+        assert_eq!(t.received, 0);
         assert_eq!(t.tracked(), 0);
     }
 

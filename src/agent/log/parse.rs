@@ -605,9 +605,11 @@ mod tests {
         ] {
             assert_eq!(parse_line(l.as_bytes()).unwrap().event, Event::Other, "{l}");
         }
-        // qmgr/qmgr_message.c defers each recipient of a force-expired
-        // message with "4.7.0 message is administratively expired".
-        let d = delivery("Dec  2 00:20:01 h postfix/qmgr[1]: ABCDE12345: to=<x@y.z>, relay=none, delay=12, delays=12/0/0/0, dsn=4.7.0, status=deferred (message is administratively expired)");
+        // qmgr/qmgr_message.c: a force-expired message without a defer log
+        // (never tried, e.g. on hold) has its recipients redirected to the
+        // retry service (error(8)) with "4.7.0 message is administratively
+        // expired", which logs them deferred before qmgr's force-expired line.
+        let d = delivery("Dec  2 00:20:01 h postfix/error[3]: ABCDE12345: to=<x@y.z>, relay=none, delay=12, delays=12/0/0/0, dsn=4.7.0, status=deferred (message is administratively expired)");
         assert_eq!((d.status, d.dsn), (Status::Deferred, &b"4.7.0"[..]));
         // postsuper/postsuper.c "%s: removed" (postsuper -d) ends a message too.
         let p = parse_line(b"Dec  2 00:20:01 h postfix/postsuper[9]: ABCDE12345: removed").unwrap();
