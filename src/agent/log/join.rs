@@ -216,22 +216,32 @@ Dec 02 00:26:07 h postfix/qmgr[12030]: 4fLKq2BcDfz3Jk5mNpQrStV: from=<a@client.t
 Dec 02 00:26:07 h postfix/qmgr[12030]: 4fLKq2BcDfz3Jk5mNpQrStV: removed
 ";
 
-    #[test]
-    fn force_expiry_counts_as_expiry_of_the_deferred_recipients() {
+    /// Feed a captured log through a fresh tracker: the tracker and the outcomes.
+    fn feed_all(log: &'static str) -> (Tracker, Vec<Outcome<'static>>) {
         let mut t = Tracker::new();
         let mut out = Vec::new();
-        for l in FORCE_EXPIRY.lines() {
+        for l in log.lines() {
             let p = parse_line(l.as_bytes()).unwrap();
-            t.feed(&p, |a| a.len() as u64, |o| out.push((o.domain.to_string(), o.status, o.category)));
+            t.feed(&p, |a| a.len() as u64 * 7 + a[0] as u64, |o| out.push(o));
         }
-        let other = ResponseCategory::Other;
+        (t, out)
+    }
+
+    /// (domain, status, category) of each outcome.
+    fn summary(out: &[Outcome<'_>]) -> Vec<(String, &'static str, ResponseCategory)> {
+        out.iter().map(|o| (o.domain.to_string(), o.status.as_str(), o.category)).collect()
+    }
+
+    #[test]
+    fn force_expiry_counts_as_expiry_of_the_deferred_recipients() {
+        let (t, out) = feed_all(FORCE_EXPIRY);
         assert_eq!(
-            out,
+            summary(&out),
             vec![
-                ("dest.test".to_string(), Status::Deferred, ResponseCategory::RateLimit),
-                ("dest.test".to_string(), Status::Expired, other),
-                ("hold.test".to_string(), Status::Deferred, other),
-                ("hold.test".to_string(), Status::Expired, other),
+                ("dest.test".into(), "deferred", ResponseCategory::RateLimit),
+                ("dest.test".into(), "expired", ResponseCategory::Other),
+                ("hold.test".into(), "deferred", ResponseCategory::Other),
+                ("hold.test".into(), "expired", ResponseCategory::Other),
             ]
         );
         assert_eq!(t.received, 0);
@@ -240,16 +250,9 @@ Dec 02 00:26:07 h postfix/qmgr[12030]: 4fLKq2BcDfz3Jk5mNpQrStV: removed
 
     #[test]
     fn expiry_is_attributed_to_the_still_deferred_recipients() {
-        let mut t = Tracker::new();
-        let mut out = Vec::new();
-        for l in EXPIRY.lines() {
-            let p = parse_line(l.as_bytes()).unwrap();
-            t.feed(&p, |a| a.len() as u64 * 7 + a[0] as u64, |o| out.push(o));
-        }
-        let summary: Vec<(String, &str, ResponseCategory)> =
-            out.iter().map(|o| (o.domain.to_string(), o.status.as_str(), o.category)).collect();
+        let (t, out) = feed_all(EXPIRY);
         assert_eq!(
-            summary,
+            summary(&out),
             vec![
                 ("dest.test".into(), "deferred", ResponseCategory::RateLimit),
                 ("other.test".into(), "deferred", ResponseCategory::RateLimit),

@@ -615,6 +615,11 @@ mod tests {
         let p = parse_line(b"Dec  2 00:20:01 h postfix/postsuper[9]: ABCDE12345: removed").unwrap();
         assert_eq!((p.program, p.event), (&b"postsuper"[..], Event::Removed));
 
+        // global/log_adhoc.c since 3.11: ", tls=%s" (pol_stats_format(): features
+        // joined by '/', '!' for a violation, ':final', '?' undecided) before dsn=.
+        let d = delivery("Dec  2 00:20:01 h postfix/smtp[2]: ABCDE12345: to=<x@y.z>, relay=y.z[1.2.3.4]:25, delay=1, delays=0/0/0/1, tls=!dane:may/sts?, dsn=2.0.0, status=sent (250 ok)");
+        assert_eq!((d.status, d.dsn), (Status::Sent, &b"2.0.0"[..]));
+
         // global/bounce.c: with soft_bounce = yes the status is "SOFTBOUNCE",
         // the DSN's first digit becomes 4 and the recipient stays queued.
         let d = delivery("Dec  2 00:20:01 h postfix/smtp[2]: ABCDE12345: to=<x@y.z>, relay=y.z[1.2.3.4]:25, delay=1, delays=0/0/0/1, dsn=4.1.1, status=SOFTBOUNCE (host y.z[1.2.3.4] said: 550 5.1.1 <x@y.z>: Recipient address rejected: User unknown (in reply to RCPT TO command))");
