@@ -38,8 +38,9 @@ pub enum Event<'a> {
     Delivery(Delivery<'a>),
     /// An address verification probe's result (`to=<..>, ..,
     /// status=deliverable|undeliverable|undeliverable-but-not-cached (..)`):
-    /// Postfix's verify service sent a probe that stops before DATA and is
-    /// never delivered, so it is no delivery outcome of the recipient.
+    /// a probe (from the verify service for `reject_unverified_*`, or
+    /// `sendmail -bv`) stops at RCPT TO and is never delivered, so this is
+    /// no delivery outcome of the recipient — and not malformed either.
     Verification {
         deliverable: bool,
     },
@@ -322,10 +323,11 @@ enum StatusWord {
 /// status=%s (%s)"`, from every caller in Postfix 3.7: `sent.c` "sent",
 /// `defer.c` "deferred", `bounce.c` "bounced" or, with `soft_bounce = yes`,
 /// "SOFTBOUNCE" (the recipient stays queued: a deferral); `verify.c` and
-/// `trace.c` pass the probe's DSN action: "deliverable", "undeliverable", and
+/// `trace.c` pass the probe's DSN action: "deliverable" (also
+/// `cleanup_out_recipient.c` for an alias), "undeliverable", and
 /// "undeliverable-but-not-cached" (`address_verify_negative_cache = no`).
-/// "expired" is not a Postfix word on this line; kept for logs rewritten by
-/// other tools that use it.
+/// Postfix never writes "expired" on this line (expiry is qmgr's `from=`
+/// line); it is accepted as before.
 fn status_word(word: &[u8]) -> Option<StatusWord> {
     Some(match word {
         b"sent" => StatusWord::Delivery(Status::Sent),
