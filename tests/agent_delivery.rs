@@ -1,8 +1,9 @@
 //! The agent on real Postfix, configured by the renderer (a one-address
 //! pool whose mail expires after 6 s): delivery counters match the receiver
 //! and the log (sent, deferred via 4xx, bounced via 5xx, expired via the
-//! pool's queue lifetime, or by `postsuper -e`), and no recipient address
-//! leaks into /metrics, /status or the agent's own stdout/stderr.
+//! pool's queue lifetime, or by `postsuper -e`), address verification
+//! probes are no outcome, and no recipient address leaks into /metrics,
+//! /status or the agent's own stdout/stderr.
 
 #[allow(dead_code)]
 mod agent_support;
@@ -161,4 +162,91 @@ fn force_expired_mail_counts_as_expired() {
             assert!(!text.contains(secret), "{secret} found in agent {name}");
         }
     }
+}
+
+/// Address verification on real Postfix: `sendmail -bv` (user-requested)
+/// makes the delivery agent probe up to RCPT TO and log `status=deliverable`
+/// or `status=undeliverable` (`sent.c`, `bounce.c` via `trace.c`); a query
+/// to the verify service with `address_verify_negative_cache = no` makes
+/// `status=undeliverable-but-not-cached` (`verify.c`). None is an outcome:
+/// nothing reaches the receiver for dest.test, nothing counts as sent or
+/// bounced, no line is malformed, and the probed addresses leave hashed.
+#[test]
+fn verification_probes_are_no_delivery_outcomes() {
+    require_postfix();
+    let (sender, provider, dns) = ("198.51.100.12", "203.0.113.22", "127.0.0.55");
+    let dns = Dns::start(dns, &[("dest.test", provider), ("client.test", provider)]);
+    let receiver = receiver(
+        "vrfy-rcv",
+        provider,
+        &["dest.test", "client.test"],
+        &[("hard.pii@dest.test", "550 5.1.1 no such user here")],
+    );
+    let pool = Pool::named("vrfy").in_ns("test").with_ip("vrfy-a", sender).retry("1s", "1h").build();
+    let agent = fleet(pool, &dns).start("vrfy-a");
+    agent.wait_for(Duration::from_secs(30), "a queue scan", |s| s.queue.scanned_at.is_some());
+    // Read by the delivery agent when it reports a failed MTA probe
+    // (bounce.c -> verify.c); no smtp process has started yet, so all read it.
+    let postconf = |args: &[&str]| {
+        let out = Command::new("postconf").arg("-c").arg(agent.postfix_dir()).args(args).output().unwrap();
+        assert!(out.status.success(), "postconf {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    postconf(&["-e", "address_verify_negative_cache = no"]);
+
+    for rcpt in ["good.pii@dest.test", "hard.pii@dest.test"] {
+        let out = Command::new("sendmail")
+            .arg("-C")
+            .arg(agent.postfix_dir())
+            .args(["-bv", "-f", "someone.pii@client.test", rcpt])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "sendmail -bv {rcpt}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    // Each probe mails its report to the sender.
+    wait_until("2 reports delivered", Duration::from_secs(60), || receiver.deliveries().to_domain("client.test") == 2);
+
+    // An MTA probe whose negative result is not cached.
+    let queue_dir = postconf(&["-h", "queue_directory"]);
+    verify_query(&std::path::Path::new(queue_dir.trim()).join("private/verify"), "hard.pii@dest.test");
+    wait_until("the MTA probe's result logged", Duration::from_secs(30), || {
+        agent.stdout().contains(", status=undeliverable-but-not-cached (")
+    });
+    agent.wait_queue_empty(Duration::from_secs(30));
+
+    let log = agent.stdout();
+    let probes = |status: &str| {
+        log.lines().filter(|l| l.contains("@dest.test>") && l.contains(&format!(", status={status} ("))).count()
+    };
+    let statuses = ["deliverable", "undeliverable", "undeliverable-but-not-cached"];
+    assert_eq!(statuses.map(probes), [1, 1, 1], "{log}");
+    let st = agent.status();
+    assert_eq!(st.log.malformed, 0, "{:?}", st.log);
+    assert!(st.log.ignored >= 3, "{:?}", st.log);
+    assert!(st.domains.iter().all(|d| d.domain != "dest.test" || d.counts.sent + d.counts.bounced == 0), "{st:?}");
+    assert_eq!(receiver.deliveries().to_domain("dest.test"), 0, "a probe was delivered");
+    for (name, text) in [("metrics", agent.metrics()), ("status", agent.status_raw()), ("stdout", log)] {
+        for secret in ["good.pii", "hard.pii", "someone.pii"] {
+            assert!(!text.contains(secret), "{secret} found in agent {name}");
+        }
+    }
+}
+
+/// One query to Postfix's verify service (`global/verify_clnt.c`: the
+/// attribute protocol, `name\0value\0` pairs and a final `\0`), which makes
+/// it send a probe for an address it has no result for.
+fn verify_query(socket: &std::path::Path, addr: &str) {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(format!("request\0query\0address\0{addr}\0\0").as_bytes()).unwrap();
+    // The server's protocol announcement, then status, recipient_status, reason.
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    while !got.windows(7).any(|w| w == b"reason\0") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "verify closed: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    assert!(got.windows(9).any(|w| w == b"status\x000\0"), "{:?}", String::from_utf8_lossy(&got));
 }
