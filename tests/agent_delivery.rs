@@ -118,20 +118,7 @@ fn counters_match_receiver_and_log_and_no_address_leaks() {
 /// recipient as expired, no line as malformed, and re-emits no address.
 #[test]
 fn force_expired_mail_counts_as_expired() {
-    require_postfix();
-    // Addresses of its own: the tests of this file share one network namespace.
-    let (sender, provider, dns) = ("198.51.100.11", "203.0.113.21", "127.0.0.54");
-    let dns = Dns::start(dns, &[("dest.test", provider), ("client.test", provider)]);
-    let receiver = receiver(
-        "fexp-rcv",
-        provider,
-        &["dest.test", "client.test"],
-        &[("soft.pii@dest.test", "450 4.7.0 try again later")],
-    );
-    // Kept an hour: only postsuper ends these messages.
-    let pool = Pool::named("fexp").in_ns("test").with_ip("fexp-a", sender).retry("1s", "1h").build();
-    let agent = fleet(pool, &dns).start("fexp-a");
-    agent.wait_for(Duration::from_secs(30), "a queue scan", |s| s.queue.scanned_at.is_some());
+    let (_dns, receiver, agent) = kept_an_hour("fexp", 1, ("soft.pii@dest.test", "450 4.7.0 try again later"));
 
     agent.inject("someone.pii@client.test", "soft.pii@dest.test", 3, 1);
     agent.wait_for(Duration::from_secs(60), "3 deferrals", |s| {
@@ -173,18 +160,7 @@ fn force_expired_mail_counts_as_expired() {
 /// bounced, no line is malformed, and the probed addresses leave hashed.
 #[test]
 fn verification_probes_are_no_delivery_outcomes() {
-    require_postfix();
-    let (sender, provider, dns) = ("198.51.100.12", "203.0.113.22", "127.0.0.55");
-    let dns = Dns::start(dns, &[("dest.test", provider), ("client.test", provider)]);
-    let receiver = receiver(
-        "vrfy-rcv",
-        provider,
-        &["dest.test", "client.test"],
-        &[("hard.pii@dest.test", "550 5.1.1 no such user here")],
-    );
-    let pool = Pool::named("vrfy").in_ns("test").with_ip("vrfy-a", sender).retry("1s", "1h").build();
-    let agent = fleet(pool, &dns).start("vrfy-a");
-    agent.wait_for(Duration::from_secs(30), "a queue scan", |s| s.queue.scanned_at.is_some());
+    let (_dns, receiver, agent) = kept_an_hour("vrfy", 2, ("hard.pii@dest.test", "550 5.1.1 no such user here"));
     // Read by the delivery agent when it reports a failed MTA probe
     // (bounce.c -> verify.c); no smtp process has started yet, so all read it.
     let postconf = |args: &[&str]| {
@@ -230,6 +206,21 @@ fn verification_probes_are_no_delivery_outcomes() {
             assert!(!text.contains(secret), "{secret} found in agent {name}");
         }
     }
+}
+
+/// A one-address pool whose mail is kept an hour (only the test ends it),
+/// its DNS server and a receiver for dest.test and client.test answering
+/// `answer` to one address. Addresses of its own (`n` > 0): the tests of
+/// this file share one network namespace.
+fn kept_an_hour(name: &str, n: u8, answer: (&str, &str)) -> (Dns, Receiver, Instance) {
+    require_postfix();
+    let (sender, provider) = (format!("198.51.100.{}", 10 + n), format!("203.0.113.{}", 20 + n));
+    let dns = Dns::start(&format!("127.0.0.{}", 53 + n), &[("dest.test", &provider), ("client.test", &provider)]);
+    let receiver = receiver(&format!("{name}-rcv"), &provider, &["dest.test", "client.test"], &[answer]);
+    let pool = Pool::named(name).in_ns("test").with_ip(&format!("{name}-a"), &sender).retry("1s", "1h").build();
+    let agent = fleet(pool, &dns).start(&format!("{name}-a"));
+    agent.wait_for(Duration::from_secs(30), "a queue scan", |s| s.queue.scanned_at.is_some());
+    (dns, receiver, agent)
 }
 
 /// One query to Postfix's verify service (`global/verify_clnt.c`: the
