@@ -163,12 +163,7 @@ fn verification_probes_are_no_delivery_outcomes() {
     let (_dns, receiver, agent) = kept_an_hour("vrfy", 2, ("hard.pii@dest.test", "550 5.1.1 no such user here"));
     // Read by the delivery agent when it reports a failed MTA probe
     // (bounce.c -> verify.c); no smtp process has started yet, so all read it.
-    let postconf = |args: &[&str]| {
-        let out = Command::new("postconf").arg("-c").arg(agent.postfix_dir()).args(args).output().unwrap();
-        assert!(out.status.success(), "postconf {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    };
-    postconf(&["-e", "address_verify_negative_cache = no"]);
+    postconf(&agent, &["-e", "address_verify_negative_cache = no"]);
 
     for rcpt in ["good.pii@dest.test", "hard.pii@dest.test"] {
         let out = Command::new("sendmail")
@@ -183,7 +178,7 @@ fn verification_probes_are_no_delivery_outcomes() {
     wait_until("2 reports delivered", Duration::from_secs(60), || receiver.deliveries().to_domain("client.test") == 2);
 
     // An MTA probe whose negative result is not cached.
-    let queue_dir = postconf(&["-h", "queue_directory"]);
+    let queue_dir = postconf(&agent, &["-h", "queue_directory"]);
     verify_query(&std::path::Path::new(queue_dir.trim()).join("private/verify"), "hard.pii@dest.test");
     wait_until("the MTA probe's result logged", Duration::from_secs(30), || {
         agent.stdout().contains(", status=undeliverable-but-not-cached (")
@@ -206,6 +201,37 @@ fn verification_probes_are_no_delivery_outcomes() {
             assert!(!text.contains(secret), "{secret} found in agent {name}");
         }
     }
+}
+
+/// `soft_bounce = yes` (an operator's safety net while changing routes):
+/// Postfix logs a 5xx answer `status=SOFTBOUNCE` with a 4.x.x DSN and keeps
+/// the mail queued (`bounce.c`). The agent counts a deferral, no bounce, no
+/// malformed line.
+#[test]
+fn soft_bounce_counts_as_deferral() {
+    let (_dns, receiver, agent) = kept_an_hour("sbnc", 3, ("hard.pii@dest.test", "550 5.1.1 no such user here"));
+    // Before any delivery: each smtp process reads it when it starts.
+    postconf(&agent, &["-e", "soft_bounce = yes"]);
+    agent.inject("someone.pii@client.test", "hard.pii@dest.test", 2, 1);
+    let st = agent.wait_for(Duration::from_secs(60), "2 deferrals", |s| {
+        s.domains.iter().any(|d| d.domain == "dest.test" && d.counts.deferred >= 2)
+    });
+    let dest = st.domains.iter().find(|d| d.domain == "dest.test").unwrap();
+    assert_eq!((dest.counts.sent, dest.counts.bounced, dest.counts.expired), (0, 0, 0), "{dest:?}");
+    assert_eq!(st.log.malformed, 0, "{:?}", st.log);
+    let log = agent.stdout();
+    let softbounced = log.lines().filter(|l| l.contains("@dest.test>") && l.contains(", status=SOFTBOUNCE (")).count();
+    assert!(softbounced as u64 >= 2 && softbounced as u64 <= dest.counts.deferred, "{dest:?}\n{log}");
+    assert!(log.contains("dsn=4.1.1, status=SOFTBOUNCE"), "{log}");
+    assert_eq!(receiver.deliveries().to_domain("dest.test"), 0);
+    assert!(!log.contains("hard.pii"), "an address in plaintext");
+}
+
+/// `postconf -c <the instance's config> ARGS`: its output.
+fn postconf(agent: &Instance, args: &[&str]) -> String {
+    let out = Command::new("postconf").arg("-c").arg(agent.postfix_dir()).args(args).output().unwrap();
+    assert!(out.status.success(), "postconf {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
 }
 
 /// A one-address pool whose mail is kept an hour (only the test ends it),
