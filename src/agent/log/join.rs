@@ -202,7 +202,8 @@ Nov 23 07:02:27 h postfix/qmgr[17708]: ABCDEF12345: from=<a@sender.test>, status
     /// in `tests/agent_delivery.rs` (addresses changed; the queue id made 21
     /// characters long, as with a 64-bit inode number). Then a message never
     /// tried (a long queue id): qmgr/qmgr_message.c sends its recipients to
-    /// the retry service (error(8)) "administratively expired" first.
+    /// the retry service (error(8)) "administratively expired" first, as
+    /// Postfix does for held mail in `force_expired_held_mail_counts_as_expired`.
     const FORCE_EXPIRY: &str = "\
 Dec 02 00:26:06 h postfix/smtp[12041]: 2CFDEFEDCBA9876543210: to=<soft@dest.test>, relay=dest.test[203.0.113.21]:25, delay=0.15, delays=0.02/0.1/0/0.03, dsn=4.7.0, status=deferred (host dest.test[203.0.113.21] said: 450 4.7.0 <soft@dest.test>: Recipient address rejected: try again later (in reply to RCPT TO command))
 Dec 02 00:26:06 h postfix/postsuper[12047]: Force-expired: 3 messages
