@@ -2,7 +2,8 @@
 //!
 //! Most outcomes are on one line (`to=<..>, status=sent|deferred|bounced`),
 //! but expiry is logged once per *message* by qmgr (`from=<..>,
-//! status=expired, returned to sender`, checked on Postfix 3.7): the
+//! status=expired, returned to sender`, or `status=force-expired` after
+//! `postsuper -e`, checked on Postfix 3.7): the
 //! recipients it concerns are the ones still deferred for that queue id, so
 //! the tracker remembers deferred recipients (as domain + keyed hash, never
 //! the address) until the message is `removed`. Memory is bounded: past
@@ -197,18 +198,62 @@ Nov 23 07:02:27 h postfix/qmgr[17708]: 7CBE0984B4D: removed
 Nov 23 07:02:27 h postfix/qmgr[17708]: ABCDEF12345: from=<a@sender.test>, status=expired, returned to sender
 ";
 
-    #[test]
-    fn expiry_is_attributed_to_the_still_deferred_recipients() {
+    /// `postsuper -e ALL` then `postqueue -f`, captured from Postfix 3.7.11
+    /// in `tests/agent_delivery.rs` (addresses changed; the queue id made 21
+    /// characters long, as with a 64-bit inode number). Then a message never
+    /// tried (a long queue id): qmgr/qmgr_message.c sends its recipients to
+    /// the retry service (error(8)) "administratively expired" first, as
+    /// Postfix does for held mail in `force_expired_held_mail_counts_as_expired`.
+    const FORCE_EXPIRY: &str = "\
+Dec 02 00:26:06 h postfix/smtp[12041]: 2CFDEFEDCBA9876543210: to=<soft@dest.test>, relay=dest.test[203.0.113.21]:25, delay=0.15, delays=0.02/0.1/0/0.03, dsn=4.7.0, status=deferred (host dest.test[203.0.113.21] said: 450 4.7.0 <soft@dest.test>: Recipient address rejected: try again later (in reply to RCPT TO command))
+Dec 02 00:26:06 h postfix/postsuper[12047]: Force-expired: 3 messages
+Dec 02 00:26:06 h postfix/qmgr[12030]: 2CFDEFEDCBA9876543210: from=<a@client.test>, size=390, nrcpt=1 (queue active)
+Dec 02 00:26:06 h postfix/qmgr[12030]: 2CFDEFEDCBA9876543210: from=<a@client.test>, status=force-expired, returned to sender
+Dec 02 00:26:06 h postfix/bounce[12045]: 2CFDEFEDCBA9876543210: sender non-delivery notification: 6B2CD986681
+Dec 02 00:26:06 h postfix/qmgr[12030]: 2CFDEFEDCBA9876543210: removed
+Dec 02 00:26:07 h postfix/qmgr[12030]: 4fLKq2BcDfz3Jk5mNpQrStV: from=<a@client.test>, size=390, nrcpt=1 (queue active)
+Dec 02 00:26:07 h postfix/error[12050]: 4fLKq2BcDfz3Jk5mNpQrStV: to=<held@hold.test>, relay=none, delay=9, delays=9/0/0/0, dsn=4.7.0, status=deferred (message is administratively expired)
+Dec 02 00:26:07 h postfix/qmgr[12030]: 4fLKq2BcDfz3Jk5mNpQrStV: from=<a@client.test>, status=force-expired, returned to sender
+Dec 02 00:26:07 h postfix/qmgr[12030]: 4fLKq2BcDfz3Jk5mNpQrStV: removed
+";
+
+    /// Feed a captured log through a fresh tracker: the tracker and the outcomes.
+    fn feed_all(log: &'static str) -> (Tracker, Vec<Outcome<'static>>) {
         let mut t = Tracker::new();
         let mut out = Vec::new();
-        for l in EXPIRY.lines() {
+        for l in log.lines() {
             let p = parse_line(l.as_bytes()).unwrap();
             t.feed(&p, |a| a.len() as u64 * 7 + a[0] as u64, |o| out.push(o));
         }
-        let summary: Vec<(String, &str, ResponseCategory)> =
-            out.iter().map(|o| (o.domain.to_string(), o.status.as_str(), o.category)).collect();
+        (t, out)
+    }
+
+    /// (domain, status, category) of each outcome.
+    fn summary(out: &[Outcome<'_>]) -> Vec<(String, &'static str, ResponseCategory)> {
+        out.iter().map(|o| (o.domain.to_string(), o.status.as_str(), o.category)).collect()
+    }
+
+    #[test]
+    fn force_expiry_counts_as_expiry_of_the_deferred_recipients() {
+        let (t, out) = feed_all(FORCE_EXPIRY);
         assert_eq!(
-            summary,
+            summary(&out),
+            vec![
+                ("dest.test".into(), "deferred", ResponseCategory::RateLimit),
+                ("dest.test".into(), "expired", ResponseCategory::Other),
+                ("hold.test".into(), "deferred", ResponseCategory::Other),
+                ("hold.test".into(), "expired", ResponseCategory::Other),
+            ]
+        );
+        assert_eq!(t.received, 0);
+        assert_eq!(t.tracked(), 0);
+    }
+
+    #[test]
+    fn expiry_is_attributed_to_the_still_deferred_recipients() {
+        let (t, out) = feed_all(EXPIRY);
+        assert_eq!(
+            summary(&out),
             vec![
                 ("dest.test".into(), "deferred", ResponseCategory::RateLimit),
                 ("other.test".into(), "deferred", ResponseCategory::RateLimit),

@@ -6,9 +6,13 @@
 //! host postfix/smtp[5690]: ...`), any `syslog_name` (`postfix-out/smtp`), and
 //! the messages the agent uses: delivery results (`to=<..>, relay=..,
 //! delays=a/b/c/d, dsn=.., status=.. (text)`) from any delivery agent or qmgr,
-//! qmgr `from=` / `removed` / `status=expired` lines, cleanup `message-id=`,
-//! smtpd `client=` and `NOQUEUE: reject:`, pickup, bounce notifications and
-//! warnings.
+//! qmgr `from=` / `removed` / `status=expired` / `status=force-expired`
+//! lines, cleanup `message-id=`, smtpd `client=` and `NOQUEUE: reject:`,
+//! pickup, bounce notifications and warnings. Address verification results
+//! (`status=deliverable`, `undeliverable`, `undeliverable-but-not-cached`)
+//! share the delivery line's shape and are recognised as such, not as
+//! deliveries. Every status word and queue id shape Postfix 3.7's format
+//! strings can produce is in the corpus below, quoted from its source.
 //!
 //! Pure and allocation-free: returns slices of the input. Must never panic on
 //! any input (a property test feeds it arbitrary bytes) and never interpret
@@ -32,11 +36,20 @@ pub struct Line<'a> {
 #[derive(Debug, PartialEq)]
 pub enum Event<'a> {
     Delivery(Delivery<'a>),
+    /// An address verification probe's result (`to=<..>, ..,
+    /// status=deliverable|undeliverable|undeliverable-but-not-cached (..)`):
+    /// a probe (from the verify service for `reject_unverified_*`, or
+    /// `sendmail -bv`) stops at RCPT TO and is never delivered, so this is
+    /// no delivery outcome of the recipient — and not malformed either.
+    Verification {
+        deliverable: bool,
+    },
     /// qmgr: message entered the active queue.
     QueueActive {
         nrcpt: u32,
     },
-    /// qmgr: message expired (`status=expired, returned to sender`).
+    /// qmgr: message expired (`status=expired, returned to sender`), or an
+    /// administrator expired it (`postsuper -e`: `status=force-expired`).
     Expired,
     /// qmgr: message left the queue.
     Removed,
@@ -220,15 +233,19 @@ fn trim_start_spaces(s: &[u8]) -> &[u8] {
     &s[n..]
 }
 
-/// Queue ids: short hex (`83AF79842A5`) or long (`4Xyz...`), 5 to 20
-/// alphanumerics followed by ": "; `NOQUEUE` counts as none.
+/// Longest queue id Postfix makes (`global/mail_queue.h`). Short ids are
+/// `MQID_SH_USEC_PAD` (5) hex digits of microseconds plus the inode number in
+/// hex: 21 with 64-bit inode numbers. Long ids (`enable_long_queue_ids`) are
+/// the seconds in base 52 (at least 6 digits, 12 for a 64-bit time), 4
+/// base-52 digits of microseconds, `z`, and the inode number in base 51 (12
+/// digits for 64 bits): 23 today, 29 at most.
+pub const MAX_QUEUE_ID: usize = 29;
+
+/// Queue ids: 5 to [`MAX_QUEUE_ID`] alphanumerics followed by ": ";
+/// `NOQUEUE` counts as none.
 fn split_queue_id(msg: &[u8]) -> (Option<&[u8]>, &[u8]) {
-    let n = msg.iter().take(21).take_while(|b| b.is_ascii_alphanumeric()).count();
-    // Ids always hold a digit or an uppercase letter; `warning: ` does not.
-    if (5..=20).contains(&n)
-        && msg[n..].starts_with(b": ")
-        && msg[..n].iter().any(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
-    {
+    let n = msg.iter().take(MAX_QUEUE_ID + 1).take_while(|b| b.is_ascii_alphanumeric()).count();
+    if (5..=MAX_QUEUE_ID).contains(&n) && msg[n..].starts_with(b": ") && looks_like_queue_id(&msg[..n]) {
         let id = &msg[..n];
         let rest = &msg[n + 2..];
         if id == b"NOQUEUE" {
@@ -239,12 +256,22 @@ fn split_queue_id(msg: &[u8]) -> (Option<&[u8]>, &[u8]) {
     (None, msg)
 }
 
+/// Tells a queue id from a lowercase word before ": " (`warning: `).
+///
+/// Short ids are uppercase hex, so they hold a digit or an uppercase letter.
+/// A long id may, rarely, be all lowercase consonants, but always has its
+/// time-inode separator `z` after the 10 time digits (`MQID_LG_TIME_PAD`;
+/// the inode's base-51 digits never hold a `z`).
+#[inline(always)]
+fn looks_like_queue_id(id: &[u8]) -> bool {
+    id.iter().any(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
+        || id.iter().rposition(|&b| b == b'z').is_some_and(|z| z >= 10 && z + 1 < id.len())
+}
+
 fn classify_message(msg: &[u8], has_qid: bool) -> Result<Event<'_>, Malformed> {
     // Dispatch on the first byte: most lines are settled by one comparison.
     let event = match msg.first() {
-        Some(b't') if msg.starts_with(b"to=<") => {
-            return parse_delivery(msg).map(Event::Delivery).ok_or(Malformed::Delivery)
-        }
+        Some(b't') if msg.starts_with(b"to=<") => return parse_delivery(msg).ok_or(Malformed::Delivery),
         Some(b'w') if msg.starts_with(b"warning: ") => Event::Warning,
         Some(b'f') if msg.starts_with(b"fatal: ") => Event::Warning,
         Some(b'p') if msg.starts_with(b"panic: ") => Event::Warning,
@@ -268,8 +295,13 @@ fn classify_message(msg: &[u8], has_qid: bool) -> Result<Event<'_>, Malformed> {
 fn queue_manager_from(body: &[u8]) -> Event<'_> {
     // The sender may be empty (`from=<>`) or hold a quoted ">, ".
     let after = find_addr_end(body).map_or(body, |e| &body[e + 3..]);
-    if after.starts_with(b"status=expired") {
-        return Event::Expired;
+    // qmgr/qmgr_active.c: `"%s: from=<%s>, status=%s, returned to sender"`
+    // with "expired" (queue lifetime over) or "force-expired" (`postsuper
+    // -e`, Postfix 3.7+); both end the message the same way.
+    if let Some(s) = after.strip_prefix(b"status=") {
+        if s.starts_with(b"expired, ") || s.starts_with(b"force-expired, ") {
+            return Event::Expired;
+        }
     }
     match find(after, b", nrcpt=") {
         Some(i) => {
@@ -281,8 +313,35 @@ fn queue_manager_from(body: &[u8]) -> Event<'_> {
     }
 }
 
-/// `to=<a@b>, [orig_to=<..>, ]relay=.., [conn_use=N, ]delay=.., delays=a/b/c/d, dsn=x.y.z, status=S (text)`
-fn parse_delivery(msg: &[u8]) -> Option<Delivery<'_>> {
+/// What a `status=` word on a `to=<..>` line says.
+enum StatusWord {
+    Delivery(Status),
+    Verification { deliverable: bool },
+}
+
+/// The status words of `global/log_adhoc.c`'s `"%s: to=<%s>..., dsn=%s,
+/// status=%s (%s)"`, from every caller in Postfix 3.7: `sent.c` "sent",
+/// `defer.c` "deferred", `bounce.c` "bounced" or, with `soft_bounce = yes`,
+/// "SOFTBOUNCE" (the recipient stays queued: a deferral); `verify.c` and
+/// `trace.c` pass the probe's DSN action: "deliverable" (also
+/// `cleanup_out_recipient.c` for an alias), "undeliverable", and
+/// "undeliverable-but-not-cached" (`address_verify_negative_cache = no`).
+/// Postfix never writes "expired" on this line (expiry is qmgr's `from=`
+/// line); it is accepted as before.
+fn status_word(word: &[u8]) -> Option<StatusWord> {
+    Some(match word {
+        b"sent" => StatusWord::Delivery(Status::Sent),
+        b"deferred" | b"SOFTBOUNCE" => StatusWord::Delivery(Status::Deferred),
+        b"bounced" => StatusWord::Delivery(Status::Bounced),
+        b"expired" => StatusWord::Delivery(Status::Expired),
+        b"deliverable" => StatusWord::Verification { deliverable: true },
+        b"undeliverable" | b"undeliverable-but-not-cached" => StatusWord::Verification { deliverable: false },
+        _ => return None,
+    })
+}
+
+/// `to=<a@b>, [orig_to=<..>, ]relay=.., [conn_use=N, ]delay=.., delays=a/b/c/d, [tls=.., ]dsn=x.y.z, status=S (text)`
+fn parse_delivery(msg: &[u8]) -> Option<Event<'_>> {
     let body = &msg[4..];
     // A quoted local part may hold ">, ", so search from the '@' if any.
     let end = find_addr_end(body)?;
@@ -305,13 +364,10 @@ fn parse_delivery(msg: &[u8]) -> Option<Delivery<'_>> {
     }
     loop {
         if let Some(s) = rest.strip_prefix(b"status=") {
-            let n = s.iter().take_while(|b| b.is_ascii_lowercase()).count();
-            d.status = match &s[..n] {
-                b"sent" => Status::Sent,
-                b"deferred" => Status::Deferred,
-                b"bounced" => Status::Bounced,
-                b"expired" => Status::Expired,
-                _ => return None,
+            let n = s.iter().take_while(|&&b| b.is_ascii_alphabetic() || b == b'-').count();
+            d.status = match status_word(&s[..n])? {
+                StatusWord::Delivery(status) => status,
+                StatusWord::Verification { deliverable } => return Some(Event::Verification { deliverable }),
             };
             let tail = &s[n..];
             if let Some(t) = tail.strip_prefix(b" (") {
@@ -319,7 +375,7 @@ fn parse_delivery(msg: &[u8]) -> Option<Delivery<'_>> {
             } else if let Some(t) = tail.strip_prefix(b", ") {
                 d.response = t;
             }
-            return Some(d);
+            return Some(Event::Delivery(d));
         }
         let comma = find(rest, b", ")?;
         let field = &rest[..comma];
@@ -525,6 +581,108 @@ mod tests {
         assert_eq!(d.to, b"\"odd, >, local\"@y.z");
         assert_eq!(d.status, Status::Bounced);
         assert_eq!(domain_of(d.to), Some(&b"y.z"[..]));
+    }
+
+    /// Shapes from Postfix 3.7's format strings that the first corpus
+    /// missed (issue 19). Each line is quoted from the source that writes it
+    /// (vdukhovni/postfix, `postfix/src/...`); the force-expired sequence is
+    /// also made by real Postfix in `tests/agent_delivery.rs`.
+    #[test]
+    fn postfix_source_shapes() {
+        // qmgr/qmgr_active.c: "%s: from=<%s>, status=%s, returned to sender"
+        // with "force-expired" after `postsuper -e` (3.7+).
+        for l in [
+            "Dec  2 00:20:01 h postfix/qmgr[1]: ABCDE12345: from=<a@b.c>, status=force-expired, returned to sender",
+            "Dec  2 00:20:01 h postfix/qmgr[1]: ABCDE12345: from=<>, status=force-expired, returned to sender",
+            "Dec  2 00:20:01 h postfix/qmgr[1]: ABCDE12345: from=<a@b.c>, status=expired, returned to sender",
+        ] {
+            assert_eq!(parse_line(l.as_bytes()).unwrap().event, Event::Expired, "{l}");
+        }
+        // Not an expiry: a sender that merely starts like one, and
+        // postsuper's own "%s: expired" (qmgr's line follows it).
+        for l in [
+            "Dec  2 00:20:01 h postfix/qmgr[1]: ABCDE12345: from=<a@b.c>, status=expiredish",
+            "Dec  2 00:20:01 h postfix/postsuper[9]: ABCDE12345: expired",
+            "Dec  2 00:20:01 h postfix/postsuper[9]: Force-expired: 1 message",
+        ] {
+            assert_eq!(parse_line(l.as_bytes()).unwrap().event, Event::Other, "{l}");
+        }
+        // qmgr/qmgr_message.c: a force-expired message without a defer log
+        // (never tried, e.g. on hold) has its recipients redirected to the
+        // retry service (error(8)) with "4.7.0 message is administratively
+        // expired", which logs them deferred before qmgr's force-expired line.
+        let d = delivery("Dec  2 00:20:01 h postfix/error[3]: ABCDE12345: to=<x@y.z>, relay=none, delay=12, delays=12/0/0/0, dsn=4.7.0, status=deferred (message is administratively expired)");
+        assert_eq!((d.status, d.dsn), (Status::Deferred, &b"4.7.0"[..]));
+        // postsuper/postsuper.c "%s: removed" (postsuper -d) ends a message too.
+        let p = parse_line(b"Dec  2 00:20:01 h postfix/postsuper[9]: ABCDE12345: removed").unwrap();
+        assert_eq!((p.program, p.event), (&b"postsuper"[..], Event::Removed));
+
+        // global/log_adhoc.c since 3.11: ", tls=%s" (pol_stats_format(): features
+        // joined by '/', '!' for a violation, ':final', '?' undecided) before dsn=.
+        let d = delivery("Dec  2 00:20:01 h postfix/smtp[2]: ABCDE12345: to=<x@y.z>, relay=y.z[1.2.3.4]:25, delay=1, delays=0/0/0/1, tls=!dane:may/sts?, dsn=2.0.0, status=sent (250 ok)");
+        assert_eq!((d.status, d.dsn), (Status::Sent, &b"2.0.0"[..]));
+
+        // global/bounce.c: with soft_bounce = yes the status is "SOFTBOUNCE",
+        // the DSN's first digit becomes 4 and the recipient stays queued.
+        let d = delivery("Dec  2 00:20:01 h postfix/smtp[2]: ABCDE12345: to=<x@y.z>, relay=y.z[1.2.3.4]:25, delay=1, delays=0/0/0/1, dsn=4.1.1, status=SOFTBOUNCE (host y.z[1.2.3.4] said: 550 5.1.1 <x@y.z>: Recipient address rejected: User unknown (in reply to RCPT TO command))");
+        assert_eq!(d.status, Status::Deferred);
+
+        // global/verify.c, sent.c, bounce.c, defer.c: address verification
+        // probes log the DSN action instead of a delivery status.
+        for (l, deliverable) in [
+            ("Dec  2 00:20:01 h postfix/smtp[2]: 3F2A1984B4D: to=<x@y.z>, relay=y.z[1.2.3.4]:25, delay=0.1, delays=0/0/0.05/0.05, dsn=5.1.1, status=undeliverable-but-not-cached (host y.z[1.2.3.4] said: 550 5.1.1 <x@y.z>: Recipient address rejected: User unknown (in reply to RCPT TO command))", false),
+            ("Dec  2 00:20:01 h postfix/smtp[2]: 3F2A1984B4D: to=<x@y.z>, relay=y.z[1.2.3.4]:25, delay=0.1, delays=0/0/0.05/0.05, dsn=5.1.1, status=undeliverable (host y.z[1.2.3.4] said: 550 5.1.1 unknown (in reply to RCPT TO command))", false),
+            ("Dec  2 00:20:01 h postfix/smtp[2]: 3F2A1984B4D: to=<x@y.z>, relay=y.z[1.2.3.4]:25, delay=0.1, delays=0/0/0.05/0.05, dsn=4.4.1, status=undeliverable (connect to y.z[1.2.3.4]:25: Connection refused)", false),
+            ("Dec  2 00:20:01 h postfix/smtp[2]: 3F2A1984B4D: to=<x@y.z>, relay=y.z[1.2.3.4]:25, delay=0.1, delays=0/0/0.05/0.05, dsn=2.1.5, status=deliverable (250 2.1.5 Ok)", true),
+            ("Dec  2 00:20:01 h postfix/cleanup[4]: 3F2A1984B4D: to=<x@y.z>, orig_to=<alias@y.z>, relay=none, delay=0, delays=0/0/0/0, dsn=2.0.0, status=deliverable (aliased to x@y.z)", true),
+        ] {
+            assert_eq!(parse_line(l.as_bytes()).unwrap().event, Event::Verification { deliverable }, "{l}");
+        }
+        // A status word Postfix does not write is still malformed.
+        for bad in ["undeliverable-but", "Sent", "sent-", "-"] {
+            let l = format!("Dec  2 00:20:01 h postfix/smtp[2]: ABCDE12345: to=<x@y.z>, relay=none, delay=1, delays=0/0/0/1, dsn=2.0.0, status={bad} (x)");
+            assert_eq!(parse_line(l.as_bytes()), Err(Malformed::Delivery), "{l}");
+        }
+    }
+
+    /// Queue ids at every length Postfix makes (`global/mail_queue.h`).
+    #[test]
+    fn queue_ids_up_to_the_longest_postfix_makes() {
+        let ids = [
+            // Short: "%05X" microseconds + "%lX" inode. 21 with a 64-bit inode.
+            "83AF7FEDCBA9876543210",
+            "83AF79842A5",
+            // Long: base-52 seconds (6 digits until 2594) + 4 base-52
+            // microseconds + 'z' + base-51 inode (12 digits for 64 bits).
+            "4fLKq2BcDfz3Jk5mNpQrStV",
+            "4fLKq2BcDfz3",
+            // ... with a 64-bit time: 12 + 4 + 1 + 12.
+            "9YYYYYYYYYYYBcDfz3Jk5mNpQrStV",
+            // ... all lowercase (time and inode digits can be).
+            "bcdfghjklmzznpqrstvwxybc",
+            "bcdfghjklmznp",
+        ];
+        for id in ids {
+            let l = format!("Dec  2 00:20:01 h postfix/smtp[2]: {id}: to=<x@y.z>, relay=y.z[1.2.3.4]:25, delay=1, delays=0/0/0/1, dsn=2.0.0, status=sent (250 ok)");
+            let p = parse_line(l.as_bytes()).unwrap();
+            assert_eq!(p.queue_id, Some(id.as_bytes()), "{id}");
+            assert!(matches!(p.event, Event::Delivery(Delivery { status: Status::Sent, .. })), "{id}");
+        }
+        assert_eq!(ids[0].len(), 21);
+        assert_eq!(ids[4].len(), MAX_QUEUE_ID);
+        // Not queue ids: too long, lowercase words (no 'z' after 10 time
+        // digits, or nothing after it), NOQUEUE.
+        for msg in [
+            "9YYYYYYYYYYYBcDfz3Jk5mNpQrStVW: removed",
+            "warning: x",
+            "statistics: max connection rate 1/60s",
+            "bcdfghjklz: removed",
+            "bcdfghjklmz: removed",
+            "NOQUEUE: reject: RCPT from x[1.2.3.4]: 554 5.7.1 denied",
+        ] {
+            let l = format!("Dec  2 00:20:01 h postfix/smtpd[2]: {msg}");
+            assert_eq!(parse_line(l.as_bytes()).unwrap().queue_id, None, "{msg}");
+        }
     }
 
     #[test]

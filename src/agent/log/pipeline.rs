@@ -54,7 +54,9 @@ impl Processor {
     pub fn line(&mut self, line: &[u8], out: &mut Vec<u8>) {
         match parse_line(line) {
             Ok(parsed) => {
-                let used = !matches!(parsed.event, Event::Other | Event::Warning);
+                // A verification probe's result is a Postfix line the agent
+                // recognises and does not use: no delivery happened.
+                let used = !matches!(parsed.event, Event::Other | Event::Warning | Event::Verification { .. });
                 self.pending[usize::from(!used)] += 1;
                 let (state, now) = (&self.state, self.now);
                 self.tracker.feed(&parsed, rcpt_key, |o| state.record_outcome_at(&o, now));
@@ -234,6 +236,33 @@ Nov 23 06:56:56 h postfix/smtp[2]: FEDCB54321: to=<carol@dest.test>, relay=x[1.2
             assert_eq!((s.log.lines, s.log.malformed), (5, 1), "chunk {chunk}");
             assert_eq!((s.counters.since_start.sent, s.counters.since_start.bounced), (1, 1), "chunk {chunk}");
         }
+    }
+
+    /// Issue 19's shapes through the whole pipeline: verification probes are
+    /// recognised and unused (not malformed, no outcome), a 21-character
+    /// queue id keeps its outcome, force-expiry counts as expiry, and every
+    /// address on those lines leaves hashed.
+    #[tokio::test]
+    async fn probes_long_queue_ids_and_force_expiry_are_counted_right_and_redacted() {
+        const LOG: &str = "\
+Dec  2 00:20:01 h postfix/smtp[2]: 3F2A1984B4D: to=<probe.pii@dest.test>, relay=x[1.2.3.4]:25, delay=0.1, delays=0/0/0.05/0.05, dsn=5.1.1, status=undeliverable-but-not-cached (host x[1.2.3.4] said: 550 5.1.1 <probe.pii@dest.test>: User unknown (in reply to RCPT TO command))
+Dec  2 00:20:01 h postfix/smtp[2]: 3F2A1984B4E: to=<probe.pii@dest.test>, relay=x[1.2.3.4]:25, delay=0.1, delays=0/0/0.05/0.05, dsn=2.1.5, status=deliverable (250 2.1.5 Ok)
+Dec  2 00:20:02 h postfix/smtp[2]: 83AF7FEDCBA9876543210: to=<long.pii@dest.test>, relay=x[1.2.3.4]:25, delay=1, delays=0/0/0/1, dsn=2.0.0, status=sent (250 ok)
+Dec  2 00:20:03 h postfix/smtp[2]: 4fLKq2BcDfz3Jk5mNpQrStV: to=<soft.pii@dest.test>, relay=x[1.2.3.4]:25, delay=1, delays=0/0/0/1, dsn=4.2.0, status=deferred (450 try later)
+Dec  2 00:20:04 h postfix/qmgr[1]: 4fLKq2BcDfz3Jk5mNpQrStV: from=<sender.pii@client.test>, status=force-expired, returned to sender
+";
+        let dir = tempfile::tempdir().unwrap();
+        let st = state(dir.path());
+        let mut out = Vec::new();
+        run(LOG.as_bytes(), &mut out, st.clone(), Redactor::new(b"0123456789abcdef0123")).await.unwrap();
+        let s = st.status();
+        assert_eq!((s.log.lines, s.log.malformed), (5, 0));
+        let c = &s.counters.since_start;
+        assert_eq!((c.sent, c.deferred, c.bounced, c.expired), (1, 1, 0, 1), "{c:?}");
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.lines().count(), 5);
+        assert!(!text.contains(".pii@"), "an address left in plaintext:\n{text}");
+        assert_eq!(text.matches("<h-").count(), 6, "{text}");
     }
 
     #[tokio::test]
