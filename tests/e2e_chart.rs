@@ -31,6 +31,9 @@ fn diagnose(cp: &ControlPlane) -> String {
         &["logs", "-n", OP_NS, "-l", "app.kubernetes.io/component=operator", "--tail=40"],
         &["describe", "pods", "-n", NS],
         &["get", "sendingpools", "-n", NS, "-o", "yaml"],
+        &["get", "domainpolicies", "-n", NS, "-o", "yaml"],
+        &["logs", "-n", NS, "outbound-mta1-0", "--tail=80"],
+        &["logs", "-n", NS, "outbound-mta2-0", "--tail=40"],
     ] {
         s.push_str(&format!(
             "$ kubectl {}\n{}\n",

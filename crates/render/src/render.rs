@@ -455,10 +455,15 @@ fn render_instance(
             .with("content_filter", format!("{}:", routing::SMTP_TRANSPORT))
             .with("rewrite_service_name", in_rewrite),
     );
+    // qmgr wakes every 30 s, not Postfix's 300: a reload (every config
+    // change) starts a new qmgr while the old one's deliveries are in
+    // flight; it puts those messages back in `incoming` ("skipped, still
+    // being delivered") and only a wakeup or new mail scans `incoming`
+    // again, so with 300 s they waited five minutes after every reload.
     for (name, kind, private, wakeup, maxproc, command) in [
         ("pickup", "unix", "n", "60", "1", "pickup"),
         ("cleanup", "unix", "n", "-", "0", "cleanup"),
-        ("qmgr", "unix", "n", "300", "1", "qmgr"),
+        ("qmgr", "unix", "n", "30", "1", "qmgr"),
         ("tlsmgr", "unix", "-", "1000?", "1", "tlsmgr"),
         ("rewrite", "unix", "-", "-", "-", "trivial-rewrite"),
         ("bounce", "unix", "-", "-", "0", "bounce"),
