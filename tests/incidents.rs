@@ -29,7 +29,7 @@ use operator_support::get_json;
 use sendfleet_lab::demo::{self, IMAGE, OP_NS};
 use sendfleet_lab::dns::{merge_zones, mx_zones, MxProvider};
 use sendfleet_lab::kit::{
-    add_addr, documents, inject, namespace, repo_root, require_postfix, wait_for_or, Dns, Plan, Policy, Pool,
+    add_addr, documents, inject, namespace, require_postfix, wait_for_or, Dns, Plan, Policy, Pool,
 };
 use sendfleet_lab::pki::MailCa;
 use sendfleet_lab::receiver::Cue;
@@ -64,37 +64,10 @@ fn lab() -> &'static Lab {
         cp.ensure_node(32).expect("lab node");
         cp.import_image(&archive, Some(demo::IMAGE_BASE)).expect("importing the sendfleet image");
         let dns = Dns::serve(sendfleet_lab::DNS_SERVER, zones());
-        install_operator(cp);
+        demo::install_operator(cp).expect("the chart's operator");
         eprintln!("incidents: lab, node, image, DNS and operator in {:.1}s", t0.elapsed().as_secs_f64());
         Lab { cp, dns }
     })
-}
-
-/// The chart's operator as a pod, polling agents every 2 s and sweeping
-/// DNS every 5 s, asking only the lab's DNS server.
-fn install_operator(cp: &ControlPlane) {
-    let out = cp
-        .helm()
-        .args(["upgrade", "--install", "sendfleet"])
-        .arg(repo_root().join("charts/sendfleet"))
-        .args(["--namespace", OP_NS, "--create-namespace"])
-        .args(["--set", "image.registry=localhost", "--set", "image.repository=sendfleet", "--set", "image.tag=dev"])
-        .args(["--set", "operator.agentPollInterval=2s", "--set", "operator.resyncInterval=10s"])
-        .args(["--set", &format!("operator.dnsServers={{{}:53}}", sendfleet_lab::DNS_SERVER)])
-        .args(["--set", "operator.extraArgs={--dnsbl-interval-override=5s}"])
-        .output()
-        .expect("running helm");
-    assert!(out.status.success(), "helm install: {}", String::from_utf8_lossy(&out.stderr));
-    cp.kubectl_run(&["-n", OP_NS, "rollout", "status", "deployment/sendfleet", "--timeout=180s"])
-        .expect("the operator's Deployment rolled out");
-    cp.kubectl_run(&[
-        "annotate",
-        "storageclass",
-        sendfleet_lab::STORAGE_CLASS,
-        "storageclass.kubernetes.io/is-default-class=true",
-        "--overwrite",
-    ])
-    .expect("default storage class");
 }
 
 /// Every incident's DNS: its providers' MX and A records, the egress

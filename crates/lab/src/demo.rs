@@ -229,16 +229,13 @@ fn wait(what: &str, secs: u64, f: impl FnMut() -> Option<()>) -> Result<(), LabE
     poll(what, Duration::from_secs(secs), Duration::from_millis(500), || Ok(f()))
 }
 
-/// Steps 5-9 of the demo, printing as they go (see the module doc for what
-/// the caller has started before).
-pub fn run(c: &dyn Cluster, providers: &[Receiver], out: &mut dyn Write) -> Result<Report, LabError> {
-    let repo = repo_root();
-    let t0 = Instant::now();
-    let step = |out: &mut dyn Write, s: &str| {
-        let _ = writeln!(out, "\n== {s} ({:.1}s)", t0.elapsed().as_secs_f64());
-    };
-    // The examples' pool has no storageClassName: the lab's local volumes
-    // serve as the cluster default, as a cloud's default class would.
+/// The chart's operator as a pod on the lab's node, as the demo and the
+/// incident replays (tests/incidents.rs) run it: the image `make image`
+/// built, agents polled every 2 s and DNS swept every 5 s so status follows
+/// within seconds, the DNS checks asking only the lab's DNS server. The
+/// lab's local volumes become the default StorageClass (the examples' pool
+/// names none, as a user on a cloud with a default class would).
+pub fn install_operator(c: &dyn Cluster) -> Result<(), LabError> {
     c.kubectl(&[
         "annotate",
         "storageclass",
@@ -246,13 +243,9 @@ pub fn run(c: &dyn Cluster, providers: &[Receiver], out: &mut dyn Write) -> Resu
         "storageclass.kubernetes.io/is-default-class=true",
         "--overwrite",
     ])?;
-
-    step(out, "helm install sendfleet charts/sendfleet (the operator as a pod)");
-    // Short poll and sweep intervals so the status follows within seconds;
-    // the DNS checks ask the lab's DNS server, never a public resolver.
     let mut helm = c.helm();
     helm.args(["upgrade", "--install", "sendfleet"])
-        .arg(repo.join("charts/sendfleet"))
+        .arg(repo_root().join("charts/sendfleet"))
         .args(["--namespace", OP_NS, "--create-namespace"])
         .args(["--set", "image.registry=localhost", "--set", "image.repository=sendfleet", "--set", "image.tag=dev"])
         .args(["--set", "operator.agentPollInterval=2s", "--set", "operator.resyncInterval=10s"])
@@ -261,6 +254,19 @@ pub fn run(c: &dyn Cluster, providers: &[Receiver], out: &mut dyn Write) -> Resu
         .args(["--set", "operator.extraArgs={--dnsbl-interval-override=5s}"]);
     checked(helm)?;
     c.kubectl(&["-n", OP_NS, "rollout", "status", "deployment/sendfleet", "--timeout=180s"])?;
+    Ok(())
+}
+
+/// Steps 5-9 of the demo, printing as they go (see the module doc for what
+/// the caller has started before).
+pub fn run(c: &dyn Cluster, providers: &[Receiver], out: &mut dyn Write) -> Result<Report, LabError> {
+    let repo = repo_root();
+    let t0 = Instant::now();
+    let step = |out: &mut dyn Write, s: &str| {
+        let _ = writeln!(out, "\n== {s} ({:.1}s)", t0.elapsed().as_secs_f64());
+    };
+    step(out, "helm install sendfleet charts/sendfleet (the operator as a pod)");
+    install_operator(c)?;
     let _ = write!(out, "{}", c.kubectl(&["-n", OP_NS, "get", "pods", "-o", "wide"])?);
 
     step(out, "kubectl apply -f examples/ -f hack/demo/providers.yaml");
