@@ -62,6 +62,9 @@ impl Health {
         self.facts().postfix.exits += 1;
         self.set_postfix_running(metrics, false);
     }
+    pub fn postfix_running(&self) -> bool {
+        self.facts().postfix.running
+    }
     pub fn postfix_exits(&self) -> u64 {
         self.facts().postfix.exits
     }

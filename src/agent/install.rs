@@ -144,10 +144,19 @@ impl Installer {
     pub async fn watch(self, state: Arc<State>) {
         loop {
             tokio::time::sleep(self.poll).await;
-            // Unsupervised, Postfix may legitimately not run (yet): reload
-            // only a running one.
-            let reload =
-                self.supervise || run_tool("postfix", &["-c", &self.link.display().to_string(), "status"]).await.0;
+            // Supervised, a config that changes while Postfix is still
+            // starting (`postfix start-fg` runs its checks first) waits
+            // until it accepts mail: `postfix reload` would fail with "not
+            // running" and the config would count as refused. Unsupervised,
+            // Postfix may legitimately not run (yet): reload only a running one.
+            let reload = if self.supervise {
+                if !state.postfix_running() {
+                    continue;
+                }
+                true
+            } else {
+                run_tool("postfix", &["-c", &self.link.display().to_string(), "status"]).await.0
+            };
             self.check(&state, reload).await;
         }
     }

@@ -256,6 +256,10 @@ impl State {
     pub fn postfix_exited(&self) {
         self.health.postfix_exited(&self.metrics);
     }
+    /// Postfix accepts mail (its submission listener answered).
+    pub fn postfix_running(&self) -> bool {
+        self.health.postfix_running()
+    }
     /// How often the Postfix master has exited since the agent started.
     pub fn postfix_exits(&self) -> u64 {
         self.health.postfix_exits()
