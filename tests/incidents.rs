@@ -339,44 +339,6 @@ fn metric_sum(text: &str, name: &str, filter: &[&str]) -> f64 {
         .sum()
 }
 
-/// Accepted messages per client in the busiest 60 s window of a
-/// receiver's log, for recipients in `domain`: what a throttle of N per
-/// minute bounds at N (+1 for the window's edge).
-fn busiest_minute(log: &str, domain: &str) -> BTreeMap<String, usize> {
-    let mut client_of: BTreeMap<String, String> = BTreeMap::new();
-    let mut times: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    for line in log.lines() {
-        let Some((head, msg)) = line.split_once("]: ") else { continue };
-        let Some((qid, rest)) = msg.split_once(": ") else { continue };
-        if let Some(c) = rest.strip_prefix("client=") {
-            let addr = c.split('[').nth(1).and_then(|s| s.split(']').next()).unwrap_or("");
-            client_of.insert(qid.to_string(), addr.to_string());
-        } else if head.contains("postfix/discard[")
-            && rest.contains("status=sent")
-            && rest.split('>').next().is_some_and(|r| r.ends_with(&format!("@{domain}")))
-        {
-            if let (Some(t), Some(c)) = (log_seconds(head), client_of.get(qid)) {
-                times.entry(c.clone()).or_default().push(t);
-            }
-        }
-    }
-    times
-        .into_iter()
-        .map(|(c, mut ts)| {
-            ts.sort();
-            let most = (0..ts.len()).map(|i| ts[i..].iter().take_while(|t| **t < ts[i] + 60).count()).max();
-            (c, most.unwrap_or(0))
-        })
-        .collect()
-}
-
-/// Seconds of the day of a Postfix log line's `Mmm dd hh:mm:ss` prefix.
-fn log_seconds(head: &str) -> Option<i64> {
-    let hms = head.split_whitespace().nth(2)?;
-    let mut p = hms.split(':').map(|x| x.parse::<i64>().ok());
-    Some(p.next()?? * 3600 + p.next()?? * 60 + p.next()??)
-}
-
 /// Distinct accepted recipients and the total (a duplicate is a recipient
 /// accepted twice).
 fn distinct(r: &Receiver) -> (usize, usize) {
@@ -454,7 +416,7 @@ fn incident_1_a_provider_blocks_one_ip_for_every_domain_behind_its_mx() {
     let bounced = inc.metric(&[1, 2, 3], "sendfleet_agent_deliveries_total", &["status=\"bounced\""]);
     assert_eq!(bounced, 0.0, "bounced deliveries");
     // Peers carried the domain at its throttle (30/min per instance).
-    for (client, n) in busiest_minute(&rx.log(), &inc.domain("bigmail")) {
+    for (client, n) in rx.deliveries().busiest_minute(&inc.domain("bigmail")) {
         assert!(n <= 31, "{client} sent {n} messages to bigmail in one minute (throttle 30/min)");
     }
 
@@ -515,7 +477,7 @@ fn incident_2_growing_inflow_is_forecast_before_mail_is_warn_age_old() {
     let at_risk = inc.metric(&[1], "sendfleet_agent_backlog_at_risk", &[&format!("domain=\"{domain}\"")]);
     assert_eq!(at_risk, 1.0, "the agent's at-risk gauge for {domain}");
     // The provider took mail at the 20/min it accepts, no faster.
-    for (client, n) in busiest_minute(&rx.log(), &domain) {
+    for (client, n) in rx.deliveries().busiest_minute(&domain) {
         assert!(n <= 21, "{client} delivered {n} to {domain} in one minute (the provider takes 20/min)");
     }
     let oldest = inc.instance("pool", "mta1")["queue"]["oldestAgeSeconds"].as_u64().unwrap_or(0);
@@ -713,7 +675,7 @@ fn incident_6_a_signup_burst_is_delivered_within_caps_and_throttles() {
     }
     for (r, p) in rxs.iter().zip(&ps) {
         for d in &p.domains {
-            for (c, n) in busiest_minute(&r.log(), d) {
+            for (c, n) in r.deliveries().busiest_minute(d) {
                 assert!(n as u32 <= per_minute + 1, "{c} sent {n} to {d} in one minute (throttle {per_minute})");
             }
         }

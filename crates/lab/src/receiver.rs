@@ -171,6 +171,9 @@ pub struct Deliveries {
     pub rejections: Vec<Rejection>,
     /// (client address, TLS protocol) per TLS session, in log order.
     pub tls: Vec<(String, String)>,
+    /// Second of the day each [`Deliveries::accepted`] entry was logged
+    /// (same order), when the line's `Mmm dd hh:mm:ss` prefix parsed.
+    pub accepted_at: Vec<Option<i64>>,
 }
 
 impl Deliveries {
@@ -193,6 +196,26 @@ impl Deliveries {
             *m.entry(c.clone()).or_insert(0) += 1;
         }
         m
+    }
+    /// Per client, the most recipients in `domain` accepted within any 60 s
+    /// window: what a throttle of N per minute bounds at N (+1 for the
+    /// window's edge).
+    pub fn busiest_minute(&self, domain: &str) -> BTreeMap<String, usize> {
+        let suffix = format!("@{domain}");
+        let mut times: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+        for ((rcpt, client), at) in self.accepted.iter().zip(&self.accepted_at) {
+            if let (true, Some(t)) = (rcpt.ends_with(&suffix), at) {
+                times.entry(client).or_default().push(*t);
+            }
+        }
+        times
+            .into_iter()
+            .map(|(c, mut ts)| {
+                ts.sort_unstable();
+                let most = (0..ts.len()).map(|i| ts[i..].iter().take_while(|t| **t < ts[i] + 60).count()).max();
+                (c.to_string(), most.unwrap_or(0))
+            })
+            .collect()
     }
     /// Accepted recipients from `client`.
     pub fn from_client(&self, client: &str) -> usize {
@@ -288,9 +311,17 @@ pub fn parse_log(log: &str) -> Deliveries {
         } else if line.contains("postfix/discard[") && rest.contains("status=sent") {
             let rcpt = rest.strip_prefix("to=<").and_then(|s| s.split('>').next()).unwrap_or("").to_string();
             d.accepted.push((rcpt, client_of.get(qid).copied().unwrap_or("").to_string()));
+            d.accepted_at.push(log_seconds(line));
         }
     }
     d
+}
+
+/// Second of the day of a Postfix log line's `Mmm dd hh:mm:ss` prefix.
+fn log_seconds(line: &str) -> Option<i64> {
+    let hms = line.split_whitespace().nth(2)?;
+    let mut p = hms.split(':').map(|x| x.parse::<i64>().ok());
+    Some(p.next()?? * 3600 + p.next()?? * 60 + p.next()??)
 }
 
 /// /usr/sbin may be missing from PATH in test environments.
@@ -725,6 +756,24 @@ Nov 23 12:00:02 h postfix/smtpd[10]: NOQUEUE: reject: RCPT from unknown[192.0.2.
         assert_eq!(d.to_domain_from("example.org", "192.0.2.11"), 1);
         assert_eq!(d.by_client().get("192.0.2.11"), Some(&2));
         assert_eq!((d.deferred, d.rejected), (1, 1));
+    }
+
+    #[test]
+    fn the_busiest_minute_counts_one_clients_deliveries_to_a_domain_within_60_s() {
+        let line = |t: &str, q: &str, r: &str| {
+            format!("Nov 23 {t} h postfix/discard[11]: {q}: to=<{r}@example.net>, relay=none, status=sent (x)\n")
+        };
+        let mut log = String::new();
+        for q in ["A1", "A2", "A3", "A4"] {
+            log.push_str(&format!("Nov 23 12:00:00 h postfix/smtpd[10]: {q}: client=unknown[192.0.2.10]\n"));
+        }
+        log += &line("12:00:00", "A1", "1");
+        log += &line("12:00:59", "A2", "2");
+        log += &line("12:01:00", "A3", "3");
+        log += &line("12:01:30", "A4", "4");
+        let d = parse_log(&log);
+        assert_eq!(d.busiest_minute("example.net").get("192.0.2.10"), Some(&3));
+        assert!(d.busiest_minute("example.org").is_empty());
     }
 
     #[test]
