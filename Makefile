@@ -25,7 +25,7 @@ build:
 
 # Debian packages the tests exercise for real. Idempotent and quiet when
 # everything is present.
-DEB_PACKAGES := postfix pflogsumm openssl iproute2 util-linux ca-certificates
+DEB_PACKAGES := postfix pflogsumm openssl iproute2 util-linux ca-certificates lua5.1
 deps:
 	@missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \

@@ -23,9 +23,11 @@ SUITE=bookworm
 # `postfix start-fg` and calls postconf/postmap/postqueue), CA certificates
 # for TLS to providers, tini as PID 1 (reaps orphaned Postfix processes and
 # forwards signals to the agent; docs/ARCHITECTURE.md, "Postfix and the
-# agent in one container").
+# agent in one container"), and OpenDKIM, the DKIM signer the agent runs as
+# a milter of the submission listener (its package creates the `opendkim`
+# user the signer drops to; docs/ARCHITECTURE.md, "DKIM signing").
 # libc etc. come with the apt variant's essentials.
-PACKAGES=(postfix ca-certificates tini)
+PACKAGES=(postfix ca-certificates tini opendkim)
 # PID 1 of every container from this image (the operator's pods name it too).
 ENTRYPOINT=(/usr/bin/tini -- /usr/local/bin/sendfleet)
 IMAGE_NAME=localhost/sendfleet

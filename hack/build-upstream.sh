@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the real upstream binaries the lab runs (kube-apiserver & co., etcd,
-# helm) from their Go modules, into a cache outside the repository keyed by
-# version. Nothing is downloaded from release sites: only the Go module proxy.
+# helm, prometheus/promtool, alertmanager/amtool) from their Go modules, into
+# a cache outside the repository keyed by version. Nothing is downloaded from release sites: only the Go module proxy.
 #
 #   hack/build-upstream.sh            build what is missing, print where it is
 #   hack/build-upstream.sh --print    only print the paths (fails if missing)
@@ -17,6 +17,10 @@ set -euo pipefail
 K8S_VERSION=v1.37.2
 ETCD_VERSION=v3.7.3
 HELM_VERSION=v3.22.0
+# Prometheus 3.x publishes its Go module as v0.3<minor>.<patch>: v0.316.0 is
+# Prometheus 3.16.0 (what `prometheus --version` reports).
+PROMETHEUS_VERSION=v0.316.0
+ALERTMANAGER_VERSION=v0.35.0
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 UP="$ROOT/tests/upstream"
@@ -59,6 +63,14 @@ print_paths() {
   [[ -x $(out_path etcd "$ETCD_VERSION") ]] || missing=1
   echo "helm=$(out_path helm "$HELM_VERSION")"
   [[ -x $(out_path helm "$HELM_VERSION") ]] || missing=1
+  for n in prometheus promtool; do
+    echo "$n=$(out_path "$n" "$PROMETHEUS_VERSION")"
+    [[ -x $(out_path "$n" "$PROMETHEUS_VERSION") ]] || missing=1
+  done
+  for n in alertmanager amtool; do
+    echo "$n=$(out_path "$n" "$ALERTMANAGER_VERSION")"
+    [[ -x $(out_path "$n" "$ALERTMANAGER_VERSION") ]] || missing=1
+  done
   echo "pause-image=$(pause_tar)"
   echo "pause-ref=registry.k8s.io/pause:$(pause_tag)"
   [[ -f $(pause_tar) ]] || missing=1
@@ -73,8 +85,9 @@ if [[ $mode == print ]]; then print_paths; exit $?; fi
 if ! command -v go >/dev/null; then
   cat >&2 <<EOF
 hack/build-upstream.sh: 'go' is not on PATH. The lab builds kube-apiserver,
-etcd and helm from their Go modules and needs Go >= 1.26 (k8s.io/kubernetes
-$K8S_VERSION says 'go 1.26.0'; Debian 12's golang package is too old).
+etcd, helm, prometheus and alertmanager from their Go modules and needs
+Go >= 1.26 (k8s.io/kubernetes $K8S_VERSION says 'go 1.26.0', prometheus
+$PROMETHEUS_VERSION 'go 1.26.7'; Debian 12's golang package is too old).
 EOF
   exit 1
 fi
@@ -107,6 +120,8 @@ regen_k8s_gomod() {
   (cd "$dir" && go mod tidy)
   (cd "$UP/etcd" && go mod tidy)
   (cd "$UP/helm" && go mod tidy)
+  (cd "$UP/prometheus" && go mod tidy)
+  (cd "$UP/alertmanager" && go mod tidy)
   echo "regenerated $dir/go.mod ($(wc -w <<<"$staging") staging modules)"
 }
 
@@ -119,7 +134,9 @@ flock 9
 
 started=$SECONDS
 # Build into a temp dir and move into place, so a killed build never leaves
-# a half-written binary that later runs would take as done.
+# a half-written binary that later runs would take as done. Extra `go build`
+# flags (build tags, -modfile) come in the array GO_EXTRA.
+GO_EXTRA=()
 build() { # build <module-dir> <version> <ldflags> <name=package>...
   local dir=$1 version=$2 ldflags=$3; shift 3
   local pkgs=() names=() spec n
@@ -132,9 +149,9 @@ build() { # build <module-dir> <version> <ldflags> <name=package>...
   echo "building ${names[*]} $version (from $dir) ..." >&2
   local t0=$SECONDS
   if ((${#pkgs[@]} == 1)); then
-    (cd "$dir" && go build -trimpath -ldflags "-s -w $ldflags" -o "$tmp/${names[0]}" "${pkgs[0]}")
+    (cd "$dir" && go build -trimpath "${GO_EXTRA[@]}" -ldflags "-s -w $ldflags" -o "$tmp/${names[0]}" "${pkgs[0]}")
   else
-    (cd "$dir" && go build -trimpath -ldflags "-s -w $ldflags" -o "$tmp/" "${pkgs[@]}")
+    (cd "$dir" && go build -trimpath "${GO_EXTRA[@]}" -ldflags "-s -w $ldflags" -o "$tmp/" "${pkgs[@]}")
   fi
   for n in "${names[@]}"; do
     mkdir -p "$BIN/$n-$version"
@@ -157,6 +174,58 @@ build "$UP/etcd" "$ETCD_VERSION" "" etcd=go.etcd.io/etcd/server/v3
 build "$UP/helm" "$HELM_VERSION" "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" \
   helm=helm.sh/helm/v3/cmd/helm
 build "$UP/kubernetes" "$K8S_VERSION" "$kver_ld" "${kspecs[@]}"
+
+# Prometheus and Alertmanager for the monitoring tests (crates/lab/src/
+# monitoring.rs). Neither web UI is built (that needs npm): both serve their
+# HTTP API, which is all the tests use.
+prom_ver_ld() { # the version `--version` and /api/v1/status/buildinfo report
+  echo "-X github.com/prometheus/common/version.Version=$1 -X github.com/prometheus/common/version.Branch=$2"
+}
+pver=${PROMETHEUS_VERSION#v0.}                     # 316.0
+pver="${pver:0:1}.${pver:1:2}.${pver#*.}"           # 3.16.0
+# Without the `builtinassets` tag Prometheus leaves its UI out (web/ui/ui.go).
+# Service discovery: only file, http (always in) and kubernetes (to find the
+# lab's pods and EndpointSlices); the cloud providers' SDs would double the
+# build for nothing.
+GO_EXTRA=(-tags remove_all_sd,enable_kubernetes_sd)
+build "$UP/prometheus" "$PROMETHEUS_VERSION" "$(prom_ver_ld "$pver" "$PROMETHEUS_VERSION")" \
+  prometheus=github.com/prometheus/prometheus/cmd/prometheus \
+  promtool=github.com/prometheus/prometheus/cmd/promtool
+GO_EXTRA=()
+
+# Alertmanager embeds its UI with `//go:embed app/dist` and no build tag, and
+# the module zip carries no app/dist (it is an npm build output), so the
+# module as published does not compile. Build it from a copy of the module
+# with a one-page stand-in for the UI, through a temporary -modfile that
+# replaces the module with that copy (tests/upstream/alertmanager/go.mod
+# stays the pin: the same version, the same go.sum for its dependencies).
+build_alertmanager() {
+  local n missing=0
+  for n in alertmanager amtool; do [[ -x $(out_path "$n" "$ALERTMANAGER_VERSION") ]] || missing=1; done
+  ((missing)) || return 0
+  local dir=$UP/alertmanager src tmp
+  src=$(cd "$dir" && go mod download -json "github.com/prometheus/alertmanager@$ALERTMANAGER_VERSION" |
+    sed -n 's/.*"Dir": "\(.*\)",*/\1/p')
+  [[ -d $src ]] || { echo "hack/build-upstream.sh: alertmanager $ALERTMANAGER_VERSION not in the module cache" >&2; exit 1; }
+  tmp=$(mktemp -d "$BIN/.tmp.XXXXXX")
+  cp -r "$src" "$tmp/src"
+  chmod -R u+w "$tmp/src"
+  local ui
+  for ui in elm mantine; do
+    mkdir -p "$tmp/src/ui/app/dist/$ui"
+    echo '<!doctype html><title>Alertmanager</title><p>Web UI not built in the sendfleet lab; the HTTP API is at /api/v2/.</p>' \
+      >"$tmp/src/ui/app/dist/$ui/index.html"
+  done
+  cp "$dir/go.mod" "$dir/go.sum" "$tmp/"
+  (cd "$dir" && go mod edit -modfile="$tmp/go.mod" -replace "github.com/prometheus/alertmanager=$tmp/src")
+  GO_EXTRA=(-modfile="$tmp/go.mod")
+  build "$dir" "$ALERTMANAGER_VERSION" "$(prom_ver_ld "${ALERTMANAGER_VERSION#v}" "$ALERTMANAGER_VERSION")" \
+    alertmanager=github.com/prometheus/alertmanager/cmd/alertmanager \
+    amtool=github.com/prometheus/alertmanager/cmd/amtool
+  GO_EXTRA=()
+  rm -rf "$tmp"
+}
+build_alertmanager
 
 # The pod sandbox ("pause") image for the lab's containerd: nothing can be
 # pulled here, so it is built from pause.c in the k8s.io/kubernetes module

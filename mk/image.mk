@@ -14,6 +14,9 @@
 #                     what `make demo` runs): the chart's operator as a pod,
 #                     examples/ applied, mta3 quarantined by the fake DNSBL,
 #                     500 messages through the pool's Service, status counts
+#                   tests/e2e_install.rs docs/INSTALL.md's marked blocks run
+#                     as written from the packaged chart: install, examples,
+#                     Ready, upgrade with a changed CRD, uninstall
 #                   tests/image.rs     PID 1 is tini: the image's entrypoint
 #                     and files, the rendered pods' command, the Containerfile
 #
@@ -25,7 +28,7 @@
 # The archive path is handed to the tests in SENDFLEET_IMAGE_ARCHIVE; the
 # test imports it into the lab node's containerd itself.
 
-E2E_TEST_BINS := image e2e_pool e2e_chart
+E2E_TEST_BINS := image e2e_pool e2e_chart e2e_install e2e_lifecycle
 INCIDENT_TEST_BINS := incidents
 
 .PHONY: image image-deps test-e2e test-incidents

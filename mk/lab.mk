@@ -21,7 +21,8 @@ lab-deps:
 	fi
 
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubelet,
-# kubectl, helm -> ${SENDFLEET_CACHE:-/var/cache/sendfleet}/bin/<name>-<version>/
+# kubectl, helm, prometheus, promtool, alertmanager, amtool ->
+# ${SENDFLEET_CACHE:-/var/cache/sendfleet}/bin/<name>-<version>/
 # (cold: ~10 min on 2 cores; cached: ~1 s).
 upstream: lab-deps
 	hack/build-upstream.sh

@@ -3,9 +3,14 @@
 #
 #   make test-operator    admission, reconcile, resilience, steady state,
 #                         the agents' own decisions mirrored into status
-#   make bench-operator   the steady-state test with its figures printed
+#   make bench-operator   the steady-state test with its figures printed, and
+#                         the scale benchmark: 20/100/200 pools x 5 IPs with
+#                         50 DomainPolicies (SCALE_POOLS=20,100 for fewer)
 
-OPERATOR_TEST_BINS := operator operator_resilience operator_steady operator_reputation operator_adaptive operator_flow operator_authentication
+OPERATOR_TEST_BINS := operator operator_resilience operator_steady operator_reputation operator_adaptive operator_flow operator_authentication operator_admission operator_agent_auth operator_claims operator_podsec operator_cache operator_validation operator_egress_nat operator_monitoring operator_lifecycle gitops_health operator_dnsendpoint operator_dkim
+
+# Benchmarks: run by bench-operator only (make bench), not by make test.
+OPERATOR_BENCH_BINS := operator_scale
 
 .PHONY: test-operator bench-operator
 
@@ -14,3 +19,4 @@ test-operator: upstream
 
 bench-operator: upstream
 	$(CARGO) test --test operator_steady -- --nocapture
+	$(CARGO) test --test operator_scale -- --nocapture

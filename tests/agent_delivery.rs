@@ -258,6 +258,46 @@ fn soft_bounce_counts_as_deferral() {
     assert_hashed(&agent, &["hard.pii", "someone.pii"]);
 }
 
+/// The address forms whose punctuation used to cut the redacted token
+/// short (a quoted local part with a space, VERP, SRS, `'` and `=`), sent
+/// and bounced through real Postfix (the bounce's log line quotes the
+/// address in the provider's reply): no piece of a local part appears in
+/// what the agent publishes, and each is logged as one hash with its
+/// domain.
+#[test]
+fn quoted_verp_srs_and_punctuated_local_parts_never_leave_in_plaintext() {
+    const VERP: &str = "bounce+verp.pii=client.test@dest.test";
+    let (_dns, receiver, agent) = kept_an_hour("forms", 5, (VERP, "550 5.1.1 no such user here"));
+    let forms = [
+        "\"john doe.pii\"@dest.test",
+        VERP,
+        "SRS0=HHH=TT=orig.example=srs.pii@dest.test",
+        "o'brien.pii@dest.test",
+        "eq=sign.pii@dest.test",
+    ];
+    for rcpt in forms {
+        agent.inject("someone.pii@client.test", rcpt, 1, 1);
+    }
+    let st = agent.wait_for(Duration::from_secs(60), "5 outcomes", |s| {
+        s.domains.iter().any(|d| d.domain == "dest.test" && d.counts.sent + d.counts.bounced == 5)
+    });
+    let dest = st.domains.iter().find(|d| d.domain == "dest.test").unwrap();
+    assert_eq!((dest.counts.sent, dest.counts.bounced), (4, 1), "{dest:?}");
+    assert_eq!(receiver.deliveries().to_domain("dest.test"), 4, "{}", receiver.log());
+    assert_hashed(
+        &agent,
+        &["john", "doe.pii", "verp.pii", "bounce+", "srs.pii", "orig.example", "SRS0", "brien", "eq=", "sign.pii"],
+    );
+    let log = agent.stdout();
+    assert!(!agent.stderr().contains(".pii"), "stderr:\n{}", agent.stderr());
+    // Each address is one token: its hash, then its domain.
+    let key = sendfleet::agent::redact::Redactor::new(HASH_KEY.as_bytes());
+    for rcpt in forms {
+        let h = key.redact_address(rcpt.as_bytes());
+        assert!(log.contains(&format!("to=<{h}>")), "{rcpt} not logged as {h}:\n{log}");
+    }
+}
+
 /// No local part of `secrets` in what the agent publishes: `/metrics`,
 /// `/status` and its re-emitted log.
 fn assert_hashed(agent: &Instance, secrets: &[&str]) {

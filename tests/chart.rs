@@ -7,6 +7,7 @@
 //! Never: install anything into the shared control plane that other tests in
 //! this binary could observe (the install test has its own API server).
 
+mod chart_support;
 mod operator_support;
 
 use std::collections::BTreeSet;
@@ -14,13 +15,17 @@ use std::path::Path;
 use std::process::Command;
 
 use operator_support::*;
-use sendfleet::operator::rbac::{Rule, CLUSTER_RULES, NAMESPACE_RULES};
+use sendfleet::operator::rbac::{cluster_role, watched_namespace_role, Rule, NAMESPACE_RULES};
 use sendfleet_lab::ControlPlane;
 use serde::Deserialize;
 
 type Triple = (String, String, String);
 
-const CRDS: [&str; 3] = ["sendingpools", "domainpolicies", "warmupplans"];
+/// The oldest Kubernetes the chart supports (Chart.yaml `kubeVersion`);
+/// `helm template` checks it against its own default (1.20) otherwise.
+const KUBE_MIN: &str = "1.31.0";
+
+const CRDS: [&str; 4] = ["sendingpools", "domainpolicies", "warmupplans", "egressaddressclaims"];
 
 fn helm_bin() -> &'static Path {
     sendfleet_lab::Binaries::get().expect("run `make upstream` to build helm").helm.as_path()
@@ -54,6 +59,7 @@ fn template(args: &[&str]) -> String {
     let tmp = tempfile::tempdir().unwrap();
     run(helm(tmp.path())
         .args(["template", "sendfleet", "charts/sendfleet", "--namespace", "sendfleet-system"])
+        .args(["--kube-version", KUBE_MIN])
         .args(args))
 }
 
@@ -76,6 +82,15 @@ fn helm_lint_strict_passes_and_the_schema_refuses_bad_values() {
         &["--set", "replicaCount=2"][..],
         &["--set", "metrics.serviceMonitor.enabled=true", "--set", "podDisruptionBudget.enabled=true"][..],
         &["--set", "image.registry=registry.example.com", "--set", "operator.watchNamespace=mail"][..],
+        // An umbrella chart passes `global`; CRDs as templates; log level.
+        &[
+            "--set",
+            "global.imageRegistry=r.example",
+            "--set",
+            "crds.templated=true",
+            "--set",
+            "operator.logLevel=debug",
+        ][..],
     ] {
         let out = run(helm(tmp.path()).args(["lint", "--strict", "charts/sendfleet"]).args(extra));
         assert!(out.contains("1 chart(s) linted, 0 chart(s) failed"), "{extra:?}: {out}");
@@ -106,12 +121,73 @@ fn helm_lint_strict_passes_and_the_schema_refuses_bad_values() {
         ("metrics.serviceMonitor.interval=often", "interval"),
         ("podDisruptionBudget.maxUnavailable=half", "maxUnavailable"),
         ("resources.request.cpu=1", "request"),
+        ("operator.logLevel=verbose", "logLevel"),
+        ("crds.template=true", "template"),
     ] {
         let err = run_fails(helm(tmp.path()).args(["lint", "--strict", "charts/sendfleet", "--set", bad]));
         assert!(err.contains(names), "lint --set {bad}: message does not name {names}:\n{err}");
-        let err = run_fails(helm(tmp.path()).args(["template", "x", "charts/sendfleet", "--set", bad]));
+        let err = run_fails(helm(tmp.path()).args([
+            "template",
+            "x",
+            "charts/sendfleet",
+            "--kube-version",
+            KUBE_MIN,
+            "--set",
+            bad,
+        ]));
         assert!(err.contains(names), "template --set {bad}: message does not name {names}:\n{err}");
     }
+    // The CRDs' CEL IP/CIDR functions need 1.31: older clusters are refused
+    // before anything is installed, naming the requirement.
+    let err = run_fails(helm(tmp.path()).args(["template", "x", "charts/sendfleet", "--kube-version", "1.30.9"]));
+    assert!(err.contains("chart requires kubeVersion: >=1.31.0-0"), "{err}");
+}
+
+#[test]
+fn operator_log_level_and_security_contexts_are_values() {
+    let objects = docs(&template(&[
+        "--set",
+        "operator.logLevel=debug",
+        "--set",
+        "podSecurityContext.runAsUser=1001",
+        "--set",
+        "securityContext.readOnlyRootFilesystem=true",
+    ]));
+    let dep = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    let pod = &dep["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    assert_eq!(pod["securityContext"]["runAsUser"], 1001);
+    assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "the other defaults stay");
+    assert_eq!(c["securityContext"]["capabilities"]["drop"][0], "ALL");
+    let env =
+        |name: &str| c["env"].as_sequence().unwrap().iter().find(|e| e["name"] == name).map(|e| e["value"].clone());
+    assert_eq!(env("RUST_LOG"), Some("debug,kube=warn".into()));
+}
+
+#[test]
+fn a_kustomize_image_override_reaches_the_operator_and_the_instances() {
+    // As docs/INSTALL.md shows it: an overlay on (a copy of) manifests/
+    // with `images:` (kustomize refuses absolute paths to a base).
+    let tmp = tempfile::tempdir().unwrap();
+    run(Command::new("cp").arg("-r").arg(repo().join("manifests")).arg(tmp.path().join("base")));
+    let overlay = tmp.path().join("overlay");
+    std::fs::create_dir(&overlay).unwrap();
+    let images = "  - name: sendfleet\n    newName: registry.example.com/mail/sendfleet\n    newTag: 0.2.0\n";
+    std::fs::write(overlay.join("kustomization.yaml"), format!("resources: [../base]\nimages:\n{images}")).unwrap();
+    let cp = ControlPlane::shared();
+    let out = run(Command::new(cp.kubectl_path()).arg("kustomize").arg(&overlay));
+    let objects = docs(&out);
+    let dep = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    let c = &dep["spec"]["template"]["spec"]["containers"][0];
+    let want = "registry.example.com/mail/sendfleet:0.2.0";
+    assert_eq!(c["image"], want);
+    // The operator's --instance-image is $(SENDFLEET_INSTANCE_IMAGE), which
+    // the kubelet expands from the env the override rewrote.
+    let args: Vec<&str> = c["args"].as_sequence().unwrap().iter().map(|a| a.as_str().unwrap()).collect();
+    assert!(args.contains(&"--instance-image=$(SENDFLEET_INSTANCE_IMAGE)"), "{args:?}");
+    let env = c["env"].as_sequence().unwrap().iter().find(|e| e["name"] == "SENDFLEET_INSTANCE_IMAGE").unwrap();
+    assert_eq!(env["value"], want, "the instances' image did not follow the override");
+    assert!(!out.contains("sendfleet:0.1.0"), "an image the override missed:\n{out}");
 }
 
 /// (group, resource, verb) triples.
@@ -152,18 +228,112 @@ fn assert_same_grants(got: &BTreeSet<Triple>, want: &BTreeSet<Triple>, what: &st
     assert!(less.is_empty(), "{what} grants less than src/operator/rbac.rs lists: {less:?}");
 }
 
+/// Triples granted by the rendered Roles in namespace `ns`.
+fn role_triples_in(objects: &[serde_yaml::Value], ns: &str) -> BTreeSet<Triple> {
+    let in_ns: Vec<serde_yaml::Value> =
+        objects.iter().filter(|o| o["kind"] == "Role" && o["metadata"]["namespace"] == ns).cloned().collect();
+    chart_triples(&in_ns, "Role")
+}
+
 #[test]
 fn chart_rbac_grants_exactly_what_the_operator_uses() {
-    // Whatever the values, the grants are the same.
-    for extra in [&[][..], &["--set", "operator.watchNamespace=mail", "--set", "replicaCount=2"][..]] {
+    for (watch, extra) in
+        [("", &[][..]), ("mail", &["--set", "operator.watchNamespace=mail", "--set", "replicaCount=2"][..])]
+    {
         let objects = docs(&template(extra));
         let cluster = chart_triples(&objects, "ClusterRole");
-        assert_same_grants(&cluster, &triples(CLUSTER_RULES), "the chart's ClusterRole");
-        assert_same_grants(&chart_triples(&objects, "Role"), &triples(NAMESPACE_RULES), "the chart's Role");
+        assert_same_grants(&cluster, &triples(&cluster_role(watch)), "the chart's ClusterRole");
+        assert_same_grants(
+            &role_triples_in(&objects, "sendfleet-system"),
+            &triples(NAMESPACE_RULES),
+            "the chart's Role in the release namespace",
+        );
         assert!(!cluster.iter().any(|(g, r, v)| g == "*" || r == "*" || v == "*"), "no wildcards");
         let k = kinds(&objects);
         assert_eq!(k.iter().filter(|k| *k == "ClusterRole").count(), 1, "{k:?}");
-        assert_eq!(k.iter().filter(|k| *k == "Role").count(), 1, "{k:?}");
+        if watch.is_empty() {
+            assert_eq!(k.iter().filter(|k| *k == "Role").count(), 1, "{k:?}");
+            continue;
+        }
+        // Watching one namespace: Secrets and every other namespaced right
+        // are a Role there, bound to the operator; none is cluster-wide.
+        let secrets = |t: &BTreeSet<Triple>| t.iter().any(|(_, r, _)| r == "secrets");
+        assert!(!secrets(&cluster), "the ClusterRole grants Secret rights: {cluster:?}");
+        let pools_role = role_triples_in(&objects, watch);
+        assert!(secrets(&pools_role));
+        assert_same_grants(&pools_role, &triples(&watched_namespace_role(watch)), "the chart's Role in mail");
+        let binding = objects
+            .iter()
+            .find(|o| o["kind"] == "RoleBinding" && o["metadata"]["namespace"] == watch)
+            .expect("a RoleBinding in the watched namespace");
+        assert_eq!(binding["roleRef"]["name"], "sendfleet-pools");
+        assert_eq!(binding["subjects"][0]["name"], "sendfleet");
+        assert_eq!(binding["subjects"][0]["namespace"], "sendfleet-system");
+    }
+}
+
+#[test]
+fn the_chart_passes_the_administrators_limits_and_labels_the_pool_namespaces() {
+    let objects = docs(&template(&[
+        "--set",
+        "instances.allowedImages={registry.example/sendfleet:1.1}",
+        "--set-json",
+        r#"instances.nodeSelector={"sendfleet.io/egress":"true"}"#,
+        "--set",
+        "poolNamespaces[0].name=mail",
+        "--set",
+        "poolNamespaces[1].name=mail-multus",
+        "--set",
+        "poolNamespaces[1].podSecurity=baseline",
+    ]));
+    let dep = objects.iter().find(|o| o["kind"] == "Deployment").unwrap();
+    let args: Vec<&str> = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    for want in [
+        "--pool-namespace-label=sendfleet.io/pools=enabled",
+        "--allowed-instance-image=registry.example/sendfleet:1.1",
+        "--instance-node-selector=sendfleet.io/egress=true",
+    ] {
+        assert!(args.contains(&want), "{want} not in {args:?}");
+    }
+    let namespaces: Vec<&serde_yaml::Value> = objects.iter().filter(|o| o["kind"] == "Namespace").collect();
+    let label = |ns: &serde_yaml::Value, k: &str| ns["metadata"]["labels"][k].as_str().unwrap_or("").to_string();
+    let summary: Vec<(String, String, String, String)> = namespaces
+        .iter()
+        .map(|ns| {
+            (
+                ns["metadata"]["name"].as_str().unwrap().to_string(),
+                label(ns, "sendfleet.io/pools"),
+                label(ns, "pod-security.kubernetes.io/enforce"),
+                ns["metadata"]["annotations"]["helm.sh/resource-policy"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    let row = |n: &str, level: &str| (n.to_string(), "enabled".to_string(), level.to_string(), "keep".to_string());
+    assert_eq!(summary, [row("mail", "privileged"), row("mail-multus", "baseline")]);
+    // By default: no namespace, and still only opted-in ones hold pools.
+    let objects = docs(&template(&[]));
+    assert!(!kinds(&objects).iter().any(|k| k == "Namespace"));
+    let tmp = tempfile::tempdir().unwrap();
+    for (bad, names) in [
+        ("poolNamespaces[0].podSecurity=restricted", "podSecurity"),
+        ("operator.poolNamespaceLabel=no-value", "poolNamespaceLabel"),
+        ("instances.allowedImage={x}", "allowedImage"),
+    ] {
+        let err = run_fails(helm(tmp.path()).args([
+            "template",
+            "x",
+            "charts/sendfleet",
+            "--set",
+            "poolNamespaces[0].name=m",
+            "--set",
+            bad,
+        ]));
+        assert!(err.contains(names), "template --set {bad}: message does not name {names}:\n{err}");
     }
 }
 
@@ -227,12 +397,15 @@ fn chart_crds_and_manifests_are_in_sync() {
     ] {
         assert!(k.iter().any(|k| k == want), "manifests/sendfleet.yaml lacks a {want}: {k:?}");
     }
-    assert_eq!(k.iter().filter(|k| *k == "CustomResourceDefinition").count(), 3);
+    assert_eq!(k.iter().filter(|k| *k == "CustomResourceDefinition").count(), CRDS.len());
     assert!(!k.iter().any(|k| k == "ServiceMonitor" || k == "PodDisruptionBudget"), "{k:?}");
     for o in &objects {
         if let Some(ns) = o["metadata"]["namespace"].as_str() {
             assert_eq!(ns, "sendfleet-system", "{o:?}");
         }
+        // Not a Helm release: no label claims one.
+        let labels = &o["metadata"]["labels"];
+        assert!(labels.get("helm.sh/chart").is_none() && labels["app.kubernetes.io/managed-by"] != "Helm", "{o:?}");
     }
 }
 
@@ -331,6 +504,30 @@ fn effective_triples(cp: &ControlPlane, kubeconfig: &Path, ns: &str) -> BTreeSet
     out
 }
 
+/// Where two JSON values first differ (for a failure message).
+fn first_difference(a: &serde_json::Value, b: &serde_json::Value, at: &str) -> String {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            for k in x.keys().chain(y.keys()) {
+                if x.get(k) != y.get(k) {
+                    return first_difference(
+                        &x.get(k).cloned().unwrap_or_default(),
+                        &y.get(k).cloned().unwrap_or_default(),
+                        &format!("{at}.{k}"),
+                    );
+                }
+            }
+            String::new()
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
+            let i = (0..x.len()).find(|i| x[*i] != y[*i]).unwrap_or(0);
+            first_difference(&x[i], &y[i], &format!("{at}[{i}]"))
+        }
+        _ => format!("{at}: installed {a} / file {b}"),
+    }
+}
+
 fn numbers_as_f64(v: &serde_json::Value) -> serde_json::Value {
     use serde_json::Value;
     match v {
@@ -358,7 +555,12 @@ fn helm_installs_upgrades_and_uninstalls_the_chart_on_a_fresh_api_server() {
     };
     let out =
         helm(&["install", release, "charts/sendfleet", "-n", ns, "--create-namespace", "--set", "image.tag=test"]);
-    assert!(out.contains("kubectl apply --server-side -f crds/"), "NOTES.txt shown:\n{out}");
+    // NOTES.txt: next steps that work from a chart repository, no source paths.
+    assert!(out.contains("helm show crds CHART --version NEW_VERSION | kubectl apply"), "NOTES.txt shown:\n{out}");
+    assert!(out.contains("kubectl explain sendingpool.spec"), "NOTES.txt shown:\n{out}");
+    for source_path in ["-f crds/", "-f examples/", "charts/sendfleet"] {
+        assert!(!out.contains(source_path), "NOTES.txt names {source_path}:\n{out}");
+    }
     for f in CRDS {
         cp.wait_crd_established(&format!("{f}.sendfleet.io")).unwrap();
         // The chart installs exactly the CRDs of crds/.
@@ -382,7 +584,7 @@ fn helm_installs_upgrades_and_uninstalls_the_chart_on_a_fresh_api_server() {
         "--metrics-addr=0.0.0.0:8080",
         "--leader-election-namespace=$(POD_NAMESPACE)",
         "--lease-name=sendfleet",
-        "--instance-image=sendfleet:test",
+        "--instance-image=$(SENDFLEET_INSTANCE_IMAGE)",
         "--log-format=json",
         "--watch-namespace=",
     ] {
@@ -395,7 +597,8 @@ fn helm_installs_upgrades_and_uninstalls_the_chart_on_a_fresh_api_server() {
     assert_eq!(c["livenessProbe"]["httpGet"]["path"], "/healthz");
     assert_eq!(c["readinessProbe"]["httpGet"]["path"], "/readyz");
     let env: Vec<&str> = c["env"].as_array().unwrap().iter().map(|e| e["name"].as_str().unwrap()).collect();
-    assert_eq!(env, ["POD_NAME", "POD_NAMESPACE"]);
+    assert_eq!(env, ["POD_NAME", "POD_NAMESPACE", "SENDFLEET_INSTANCE_IMAGE", "RUST_LOG"]);
+    assert_eq!(c["env"][2]["value"], "sendfleet:test", "the instances' default image");
     let svc = get_json(&cp, &["service", "sendfleet-metrics", "-n", ns]).expect("metrics Service");
     assert_eq!(svc["spec"]["ports"][0]["port"], 8080);
     assert!(get_json(&cp, &["servicemonitor", "-n", ns]).is_none(), "no ServiceMonitor by default");
@@ -409,7 +612,7 @@ fn helm_installs_upgrades_and_uninstalls_the_chart_on_a_fresh_api_server() {
     let kc = cp.kubeconfig_for_service_account(ns, release).unwrap();
     let nobody = cp.kubeconfig_for_service_account(ns, "chart-test-unbound").unwrap();
     for in_ns in [ns, "default"] {
-        let mut want = triples(CLUSTER_RULES);
+        let mut want = triples(&cluster_role(""));
         if in_ns == ns {
             want.extend(triples(NAMESPACE_RULES));
         }
@@ -465,5 +668,154 @@ fn helm_installs_upgrades_and_uninstalls_the_chart_on_a_fresh_api_server() {
     // Helm keeps CRDs on uninstall (its convention): users' pools survive.
     for f in CRDS {
         assert!(get_json(&cp, &["crd", &format!("{f}.sendfleet.io")]).is_some(), "{f} removed by uninstall");
+    }
+}
+
+/// uid and spec of every sendfleet resource in `ns` (kind/name -> (uid, spec)).
+fn resources(cp: &ControlPlane, ns: &str) -> std::collections::BTreeMap<String, (String, serde_json::Value)> {
+    let mut out = std::collections::BTreeMap::new();
+    for kind in ["sendingpools", "domainpolicies", "warmupplans"] {
+        for o in get_json(cp, &[kind, "-n", ns]).unwrap()["items"].as_array().unwrap() {
+            let name = o["metadata"]["name"].as_str().unwrap();
+            let uid = o["metadata"]["uid"].as_str().unwrap().to_string();
+            out.insert(format!("{kind}/{name}"), (uid, o["spec"]["egressIPs"].clone()));
+        }
+    }
+    out
+}
+
+#[test]
+fn crds_upgrade_from_an_old_release_without_a_checkout_and_resources_survive() {
+    // Its own API server: the old release's CRDs are the first ones it sees.
+    let cp = ControlPlane::start().expect("start a private control plane");
+    let tmp = tempfile::tempdir().unwrap();
+    let (ns, release) = ("sendfleet-system", "sendfleet");
+    let helm = |args: &[&str]| chart_support::run_ok(cp.helm().args(args).current_dir(tmp.path()));
+    let crd = |f: &str| get_json(&cp, &["crd", &format!("{f}.sendfleet.io")]);
+
+    // 1. The first release (0.1.0 from git history): its chart, packaged, and
+    //    its examples in namespace mail.
+    let (old_chart, old_examples) = chart_support::old_release(tmp.path());
+    let old_tgz = chart_support::package(&mut cp.helm(), &old_chart, &tmp.path().join("old-pkg"));
+    helm(&["install", release, old_tgz.to_str().unwrap(), "-n", ns, "--create-namespace"]);
+    assert!(crd("egressaddressclaims").is_none(), "the old release has no EgressAddressClaim");
+    cp.kubectl_run(&["create", "namespace", "mail"]).unwrap();
+    cp.kubectl_run(&["apply", "-f", old_examples.to_str().unwrap()]).unwrap();
+    let before = resources(&cp, "mail");
+    assert_eq!(before.len(), 4, "{before:?}");
+
+    // 2. Upgrade as docs/INSTALL.md says, from the package alone: its CRDs
+    //    first (`helm show crds`, server-side apply), then the release.
+    let new_tgz = chart_support::package(&mut cp.helm(), &repo().join("charts/sendfleet"), &tmp.path().join("pkg"));
+    let crds = helm(&["show", "crds", new_tgz.to_str().unwrap()]);
+    cp.kubectl_stdin(&["apply", "--server-side", "--force-conflicts", "-f", "-"], &crds).unwrap();
+    // As docs/INSTALL.md step 4: the apply creates the new kinds and sets
+    // every field the new CRDs have (it would leave a field they dropped:
+    // Helm's create owns it); the replace makes each CRD exactly the new one.
+    cp.kubectl_stdin(&["replace", "-f", "-"], &crds).unwrap();
+    helm(&["upgrade", release, new_tgz.to_str().unwrap(), "-n", ns]);
+    for f in CRDS {
+        cp.wait_crd_established(&format!("{f}.sendfleet.io")).unwrap();
+        let file: serde_json::Value =
+            serde_yaml::from_str(&read(&repo().join(format!("crds/{f}.sendfleet.io.yaml")))).unwrap();
+        let (got, want) =
+            (numbers_as_f64(&crd(f).unwrap()["spec"]["versions"]), numbers_as_f64(&file["spec"]["versions"]));
+        assert!(
+            got == want,
+            "{f}: not upgraded to the new release's CRD: {}",
+            first_difference(&got, &want, "versions")
+        );
+    }
+    assert_eq!(resources(&cp, "mail"), before, "resources changed or lost by the CRD upgrade");
+    // Still writable under the new schema (ratcheting keeps old values).
+    cp.kubectl_run(&["label", "sendingpool", "outbound", "-n", "mail", "upgraded=yes"]).unwrap();
+
+    // 3. Switch to templated CRDs (docs: adopt them once), then a later
+    //    release whose SendingPool CRD changed: `helm upgrade` alone carries it.
+    for f in CRDS {
+        let name = format!("crd/{f}.sendfleet.io");
+        cp.kubectl_run(&["label", &name, "app.kubernetes.io/managed-by=Helm", "--overwrite"]).unwrap();
+        let (rn, rns) =
+            (format!("meta.helm.sh/release-name={release}"), format!("meta.helm.sh/release-namespace={ns}"));
+        cp.kubectl_run(&["annotate", &name, &rn, &rns, "--overwrite"]).unwrap();
+    }
+    helm(&["upgrade", release, new_tgz.to_str().unwrap(), "-n", ns, "--set", "crds.templated=true"]);
+    assert_eq!(crd("sendingpools").unwrap()["metadata"]["annotations"]["helm.sh/resource-policy"], "keep");
+    let changed = chart_support::changed_chart(tmp.path(), "0.1.1");
+    let changed_tgz = chart_support::package(&mut cp.helm(), &changed, &tmp.path().join("pkg2"));
+    helm(&["upgrade", release, changed_tgz.to_str().unwrap(), "-n", ns, "--reuse-values"]);
+    let columns = chart_support::printer_columns(&crd("sendingpools").unwrap());
+    assert!(
+        columns.iter().any(|c| c == chart_support::ADDED_COLUMN),
+        "helm upgrade left the CRD as it was: {columns:?}"
+    );
+    assert_eq!(resources(&cp, "mail"), before);
+
+    // 4. Uninstall keeps the CRDs (keep) and so every resource.
+    helm(&["uninstall", release, "-n", ns, "--wait"]);
+    assert!(get_json(&cp, &["deployment", release, "-n", ns]).is_none());
+    for f in CRDS {
+        assert!(crd(f).is_some(), "{f} deleted by uninstall");
+    }
+    assert_eq!(resources(&cp, "mail"), before, "resources lost by uninstall");
+}
+
+/// The reason strings of `conditions::Reason` (its `as_str` arms), read
+/// from the source: the enum has no list of its variants.
+fn condition_reasons() -> Vec<String> {
+    let src = read(&repo().join("crates/render/src/conditions.rs"));
+    let body = &src[src.find("impl Reason {").expect("impl Reason in conditions.rs")..];
+    let body = &body[..body.find("\n}\n").unwrap()];
+    body.lines()
+        .filter_map(|l| {
+            l.trim().strip_prefix("Self::")?.split_once(" => \"").map(|(_, s)| s.trim_end_matches("\",").to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn the_troubleshooting_page_explains_every_condition_reason_and_type() {
+    let page = read(&repo().join("docs/TROUBLESHOOTING.md"));
+    let reasons = condition_reasons();
+    assert!(reasons.len() >= 30, "{reasons:?}");
+    let missing: Vec<&String> =
+        reasons.iter().filter(|r| !page.contains(&format!("`{r}`")) && !page.contains(&format!(" {r}`"))).collect();
+    assert!(missing.is_empty(), "docs/TROUBLESHOOTING.md does not explain these reasons: {missing:?}");
+    for t in sendfleet_render::conditions::ConditionType::ALL {
+        assert!(page.contains(&format!("`{}", t.as_str())), "docs/TROUBLESHOOTING.md never names {}", t.as_str());
+    }
+}
+
+#[test]
+fn templated_crds_install_with_skip_crds_and_are_kept_on_uninstall() {
+    let cp = ControlPlane::start().expect("start a private control plane");
+    let (ns, chart) = ("sendfleet-system", repo().join("charts/sendfleet"));
+    let chart = chart.to_str().unwrap();
+    let install = |extra: &[&str]| {
+        let mut c = cp.helm();
+        c.args(["install", "sendfleet", chart, "-n", ns, "--create-namespace", "--set", "crds.templated=true"])
+            .args(extra);
+        c
+    };
+    // Without --skip-crds Helm creates them from crds/ first and then
+    // refuses to adopt them: the message docs/TROUBLESHOOTING.md names.
+    let err = run_fails(&mut install(&[]));
+    assert!(err.contains("exists and cannot be imported into the current release"), "{err}");
+    // (The failed install left no release; the CRDs it created go by hand.)
+    for f in CRDS {
+        cp.kubectl_run(&["delete", "crd", &format!("{f}.sendfleet.io")]).unwrap();
+    }
+    // As documented: --skip-crds, the release owns them, keep on uninstall.
+    run(&mut install(&["--skip-crds"]));
+    for f in CRDS {
+        cp.wait_crd_established(&format!("{f}.sendfleet.io")).unwrap();
+        let crd = get_json(&cp, &["crd", &format!("{f}.sendfleet.io")]).unwrap();
+        assert_eq!(crd["metadata"]["annotations"]["helm.sh/resource-policy"], "keep", "{f}");
+        assert_eq!(crd["metadata"]["annotations"]["meta.helm.sh/release-name"], "sendfleet", "{f}");
+    }
+    let mut c = cp.helm();
+    run(c.args(["uninstall", "sendfleet", "-n", ns, "--wait"]));
+    for f in CRDS {
+        assert!(get_json(&cp, &["crd", &format!("{f}.sendfleet.io")]).is_some(), "{f} deleted by uninstall");
     }
 }

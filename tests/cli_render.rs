@@ -29,8 +29,8 @@ fn render_writes_objects_and_instance_directories() {
     let count = |kind: &str| docs.iter().filter(|d| d["kind"] == kind).count();
     assert_eq!(count("StatefulSet"), 3, "one StatefulSet per egress IP");
     assert_eq!(count("ConfigMap"), 3, "one ConfigMap per instance");
-    assert_eq!(count("Service"), 2, "submission + headless");
-    assert_eq!(count("EndpointSlice"), 1, "host-network submission endpoints");
+    assert_eq!(count("Service"), 3, "submission + headless + agents (scraping)");
+    assert_eq!(count("EndpointSlice"), 2, "host-network endpoints: submission, agents (scraping)");
     assert_eq!(count("PodDisruptionBudget"), 1);
     assert_eq!(count("ServiceAccount"), 1);
     for inst in ["mta1", "mta2", "mta3"] {
@@ -65,4 +65,54 @@ fn render_refuses_a_bad_value_naming_the_field() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("SendingPool default/p") && err.contains("spec.egressIPs[0].address"), "{err}");
     assert!(o.stdout.is_empty(), "nothing may be printed for an invalid input");
+}
+
+#[test]
+fn render_records_name_the_address_receivers_see_behind_a_nat() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("pool.yaml");
+    std::fs::write(
+        &f,
+        "apiVersion: sendfleet.io/v1alpha1\nkind: SendingPool\nmetadata: {name: p, namespace: mail}\nspec:\n  egressIPs:\n    - {name: a, address: 10.0.0.10, publicAddress: 192.0.2.11, heloName: a.example.com}\n  dkim: {secretName: k, selector: s1, domains: [example.com]}\n",
+    )
+    .unwrap();
+    let o = sendfleet().arg("render").arg("-f").arg(&f).arg("--records").output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(text.contains("11.2.0.192.in-addr.arpa. IN PTR a.example.com.\n"), "{text}");
+    assert!(text.contains("example.com. IN TXT \"v=spf1 ip4:192.0.2.11 -all\"\n"), "{text}");
+    assert!(!text.contains("10.0.0.10") && !text.contains("10.0.0.10.in-addr.arpa"), "{text}");
+}
+
+#[test]
+fn render_records_lists_ptr_spf_dkim_and_dmarc_with_the_keys_public_half() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("pool.yaml");
+    std::fs::write(
+        &f,
+        "apiVersion: sendfleet.io/v1alpha1\nkind: SendingPool\nmetadata: {name: p, namespace: mail}\nspec:\n  egressIPs:\n    - {name: a, address: 192.0.2.10, heloName: a.example.com}\n  dkim: {secretName: k, selector: s1, domains: [example.com]}\n",
+    )
+    .unwrap();
+    let o = sendfleet().arg("render").arg("-f").arg(&f).arg("--records").output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(text.contains("10.2.0.192.in-addr.arpa. IN PTR a.example.com.\n"), "{text}");
+    assert!(text.contains("example.com. IN TXT \"v=spf1 ip4:192.0.2.10 -all\"\n"), "{text}");
+    assert!(text.contains("_dmarc.example.com. IN TXT \"v=DMARC1; p=none\"\n"), "{text}");
+    assert!(text.contains("; s1._domainkey.example.com. IN TXT (the public half of Secret \"k\""), "{text}");
+
+    // With the key: the record's value is its public half, and nothing of
+    // the private key is printed.
+    let key = dir.path().join("s1.key");
+    std::fs::write(&key, sendfleet_lab::pki::rsa_key_pem()).unwrap();
+    let o = sendfleet().arg("render").arg("-f").arg(&f).arg("--records").arg("--dkim-key").arg(&key).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8(o.stdout).unwrap();
+    let pem = std::fs::read(&key).unwrap();
+    let public = sendfleet::dns::public_key_from_pem(&pem).unwrap().txt_record();
+    let line = text.lines().find(|l| l.starts_with("s1._domainkey.example.com. IN TXT ")).expect(&text);
+    let joined: String = line.split('"').skip(1).step_by(2).collect();
+    assert_eq!(joined, public);
+    let secret_line = String::from_utf8(pem).unwrap().lines().nth(1).unwrap().to_string();
+    assert!(!text.contains(&secret_line), "private key material printed");
 }

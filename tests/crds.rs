@@ -10,7 +10,7 @@ use sendfleet::cli::crd::crd_files;
 fn crds_directory_is_in_sync_with_the_types() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds");
     let files = crd_files().unwrap();
-    assert_eq!(files.len(), 3);
+    assert_eq!(files.len(), 4);
     for (name, want) in files {
         let have =
             std::fs::read_to_string(dir.join(&name)).unwrap_or_else(|_| panic!("crds/{name} missing: run `make crds`"));
@@ -20,7 +20,7 @@ fn crds_directory_is_in_sync_with_the_types() {
         .unwrap()
         .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "yaml"))
         .count();
-    assert_eq!(on_disk, 3, "crds/ holds a stale extra file");
+    assert_eq!(on_disk, 4, "crds/ holds a stale extra file");
 }
 
 /// Every schema node is typed (or explicitly int-or-string / preserved).
@@ -58,10 +58,13 @@ fn crds_are_structural_and_carry_cel_rules() {
         let v = serde_json::to_value(&crd).unwrap();
         let kind = crd.spec.names.kind.clone();
         assert_eq!(crd.spec.group, "sendfleet.io");
-        assert_eq!(crd.spec.scope, "Namespaced");
+        // The address claim is the one cluster-wide lock: cluster-scoped,
+        // no status (its existence is the fact).
+        let claim = kind == "EgressAddressClaim";
+        assert_eq!(crd.spec.scope, if claim { "Cluster" } else { "Namespaced" }, "{kind}");
         let version = &v["spec"]["versions"][0];
         assert_eq!(version["name"], "v1alpha1");
-        assert!(version["subresources"]["status"].is_object(), "{kind}: no status subresource");
+        assert!(claim || version["subresources"]["status"].is_object(), "{kind}: no status subresource");
         assert!(
             version["additionalPrinterColumns"].as_array().is_some_and(|c| !c.is_empty()),
             "{kind}: no printer columns"
@@ -78,6 +81,10 @@ fn crds_are_structural_and_carry_cel_rules() {
     {
         assert!(pool.contains(rule), "SendingPool CRD lacks rule {rule}");
     }
+    // An address an EndpointSlice refuses is refused at admission.
+    assert!(pool.contains(sendfleet::core::api::CEL_EGRESS_ADDRESS), "SendingPool CRD lacks the egress address rule");
+    let claim = serde_json::to_string(&sendfleet::core::api::crds()[3]).unwrap();
+    assert!(claim.contains("self == oldSelf"), "a claim's spec must be immutable");
 }
 
 /// Every scalar `default` in a schema, with the path and the node's description.
@@ -122,4 +129,40 @@ fn documented_defaults_match_the_schema_defaults() {
         }
     }
     assert!(checked >= 15, "only {checked} documented defaults found: {found:?}");
+}
+
+/// Paths of the `default`s inside list items under `path`.
+fn defaults_in_list_items(path: &str, v: &serde_json::Value, in_item: bool, out: &mut Vec<String>) {
+    let Some(obj) = v.as_object() else { return };
+    if in_item && obj.contains_key("default") {
+        out.push(path.to_string());
+    }
+    if let Some(props) = obj.get("properties").and_then(|p| p.as_object()) {
+        for (k, s) in props {
+            defaults_in_list_items(&format!("{path}.{k}"), s, in_item, out);
+        }
+    }
+    if let Some(items) = obj.get("items") {
+        defaults_in_list_items(&format!("{path}[]"), items, true, out);
+    }
+    if let Some(ap) = obj.get("additionalProperties").filter(|a| a.is_object()) {
+        defaults_in_list_items(&format!("{path}{{}}"), ap, in_item, out);
+    }
+}
+
+/// The API server fills a schema default into every list item that lacks
+/// the field; GitOps tools compare list items whole, so the live object
+/// differs from the file forever (Argo CD: OutOfSync). Defaults inside list
+/// items are the operator's (`api::defaults`), never the schema's.
+/// `operator_validation::examples_read_back_without_drift` proves it on
+/// the real API server.
+#[test]
+fn no_spec_field_inside_a_list_item_has_a_schema_default() {
+    for crd in sendfleet::core::api::crds() {
+        let v = serde_json::to_value(&crd).unwrap();
+        let spec = &v["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        let mut found = vec![];
+        defaults_in_list_items(&format!("{}.spec", crd.spec.names.kind), spec, false, &mut found);
+        assert!(found.is_empty(), "schema defaults inside list items: {found:?}");
+    }
 }

@@ -41,7 +41,7 @@ fn blocklist_zones(b: dns_common::TestDnsBuilder) -> dns_common::TestDnsBuilder 
         "bl-a.test",
         &format!(
             r#"
-1.0.0.127 60 IN A 127.0.0.2
+2.0.0.127 60 IN A 127.0.0.2
 2.2.0.192 60 IN A 127.0.0.2
 2.2.0.192 60 IN TXT "192.0.2.2 sent spam to our traps, see https://bl-a.test/q?192.0.2.2"
 {V6_2} 60 IN A 127.0.0.3
@@ -191,9 +191,10 @@ async fn dnsbl_cache_by_ttl_and_per_zone_budget_seen_at_server() {
     let rep = checker.sweep(&ips, t(0)).await;
     let not_checked = rep.outcomes.values().filter(|z| z["bl-a.test"] == ZoneOutcome::NotChecked).count();
     assert_eq!(not_checked, 2, "{rep:?}");
-    // 3 A queries (budget), one of them listed -> +1 TXT.
-    assert_eq!(server.stats.count_under("bl-a.test"), 4, "{:?}", server.stats.names());
-    assert_eq!(rep.queries_sent, 4);
+    // The negative test point, 3 A queries (budget), one of them listed
+    // -> +1 TXT.
+    assert_eq!(server.stats.count_under("bl-a.test"), 5, "{:?}", server.stats.names());
+    assert_eq!(rep.queries_sent, 5);
 
     // Next sweep: the 3 answers are cached (TTL 60), the other 2 are asked.
     server.stats.reset();
@@ -229,7 +230,7 @@ async fn dnsbl_concurrency_bound_holds_at_server() {
     assert!(seen <= 4, "server saw {seen} queries in flight, bound is 4");
     assert!(seen >= 2, "server saw {seen} in flight: sweep is not concurrent");
     assert!(rep.max_in_flight <= 4);
-    assert_eq!(server.stats.total(), 80 + 2, "80 A + 2 TXT");
+    assert_eq!(server.stats.total(), 80 + 2 + 2, "80 A + 2 TXT + each zone's negative test point");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -513,7 +514,7 @@ async fn required_records_published_make_authentication_valid() {
         EgressIp { name: "mta1".into(), address: ips[0], helo_name: "mta1.sender.test".into() },
         EgressIp { name: "mta6".into(), address: ips[1], helo_name: "mta6.sender.test".into() },
     ];
-    let dkim = DkimInput { selector: "sf1".into(), private_key_pem: key.clone() };
+    let dkim = DkimInput::from_pem("sf1", key.clone());
     let summary = check_authentication(&r, &egress, &["fresh.test".into()], &[], Some(&dkim), "op.test").await;
     let c = authentication_condition(&summary);
     assert_eq!((c.status, c.reason.as_str()), (Status::True, "Valid"), "{}", c.message);
@@ -650,4 +651,84 @@ async fn listing_and_delisting_seen_through_ttl_cache_with_cool_down() {
         if listing.first_seen == t(400) && listing.codes == vec![v4("127.0.0.3")] && listing.reason.is_none()),
         "{ch:?}"
     );
+}
+
+/// RFC 5782's negative test point on the real server: a zone that answers
+/// for every name (a wildcard, as a list that lists everything does) or
+/// that lists 127.0.0.1 by mistake is a broken zone. It lists nothing: every
+/// IP's outcome there is `Broken`, unknown at once with the zone's fault as
+/// the reason, and a listing it reported before no longer stands. A healthy
+/// zone asked in the same sweep is unaffected; once the zone is fixed its
+/// answers count again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_zone_listing_its_negative_test_point_is_broken_and_lists_nothing() {
+    let server = TestDns::builder()
+        .zone("everything.test", "* 60 IN A 127.0.0.2\n* 60 IN TXT \"listed\"\n")
+        .zone("lists-loopback.test", "1.0.0.127 60 IN A 127.0.0.2\n2.2.0.192 60 IN A 127.0.0.2\n")
+        .zone("healthy.test", "2.0.0.127 60 IN A 127.0.0.2\n2.2.0.192 60 IN A 127.0.0.4\n")
+        .start()
+        .await;
+    let all = ["everything.test", "lists-loopback.test", "healthy.test"];
+    let mut checker = DnsblChecker::new(
+        HickoryDns::new(&settings(&server)).unwrap(),
+        DnsblConfig { zones: zones(&all), min_cache: SignedDuration::from_secs(1), ..DnsblConfig::default() },
+    );
+    let ips = [ip("192.0.2.1"), ip("192.0.2.2")];
+    let rep = checker.sweep(&ips, t(0)).await;
+    // The wildcard really answers for anything: the test point is listed.
+    for a in &ips {
+        for zone in ["everything.test", "lists-loopback.test"] {
+            match &rep.outcomes[a][zone] {
+                ZoneOutcome::Broken { reason } => {
+                    assert!(reason.contains("negative test point 127.0.0.1 (127.0.0.2)"), "{reason}")
+                }
+                other => panic!("{a} in {zone}: {other:?}"),
+            }
+        }
+    }
+    assert_eq!(
+        rep.outcomes[&ip("192.0.2.2")]["healthy.test"],
+        ZoneOutcome::Listed { codes: vec![v4("127.0.0.4")], reason: None }
+    );
+    assert_eq!(rep.outcomes[&ip("192.0.2.1")]["healthy.test"], ZoneOutcome::Clean);
+    // Only the test points were asked of the broken zones.
+    assert_eq!(server.stats.count_under("everything.test"), 1, "{:?}", server.stats.names());
+    assert_eq!(server.stats.count_under("lists-loopback.test"), 1, "{:?}", server.stats.names());
+
+    // Unknown at once (no hysteresis), reason surfaced; no listing.
+    let mut tracker = ListingTracker::new(TrackerConfig::default());
+    tracker.observe(&rep, t(0));
+    let view = tracker.ip(ip("192.0.2.2")).unwrap();
+    assert_eq!(view.listings.iter().map(|l| l.zone.as_str()).collect::<Vec<_>>(), vec!["healthy.test"]);
+    let view = tracker.ip(ip("192.0.2.1")).unwrap();
+    assert_eq!(view.status, ListingStatus::Unknown, "{view:?}");
+    assert!(view.listings.is_empty(), "{view:?}");
+    let unknown: Vec<&str> = view.unknown.iter().map(|(z, _)| z.as_str()).collect();
+    assert_eq!(unknown, vec!["everything.test", "lists-loopback.test"]);
+    assert!(view.unknown.iter().all(|(_, r)| r.starts_with("broken zone")), "{view:?}");
+
+    // A zone that breaks after listing an IP: the listing goes at once.
+    let server2 = TestDns::builder().zone("turns.test", "2.2.0.192 60 IN A 127.0.0.2\n").start().await;
+    let mut checker2 = DnsblChecker::new(
+        HickoryDns::new(&settings(&server2)).unwrap(),
+        DnsblConfig {
+            zones: zones(&["turns.test"]),
+            min_cache: SignedDuration::from_secs(1),
+            ..DnsblConfig::default()
+        },
+    );
+    let a = ip("192.0.2.2");
+    tracker.observe(&checker2.sweep(&[a], t(0)).await, t(0));
+    assert!(tracker.ip(a).unwrap().listings.iter().any(|l| l.zone == "turns.test"));
+    server2.add_records("turns.test", "* 60 IN A 127.0.0.2\n").await;
+    // The clean test point was cached for its negative TTL (60 s).
+    let rep = checker2.sweep(&[a], t(120)).await;
+    assert!(matches!(rep.outcomes[&a]["turns.test"], ZoneOutcome::Broken { .. }), "{rep:?}");
+    tracker.observe(&rep, t(120));
+    assert!(!tracker.ip(a).unwrap().listings.iter().any(|l| l.zone == "turns.test"), "{:?}", tracker.ip(a));
+
+    // Fixed: its answers count again.
+    server2.remove_name("turns.test", "*").await;
+    let rep = checker2.sweep(&[a], t(240)).await;
+    assert_eq!(rep.outcomes[&a]["turns.test"], ZoneOutcome::Listed { codes: vec![v4("127.0.0.2")], reason: None });
 }

@@ -93,8 +93,8 @@ async fn sweep_on_zone_resolver_interprets_and_caches() {
     );
     assert_eq!(o("192.0.2.3"), ZoneOutcome::Failed { reason: "SERVFAIL".into() });
     assert!(matches!(o("192.0.2.9"), ZoneOutcome::Refused { .. }));
-    // 4 A queries + 1 TXT for the listing.
-    assert_eq!(rep.queries_sent, 5);
+    // The zone's negative test point, 4 A queries + 1 TXT for the listing.
+    assert_eq!(rep.queries_sent, 6);
     // Definite answers are cached (min_cache 60 s); failures are not.
     let rep2 = checker.sweep(&ips, t(30)).await;
     assert_eq!(rep2.cache_hits, 2, "clean + listed cached");

@@ -27,6 +27,7 @@ use sendfleet_lab::kit::{
     add_addr, documents, http_get, namespace, require_postfix, wait_for, wait_for_or, Dns, Policy, Pool,
 };
 use sendfleet_lab::{ControlPlane, Receiver, DNS_SERVER};
+use sendfleet_render::objects::CAPABILITIES;
 
 const NS: &str = "mail-e2e";
 const POOL: &str = "e2e";
@@ -35,6 +36,8 @@ const PROVIDER: &str = "10.250.0.50";
 const SLOW_PROVIDER: &str = "10.250.0.51";
 const IMAGE_BASE: &str = "localhost/sendfleet";
 const IMAGE: &str = "localhost/sendfleet:dev";
+/// An image no registry has: its pull failure must show in the pool's status.
+const MISSING_IMAGE: &str = "localhost/sendfleet:does-not-exist";
 
 struct Lab {
     cp: &'static ControlPlane,
@@ -176,7 +179,22 @@ fn lab() -> Lab {
             &[("slow.test", "450 4.7.1 try again later")],
         )
         .expect("slow provider");
-        let operator = Operator::start_with(cp, "e2e", &["--resync-interval", "10s", "--agent-poll-interval", "2s"]);
+        // The pools name the image under test and a missing one (below):
+        // both listed, as an administrator would (`instances.allowedImages`).
+        let operator = Operator::start_with(
+            cp,
+            "e2e",
+            &[
+                "--resync-interval",
+                "10s",
+                "--agent-poll-interval",
+                "2s",
+                "--allowed-instance-image",
+                IMAGE,
+                "--allowed-instance-image",
+                MISSING_IMAGE,
+            ],
+        );
         let t = Instant::now();
         cp.apply(&pool_yaml()).expect("applying the pool");
         wait_pods_ready(cp, Duration::from_secs(240), "first start");
@@ -217,11 +235,61 @@ fn inject(addr: &str, count: usize, rcpt: &str) {
 #[test]
 fn pool_on_the_real_node_end_to_end() {
     let lab = lab();
+    pods_run_confined_as_rendered(&lab);
     pool_of_three_runs_and_delivers_from_its_egress_addresses(&lab);
     policy_change_reaches_running_pods_without_restart(&lab);
     deleted_pod_comes_back_on_its_volume_and_delivers_its_deferred_mail(&lab);
     pod_that_cannot_start_is_reported_in_the_pool_conditions(&lab);
     instance_whose_port_is_taken_is_reported_with_the_cause(&lab);
+}
+
+/// The running pods have the securityContext the operator renders, read
+/// back from the API (seccomp RuntimeDefault, no privilege escalation, only
+/// the listed capabilities, read-only root file system), and the root file
+/// system really is read-only inside the container while the volumes
+/// Postfix and the agent write are not. The deliveries that follow prove
+/// Postfix works so confined.
+fn pods_run_confined_as_rendered(lab: &Lab) {
+    let cp = lab.cp;
+    let v = get_json(cp, &["pods", "-n", NS, "-l", &format!("sendfleet.io/pool={POOL}")]).unwrap_or_default();
+    let contexts: Vec<(String, serde_json::Value, serde_json::Value)> = v["items"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|p| {
+                    let mta = p["spec"]["containers"].as_array().and_then(|c| c.iter().find(|c| c["name"] == "mta"));
+                    let sc = mta.map(|m| m["securityContext"].clone()).unwrap_or_default();
+                    (text(&p["metadata"]["name"]), p["spec"]["securityContext"].clone(), sc)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(contexts.len(), 3, "{contexts:?}");
+    for (pod, pod_sc, sc) in &contexts {
+        assert_eq!(pod_sc["seccompProfile"]["type"], "RuntimeDefault", "{pod}: {pod_sc}");
+        assert_eq!(sc["allowPrivilegeEscalation"], false, "{pod}: {sc}");
+        assert_eq!(sc["readOnlyRootFilesystem"], true, "{pod}: {sc}");
+        assert_eq!(sc["capabilities"]["drop"], serde_json::json!(["ALL"]), "{pod}: {sc}");
+        assert_eq!(sc["capabilities"]["add"], serde_json::json!(CAPABILITIES), "{pod}: {sc}");
+        assert!(sc["privileged"].is_null() || sc["privileged"] == false, "{pod}: {sc}");
+    }
+    let pod = &contexts[0].0;
+    let sh = |script: &str| {
+        let out = cp.kubectl().args(["exec", "-n", NS, pod, "-c", "mta", "--", "sh", "-c", script]).output().unwrap();
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    };
+    for path in ["/etc/postfix/x", "/usr/local/bin/x", "/var/lib/postfix/x", "/tmp/x"] {
+        let (ok, out) = sh(&format!("touch {path}"));
+        assert!(!ok && out.contains("Read-only file system"), "{pod}: touch {path} should fail read-only: {out}");
+    }
+    for path in ["/var/spool/postfix/data/x", "/var/lib/sendfleet/postfix/x", "/run/sendfleet/x"] {
+        let (ok, out) = sh(&format!("touch {path} && rm {path}"));
+        assert!(ok, "{pod}: {path} should be writable: {out}");
+    }
+    eprintln!("e2e confinement: {} pods with seccomp RuntimeDefault, no privilege escalation, caps {CAPABILITIES:?}, read-only root", contexts.len());
 }
 
 fn pool_status(cp: &ControlPlane, pool: &str) -> serde_json::Value {
@@ -311,7 +379,7 @@ fn policy_change_reaches_running_pods_without_restart(lab: &Lab) {
 fn pod_that_cannot_start_is_reported_in_the_pool_conditions(lab: &Lab) {
     let cp = lab.cp;
     add_addr("10.250.0.14");
-    let yaml = lab_pool("broken", "localhost/sendfleet:does-not-exist", &[("mta9", "10.250.0.14")]).yaml();
+    let yaml = lab_pool("broken", MISSING_IMAGE, &[("mta9", "10.250.0.14")]).yaml();
     let t0 = Instant::now();
     cp.apply(&yaml).expect("applying the broken pool");
     let msg = wait_for("the broken pool's Degraded condition naming the image pull", Duration::from_secs(120), || {

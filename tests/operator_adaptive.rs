@@ -60,6 +60,7 @@ fn agents_decisions_reach_domain_policy_and_warmup_plan_status_and_the_peers_pol
     let b = rendered.start("b");
 
     cp.apply(&format!("{}---\n{}---\n{}", plan.yaml(), policy.yaml(), pool.warmup("ramp-up").yaml())).unwrap();
+    mount_pool_token(cp, n, "bulk", &[&a, &b]);
     running_pod(cp, n, "bulk", "a");
     running_pod(cp, n, "bulk", "b");
 

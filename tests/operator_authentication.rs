@@ -132,6 +132,23 @@ fn a_missing_or_unusable_trusted_ca_makes_the_pool_not_ready_naming_it() {
         };
         assert!(err.contains(field), "{what}: the API server's message should name {field:?}: {err}");
     }
+    // submission.clientCertificates: its CA bundle is checked the same way
+    // (the field named), its server certificate Secret must exist.
+    let dir = tempfile::tempdir().unwrap();
+    let pki = sendfleet_lab::pki::Pki::create(dir.path(), &[]).unwrap();
+    cp.apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: clients-ca, namespace: {n}}}\nstringData: {{ca.crt: {:?}}}\n",
+        pki.ca_pem()
+    ))
+    .unwrap();
+    let certified = |name: &str, ca: &str| {
+        let submission = format!(
+            "submission: {{allowedCIDRs: [10.0.0.0/8, 8.8.8.0/24], clientCertificates: {{trustedCA: {{secretName: {ca}}}, serverCertificateSecretName: {name}-tls}}}}"
+        );
+        Pool::named(name).in_ns(n).with_ips(1).spec(&submission).yaml()
+    };
+    cp.apply(&certified("certs", "clients-ca")).unwrap();
+    cp.apply(&certified("certs-ca", "partner-ca")).unwrap();
     cp.apply(&pool("missing", "{secretName: lab-mail-ca}")).unwrap();
     cp.apply(&pool("keyless", "{secretName: partner-ca}")).unwrap();
     cp.apply(&pool("junk", "{configMapName: corp-bundle}")).unwrap();
@@ -148,14 +165,34 @@ fn a_missing_or_unusable_trusted_ca_makes_the_pool_not_ready_naming_it() {
         not_ready("junk"),
         "spec.tls.trustedCA: ConfigMap \"corp-bundle\" key \"ca.crt\" holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
     );
+    assert_eq!(
+        not_ready("certs"),
+        format!(
+            "spec.submission.clientCertificates.serverCertificateSecretName: Secret \"certs-tls\" not found in namespace {n}"
+        )
+    );
+    assert_eq!(
+        not_ready("certs-ca"),
+        "spec.submission.clientCertificates.trustedCA: Secret \"partner-ca\" has no key \"ca.crt\""
+    );
     let none = cp.kubectl_run(&["get", "statefulset", "missing-ip0", "-n", n]);
     assert!(none.is_err(), "rendered before its CA bundle existed: {none:?}");
 
     // A real bundle under the key: the pool renders; its StatefulSet mounts
-    // the key, read-only.
-    let dir = tempfile::tempdir().unwrap();
-    let pki = sendfleet_lab::pki::Pki::create(dir.path(), &[]).unwrap();
+    // the key, read-only. The server certificate Secret appears: the
+    // certified pool renders and mounts both.
     cp.apply(&secret(&format!("{{ca.crt: {:?}}}", pki.ca_pem()))).unwrap();
+    cp.apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: certs-tls, namespace: {n}}}\ntype: kubernetes.io/tls\nstringData: {{tls.crt: cert, tls.key: key}}\n"
+    ))
+    .unwrap();
+    let sts = wait_for("certs: StatefulSet rendered", Duration::from_secs(120), || {
+        get_json(cp, &["statefulset", "certs-ip0", "-n", n])
+    });
+    let volumes = sts["spec"]["template"]["spec"]["volumes"].as_array().unwrap();
+    let find = |name: &str| volumes.iter().find(|v| v["name"] == name).unwrap_or_else(|| panic!("{volumes:?}"));
+    assert_eq!(find("submission-tls")["secret"]["secretName"], "certs-tls");
+    assert_eq!(find("client-ca")["secret"]["secretName"], "clients-ca");
     let sts = wait_for("keyless: StatefulSet rendered", Duration::from_secs(120), || {
         get_json(cp, &["statefulset", "keyless-ip0", "-n", n])
     });

@@ -51,6 +51,7 @@ fn a_growing_backlog_is_forecast_in_the_pool_condition_before_any_mail_is_warn_a
         .spec("backlog: {warnAge: 10m, criticalAge: 1h}");
     let a = fleet(pool.build(), &dns).policy(policy.build()).start("a");
     cp.apply(&format!("{}---\n{}", policy.yaml(), pool.yaml())).unwrap();
+    mount_pool_token(cp, n, "bulk", &[&a]);
     running_pod(cp, n, "bulk", "a");
 
     // Nothing queued: the forecast is observed and says so.

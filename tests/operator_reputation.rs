@@ -57,7 +57,13 @@ fn listing_quarantines_delisting_restores_after_cool_down_and_outages_need_sever
         ],
     );
     let ns = cp.namespace("reputation").unwrap();
-    let pool = pool_yaml(ns.name(), "rep", 3, "").replace(
+    // The addresses the zone lists (one pool per address: explicit here).
+    let ips = ["192.0.2.10", "192.0.2.11", "192.0.2.12"];
+    let pool = ips
+        .iter()
+        .enumerate()
+        .fold(sendfleet_lab::kit::Pool::named("rep").in_ns(ns.name()), |p, (i, a)| p.with_ip(&format!("ip{i}"), a));
+    let pool = pool.yaml().replace(
         "spec:\n",
         "spec:\n  reputation: {zones: [bl.test], interval: 1m, onListed: Quarantine, coolDown: 6s}\n",
     );
@@ -83,7 +89,7 @@ fn listing_quarantines_delisting_restores_after_cool_down_and_outages_need_sever
             .lines()
             .find(|l| {
                 l.starts_with("sendfleet_operator_dnsbl_listed{")
-                    && l.contains(&format!("instance=\"{instance}\""))
+                    && l.contains(&format!("egress_ip=\"{instance}\""))
                     && l.contains(ns.name())
             })
             .map(|l| l.rsplit(' ').next().unwrap().to_string())

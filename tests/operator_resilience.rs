@@ -60,8 +60,13 @@ fn sigkill_mid_reconcile_then_restart_converges_without_duplicates() {
         let p = format!("p{i}");
         let want: Vec<String> = (0..IPS).map(|i| format!("{p}-ip{i}")).collect();
         assert_eq!(children(cp, "statefulsets", ns.name(), &p), want);
-        assert_eq!(children(cp, "services", ns.name(), &p), [p.clone(), format!("{p}-instances")]);
-        assert_eq!(children(cp, "secrets", ns.name(), &p).len(), 1, "one hash key per pool");
+        assert_eq!(
+            children(cp, "services", ns.name(), &p),
+            [p.clone(), format!("{p}-agents"), format!("{p}-instances")]
+        );
+        // Each created once (create, not apply: a second create is refused).
+        let secrets = children(cp, "secrets", ns.name(), &p);
+        assert_eq!(secrets, [format!("{p}-agent-token"), format!("{p}-recipient-hash-key")], "one hash key, one token");
     }
     drop(op2);
 }

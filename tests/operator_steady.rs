@@ -5,7 +5,8 @@
 //!   policy and the plan are reconciled about six times), a quiet minute
 //!   shows no mutating request at the API server (its own request counters)
 //!   other than the leader-election Lease renewals, which are reported
-//!   separately.
+//!   separately; and no LIST at all (the reconciles read the watch-fed
+//!   caches), at most the pools' Secret rechecks as GETs.
 //! - Reconcile latency: from a DomainPolicy change to the ConfigMaps that
 //!   carry it, p50 and p99 over repeated changes (printed; `make bench`).
 
@@ -16,20 +17,18 @@ use std::time::{Duration, Instant};
 
 use operator_support::*;
 
+const WRITES: &[&str] = &["POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"];
+const READS: &[&str] = &["GET", "LIST"];
+
+/// Requests served by the API server so far with one of `verbs`, by
+/// resource/verb.
+fn requests(cp: &sendfleet_lab::ControlPlane, verbs: &[&str]) -> BTreeMap<String, f64> {
+    apiserver_requests(cp, |resource, verb| verbs.contains(&verb).then(|| format!("{resource}/{verb}")))
+}
+
 /// Mutating requests served by the API server so far, by resource.
 fn mutating_requests(cp: &sendfleet_lab::ControlPlane) -> BTreeMap<String, f64> {
-    let text = cp.kubectl_run(&["get", "--raw", "/metrics"]).unwrap();
-    let mut out = BTreeMap::new();
-    for line in text.lines().filter(|l| l.starts_with("apiserver_request_total{")) {
-        let label =
-            |k: &str| line.split(&format!("{k}=\"")).nth(1).and_then(|r| r.split('"').next()).unwrap_or("").to_string();
-        if !["POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"].contains(&label("verb").as_str()) {
-            continue;
-        }
-        let n: f64 = line.rsplit(' ').next().unwrap().parse().unwrap();
-        *out.entry(format!("{}/{}", label("resource"), label("verb"))).or_default() += n;
-    }
-    out
+    requests(cp, WRITES)
 }
 
 fn diff(a: &BTreeMap<String, f64>, b: &BTreeMap<String, f64>) -> BTreeMap<String, f64> {
@@ -85,20 +84,15 @@ apiVersion: sendfleet.io/v1alpha1\nkind: WarmupPlan\nmetadata: {{name: steady, n
             .then_some(())
     });
     std::thread::sleep(Duration::from_secs(5));
-    let reconciles = |op: &Operator| -> f64 {
-        op.metrics()
-            .unwrap()
-            .lines()
-            .find(|l| l.starts_with("sendfleet_operator_reconciles_total"))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-            .unwrap_or(0.0)
-    };
+    let reconciles = Operator::reconciles;
     let before = mutating_requests(cp);
+    let reads_before = requests(cp, READS);
     let reconciles_before = reconciles(&op);
     let writes_before = op.writes();
     let quiet_secs: u64 = std::env::var("QUIET_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
     std::thread::sleep(Duration::from_secs(quiet_secs));
     let after = mutating_requests(cp);
+    let reads = diff(&reads_before, &requests(cp, READS));
     let quiet = diff(&before, &after);
     let reconciled = reconciles(&op) - reconciles_before;
     let leases: f64 = quiet.iter().filter(|(k, _)| k.starts_with("leases/")).map(|(_, v)| v).sum();
@@ -108,6 +102,16 @@ apiVersion: sendfleet.io/v1alpha1\nkind: WarmupPlan\nmetadata: {{name: steady, n
     assert!(reconciled >= expected, "the resync should have reconciled every pool several times, saw {reconciled}");
     assert!(others.is_empty(), "writes in a quiet minute: {others:?}\n{}", op.log_tail());
     assert_eq!(op.writes(), writes_before, "the operator counted its own writes");
+    // Reads: every reconcile reads the watch-fed caches, so the quiet
+    // minute's ~60 pool reconciles (and the claims' and statuses') LIST
+    // nothing; what is left are the Lease's GETs and the pools' Secrets,
+    // checked live at most every 5 minutes (`cache::SECRET_RECHECK`).
+    let reads_other: BTreeMap<_, _> = reads.iter().filter(|(k, _)| !k.starts_with("leases/")).collect();
+    eprintln!("quiet minute: reads other than the Lease's: {reads_other:?}");
+    let lists: Vec<_> = reads_other.iter().filter(|(k, _)| k.ends_with("/LIST")).collect();
+    assert!(lists.is_empty(), "LISTs in a quiet minute (the caches should answer): {lists:?}");
+    let gets: f64 = reads_other.values().copied().sum();
+    assert!(gets <= 2.0 * 10.0, "reads in a quiet minute beyond the Secrets' rechecks: {reads_other:?}");
 
     // Latency: DomainPolicy change -> every selected pool's ConfigMap.
     let mut samples = vec![];

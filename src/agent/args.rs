@@ -22,7 +22,7 @@ pub struct AgentArgs {
     /// Postfix config directory the agent installs into and runs Postfix
     /// with (`postfix -c`). The agent owns it: it is a symlink swapped
     /// atomically to a generation directory beside it.
-    #[arg(long, env = "SENDFLEET_POSTFIX_DIR", default_value = "/var/lib/sendfleet/postfix/current")]
+    #[arg(long, env = "SENDFLEET_POSTFIX_DIR", default_value = contract::DEFAULT_POSTFIX_DIR)]
     pub postfix_dir: PathBuf,
     /// Unix socket of the transport socketmap (mode 0666 in a private directory).
     #[arg(long, env = "SENDFLEET_POLICY_SOCKET", default_value = contract::DEFAULT_POLICY_SOCKET)]
@@ -34,6 +34,25 @@ pub struct AgentArgs {
     /// at least 16 bytes).
     #[arg(long, env = "SENDFLEET_HASH_KEY_FILE", default_value = "/etc/sendfleet/hash-key/key")]
     pub hash_key_file: PathBuf,
+    /// File holding the bearer token /status and /metrics require
+    /// (`Authorization: Bearer <token>`; a trailing newline is ignored): the
+    /// pool's agent-token Secret, mounted read-only. Re-read on every
+    /// request, so a rotated Secret takes effect when the kubelet updates the
+    /// mount. Without this flag (tests, local runs) those routes are open;
+    /// the rendered pod always passes it. /healthz and /readyz stay open to
+    /// the kubelet's probes.
+    #[arg(long, env = "SENDFLEET_AUTH_TOKEN_FILE")]
+    pub auth_token_file: Option<PathBuf>,
+    /// The pod the agent runs in (downward API), reported in /status so the
+    /// operator can tell it polled the pod it meant to.
+    #[arg(long, env = "POD_NAME", default_value = "")]
+    pub pod_name: String,
+    /// `<namespace>/<pool>` and instance name the pod was rendered for,
+    /// reported in /status until a policy is installed (then the policy's).
+    #[arg(long, env = "SENDFLEET_POOL", default_value = "")]
+    pub pool: String,
+    #[arg(long, env = "SENDFLEET_INSTANCE", default_value = "")]
+    pub instance: String,
     /// Directory for persisted counters; put it on the queue volume so they
     /// survive restarts with the queue.
     #[arg(long, env = "SENDFLEET_STATE_DIR", default_value = "/var/spool/postfix/sendfleet")]
@@ -51,6 +70,14 @@ pub struct AgentArgs {
     /// answers lookups and scans the queue; the mail log is read from stdin).
     #[arg(long)]
     pub no_supervise: bool,
+    /// With `spec.dkim`: the mounted DKIM Secret (`<selector>.key`, or
+    /// `private.key`), read by the agent only (`signer`).
+    #[arg(long, env = "SENDFLEET_DKIM_KEYS")]
+    pub dkim_keys: Option<PathBuf>,
+    /// With `spec.dkim`: where the agent stages OpenDKIM's files and keys
+    /// (`current` link; must match the render's `Settings::dkim_directory`).
+    #[arg(long, env = "SENDFLEET_DKIM_DIR", default_value = "/run/sendfleet/dkim")]
+    pub dkim_dir: PathBuf,
     /// Tests only: a file holding seconds added to the wall clock (re-read
     /// whenever the agent reads the time), to fast-forward days.
     #[arg(long, hide = true)]

@@ -70,6 +70,7 @@ impl DayLedger {
             // -1: no cap (no plan, or warm).
             daily_cap: progress.as_ref().and_then(|p| p.daily_cap).map_or(-1, |c| c as i64),
             reserved: self.warmup.reservations.total() as i64,
+            held: progress.as_ref().is_some_and(|p| p.held.is_some()),
         }
     }
 
@@ -109,6 +110,8 @@ pub struct DayGauges {
     step: i64,
     daily_cap: i64,
     reserved: i64,
+    /// The plan's pause rule holds (or will hold) the step.
+    held: bool,
 }
 
 impl DayGauges {
@@ -123,5 +126,6 @@ impl DayGauges {
         metrics.warmup_step.set(self.step);
         metrics.warmup_daily_cap.set(self.daily_cap);
         metrics.warmup_reserved.set(self.reserved);
+        metrics.warmup_held.set(i64::from(self.held));
     }
 }

@@ -1,6 +1,6 @@
-//! Is the agent alive, is it ready, what config does Postfix run, is
-//! Postfix running: the facts behind /healthz, /readyz and the `config` and
-//! `postfix` sections of /status.
+//! Is the agent alive (and are all its own tasks), is it ready, what config
+//! does Postfix run, is Postfix running: the facts behind /healthz, /readyz
+//! and the `config` and `postfix` sections of /status.
 //!
 //! Written by the installer, the supervisor and the socketmap server; read
 //! by the probes and the report. Never on the mail path: nothing a lookup
@@ -13,12 +13,14 @@ use std::sync::{Mutex, MutexGuard};
 
 use sendfleet_render::contract::{ConfigStatus, PostfixStatus, RefusedConfig};
 
-use super::metrics::{Metrics, ResultLabels};
+use super::metrics::{Metrics, ResultLabels, TaskLabels};
 
 #[derive(Default)]
 struct Facts {
     config: ConfigStatus,
     postfix: PostfixStatus,
+    /// The agent's own tasks that ended (they must run as long as it does).
+    ended_tasks: Vec<&'static str>,
 }
 
 /// Liveness and readiness flags, the config loaded, Postfix's state.
@@ -42,6 +44,18 @@ impl Health {
     }
     pub fn set_socket_ready(&self, v: bool) {
         self.socket_ready.store(v, Ordering::Relaxed);
+    }
+
+    /// One of the agent's own tasks (`task`: a fixed name) ended: the agent
+    /// is no longer healthy, so the liveness probe restarts the pod.
+    pub fn task_ended(&self, metrics: &Metrics, task: &'static str) {
+        metrics.tasks_ended.get_or_create(&TaskLabels { task }).inc();
+        self.facts().ended_tasks.push(task);
+    }
+
+    /// Healthy (liveness): alive, and every task of the agent still runs.
+    pub fn is_healthy(&self) -> bool {
+        self.is_live() && self.facts().ended_tasks.is_empty()
     }
 
     /// Ready: alive, socket listening, a config installed, Postfix running
@@ -123,6 +137,17 @@ mod tests {
         assert!(!h.is_ready(false));
         let (_, postfix) = h.report();
         assert_eq!((postfix.running, postfix.exits), (false, 1));
+    }
+
+    #[test]
+    fn an_ended_task_makes_the_agent_unhealthy_for_good() {
+        let (h, m) = (Health::default(), Metrics::new());
+        assert!(!h.is_healthy(), "not live yet");
+        h.set_live(true);
+        assert!(h.is_healthy());
+        h.task_ended(&m, "queue monitor");
+        assert!(!h.is_healthy());
+        assert!(m.encode().contains("sendfleet_agent_tasks_ended_total{task=\"queue monitor\"} 1"), "{}", m.encode());
     }
 
     #[test]

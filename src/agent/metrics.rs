@@ -34,6 +34,12 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
+/// One of the agent's own tasks (a fixed name from `supervise`).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TaskLabels {
+    pub task: &'static str,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct LookupLabels {
     pub decision: &'static str,
@@ -100,6 +106,9 @@ struct Tally {
     delays: [DelayHistogram; 4],
     /// Postfix `delay=` of recipients delivered (sent, not handed to a peer).
     latency: DelayHistogram,
+    /// Of those, how many took longer than the pool's backlog warning and
+    /// critical ages (`backlogWarnAge`, `backlogCriticalAge`).
+    later_than: [u64; 2],
 }
 
 impl DelayHistogram {
@@ -116,14 +125,21 @@ impl Default for DeliveryTally {
         let empty = DelayHistogram { buckets: [0; DELAY_BUCKETS], sum: 0.0, count: 0 };
         DeliveryTally {
             bounds: delay_bounds(),
-            inner: Mutex::new(Tally { by_rule: BTreeMap::new(), delays: [empty; 4], latency: empty }),
+            inner: Mutex::new(Tally {
+                by_rule: BTreeMap::new(),
+                delays: [empty; 4],
+                latency: empty,
+                later_than: [0; 2],
+            }),
         }
     }
 }
 
 impl DeliveryTally {
     /// Count one recipient outcome and, if the line had them, its delays;
-    /// a delivery (sent, not to a peer) with its total `delay`.
+    /// a delivery (sent, not to a peer) with its total `delay`, and whether
+    /// that passed the pool's backlog ages `ages` (warn, critical seconds).
+    #[allow(clippy::too_many_arguments)]
     pub fn record(
         &self,
         rule: &str,
@@ -132,6 +148,7 @@ impl DeliveryTally {
         via_peer: bool,
         delays: Option<[f32; 4]>,
         delay: Option<f32>,
+        ages: Option<(u64, u64)>,
     ) {
         let mut t = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let counts = match t.by_rule.get_mut(rule) {
@@ -146,6 +163,11 @@ impl DeliveryTally {
         }
         if let (Status::Sent, false, Some(d)) = (status, via_peer, delay) {
             t.latency.observe(&self.bounds, f64::from(d));
+            if let Some((warn, critical)) = ages {
+                for (n, age) in t.later_than.iter_mut().zip([warn, critical]) {
+                    *n += u64::from(f64::from(d) > age as f64);
+                }
+            }
         }
     }
 }
@@ -190,6 +212,11 @@ impl Collector for DeliveryTally {
                     .encode_histogram::<NoLabelSet>(h.sum, h.count, &buckets, None)?;
             }
         }
+        for ((name, help), n) in LATER_THAN.iter().zip(t.later_than) {
+            encoder
+                .encode_descriptor(name, help, None, MetricType::Counter)?
+                .encode_counter::<NoLabelSet, u64, u64>(&n, None)?;
+        }
         let h = &t.latency;
         let buckets: Vec<(f64, u64)> = self.bounds.iter().copied().zip(h.buckets).collect();
         encoder
@@ -202,6 +229,22 @@ impl Collector for DeliveryTally {
             .encode_histogram::<NoLabelSet>(h.sum, h.count, &buckets, None)
     }
 }
+
+/// Name and help of the "delivered, but late" counters, warn then critical:
+/// divided by `delivery_latency_seconds_count` they are the share of
+/// delivered mail that took longer than each age (the seeds' "delayed 4 h /
+/// 12 h" panels), exact at the pool's own ages whatever the histogram's
+/// buckets.
+const LATER_THAN: [(&str, &str); 2] = [
+    (
+        "delivered_after_warn_age",
+        "Delivered recipients (sent, not handed to a peer) whose delay= exceeded the pool's backlog warning age",
+    ),
+    (
+        "delivered_after_critical_age",
+        "Delivered recipients (sent, not handed to a peer) whose delay= exceeded the pool's backlog critical age",
+    ),
+];
 
 /// The backlog forecast per tracked domain (`sendfleet_agent_backlog_*`),
 /// as of the last queue scan: encoded at scrape time from that scan's
@@ -280,9 +323,18 @@ pub struct Metrics {
     pub queue_older_than_warn: Gauge,
     pub queue_older_than_critical: Gauge,
     pub queue_oldest_age: Gauge,
+    /// The pool's backlog warning and critical ages in force (seconds): the
+    /// boundaries of `queue_older_than_*` and `delivered_after_*`.
+    pub backlog_warn_age: Gauge,
+    pub backlog_critical_age: Gauge,
+    /// Messages that entered the queue (hand-offs from peers included).
+    pub received_messages: Counter,
     pub queue_scans: Family<ResultLabels, Counter>,
     pub config_installs: Family<ResultLabels, Counter>,
     pub postfix_up: Gauge,
+    pub tasks_ended: Family<TaskLabels, Counter>,
+    pub http_unauthorized: Counter,
+    pub state_files_kept_aside: Gauge,
     pub sent_today: Family<RuleLabels, Gauge>,
     pub adaptive_excluded: Family<RuleLabels, Gauge>,
     pub slow_down_level: Family<RuleLabels, Gauge>,
@@ -290,6 +342,7 @@ pub struct Metrics {
     pub warmup_step: Gauge,
     pub warmup_daily_cap: Gauge,
     pub warmup_reserved: Gauge,
+    pub warmup_held: Gauge,
 }
 
 impl Default for Metrics {
@@ -340,6 +393,26 @@ impl Metrics {
             Unit::Seconds,
             queue_oldest_age.clone(),
         );
+        let backlog_warn_age = Gauge::default();
+        registry.register_with_unit(
+            "backlog_warn_age",
+            "The pool's backlog warning age in force (backlogWarnAge)",
+            Unit::Seconds,
+            backlog_warn_age.clone(),
+        );
+        let backlog_critical_age = Gauge::default();
+        registry.register_with_unit(
+            "backlog_critical_age",
+            "The pool's backlog critical age in force (backlogCriticalAge)",
+            Unit::Seconds,
+            backlog_critical_age.clone(),
+        );
+        let received_messages = Counter::default();
+        registry.register(
+            "received_messages",
+            "Messages that entered the queue, hand-offs from peers included (subtract the fleet's via=\"peer\" sent deliveries for the fleet's inflow)",
+            received_messages.clone(),
+        );
         let queue_scans = Family::<ResultLabels, Counter>::default();
         registry.register("queue_scans", "postqueue -j scans by result", queue_scans.clone());
         let config_installs = Family::<ResultLabels, Counter>::default();
@@ -350,6 +423,24 @@ impl Metrics {
         );
         let postfix_up = Gauge::default();
         registry.register("postfix_up", "1 while the supervised Postfix master runs", postfix_up.clone());
+        let tasks_ended = Family::<TaskLabels, Counter>::default();
+        registry.register(
+            "tasks_ended",
+            "The agent's own tasks (log pipeline, stderr forwarder, queue monitor, ...) that ended; any makes /healthz fail",
+            tasks_ended.clone(),
+        );
+        let http_unauthorized = Counter::default();
+        registry.register(
+            "http_unauthorized",
+            "Requests to /status or /metrics refused for a missing or wrong bearer token",
+            http_unauthorized.clone(),
+        );
+        let state_files_kept_aside = Gauge::default();
+        registry.register(
+            "state_files_kept_aside",
+            "State files that did not parse, kept aside in the state directory (*.corrupt-<time>)",
+            state_files_kept_aside.clone(),
+        );
         let sent_today = Family::<RuleLabels, Gauge>::default();
         registry.register(
             "sent_today",
@@ -369,6 +460,12 @@ impl Metrics {
             "warmup_reserved",
             "Lookups answered \"send from here\" under a cap whose outcome is not logged yet",
             warmup_reserved.clone(),
+        );
+        let warmup_held = Gauge::default();
+        registry.register(
+            "warmup_held",
+            "1 while the warm-up plan's pause rule holds this instance's step (deferrals or bounces over its threshold)",
+            warmup_held.clone(),
         );
         let adaptive_excluded = Family::<RuleLabels, Gauge>::default();
         registry.register(
@@ -399,9 +496,15 @@ impl Metrics {
             queue_older_than_warn,
             queue_older_than_critical,
             queue_oldest_age,
+            backlog_warn_age,
+            backlog_critical_age,
+            received_messages,
             queue_scans,
             config_installs,
             postfix_up,
+            tasks_ended,
+            http_unauthorized,
+            state_files_kept_aside,
             sent_today,
             adaptive_excluded,
             slow_down_level,
@@ -409,6 +512,7 @@ impl Metrics {
             warmup_step,
             warmup_daily_cap,
             warmup_reserved,
+            warmup_held,
         }
     }
 
@@ -444,11 +548,21 @@ mod tests {
             false,
             Some([0.005, 0.5, 3.0, 1e9]),
             Some(2.5),
+            Some((2, 3)),
         );
-        m.deliveries.record("gmail", Status::Deferred, ResponseCategory::RateLimit, true, None, Some(1.0));
-        m.deliveries.record("gmail", Status::Deferred, ResponseCategory::RateLimit, true, None, Some(1.0));
+        for _ in 0..2 {
+            m.deliveries.record(
+                "gmail",
+                Status::Deferred,
+                ResponseCategory::RateLimit,
+                true,
+                None,
+                Some(1.0),
+                Some((2, 3)),
+            );
+        }
         // Sent to a peer: a hand-off, not a delivery.
-        m.deliveries.record("gmail", Status::Sent, ResponseCategory::Accepted, true, None, Some(9.0));
+        m.deliveries.record("gmail", Status::Sent, ResponseCategory::Accepted, true, None, Some(9.0), Some((2, 3)));
         m.flows.set(vec![DomainFlow {
             domain: "bigmail.test".into(),
             queued: 40,
@@ -471,6 +585,9 @@ mod tests {
             "sendfleet_agent_delivery_latency_seconds_count 1",
             "sendfleet_agent_delivery_latency_seconds_sum 2.5",
             "sendfleet_agent_delivery_latency_seconds_bucket{le=\"2.56\"} 1",
+            // 2.5 s against ages of 2 s and 3 s; the 9 s hand-off is no delivery.
+            "sendfleet_agent_delivered_after_warn_age_total 1",
+            "sendfleet_agent_delivered_after_critical_age_total 0",
             "sendfleet_agent_backlog_recipients{domain=\"bigmail.test\"} 40.0",
             "sendfleet_agent_backlog_inflow_recipients_per_second{domain=\"bigmail.test\"} 1.0",
             "sendfleet_agent_backlog_outflow_recipients_per_second{domain=\"bigmail.test\"} 0.2",

@@ -9,7 +9,9 @@
 //! - parses the mail log, counts outcomes, and re-emits every log line on its
 //!   own stdout with recipient addresses replaced by a keyed hash ([`log`],
 //!   [`redact`]);
-//! - scans the queue with `postqueue -j` ([`queue`]);
+//! - scans the queue with `postqueue -j` ([`queue`]), and while the policy
+//!   says the instance drains, retries its deferred mail at once ([`drain`]);
+//! - runs the DKIM signer, OpenDKIM, with the pool's keys ([`signer`]);
 //! - serves /metrics, /status, /healthz, /readyz ([`http`]).
 //!
 //! Every task shares one [`state::State`], which composes what the agent
@@ -23,10 +25,12 @@
 
 pub mod adaptive;
 pub mod args;
+pub mod auth;
 pub mod clock;
 pub mod counters;
 pub mod day;
 pub mod decisions;
+pub mod drain;
 pub mod flow;
 pub mod health;
 pub mod http;
@@ -38,6 +42,7 @@ pub mod policy_slot;
 pub mod queue;
 pub mod redact;
 pub mod report;
+pub mod signer;
 pub mod socketmap;
 pub mod state;
 pub mod state_file;
@@ -66,24 +71,39 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<()> {
     let counters = counters::Counters::load(&args.state_dir)?;
     let state = Arc::new(state::State::new(args.clone(), counters));
 
-    let http = http::serve(args.listen, state.clone()).await?;
+    let access = auth::Access::from_file(args.auth_token_file.as_deref())?;
+    if matches!(access, auth::Access::Open) {
+        tracing::warn!("no --auth-token-file: /status and /metrics are open to anyone who can connect");
+    }
+    let http = http::serve(args.listen, state.clone(), access).await?;
     let socket = socketmap::server::Server::bind(&args.policy_socket)?;
-    tokio::spawn(socket.run(state.clone()));
+    supervise::spawn_task(&state, supervise::TASK_SOCKETMAP, socket.run(state.clone()));
 
     state.set_live(true);
     // A config must be installed before Postfix can start.
     let installer = install::Installer::new(&args)?;
     installer.install_first(&state).await;
+    // The DKIM signer listens before Postfix takes the first submission.
+    let mut signer = signer::Signer::new(&args);
+    if let Some(s) = signer.as_mut() {
+        s.step(&state).await;
+    }
 
     let mut child = if args.no_supervise {
-        log::pipeline::spawn_stdin(state.clone(), redactor.clone());
+        // The mail log arrives on stdin: its end is the pipeline's end.
+        let pipeline = log::pipeline::run(tokio::io::stdin(), tokio::io::stdout(), state.clone(), redactor.clone());
+        supervise::spawn_task(&state, supervise::TASK_LOG_PIPELINE, pipeline);
         None
     } else {
         Some(supervise::start(&args.postfix_dir, state.clone(), redactor.clone()).await?)
     };
-    tokio::spawn(installer.watch(state.clone()));
-    tokio::spawn(queue::monitor::run(state.clone()));
-    tokio::spawn(state::flush_loop(state.clone()));
+    supervise::spawn_task(&state, supervise::TASK_CONFIG_WATCH, installer.watch(state.clone()));
+    supervise::spawn_task(&state, supervise::TASK_QUEUE_MONITOR, queue::monitor::run(state.clone()));
+    supervise::spawn_task(&state, supervise::TASK_STATE_FLUSH, state::flush_loop(state.clone()));
+    supervise::spawn_task(&state, supervise::TASK_DRAIN, drain::run(state.clone()));
+    if let Some(s) = signer {
+        supervise::spawn_task(&state, supervise::TASK_SIGNER, s.run(state.clone()));
+    }
 
     let result = supervise::wait(child.as_mut(), &args.postfix_dir, &state).await;
     state.set_live(false);

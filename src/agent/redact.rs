@@ -99,19 +99,24 @@ impl Redactor {
     }
 
     /// Copy `line` to `out` with every `local@domain` token replaced by
-    /// `h-<hash>@domain`. Tokens are delimited by whitespace and the
-    /// punctuation Postfix puts around addresses (`<>()[],;:"='`).
+    /// `h-<hash>@domain`. The domain ends at whitespace or the punctuation
+    /// Postfix puts around addresses (`<>()[],;:"='`). The local part is
+    /// taken whole, as RFC 5321 allows it: `=` and `'` belong to it (VERP
+    /// `list+john=example.com@`, SRS `SRS0=HHH=TT=example.com=john@`,
+    /// `o'brien@`), and a quoted local part (`"john doe"@`) runs back to its
+    /// opening quote; only whitespace and `<>()[],;:` end it. A stray
+    /// `key=` glued to an unbracketed address is hashed along with it:
+    /// over-redaction, never a leak.
     pub fn redact_line(&mut self, line: &[u8], out: &mut Vec<u8>) {
         let mut copied = 0;
         let mut search = 0;
         while let Some(rel) = memchr(b'@', &line[search..]) {
             let at = search + rel;
-            let start = line[..at].iter().rposition(|&b| is_delim(b)).map_or(0, |i| i + 1);
+            let start = local_part_start(line, at);
             let end = line[at + 1..].iter().position(|&b| is_delim(b) || b == b'@').map_or(line.len(), |i| at + 1 + i);
             search = end.max(at + 1);
             let local = &line[start..at];
-            if local.is_empty() || start < copied || local.starts_with(PREFIX) && local.len() == PREFIX.len() + HASH_HEX
-            {
+            if local.is_empty() || start < copied || is_hash(local) {
                 continue;
             }
             out.extend_from_slice(&line[copied..start]);
@@ -149,6 +154,38 @@ impl std::hash::Hasher for Fnv {
 
 fn is_delim(b: u8) -> bool {
     DELIM[usize::from(b)]
+}
+
+/// Is `local` one of our hashes (`h-` and 16 lowercase hex digits)? Only
+/// then is it left alone: `h-john.smith.1234` is someone's address.
+fn is_hash(local: &[u8]) -> bool {
+    local.len() == PREFIX.len() + HASH_HEX
+        && local.starts_with(PREFIX)
+        && local[PREFIX.len()..].iter().all(|b| HEX.contains(b))
+}
+
+/// Where the local part ending before `line[at] == b'@'` starts.
+fn local_part_start(line: &[u8], at: usize) -> usize {
+    let mut end = at;
+    // A quoted local part: back to the opening quote (skipping `\"`), then
+    // on over any unquoted text glued to it.
+    if at > 0 && line[at - 1] == b'"' {
+        let mut i = at - 1;
+        while i > 0 {
+            i -= 1;
+            if line[i] == b'"' && !(i > 0 && line[i - 1] == b'\\') {
+                end = i;
+                break;
+            }
+        }
+    }
+    line[..end].iter().rposition(|&b| ends_local_part(b)).map_or(0, |i| i + 1)
+}
+
+/// Whitespace and the brackets and separators around an address; `"`, `=`
+/// and `'` may be part of a local part.
+fn ends_local_part(b: u8) -> bool {
+    b.is_ascii_whitespace() || b"<>()[],;:".contains(&b)
 }
 
 /// Whitespace and the punctuation around addresses: a table, because the
@@ -209,9 +246,63 @@ mod tests {
         assert!(out.contains("relay=x[1.2.3.4]:25, delay=1"), "{out}");
         // Idempotent: a redacted line passes unchanged.
         assert_eq!(redact(&out), out);
+        // A local part shaped like a hash but not hex is an address.
+        assert!(!redact("to=<h-john.smith.12345@x.example>").contains("john"));
         // Null sender and lines without addresses are untouched.
         assert_eq!(redact("from=<>, size=1"), "from=<>, size=1");
         assert_eq!(redact("a @ b"), "a @ b");
+    }
+
+    /// The local-part forms that punctuation used to cut short: each
+    /// address is hashed whole, no fragment of its local part is left.
+    #[test]
+    fn quoted_verp_srs_and_punctuated_local_parts_are_hashed_whole() {
+        let corpus: &[(&str, &[&str])] = &[
+            ("\"john doe\"@example.com", &["john", "doe"]),
+            ("\"john\\\"q doe\"@example.com", &["john", "doe"]),
+            ("bounce+john=example.com@lists.example.org", &["bounce+", "john", "example.com"]),
+            ("SRS0=HHH=TT=example.com=john@forwarder.example", &["SRS0", "HHH", "john", "example.com"]),
+            ("SRS1=XXX=orig.example==HHH=TT=example.com=john@forwarder.example", &["SRS1", "john", "example.com"]),
+            ("o'brien@example.com", &["o'", "brien"]),
+            ("a=b.mary@example.com", &["a=", "mary"]),
+        ];
+        for (addr, fragments) in corpus {
+            let h = r().redact_address(addr.as_bytes());
+            let domain = &addr[addr.rfind('@').unwrap()..];
+            for line in [
+                format!("Nov 23 06:56:55 h postfix/smtp[2]: ABCDE12345: to=<{addr}>, relay=x[1.2.3.4]:25, status=sent"),
+                format!("status=bounced (host x said: 550 5.1.1 <{addr}>: unknown; {addr} refused)"),
+                format!("orig_to=<{addr}> to=<{addr}>"),
+            ] {
+                let out = redact(&line);
+                for f in *fragments {
+                    assert!(!out.contains(f), "{f:?} survives in {out}");
+                }
+                assert!(out.contains(&h), "{addr}: the whole address's hash ({h}) is missing from {out}");
+                assert!(out.contains(domain), "{out}");
+                assert_eq!(redact(&out), out, "not idempotent");
+            }
+        }
+        // The line's own structure is kept around bracketed addresses.
+        let out = redact("orig_to=<o'brien@example.com>, status=sent");
+        assert!(out.starts_with("orig_to=<h-") && out.ends_with("@example.com>, status=sent"), "{out}");
+    }
+
+    /// `text` with every `h-<16 hex>` token removed.
+    fn without_hashes(text: &str) -> String {
+        let mut out = String::new();
+        let mut rest = text;
+        while let Some(i) = rest.find("h-") {
+            out.push_str(&rest[..i]);
+            let tail = &rest[i + 2..];
+            let hex = tail.bytes().take_while(u8::is_ascii_hexdigit).count();
+            rest = if hex == HASH_HEX { &tail[hex..] } else { &rest[i + 2..] };
+            if hex != HASH_HEX {
+                out.push_str("h-");
+            }
+        }
+        out.push_str(rest);
+        out
     }
 
     proptest! {
@@ -221,6 +312,31 @@ mod tests {
             let out = redact(&line);
             let addr = format!("{local}@{domain}");
             prop_assert!(!out.contains(&addr), "{}", out);
+        }
+
+        /// Any RFC 5322 atext local part (with `=`, `'`, `+`, `/`...), and a
+        /// quoted one with spaces: neither the local part nor any piece of
+        /// it between punctuation survives.
+        #[test]
+        fn no_piece_of_an_atext_or_quoted_local_part_survives(
+            local in "[a-z0-9][a-z0-9!#$%&'*+/=?^_`{|}~.-]{2,24}",
+            quoted in "[a-z0-9]{3,8} [a-z0-9 .]{3,12}",
+            domain in "[a-z]{2,10}\\.[a-z]{2,5}",
+        ) {
+            for addr in [format!("{local}@{domain}"), format!("\"{quoted}\"@{domain}")] {
+                let out = redact(&format!("to=<{addr}>, status=sent ({addr} said hi)"));
+                // The hashes themselves are hex: a piece may match in them.
+                let out = without_hashes(&out);
+                let text = addr.rsplit_once('@').unwrap().0;
+                let pieces = text.split(|c: char| !c.is_ascii_alphanumeric()).filter(|p| p.len() >= 3);
+                for piece in pieces {
+                    // A piece can equal part of the domain or of the fixed text.
+                    if domain.contains(piece) || "status sent said".contains(piece) {
+                        continue;
+                    }
+                    prop_assert!(!out.contains(piece), "{} survives in {}", piece, out);
+                }
+            }
         }
 
         #[test]

@@ -1,7 +1,9 @@
 //! Who is reporting in the /status payload ([`AgentStatus`], the
 //! operator/agent contract): the schema version, pool and instance from the
-//! policy in force, and a session id that changes on every start, so the
-//! operator can tell a restart from a steady agent. The sections (config,
+//! policy in force (from the pod's env before one is installed), the pod's
+//! name, and a session id that changes on every start, so the operator can
+//! tell a restart from a steady agent and refuse a report from a pod it did
+//! not mean to poll. The sections (config,
 //! postfix, counters, queue, domains, log, adaptive) come from the concern
 //! that owns each figure; `State::status` puts them over this header.
 //!
@@ -23,9 +25,19 @@ pub struct Identity {
     pub session_id: String,
     /// Unix seconds (real time).
     pub started_at: u64,
+    /// The pod (empty outside one).
+    pub pod: String,
+    /// Pool (`<namespace>/<name>`) and instance the pod was rendered for.
+    pub pool: String,
+    pub instance: String,
 }
 
 impl Identity {
+    /// This run, in pod `pod` rendered for `pool`'s `instance`.
+    pub fn of(pod: &str, pool: &str, instance: &str) -> Self {
+        Identity { pod: pod.into(), pool: pool.into(), instance: instance.into(), ..Self::new() }
+    }
+
     pub fn new() -> Self {
         let started_at = wall_unix_now();
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
@@ -34,7 +46,7 @@ impl Identity {
         h.update(std::process::id().to_be_bytes());
         h.update(format!("{:p}", &started_at).as_bytes());
         let session_id = h.finalize()[..8].iter().map(|b| format!("{b:02x}")).collect();
-        Identity { session_id, started_at }
+        Identity { session_id, started_at, pod: String::new(), pool: String::new(), instance: String::new() }
     }
 }
 
@@ -50,9 +62,10 @@ impl Default for Identity {
 pub fn header(identity: &Identity, policy: Option<&AgentPolicy>, now: u64) -> AgentStatus {
     AgentStatus {
         version: STATUS_VERSION,
-        pool: policy.map(|p| p.pool.clone()).unwrap_or_default(),
-        instance: policy.map(|p| p.instance.clone()).unwrap_or_default(),
+        pool: policy.map_or_else(|| identity.pool.clone(), |p| p.pool.clone()),
+        instance: policy.map_or_else(|| identity.instance.clone(), |p| p.instance.clone()),
         session_id: identity.session_id.clone(),
+        pod: identity.pod.clone(),
         started_at: identity.started_at,
         now,
         ..Default::default()
@@ -71,6 +84,9 @@ mod tests {
         assert_eq!((h.version, h.pool.as_str(), h.instance.as_str(), h.now), (STATUS_VERSION, "ns/pool", "mta1", 42));
         assert_eq!((h.session_id.as_str(), h.started_at), (id.session_id.as_str(), id.started_at));
         assert_eq!(header(&id, None, 42).instance, "", "no policy installed yet");
+        let pod = Identity::of("pool-mta1-0", "ns/pool", "mta1");
+        let h = header(&pod, None, 42);
+        assert_eq!((h.pod.as_str(), h.pool.as_str(), h.instance.as_str()), ("pool-mta1-0", "ns/pool", "mta1"));
     }
 
     #[test]

@@ -48,6 +48,7 @@ use super::policy_slot::{plan, PolicySlot};
 use super::queue::parse::QueueScan;
 use super::report::{self, Identity};
 use super::socketmap::decision::Decision;
+use super::state_file;
 use super::tally::{LatencyWindow, Tally};
 
 /// How often changed state files (counters, warm-up ledger, adaptive
@@ -73,6 +74,10 @@ pub struct State {
     queue: Mutex<QueueReport>,
     /// Messages that entered the queue (from the log).
     inflow: AtomicU64,
+    /// State files that did not parse, kept aside (`state_file`).
+    kept_aside: Vec<String>,
+    /// The DKIM signer's report (`signer`), with `spec.dkim`.
+    pub signer: Mutex<Option<sendfleet_render::contract::SignerStatus>>,
 }
 
 impl State {
@@ -85,16 +90,22 @@ impl State {
         let decisions = Decisions::load(&args.state_dir, day);
         let metrics = Metrics::new();
         decisions::publish_restored(&metrics, &decisions.adaptive);
+        // Every state file was loaded above: any kept aside is known now.
+        let kept_aside = state_file::kept_aside(&args.state_dir);
+        metrics.state_files_kept_aside.set(kept_aside.len() as i64);
+        let identity = Identity::of(&args.pod_name, &args.pool, &args.instance);
         let s = State {
             args,
             clock,
             metrics,
-            identity: Identity::new(),
+            identity,
+            kept_aside,
             policy: PolicySlot::default(),
             books: Mutex::new(Books { decisions, tally: Tally::default(), latency: LatencyWindow::default() }),
             health: Health::default(),
             queue: Mutex::new(QueueReport::default()),
             inflow: AtomicU64::new(0),
+            signer: Mutex::new(None),
         };
         s.roll_day();
         s
@@ -164,11 +175,12 @@ impl State {
         let route = OutcomeRoute::of(policy.as_deref(), o);
         let rule = route.rule_name();
         let m = &self.metrics;
-        m.deliveries.record(rule.unwrap_or("none"), o.status, o.category, route.via_peer, o.delays, o.delay);
+        let ages = policy.as_deref().map(|p| (p.backlog_warn_seconds, p.backlog_critical_seconds));
+        m.deliveries.record(rule.unwrap_or("none"), o.status, o.category, route.via_peer, o.delays, o.delay, ages);
         let change = {
             let mut b = self.books();
             let change = b.decisions.settle(policy.as_deref(), &route, o, now);
-            b.tally.record(&o.domain, rule, o.status, o.category, now);
+            b.tally.record(&o.domain, rule, o.status, o.category, route.via_peer, now);
             // A hand-off to a peer is not a delivery: the peer reports its own.
             if let (Status::Sent, false, Some(delay)) = (o.status, route.via_peer, o.delay) {
                 b.latency.record(now, delay);
@@ -190,7 +202,8 @@ impl State {
 
     /// Messages that entered the queue so far (from the log).
     pub fn set_inflow(&self, total: u64) {
-        self.inflow.store(total, Ordering::Relaxed);
+        let before = self.inflow.swap(total, Ordering::Relaxed);
+        self.metrics.received_messages.inc_by(total.saturating_sub(before));
     }
 
     // --- the queue ---------------------------------------------------------
@@ -198,6 +211,8 @@ impl State {
     /// Store a successful queue scan counted against `warn`/`critical`.
     pub fn queue_scanned(&self, scan: &QueueScan, warn: u64, critical: u64) {
         flow::publish_scan(&self.metrics, scan);
+        self.metrics.backlog_warn_age.set(warn as i64);
+        self.metrics.backlog_critical_age.set(critical as i64);
         let policy = self.policy.get();
         let tracked = self.queue().tracked_domains();
         let picks = flow::pick_domains(scan, policy.as_deref(), &tracked);
@@ -229,6 +244,11 @@ impl State {
         self.metrics.flows.set(flows);
     }
 
+    /// Messages in queue `name` (`deferred`, `active`, ...) at the last scan.
+    pub fn queued(&self, name: &str) -> u64 {
+        self.queue().status().messages.get(name).copied().unwrap_or(0)
+    }
+
     /// The latest queue scan failed: the last figures stay, with the error.
     pub fn queue_scan_failed(&self, error: String) {
         flow::publish_failure(&self.metrics);
@@ -242,6 +262,14 @@ impl State {
     }
     pub fn is_live(&self) -> bool {
         self.health.is_live()
+    }
+    /// Liveness: alive and none of the agent's tasks has ended.
+    pub fn is_healthy(&self) -> bool {
+        self.health.is_healthy()
+    }
+    /// One of the agent's own tasks ended (see `supervise::spawn_task`).
+    pub fn task_ended(&self, task: &'static str) {
+        self.health.task_ended(&self.metrics, task);
     }
     pub fn set_socket_ready(&self, v: bool) {
         self.health.set_socket_ready(v);
@@ -310,6 +338,8 @@ impl State {
             log,
             adaptive,
             latency,
+            state_files_kept_aside: self.kept_aside.clone(),
+            dkim: self.signer.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             ..report::header(&self.identity, policy, now)
         }
     }

@@ -10,6 +10,12 @@
 //! start-fg` first runs its checks and permission fixes, seconds on a busy
 //! node, and a pod marked ready before that receives mail it refuses.
 //!
+//! The agent's own tasks (log pipeline, stderr forwarder, queue monitor,
+//! config watch, socketmap server, state flush) run under [`spawn_task`]:
+//! each must run as long as the agent does, so one that ends or panics is
+//! logged and makes /healthz fail — the kubelet restarts the pod rather than
+//! leave an instance that sends mail without counting it.
+//!
 //! Must never restart Postfix on its own for a config change (see install).
 
 use std::path::Path;
@@ -53,18 +59,8 @@ pub async fn start(dir: &Path, state: Arc<State>, redactor: Redactor) -> Result<
     let stdout = child.stdout.take().ok_or_else(|| SuperviseError::Spawn(std::io::Error::other("no stdout")))?;
     let stderr = child.stderr.take().ok_or_else(|| SuperviseError::Spawn(std::io::Error::other("no stderr")))?;
     grow_pipe(&stdout);
-    let st = state.clone();
-    let r = redactor.clone();
-    tokio::spawn(async move {
-        if let Err(e) = pipeline::run(stdout, tokio::io::stdout(), st, r).await {
-            tracing::warn!(error = %e, "mail log pipeline stopped");
-        }
-    });
-    tokio::spawn(async move {
-        if let Err(e) = pipeline::forward(stderr, tokio::io::stderr(), redactor).await {
-            tracing::debug!(error = %e, "postfix stderr forwarder stopped");
-        }
-    });
+    spawn_task(&state, TASK_LOG_PIPELINE, pipeline::run(stdout, tokio::io::stdout(), state.clone(), redactor.clone()));
+    spawn_task(&state, TASK_STDERR_FORWARDER, pipeline::forward(stderr, tokio::io::stderr(), redactor));
     tracing::info!(config_directory = %dir.display(), "postfix starting");
     match submission_listener(dir) {
         Some(addr) => {
@@ -88,6 +84,56 @@ pub async fn start(dir: &Path, state: Arc<State>, redactor: Redactor) -> Result<
         None => state.set_postfix_running(true),
     }
     Ok(child)
+}
+
+/// Task names (metric label `task`, log field).
+pub const TASK_LOG_PIPELINE: &str = "log pipeline";
+pub const TASK_STDERR_FORWARDER: &str = "stderr forwarder";
+pub const TASK_QUEUE_MONITOR: &str = "queue monitor";
+pub const TASK_CONFIG_WATCH: &str = "config watch";
+pub const TASK_SOCKETMAP: &str = "socketmap server";
+pub const TASK_STATE_FLUSH: &str = "state flush";
+pub const TASK_DRAIN: &str = "drain";
+pub const TASK_SIGNER: &str = "dkim signer";
+
+/// What a task's future may end with: nothing, or a result whose error is logged.
+pub trait TaskEnd {
+    fn error(self) -> Option<String>;
+}
+impl TaskEnd for () {
+    fn error(self) -> Option<String> {
+        None
+    }
+}
+impl<E: std::fmt::Display> TaskEnd for Result<(), E> {
+    fn error(self) -> Option<String> {
+        self.err().map(|e| e.to_string())
+    }
+}
+
+/// Run `task` in the background; when it ends — returns, fails or panics —
+/// while the agent is live, the agent stops being healthy (`/healthz`
+/// 503). Ending during shutdown (not live any more) is expected.
+pub fn spawn_task<F>(state: &Arc<State>, name: &'static str, task: F)
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: TaskEnd + Send,
+{
+    let state = state.clone();
+    let handle = tokio::spawn(task);
+    tokio::spawn(async move {
+        let error = match handle.await {
+            Ok(end) => end.error(),
+            Err(e) if e.is_panic() => Some("panicked".to_string()),
+            // Cancelled: the runtime is shutting down.
+            Err(_) => return,
+        };
+        if !state.is_live() {
+            return;
+        }
+        tracing::error!(task = name, error = error.as_deref().unwrap_or("ended"), "agent task ended: unhealthy");
+        state.task_ended(name);
+    });
 }
 
 /// How often to try the submission listener while Postfix starts.
@@ -142,6 +188,8 @@ pub async fn wait(child: Option<&mut Child>, dir: &Path, state: &State) -> anyho
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
+    // Shutting down: the tasks that end with Postfix's output end as expected.
+    state.set_live(false);
     tracing::info!("stopping postfix");
     let _ = Command::new("postfix").arg("-c").arg(dir).arg("stop").status().await;
     match tokio::time::timeout(STOP_GRACE, child.wait()).await {
@@ -157,7 +205,58 @@ pub async fn wait(child: Option<&mut Child>, dir: &Path, state: &State) -> anyho
 
 #[cfg(test)]
 mod tests {
-    use super::listener_of;
+    use clap::Parser;
+
+    use super::*;
+    use crate::agent::counters::Counters;
+    use crate::agent::AgentArgs;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        args: AgentArgs,
+    }
+
+    async fn unhealthy_soon(state: &State) {
+        for _ in 0..200 {
+            if !state.is_healthy() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("still healthy after 2 s");
+    }
+
+    #[tokio::test]
+    async fn a_task_that_ends_or_panics_makes_the_agent_unhealthy_unless_it_is_shutting_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = Wrap::parse_from(["t", "--state-dir", dir.path().to_str().unwrap()]).args;
+        let state = Arc::new(State::new(args, Counters::load(dir.path()).unwrap()));
+        state.set_live(true);
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        spawn_task(&state, TASK_QUEUE_MONITOR, async move {
+            if rx.await.is_ok() {
+                panic!("queue monitor bug");
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(state.is_healthy(), "still running");
+        tx.send(()).unwrap();
+        unhealthy_soon(&state).await;
+        assert!(state.metrics.encode().contains("sendfleet_agent_tasks_ended_total{task=\"queue monitor\"} 1"));
+
+        let dir = tempfile::tempdir().unwrap();
+        let args = Wrap::parse_from(["t", "--state-dir", dir.path().to_str().unwrap()]).args;
+        let state = Arc::new(State::new(args, Counters::load(dir.path()).unwrap()));
+        state.set_live(true);
+        spawn_task(&state, TASK_LOG_PIPELINE, async { Err::<(), _>(std::io::Error::other("broken pipe")) });
+        unhealthy_soon(&state).await;
+        state.set_live(false);
+        let ended = state.metrics.encode();
+        spawn_task(&state, TASK_STDERR_FORWARDER, async {});
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(state.metrics.encode(), ended, "an end during shutdown is not counted");
+    }
 
     #[test]
     fn the_submission_listener_is_the_first_inet_service_at_inet_interfaces() {

@@ -3,6 +3,13 @@
 //! parsed, and the delivery latency of the last few minutes
 //! ([`LatencyWindow`]).
 //!
+//! A hand-off to a peer (sent or deferred through a peer's hand-off
+//! listener) is not an outcome: the peer receives the message again and
+//! counts its fate, so the fleet's sums count each recipient once. It still
+//! left (or stays in) this instance's queue, so it counts in [`Tally::outflow`]
+//! and [`Tally::left`], which the backlog forecast reads. A bounce or expiry
+//! on the way to a peer is final here and counts as one.
+//!
 //! Counts only: domains, rule names, response categories and numbers —
 //! never an address. The per-domain map is bounded ([`MAX_DOMAINS`]). It
 //! must never feed a routing decision (decisions reads the day ledger and
@@ -30,6 +37,8 @@ struct DomainEntry {
     categories: BTreeMap<&'static str, u64>,
     last_category: Option<ResponseCategory>,
     last_at: Option<u64>,
+    /// Recipients handed to a peer (not in `counts`: the peer counts them).
+    handed_off: u64,
 }
 
 /// Outcome and line counts since start.
@@ -39,13 +48,27 @@ pub struct Tally {
     /// map, keys from this instance's own mail).
     domains: HashMap<String, DomainEntry, BuildHasherDefault<Fnv>>,
     since_start: StatusCounts,
+    /// Recipients handed to a peer since start (not in `since_start`).
+    handed_off: u64,
     log: LogStats,
 }
 
 impl Tally {
-    /// Count one recipient outcome toward `domain` at `now`.
-    pub fn record(&mut self, domain: &str, rule: Option<&str>, status: Status, category: ResponseCategory, now: u64) {
-        bump(&mut self.since_start, status);
+    /// Count one recipient outcome toward `domain` at `now`; `via_peer`:
+    /// the attempt went to a peer's hand-off listener (see the module doc).
+    pub fn record(
+        &mut self,
+        domain: &str,
+        rule: Option<&str>,
+        status: Status,
+        category: ResponseCategory,
+        via_peer: bool,
+        now: u64,
+    ) {
+        let hand_off = via_peer && matches!(status, Status::Sent | Status::Deferred);
+        if !hand_off {
+            bump(&mut self.since_start, status);
+        }
         let known = self.domains.contains_key(domain);
         let overflow = !known && self.domains.len() >= MAX_DOMAINS;
         let key = if overflow { OTHER } else { domain };
@@ -55,6 +78,13 @@ impl Tally {
         let e = self.domains.get_mut(key).expect("inserted above");
         if e.rule.as_deref() != rule {
             e.rule = rule.map(str::to_string);
+        }
+        if hand_off {
+            // A deferred hand-off stays queued here: neither an outcome nor outflow.
+            let sent = u64::from(status == Status::Sent);
+            e.handed_off += sent;
+            self.handed_off += sent;
+            return;
         }
         bump(&mut e.counts, status);
         if category != ResponseCategory::Accepted {
@@ -76,16 +106,18 @@ impl Tally {
         self.since_start
     }
 
-    /// Recipients that left the queue (sent, bounced or expired) since start.
+    /// Recipients that left the queue (sent, handed to a peer, bounced or
+    /// expired) since start.
     pub fn outflow(&self) -> u64 {
         let c = &self.since_start;
-        c.sent + c.bounced + c.expired
+        c.sent + self.handed_off + c.bounced + c.expired
     }
 
-    /// Recipients of `domain` that left the queue (sent, bounced or expired)
-    /// since start; 0 for a domain not tracked individually.
+    /// Recipients of `domain` that left the queue (sent, handed to a peer,
+    /// bounced or expired) since start; 0 for a domain not tracked
+    /// individually.
     pub fn left(&self, domain: &str) -> u64 {
-        self.domains.get(domain).map_or(0, |e| e.counts.sent + e.counts.bounced + e.counts.expired)
+        self.domains.get(domain).map_or(0, |e| e.counts.sent + e.handed_off + e.counts.bounced + e.counts.expired)
     }
 
     pub fn log(&self) -> LogStats {
@@ -178,12 +210,12 @@ mod tests {
     fn counts_per_status_and_domain_most_active_first() {
         let mut t = Tally::default();
         for _ in 0..5 {
-            t.record("gmail.com", Some("gmail"), Status::Deferred, ResponseCategory::RateLimit, 10);
+            t.record("gmail.com", Some("gmail"), Status::Deferred, ResponseCategory::RateLimit, false, 10);
         }
         for _ in 0..3 {
-            t.record("yahoo.com", None, Status::Bounced, ResponseCategory::IpBlock, 11);
+            t.record("yahoo.com", None, Status::Bounced, ResponseCategory::IpBlock, false, 11);
         }
-        t.record("yahoo.com", None, Status::Sent, ResponseCategory::Accepted, 12);
+        t.record("yahoo.com", None, Status::Sent, ResponseCategory::Accepted, false, 12);
         assert_eq!(t.since_start(), StatusCounts { sent: 1, deferred: 5, bounced: 3, expired: 0 });
         assert_eq!(t.outflow(), 4, "deferred mail has not left the queue");
         assert_eq!((t.left("yahoo.com"), t.left("gmail.com"), t.left("new.example")), (4, 0, 0));
@@ -199,16 +231,29 @@ mod tests {
     }
 
     #[test]
+    fn a_hand_off_is_not_an_outcome_but_leaves_the_queue() {
+        let mut t = Tally::default();
+        t.record("gmail.com", Some("gmail"), Status::Sent, ResponseCategory::Accepted, true, 1);
+        t.record("gmail.com", Some("gmail"), Status::Deferred, ResponseCategory::Other, true, 2);
+        t.record("gmail.com", Some("gmail"), Status::Bounced, ResponseCategory::Other, true, 3);
+        t.record("gmail.com", Some("gmail"), Status::Sent, ResponseCategory::Accepted, false, 4);
+        // The peer counts the handed-off recipient; the bounce on the way is final here.
+        assert_eq!(t.since_start(), StatusCounts { sent: 1, deferred: 0, bounced: 1, expired: 0 });
+        assert_eq!((t.outflow(), t.left("gmail.com")), (3, 3), "the hand-off left this queue");
+        assert_eq!(t.top_domains(1)[0].counts, StatusCounts { sent: 1, deferred: 0, bounced: 1, expired: 0 });
+    }
+
+    #[test]
     fn domains_past_the_bound_count_under_other() {
         let mut t = Tally::default();
         for i in 0..MAX_DOMAINS {
-            t.record(&format!("d{i}.example"), None, Status::Sent, ResponseCategory::Accepted, 1);
+            t.record(&format!("d{i}.example"), None, Status::Sent, ResponseCategory::Accepted, false, 1);
         }
         for late in ["late.example", "later.example", "latest.example"] {
-            t.record(late, None, Status::Sent, ResponseCategory::Accepted, 2);
+            t.record(late, None, Status::Sent, ResponseCategory::Accepted, false, 2);
         }
         // A known domain still counts under its own name.
-        t.record("d0.example", None, Status::Sent, ResponseCategory::Accepted, 2);
+        t.record("d0.example", None, Status::Sent, ResponseCategory::Accepted, false, 2);
         let top = t.top_domains(2);
         assert_eq!((top[0].domain.as_str(), top[0].counts.sent), (OTHER, 3));
         assert_eq!((top[1].domain.as_str(), top[1].counts.sent), ("d0.example", 2));

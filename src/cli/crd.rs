@@ -20,7 +20,10 @@ pub fn crd_files() -> anyhow::Result<Vec<(String, String)>> {
         .iter()
         .map(|crd| {
             let name = crd.metadata.name.clone().unwrap_or_default();
-            Ok((format!("{name}.yaml"), serde_yaml::to_string(crd)?))
+            // Each file opens its own document: `helm show crds` joins the
+            // chart's crds/ files without separators, and kubectl would read
+            // the joined stream as one CRD.
+            Ok((format!("{name}.yaml"), format!("---\n{}", serde_yaml::to_string(crd)?)))
         })
         .collect()
 }

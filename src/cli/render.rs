@@ -34,6 +34,15 @@ pub struct RenderArgs {
     /// Image for instances whose pool names none.
     #[arg(long, default_value = "sendfleet:dev")]
     pub default_image: String,
+    /// Print the DNS records each pool needs published (PTR, SPF, DKIM,
+    /// DMARC) as zone-file lines instead of the objects.
+    #[arg(long)]
+    pub records: bool,
+    /// With --records: the selector's private key (PEM, as in the pool's
+    /// Secret), to print the DKIM record's value (only the public half is
+    /// used; without it the DKIM record is listed by name).
+    #[arg(long, requires = "records")]
+    pub dkim_key: Option<PathBuf>,
 }
 
 /// Resources read from files, with namespaces defaulted.
@@ -109,6 +118,17 @@ pub fn run(args: RenderArgs) -> anyhow::Result<()> {
         settings.policy_socket = s.clone();
     }
     let out = render_all(&res, &settings)?;
+    if args.records {
+        let key = match &args.dkim_key {
+            Some(f) => {
+                let pem = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+                Some(crate::dns::public_key_from_pem(&pem).with_context(|| format!("{}", f.display()))?)
+            }
+            None => None,
+        };
+        print!("{}", records(&res, key.as_ref()));
+        return Ok(());
+    }
     match &args.out {
         None => print!("{}", out.objects_yaml),
         Some(dir) => {
@@ -178,6 +198,28 @@ pub fn render_all(res: &Resources, settings: &Settings) -> anyhow::Result<Output
         yaml.push_str(&serde_yaml::to_string(d)?);
     }
     Ok(Output { objects_yaml: yaml, object_count: docs.len(), instance_dirs: dirs })
+}
+
+/// The records every pool needs, as zone-file lines under a comment naming
+/// the pool (`--records`).
+pub fn records(res: &Resources, dkim_key: Option<&crate::dns::PublicKey>) -> String {
+    use crate::dns::records::{pool_records, zone_lines};
+    let mut out = String::new();
+    for pool in &res.pools {
+        let ns = pool.metadata.namespace.as_deref().unwrap_or("default");
+        out.push_str(&format!("; SendingPool {ns}/{}\n", pool.metadata.name.as_deref().unwrap_or("")));
+        let missing = match &pool.spec.dkim {
+            Some(d) => format!(
+                "the public half of Secret {:?} key {:?} or {:?}: sendfleet render --records --dkim-key FILE",
+                d.secret_name,
+                sendfleet_render::dkim::secret_key_for(&d.selector),
+                sendfleet_render::dkim::SECRET_DEFAULT_KEY
+            ),
+            None => String::new(),
+        };
+        out.push_str(&zone_lines(&pool_records(pool, dkim_key), &missing));
+    }
+    out
 }
 
 fn write_out(dir: &Path, out: &Output) -> anyhow::Result<()> {

@@ -10,7 +10,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use super::dkim::{check_dkim, PublicKey};
+use zeroize::Zeroize as _;
+
+use super::dkim::{check_dkim_key, public_key_from_pem, DkimVerdict, PrivateKeyError, PublicKey};
 use super::dmarc::check_dmarc;
 use super::ptr::check_ptr;
 use super::resolver::{Answer, HickoryDns, Resolver};
@@ -37,18 +39,23 @@ pub struct RelayRoute {
     pub host: String,
 }
 
-/// DKIM signing material of the pool.
-#[derive(Clone)]
+/// What the DKIM check needs of the pool's signing key: its selector and
+/// the public half, derived when the Secret is read ([`DkimInput::from_pem`]);
+/// the private key is not kept.
+#[derive(Clone, Debug)]
 pub struct DkimInput {
     pub selector: String,
-    /// The private key PEM bytes from the Secret.
-    pub private_key_pem: Vec<u8>,
+    /// The public key, or why the private key could not be read.
+    pub public_key: Result<PublicKey, PrivateKeyError>,
 }
 
-impl std::fmt::Debug for DkimInput {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        // Never print the key.
-        f.debug_struct("DkimInput").field("selector", &self.selector).finish_non_exhaustive()
+impl DkimInput {
+    /// Derive the public key from the private key's PEM bytes, then wipe
+    /// the bytes: only the public half outlives this call.
+    pub fn from_pem(selector: impl Into<String>, mut private_key_pem: Vec<u8>) -> Self {
+        let public_key = public_key_from_pem(&private_key_pem);
+        private_key_pem.zeroize();
+        DkimInput { selector: selector.into(), public_key }
     }
 }
 
@@ -96,7 +103,10 @@ pub async fn check_authentication(
     for domain in domains {
         let spf = check_spf(dns, &domain, &addresses, helo, checker_name).await;
         let dkim = match dkim {
-            Some(k) => Some(check_dkim(dns, &domain, &k.selector, &k.private_key_pem).await),
+            Some(k) => Some(match &k.public_key {
+                Ok(key) => check_dkim_key(dns, &domain, &k.selector, key).await,
+                Err(e) => DkimVerdict::BadPrivateKey { reason: e.to_string() },
+            }),
             None => None,
         };
         let dmarc = check_dmarc(dns, &domain).await;
@@ -161,4 +171,22 @@ pub fn required_records(
     }
     out.insert(format!("_dmarc.{domain}"), format!("v=DMARC1; p={dmarc_policy}"));
     out.into_iter().map(|(name, value)| TxtRecord { name, value }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::pkcs8::EncodePrivateKey as _;
+
+    #[test]
+    fn only_the_public_half_of_a_dkim_key_is_kept() {
+        let signing = ed25519_dalek::SigningKey::from_bytes(&[7u8; 32]);
+        let pem = signing.to_pkcs8_pem(Default::default()).unwrap().as_bytes().to_vec();
+        let input = DkimInput::from_pem("s1", pem);
+        assert_eq!(input.public_key, Ok(PublicKey::Ed25519(signing.verifying_key().to_bytes())));
+        let shown = format!("{input:?}");
+        assert!(!shown.contains("PRIVATE") && !shown.contains("[7, 7"), "{shown}");
+        let bad = DkimInput::from_pem("s1", b"not a key".to_vec());
+        assert_eq!(bad.public_key, Err(PrivateKeyError::NoPem));
+    }
 }

@@ -237,13 +237,24 @@ pub async fn check_dkim<R: Resolver>(
     selector: &str,
     private_key_pem: &[u8],
 ) -> DkimVerdict {
-    let expected = match public_key_from_pem(private_key_pem) {
-        Ok(k) => k,
-        Err(e) => return DkimVerdict::BadPrivateKey { reason: e.to_string() },
-    };
+    match public_key_from_pem(private_key_pem) {
+        Ok(k) => check_dkim_key(resolver, domain, selector, &k).await,
+        Err(e) => DkimVerdict::BadPrivateKey { reason: e.to_string() },
+    }
+}
+
+/// Check that `<selector>._domainkey.<domain>` publishes `expected` (the
+/// public key the operator derived from the Secret and kept, instead of the
+/// private key).
+pub async fn check_dkim_key<R: Resolver>(
+    resolver: &R,
+    domain: &str,
+    selector: &str,
+    expected: &PublicKey,
+) -> DkimVerdict {
     let name = dkim_record_name(selector, domain);
     match resolver.txt(&name).await {
-        Answer::Records { records, .. } => judge_records(&records, &expected),
+        Answer::Records { records, .. } => judge_records(&records, expected),
         Answer::NxDomain { .. } | Answer::NoData { .. } => DkimVerdict::Missing,
         Answer::Failed(f) => DkimVerdict::Unknown { reason: f.to_string() },
     }

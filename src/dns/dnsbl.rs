@@ -10,7 +10,13 @@
 //! - an answer outside 127.0.0.0/8 is an unknown too (a resolver that rewrites
 //!   NXDOMAIN, or a list that has been shut down and wildcards everything);
 //! - NXDOMAIN (and no-data) is clean; timeouts, SERVFAIL and other failures are
-//!   unknown, with the reason.
+//!   unknown, with the reason;
+//! - a zone that lists its RFC 5782 negative test point 127.0.0.1 (asked as
+//!   `1.0.0.127.<zone>` before the zone's real queries, cached like an
+//!   answer) is broken — misconfigured, or listing everything (a wildcard):
+//!   it lists nothing, and every IP's outcome in it is
+//!   [`ZoneOutcome::Broken`], an unknown naming the zone's fault. One
+//!   broken list must never pull a whole pool out of rotation.
 //!
 //! Time is always passed in (`now`); this module never reads a clock. It must
 //! never return a DNS failure as an error: every outcome is a [`ZoneOutcome`].
@@ -23,6 +29,10 @@ use jiff::{SignedDuration, Timestamp};
 use tokio::sync::Semaphore;
 
 use super::resolver::{reverse_name, Answer, Resolver};
+
+/// RFC 5782 section 5: a DNSBL must not list 127.0.0.1. A zone that does
+/// is broken or lists everything.
+pub const NEGATIVE_TEST_POINT: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
 
 /// Widely used IP blocklists, queried when a pool names none.
 ///
@@ -97,19 +107,22 @@ pub enum ZoneOutcome {
     Failed { reason: String },
     /// Not queried this sweep (per-zone budget spent). No information.
     NotChecked,
+    /// The zone lists its negative test point (127.0.0.1): its answers
+    /// mean nothing, for any IP. Not a listing; unknown at once.
+    Broken { reason: String },
 }
 
 impl ZoneOutcome {
     /// True for outcomes that say nothing definite (refused, failed).
     pub fn is_failure(&self) -> bool {
-        matches!(self, Self::Refused { .. } | Self::Failed { .. })
+        matches!(self, Self::Refused { .. } | Self::Failed { .. } | Self::Broken { .. })
     }
 
     /// Human-readable reason for an unknown outcome.
     pub fn failure_reason(&self) -> Option<String> {
         match self {
             Self::Refused { code } => Some(format!("list refused the query ({code})")),
-            Self::Failed { reason } => Some(reason.clone()),
+            Self::Failed { reason } | Self::Broken { reason } => Some(reason.clone()),
             _ => None,
         }
     }
@@ -144,6 +157,21 @@ pub fn interpret_a(answer: &Answer<Ipv4Addr>) -> ZoneOutcome {
     }
 }
 
+/// Is a zone broken, judged by its answer for the negative test point?
+/// `Some(reason)` when it lists 127.0.0.1; a refusal, a failure or an
+/// answer outside 127/8 says nothing about the zone's listings (its real
+/// answers are judged on their own). Pure.
+pub fn broken_zone(test_point: &Answer<Ipv4Addr>) -> Option<String> {
+    match interpret_a(test_point) {
+        ZoneOutcome::Listed { codes, .. } => Some(format!(
+            "broken zone: it lists its RFC 5782 negative test point {NEGATIVE_TEST_POINT} ({}), as a misconfigured \
+             list or one that lists everything does; its answers are ignored",
+            codes.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(",")
+        )),
+        _ => None,
+    }
+}
+
 fn is_refusal(code: Ipv4Addr) -> bool {
     let o = code.octets();
     o[0] == 127 && o[1] == 255 && o[2] == 255
@@ -175,6 +203,8 @@ pub struct DnsblChecker<R> {
     resolver: R,
     config: DnsblConfig,
     cache: BTreeMap<(IpAddr, String), CacheEntry>,
+    /// Zones whose negative test point was last found unlisted, until when.
+    healthy_zones: BTreeMap<String, Timestamp>,
     /// Where in the sorted IP list the next sweep starts spending the
     /// budget, so IPs past the budget are not starved sweep after sweep.
     next_start: usize,
@@ -182,7 +212,7 @@ pub struct DnsblChecker<R> {
 
 impl<R: Resolver> DnsblChecker<R> {
     pub fn new(resolver: R, config: DnsblConfig) -> Self {
-        Self { resolver, config, cache: BTreeMap::new(), next_start: 0 }
+        Self { resolver, config, cache: BTreeMap::new(), healthy_zones: BTreeMap::new(), next_start: 0 }
     }
 
     pub fn config(&self) -> &DnsblConfig {
@@ -194,6 +224,7 @@ impl<R: Resolver> DnsblChecker<R> {
     pub fn set_config(&mut self, config: DnsblConfig) {
         let zones = config.effective_zones();
         self.cache.retain(|(_, z), _| zones.contains(z));
+        self.healthy_zones.retain(|z, _| zones.contains(z));
         self.config = config;
     }
 
@@ -204,6 +235,11 @@ impl<R: Resolver> DnsblChecker<R> {
         let mut report = SweepReport { at: now, ..SweepReport::default() };
         // Drop expired entries first so the cache cannot grow without bound.
         self.cache.retain(|_, e| e.expires > now);
+        self.healthy_zones.retain(|_, until| *until > now);
+        let broken = self.probe_zones(&zones, now).await;
+        report.queries_sent += broken.probes;
+        // A broken zone's earlier answers are worthless too.
+        self.cache.retain(|(_, z), _| !broken.zones.contains_key(z));
 
         let mut ips: Vec<IpAddr> = ips.to_vec();
         ips.sort();
@@ -220,6 +256,10 @@ impl<R: Resolver> DnsblChecker<R> {
         for ip in &ips {
             let row = report.outcomes.entry(*ip).or_default();
             for zone in &zones {
+                if let Some(reason) = broken.zones.get(zone) {
+                    row.insert(zone.clone(), ZoneOutcome::Broken { reason: reason.clone() });
+                    continue;
+                }
                 if let Some(hit) = self.cache.get(&(*ip, zone.clone())) {
                     report.cache_hits += 1;
                     row.insert(zone.clone(), hit.outcome.clone());
@@ -273,7 +313,7 @@ impl<R: Resolver> DnsblChecker<R> {
         });
         let results = futures::future::join_all(tasks).await;
 
-        report.queries_sent = sent.load(Ordering::Relaxed);
+        report.queries_sent += sent.load(Ordering::Relaxed);
         report.max_in_flight = max_seen.load(Ordering::SeqCst);
         for (ip, zone, outcome, ttl) in results {
             // Only definite answers are cached: a failure must be retried on
@@ -297,4 +337,45 @@ impl<R: Resolver> DnsblChecker<R> {
         );
         report
     }
+
+    /// Ask every zone not known healthy for its negative test point.
+    /// Healthy answers are cached like other answers; a broken zone is
+    /// asked again next sweep (it may be fixed), a failure too.
+    async fn probe_zones(&mut self, zones: &[String], now: Timestamp) -> BrokenZones {
+        let todo: Vec<&String> = zones.iter().filter(|z| !self.healthy_zones.contains_key(*z)).collect();
+        let sem = Semaphore::new(self.config.concurrency.max(1));
+        let resolver = &self.resolver;
+        let answers = futures::future::join_all(todo.iter().map(|zone| {
+            let sem = &sem;
+            async move {
+                let _permit = sem.acquire().await.expect("semaphore never closed");
+                (zone.to_string(), resolver.a(&query_name(IpAddr::V4(NEGATIVE_TEST_POINT), zone)).await)
+            }
+        }))
+        .await;
+        let mut out = BrokenZones { zones: BTreeMap::new(), probes: answers.len() };
+        for (zone, answer) in answers {
+            if let Some(reason) = broken_zone(&answer) {
+                tracing::warn!(zone = %zone, reason = %reason, "dnsbl zone broken");
+                out.zones.insert(zone, reason);
+            } else if matches!(interpret_a(&answer), ZoneOutcome::Clean) {
+                let secs = match &answer {
+                    Answer::NxDomain { ttl } | Answer::NoData { ttl } => i64::from(ttl.unwrap_or(0)),
+                    _ => 0,
+                };
+                let keep = SignedDuration::from_secs(secs).max(self.config.min_cache).min(self.config.max_cache);
+                if let Ok(until) = now.checked_add(keep) {
+                    self.healthy_zones.insert(zone, until);
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The zones found broken in one sweep (zone -> reason), and how many test
+/// point queries it took.
+struct BrokenZones {
+    zones: BTreeMap<String, String>,
+    probes: usize,
 }

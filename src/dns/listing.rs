@@ -6,6 +6,8 @@
 //! - a failed answer (timeout, SERVFAIL, refusal) never flips a state on its
 //!   own: the previous state stands until `unknown_after` consecutive sweeps
 //!   failed for that (IP, zone), and only then does it become `Unknown`;
+//! - a broken zone (it lists its negative test point) is `Unknown` at once,
+//!   with the zone's fault as the reason: its listings no longer stand;
 //! - a delisting is reported with the time the IP was first seen clean, so
 //!   the operator can hold an IP out of rotation for a cool-down period.
 //!
@@ -284,8 +286,13 @@ fn step(
                 }
             }
         }
-        ZoneOutcome::Refused { .. } | ZoneOutcome::Failed { .. } => {
-            track.failures = track.failures.saturating_add(1);
+        // A broken zone is a definite fact about the zone: unknown at once,
+        // and whatever it listed before no longer stands.
+        ZoneOutcome::Refused { .. } | ZoneOutcome::Failed { .. } | ZoneOutcome::Broken { .. } => {
+            track.failures = match outcome {
+                ZoneOutcome::Broken { .. } => unknown_after.max(1),
+                _ => track.failures.saturating_add(1),
+            };
             let reason = outcome.failure_reason().unwrap_or_default();
             match &mut track.state {
                 ZoneState::Unknown { reason: r, .. } => {

@@ -25,6 +25,7 @@ pub mod dmarc;
 pub mod dnsbl;
 pub mod listing;
 pub mod ptr;
+pub mod records;
 pub mod resolver;
 pub mod spf;
 pub mod summary;

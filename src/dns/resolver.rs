@@ -274,12 +274,18 @@ impl Resolver for HickoryDns {
     }
 
     async fn ptr(&self, ip: IpAddr) -> Answer<String> {
-        let name = reverse_name(ip, "in-addr.arpa", "ip6.arpa");
+        let name = ptr_name(ip);
         map_answer(self.lookup(&name, RecordType::PTR).await, |r| match r {
             RData::PTR(p) => Some(name_string(&p.0)),
             _ => None,
         })
     }
+}
+
+/// The name of `ip`'s PTR record (`in-addr.arpa`, `ip6.arpa`): what the
+/// reverse-DNS check looks up and what `records.rs` asks to publish.
+pub fn ptr_name(ip: IpAddr) -> String {
+    reverse_name(ip, "in-addr.arpa", "ip6.arpa")
 }
 
 /// The reversed form of `ip` under a suffix: IPv4 reversed octets
@@ -399,7 +405,7 @@ impl Resolver for ZoneResolver {
     }
 
     async fn ptr(&self, ip: IpAddr) -> Answer<String> {
-        let name = reverse_name(ip, "in-addr.arpa", "ip6.arpa");
+        let name = ptr_name(ip);
         map_answer(self.get(&name, RecordType::PTR), |r| match r {
             RData::PTR(p) => Some(name_string(&p.0)),
             _ => None,

@@ -218,6 +218,14 @@ mod tests {
         assert_eq!(s.conditions[0].status, "False");
         assert_eq!(s.conditions[0].reason, "InvalidSpec");
         assert!(s.conditions[0].message.contains("spec.domains[0]"), "{}", s.conditions[0].message);
+        // `Ready` says the same, for Flux, Argo CD and `kubectl wait`.
+        let ready = &s.conditions[1];
+        assert_eq!(
+            (ready.type_.as_str(), ready.status.as_str(), ready.reason.as_str()),
+            ("Ready", "False", "InvalidSpec")
+        );
+        assert_eq!(ready.message, s.conditions[0].message);
+        assert_eq!(ready.observed_generation, Some(3));
         assert!(s.exclusions.is_empty());
         assert_eq!(flipped[0].event(), Some(sendfleet_render::conditions::EventKind::Warning));
     }

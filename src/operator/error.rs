@@ -15,6 +15,10 @@ pub const REQUEUE_TRANSIENT: Duration = Duration::from_secs(5);
 /// Retry while a referenced object is missing (it may be created soon; its
 /// creation also triggers a reconcile through the watches).
 pub const REQUEUE_MISSING_REFERENCE: Duration = Duration::from_secs(60);
+/// Retry while something outside the spec refuses the pool (a namespace not
+/// opted in, a node without the required labels, an object another owner
+/// holds): the administrator or that owner may change it any time.
+pub const REQUEUE_BLOCKED: Duration = Duration::from_secs(60);
 
 /// How an error is retried.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -25,6 +29,8 @@ pub enum Retry {
     MissingReference,
     /// The spec itself is wrong: nothing changes until it does.
     OnSpecChange,
+    /// Something outside the spec refuses the pool (see [`REQUEUE_BLOCKED`]).
+    Blocked,
 }
 
 impl Retry {
@@ -34,6 +40,7 @@ impl Retry {
             Retry::Transient => Some(REQUEUE_TRANSIENT),
             Retry::MissingReference => Some(REQUEUE_MISSING_REFERENCE),
             Retry::OnSpecChange => None,
+            Retry::Blocked => Some(REQUEUE_BLOCKED),
         }
     }
 

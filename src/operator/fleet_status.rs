@@ -23,7 +23,7 @@
 use std::sync::Arc;
 
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{Api, ListParams};
+use kube::api::Api;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
@@ -59,13 +59,19 @@ pub trait FleetResource: HasStatus + Send + Sync + 'static {
     fn derive(&self, ns: Namespace<'_>, now: Timestamp) -> Derived<Self::Status>;
 }
 
-/// Set `accepted` in `status` (see `conditions::set`); the flip, if any.
+/// Set `accepted` in `status` (see `conditions::set`), and `Ready` with the
+/// same status, reason and message: `Ready` is the condition generic
+/// readers look for (Flux's kstatus, Argo CD health checks, `kubectl wait
+/// --for=condition=Ready`), `Accepted` the one sendfleet documents. The
+/// flip of `Accepted`, if any (one Event per change, not two).
 pub fn set_accepted<S: Conditioned>(
     status: &mut S,
     accepted: &Observation,
     generation: Option<i64>,
     now: Timestamp,
 ) -> Vec<Observation> {
+    let ready = Observation { type_: conditions::ConditionType::Ready, ..accepted.clone() };
+    conditions::set(status.conditions_mut(), &ready, generation, now);
     let flipped = conditions::set(status.conditions_mut(), accepted, generation, now);
     flipped.then(|| accepted.clone()).into_iter().collect()
 }
@@ -115,11 +121,17 @@ pub async fn reconcile<K: FleetResource>(obj: Arc<K>, ctx: Arc<Context>) -> Resu
 
 async fn derive_and_write<K: FleetResource>(obj: &K, ctx: &Context, now: Timestamp) -> Result<Action, Error> {
     let namespace = obj.namespace().ok_or_else(|| Error::NoNamespace { kind: K::KIND, name: obj.name_any() })?;
-    let pools = Api::<SendingPool>::namespaced(ctx.client.clone(), &namespace)
-        .list(&ListParams::default())
-        .await
-        .map_err(|source| Error::ListPools { namespace: namespace.clone(), source })?
-        .items;
+    // From the pool cache (sorted by name, as a LIST returns them): 50
+    // policies re-derived every poll interval must not each LIST the pools.
+    let mut pools: Vec<SendingPool> = ctx
+        .caches()
+        .pools
+        .state()
+        .iter()
+        .filter(|p| p.namespace().as_deref() == Some(namespace.as_str()))
+        .map(|p| (**p).clone())
+        .collect();
+    pools.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     let pool_names: Vec<String> = pools.iter().map(|p| p.name_any()).collect();
     let reports = ctx.fleet.reports(&namespace, &pool_names);
     let observed = ctx.fleet.observed(&namespace, &pool_names);
@@ -132,22 +144,16 @@ pub fn error_policy<K: FleetResource>(obj: Arc<K>, error: &Error, _ctx: Arc<Cont
     super::error::after_failure(&*obj, error.category(), error.retry(), error)
 }
 
-/// The controller of `K`: its own watch, the namespace's pools, and the
-/// fleet index's changes (see the module doc).
-pub fn controller<K: FleetResource>(api: Api<K>, pools: Api<SendingPool>, ctx: &Context) -> Controller<K> {
-    let controller = Controller::new(api, watcher::Config::default());
-    let store = controller.store();
-    controller
-        .watches::<SendingPool, _>(pools, watcher::Config::default(), move |pool| {
-            let ns = pool.namespace();
-            store
-                .state()
-                .into_iter()
-                .filter(|o| o.namespace() == ns)
-                .map(|o| ObjectRef::from_obj(&*o))
-                .collect::<Vec<_>>()
-        })
-        .reconcile_all_on(ctx.fleet.changes())
+/// The controller of `K`: its own watch, `pool_changes` (the pool cache
+/// sends the resources of a changed pool's namespace after it holds the
+/// change, `crate::operator::cache`), and the fleet index's changes (see the
+/// module doc).
+pub fn controller<K: FleetResource>(
+    api: Api<K>,
+    pool_changes: impl futures::Stream<Item = ObjectRef<K>> + Send + 'static,
+    ctx: &Context,
+) -> Controller<K> {
+    Controller::new(api, watcher::Config::default()).reconcile_on(pool_changes).reconcile_all_on(ctx.fleet.changes())
 }
 
 /// Timestamps in the statuses: RFC 3339, UTC.

@@ -1,5 +1,13 @@
-//! The operator's own metrics (not the fleet's: those come from agents).
+//! The operator's own metrics (not the fleet's: those come from agents),
+//! and what only the operator knows about an instance: its DNSBL listings
+//! and whether it runs the configuration rendered for it.
 //! One registry per process, owned by the context — no global state.
+//!
+//! Label names never collide with the target labels Prometheus adds
+//! (`namespace`, `instance`, `pod`, `job`, `service`): a pool's namespace is
+//! `pool_namespace`, an instance is `egress_ip` (the `egressIPs[].name`,
+//! as in the agents' target labels, docs/MONITORING.md), so the alert
+//! rules can join the two.
 
 use std::time::Duration;
 
@@ -20,10 +28,18 @@ pub struct ErrorLabels {
 /// zones, all from specs.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ListingLabels {
-    pub namespace: String,
+    pub pool_namespace: String,
     pub pool: String,
-    pub instance: String,
+    pub egress_ip: String,
     pub zone: String,
+}
+
+/// One instance (egress IP) of one pool.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InstanceLabels {
+    pub pool_namespace: String,
+    pub pool: String,
+    pub egress_ip: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -37,6 +53,8 @@ pub struct Metrics {
     pub duration: Histogram,
     pub writes: Family<WriteLabels, Counter>,
     pub listed: Family<ListingLabels, Gauge>,
+    pub instance_ready: Family<InstanceLabels, Gauge>,
+    pub instance_config_current: Family<InstanceLabels, Gauge>,
     pub registry: Registry,
 }
 
@@ -66,7 +84,19 @@ impl Default for Metrics {
             "1 while the egress IP is listed in the DNSBL zone, 0 once seen clean there",
             listed.clone(),
         );
-        Metrics { reconciles, errors, duration, writes, listed, registry }
+        let instance_ready = Family::<InstanceLabels, Gauge>::default();
+        registry.register(
+            "instance_ready",
+            "1 while the instance's pod is Ready (as of the pool's last reconcile)",
+            instance_ready.clone(),
+        );
+        let instance_config_current = Family::<InstanceLabels, Gauge>::default();
+        registry.register(
+            "instance_config_current",
+            "1 when the instance's agent reports the configuration hash rendered for it, 0 when it runs another or has not reported",
+            instance_config_current.clone(),
+        );
+        Metrics { reconciles, errors, duration, writes, listed, instance_ready, instance_config_current, registry }
     }
 }
 
@@ -98,14 +128,31 @@ impl Metrics {
             let listed = findings.listings.get(&ip.name);
             for zone in &findings.zones {
                 let labels = ListingLabels {
-                    namespace: namespace.into(),
+                    pool_namespace: namespace.into(),
                     pool: name.into(),
-                    instance: ip.name.clone(),
+                    egress_ip: ip.name.clone(),
                     zone: zone.clone(),
                 };
                 let in_zone = listed.is_some_and(|l| l.iter().any(|x| &x.zone == zone));
                 self.listed.get_or_create(&labels).set(i64::from(in_zone));
             }
+        }
+    }
+
+    /// Set each instance's readiness and whether it runs its rendered
+    /// configuration, from the pool's instance rows.
+    pub fn record_instances<'a>(
+        &self,
+        namespace: &str,
+        name: &str,
+        rows: impl IntoIterator<Item = (&'a sendfleet_render::api::InstanceStatus, bool)>,
+    ) {
+        for (row, ready) in rows {
+            let labels =
+                InstanceLabels { pool_namespace: namespace.into(), pool: name.into(), egress_ip: row.name.clone() };
+            let current = row.applied_config_hash.is_some() && row.applied_config_hash == row.desired_config_hash;
+            self.instance_ready.get_or_create(&labels).set(i64::from(ready));
+            self.instance_config_current.get_or_create(&labels).set(i64::from(current));
         }
     }
 
@@ -132,5 +179,31 @@ mod tests {
         let text = m.encode();
         assert!(text.contains("sendfleet_operator_reconciles_total 1"), "{text}");
         assert!(text.contains("sendfleet_operator_api_writes_total{kind=\"ConfigMap\"} 1"), "{text}");
+    }
+
+    #[test]
+    fn instance_labels_do_not_collide_with_target_labels() {
+        let m = Metrics::default();
+        let row = |name: &str, applied: Option<&str>| sendfleet_render::api::InstanceStatus {
+            name: name.into(),
+            desired_config_hash: Some("h1".into()),
+            applied_config_hash: applied.map(str::to_string),
+            ..Default::default()
+        };
+        let rows = [row("a", Some("h1")), row("b", Some("h0")), row("c", None)];
+        m.record_instances("mail", "bulk", rows.iter().map(|r| (r, r.name != "c")));
+        let text = m.encode();
+        for want in [
+            "sendfleet_operator_instance_config_current{pool_namespace=\"mail\",pool=\"bulk\",egress_ip=\"a\"} 1",
+            "sendfleet_operator_instance_config_current{pool_namespace=\"mail\",pool=\"bulk\",egress_ip=\"b\"} 0",
+            "sendfleet_operator_instance_config_current{pool_namespace=\"mail\",pool=\"bulk\",egress_ip=\"c\"} 0",
+            "sendfleet_operator_instance_ready{pool_namespace=\"mail\",pool=\"bulk\",egress_ip=\"a\"} 1",
+        ] {
+            assert!(text.contains(want), "missing {want}\n{text}");
+        }
+        for target_label in ["namespace=", "instance=", "{pod=", "job="] {
+            assert!(!text.contains(&format!("{{{target_label}")), "{target_label} would be renamed exported_*\n{text}");
+            assert!(!text.contains(&format!(",{target_label}")), "{target_label} would be renamed exported_*\n{text}");
+        }
     }
 }

@@ -1,9 +1,13 @@
 //! `sendfleet operator`: the Kubernetes side of sendfleet.
 //!
-//! Wires the API client, leader election, the metrics/health server and
-//! three controllers together, all sharing one [`context::Context`]:
+//! Wires the API client, leader election, the metrics/health server, the
+//! watch-fed caches ([`cache`]), the agent poller ([`polling`]) and four
+//! controllers together, all sharing one [`context::Context`]:
 //! - SendingPool: the reconcile pipeline in [`pool`] (its module doc is the
-//!   map: dereference -> observe -> render -> apply -> prune -> status);
+//!   map: dereference -> claim -> observe -> render -> apply -> prune ->
+//!   status);
+//! - EgressAddressClaim ([`claims`]): releases the address claims of pools
+//!   that are gone or dropped the address;
 //! - DomainPolicy ([`domain_policy`]) and WarmupPlan ([`warmup_plan`]): their
 //!   status, through the generic controller in [`fleet_status`], from the
 //!   namespace's pools and the [`fleet`] index the pool pipeline fills.
@@ -14,6 +18,8 @@
 
 pub mod agent_client;
 pub mod apply;
+pub mod cache;
+pub mod claims;
 pub mod context;
 pub mod domain_policy;
 pub mod error;
@@ -21,7 +27,10 @@ pub mod events;
 pub mod fleet;
 pub mod fleet_status;
 pub mod leader;
+pub mod limits;
 pub mod metrics;
+pub mod polling;
+pub mod polls;
 pub mod pool;
 pub mod rbac;
 pub mod reputation;
@@ -32,16 +41,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::api::Api;
 use kube::runtime::controller::Controller;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
-use kube::{Client, ResourceExt};
+use kube::Client;
 use sendfleet_render::api::{DomainPolicy, SendingPool, WarmupPlan};
-use sendfleet_render::objects::{FIELD_MANAGER, LABEL_MANAGED_BY, LABEL_POOL};
+use sendfleet_render::objects::FIELD_MANAGER;
 use sendfleet_render::render::Settings;
 
 use self::context::Context;
@@ -69,6 +75,25 @@ pub struct OperatorArgs {
     /// Image of the instances (Postfix + agent) when a pool names none.
     #[arg(long, default_value = "sendfleet:dev")]
     pub instance_image: String,
+    /// An image a pool may name in `spec.image` besides --instance-image
+    /// (repeatable; compared as written, so pin a tag or digest). A pool
+    /// naming any other image is refused (`Ready=False ImageNotAllowed`).
+    #[arg(long = "allowed-instance-image")]
+    pub allowed_instance_images: Vec<String>,
+    /// A node label KEY=VALUE every instance pod requires (repeatable, or
+    /// comma-separated), e.g. sendfleet.io/egress=true; an
+    /// `egressIPs[].nodeName` naming a node without them is refused
+    /// (`NodeNotAllowed`). Empty: any node.
+    #[arg(long = "instance-node-selector", value_delimiter = ',', value_parser = limits::parse_label)]
+    pub instance_node_selector: Vec<(String, String)>,
+    /// Reconcile pools only in namespaces carrying this label KEY=VALUE,
+    /// e.g. sendfleet.io/pools=enabled (others: `NamespaceNotAllowed`).
+    /// Neither this nor --pool-namespace: every namespace.
+    #[arg(long, value_parser = parse_optional_label, default_value = "")]
+    pub pool_namespace_label: String,
+    /// A namespace that may hold pools whatever its labels (repeatable).
+    #[arg(long = "pool-namespace")]
+    pub pool_namespaces: Vec<String>,
     /// How often every pool is reconciled again with no event (re-derives
     /// status, repairs anything a dropped event missed; reads only).
     #[arg(long, default_value = "5m", value_parser = parse_interval)]
@@ -94,6 +119,14 @@ pub struct OperatorArgs {
     /// Log format.
     #[arg(long, default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,
+}
+
+/// `KEY=VALUE`, or empty for none (the chart passes the flag always).
+fn parse_optional_label(s: &str) -> Result<String, String> {
+    if !s.is_empty() {
+        limits::parse_label(s)?;
+    }
+    Ok(s.to_string())
 }
 
 fn parse_interval(s: &str) -> Result<std::time::Duration, String> {
@@ -138,7 +171,16 @@ async fn serve_metrics(addr: SocketAddr, ctx: Arc<Context>) -> anyhow::Result<()
 pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     init_tracing(&args.log_format);
     let client = Client::try_default().await?;
-    let settings = Settings { default_image: args.instance_image.clone(), ..Settings::default() };
+    let settings = Settings {
+        default_image: args.instance_image.clone(),
+        node_selector: args.instance_node_selector.iter().cloned().collect(),
+        ..Settings::default()
+    };
+    let limits = limits::Limits {
+        allowed_images: args.allowed_instance_images.iter().cloned().collect(),
+        namespace_label: limits::parse_label(&args.pool_namespace_label).ok(),
+        namespaces: args.pool_namespaces.iter().cloned().collect(),
+    };
     let dns = crate::dns::HickoryDns::new(&crate::dns::ResolverSettings {
         nameservers: args.dns_servers.clone(),
         timeout: args.dns_timeout,
@@ -148,12 +190,15 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
     let ctx = Arc::new(Context {
         client: client.clone(),
         settings,
+        limits,
         metrics: metrics::Metrics::default(),
         recorder: Recorder::new(client.clone(), reporter),
         reputation: reputation::Reputation::new(dns, args.dnsbl_interval_override, args.dns_unknown_after),
         resync: args.resync_interval,
         agent_poll: args.agent_poll_interval,
         fleet: Default::default(),
+        polls: Default::default(),
+        caches: Default::default(),
     });
     let server = tokio::spawn(serve_metrics(args.metrics_addr, ctx.clone()));
 
@@ -198,7 +243,7 @@ pub async fn run(args: OperatorArgs) -> anyhow::Result<()> {
 
 const LOST: &str = "leadership lost";
 
-/// Run the three controllers until shutdown or lost leadership; returns
+/// Run the four controllers until shutdown or lost leadership; returns
 /// which.
 async fn run_controller(
     args: &OperatorArgs,
@@ -218,42 +263,30 @@ async fn run_controller(
         }
     }
     let ns = args.watch_namespace.as_str();
-    let owned = watcher::Config::default().labels(&format!("{LABEL_MANAGED_BY}={FIELD_MANAGER}"));
-    let controller = Controller::<SendingPool>::new(api(client, ns), watcher::Config::default());
-    let store = controller.store();
-    let store_for_plans = store.clone();
-    // A DomainPolicy change may select or unselect any pool of its
-    // namespace (labels can change on either side), so it reconciles them
-    // all; pools it does not affect render identically and write nothing.
-    let by_namespace = move |ns: Option<String>| {
-        store.state().into_iter().filter(|p| p.namespace() == ns).map(|p| ObjectRef::from_obj(&*p)).collect::<Vec<_>>()
+    // The term's caches, synced before any controller runs: a reconcile
+    // reads them instead of the API server, and their changes are what
+    // wakes the pools, policies and plans they affect (`cache.rs`).
+    let (pool_tx, pool_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (policy_tx, policy_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (plan_tx, plan_rx) = tokio::sync::mpsc::unbounded_channel();
+    let triggers = cache::Triggers { pools: pool_tx.clone(), policies: policy_tx, plans: plan_tx };
+    let caches = tokio::select! {
+        c = cache::Caches::start(client, ns, &ctx.limits, !ctx.settings.node_selector.is_empty(), triggers) => Arc::new(c),
+        _ = shutdown.wait_for(|s| *s) => return "shutdown signal",
     };
-    let pools = controller
-        .owns::<StatefulSet>(api(client, ns), owned.clone())
-        .owns::<ConfigMap>(api(client, ns), owned.clone())
-        .watches::<DomainPolicy, _>(api(client, ns), watcher::Config::default(), move |p| by_namespace(p.namespace()))
-        .watches::<WarmupPlan, _>(api(client, ns), watcher::Config::default(), move |plan| {
-            store_for_plans
-                .state()
-                .into_iter()
-                .filter(|p| {
-                    p.namespace() == plan.namespace()
-                        && p.spec.warmup_plan_ref.as_deref() == Some(plan.name_any().as_str())
-                })
-                .map(|p| ObjectRef::from_obj(&*p))
-                .collect::<Vec<_>>()
-        })
-        .watches::<Pod, _>(api(client, ns), owned, |pod| {
-            let pool = pod.labels().get(LABEL_POOL)?.clone();
-            Some(ObjectRef::new(&pool).within(&pod.namespace()?))
-        });
-    let policies = fleet_status::controller::<DomainPolicy>(api(client, ns), api(client, ns), &ctx);
-    let plans = fleet_status::controller::<WarmupPlan>(api(client, ns), api(client, ns), &ctx);
+    *ctx.caches.write().unwrap_or_else(|p| p.into_inner()) = Some(caches.clone());
+    let poller = tokio::spawn(polling::run(ctx.clone(), caches.clone(), pool_tx));
+    let pools =
+        Controller::<SendingPool>::new(api(client, ns), watcher::Config::default()).reconcile_on(receive(pool_rx));
+    let releases = claims::controller(client, api(client, ns));
+    let release_scope = Arc::new(claims::Scope { ctx: ctx.clone(), namespace: ns.to_string() });
+    let policies = fleet_status::controller::<DomainPolicy>(api(client, ns), receive(policy_rx), &ctx);
+    let plans = fleet_status::controller::<WarmupPlan>(api(client, ns), receive(plan_rx), &ctx);
 
     // graceful_shutdown_on wants a Sync future per controller: race the
     // shutdown signal against lost leadership in a task and hand its
     // verdict to each controller over its own oneshot.
-    let (stop_txs, stop_rxs): (Vec<_>, Vec<_>) = (0..3).map(|_| tokio::sync::oneshot::channel::<()>()).unzip();
+    let (stop_txs, stop_rxs): (Vec<_>, Vec<_>) = (0..4).map(|_| tokio::sync::oneshot::channel::<()>()).unzip();
     let (why_tx, why_rx) = tokio::sync::oneshot::channel::<&'static str>();
     let stopper = tokio::spawn(async move {
         let why = tokio::select! {
@@ -275,22 +308,34 @@ async fn run_controller(
     });
     tokio::join!(
         pools
-            .graceful_shutdown_on(stop.next().expect("three"))
+            .graceful_shutdown_on(stop.next().expect("four"))
             .run(pool::reconcile, pool::error_policy, ctx.clone())
             .for_each(log_event),
         policies
-            .graceful_shutdown_on(stop.next().expect("three"))
+            .graceful_shutdown_on(stop.next().expect("four"))
             .run(fleet_status::reconcile, fleet_status::error_policy, ctx.clone())
             .for_each(log_event),
         plans
-            .graceful_shutdown_on(stop.next().expect("three"))
-            .run(fleet_status::reconcile, fleet_status::error_policy, ctx)
+            .graceful_shutdown_on(stop.next().expect("four"))
+            .run(fleet_status::reconcile, fleet_status::error_policy, ctx.clone())
+            .for_each(log_event),
+        releases
+            .graceful_shutdown_on(stop.next().expect("four"))
+            .run(claims::reconcile, claims::error_policy, release_scope)
             .for_each(log_event),
     );
-    // All three ended: normally because the stopper fired (it says why
+    // All four ended: normally because the stopper fired (it says why
     // before it stops them).
     stopper.abort();
+    poller.abort();
+    *ctx.caches.write().unwrap_or_else(|p| p.into_inner()) = None;
+    drop(caches);
     why_rx.await.unwrap_or("controller stream ended")
+}
+
+/// A channel's receiving end as a stream (the controllers' triggers).
+fn receive<T: Send + 'static>(rx: tokio::sync::mpsc::UnboundedReceiver<T>) -> impl futures::Stream<Item = T> + Send {
+    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|t| (t, rx)) })
 }
 
 async fn log_event<T, E: std::fmt::Display>(res: Result<T, E>) {

@@ -13,7 +13,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 use std::time::Duration;
 
-pub use sendfleet_lab::kit::instance::{test_dir, PodConfig, HASH_KEY};
+pub use sendfleet_lab::kit::instance::{test_dir, PodConfig, AGENT_TOKEN, HASH_KEY};
 pub use sendfleet_lab::kit::*;
 pub use sendfleet_lab::{Deliveries, Receiver};
 

@@ -1,5 +1,5 @@
-//! Where the upstream binaries (kube-apiserver, etcd, kubectl, helm, ...)
-//! are. `hack/build-upstream.sh` is the single source of truth for versions
+//! Where the upstream binaries (kube-apiserver, etcd, kubectl, helm,
+//! prometheus, alertmanager, ...) are. `hack/build-upstream.sh` is the single source of truth for versions
 //! and paths; this module asks it (`--print`) and, when something is missing,
 //! runs the build itself so a test never skips for want of a binary.
 //!
@@ -24,6 +24,12 @@ pub struct Binaries {
     pub kubectl: PathBuf,
     pub kube_proxy: PathBuf,
     pub helm: PathBuf,
+    /// Prometheus and its rule/config checker (no web UI: HTTP API only).
+    pub prometheus: PathBuf,
+    pub promtool: PathBuf,
+    /// Alertmanager and its CLI (no web UI: HTTP API only).
+    pub alertmanager: PathBuf,
+    pub amtool: PathBuf,
     /// OCI image archive of the pod sandbox image, built from pause.c.
     pub pause_image: PathBuf,
     /// The reference containerd is told to use for it.
@@ -59,7 +65,7 @@ fn print_paths() -> Result<Option<BTreeMap<String, PathBuf>>, LabError> {
 
 impl Binaries {
     /// Locate the binaries, building them first if any is missing (a cold
-    /// build takes about 10 minutes; its progress goes to stderr). Cached for
+    /// build takes 20-35 minutes on 2 cores; its progress goes to stderr). Cached for
     /// the life of the process.
     pub fn get() -> Result<&'static Binaries, LabError> {
         static BINS: OnceLock<Result<Binaries, String>> = OnceLock::new();
@@ -72,7 +78,7 @@ impl Binaries {
         let map = match print_paths()? {
             Some(m) => m,
             None => {
-                eprintln!("sendfleet-lab: upstream binaries missing; running {} (cold: ~10 min)", script().display());
+                eprintln!("sendfleet-lab: upstream binaries missing; running {} (cold: 20-35 min)", script().display());
                 let status = Command::new(script()).stdout(Stdio::null()).status().map_err(LabError::io(script()))?;
                 if !status.success() {
                     return Err(LabError::Binaries(format!(
@@ -103,6 +109,10 @@ impl Binaries {
             kubectl: get("kubectl")?,
             kube_proxy: get("kube-proxy")?,
             helm: get("helm")?,
+            prometheus: get("prometheus")?,
+            promtool: get("promtool")?,
+            alertmanager: get("alertmanager")?,
+            amtool: get("amtool")?,
             pause_image: get("pause-image")?,
             pause_ref: get("pause-ref")?.display().to_string(),
             toolbox_image: get("toolbox-image")?,

@@ -275,6 +275,9 @@ pub fn run(c: &dyn Cluster, providers: &[Receiver], out: &mut dyn Write) -> Resu
             return Err(e);
         }
     }
+    // The chart's operator reconciles pools only in opted-in namespaces.
+    let (k, v) = crate::kit::fixtures::POOL_NAMESPACE_LABEL;
+    c.kubectl(&["label", "namespace", NS, &format!("{k}={v}"), "--overwrite"])?;
     let examples = examples_dir().display().to_string();
     let providers_yaml = repo.join("hack/demo/providers.yaml").display().to_string();
     let _ = write!(out, "{}", c.kubectl(&["apply", "-f", &examples, "-f", &providers_yaml])?);

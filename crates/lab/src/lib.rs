@@ -12,6 +12,11 @@
 //! # let _ = kubeconfig;
 //! ```
 //!
+//! [`argocd`] runs the Argo CD health checks the docs ship on real objects.
+//!
+//! [`monitoring`] runs a real Prometheus and Alertmanager (built the same
+//! way) and records what Alertmanager posts to a webhook.
+//!
 //! [`kit`] is the test kit every test binary and benchmark shares: one wait
 //! helper, one HTTP GET, fixtures, the receiver and DNS server, and sending
 //! instances configured by the renderer alone.
@@ -21,6 +26,7 @@
 //! loudly), and never leave processes behind: children die with the process
 //! that started them (see `process`).
 
+pub mod argocd;
 pub mod binaries;
 pub mod control_plane;
 pub mod demo;
@@ -28,6 +34,7 @@ pub mod dns;
 pub mod greylist;
 pub mod kit;
 pub mod kubectl;
+pub mod monitoring;
 pub mod node;
 pub mod pki;
 pub mod process;
@@ -81,6 +88,8 @@ pub enum LabError {
     Shared(String),
     #[error("{0}")]
     Usage(String),
+    #[error("{url}: {detail}")]
+    Http { url: String, detail: String },
 }
 
 impl LabError {

@@ -41,6 +41,7 @@ pub struct Pki {
 }
 
 /// A client certificate and key, PEM.
+#[derive(Clone)]
 pub struct ClientCert {
     pub cert_pem: String,
     pub key_pem: String,
@@ -92,16 +93,22 @@ impl Pki {
     /// A client certificate for user `user`, optionally in `group` (the API
     /// server maps CN to the user name and O to a group; rcgen writes one O).
     pub fn client_cert(&self, user: &str, group: Option<&str>) -> Result<ClientCert, LabError> {
-        let key = KeyPair::generate().map_err(tls("client key"))?;
-        let mut params = CertificateParams::new(Vec::<String>::new()).map_err(tls("client"))?;
-        params.distinguished_name.push(DnType::CommonName, user);
-        if let Some(g) = group {
-            params.distinguished_name.push(DnType::OrganizationName, g);
-        }
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-        let cert = params.signed_by(&key, &self.issuer).map_err(tls("client cert"))?;
-        Ok(ClientCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+        client_cert(&self.issuer, user, group)
     }
+}
+
+/// A client certificate for `cn` signed by `issuer`, optionally with
+/// organisation `group`.
+fn client_cert(issuer: &Issuer<'static, KeyPair>, cn: &str, group: Option<&str>) -> Result<ClientCert, LabError> {
+    let key = KeyPair::generate().map_err(tls("client key"))?;
+    let mut params = CertificateParams::new(Vec::<String>::new()).map_err(tls("client"))?;
+    params.distinguished_name.push(DnType::CommonName, cn);
+    if let Some(g) = group {
+        params.distinguished_name.push(DnType::OrganizationName, g);
+    }
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let cert = params.signed_by(&key, issuer).map_err(tls("client cert"))?;
+    Ok(ClientCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
 }
 
 impl Pki {
@@ -177,6 +184,12 @@ impl MailCa {
         &self.cert_pem
     }
 
+    /// A client certificate for `cn` (a submission client of a pool whose
+    /// `submission.clientCertificates` trusts this CA).
+    pub fn client_cert(&self, cn: &str) -> Result<ClientCert, LabError> {
+        client_cert(&self.issuer, cn, None)
+    }
+
     /// A server certificate for a provider's host names `names` (its MX
     /// host first, the CN; a relay host name too if a route names one) and
     /// its address `ip`.
@@ -198,4 +211,15 @@ pub(crate) fn write_private(path: &Path, contents: &[u8]) -> Result<(), LabError
         .open(path)
         .map_err(LabError::io(path))?;
     f.write_all(contents).map_err(LabError::io(path))
+}
+
+/// A fresh 2048-bit RSA key as PKCS#8 PEM, from openssl: what a DKIM
+/// Secret holds (one per call; tests that sign, verify or publish records).
+pub fn rsa_key_pem() -> String {
+    let out = std::process::Command::new("openssl")
+        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"])
+        .output()
+        .expect("running openssl (Debian package openssl)");
+    assert!(out.status.success(), "openssl genpkey: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("PEM is ASCII")
 }

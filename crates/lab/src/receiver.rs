@@ -445,6 +445,7 @@ impl Receiver {
              smtpd_tls_protocols = >=TLSv1.2\n\
              smtpd_tls_mandatory_protocols = >=TLSv1.2\n\
              smtpd_client_connection_rate_limit = 0\n\
+             service_throttle_time = 1s\n\
              default_process_limit = 50\n",
             clients = dir.join(CLIENTS).display(),
             recipient_restrictions = recipient_restrictions(&p, None),
@@ -604,6 +605,12 @@ impl Receiver {
     /// when it changes its limits: a sender's cached connection would keep
     /// the old limits until the process exits. New sessions get the
     /// configuration of the last reload.
+    ///
+    /// The master takes a child that dies by a signal before it served a
+    /// connection (one it spawned just now, e.g. after a reload) for a
+    /// broken command and stops the service for `service_throttle_time`:
+    /// 60 s by default, during which the receiver accepts nothing. The
+    /// receiver's main.cf sets it to 1 s so ending sessions never does that.
     pub fn end_sessions(&self) -> Result<(), LabError> {
         for pid in self.smtpd_pids()? {
             // SAFETY: a child of this receiver's own Postfix master,

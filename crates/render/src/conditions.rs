@@ -24,7 +24,8 @@ pub const MAX_MESSAGE_LEN: usize = 2048;
 pub const TRUNCATED: &str = " ... (truncated)";
 
 /// A condition type. SendingPool: every type but `Accepted`; DomainPolicy
-/// and WarmupPlan: `Accepted`.
+/// and WarmupPlan: `Accepted`, and `Ready` mirroring it (for generic
+/// readers: Flux, Argo CD, `kubectl wait`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ConditionType {
     /// Every instance runs the rendered configuration and is ready.
@@ -47,8 +48,16 @@ pub enum ConditionType {
     WarmingUp,
     /// PTR, SPF, DKIM and DMARC are in order for every IP and domain.
     AuthenticationValid,
+    /// (With `spec.dkim`) every reporting instance signs its submissions.
+    DkimSigning,
     /// (DomainPolicy, WarmupPlan) The spec is valid and in use as written.
     Accepted,
+    /// Some instance is handing its queue on before it goes (a removed or
+    /// disabled egress IP, or a deleted pool); the message counts what is left.
+    Draining,
+    /// (With `spec.dnsRecords`) the records with a known value are written
+    /// where the pool asked (an external-dns `DNSEndpoint`).
+    DnsRecordsPublished,
 }
 
 /// Which status of a condition type means trouble.
@@ -65,11 +74,14 @@ pub enum Polarity {
 
 impl ConditionType {
     /// Every type, in the order `status.conditions` lists them (by name).
-    pub const ALL: [ConditionType; 9] = [
+    pub const ALL: [ConditionType; 12] = [
         Self::Accepted,
         Self::AuthenticationValid,
         Self::BacklogForecast,
         Self::Degraded,
+        Self::DkimSigning,
+        Self::DnsRecordsPublished,
+        Self::Draining,
         Self::Listed,
         Self::Progressing,
         Self::QueueBacklog,
@@ -87,15 +99,22 @@ impl ConditionType {
             Self::BacklogForecast => "BacklogForecast",
             Self::WarmingUp => "WarmingUp",
             Self::AuthenticationValid => "AuthenticationValid",
+            Self::DkimSigning => "DkimSigning",
             Self::Accepted => "Accepted",
+            Self::Draining => "Draining",
+            Self::DnsRecordsPublished => "DnsRecordsPublished",
         }
     }
 
     pub const fn polarity(self) -> Polarity {
         match self {
-            Self::Ready | Self::AuthenticationValid | Self::Accepted => Polarity::TrueIsGood,
+            Self::Ready
+            | Self::AuthenticationValid
+            | Self::Accepted
+            | Self::DkimSigning
+            | Self::DnsRecordsPublished => Polarity::TrueIsGood,
             Self::Degraded | Self::Listed | Self::QueueBacklog | Self::BacklogForecast => Polarity::FalseIsGood,
-            Self::Progressing | Self::WarmingUp => Polarity::Neutral,
+            Self::Progressing | Self::WarmingUp | Self::Draining => Polarity::Neutral,
         }
     }
 
@@ -176,6 +195,22 @@ pub enum Reason {
     MissingReference,
     /// Applying the rendered objects failed; retried.
     ApplyFailed,
+    // The pool as a whole: what the administrator does not allow (nothing
+    // is applied for it).
+    /// `spec.image` is not among the images the administrator allows.
+    ImageNotAllowed,
+    /// An `egressIPs[].nodeName` names a node outside the administrator's
+    /// node selector (or no node).
+    NodeNotAllowed,
+    /// The pool's namespace is not opted in for pools by the administrator.
+    NamespaceNotAllowed,
+    /// An object the pool would write exists and is not owned by the pool;
+    /// it is left alone.
+    ObjectConflict,
+    /// An egress address is owned by another SendingPool (the message
+    /// names it, `namespace/name`); nothing of the pool is written until
+    /// the owner releases the address.
+    AddressInUse,
     // Ready
     InstancesReady,
     InstancesNotReady,
@@ -227,6 +262,37 @@ pub enum Reason {
     ReverseDnsInvalid,
     /// Problems of more than one kind; the message lists them.
     MultipleFailures,
+    // Draining
+    /// No instance is draining.
+    NothingToDrain,
+    /// Instances hand their queues on; the message counts what is left.
+    DrainingQueues,
+    /// Queued mail cannot be handed on: no peer is in rotation. It stays
+    /// queued on the draining instance.
+    DrainBlocked,
+    /// The pool is being deleted and its instances deliver their queues
+    /// before its objects go (`spec.deletionPolicy: Drain`).
+    PoolDeleting,
+    /// The deleted pool's queues were not empty by `drain.timeout`: its
+    /// objects go, the queue volumes are kept.
+    DrainTimedOut,
+    // DkimSigning
+    /// DkimSigning=True: every reporting instance signs.
+    Signing,
+    /// Some instance has no usable key and holds new mail (4xx at
+    /// submission); the message names it and the reason.
+    KeyUnusable,
+    /// Some instance has no usable key and sends unsigned, as
+    /// `onKeyError: SendUnsigned` asks.
+    SendingUnsigned,
+    // DnsRecordsPublished
+    /// DnsRecordsPublished=True: the pool's `DNSEndpoint` lists every
+    /// record with a known value (the message names any left out).
+    Published,
+    /// The pool asks for a `DNSEndpoint` but its CRD
+    /// (`dnsendpoints.externaldns.k8s.io`) is not installed; looked for
+    /// again every minute.
+    DNSEndpointNotInstalled,
     // Any type
     /// Nobody has observed this fact yet (status Unknown).
     NotObservedYet,
@@ -238,6 +304,11 @@ impl Reason {
             Self::InvalidSpec => "InvalidSpec",
             Self::MissingReference => "MissingReference",
             Self::ApplyFailed => "ApplyFailed",
+            Self::ImageNotAllowed => "ImageNotAllowed",
+            Self::NodeNotAllowed => "NodeNotAllowed",
+            Self::NamespaceNotAllowed => "NamespaceNotAllowed",
+            Self::ObjectConflict => "ObjectConflict",
+            Self::AddressInUse => "AddressInUse",
             Self::InstancesReady => "InstancesReady",
             Self::InstancesNotReady => "InstancesNotReady",
             Self::RollingOut => "RollingOut",
@@ -264,6 +335,16 @@ impl Reason {
             Self::DmarcMissing => "DmarcMissing",
             Self::ReverseDnsInvalid => "ReverseDnsInvalid",
             Self::MultipleFailures => "MultipleFailures",
+            Self::NothingToDrain => "NothingToDrain",
+            Self::DrainingQueues => "DrainingQueues",
+            Self::DrainBlocked => "DrainBlocked",
+            Self::PoolDeleting => "PoolDeleting",
+            Self::DrainTimedOut => "DrainTimedOut",
+            Self::Signing => "Signing",
+            Self::KeyUnusable => "KeyUnusable",
+            Self::SendingUnsigned => "SendingUnsigned",
+            Self::Published => "Published",
+            Self::DNSEndpointNotInstalled => "DNSEndpointNotInstalled",
             Self::NotObservedYet => "NotObservedYet",
         }
     }
@@ -444,7 +525,7 @@ mod tests {
         let mut sorted = names.clone();
         sorted.sort();
         assert_eq!(names, sorted);
-        assert_eq!(names.len(), 9);
+        assert_eq!(names.len(), 12);
     }
 
     #[test]
@@ -464,6 +545,11 @@ mod tests {
             (Reason::InvalidSpec, "InvalidSpec"),
             (Reason::MissingReference, "MissingReference"),
             (Reason::ApplyFailed, "ApplyFailed"),
+            (Reason::ImageNotAllowed, "ImageNotAllowed"),
+            (Reason::NodeNotAllowed, "NodeNotAllowed"),
+            (Reason::NamespaceNotAllowed, "NamespaceNotAllowed"),
+            (Reason::ObjectConflict, "ObjectConflict"),
+            (Reason::AddressInUse, "AddressInUse"),
             (Reason::NoWarmupPlan, "NoWarmupPlan"),
             (Reason::OlderThanWarnAge, "OlderThanWarnAge"),
             (Reason::OlderThanCriticalAge, "OlderThanCriticalAge"),
@@ -475,6 +561,8 @@ mod tests {
             (Reason::NotYetChecked, "NotYetChecked"),
             (Reason::SpfNotAuthorized, "SpfNotAuthorized"),
             (Reason::ReverseDnsInvalid, "ReverseDnsInvalid"),
+            (Reason::Published, "Published"),
+            (Reason::DNSEndpointNotInstalled, "DNSEndpointNotInstalled"),
         ];
         for (r, s) in stable {
             assert_eq!(r.as_str(), s);

@@ -25,7 +25,13 @@ pub const AGENT_HTTP_PORT: u16 = 9187;
 pub const PATH_METRICS: &str = "/metrics";
 /// [`AgentStatus`] as JSON.
 pub const PATH_STATUS: &str = "/status";
-/// Liveness: the agent's loops are alive (200) or not (503).
+/// Key of the pool's agent-token Secret that holds the bearer token the
+/// operator (and Prometheus) send to [`PATH_STATUS`] and [`PATH_METRICS`].
+pub const AGENT_TOKEN_KEY: &str = "token";
+/// Largest `/status` body the operator reads; a larger answer is refused.
+pub const MAX_STATUS_BODY: usize = 1 << 20;
+/// Liveness: the agent's tasks are alive (200) or not (503). Open to the
+/// kubelet's probes, like [`PATH_READYZ`]: it answers ok or not, nothing more.
 pub const PATH_HEALTHZ: &str = "/healthz";
 /// Readiness: a config is installed, Postfix runs, the policy socket listens.
 pub const PATH_READYZ: &str = "/readyz";
@@ -33,6 +39,13 @@ pub const PATH_READYZ: &str = "/readyz";
 /// Default path of the socketmap the rendered `main.cf` names in
 /// `transport_maps = socketmap:unix:<path>:<name>, hash:...`.
 pub const DEFAULT_POLICY_SOCKET: &str = "/run/sendfleet/policy.sock";
+/// The Postfix configuration directory the agent installs into and runs
+/// Postfix with (`postfix -c`): a symlink the agent swaps to a generation
+/// directory beside it. Instance pods have a read-only root file system,
+/// so [`POSTFIX_CONFIG_ROOT`], its parent, is a volume of its own.
+pub const DEFAULT_POSTFIX_DIR: &str = "/var/lib/sendfleet/postfix/current";
+/// The directory holding [`DEFAULT_POSTFIX_DIR`] and its generations.
+pub const POSTFIX_CONFIG_ROOT: &str = "/var/lib/sendfleet/postfix";
 /// The socketmap name the agent answers (the `:<name>` suffix above).
 pub const SOCKETMAP_NAME: &str = "transport";
 /// Name of the master.cf transport that relays to a peer instance.
@@ -71,6 +84,15 @@ pub struct AgentStatus {
     pub instance: String,
     /// Random id chosen when the agent process starts: a change means a restart.
     pub session_id: String,
+    /// The pod the agent runs in (`POD_NAME`, from the downward API; empty
+    /// outside a pod). The operator refuses a report whose pool, instance or
+    /// pod is not the one it polled.
+    #[serde(default)]
+    pub pod: String,
+    /// State files that did not parse at start, kept aside under these
+    /// names in the state directory (never overwritten); empty normally.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub state_files_kept_aside: Vec<String>,
     /// Unix seconds.
     pub started_at: u64,
     pub now: u64,
@@ -88,6 +110,36 @@ pub struct AgentStatus {
     /// Delivery latency of recently sent recipients.
     #[serde(default)]
     pub latency: DeliveryLatency,
+    /// The DKIM signer (with `spec.dkim`; `None` without).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dkim: Option<SignerStatus>,
+}
+
+/// What the instance's DKIM signer (OpenDKIM) does.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignerStatus {
+    /// `Signing` (every submission is signed), `Held` (no usable key:
+    /// submissions get a 4xx, nothing leaves unsigned) or `Unsigned` (no
+    /// usable key and the pool opted out of holding: mail leaves unsigned).
+    pub state: SignerState,
+    /// The selectors the running signer signs with.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub selectors: Vec<String>,
+    /// Why the rendered selectors' keys are not (all) in use: a missing or
+    /// unreadable key, never the key itself. While `Signing`, the previous
+    /// keys still sign (e.g. a rotation whose new key has not arrived).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// See [`SignerStatus::state`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SignerState {
+    Signing,
+    #[default]
+    Held,
+    Unsigned,
 }
 
 /// Total delivery latency (Postfix `delay=`: arrival to the receiver's

@@ -25,6 +25,7 @@
 pub mod api;
 pub mod conditions;
 pub mod contract;
+pub mod dkim;
 pub mod objects;
 pub mod policy;
 pub mod postfix;

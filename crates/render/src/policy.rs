@@ -81,6 +81,12 @@ pub struct InstancePolicy {
     /// Domains (rule names) for which this instance is excluded, by a
     /// DomainPolicy's manual exclusion or an automatic one.
     pub excluded_rules: Vec<String>,
+    /// The instance is being drained (its egress IP was removed or
+    /// disabled, or its pool is being deleted): it retries its deferred
+    /// queue at once and on a short cycle, so its mail leaves (through
+    /// the peers when its weight is 0) instead of waiting for the backoff.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub draining: bool,
 }
 
 /// How a domain's mail is handled, from one DomainPolicy entry.

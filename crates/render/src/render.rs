@@ -44,7 +44,11 @@ const PEER_PARENT_MATCHES: &str =
 pub struct Settings {
     /// Postfix queue directory inside the instance (the queue volume).
     pub queue_directory: String,
-    /// Postfix data directory (TLS session cache etc.).
+    /// Postfix data directory (master.lock, TLS session cache and PRNG
+    /// state). On the queue volume by default: the pod's root file system is
+    /// read-only, and Postfix's `post-install create-missing` creates it
+    /// there owned by `postfix` (an emptyDir would be root-owned and
+    /// world-writable, which Postfix warns about on every start).
     pub data_directory: String,
     /// Unix socket of the agent's transport policy service.
     pub policy_socket: String,
@@ -56,10 +60,38 @@ pub struct Settings {
     pub cluster_domain: String,
     /// Instance image when the pool names none.
     pub default_image: String,
+    /// Node labels every instance pod requires (the administrator's
+    /// placement, e.g. `sendfleet.io/egress=true`), in addition to the
+    /// hostname of an `egressIPs[].nodeName`. Empty: any node.
+    pub node_selector: BTreeMap<String, String>,
     /// Where the pool's `tls.trustedCA` bundle is mounted read-only; the
     /// bundle is the file [`TRUSTED_CA_FILE`] in it.
     pub trusted_ca_directory: String,
+    /// Where the submission port's certificate Secret is mounted read-only
+    /// with `submission.clientCertificates`: [`SUBMISSION_CERT_FILE`],
+    /// [`SUBMISSION_KEY_FILE`].
+    pub submission_tls_directory: String,
+    /// Where `submission.clientCertificates.trustedCA` is mounted
+    /// read-only; the bundle is the file [`CLIENT_CA_FILE`] in it.
+    pub client_ca_directory: String,
+    /// With `spec.dkim`: the agent's DKIM directory (an emptyDir), where it
+    /// stages OpenDKIM's files and keys and OpenDKIM opens its milter
+    /// socket (`crate::dkim`).
+    pub dkim_directory: String,
 }
+
+/// The submission port's own certificate chain and key (the Secret's
+/// `tls.crt` and `tls.key`) in [`Settings::submission_tls_directory`].
+pub const SUBMISSION_CERT_FILE: &str = "tls.crt";
+pub const SUBMISSION_KEY_FILE: &str = "tls.key";
+/// The CAs whose client certificates may relay, in
+/// [`Settings::client_ca_directory`] (the volume maps the user's key to
+/// it).
+pub const CLIENT_CA_FILE: &str = "client-ca.crt";
+/// With client certificates: the `cidr:` table of every network that may
+/// connect to the submission port (`submission.allowedCIDRs`, public ones
+/// included, and the hand-off sources).
+pub const SUBMISSION_CLIENTS_MAP: &str = "submission_clients";
 
 /// The file name of the trusted CA bundle in
 /// [`Settings::trusted_ca_directory`] (the volume maps the user's key to
@@ -75,13 +107,17 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             queue_directory: "/var/spool/postfix".into(),
-            data_directory: "/var/lib/postfix".into(),
+            data_directory: "/var/spool/postfix/data".into(),
             policy_socket: DEFAULT_POLICY_SOCKET.into(),
             peer_port: 2525,
             agent_port: AGENT_HTTP_PORT,
             cluster_domain: "cluster.local".into(),
             default_image: "sendfleet:dev".into(),
+            node_selector: BTreeMap::new(),
             trusted_ca_directory: "/etc/sendfleet/trusted-ca".into(),
+            submission_tls_directory: "/etc/sendfleet/submission-tls".into(),
+            client_ca_directory: "/etc/sendfleet/client-ca".into(),
+            dkim_directory: "/run/sendfleet/dkim".into(),
         }
     }
 }
@@ -96,6 +132,22 @@ pub struct Observed {
     pub exclusions: BTreeMap<(String, String), String>,
     /// Warm-up day (1-based) of each instance; an instance not listed is on day 1.
     pub warmup_day: BTreeMap<String, u32>,
+    /// Instances whose pod is not Ready (missing, starting, failing): their
+    /// submission endpoint is not ready whatever their weight. Never part
+    /// of the Postfix files or the policy, so a readiness flip changes no
+    /// configuration.
+    pub not_ready: BTreeSet<String>,
+    /// Egress IPs removed from the spec whose StatefulSet still holds a
+    /// queue: rendered out of rotation and draining until the operator sees
+    /// their queue empty. One whose name or address the spec lists again is
+    /// ignored (the spec's entry wins).
+    pub retired: Vec<EgressIP>,
+    /// Instances whose address has no finished DNS check yet: out of
+    /// rotation (Pending is not clean).
+    pub unchecked: BTreeSet<String>,
+    /// The pool is being deleted and drains: every instance takes no new
+    /// mail (endpoints not ready) and retries its queue.
+    pub deleting: bool,
 }
 
 /// Everything one pool's render reads.
@@ -120,6 +172,8 @@ pub struct RenderedInstance {
     pub helo_name: String,
     pub node_name: Option<String>,
     pub weight: u32,
+    /// Its pod was last seen Ready (see [`Observed::not_ready`]).
+    pub pod_ready: bool,
     /// File name -> content, exactly as the agent installs them.
     pub files: BTreeMap<String, String>,
     pub policy: AgentPolicy,
@@ -182,9 +236,40 @@ fn cidr_for_postfix(c: &str) -> String {
     }
 }
 
+/// Who may use the submission port, in Postfix notation.
+struct SubmissionAccess {
+    /// Relay without authentication: the private allowed networks and the
+    /// hand-off sources. Never a public network.
+    mynetworks: Vec<String>,
+    /// With client certificates: every network that may connect at all
+    /// (all allowed networks and the hand-off sources). `None`: exactly
+    /// mynetworks.
+    clients: Option<Vec<String>>,
+}
+
+/// The one place `submission.allowedCIDRs` is split: an entry inside the
+/// private networks ([`validate::private_client_network`]) relays without
+/// authentication (mynetworks); any other entry, accepted only with
+/// `clientCertificates`, may connect and must present a certificate.
+/// Without client certificates every entry is private (validated), so all
+/// go to mynetworks.
+fn submission_access(spec: &SendingPoolSpec, hand_off_sources: &[String]) -> SubmissionAccess {
+    let hand_offs = hand_off_sources.iter().map(|a| network(a));
+    let allowed = &spec.submission.allowed_cidrs;
+    let private = allowed.iter().filter(|c| validate::private_client_network(c).is_ok());
+    let mynetworks = private.map(|c| cidr_for_postfix(c)).chain(hand_offs.clone()).collect();
+    let clients = spec
+        .submission
+        .client_certificates
+        .as_ref()
+        .map(|_| allowed.iter().map(|c| cidr_for_postfix(c)).chain(hand_offs).collect());
+    SubmissionAccess { mynetworks, clients }
+}
+
 /// Render a pool. See the module doc for precedence.
 pub fn render_pool(input: PoolInput<'_>, settings: &Settings) -> Result<RenderedPool, RenderError> {
-    let pool = validate::pool(input.pool)?;
+    let with_retired = with_retired(input.pool, &input.observed.retired);
+    let pool = validate::pool(with_retired.as_ref())?;
     let plan = input.plan.map(validate::valid_warmup_plan).transpose()?;
     let (policies, invalid_policies) = routing::selected_policies(input.pool, input.policies);
     let routes = routing::route_pool(&policies, pool.namespace, input.pools, &settings.cluster_domain)?;
@@ -192,7 +277,9 @@ pub fn render_pool(input: PoolInput<'_>, settings: &Settings) -> Result<Rendered
     let instances_policy = instance_policies(&pool, &policies, input);
     let mut instances = vec![];
     for ip in &pool.spec.egress_ips {
-        instances.push(render_instance(&pool, ip, &shared, &instances_policy, &policies, plan.as_ref(), settings)?);
+        let mut inst = render_instance(&pool, ip, &shared, &instances_policy, &policies, plan.as_ref(), settings)?;
+        inst.pod_ready = !input.observed.not_ready.contains(&ip.name) && !input.observed.deleting;
+        instances.push(inst);
     }
     Ok(RenderedPool {
         namespace: pool.namespace.to_string(),
@@ -202,6 +289,24 @@ pub fn render_pool(input: PoolInput<'_>, settings: &Settings) -> Result<Rendered
         invalid_policies,
         conflicts: shared.routes.conflicts.clone(),
     })
+}
+
+/// The pool with its retired egress IPs (see [`Observed::retired`])
+/// appended, disabled, so they are validated and rendered like any other
+/// (their StatefulSet must stay exactly as it was while they drain).
+fn with_retired<'a>(pool: &'a SendingPool, retired: &[EgressIP]) -> std::borrow::Cow<'a, SendingPool> {
+    let spec = &pool.spec.egress_ips;
+    let extra: Vec<EgressIP> = retired
+        .iter()
+        .filter(|r| !spec.iter().any(|s| s.name == r.name || s.address == r.address))
+        .map(|r| EgressIP { enabled: Some(false), ..r.clone() })
+        .collect();
+    if extra.is_empty() {
+        return std::borrow::Cow::Borrowed(pool);
+    }
+    let mut p = pool.clone();
+    p.spec.egress_ips.extend(extra);
+    std::borrow::Cow::Owned(p)
 }
 
 /// Parts identical for every instance of the pool.
@@ -276,11 +381,24 @@ fn instance_policies(
         .egress_ips
         .iter()
         .map(|ip| {
-            let reason = if !ip.enabled {
+            let retired = input.observed.retired.iter().any(|r| r.name == ip.name)
+                && !input.pool.spec.egress_ips.iter().any(|s| s.name == ip.name);
+            // The one place an IP's weight is decided: the first reason
+            // that applies takes it out of rotation.
+            let reason = if retired {
+                Some("Draining: removed from spec.egressIPs".to_string())
+            } else if !ip.is_enabled() {
                 Some("Disabled: spec.egressIPs[].enabled is false".to_string())
+            } else if ip.is_spare() {
+                Some("Spare: spec.egressIPs[].role is Spare".to_string())
+            } else if let Some(r) = input.observed.quarantined.get(&ip.name) {
+                Some(format!("Quarantined: {r}"))
+            } else if input.observed.unchecked.contains(&ip.name) {
+                Some("Pending: the address's first DNS check has not finished".to_string())
             } else {
-                input.observed.quarantined.get(&ip.name).map(|r| format!("Quarantined: {r}"))
+                None
             };
+            let draining = retired || !ip.is_enabled() || input.observed.deleting;
             let mut excluded: BTreeSet<String> = policies
                 .iter()
                 .filter(|p| p.spec.excluded_ips.iter().any(|n| n == &ip.name))
@@ -300,6 +418,7 @@ fn instance_policies(
                 out_of_rotation_reason: reason,
                 daily_cap: input.plan.and_then(|p| p.spec.cap_on_day(day)),
                 excluded_rules: excluded.into_iter().collect(),
+                draining,
             }
         })
         .collect()
@@ -343,19 +462,31 @@ fn render_instance(
     if pinned {
         m.set("inet_interfaces", ip.address.clone())?;
         m.set(if addr.is_ipv4() { "smtp_bind_address" } else { "smtp_bind_address6" }, ip.address.clone())?;
+        // If the egress address is gone from the node, Postfix would log a
+        // warning and send from whatever address the kernel picks (the
+        // node's own): defer instead (Postfix >= 3.7).
+        m.set("smtp_bind_address_enforce", "yes")?;
         m.set("inet_protocols", if addr.is_ipv4() { "ipv4" } else { "ipv6" })?;
     } else {
         m.set("inet_interfaces", "all")?;
         m.set("inet_protocols", "all")?;
     }
-    // Submission: only the listed client networks, the pool's own instances
-    // (for peer relay) and the egress addresses of the pools that hand mail
-    // to this one (`route.pool`, `spamRoute`; one host each) may send
-    // through the pool.
-    let mut nets: Vec<String> = spec.submission.allowed_cidrs.iter().map(|c| cidr_for_postfix(c)).collect();
-    nets.extend(instances.iter().map(|i| network(&i.address)));
-    nets.extend(shared.hand_off_sources.iter().map(|a| network(a)));
-    m.set("mynetworks", nets.join(" "))?;
+    // Submission: only the listed client networks and the egress addresses
+    // of the pools that hand mail to this one (`route.pool`, `spamRoute`;
+    // one host each) may send through the pool. Set explicitly, so
+    // `mynetworks_style` never adds the host's networks (with hostNetwork:
+    // the node's subnet). The pool's own addresses are not listed: peers
+    // relay on the peer listener, which has its own list, and a process on
+    // the node connecting to a local egress address comes *from* that
+    // address. Every other client is refused when it connects
+    // (`smtpd_delay_reject = no` evaluates the client restrictions before
+    // the banner).
+    // With client certificates, public allowed networks may connect but
+    // never enter mynetworks (`submission_access`).
+    let access = submission_access(spec, &shared.hand_off_sources);
+    m.set("mynetworks", access.mynetworks.join(" "))?;
+    m.set("smtpd_delay_reject", "no")?;
+    m.set("smtpd_client_restrictions", "permit_mynetworks, reject")?;
     m.set("smtpd_relay_restrictions", "permit_mynetworks, reject_unauth_destination")?;
     m.set("smtpd_recipient_restrictions", "permit_mynetworks, reject")?;
     m.set("smtpd_banner", "$myhostname ESMTP")?;
@@ -423,11 +554,40 @@ fn render_instance(
     // static table: the agent's dynamic answers apply at delivery (qmgr).
     let in_rewrite = "rewrite-in";
     let listener = |port: u16| Service::internal(&listen(port), "inet", "n", "-", "-", "smtpd");
-    mc.push(
-        listener(spec.submission.port)
-            .with("syslog_name", "postfix/submission")
-            .with("rewrite_service_name", in_rewrite),
-    );
+    let mut submission = listener(spec.submission.port)
+        .with("syslog_name", "postfix/submission")
+        .with("rewrite_service_name", in_rewrite);
+    if spec.submission.client_certificates.is_some() {
+        // STARTTLS is mandatory and every client is asked for a
+        // certificate. A client connects if it is in any allowed network;
+        // it relays if it is in mynetworks (the private ones) or presents a
+        // certificate one of the client CAs signed.
+        let dir = &settings.submission_tls_directory;
+        let relay = "permit_mynetworks,permit_tls_all_clientcerts,reject";
+        submission = submission
+            .with("smtpd_tls_security_level", "encrypt")
+            .with("smtpd_tls_cert_file", format!("{dir}/{SUBMISSION_CERT_FILE}"))
+            .with("smtpd_tls_key_file", format!("{dir}/{SUBMISSION_KEY_FILE}"))
+            .with("smtpd_tls_mandatory_protocols", spec.tls.minimum_protocol.as_postfix())
+            .with("smtpd_tls_protocols", spec.tls.minimum_protocol.as_postfix())
+            .with("smtpd_tls_ask_ccert", "yes")
+            .with("smtpd_tls_CAfile", format!("{}/{CLIENT_CA_FILE}", settings.client_ca_directory))
+            .with("smtpd_tls_loglevel", "1")
+            .with(
+                "smtpd_client_restrictions",
+                format!("permit_mynetworks,check_client_access,cidr:$config_directory/{SUBMISSION_CLIENTS_MAP},reject"),
+            )
+            .with("smtpd_relay_restrictions", relay)
+            .with("smtpd_recipient_restrictions", relay);
+    }
+    // DKIM: submissions pass OpenDKIM (the agent runs it); peers and
+    // hand-offs arrive signed by the instance that took them first.
+    if let Some(d) = &spec.dkim {
+        for (k, v) in crate::dkim::submission_milter(d, &settings.dkim_directory) {
+            submission = submission.with(k, v);
+        }
+    }
+    mc.push(submission);
     // Mail relayed by a peer is sent directly from here and never relayed
     // again: content_filter forces a transport, bypassing the agent's
     // transport lookups (see docs/ARCHITECTURE.md).
@@ -522,8 +682,20 @@ fn render_instance(
     if let Some(h) = &shared.header_checks {
         files.insert(HEADER_CHECKS.to_string(), format!("{}{h}", comment_block(&header)));
     }
+    if let Some(clients) = access.clients {
+        let mut t = Table::new(SUBMISSION_CLIENTS_MAP);
+        for net in clients {
+            t.insert(&net, "OK")?;
+        }
+        files.insert(SUBMISSION_CLIENTS_MAP.to_string(), t.render(&header));
+    }
     if shared.routes.smtp_status_filter() {
         files.insert(DSN_FILTER.to_string(), dsn_filter::render(&header)?);
+    }
+    if let Some(d) = &spec.dkim {
+        for (k, v) in crate::dkim::render(d, &settings.dkim_directory, &header)? {
+            files.insert(k.to_string(), v);
+        }
     }
 
     let agent_policy = AgentPolicy {
@@ -576,6 +748,7 @@ fn render_instance(
         helo_name: ip.helo_name.clone(),
         node_name: ip.node_name.clone(),
         weight: me.weight,
+        pod_ready: true,
         config_hash: config_hash(&files),
         files,
         policy: agent_policy,
@@ -591,4 +764,73 @@ fn throttle_params(m: &mut MainCf, transport: &str, t: &Throttle) -> Result<(), 
         m.set(format!("{transport}_destination_rate_delay"), format!("{}s", 60 / mpm.max(1)))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod lifecycle_tests {
+    //! The weight of an IP (issue 16): removed and draining, disabled,
+    //! spare, quarantined and not yet checked are out of rotation.
+    use super::*;
+
+    fn pool() -> SendingPool {
+        serde_yaml::from_str(
+            "apiVersion: sendfleet.io/v1alpha1\nkind: SendingPool\nmetadata: {name: p, namespace: ns, uid: u1}\nspec:\n  egressIPs:\n    - {name: a, address: 192.0.2.1, heloName: a.example.com}\n    - {name: b, address: 192.0.2.2, heloName: b.example.com, role: Spare}\n    - {name: c, address: 192.0.2.3, heloName: c.example.com}\n",
+        )
+        .unwrap()
+    }
+
+    fn render(observed: &Observed) -> RenderedPool {
+        let pool = pool();
+        let input = PoolInput { pool: &pool, policies: &[], plan: None, pools: &[], observed };
+        render_pool(input, &Settings::default()).unwrap()
+    }
+
+    fn weights(r: &RenderedPool) -> Vec<(String, u32, bool)> {
+        let a = &r.instances[0].policy;
+        a.instances.iter().map(|i| (i.name.clone(), i.weight, i.draining)).collect()
+    }
+
+    #[test]
+    fn pending_is_not_clean_and_a_spare_never_sends() {
+        let observed = Observed { unchecked: BTreeSet::from(["c".to_string()]), ..Default::default() };
+        let r = render(&observed);
+        assert_eq!(
+            weights(&r),
+            [("a".into(), 1, false), ("b".into(), 0, false), ("c".into(), 0, false)],
+            "b is a spare, c has no finished DNS check"
+        );
+        let c = r.instances[2].policy.this_instance().unwrap();
+        assert!(c.out_of_rotation_reason.as_deref().unwrap().starts_with("Pending"), "{c:?}");
+        let b = r.instances[1].policy.this_instance().unwrap();
+        assert!(b.out_of_rotation_reason.as_deref().unwrap().starts_with("Spare"), "{b:?}");
+    }
+
+    #[test]
+    fn a_removed_ip_is_rendered_out_of_rotation_and_draining_until_it_is_gone() {
+        let old = EgressIP {
+            name: "d".into(),
+            address: "192.0.2.4".into(),
+            helo_name: "d.example.com".into(),
+            ..Default::default()
+        };
+        let observed = Observed { retired: vec![old.clone()], ..Default::default() };
+        let r = render(&observed);
+        assert_eq!(r.instances.len(), 4);
+        let d = &r.instances[3];
+        assert_eq!((d.name.as_str(), d.weight), ("d", 0));
+        let me = d.policy.this_instance().unwrap();
+        assert!(me.draining && me.out_of_rotation_reason.as_deref().unwrap().starts_with("Draining"), "{me:?}");
+        assert!(d.files["main.cf"].contains("192.0.2.4"), "rendered for its own address");
+        // Its peers in rotation: a and c, never the spare.
+        let peers: Vec<&str> = d.policy.peers_in_rotation().map(|p| p.name.as_str()).collect();
+        assert_eq!(peers, ["a", "c"]);
+        // An entry the spec lists again (same address, new name) wins.
+        let renamed = EgressIP { address: "192.0.2.3".into(), ..old };
+        let r = render(&Observed { retired: vec![renamed], ..Default::default() });
+        assert_eq!(r.instances.len(), 3);
+        // A pool being deleted: everyone drains at its own weight, no endpoint ready.
+        let r = render(&Observed { deleting: true, ..Default::default() });
+        assert!(r.instances.iter().all(|i| !i.pod_ready && i.policy.this_instance().unwrap().draining));
+        assert_eq!(r.instances[0].weight, 1);
+    }
 }

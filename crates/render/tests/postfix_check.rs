@@ -58,6 +58,38 @@ fn write_instance(dir: &Path, inst: &RenderedInstance) {
 /// Postfix refuses `inet_interfaces` addresses that are not on an interface,
 /// so the egress addresses go on `lo` — only ever inside the private network
 /// namespace the cargo runner (hack/netns-run) gives each test binary.
+/// Settings with the queue and data directories in a prepared `root`
+/// (the mount directories stay the pod's).
+fn scratch_settings(root: &Path) -> Settings {
+    prepare_dirs(root);
+    Settings {
+        queue_directory: root.join("queue").display().to_string(),
+        data_directory: root.join("data").display().to_string(),
+        ..Settings::default()
+    }
+}
+
+/// `pool` alone rendered: its first instance and the StatefulSets the
+/// operator would create.
+fn render_with_statefulsets(
+    pool: &sendfleet_render::api::SendingPool,
+    settings: &Settings,
+) -> (RenderedInstance, Vec<k8s_openapi::api::apps::v1::StatefulSet>) {
+    use sendfleet_render::objects::{self, Desired};
+    let pools = vec![pool.clone()];
+    let observed = Observed::default();
+    let input = PoolInput { pool, policies: &[], plan: None, pools: &pools, observed: &observed };
+    let rp = render_pool(input, settings).unwrap();
+    let sts = objects::build(pool, &rp, settings)
+        .into_iter()
+        .filter_map(|d| match d {
+            Desired::StatefulSet(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    (rp.instances.into_iter().next().unwrap(), sts)
+}
+
 fn add_egress_addresses(instances: &[RenderedInstance]) {
     assert_eq!(
         std::env::var("SENDFLEET_NETNS").as_deref(),
@@ -415,10 +447,13 @@ fn a_hand_off_target_lets_exactly_the_source_pools_addresses_relay() {
         write_instance(&dir, &inst);
         run(Command::new("postconf").arg("-c").arg(&dir).arg("-h").arg("mynetworks")).trim().to_string()
     };
-    assert_eq!(mynetworks(0), "127.0.0.0/8 192.0.2.50/32 192.0.2.1/32 [2001:db8::1]/128");
-    // The source pool and the bystander are unchanged: nobody hands them mail.
-    assert_eq!(mynetworks(1), "127.0.0.0/8 192.0.2.1/32 [2001:db8::1]/128");
-    assert_eq!(mynetworks(2), "127.0.0.0/8 192.0.2.99/32");
+    // The target's own address (192.0.2.50) is not listed: its peers use
+    // the peer listener, and a node process would come from that address.
+    assert_eq!(mynetworks(0), "127.0.0.0/8 192.0.2.1/32 [2001:db8::1]/128");
+    // The source pool and the bystander list only their clients: nobody
+    // hands them mail.
+    assert_eq!(mynetworks(1), "127.0.0.0/8");
+    assert_eq!(mynetworks(2), "127.0.0.0/8");
 }
 
 /// `spec.tls.trustedCA`, as Postfix reads it and the pod mounts it: the
@@ -430,32 +465,14 @@ fn a_hand_off_target_lets_exactly_the_source_pools_addresses_relay() {
 /// bundle: tests/agent_tls.rs.)
 #[test]
 fn a_trusted_ca_bundle_is_trusted_beside_the_system_cas() {
-    use k8s_openapi::api::apps::v1::StatefulSet;
-    use sendfleet_render::objects::{self, Desired};
     require_postfix();
     let tmp = tempfile::tempdir().unwrap();
-    prepare_dirs(tmp.path());
-    let settings = Settings {
-        queue_directory: tmp.path().join("queue").display().to_string(),
-        data_directory: tmp.path().join("data").display().to_string(),
-        trusted_ca_directory: "/etc/sendfleet/trusted-ca".into(),
-        ..Settings::default()
-    };
+    let settings = scratch_settings(tmp.path());
     let observed = Observed::default();
     let render = |ca: &str| {
         let mut pool = support::pool();
         pool.spec.tls.trusted_ca = Some(serde_yaml::from_str(ca).unwrap());
-        let pools = vec![pool.clone()];
-        let input = PoolInput { pool: &pool, policies: &[], plan: None, pools: &pools, observed: &observed };
-        let rp = render_pool(input, &settings).unwrap();
-        let sts: Vec<StatefulSet> = objects::build(&pool, &rp, &settings)
-            .into_iter()
-            .filter_map(|d| match d {
-                Desired::StatefulSet(s) => Some(s),
-                _ => None,
-            })
-            .collect();
-        (rp.instances.into_iter().next().unwrap(), sts)
+        render_with_statefulsets(&pool, &settings)
     };
     let (inst, sts) = render("{secretName: partner-ca, key: bundle.pem}");
     assert!(!inst.files[MAIN_CF].contains("partner-ca") && !inst.files[MAIN_CF].contains("bundle.pem"));
@@ -503,4 +520,87 @@ fn a_trusted_ca_bundle_is_trusted_beside_the_system_cas() {
     let plain = render_pool(input, &settings).unwrap().instances.remove(0);
     assert!(plain.files[MAIN_CF].contains("smtp_tls_CAfile = /etc/ssl/certs/ca-certificates.crt"));
     assert!(!plain.files[MAIN_CF].contains("smtp_tls_CApath"));
+}
+
+/// `submission.clientCertificates` with a public allowed network, as
+/// Postfix reads it: mynetworks keeps only the private entries; the
+/// submission service requires STARTTLS with the mounted server
+/// certificate, asks for a client certificate checked against the mounted
+/// client CA, lets only allowed networks connect (its `cidr:` table holds
+/// every allowed network) and relays for mynetworks or a certified client.
+/// The pod mounts the server Secret (key readable by root only) and the CA
+/// bundle. (Real clients with and without a certificate:
+/// tests/agent_relay.rs.)
+#[test]
+fn client_certificates_let_public_networks_connect_but_not_into_mynetworks() {
+    require_postfix();
+    let tmp = tempfile::tempdir().unwrap();
+    let settings = scratch_settings(tmp.path());
+    let mut pool = support::pool();
+    pool.spec.submission.allowed_cidrs = vec!["10.0.0.0/8".into(), "100.0.0.0/8".into(), "2001:4860::/32".into()];
+    pool.spec.submission.client_certificates = Some(
+        serde_yaml::from_str("{trustedCA: {configMapName: clients-ca}, serverCertificateSecretName: submission-tls}")
+            .unwrap(),
+    );
+    let (inst, sts) = render_with_statefulsets(&pool, &settings);
+    add_egress_addresses(std::slice::from_ref(&inst));
+    let dir = tmp.path().join(&inst.name);
+    write_instance(&dir, &inst);
+    let get = |p: &str| run(Command::new("postconf").arg("-c").arg(&dir).arg("-h").arg(p)).trim().to_string();
+    assert_eq!(get("mynetworks"), "10.0.0.0/8", "a public network never enters mynetworks");
+    let port = pool.spec.submission.port;
+    let service = |p: &str| {
+        let out = run(Command::new("postconf").arg("-c").arg(&dir).arg("-Ph").arg(format!("{port}/inet/{p}")));
+        out.trim().to_string()
+    };
+    assert_eq!(service("smtpd_tls_security_level"), "encrypt");
+    assert_eq!(service("smtpd_tls_ask_ccert"), "yes");
+    assert_eq!(service("smtpd_tls_cert_file"), "/etc/sendfleet/submission-tls/tls.crt");
+    assert_eq!(service("smtpd_tls_key_file"), "/etc/sendfleet/submission-tls/tls.key");
+    assert_eq!(service("smtpd_tls_CAfile"), "/etc/sendfleet/client-ca/client-ca.crt");
+    assert_eq!(service("smtpd_relay_restrictions"), "permit_mynetworks,permit_tls_all_clientcerts,reject");
+    assert_eq!(service("smtpd_recipient_restrictions"), "permit_mynetworks,permit_tls_all_clientcerts,reject");
+    assert!(service("smtpd_client_restrictions").ends_with("submission_clients,reject"));
+    // The peer listener is untouched: its own mynetworks, no certificates.
+    let peer = run(Command::new("postconf").arg("-c").arg(&dir).arg("-P")).to_string();
+    assert!(!peer.lines().any(|l| l.starts_with("2525/") && l.contains("clientcerts")), "{peer}");
+    let table = format!("cidr:{}", dir.join("submission_clients").display());
+    let lookup = |addr: &str| {
+        let out = Command::new("postmap").arg("-c").arg(&dir).arg("-q").arg(addr).arg(&table).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    for inside in ["10.1.2.3", "100.1.2.3", "2001:4860::8888"] {
+        assert_eq!(lookup(inside), "OK", "{inside} may connect");
+    }
+    for outside in ["8.8.8.8", "192.168.1.1", "2001:db8::1"] {
+        assert_eq!(lookup(outside), "", "{outside} may not connect");
+    }
+    for map in HASH_MAPS {
+        run(Command::new("postmap").arg("-c").arg(&dir).arg(format!("hash:{}", dir.join(map).display())));
+    }
+    let out = run(Command::new("postfix").arg("-c").arg(&dir).arg("check"));
+    assert!(!out.contains("fatal"), "postfix check:\n{out}");
+    let pod = sts[0].spec.template.spec.as_ref().unwrap();
+    let volume = |n: &str| pod.volumes.as_ref().unwrap().iter().find(|v| v.name == n).cloned().expect(n);
+    let cert = volume("submission-tls").secret.expect("a Secret volume");
+    assert_eq!(cert.secret_name.as_deref(), Some("submission-tls"));
+    let items: Vec<(String, Option<i32>)> = cert.items.unwrap().into_iter().map(|i| (i.path, i.mode)).collect();
+    assert_eq!(items, [("tls.crt".to_string(), Some(0o444)), ("tls.key".to_string(), Some(0o400))]);
+    let ca = volume("client-ca").config_map.expect("a ConfigMap volume");
+    assert_eq!((ca.name.as_str(), ca.items.unwrap()[0].path.as_str()), ("clients-ca", "client-ca.crt"));
+    let mounts: Vec<(String, String, Option<bool>)> = pod.containers[0]
+        .volume_mounts
+        .as_ref()
+        .unwrap()
+        .iter()
+        .filter(|m| m.name == "submission-tls" || m.name == "client-ca")
+        .map(|m| (m.name.clone(), m.mount_path.clone(), m.read_only))
+        .collect();
+    assert_eq!(
+        mounts,
+        [
+            ("submission-tls".into(), "/etc/sendfleet/submission-tls".into(), Some(true)),
+            ("client-ca".into(), "/etc/sendfleet/client-ca".into(), Some(true)),
+        ]
+    );
 }

@@ -89,6 +89,26 @@ fn pool_values_are_refused_naming_the_field() {
             "spec.egressIPs[0].address",
         ),
         (
+            "link-local address (an EndpointSlice refuses it)",
+            Box::new(|p| p.spec.egress_ips[0].address = "169.254.10.1".into()),
+            "spec.egressIPs[0].address",
+        ),
+        (
+            "IPv6 link-local address",
+            Box::new(|p| p.spec.egress_ips[0].address = "fe80::1".into()),
+            "spec.egressIPs[0].address",
+        ),
+        (
+            "IPv4-mapped IPv6 address",
+            Box::new(|p| p.spec.egress_ips[0].address = "::ffff:192.0.2.9".into()),
+            "spec.egressIPs[0].address",
+        ),
+        (
+            "multicast address",
+            Box::new(|p| p.spec.egress_ips[0].address = "224.0.0.1".into()),
+            "spec.egressIPs[0].address",
+        ),
+        (
             "duplicate address",
             Box::new(|p| p.spec.egress_ips[1].address = "192.0.2.1".into()),
             "spec.egressIPs[1].address",
@@ -194,6 +214,57 @@ fn pool_values_are_refused_naming_the_field() {
             Box::new(|p| p.spec.submission.allowed_cidrs = vec!["10.0.0.0/8, 0.0.0.0/0".into()]),
             "spec.submission.allowedCIDRs[0]",
         ),
+        (
+            "open relay: every IPv4 client",
+            Box::new(|p| p.spec.submission.allowed_cidrs = vec!["0.0.0.0/0".into()]),
+            "spec.submission.allowedCIDRs[0]",
+        ),
+        (
+            "open relay: every IPv6 client",
+            Box::new(|p| p.spec.submission.allowed_cidrs = vec!["10.0.0.0/8".into(), "::/0".into()]),
+            "spec.submission.allowedCIDRs[1]",
+        ),
+        (
+            "client network overlapping public space",
+            Box::new(|p| p.spec.submission.allowed_cidrs = vec!["10.0.0.0/7".into()]),
+            "spec.submission.allowedCIDRs[0]",
+        ),
+        (
+            "public client network",
+            Box::new(|p| p.spec.submission.allowed_cidrs = vec!["8.8.8.0/24".into()]),
+            "spec.submission.allowedCIDRs[0]",
+        ),
+        (
+            "public client network, client certificates with a CA key that is a path",
+            Box::new(|p| {
+                p.spec.submission.allowed_cidrs = vec!["8.8.8.0/24".into()];
+                p.spec.submission.client_certificates = Some(ClientCertificates {
+                    trusted_ca: trusted_ca(Some("clients-ca"), None, "../ca.crt"),
+                    server_certificate_secret_name: "submission-tls".into(),
+                });
+            }),
+            "spec.submission.clientCertificates.trustedCA.key",
+        ),
+        (
+            "client certificates naming both a Secret and a ConfigMap",
+            Box::new(|p| {
+                p.spec.submission.client_certificates = Some(ClientCertificates {
+                    trusted_ca: trusted_ca(Some("a"), Some("b"), "ca.crt"),
+                    server_certificate_secret_name: "submission-tls".into(),
+                });
+            }),
+            "spec.submission.clientCertificates.trustedCA",
+        ),
+        (
+            "server certificate Secret name with a newline",
+            Box::new(|p| {
+                p.spec.submission.client_certificates = Some(ClientCertificates {
+                    trusted_ca: trusted_ca(Some("clients-ca"), None, "ca.crt"),
+                    server_certificate_secret_name: "tls\nsmtpd_tls_security_level = none".into(),
+                });
+            }),
+            "spec.submission.clientCertificates.serverCertificateSecretName",
+        ),
         ("submission port 0", Box::new(|p| p.spec.submission.port = 0), "spec.submission.port"),
         (
             "throttle 7/min",
@@ -257,6 +328,30 @@ fn pool_values_are_refused_naming_the_field() {
         assert!(err.contains(field), "{what}: error should name {field:?}, got: {err}");
     }
     assert!(n >= 30);
+}
+
+/// The same public client network the cases above refuse is accepted once
+/// client certificates authenticate submission; without them it is refused.
+#[test]
+fn a_public_client_network_needs_client_certificates() {
+    let public = |certs: bool| {
+        pool_with(|p| {
+            p.spec.submission.allowed_cidrs = vec!["10.0.0.0/8".into(), "8.8.8.0/24".into()];
+            p.spec.submission.client_certificates = certs.then(|| ClientCertificates {
+                trusted_ca: trusted_ca(Some("clients-ca"), None, "ca.crt"),
+                server_certificate_secret_name: "submission-tls".into(),
+            });
+        })
+    };
+    refused(render_err(&public(false), &[], None), "spec.submission.allowedCIDRs[1]");
+    let pool = public(true);
+    let pools = vec![pool.clone()];
+    let observed = Observed::default();
+    let input = PoolInput { pool: &pool, policies: &[], plan: None, pools: &pools, observed: &observed };
+    let rp = render_pool(input, &Settings::default()).expect("accepted with client certificates");
+    let main_cf = &rp.instances[0].files["main.cf"];
+    assert!(main_cf.contains("mynetworks = 10.0.0.0/8\n"), "{main_cf}");
+    assert!(rp.instances[0].files["submission_clients"].contains("8.8.8.0/24\tOK"));
 }
 
 #[test]

@@ -43,8 +43,11 @@ const STATIC_PARAMS: &[&str] = &[
     "inet_interfaces",
     "smtp_bind_address",
     "smtp_bind_address6",
+    "smtp_bind_address_enforce",
     "inet_protocols",
     "mynetworks",
+    "smtpd_delay_reject",
+    "smtpd_client_restrictions",
     "smtpd_relay_restrictions",
     "smtpd_recipient_restrictions",
     "smtpd_banner",
@@ -77,6 +80,15 @@ const OVERRIDES: &[&str] = &[
     "rewrite_service_name",
     "transport_maps",
     "parent_domain_matches_subdomains",
+    // submission.clientCertificates on the submission listener.
+    "smtpd_tls_security_level",
+    "smtpd_tls_cert_file",
+    "smtpd_tls_key_file",
+    "smtpd_tls_mandatory_protocols",
+    "smtpd_tls_protocols",
+    "smtpd_tls_ask_ccert",
+    "smtpd_tls_CAfile",
+    "smtpd_tls_loglevel",
 ];
 const SERVICES: &[&str] = &[
     "pickup",
@@ -185,6 +197,14 @@ fn check(i: Input) -> Result<bool, TestCaseError> {
         pool.spec.egress_ips[1].helo_name = helo;
         pool.spec.egress_ips[1].name = name;
         pool.spec.retry.maximal_backoff = backoff;
+        // Half the cases authenticate submission by client certificate
+        // (public CIDRs accepted), with a hostile name for its Secret.
+        if cidr.len() % 2 == 1 {
+            pool.spec.submission.client_certificates = Some(ClientCertificates {
+                trusted_ca: TrustedCa { secret_name: Some(zone.clone()), config_map_name: None, key: "ca.crt".into() },
+                server_certificate_secret_name: relay.clone(),
+            });
+        }
         pool.spec.submission.allowed_cidrs = vec![cidr];
         pool.spec.reputation.zones = vec![zone];
         let mut policy = support::policy();

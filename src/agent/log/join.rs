@@ -6,7 +6,11 @@
 //! `postsuper -e`, checked on Postfix 3.7): the
 //! recipients it concerns are the ones still deferred for that queue id, so
 //! the tracker remembers deferred recipients (as domain + keyed hash, never
-//! the address) until the message is `removed`. Memory is bounded: past
+//! the address) until the message is `removed`. The expiry counts when the
+//! message is `removed`, not when qmgr announces it: if the notice to the
+//! sender cannot be queued (`status=deferred (bounce failed)`, abounce.c)
+//! qmgr keeps the message, tries its recipients again (they may still be
+//! delivered) and announces the expiry again later. Memory is bounded: past
 //! [`MAX_TRACKED`] queue ids the oldest half is forgotten (their expiries are
 //! then counted under the domain `unknown`).
 
@@ -52,6 +56,8 @@ struct Pending {
     /// (domain, keyed hash of the address) of recipients still deferred.
     rcpts: Vec<(String, u64)>,
     seq: u64,
+    /// qmgr announced the expiry and no failed return undid it yet.
+    expired: bool,
 }
 
 /// Queue ids are Postfix's own (not chosen by a sender) and the map is
@@ -99,8 +105,19 @@ impl Tracker {
                 }
                 emit(outcome_of(d, domain, line.service, line.program));
             }
-            Event::Expired => {
-                let rcpts = self.by_qid.get_mut(qid).map(|p| std::mem::take(&mut p.rcpts)).unwrap_or_default();
+            Event::Expired => self.entry(qid).expired = true,
+            Event::ReturnFailed => {
+                if let Some(p) = self.by_qid.get_mut(qid) {
+                    p.expired = false;
+                }
+            }
+            Event::Removed if !self.by_qid.is_empty() => {
+                let Some(p) = self.by_qid.remove(qid) else {
+                    return;
+                };
+                if !p.expired {
+                    return;
+                }
                 let service = std::str::from_utf8(line.service).unwrap_or("?");
                 let mut emit_one = |domain: String| {
                     emit(Outcome {
@@ -115,15 +132,12 @@ impl Tracker {
                         service,
                     })
                 };
-                if rcpts.is_empty() {
+                if p.rcpts.is_empty() {
                     emit_one(UNKNOWN_DOMAIN.to_string());
                 }
-                for (domain, _) in rcpts {
+                for (domain, _) in p.rcpts {
                     emit_one(domain);
                 }
-            }
-            Event::Removed if !self.by_qid.is_empty() => {
-                self.by_qid.remove(qid);
             }
             Event::Received | Event::PickedUp => {
                 self.received += 1;
@@ -143,7 +157,7 @@ impl Tracker {
         }
         self.seq += 1;
         let seq = self.seq;
-        self.by_qid.entry(qid.into()).or_insert_with(|| Pending { rcpts: Vec::new(), seq })
+        self.by_qid.entry(qid.into()).or_insert_with(|| Pending { rcpts: Vec::new(), seq, expired: false })
     }
 }
 
@@ -196,6 +210,31 @@ Nov 23 07:02:27 h postfix/qmgr[17708]: 7CBE0984B4D: from=<a@sender.test>, status
 Nov 23 07:02:27 h postfix/bounce[17784]: 7CBE0984B4D: sender non-delivery notification: 9DAC1984018
 Nov 23 07:02:27 h postfix/qmgr[17708]: 7CBE0984B4D: removed
 Nov 23 07:02:27 h postfix/qmgr[17708]: ABCDEF12345: from=<a@sender.test>, status=expired, returned to sender
+Nov 23 07:02:27 h postfix/qmgr[17708]: ABCDEF12345: removed
+";
+
+    /// An expiry whose notice to the sender could not be queued
+    /// (`global/abounce.c`: "%s: status=deferred (%s failed)", the bounce
+    /// service down or timing out): qmgr keeps the message and tries its
+    /// recipients again. 1A2B3C4D5E6: the retry delivers one recipient and
+    /// the other expires again, counted once; 6E5D4C3B2A1 (VERP): the retry
+    /// delivers it, no expiry at all.
+    const EXPIRY_RETURN_FAILED: &str = "\
+Dec 02 01:00:00 h postfix/smtp[1]: 1A2B3C4D5E6: to=<a@dest.test>, relay=dest.test[203.0.113.21]:25, delay=9, delays=0/0/0/9, dsn=4.2.0, status=deferred (host dest.test[203.0.113.21] said: 450 4.2.0 try later (in reply to RCPT TO command))
+Dec 02 01:00:00 h postfix/smtp[1]: 1A2B3C4D5E6: to=<b@other.test>, relay=other.test[203.0.113.22]:25, delay=9, delays=0/0/0/9, dsn=4.2.0, status=deferred (host other.test[203.0.113.22] said: 450 4.2.0 try later (in reply to RCPT TO command))
+Dec 02 01:00:00 h postfix/qmgr[2]: 1A2B3C4D5E6: from=<s@sender.test>, status=expired, returned to sender
+Dec 02 01:00:00 h postfix/qmgr[2]: 1A2B3C4D5E6: status=deferred (bounce failed)
+Dec 02 01:00:00 h postfix/smtp[1]: 6E5D4C3B2A1: to=<c@dest.test>, relay=dest.test[203.0.113.21]:25, delay=9, delays=0/0/0/9, dsn=4.2.0, status=deferred (host dest.test[203.0.113.21] said: 450 4.2.0 try later (in reply to RCPT TO command))
+Dec 02 01:00:00 h postfix/qmgr[2]: 6E5D4C3B2A1: from=<s@sender.test>, status=force-expired, returned to sender
+Dec 02 01:00:00 h postfix/qmgr[2]: 6E5D4C3B2A1: status=deferred (verp failed)
+Dec 02 01:05:00 h postfix/qmgr[2]: 1A2B3C4D5E6: from=<s@sender.test>, size=390, nrcpt=2 (queue active)
+Dec 02 01:05:00 h postfix/smtp[1]: 1A2B3C4D5E6: to=<a@dest.test>, relay=dest.test[203.0.113.21]:25, delay=309, delays=300/0/0/9, dsn=4.2.0, status=deferred (host dest.test[203.0.113.21] said: 450 4.2.0 try later (in reply to RCPT TO command))
+Dec 02 01:05:00 h postfix/smtp[1]: 1A2B3C4D5E6: to=<b@other.test>, relay=other.test[203.0.113.22]:25, delay=309, delays=300/0/0/9, dsn=2.0.0, status=sent (250 ok)
+Dec 02 01:05:00 h postfix/qmgr[2]: 1A2B3C4D5E6: from=<s@sender.test>, status=expired, returned to sender
+Dec 02 01:05:00 h postfix/bounce[3]: 1A2B3C4D5E6: sender non-delivery notification: 9F8E7D6C5B4
+Dec 02 01:05:00 h postfix/qmgr[2]: 1A2B3C4D5E6: removed
+Dec 02 01:05:01 h postfix/smtp[1]: 6E5D4C3B2A1: to=<c@dest.test>, relay=dest.test[203.0.113.21]:25, delay=309, delays=300/0/0/9, dsn=2.0.0, status=sent (250 ok)
+Dec 02 01:05:01 h postfix/qmgr[2]: 6E5D4C3B2A1: removed
 ";
 
     /// `postsuper -e ALL` then `postqueue -f`, captured from Postfix 3.7.11
@@ -246,6 +285,24 @@ Dec 02 00:26:07 h postfix/qmgr[12030]: 4fLKq2BcDfz3Jk5mNpQrStV: removed
             ]
         );
         assert_eq!(t.received, 0);
+        assert_eq!(t.tracked(), 0);
+    }
+
+    #[test]
+    fn an_expiry_whose_return_failed_counts_only_when_it_finally_happens() {
+        let (t, out) = feed_all(EXPIRY_RETURN_FAILED);
+        assert_eq!(
+            summary(&out),
+            vec![
+                ("dest.test".into(), "deferred", ResponseCategory::RateLimit),
+                ("other.test".into(), "deferred", ResponseCategory::RateLimit),
+                ("dest.test".into(), "deferred", ResponseCategory::RateLimit),
+                ("dest.test".into(), "deferred", ResponseCategory::RateLimit),
+                ("other.test".into(), "sent", ResponseCategory::Accepted),
+                ("dest.test".into(), "expired", ResponseCategory::Other),
+                ("dest.test".into(), "sent", ResponseCategory::Accepted),
+            ]
+        );
         assert_eq!(t.tracked(), 0);
     }
 

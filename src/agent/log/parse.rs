@@ -50,7 +50,14 @@ pub enum Event<'a> {
     },
     /// qmgr: message expired (`status=expired, returned to sender`), or an
     /// administrator expired it (`postsuper -e`: `status=force-expired`).
+    /// Final only once the message is `removed`: see [`Event::ReturnFailed`].
     Expired,
+    /// `global/abounce.c`, `bounce.c`: `"%s: status=deferred (%s failed)"`
+    /// with "bounce" or "verp": the notice to the sender could not be
+    /// queued, so the message stays queued (qmgr moves it back to the
+    /// deferred queue, tries its recipients again and logs the expiry
+    /// again at a later run). An expiry before it did not happen.
+    ReturnFailed,
     /// qmgr: message left the queue.
     Removed,
     /// smtpd: a message was received from a client.
@@ -283,6 +290,9 @@ fn classify_message(msg: &[u8], has_qid: bool) -> Result<Event<'_>, Malformed> {
         Some(b'f') if msg.starts_with(b"from=<") => queue_manager_from(&msg[6..]),
         Some(b'c') if msg.starts_with(b"client=") => Event::Received,
         Some(b'u') if msg.starts_with(b"uid=") => Event::PickedUp,
+        Some(b's') if msg == b"status=deferred (bounce failed)" || msg == b"status=deferred (verp failed)" => {
+            Event::ReturnFailed
+        }
         Some(b'm') if msg.starts_with(b"message-id=") => Event::MessageId,
         _ if find(msg, b" notification: ").is_some() => Event::Notification,
         _ => Event::Other,
@@ -642,6 +652,25 @@ mod tests {
         for bad in ["undeliverable-but", "Sent", "sent-", "-"] {
             let l = format!("Dec  2 00:20:01 h postfix/smtp[2]: ABCDE12345: to=<x@y.z>, relay=none, delay=1, delays=0/0/0/1, dsn=2.0.0, status={bad} (x)");
             assert_eq!(parse_line(l.as_bytes()), Err(Malformed::Delivery), "{l}");
+        }
+    }
+
+    /// The sender's notice that could not be queued (`global/abounce.c`,
+    /// `bounce.c`: "%s: status=deferred (%s failed)"): after a "bounce" or
+    /// "verp" failure qmgr keeps the message, so an expiry announced before
+    /// did not happen; a failed delay warning or trace changes nothing.
+    /// The prefix is `util/msg_logger.c`'s "%b %d %H:%M:%S " (day zero-padded).
+    #[test]
+    fn failed_returns_to_the_sender() {
+        for (what, want) in [
+            ("bounce", Event::ReturnFailed),
+            ("verp", Event::ReturnFailed),
+            ("delay warning", Event::Other),
+            ("trace", Event::Other),
+        ] {
+            let l = format!("Dec 02 01:00:00 h postfix/qmgr[2]: 1A2B3C4D5E6: status=deferred ({what} failed)");
+            let p = parse_line(l.as_bytes()).unwrap();
+            assert_eq!((p.queue_id, p.event), (Some(&b"1A2B3C4D5E6"[..]), want), "{l}");
         }
     }
 

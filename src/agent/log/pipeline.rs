@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 
 use super::join::Tracker;
 use super::parse::{parse_line, Event};
@@ -22,10 +22,10 @@ pub const MAX_LINE: usize = 64 * 1024;
 /// Bytes read from the log pipe at a time: the pipe's whole buffer.
 const READ_BUFFER: usize = crate::agent::pipe::PIPE_BUFFER;
 
-/// Parse + join + count + redact, one line at a time (no I/O).
+/// Parse + join + count, one line at a time (no I/O). Redaction is apart
+/// ([`redact_lines`]) so the two can run on both cores.
 pub struct Processor {
     state: Arc<State>,
-    redactor: Redactor,
     tracker: Tracker,
     /// Line counts not yet published (parsed, ignored, malformed).
     pending: [u64; 3],
@@ -34,9 +34,9 @@ pub struct Processor {
 }
 
 impl Processor {
-    pub fn new(state: Arc<State>, redactor: Redactor) -> Self {
+    pub fn new(state: Arc<State>) -> Self {
         let now = state.clock.unix_now();
-        Processor { state, redactor, tracker: Tracker::new(), pending: [0; 3], now }
+        Processor { state, tracker: Tracker::new(), pending: [0; 3], now }
     }
 
     /// A new batch of lines was read: outcomes in it are recorded at this time.
@@ -50,8 +50,8 @@ impl Processor {
         self.state.count_lines(parsed, ignored, malformed);
     }
 
-    /// Process one line (without newline); append its redacted form and a newline to `out`.
-    pub fn line(&mut self, line: &[u8], out: &mut Vec<u8>) {
+    /// Parse, join and count one line (without newline).
+    pub fn line(&mut self, line: &[u8]) {
         match parse_line(line) {
             Ok(parsed) => {
                 // A verification probe's result is a Postfix line the agent
@@ -66,8 +66,6 @@ impl Processor {
             }
             Err(_) => self.pending[2] += 1,
         }
-        self.redactor.redact_line(line, out);
-        out.push(b'\n');
     }
 }
 
@@ -79,13 +77,34 @@ fn rcpt_key(addr: &[u8]) -> u64 {
         .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(0x0100_0000_01b3))
 }
 
+/// The lines of a batch of whole lines (each ends with '\n'), each cut to
+/// [`MAX_LINE`] bytes.
+fn lines_of(batch: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut start = 0;
+    memchr::memchr_iter(b'\n', batch).map(move |end| {
+        let line = &batch[start..end];
+        start = end + 1;
+        &line[..line.len().min(MAX_LINE)]
+    })
+}
+
+/// Append every line of `batch` to `out` redacted, each with its newline.
+fn redact_lines(redactor: &mut Redactor, batch: &[u8], out: &mut Vec<u8>) {
+    for line in lines_of(batch) {
+        redactor.redact_line(line, out);
+        out.push(b'\n');
+    }
+}
+
 /// Run the pipeline from `input` to `output` until EOF.
 ///
-/// Lines are taken in place from the read buffer (no copy per line; only a
-/// line split across two reads is assembled in `partial`). After each read's
-/// worth of lines the counts are published and the redacted text written, so
+/// The log is read into batches of whole lines (1 MiB reads; only the
+/// incomplete last line of a read is copied, to start the next batch). Each
+/// batch is redacted on the runtime's blocking pool while this task parses,
+/// joins and counts the same lines, so the two halves of the work use both
+/// cores; then the counts are published and the redacted text written, so
 /// log lines are timely without a write per line under load.
-pub async fn run<R, W>(input: R, mut output: W, state: Arc<State>, redactor: Redactor) -> std::io::Result<()>
+pub async fn run<R, W>(mut input: R, mut output: W, state: Arc<State>, redactor: Redactor) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
@@ -93,50 +112,81 @@ where
     // A full pipe is drained in one read. With the 1M-line benchmark,
     // 256 KiB reads cost ~7% more CPU and 64 KiB reads ~40% more (more
     // reads, more writer wake-ups).
-    let mut reader = BufReader::with_capacity(READ_BUFFER, input);
-    let mut proc = Processor::new(state, redactor);
-    let mut partial: Vec<u8> = Vec::with_capacity(1024);
-    let mut out = Vec::with_capacity(512 * 1024);
+    let mut proc = Processor::new(state);
+    let mut redactor = Some(redactor);
+    let mut batch: Vec<u8> = Vec::with_capacity(READ_BUFFER + MAX_LINE);
+    let mut spare: Vec<u8> = Vec::with_capacity(READ_BUFFER + MAX_LINE);
+    let mut out: Vec<u8> = Vec::with_capacity(READ_BUFFER + READ_BUFFER / 4);
+    // Inside the dropped tail of a line longer than MAX_LINE.
+    let mut skipping = false;
     loop {
-        let buf = reader.fill_buf().await?;
-        if buf.is_empty() {
+        let start = batch.len();
+        batch.reserve(READ_BUFFER);
+        if input.read_buf(&mut batch).await? == 0 {
             break;
         }
-        proc.read_at_now();
-        let mut rest = buf;
-        while let Some(nl) = memchr::memchr(b'\n', rest) {
-            let piece = &rest[..nl];
-            rest = &rest[nl + 1..];
-            if partial.is_empty() {
-                proc.line(&piece[..piece.len().min(MAX_LINE)], &mut out);
-            } else {
-                append_capped(&mut partial, piece);
-                proc.line(&partial, &mut out);
-                partial.clear();
+        if skipping {
+            match memchr::memchr(b'\n', &batch[start..]) {
+                // The dropped tail ends here; `skipping` is set anew below.
+                Some(i) => drop(batch.drain(start..start + i)),
+                None => {
+                    batch.truncate(start);
+                    continue;
+                }
             }
         }
-        append_capped(&mut partial, rest);
-        let n = buf.len();
-        reader.consume(n);
+        // The carried bytes before `start` hold no newline.
+        let Some(last) = memchr::memrchr(b'\n', &batch[start..]) else {
+            skipping = cap_line(&mut batch);
+            continue;
+        };
+        let end = start + last + 1;
+        spare.clear();
+        spare.extend_from_slice(&batch[end..]);
+        batch.truncate(end);
+        let lines = Arc::new(std::mem::replace(&mut batch, std::mem::take(&mut spare)));
+        skipping = cap_line(&mut batch);
+
+        let (mut red, shared, mut text) = (redactor.take().expect("returned"), lines.clone(), std::mem::take(&mut out));
+        let redacted = tokio::task::spawn_blocking(move || {
+            redact_lines(&mut red, &shared, &mut text);
+            (red, text)
+        });
+        proc.read_at_now();
+        for line in lines_of(&lines) {
+            proc.line(line);
+        }
         proc.publish();
-        output.write_all(&out).await?;
+        let (red, text) = redacted.await.map_err(std::io::Error::other)?;
+        redactor = Some(red);
+        output.write_all(&text).await?;
         output.flush().await?;
+        out = text;
         out.clear();
+        // The redaction's reference is gone: reuse the buffer.
+        spare = Arc::try_unwrap(lines).unwrap_or_default();
     }
-    if !partial.is_empty() {
+    if !batch.is_empty() {
         // The last line had no newline.
-        proc.line(&partial, &mut out);
+        batch.push(b'\n');
+        proc.read_at_now();
+        for line in lines_of(&batch) {
+            proc.line(line);
+        }
+        redact_lines(redactor.as_mut().expect("returned"), &batch, &mut out);
     }
     proc.publish();
     output.write_all(&out).await?;
     output.flush().await
 }
 
-/// Add `piece` to a line being assembled, keeping at most [`MAX_LINE`] bytes
-/// (the rest of an overlong line is dropped, as the parser would ignore it).
-fn append_capped(line: &mut Vec<u8>, piece: &[u8]) {
-    let room = MAX_LINE.saturating_sub(line.len());
-    line.extend_from_slice(&piece[..piece.len().min(room)]);
+/// Keep at most [`MAX_LINE`] bytes of an incomplete line; true when bytes
+/// were dropped (the rest of the line up to its newline is dropped too, as
+/// the parser would ignore it).
+fn cap_line(line: &mut Vec<u8>) -> bool {
+    let over = line.len() > MAX_LINE;
+    line.truncate(MAX_LINE);
+    over
 }
 
 /// Forward a stream that is not the mail log (Postfix's stderr): redacted, uncounted.
@@ -158,15 +208,6 @@ where
         output.write_all(&out).await?;
         output.flush().await?;
     }
-}
-
-/// Read the mail log from the agent's stdin (when Postfix is not supervised).
-pub fn spawn_stdin(state: Arc<State>, redactor: Redactor) {
-    tokio::spawn(async move {
-        if let Err(e) = run(tokio::io::stdin(), tokio::io::stdout(), state, redactor).await {
-            tracing::warn!(error = %e, "reading mail log from stdin");
-        }
-    });
 }
 
 #[cfg(test)]
@@ -250,17 +291,18 @@ Dec  2 00:20:01 h postfix/smtp[2]: 3F2A1984B4E: to=<probe.pii@dest.test>, relay=
 Dec  2 00:20:02 h postfix/smtp[2]: 83AF7FEDCBA9876543210: to=<long.pii@dest.test>, relay=x[1.2.3.4]:25, delay=1, delays=0/0/0/1, dsn=2.0.0, status=sent (250 ok)
 Dec  2 00:20:03 h postfix/smtp[2]: 4fLKq2BcDfz3Jk5mNpQrStV: to=<soft.pii@dest.test>, relay=x[1.2.3.4]:25, delay=1, delays=0/0/0/1, dsn=4.2.0, status=deferred (450 try later)
 Dec  2 00:20:04 h postfix/qmgr[1]: 4fLKq2BcDfz3Jk5mNpQrStV: from=<sender.pii@client.test>, status=force-expired, returned to sender
+Dec  2 00:20:04 h postfix/qmgr[1]: 4fLKq2BcDfz3Jk5mNpQrStV: removed
 ";
         let dir = tempfile::tempdir().unwrap();
         let st = state(dir.path());
         let mut out = Vec::new();
         run(LOG.as_bytes(), &mut out, st.clone(), Redactor::new(b"0123456789abcdef0123")).await.unwrap();
         let s = st.status();
-        assert_eq!((s.log.lines, s.log.malformed), (5, 0));
+        assert_eq!((s.log.lines, s.log.malformed), (6, 0));
         let c = &s.counters.since_start;
         assert_eq!((c.sent, c.deferred, c.bounced, c.expired), (1, 1, 0, 1), "{c:?}");
         let text = String::from_utf8(out).unwrap();
-        assert_eq!(text.lines().count(), 5);
+        assert_eq!(text.lines().count(), 6);
         assert!(!text.contains(".pii@"), "an address left in plaintext:\n{text}");
         assert_eq!(text.matches("<h-").count(), 6, "{text}");
     }
@@ -290,17 +332,29 @@ Dec  2 00:20:04 h postfix/qmgr[1]: 4fLKq2BcDfz3Jk5mNpQrStV: from=<sender.pii@cli
 
     #[tokio::test]
     async fn overlong_lines_are_cut_not_split() {
-        let dir = tempfile::tempdir().unwrap();
-        let st = state(dir.path());
         let long = format!("Nov 23 06:56:55 h postfix/smtpd[5]: warning: {}", "x".repeat(3 * MAX_LINE));
-        let input = format!("{long}\nNov 23 06:56:55 h postfix/qmgr[1]: ABCDE12345: removed\n");
-        let mut out = Vec::new();
-        run(Trickle(input.into_bytes(), 10_000), &mut out, st.clone(), Redactor::new(b"0123456789abcdef0123"))
-            .await
-            .unwrap();
-        let lines: Vec<&[u8]> = out.split(|&b| b == b'\n').collect();
-        assert_eq!(lines.len(), 3, "two lines and the final newline");
-        assert_eq!(lines[0], &long.as_bytes()[..MAX_LINE]);
-        assert_eq!(st.status().log.lines, 2);
+        let removed = "Nov 23 06:56:55 h postfix/qmgr[1]: ABCDE12345: removed";
+        // Across reads (skipped tail), within one read, the newline alone
+        // in the next read, and an overlong last line without a newline.
+        for (input, chunk) in [
+            (format!("{long}\n{removed}\n"), 10_000),
+            (format!("{long}\n{removed}\n"), 1 << 20),
+            (format!("{long}\n{removed}\n"), long.len()),
+            (format!("{removed}\n{long}"), 10_000),
+        ] {
+            let dir = tempfile::tempdir().unwrap();
+            let st = state(dir.path());
+            let mut out = Vec::new();
+            let first_long = input.starts_with(&long[..100]);
+            run(Trickle(input.into_bytes(), chunk), &mut out, st.clone(), Redactor::new(b"0123456789abcdef0123"))
+                .await
+                .unwrap();
+            let lines: Vec<&[u8]> = out.split(|&b| b == b'\n').collect();
+            assert_eq!(lines.len(), 3, "two lines and the final newline (chunk {chunk})");
+            let (cut, other) = if first_long { (lines[0], lines[1]) } else { (lines[1], lines[0]) };
+            assert_eq!(cut, &long.as_bytes()[..MAX_LINE], "chunk {chunk}");
+            assert_eq!(other, removed.as_bytes(), "chunk {chunk}");
+            assert_eq!(st.status().log.lines, 2, "chunk {chunk}");
+        }
     }
 }

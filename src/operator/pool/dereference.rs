@@ -1,23 +1,30 @@
-//! Step 1, dereference: read from the API what the pool refers to — the
-//! namespace's DomainPolicies (the render selects), the other pools of the
-//! namespace (route targets), the pool's WarmupPlan, and the Secret or
-//! ConfigMap of its trusted CA bundle (`spec.tls.trustedCA`).
+//! Step 1, dereference: read what the pool refers to — the namespace's
+//! DomainPolicies (the render selects), the other pools of the namespace
+//! (route targets), the pool's WarmupPlan (these three from the watch-fed
+//! caches, `crate::operator::cache`: no API request), and live the Secret or
+//! ConfigMap of its CA bundles (`spec.tls.trustedCA`,
+//! `spec.submission.clientCertificates.trustedCA`), and whether the
+//! submission certificate's Secret exists.
 //!
 //! A WarmupPlan the pool names but that does not exist stops the pipeline
 //! here: `Ready=False` with reason `MissingReference`, retried (the plan's
-//! creation also triggers a reconcile). So does a trusted CA bundle that is
-//! missing, lacks its key or holds no PEM certificate: instances mounting it
-//! would wait for the volume, or defer every `verify` delivery. Nothing here
-//! interprets a spec beyond that; the bundle's content is read, checked and
-//! dropped, never copied or logged.
+//! creation also triggers a reconcile). So does a CA bundle that is
+//! missing, lacks its key or holds no PEM certificate, and a missing
+//! submission certificate Secret: instances mounting them would wait for
+//! the volume, or defer every `verify` delivery. Nothing here interprets a
+//! spec beyond that; a bundle's content is read, checked and dropped, never
+//! copied or logged, and of the certificate Secret only its metadata is
+//! read (never its private key).
 
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use kube::api::{Api, ListParams};
+use kube::api::Api;
+use kube::runtime::reflector::ObjectRef;
 use kube::ResourceExt;
 use sendfleet_render::api::{DomainPolicy, SendingPool, TrustedCa, WarmupPlan};
 use sendfleet_render::conditions::Reason;
 use sendfleet_render::validate;
 
+use crate::operator::context::Context;
 use crate::operator::error::Retry;
 
 /// What the pool refers to.
@@ -57,15 +64,16 @@ pub enum Error {
     },
     #[error("spec.warmupPlanRef: WarmupPlan {name:?} not found in namespace {namespace}")]
     MissingWarmupPlan { name: String, namespace: String },
-    #[error("reading {kind} {name:?} (spec.tls.trustedCA)")]
-    GetTrustedCa {
+    #[error("reading {kind} {name:?} ({field})")]
+    GetReference {
+        field: &'static str,
         kind: &'static str,
         name: String,
         #[source]
         source: kube::Error,
     },
-    #[error("spec.tls.trustedCA: {kind} {name:?} {problem}")]
-    TrustedCa { kind: &'static str, name: String, problem: String },
+    #[error("{field}: {kind} {name:?} {problem}")]
+    Reference { field: &'static str, kind: &'static str, name: String, problem: String },
 }
 
 impl Error {
@@ -75,60 +83,80 @@ impl Error {
             Error::ListPolicies { .. } => "ListDomainPolicies",
             Error::ListPools { .. } => "ListSendingPools",
             Error::GetWarmupPlan { .. } => "GetWarmupPlan",
-            Error::GetTrustedCa { kind: "Secret", .. } => "GetSecret",
-            Error::GetTrustedCa { .. } => "GetConfigMap",
-            Error::MissingWarmupPlan { .. } | Error::TrustedCa { .. } => "MissingReference",
+            Error::GetReference { kind: "Secret", .. } => "GetSecret",
+            Error::GetReference { .. } => "GetConfigMap",
+            Error::MissingWarmupPlan { .. } | Error::Reference { .. } => "MissingReference",
         }
     }
 
     pub fn retry(&self) -> Retry {
         match self {
             Error::NoNamespace => Retry::OnSpecChange,
-            Error::MissingWarmupPlan { .. } | Error::TrustedCa { .. } => Retry::MissingReference,
+            Error::MissingWarmupPlan { .. } | Error::Reference { .. } => Retry::MissingReference,
             _ => Retry::Transient,
         }
     }
 
     /// The reason `Ready=False` shows, when the pool's status should say.
     pub fn reason(&self) -> Option<Reason> {
-        matches!(self, Error::MissingWarmupPlan { .. } | Error::TrustedCa { .. }).then_some(Reason::MissingReference)
+        matches!(self, Error::MissingWarmupPlan { .. } | Error::Reference { .. }).then_some(Reason::MissingReference)
     }
 }
 
-pub async fn dereference(client: &kube::Client, pool: &SendingPool) -> Result<Refs, Error> {
+pub async fn dereference(ctx: &Context, pool: &SendingPool) -> Result<Refs, Error> {
+    let client = &ctx.client;
     let namespace = pool.namespace().ok_or(Error::NoNamespace)?;
-    let lp = ListParams::default();
-    let policies = Api::<DomainPolicy>::namespaced(client.clone(), &namespace)
-        .list(&lp)
-        .await
-        .map_err(|source| Error::ListPolicies { namespace: namespace.clone(), source })?
-        .items;
-    let pools = Api::<SendingPool>::namespaced(client.clone(), &namespace)
-        .list(&lp)
-        .await
-        .map_err(|source| Error::ListPools { namespace: namespace.clone(), source })?
-        .items;
+    let caches = ctx.caches();
+    let in_ns = |meta: &kube::api::ObjectMeta| meta.namespace.as_deref() == Some(namespace.as_str());
+    // Sorted by name, as a LIST returns them: the render must not depend on
+    // a store's order (a different order must never look like a change).
+    let mut policies: Vec<DomainPolicy> =
+        caches.policies.state().iter().filter(|p| in_ns(&p.metadata)).map(|p| (**p).clone()).collect();
+    policies.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    // This pool as the controller handed it (the cache may not hold this
+    // very version yet), with the namespace's other pools from the cache.
+    let mut pools: Vec<SendingPool> = caches
+        .pools
+        .state()
+        .iter()
+        .filter(|p| in_ns(&p.metadata) && p.metadata.name != pool.metadata.name)
+        .map(|p| (**p).clone())
+        .collect();
+    pools.push(pool.clone());
+    pools.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
     let plan = match &pool.spec.warmup_plan_ref {
         None => None,
         Some(name) => Some(
-            Api::<WarmupPlan>::namespaced(client.clone(), &namespace)
-                .get_opt(name)
-                .await
-                .map_err(|source| Error::GetWarmupPlan { name: name.clone(), source })?
+            caches
+                .plans
+                .get(&ObjectRef::new(name).within(&namespace))
+                .map(|p| (*p).clone())
                 .ok_or_else(|| Error::MissingWarmupPlan { name: name.clone(), namespace: namespace.clone() })?,
         ),
     };
+    // CA bundles and the certificate Secret are read live: Secrets are not
+    // cached (that would need `list` on every Secret), and only pools that
+    // name them pay the reads.
     if let Some(ca) = &pool.spec.tls.trusted_ca {
-        check_trusted_ca(client, &namespace, ca).await?;
+        check_trusted_ca(client, &namespace, "spec.tls.trustedCA", ca).await?;
+    }
+    if let Some(cc) = &pool.spec.submission.client_certificates {
+        check_trusted_ca(client, &namespace, "spec.submission.clientCertificates.trustedCA", &cc.trusted_ca).await?;
+        check_server_certificate(client, &namespace, &cc.server_certificate_secret_name).await?;
     }
     Ok(Refs { namespace, name: pool.name_any(), policies, pools, plan })
 }
 
-/// Read the trusted CA bundle's object and check it holds the key with at
-/// least one PEM certificate. A reference the renderer will refuse
+/// Read a CA bundle's object (`field` names the reference) and check it
+/// holds the key with at least one PEM certificate. A reference the renderer will refuse
 /// (invalid name or key, or not exactly one object named) is not read: the
 /// render step reports it as `InvalidSpec`.
-async fn check_trusted_ca(client: &kube::Client, namespace: &str, ca: &TrustedCa) -> Result<(), Error> {
+async fn check_trusted_ca(
+    client: &kube::Client,
+    namespace: &str,
+    field: &'static str,
+    ca: &TrustedCa,
+) -> Result<(), Error> {
     if validate::data_key(&ca.key).is_err() {
         return Ok(());
     }
@@ -140,7 +168,7 @@ async fn check_trusted_ca(client: &kube::Client, namespace: &str, ca: &TrustedCa
     if validate::object_name(name).is_err() {
         return Ok(());
     }
-    let get = |source| Error::GetTrustedCa { kind, name: name.clone(), source };
+    let get = |source| Error::GetReference { field, kind, name: name.clone(), source };
     let data: Option<Option<Vec<u8>>> = if kind == "Secret" {
         Api::<Secret>::namespaced(client.clone(), namespace)
             .get_opt(name)
@@ -163,7 +191,29 @@ async fn check_trusted_ca(client: &kube::Client, namespace: &str, ca: &TrustedCa
             _ => return Ok(()),
         },
     };
-    Err(Error::TrustedCa { kind, name: name.clone(), problem })
+    Err(Error::Reference { field, kind, name: name.clone(), problem })
+}
+
+/// The submission certificate's Secret exists (metadata only: its key is
+/// for the pod, not the operator). An invalid name is left to the render.
+async fn check_server_certificate(client: &kube::Client, namespace: &str, name: &str) -> Result<(), Error> {
+    const FIELD: &str = "spec.submission.clientCertificates.serverCertificateSecretName";
+    if validate::object_name(name).is_err() {
+        return Ok(());
+    }
+    let found = Api::<Secret>::namespaced(client.clone(), namespace)
+        .get_metadata_opt(name)
+        .await
+        .map_err(|source| Error::GetReference { field: FIELD, kind: "Secret", name: name.to_string(), source })?;
+    match found {
+        Some(_) => Ok(()),
+        None => Err(Error::Reference {
+            field: FIELD,
+            kind: "Secret",
+            name: name.to_string(),
+            problem: format!("not found in namespace {namespace}"),
+        }),
+    }
 }
 
 /// How many complete PEM certificate blocks `bundle` holds.
@@ -200,7 +250,12 @@ mod tests {
 
     #[test]
     fn a_bad_bundle_is_a_missing_reference_naming_the_object() {
-        let e = Error::TrustedCa { kind: "Secret", name: "lab-ca".into(), problem: "has no key \"ca.crt\"".into() };
+        let e = Error::Reference {
+            field: "spec.tls.trustedCA",
+            kind: "Secret",
+            name: "lab-ca".into(),
+            problem: "has no key \"ca.crt\"".into(),
+        };
         assert_eq!(
             (e.category(), e.retry(), e.reason()),
             ("MissingReference", Retry::MissingReference, Some(Reason::MissingReference))

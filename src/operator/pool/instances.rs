@@ -29,6 +29,11 @@ pub mod phase {
     pub const FAILED: &str = "Failed";
     pub const PENDING: &str = "Pending";
     pub const STARTING: &str = "Starting";
+    /// Out of rotation and handing its queue on (a removed or disabled
+    /// egress IP, or a pool being deleted); the message counts what is left.
+    pub const DRAINING: &str = "Draining";
+    /// Running as a spare (`egressIPs[].role: Spare`): checked, not in rotation.
+    pub const SPARE: &str = "Spare";
 }
 
 /// One rendered instance as observed.
@@ -43,6 +48,9 @@ pub struct Instance {
     pub rolled_out: bool,
     /// Still under its warm-up plan's daily cap.
     pub warming: bool,
+    /// It drains (its policy says so): messages still queued on it, as
+    /// last reported (`None`: never reported).
+    pub draining: Option<Option<u64>>,
 }
 
 impl Instance {
@@ -99,13 +107,34 @@ fn instance(
         .and_then(|a| a.config.refused.as_ref())
         .filter(|r| r.hash == inst.config_hash)
         .map(|r| format!("config {} refused by the agent: {}: {}", r.hash, r.reason, r.message));
-    let problem = pod.and_then(pod_problem).or(refused);
+    // No pod at all: the StatefulSet controller's refusal, if it recorded
+    // one (Pod Security admission, a quota), says why.
+    let not_created = match (sts, pod) {
+        (Some(s), None) => s.metadata.name.as_ref().and_then(|n| observed.failed_creates.get(n)),
+        _ => None,
+    };
+    let not_created = not_created.map(|m| format!("FailedCreate: {m}"));
+    let problem = pod.and_then(pod_problem).or(not_created).or(refused);
+    let this = inst.policy.this_instance();
+    let queued =
+        agent.map(super::drain::queued).or_else(|| prev.and_then(|p| p.queue.as_ref()).map(|q| q.active + q.deferred));
+    let draining = this.is_some_and(|p| p.draining).then_some(queued);
+    let spare = this.and_then(|p| p.out_of_rotation_reason.as_deref()).is_some_and(|r| r.starts_with("Spare"));
     let phase = match () {
+        _ if problem.is_some() && !ready => phase::FAILED,
+        _ if draining.is_some() && sts.is_some() => phase::DRAINING,
+        _ if ready && spare => phase::SPARE,
         _ if ready => phase::READY,
         _ if problem.is_some() => phase::FAILED,
         _ if sts.is_none() => phase::PENDING,
         _ => phase::STARTING,
     };
+    // A draining instance's row says what is left; a problem wins.
+    let problem = problem.or_else(|| match (phase, draining) {
+        (phase::DRAINING, Some(Some(n))) => Some(format!("{n} messages left to hand on")),
+        (phase::DRAINING, _) => Some("queue not reported yet".to_string()),
+        _ => None,
+    });
     let applied =
         agent.and_then(|a| a.config.loaded_hash.clone()).or_else(|| prev.and_then(|p| p.applied_config_hash.clone()));
     let queue = agent.map(|a| {
@@ -158,8 +187,30 @@ fn instance(
         queue: queue.or_else(|| prev.and_then(|p| p.queue.clone())),
         deliveries: deliveries.or_else(|| prev.and_then(|p| p.deliveries.clone())),
         delivery_latency: delivery_latency.or_else(|| prev.and_then(|p| p.delivery_latency.clone())),
+        // By address: a new address under an old name starts unchecked.
+        checked_since: observed
+            .findings
+            .checked
+            .get(&inst.address)
+            .map(|t| t.to_string())
+            .or_else(|| prev.filter(|p| p.address == inst.address).and_then(|p| p.checked_since.clone())),
+        cool_down_since: observed.findings.cool_down_since.get(&inst.name).map(|t| t.to_string()),
+        dkim: agent.and_then(|a| a.dkim.as_ref()).map(signer_summary).or_else(|| prev.and_then(|p| p.dkim.clone())),
     };
-    Instance { status, ready, rolled_out: updated && ready, warming }
+    Instance { status, ready, rolled_out: updated && ready, warming, draining }
+}
+
+/// The signer's report as the instance row shows it (the reason never
+/// holds key material: the agent's `signer` writes only what it looked for).
+fn signer_summary(s: &sendfleet_render::contract::SignerStatus) -> String {
+    use sendfleet_render::contract::SignerState;
+    let reason = s.reason.as_deref().unwrap_or("no usable key");
+    match s.state {
+        SignerState::Signing if s.reason.is_some() => format!("Signing ({}); {reason}", s.selectors.join(", ")),
+        SignerState::Signing => format!("Signing ({})", s.selectors.join(", ")),
+        SignerState::Held => format!("Held: {reason}"),
+        SignerState::Unsigned => format!("Unsigned: {reason}"),
+    }
 }
 
 /// A domain's flow as the pool status shows it (rates rounded per minute).

@@ -3,12 +3,21 @@
 //!
 //! ```text
 //! reconcile(pool)                       now = the clock, read once
-//!  1. dereference  dereference.rs       DomainPolicies, pools, WarmupPlan   (API reads)
-//!  2. observe      observe.rs           StatefulSets, pods, agents' /status,
-//!                                       DNS findings, fleet index           (API reads, HTTP)
+//!  0. admit        admit.rs             namespace, image, nodes allowed?   (Namespace/Node labels, cached)
+//!  1. dereference  dereference.rs       DomainPolicies, pools, WarmupPlan   (cached; CA bundles live)
+//! 1b. claim        claim.rs             one owner per egress address,
+//!                                       cluster-wide (EgressAddressClaims)  (API creates)
+//!  2. observe      observe.rs           StatefulSets, pods, agents' last
+//!                                       /status, DNS findings, fleet index  (cached; the poller's results)
 //!  3. render       render.rs            Postfix files, policies, objects    (pure)
-//!  4. apply        apply.rs             hash-key Secret, then SSA in order  (API writes)
+//!  4. apply        apply.rs             hash-key and agent-token Secrets,
+//!                                       then SSA in order                   (API writes)
+//!     drain        drain.rs             removed IPs drained: StatefulSet
+//!                                       (foreground), queue claim           (API deletes)
 //!  5. prune        prune.rs             owned objects no longer desired     (API deletes)
+//! 5b. publish      publish.rs           the DNS records (dns::records) into
+//!                                       an external-dns DNSEndpoint, when
+//!                                       spec.dnsRecords asks                (API write/delete)
 //!  6. status       status.rs            one function per condition, patch
 //!                  (+ instances.rs)     only on change, Event per flip      (API write)
 //! ```
@@ -20,8 +29,12 @@
 //! When a step fails the pipeline stops there. An error whose
 //! [`Error::reason`] is set is also shown in the status (`Ready=False`,
 //! `Progressing=False`, `Degraded=True` with that reason and the error chain
-//! as message): `InvalidSpec` (render), `MissingReference` (a WarmupPlan or
-//! route pool that does not exist), `ApplyFailed` (apply, prune). Errors the
+//! as message): `NamespaceNotAllowed`, `ImageNotAllowed`, `NodeNotAllowed`
+//! (admit: nothing is read or applied for the pool), `InvalidSpec` (render),
+//! `MissingReference` (a WarmupPlan or route pool that does not exist),
+//! `AddressInUse` (claim: another pool owns an egress address; nothing is
+//! polled or written), `ObjectConflict` (apply: an object with a wanted name
+//! that the pool does not own), `ApplyFailed` (apply, prune). Errors the
 //! status cannot show (API reads, the status patch itself) become a Warning
 //! Event instead. Every error variant has a fixed PascalCase
 //! [`Error::category`] — the metric label — and is requeued by kind
@@ -36,16 +49,26 @@
 //! DomainPolicy or WarmupPlan status, touch Postfix files (the agents do),
 //! or write an object or status that would not change.
 //!
-//! No finalizer: everything a pool creates is a namespaced object it owns
-//! (owner references), so the garbage collector removes it; nothing outside
-//! the cluster needs cleaning up. Queue volumes are deliberately kept
+//! Before step 0, `finalize.rs` keeps the drain finalizer as
+//! `spec.deletionPolicy` asks, and a pool being deleted is drained by the
+//! same steps (endpoints closed, every instance draining) until its queues
+//! are empty or `drain.timeout` passed; then the finalizer goes. Everything
+//! a pool creates is a namespaced object it owns (owner references), so the
+//! garbage collector removes it. The one cluster-scoped object, the address
+//! claim, cannot carry a namespaced owner reference: `crate::operator::claims`
+//! deletes the claims whose pool is gone or no longer lists the address. Queue volumes are deliberately kept
 //! (StatefulSet retention `Retain`).
 
+pub mod admit;
 pub mod apply;
+pub mod claim;
 pub mod dereference;
+pub mod drain;
+pub mod finalize;
 pub mod instances;
 pub mod observe;
 pub mod prune;
+pub mod publish;
 pub mod render;
 pub mod status;
 
@@ -66,7 +89,11 @@ use super::events;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
+    Admit(#[from] admit::Error),
+    #[error(transparent)]
     Dereference(#[from] dereference::Error),
+    #[error(transparent)]
+    Claim(#[from] claim::Error),
     #[error(transparent)]
     Observe(#[from] observe::Error),
     #[error(transparent)]
@@ -76,7 +103,13 @@ pub enum Error {
     #[error(transparent)]
     Prune(#[from] prune::Error),
     #[error(transparent)]
+    Publish(#[from] publish::Error),
+    #[error(transparent)]
     Status(#[from] status::Error),
+    #[error(transparent)]
+    Finalize(#[from] finalize::Error),
+    #[error(transparent)]
+    Drain(#[from] drain::Error),
 }
 
 impl Error {
@@ -84,23 +117,33 @@ impl Error {
     /// metric label (bounded).
     pub fn category(&self) -> &'static str {
         match self {
+            Error::Admit(e) => e.category(),
             Error::Dereference(e) => e.category(),
+            Error::Claim(e) => e.category(),
             Error::Observe(e) => e.category(),
             Error::Render(e) => e.category(),
             Error::Apply(e) => e.category(),
             Error::Prune(e) => e.category(),
+            Error::Publish(e) => e.category(),
             Error::Status(e) => e.category(),
+            Error::Finalize(e) => e.category(),
+            Error::Drain(e) => e.category(),
         }
     }
 
     pub fn retry(&self) -> Retry {
         match self {
+            Error::Admit(e) => e.retry(),
             Error::Dereference(e) => e.retry(),
+            Error::Claim(e) => e.retry(),
             Error::Observe(e) => e.retry(),
             Error::Render(e) => e.retry(),
             Error::Apply(e) => e.retry(),
             Error::Prune(e) => e.retry(),
+            Error::Publish(e) => e.retry(),
             Error::Status(e) => e.retry(),
+            Error::Finalize(e) => e.retry(),
+            Error::Drain(_) => Retry::Transient,
         }
     }
 
@@ -108,11 +151,15 @@ impl Error {
     /// status should say (see the module doc).
     pub fn reason(&self) -> Option<Reason> {
         match self {
+            Error::Admit(e) => e.reason(),
             Error::Dereference(e) => e.reason(),
+            Error::Claim(e) => e.reason(),
             Error::Render(e) => e.reason(),
             Error::Apply(e) => e.reason(),
             Error::Prune(e) => e.reason(),
-            Error::Observe(_) | Error::Status(_) => None,
+            Error::Publish(e) => e.reason(),
+            Error::Drain(_) => Some(Reason::ApplyFailed),
+            Error::Observe(_) | Error::Status(_) | Error::Finalize(_) => None,
         }
     }
 }
@@ -137,20 +184,48 @@ pub fn error_policy(pool: Arc<SendingPool>, error: &Error, _ctx: Arc<Context>) -
 
 /// The steps, in order (see the module doc).
 pub async fn pipeline(pool: &SendingPool, ctx: &Context, now: Timestamp) -> Result<Action, Error> {
-    let refs = dereference::dereference(&ctx.client, pool).await?;
-    let observed = observe::observe(ctx, pool, &refs).await?;
-    let rendered = render::render(pool, &refs, &observed, &ctx.settings, now)?;
+    if let Some(done) = finalize::before(ctx, pool, now).await? {
+        return Ok(done);
+    }
+    admit::admit(ctx, pool)?;
+    let refs = dereference::dereference(ctx, pool).await?;
+    claim::claim(ctx, pool).await?;
+    let mut observed = observe::observe(ctx, pool, &refs).await?;
+    let mut rendered = render::render(pool, &refs, &observed, &ctx.settings, now)?;
+    // A removed IP whose queue is empty under its draining configuration
+    // is rendered no more: its objects are deleted below.
+    let drained = drain::drained(&rendered.pool, &observed.retired, &observed.agents);
+    if !drained.is_empty() {
+        observed.retired.retain(|ip| !drained.contains(&ip.name));
+        rendered = render::render(pool, &refs, &observed, &ctx.settings, now)?;
+    }
     apply::apply(ctx, pool, &refs, &rendered).await?;
+    drain::remove(ctx, pool, &refs.namespace, &drained).await?;
     prune::prune(ctx, pool, &refs, &rendered).await?;
-    status::status(ctx, pool, &rendered, &observed, now).await?;
-    Ok(requeue(ctx, &observed))
+    // The records the pool needs: one list for status.dnsRecords and the
+    // DNSEndpoint, with the DKIM public key the last sweep read.
+    let records = crate::dns::records::pool_records(pool, observed.findings.dkim_public_key(pool));
+    let published = publish::publish(ctx, pool, &refs.namespace, &records).await?;
+    let dns = status::Dns { records: &records, published: &published };
+    status::status(ctx, pool, &rendered, &observed, dns, now).await?;
+    finalize::after(ctx, pool, &rendered.pool, &observed).await?;
+    let action = requeue(ctx, pool, &observed, now);
+    // A missing DNSEndpoint CRD is looked for again like a missing reference.
+    Ok(match published {
+        publish::Published::NotInstalled => {
+            let every = super::error::REQUEUE_MISSING_REFERENCE.min(ctx.resync.min(observed.findings.next_sweep_in));
+            Action::requeue(every)
+        }
+        _ => action,
+    })
 }
 
-/// When to look again at a converged pool: while instances run their agents
-/// are polled on a short cycle, and a due DNS sweep is picked up; a pool with
-/// nothing running only needs the slow resync.
-fn requeue(ctx: &Context, observed: &observe::Observed) -> Action {
-    let every = if observed.agents.is_empty() { ctx.resync } else { ctx.resync.min(ctx.agent_poll) };
+/// When to look again at a converged pool: the slow resync, or sooner when a
+/// DNS sweep or a deletion's deadline is due. Not on the agent poll
+/// interval: the poller (`crate::operator::polling`) wakes a pool when its
+/// agents' answers changed, and only then.
+fn requeue(ctx: &Context, pool: &SendingPool, observed: &observe::Observed, now: Timestamp) -> Action {
+    let every = finalize::recheck_in(pool, now).map_or(ctx.resync, |d| ctx.resync.min(d));
     Action::requeue(every.min(observed.findings.next_sweep_in))
 }
 
@@ -255,7 +330,9 @@ mod tests {
         })
         .into();
         let key: Error = apply::Error::HashKey { name: "p-recipient-hash-key".into(), source: api_error() }.into();
-        for e in [prune, key] {
+        let token: Error = apply::Error::AgentToken { name: "p-agent-token".into(), source: api_error() }.into();
+        assert_eq!(token.category(), "CreateAgentToken");
+        for e in [prune, key, token] {
             let c = e.category();
             assert!(
                 c.chars().next().is_some_and(|c| c.is_ascii_uppercase())

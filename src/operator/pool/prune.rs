@@ -40,7 +40,8 @@ impl Error {
 pub async fn prune(ctx: &Context, pool: &SendingPool, refs: &Refs, rendered: &Rendered) -> Result<(), Error> {
     // Without a uid nothing can be proven ours: delete nothing.
     let Some(uid) = pool.uid() else { return Ok(()) };
-    crate::operator::apply::prune(&ctx.client, &refs.namespace, &refs.name, &uid, &rendered.objects, &ctx.metrics)
-        .await?;
+    let caches = ctx.caches();
+    let listed = |kind: &str| caches.owned_of_pool(kind, &refs.namespace, &refs.name);
+    crate::operator::apply::prune(&ctx.client, &refs.namespace, &uid, &rendered.objects, listed, &ctx.metrics).await?;
     Ok(())
 }

@@ -80,6 +80,10 @@ pub fn render(
         quarantined: observed.findings.quarantined.clone(),
         exclusions: fleet::exclusions_in_force(&observed.adaptive, now_unix),
         warmup_day: fleet::warmup_steps(&observed.adaptive),
+        not_ready: observed.not_ready(pool),
+        retired: observed.retired.clone(),
+        unchecked: super::drain::unchecked(pool, &observed.findings),
+        deleting: super::finalize::drains_deletion(pool),
     };
     let input = PoolInput {
         pool,

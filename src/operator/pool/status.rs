@@ -13,9 +13,14 @@
 //! | QueueBacklog          | [`queue_backlog`]        | the agents' queue reports              |
 //! | BacklogForecast       | [`backlog_forecast`]     | the agents' per-domain flow forecasts  |
 //! | WarmingUp             | [`warming_up`]           | the agents' warm-up / rendered caps    |
+//! | Draining              | [`draining`]             | draining rows, peers, pool deletion    |
 //! | Listed                | [`listed`]               | the DNSBL sweep                        |
 //! | AuthenticationValid   | [`authentication_valid`] | the PTR/SPF/DKIM/DMARC checks          |
+//! | DnsRecordsPublished   | [`dns_records_published`]| the publish step (`publish.rs`)        |
 //!
+//! `status.dnsRecords` is the record list `crate::dns::records` decided,
+//! as the publish step got it (values included, the DKIM one only once the
+//! key's public half was read).
 //! The derivation is pure (`now` passed in): no client, no clock. The
 //! types, reasons and polarity come from `sendfleet_render::conditions`.
 //!
@@ -36,12 +41,14 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::jiff::Timestamp;
-use sendfleet_render::api::{DomainFlowSummary, QueueSummary, SendingPool, SendingPoolStatus};
+use sendfleet_render::api::{DnsRecordStatus, DomainFlowSummary, QueueSummary, SendingPool, SendingPoolStatus};
 use sendfleet_render::conditions::{self, ConditionType, Observation, Reason, Status};
 
 use super::instances::{self, Instance};
 use super::observe::Observed;
+use super::publish::Published;
 use super::render::Rendered;
+use crate::dns::records::DnsRecord;
 use crate::dns::{authentication_condition, listed_condition};
 use crate::operator::context::Context;
 use crate::operator::error::Retry;
@@ -125,8 +132,12 @@ pub fn degraded(applied: Applied<'_>) -> Observation {
         }
         Applied::Instances(i) => i,
     };
-    let mut failing: Vec<String> =
-        instances.iter().filter_map(|i| Some(format!("{}: {}", i.name(), i.status.message.as_deref()?))).collect();
+    // A draining row's message counts what is left: not a failure.
+    let mut failing: Vec<String> = instances
+        .iter()
+        .filter(|i| i.status.phase.as_deref() != Some(instances::phase::DRAINING))
+        .filter_map(|i| Some(format!("{}: {}", i.name(), i.status.message.as_deref()?)))
+        .collect();
     failing.sort();
     if failing.is_empty() {
         Observation::new(ConditionType::Degraded, Status::False, Reason::AsExpected, "no instance is failing")
@@ -265,6 +276,40 @@ pub fn warming_up(pool: &SendingPool, applied: Applied<'_>) -> Option<Observatio
     })
 }
 
+/// `Draining`: instances handing their queues on, what is left, and
+/// whether it can go anywhere: a drain out of rotation with no peer in
+/// rotation is `DrainBlocked` (the mail stays queued); a pool being
+/// deleted is `PoolDeleting` until its queues are empty or the deadline.
+pub fn draining(pool: &SendingPool, applied: Applied<'_>) -> Option<Observation> {
+    let Applied::Instances(instances) = applied else { return None };
+    let left = |i: &Instance| match i.draining {
+        Some(Some(n)) => format!("{}: {n} messages", i.name()),
+        _ => format!("{}: queue not reported yet", i.name()),
+    };
+    let mut rows: Vec<&Instance> = instances.iter().filter(|i| i.draining.is_some()).collect();
+    rows.sort_by(|a, b| a.name().cmp(b.name()));
+    let what: Vec<String> = rows.iter().map(|i| left(i)).collect();
+    if pool.metadata.deletion_timestamp.is_some() && super::finalize::drains_deletion(pool) {
+        let deadline = super::finalize::deadline(pool).map(|d| d.to_string()).unwrap_or_default();
+        let message = format!("pool deleted: delivering queued mail until empty or {deadline}: {}", what.join("; "));
+        return Some(Observation::new(ConditionType::Draining, Status::True, Reason::PoolDeleting, message));
+    }
+    if rows.is_empty() {
+        let message = "no instance is draining";
+        return Some(Observation::new(ConditionType::Draining, Status::False, Reason::NothingToDrain, message));
+    }
+    let peer_in_rotation = instances.iter().any(|i| i.status.weight > 0 && i.ready);
+    let stuck: Vec<String> =
+        rows.iter().filter(|i| i.status.weight == 0 && !matches!(i.draining, Some(Some(0)))).map(|i| left(i)).collect();
+    Some(if !peer_in_rotation && !stuck.is_empty() {
+        let message = format!("no peer in rotation to take the mail; it stays queued: {}", stuck.join("; "));
+        Observation::new(ConditionType::Draining, Status::True, Reason::DrainBlocked, message)
+    } else {
+        let message = format!("handing queues on: {}", what.join("; "));
+        Observation::new(ConditionType::Draining, Status::True, Reason::DrainingQueues, message)
+    })
+}
+
 /// `Listed`: from the last finished DNSBL sweep; `None` before the first.
 pub fn listed(findings: &Findings) -> Option<Observation> {
     findings.summary.as_ref().map(listed_condition)
@@ -301,6 +346,84 @@ pub fn human_age(secs: u64) -> String {
     }
 }
 
+/// `DkimSigning` (with `spec.dkim`): `False` while some instance has no
+/// usable key (`KeyUnusable`: it holds new mail; `SendingUnsigned`: the
+/// pool opted out), naming each with the agent's reason; `None` until an
+/// agent reported its signer.
+pub fn dkim_signing(pool: &SendingPool, applied: Applied<'_>) -> Option<Observation> {
+    pool.spec.dkim.as_ref()?;
+    let Applied::Instances(instances) = applied else { return None };
+    let rows: Vec<(&str, &str)> =
+        instances.iter().filter_map(|i| Some((i.name(), i.status.dkim.as_deref()?))).collect();
+    if rows.is_empty() {
+        return None;
+    }
+    let not = |prefix: &str| -> Vec<String> {
+        let mut v: Vec<String> =
+            rows.iter().filter(|(_, d)| d.starts_with(prefix)).map(|(n, d)| format!("{n}: {d}")).collect();
+        v.sort();
+        v
+    };
+    let (held, unsigned) = (not("Held"), not("Unsigned"));
+    let t = ConditionType::DkimSigning;
+    Some(if !held.is_empty() {
+        let message = format!("holding new mail (submissions get 4xx): {}", [held, unsigned].concat().join("; "));
+        Observation::new(t, Status::False, Reason::KeyUnusable, message)
+    } else if !unsigned.is_empty() {
+        Observation::new(
+            t,
+            Status::False,
+            Reason::SendingUnsigned,
+            format!("sending unsigned: {}", unsigned.join("; ")),
+        )
+    } else {
+        let mut all: Vec<String> = rows.iter().map(|(n, d)| format!("{n}: {d}")).collect();
+        all.sort();
+        Observation::new(t, Status::True, Reason::Signing, all.join("; "))
+    })
+}
+
+/// The pool's DNS records and what publishing them achieved.
+#[derive(Clone, Copy, Debug)]
+pub struct Dns<'a> {
+    pub records: &'a [DnsRecord],
+    pub published: &'a Published,
+}
+
+/// `DnsRecordsPublished` (with `spec.dnsRecords`): `True` once the
+/// `DNSEndpoint` holds every record with a known value (the message names
+/// those left out), `False` with `DNSEndpointNotInstalled` while the CRD is
+/// missing; `None` when the pool does not ask.
+pub fn dns_records_published(pool: &SendingPool, published: &Published) -> Option<Observation> {
+    let t = ConditionType::DnsRecordsPublished;
+    let name = pool.metadata.name.as_deref().unwrap_or_default();
+    Some(match published {
+        Published::NotAsked => return None,
+        Published::Written { records, left_out } => {
+            let mut message = format!("DNSEndpoint {name} lists {records} records");
+            if !left_out.is_empty() {
+                message.push_str(&format!("; left out until their value is known: {}", left_out.join(", ")));
+            }
+            Observation::new(t, Status::True, Reason::Published, message)
+        }
+        Published::NotInstalled => Observation::new(
+            t,
+            Status::False,
+            Reason::DNSEndpointNotInstalled,
+            "spec.dnsRecords asks for a DNSEndpoint, but the API server does not serve \
+             dnsendpoints.externaldns.k8s.io/v1alpha1 (install external-dns's CRD); looked for again every minute",
+        ),
+    })
+}
+
+/// `status.dnsRecords` from the record list.
+fn dns_record_rows(records: &[DnsRecord]) -> Vec<DnsRecordStatus> {
+    records
+        .iter()
+        .map(|r| DnsRecordStatus { name: r.name.clone(), type_: r.record_type.into(), value: r.value.clone() })
+        .collect()
+}
+
 /// The summary fields (`kubectl get` columns and `status.instances`).
 fn summarize(status: &mut SendingPoolStatus, pool: &SendingPool, instances: &[Instance], findings: &Findings) {
     let ready = instances.iter().filter(|i| i.ready).count();
@@ -324,12 +447,20 @@ pub fn derive(
     pool: &SendingPool,
     applied: Applied<'_>,
     findings: Option<&Findings>,
+    dns: Option<Dns<'_>>,
     now: Timestamp,
 ) -> (SendingPoolStatus, Vec<Observation>) {
     let generation = pool.metadata.generation;
     let mut status = SendingPoolStatus { observed_generation: generation, ..pool.status.clone().unwrap_or_default() };
     if let (Applied::Instances(instances), Some(findings)) = (applied, findings) {
         summarize(&mut status, pool, instances, findings);
+    }
+    if let Some(dns) = dns {
+        status.dns_records = dns_record_rows(dns.records);
+    }
+    // Only a pool that asks to publish has the condition.
+    if pool.spec.dns_records.is_none() {
+        status.conditions.retain(|c| c.type_ != ConditionType::DnsRecordsPublished.as_str());
     }
     let mut observations: Vec<Observation> = [
         Some(ready(applied)),
@@ -338,8 +469,11 @@ pub fn derive(
         queue_backlog(pool, applied),
         backlog_forecast(pool, applied),
         warming_up(pool, applied),
+        draining(pool, applied),
         findings.and_then(listed),
         findings.and_then(authentication_valid),
+        dkim_signing(pool, applied),
+        dns.and_then(|d| dns_records_published(pool, d.published)),
     ]
     .into_iter()
     .flatten()
@@ -360,10 +494,14 @@ pub async fn status(
     pool: &SendingPool,
     rendered: &Rendered,
     observed: &Observed,
+    dns: Dns<'_>,
     now: Timestamp,
 ) -> Result<(), Error> {
     let rows = instances::instances(pool, &rendered.pool, observed);
-    let (new, flipped) = derive(pool, Applied::Instances(&rows), Some(&observed.findings), now);
+    let (ns, name) =
+        (pool.metadata.namespace.as_deref().unwrap_or_default(), pool.metadata.name.as_deref().unwrap_or_default());
+    ctx.metrics.record_instances(ns, name, rows.iter().map(|r| (&r.status, r.ready)));
+    let (new, flipped) = derive(pool, Applied::Instances(&rows), Some(&observed.findings), Some(dns), now);
     write(ctx, pool, &new, &flipped).await
 }
 
@@ -376,7 +514,7 @@ pub async fn stopped(
     message: &str,
     now: Timestamp,
 ) -> Result<(), Error> {
-    let (new, flipped) = derive(pool, Applied::Stopped { reason, message }, None, now);
+    let (new, flipped) = derive(pool, Applied::Stopped { reason, message }, None, None, now);
     write(ctx, pool, &new, &flipped).await
 }
 
@@ -416,6 +554,7 @@ mod tests {
             ready: true,
             rolled_out: true,
             warming: false,
+            draining: None,
         }
     }
 
@@ -430,6 +569,32 @@ mod tests {
 
     fn said(o: &Observation) -> (Status, Reason, &str) {
         (o.status, o.reason, o.message.as_str())
+    }
+
+    #[test]
+    fn dkim_signing_names_instances_holding_or_unsigned_and_needs_spec_dkim() {
+        let mut p = pool(None);
+        let (mut a, mut b) = (row("a"), row("b"));
+        assert_eq!(dkim_signing(&p, Applied::Instances(&[a.clone(), b.clone()])), None, "no spec.dkim");
+        p.spec.dkim = Some(Default::default());
+        assert_eq!(dkim_signing(&p, Applied::Instances(&[a.clone(), b.clone()])), None, "no report yet");
+        a.status.dkim = Some("Signing (s1)".into());
+        b.status.dkim = Some("Held: selector s1: unusable key: no PEM block found".into());
+        let o = dkim_signing(&p, Applied::Instances(&[a.clone(), b.clone()])).unwrap();
+        assert_eq!(
+            said(&o),
+            (
+                Status::False,
+                Reason::KeyUnusable,
+                "holding new mail (submissions get 4xx): b: Held: selector s1: unusable key: no PEM block found"
+            )
+        );
+        b.status.dkim = Some("Unsigned: selector s1: the Secret has no key".into());
+        let o = dkim_signing(&p, Applied::Instances(&[a.clone(), b.clone()])).unwrap();
+        assert_eq!((o.status, o.reason), (Status::False, Reason::SendingUnsigned));
+        b.status.dkim = Some("Signing (s1)".into());
+        let o = dkim_signing(&p, Applied::Instances(&[a, b])).unwrap();
+        assert_eq!(said(&o), (Status::True, Reason::Signing, "a: Signing (s1); b: Signing (s1)"));
     }
 
     #[test]
@@ -615,7 +780,7 @@ mod tests {
         b.status.queue = Some(QueueSummary { oldest_age_seconds: 13 * 3600, ..Default::default() });
         let rows = [a, b];
         let now: Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
-        let (status, flipped) = derive(&p, Applied::Instances(&rows), Some(&Findings::default()), now);
+        let (status, flipped) = derive(&p, Applied::Instances(&rows), Some(&Findings::default()), None, now);
         let types: Vec<&str> = status.conditions.iter().map(|c| c.type_.as_str()).collect();
         assert_eq!(
             types,
@@ -623,6 +788,7 @@ mod tests {
                 "AuthenticationValid",
                 "BacklogForecast",
                 "Degraded",
+                "Draining",
                 "Listed",
                 "Progressing",
                 "QueueBacklog",
@@ -639,10 +805,10 @@ mod tests {
         assert_eq!(status.oldest_queued_age.as_deref(), Some("13h0m"));
         assert_eq!(status.warmup.as_deref(), Some("ramp: 1/2 warming"));
         assert_eq!(cond("BacklogForecast").reason, "DrainsInTime");
-        assert_eq!(flipped.len(), 8, "every condition is new");
+        assert_eq!(flipped.len(), 9, "every condition is new");
         let written = SendingPool { status: Some(status.clone()), ..p.clone() };
         let later: Timestamp = "2026-01-01T01:00:00Z".parse().unwrap();
-        let (again, flipped) = derive(&written, Applied::Instances(&rows), Some(&Findings::default()), later);
+        let (again, flipped) = derive(&written, Applied::Instances(&rows), Some(&Findings::default()), None, later);
         assert!(crate::operator::status::unchanged(Some(&status), &again));
         assert!(flipped.is_empty());
     }
@@ -651,9 +817,9 @@ mod tests {
     fn a_stopped_pipeline_flips_ready_and_keeps_the_instance_rows() {
         let p = pool(Some("later"));
         let now = Timestamp::UNIX_EPOCH;
-        let (status, _) = derive(&p, Applied::Instances(&[row("a"), row("b")]), Some(&Findings::default()), now);
+        let (status, _) = derive(&p, Applied::Instances(&[row("a"), row("b")]), Some(&Findings::default()), None, now);
         let p = SendingPool { status: Some(status), ..p };
-        let (status, flipped) = derive(&p, STOPPED, None, now);
+        let (status, flipped) = derive(&p, STOPPED, None, None, now);
         let cond = |t: &str| status.conditions.iter().find(|c| c.type_ == t).unwrap();
         assert_eq!((cond("Ready").status.as_str(), cond("Ready").reason.as_str()), ("False", "MissingReference"));
         assert_eq!(cond("WarmingUp").reason, "Warm", "left as it was");
@@ -661,6 +827,73 @@ mod tests {
         let types: Vec<ConditionType> = flipped.iter().map(|o| o.type_).collect();
         assert_eq!(types, [ConditionType::Ready, ConditionType::Degraded]);
         assert!(flipped.iter().all(|o| o.event() == Some(conditions::EventKind::Warning)));
+    }
+
+    #[test]
+    fn dns_records_are_listed_and_the_publish_condition_follows_spec_dns_records() {
+        let records = [
+            DnsRecord {
+                name: "1.2.0.192.in-addr.arpa".into(),
+                record_type: "PTR",
+                value: Some("a.example.com".into()),
+            },
+            DnsRecord { name: "s1._domainkey.example.com".into(), record_type: "TXT", value: None },
+        ];
+        let now = Timestamp::UNIX_EPOCH;
+        let mut p = pool(None);
+        let rows = [row("a")];
+        let written = Published::Written { records: 1, left_out: vec!["TXT s1._domainkey.example.com".into()] };
+        // Not asked: the records are listed all the same, no condition.
+        let dns = Dns { records: &records, published: &Published::NotAsked };
+        let (status, _) = derive(&p, Applied::Instances(&rows), Some(&Findings::default()), Some(dns), now);
+        assert_eq!(status.dns_records.len(), 2);
+        assert_eq!(status.dns_records[0].type_, "PTR");
+        assert_eq!(status.dns_records[1].value, None, "no key: no value");
+        assert!(!conditions::has(&status.conditions, ConditionType::DnsRecordsPublished));
+        p.spec.dns_records = Some(Default::default());
+        let dns = Dns { records: &records, published: &Published::NotInstalled };
+        let (status, _) = derive(&p, Applied::Instances(&rows), Some(&Findings::default()), Some(dns), now);
+        let c = status.conditions.iter().find(|c| c.type_ == "DnsRecordsPublished").unwrap();
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "DNSEndpointNotInstalled"), "{}", c.message);
+        assert!(c.message.contains("dnsendpoints.externaldns.k8s.io"), "{}", c.message);
+        let p = SendingPool { status: Some(status), ..p };
+        let dns = Dns { records: &records, published: &written };
+        let (status, flipped) = derive(&p, Applied::Instances(&rows), Some(&Findings::default()), Some(dns), now);
+        let c = status.conditions.iter().find(|c| c.type_ == "DnsRecordsPublished").unwrap();
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", "Published"));
+        assert!(
+            c.message.contains("left out until their value is known: TXT s1._domainkey.example.com"),
+            "{}",
+            c.message
+        );
+        assert!(flipped.iter().any(|o| o.type_ == ConditionType::DnsRecordsPublished));
+        // Asking no more: the condition goes.
+        let mut p = SendingPool { status: Some(status), ..p };
+        p.spec.dns_records = None;
+        let dns = Dns { records: &records, published: &Published::NotAsked };
+        let (status, _) = derive(&p, Applied::Instances(&rows), Some(&Findings::default()), Some(dns), now);
+        assert!(!conditions::has(&status.conditions, ConditionType::DnsRecordsPublished));
+    }
+
+    #[test]
+    fn draining_counts_what_is_left_and_says_when_no_peer_can_take_it() {
+        let p = pool(None);
+        let a = row("a");
+        let mut d = row("d");
+        d.draining = Some(Some(12));
+        d.status.phase = Some(instances::phase::DRAINING.into());
+        d.status.message = Some("12 messages left to hand on".into());
+        let mut a_in = a.clone();
+        a_in.status.weight = 1;
+        let o = draining(&p, Applied::Instances(&[a_in, d.clone()])).unwrap();
+        assert_eq!((o.status, o.reason), (Status::True, Reason::DrainingQueues), "{}", o.message);
+        assert!(o.message.contains("d: 12 messages"), "{}", o.message);
+        let o = draining(&p, Applied::Instances(&[a.clone(), d.clone()])).unwrap();
+        assert_eq!(o.reason, Reason::DrainBlocked, "a is not in rotation: {}", o.message);
+        let o = draining(&p, Applied::Instances(std::slice::from_ref(&a))).unwrap();
+        assert_eq!((o.status, o.reason), (Status::False, Reason::NothingToDrain));
+        // A draining row is not a failing one.
+        assert_eq!(degraded(Applied::Instances(&[a, d])).status, Status::False);
     }
 
     #[test]

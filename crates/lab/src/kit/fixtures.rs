@@ -4,7 +4,7 @@
 //! use sendfleet_lab::kit::{Policy, Pool};
 //! let pool = Pool::named("bulk").in_ns("mail").with_ips(3).fast_retries();
 //! let policy = Policy::named("bigmail").in_ns("mail").for_domains(&["bigmail.example"]).paused("maintenance");
-//! assert!(pool.yaml().contains("address: 192.0.2.12"));
+//! assert!(pool.yaml().contains("address: 198.18.0.12"));
 //! assert_eq!(policy.build().spec.paused.as_deref(), Some("maintenance"));
 //! ```
 //!
@@ -42,14 +42,33 @@ fn list(items: &[&str]) -> String {
     format!("[{}]", items.iter().map(|d| format!("{d:?}")).collect::<Vec<_>>().join(", "))
 }
 
-/// A Namespace manifest (to apply before the resources in it).
+/// The label that opts a namespace in for pools: the chart's default
+/// `operator.poolNamespaceLabel` (an operator started with it reconciles
+/// pools only in namespaces carrying it).
+pub const POOL_NAMESPACE_LABEL: (&str, &str) = ("sendfleet.io/pools", "enabled");
+
+/// A Namespace manifest (to apply before the resources in it), opted in for
+/// pools ([`POOL_NAMESPACE_LABEL`]).
 pub fn namespace(name: &str) -> String {
-    format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n")
+    let (k, v) = POOL_NAMESPACE_LABEL;
+    format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n  labels: {{{k}: {v}}}\n")
 }
 
 /// Several manifests as one multi-document YAML text.
 pub fn documents(docs: &[String]) -> String {
     docs.join("---\n")
+}
+
+/// The address block of a (namespace, pool) in this process: 0 for the
+/// first one asked for, then 1, 2, ... (see [`Pool::with_ips`]; the
+/// benchmarking range 198.18.0.0/15 holds 512 blocks).
+fn address_block(ns: &str, pool: &str) -> u32 {
+    static BLOCKS: std::sync::Mutex<std::collections::BTreeMap<(String, String), u32>> =
+        std::sync::Mutex::new(std::collections::BTreeMap::new());
+    let mut blocks = BLOCKS.lock().unwrap_or_else(|p| p.into_inner());
+    let next = blocks.len() as u32;
+    assert!(next < 512, "more pools than address blocks");
+    *blocks.entry((ns.to_string(), pool.to_string())).or_insert(next)
 }
 
 /// A SendingPool.
@@ -80,12 +99,19 @@ impl Pool {
         self
     }
 
-    /// `n` egress IPs `ip0..` at 192.0.2.10.. (TEST-NET-1), HELO
-    /// `ip<i>.<pool>.example.com`.
+    /// `n` egress IPs `ip0..` (at most 200), HELO
+    /// `ip<i>.<pool>.example.com`. An address has one owner in a cluster,
+    /// so every (namespace, pool) of a process gets addresses of its own
+    /// (call `in_ns` first): 198.18.<k>.10.. (the benchmarking range, which
+    /// no explicit `with_ip` in the tests uses), the k-th pool asked for
+    /// block k, the same pool always the same addresses.
     pub fn with_ips(mut self, n: usize) -> Pool {
+        assert!(n <= 200, "with_ips: at most 200 addresses per pool");
+        let first = u32::from(std::net::Ipv4Addr::new(198, 18, 0, 10)) + address_block(&self.ns, &self.name) * 256;
         for i in 0..n {
             let helo = format!("ip{i}.{}.example.com", self.name);
-            self.ips.push((format!("ip{i}"), format!("192.0.2.{}", 10 + i), helo));
+            let address = std::net::Ipv4Addr::from(first + i as u32);
+            self.ips.push((format!("ip{i}"), address.to_string(), helo));
         }
         self
     }

@@ -8,9 +8,16 @@ use std::time::Duration;
 
 /// `GET path` on `addr:port`: (status code, body).
 pub fn http_get(addr: &str, port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    http_get_as(addr, port, path, None)
+}
+
+/// `GET path` on `addr:port` with `Authorization: Bearer <token>` when
+/// `token` is given (the agent's /status and /metrics): (status code, body).
+pub fn http_get_as(addr: &str, port: u16, path: &str, token: Option<&str>) -> std::io::Result<(u16, String)> {
     let mut s = TcpStream::connect((addr, port))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n{auth}\r\n")?;
     let mut r = BufReader::new(s);
     let mut status = String::new();
     r.read_line(&mut status)?;

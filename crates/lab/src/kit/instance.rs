@@ -13,9 +13,15 @@
 //!   under the instance's test directory (pods each have their own
 //!   filesystem; here instances share one), and the ConfigMap, Secret and
 //!   image paths of the args are mapped to it; the trusted CA bundle
-//!   ([`Fleet::trusted_ca`]) is written where its volume would be;
+//!   ([`Fleet::trusted_ca`]) and the submission TLS files
+//!   ([`Fleet::submission_tls`]) are written where their volumes would be, and the
+//!   agent token ([`AGENT_TOKEN`], or the pool's Secret's through
+//!   [`Instance::set_agent_token`]) where the token Secret's volume would be;
 //! - the network: a pod on the pod network listens on `0.0.0.0` of its own
-//!   namespace; here that is the instance's address in the test's namespace;
+//!   namespace; here that is the instance's address in the test's namespace,
+//!   and the tests' clients connect from it, so [`Fleet::new`] lists each
+//!   instance address in `submission.allowedCIDRs` (a user lists the pod
+//!   network);
 //! - name resolution: the agent runs in a private mount namespace with the
 //!   test's resolv.conf over /etc/resolv.conf ([`super::Dns`]);
 //! - test speed: queue scans every second, config polls every 200 ms, and
@@ -34,19 +40,25 @@ use std::time::Duration;
 
 use sendfleet_render::api::{DomainPolicy, SendingPool, WarmupPlan};
 use sendfleet_render::contract::AgentStatus;
-use sendfleet_render::objects::{self, Desired, CONFIG_MOUNT, HASH_KEY_MOUNT};
+use sendfleet_render::contract::AGENT_TOKEN_KEY;
+use sendfleet_render::objects::{self, Desired, AGENT_TOKEN_MOUNT, CONFIG_MOUNT, DKIM_KEYS_MOUNT, HASH_KEY_MOUNT};
 use sendfleet_render::render::{
-    config_hash, render_pool, Observed, PoolInput, RenderedInstance, Settings, TRUSTED_CA_FILE,
+    config_hash, render_pool, Observed, PoolInput, RenderedInstance, Settings, CLIENT_CA_FILE, SUBMISSION_CERT_FILE,
+    SUBMISSION_KEY_FILE, TRUSTED_CA_FILE,
 };
 
-use super::http::http_get;
+use super::http::{http_get, http_get_as};
 use super::resolver::Dns;
 use super::wait::wait_until;
+use crate::pki::{write_private, ClientCert};
 use crate::process::Proc;
 use crate::receiver::wait_banner;
 
 /// Key of the recipient-address hash (the pool's Secret in production).
 pub const HASH_KEY: &str = "test-key-0123456789abcdef";
+/// The bearer token an instance's agent requires on /status and /metrics
+/// until the test sets another (the pool's agent-token Secret in production).
+pub const AGENT_TOKEN: &str = "test-agent-token-0123456789abcdef0123456789abcdef";
 
 /// Panic unless the Postfix tools the kit runs are installed, and put
 /// /usr/sbin on PATH (a test environment may lack it).
@@ -177,12 +189,29 @@ pub struct Fleet {
     /// The bundle the pool's `tls.trustedCA` names (the Secret's or
     /// ConfigMap's value under its key), as the kubelet would mount it.
     trusted_ca: Option<String>,
+    /// What `submission.clientCertificates` names: the server Secret's
+    /// certificate and key, the client CA bundle.
+    submission_tls: Option<(ClientCert, String)>,
+    /// The pool's DKIM Secret (`spec.dkim.secretName`): key -> PEM.
+    dkim_keys: BTreeMap<String, String>,
 }
 
 impl Fleet {
     /// `bin`: the `sendfleet` binary (`env!("CARGO_BIN_EXE_sendfleet")`);
     /// `dns`: the resolver the instances use.
-    pub fn new(bin: &str, pool: SendingPool, dns: &Dns) -> Fleet {
+    pub fn new(bin: &str, mut pool: SendingPool, dns: &Dns) -> Fleet {
+        // The tests submit to an instance's address from the test's
+        // namespace, so they connect *from* that address (a local
+        // destination is its own source): list each as a client network,
+        // as a user lists the pod network. Submission refuses every other
+        // client at connect.
+        for ip in &pool.spec.egress_ips {
+            let host =
+                if ip.address.contains(':') { format!("{}/128", ip.address) } else { format!("{}/32", ip.address) };
+            if !pool.spec.submission.allowed_cidrs.contains(&host) {
+                pool.spec.submission.allowed_cidrs.push(host);
+            }
+        }
         Fleet {
             bin: bin.into(),
             pool,
@@ -192,6 +221,8 @@ impl Fleet {
             observed: Observed::default(),
             resolv_conf: dns.resolv_conf(),
             trusted_ca: None,
+            submission_tls: None,
+            dkim_keys: BTreeMap::new(),
         }
     }
 
@@ -222,6 +253,23 @@ impl Fleet {
         self
     }
 
+    /// The objects `spec.submission.clientCertificates` names: the server
+    /// certificate Secret (`server`) and the client CA bundle
+    /// (`client_ca_pem`), where the pod's volumes would put them
+    /// (`Settings::submission_tls_directory`, `client_ca_directory`).
+    pub fn submission_tls(mut self, server: ClientCert, client_ca_pem: &str) -> Fleet {
+        self.submission_tls = Some((server, client_ca_pem.to_string()));
+        self
+    }
+
+    /// One key of the pool's DKIM Secret (`private.key`, `<selector>.key`),
+    /// where the pod's volume would put it ([`Instance::set_dkim_key`]
+    /// changes it while the instance runs).
+    pub fn dkim_key(mut self, key: &str, pem: &str) -> Fleet {
+        self.dkim_keys.insert(key.to_string(), pem.to_string());
+        self
+    }
+
     pub fn observed(mut self, o: Observed) -> Fleet {
         self.observed = o;
         self
@@ -233,6 +281,9 @@ impl Fleet {
             data_directory: base.join("data").display().to_string(),
             policy_socket: base.join("run/policy.sock").display().to_string(),
             trusted_ca_directory: base.join("trusted-ca").display().to_string(),
+            submission_tls_directory: base.join("submission-tls").display().to_string(),
+            client_ca_directory: base.join("client-ca").display().to_string(),
+            dkim_directory: base.join("run/dkim").display().to_string(),
             ..Settings::default()
         }
     }
@@ -277,6 +328,8 @@ impl Fleet {
         let map_path = |a: &str| {
             let a = a.replace(CONFIG_MOUNT, &base.join("config").display().to_string());
             let a = a.replace(HASH_KEY_MOUNT, &base.join("hash-key").display().to_string());
+            let a = a.replace(AGENT_TOKEN_MOUNT, &base.join("agent-token").display().to_string());
+            let a = a.replace(DKIM_KEYS_MOUNT, &base.join("dkim-keys").display().to_string());
             // The pod network's 0.0.0.0 is the pod's own address.
             a.replace("=0.0.0.0:", &format!("={}:", rendered.address))
         };
@@ -331,15 +384,28 @@ impl Instance {
         let pod = fleet.render(name, &base);
         let addr = pod.rendered.address.clone();
         add_addr(&addr);
-        for d in ["queue", "data", "run", "postfix", "hash-key"] {
+        for d in ["queue", "data", "run", "postfix", "hash-key", "agent-token", "dkim-keys"] {
             mkdir(&base.join(d));
         }
         let st = Command::new("chown").arg("postfix").arg(base.join("data")).status().expect("chown");
         assert!(st.success(), "chown postfix {}", base.join("data").display());
         write(&base.join("hash-key/key"), HASH_KEY);
+        write(&base.join("agent-token").join(AGENT_TOKEN_KEY), &format!("{AGENT_TOKEN}\n"));
         if let (Some(_), Some(pem)) = (&fleet.pool.spec.tls.trusted_ca, &fleet.trusted_ca) {
             mkdir(&base.join("trusted-ca"));
             write(&base.join("trusted-ca").join(TRUSTED_CA_FILE), pem);
+        }
+        if let (Some(_), Some((server, ca))) = (&fleet.pool.spec.submission.client_certificates, &fleet.submission_tls)
+        {
+            mkdir(&base.join("submission-tls"));
+            write(&base.join("submission-tls").join(SUBMISSION_CERT_FILE), &server.cert_pem);
+            write_private(&base.join("submission-tls").join(SUBMISSION_KEY_FILE), server.key_pem.as_bytes())
+                .expect("writing the submission key");
+            mkdir(&base.join("client-ca"));
+            write(&base.join("client-ca").join(CLIENT_CA_FILE), ca);
+        }
+        for (key, pem) in &fleet.dkim_keys {
+            write_private(&base.join("dkim-keys").join(key), pem.as_bytes()).expect("writing a DKIM key");
         }
         write(&base.join("resolv.conf"), &fleet.resolv_conf);
         let mut source = ConfigSource::new(base.join("config"));
@@ -431,18 +497,57 @@ impl Instance {
         std::fs::rename(&tmp, self.base.join("clock")).unwrap();
     }
 
+    /// The token file the agent reads (`--auth-token-file`, mapped).
+    pub fn agent_token_file(&self) -> PathBuf {
+        self.base.join("agent-token").join(AGENT_TOKEN_KEY)
+    }
+
+    /// The bearer token the agent requires now.
+    /// Set (`Some`) or remove one key of the DKIM Secret's volume, as the
+    /// kubelet updates a mounted Secret.
+    pub fn set_dkim_key(&self, key: &str, pem: Option<&str>) {
+        let path = self.base.join("dkim-keys").join(key);
+        match pem {
+            Some(pem) => {
+                let tmp = self.base.join("dkim-keys").join(format!(".{key}.tmp"));
+                write_private(&tmp, pem.as_bytes()).expect("writing a DKIM key");
+                std::fs::rename(&tmp, &path).expect("replacing a DKIM key");
+            }
+            None => {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+
+    pub fn agent_token(&self) -> String {
+        std::fs::read_to_string(self.agent_token_file()).unwrap_or_default().trim_end().to_string()
+    }
+
+    /// Replace the token, as the kubelet updates a mounted Secret (the
+    /// agent re-reads the file on every request).
+    pub fn set_agent_token(&self, token: &str) {
+        let tmp = self.base.join("agent-token/.token.tmp");
+        write(&tmp, token);
+        std::fs::rename(&tmp, self.agent_token_file()).unwrap();
+    }
+
+    /// `GET path` with the agent's token: (status code, body).
+    pub fn get(&self, path: &str) -> std::io::Result<(u16, String)> {
+        http_get_as(&self.addr, self.agent_port, path, Some(&self.agent_token()))
+    }
+
     pub fn status_raw(&self) -> String {
-        http_get(&self.addr, self.agent_port, "/status").map(|(_, b)| b).unwrap_or_else(|e| format!("({e})"))
+        self.get("/status").map(|(_, b)| b).unwrap_or_else(|e| format!("({e})"))
     }
 
     pub fn status(&self) -> AgentStatus {
-        let (code, body) = http_get(&self.addr, self.agent_port, "/status").expect("GET /status");
+        let (code, body) = self.get("/status").expect("GET /status");
         assert_eq!(code, 200, "{body}");
         serde_json::from_str(&body).unwrap_or_else(|e| panic!("bad /status JSON ({e}): {body}"))
     }
 
     pub fn metrics(&self) -> String {
-        let (code, body) = http_get(&self.addr, self.agent_port, "/metrics").expect("GET /metrics");
+        let (code, body) = self.get("/metrics").expect("GET /metrics");
         assert_eq!(code, 200);
         body
     }
@@ -526,6 +631,14 @@ impl Instance {
     /// again on the same queue, state, config and clock.
     pub fn restart(&mut self) {
         self.stop();
+        self.spawn();
+    }
+
+    /// Like [`Instance::restart`], running `between` while the agent is
+    /// down (e.g. to damage a state file as a crash or a full disk would).
+    pub fn restart_after(&mut self, between: impl FnOnce(&Instance)) {
+        self.stop();
+        between(self);
         self.spawn();
     }
 

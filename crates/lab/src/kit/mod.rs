@@ -27,7 +27,7 @@ pub mod resolver;
 pub mod wait;
 
 pub use fixtures::{documents, namespace, Plan, Policy, Pool};
-pub use http::http_get;
+pub use http::{http_get, http_get_as};
 pub use instance::{add_addr, inject, postfix, require_postfix, ConfigSource, Fleet, Instance};
 pub use repo::{example, examples_dir, read, repo_root};
 pub use resolver::Dns;

@@ -2,6 +2,7 @@
 //! TLS levels, and the CEL snippet that compares durations. Patterns and
 //! limits are in [`super::limits`], defaults in [`super::defaults`].
 
+use kube_derive::KubeSchema;
 use schemars::JsonSchema;
 
 use super::limits::*;
@@ -45,7 +46,8 @@ pub fn parse_duration(s: &str) -> Option<u64> {
 
 /// Per-destination throttle, applied per egress IP. Rendered as a dedicated
 /// Postfix transport (a copy of `smtp` with its own limits).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(crates(kube_core = ::kube_core))]
 #[serde(rename_all = "camelCase")]
 pub struct Throttle {
     /// Simultaneous connections to one destination from one IP
@@ -58,6 +60,7 @@ pub struct Throttle {
     /// which Postfix applies per destination with concurrency 1). 1 to 60,
     /// a divisor of 60 (deliveries are spaced by whole seconds).
     #[schemars(range(min = 1, max = MAX_MESSAGES_PER_MINUTE))]
+    #[x_kube(validation = Rule::new(cel_divides_minute()).message(MESSAGES_PER_MINUTE_MESSAGE))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub messages_per_minute: Option<u32>,
     /// Delivery processes for this throttle's transport (master.cf `maxproc`).

@@ -102,6 +102,9 @@ durations! {
     SLOW_DOWN_RECOVERY_INTERVAL, slow_down_recovery_interval = "30m";
     /// WarmupPlan `pause.window`.
     WARMUP_PAUSE_WINDOW, warmup_pause_window = "1h";
+    /// SendingPool `drain.timeout`: how long a deleted pool waits for its
+    /// queues.
+    DRAIN_TIMEOUT, drain_timeout = "24h";
 }
 
 /// WarmupPlan `pause.minMessages`.
@@ -148,6 +151,14 @@ pub fn trusted_ca_key() -> String {
     TRUSTED_CA_KEY.to_string()
 }
 
+/// SendingPool `resources.requests.cpu` when neither a request nor a limit
+/// names cpu: an instance is then Burstable, not BestEffort (evicted first).
+/// Applied in `objects.rs`, not by the schema.
+pub const INSTANCE_CPU_REQUEST: &str = "100m";
+/// SendingPool `resources.requests.memory`, likewise (Postfix with its
+/// daemons and the agent stay well below).
+pub const INSTANCE_MEMORY_REQUEST: &str = "256Mi";
+
 /// DomainPolicy `route.port`: SMTP.
 pub const RELAY_PORT: u16 = 25;
 
@@ -156,10 +167,12 @@ pub const RELAY_PORT: u16 = 25;
 /// quiet `recoveryInterval` lowers L by one.
 pub const SLOW_DOWN_LEVELS: u32 = 4;
 
-/// Serde default `true` (e.g. `egressIPs[].enabled`).
-pub fn enabled() -> bool {
-    true
-}
+/// SendingPool `egressIPs[].enabled`. Applied by the operator
+/// (`EgressIP::is_enabled`), never by the API server: a schema default
+/// inside a list item makes GitOps tools (Argo CD) show the resource
+/// out of sync forever, since the live list item differs from the file's.
+/// No field inside a list item has a schema default (`tests/crds.rs`).
+pub const EGRESS_IP_ENABLED: bool = true;
 
 #[cfg(test)]
 mod tests {

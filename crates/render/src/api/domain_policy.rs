@@ -174,6 +174,7 @@ pub struct SlowDown {
     pub window: String,
     /// Messages per minute per IP while slowed down: 1 to 60, a divisor of 60.
     #[schemars(range(min = 1, max = MAX_MESSAGES_PER_MINUTE))]
+    #[x_kube(validation = Rule::new(cel_divides_minute()).message(MESSAGES_PER_MINUTE_MESSAGE))]
     pub messages_per_minute: u32,
     /// Quiet time (no rate-limit deferral) after which one recovery step is
     /// taken back towards the normal throttle. Default 30m.

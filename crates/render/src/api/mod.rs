@@ -12,6 +12,7 @@
 //!
 //! Nothing here does I/O.
 
+pub mod claim;
 pub mod common;
 pub mod defaults;
 pub mod domain_policy;
@@ -19,6 +20,7 @@ pub mod limits;
 pub mod pool;
 pub mod warmup;
 
+pub use claim::{ClaimOwner, EgressAddressClaim, EgressAddressClaimSpec};
 pub use common::*;
 pub use domain_policy::*;
 pub use limits::*;
@@ -52,6 +54,11 @@ fn top_level_rules(kind: &str) -> Vec<(String, String, &'static str)> {
                 ),
                 ".spec.egressIPs",
             ),
+            (
+                limits::CEL_SPAM_ROUTE_ELSEWHERE.to_string(),
+                "spamRoute.pool must name another pool, not this one".to_string(),
+                ".spec.spamRoute.pool",
+            ),
         ],
         "DomainPolicy" => vec![(
             limits::cel_policy_name(),
@@ -64,10 +71,10 @@ fn top_level_rules(kind: &str) -> Vec<(String, String, &'static str)> {
     }
 }
 
-/// The three CRDs, as served: generated from the types, plus the top-level
+/// The four CRDs, as served: generated from the types, plus the top-level
 /// rules. `sendfleet crd` prints these and `crds/` holds them.
 pub fn crds() -> Vec<CustomResourceDefinition> {
-    let mut out = vec![SendingPool::crd(), DomainPolicy::crd(), WarmupPlan::crd()];
+    let mut out = vec![SendingPool::crd(), DomainPolicy::crd(), WarmupPlan::crd(), EgressAddressClaim::crd()];
     for crd in &mut out {
         let rules = top_level_rules(&crd.spec.names.kind);
         if rules.is_empty() {

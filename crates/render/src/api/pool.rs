@@ -4,7 +4,9 @@
 // repeated keys inside them for duplicated attributes.
 #![allow(clippy::duplicated_attributes)]
 
-use k8s_openapi::api::core::v1::ResourceRequirements;
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, LocalObjectReference, ResourceRequirements, Toleration};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube_derive::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
@@ -68,6 +70,7 @@ pub struct SendingPoolSpec {
     #[schemars(length(min = 1, max = 256))]
     #[x_kube(merge_strategy = ListMerge::Map(vec!["name".into()]))]
     #[x_kube(validation = Rule::new("self.all(a, self.exists_one(b, b.address == a.address))").message("egressIPs: addresses must be unique"))]
+    #[x_kube(validation = Rule::new(CEL_PUBLIC_ADDRESSES_UNIQUE).message("egressIPs: public addresses must be unique"))]
     #[serde(rename = "egressIPs")]
     pub egress_ips: Vec<EgressIP>,
 
@@ -76,12 +79,17 @@ pub struct SendingPoolSpec {
     pub egress: Egress,
 
     /// Container image for the instances (Postfix + sendfleet agent). Empty:
-    /// the operator's default image.
+    /// the operator's default image. Any other image must be one the
+    /// administrator allows (chart value `instances.allowedImages`), or the
+    /// pool is `Ready=False` with reason `ImageNotAllowed`.
     #[schemars(length(max = 512), regex(pattern = r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$"))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<String>,
 
-    /// Compute resources of each instance's container.
+    /// Compute resources of each instance's container. A request left out
+    /// (and not implied by a limit) gets the operator's default (cpu 100m,
+    /// memory 256Mi), so instances are never BestEffort: those are evicted
+    /// first under node pressure.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<ResourceRequirements>,
 
@@ -103,8 +111,9 @@ pub struct SendingPoolSpec {
     #[serde(default)]
     pub tls: Tls,
 
-    /// DKIM key used to verify the published selector record (sendfleet
-    /// checks DNS; signing happens before mail reaches the pool).
+    /// DKIM signing: every instance signs mail from `domains` with the key
+    /// in the Secret (OpenDKIM in the instance pod), and sendfleet checks
+    /// that the selector record publishes that key (docs/DNS.md).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dkim: Option<Dkim>,
 
@@ -130,10 +139,91 @@ pub struct SendingPoolSpec {
     /// so it cannot dirty this pool's IPs or clog its queue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub spam_route: Option<SpamRoute>,
+
+    /// Placement and metadata of the instance pods (tolerations, affinity,
+    /// node selector, priority class, pull secrets, labels, annotations),
+    /// within what the administrator allows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<InstancePod>,
+
+    /// What deleting the pool does to queued mail. `Drain` (the default):
+    /// the pool stays (a finalizer) while its instances take no new mail and
+    /// deliver what is queued, until every queue is empty or `drain.timeout`
+    /// has passed; then its objects go. `Retain`: the objects go at once and
+    /// the queue volumes are kept (as Kubernetes' `persistentVolumeReclaimPolicy:
+    /// Retain`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
+
+    /// How queues are drained: when an egress IP is removed (its mail goes
+    /// to the peers, then its StatefulSet and queue volume go) and when the
+    /// pool is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<Drain>,
+
+    /// Publishing the DNS records the pool needs (`status.dnsRecords`:
+    /// PTR for each address receivers see, SPF, DKIM and DMARC for each
+    /// `dkim.domains` entry) through a DNS controller. Absent: the records
+    /// are only listed in status, for whoever runs the zones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dns_records: Option<DnsRecords>,
+}
+
+/// How the pool's DNS records are published (`spec.dnsRecords`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(crates(kube_core = ::kube_core))]
+#[serde(rename_all = "camelCase")]
+pub struct DnsRecords {
+    /// `DNSEndpoint`: the operator writes one external-dns `DNSEndpoint`
+    /// (`externaldns.k8s.io/v1alpha1`) named after the pool, owned by it,
+    /// with every record whose value is known (a DKIM record waits for a
+    /// readable key in `dkim.secretName`); external-dns (run with
+    /// `--source=crd`) publishes it. The CRD must be installed: without it
+    /// the pool says so (`DnsRecordsPublished=False`, reason
+    /// `DNSEndpointNotInstalled`) and the operator looks again every
+    /// minute. Removing `spec.dnsRecords` deletes the object.
+    pub publish: DnsPublisher,
+}
+
+/// Where the pool's DNS records are published.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum DnsPublisher {
+    /// An external-dns `DNSEndpoint` object in the pool's namespace.
+    #[default]
+    DNSEndpoint,
+}
+
+/// What deleting a pool does to queued mail (`spec.deletionPolicy`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum DeletionPolicy {
+    /// Deliver the queues first (a finalizer holds the pool), at most for
+    /// `drain.timeout`.
+    #[default]
+    Drain,
+    /// Delete at once; the queue volumes are kept.
+    Retain,
+}
+
+/// Drain settings (`spec.drain`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(crates(kube_core = ::kube_core))]
+#[serde(rename_all = "camelCase")]
+pub struct Drain {
+    /// How long a deleted pool waits for its queues to empty before its
+    /// objects go anyway (the queue volumes are then kept). Default 24h.
+    /// (No serde default: a default inside the spec would show as drift in
+    /// GitOps tools; `drain_timeout_seconds` applies it.)
+    #[schemars(length(max = MAX_DURATION_LEN), regex(pattern = DURATION_PATTERN))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// Keep the queue volume (PersistentVolumeClaim) of a removed, drained
+    /// egress IP instead of deleting it after its StatefulSet. Default false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub keep_queue_volumes: bool,
 }
 
 /// One egress IP and its identity.
-#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(KubeSchema, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[x_kube(crates(kube_core = ::kube_core))]
 #[serde(rename_all = "camelCase")]
 pub struct EgressIP {
@@ -141,29 +231,100 @@ pub struct EgressIP {
     /// DNS-1123 label of at most 30 characters.
     #[schemars(length(min = 1, max = MAX_INSTANCE_NAME), regex(pattern = label_pattern(MAX_INSTANCE_NAME)))]
     pub name: String,
-    /// The IPv4 or IPv6 address mail leaves from, in canonical form.
+    /// The IPv4 or IPv6 address mail leaves from, in canonical form: a
+    /// global unicast address (not loopback, link-local, multicast,
+    /// unspecified or broadcast). One SendingPool in the whole cluster may
+    /// use an address; a pool listing an address another pool owns is
+    /// refused (`Ready=False`, reason `AddressInUse`).
     #[schemars(length(min = 2, max = 39))]
     #[x_kube(validation = Rule::new("isIP(self) && ip.isCanonical(self)").message("must be an IPv4 or IPv6 address in canonical form"))]
-    #[x_kube(validation = Rule::new("!isIP(self) || !ip(self).isLoopback()").message("must not be a loopback address"))]
+    #[x_kube(validation = Rule::new(CEL_EGRESS_ADDRESS).message(EGRESS_ADDRESS_MESSAGE))]
     pub address: String,
     /// Name sent in HELO/EHLO from this address; its PTR record should point
     /// to it and it should resolve back to the address.
     #[schemars(length(min = 1, max = MAX_DNS_NAME), regex(pattern = DNS_NAME_PATTERN))]
     pub helo_name: String,
     /// Node that holds this address (HostNetwork mode pins the pod there).
-    #[schemars(length(max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"))]
+    /// It must carry the node labels the administrator requires of instance
+    /// pods (chart value `instances.nodeSelector`), or the pool is
+    /// `Ready=False` with reason `NodeNotAllowed`.
+    #[schemars(length(max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
     /// False takes the IP out of rotation: it sends nothing and its queue
     /// drains through the other instances. The instance keeps running.
-    #[serde(default = "defaults::enabled")]
-    pub enabled: bool,
+    /// Absent means true; the operator applies that (not the API server: a
+    /// default inside a list item would show as drift in GitOps tools).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// The address receivers see when it differs from `address` (a cloud's
+    /// NAT: an AWS Elastic IP, a GCP or Azure public IP mapped to the
+    /// node's private `address`). Postfix binds `address`; the DNSBL, PTR
+    /// and SPF checks ask about this one. Claimed cluster-wide like
+    /// `address`: two pools never share a public address either.
+    #[schemars(length(min = 2, max = 39))]
+    #[x_kube(validation = Rule::new("isIP(self) && ip.isCanonical(self)").message("must be an IPv4 or IPv6 address in canonical form"))]
+    #[x_kube(validation = Rule::new(CEL_EGRESS_ADDRESS).message(EGRESS_ADDRESS_MESSAGE))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_address: Option<String>,
+    /// `Spare`: the address is checked (DNSBL, PTR/FCrDNS, SPF when
+    /// `dkim.domains` names domains) and its instance runs (and warms up
+    /// under the pool's plan), but it takes no mail until its role is
+    /// changed. Absent or `Active`: in rotation once its first DNS check
+    /// has finished clean.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<EgressRole>,
+}
+
+impl SendingPoolSpec {
+    /// `drain.timeout` in seconds, its default when absent or malformed.
+    pub fn drain_timeout_seconds(&self) -> u64 {
+        self.drain
+            .as_ref()
+            .and_then(|d| d.timeout.as_deref())
+            .and_then(super::parse_duration)
+            .unwrap_or(defaults::DRAIN_TIMEOUT.seconds())
+    }
+}
+
+/// An egress IP's part in the pool (`egressIPs[].role`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum EgressRole {
+    #[default]
+    Active,
+    Spare,
+}
+
+impl EgressIP {
+    /// Listed as a spare: checked, never in rotation.
+    pub fn is_spare(&self) -> bool {
+        self.role == Some(EgressRole::Spare)
+    }
+
+    /// `enabled`, with its default ([`defaults::EGRESS_IP_ENABLED`]).
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.unwrap_or(defaults::EGRESS_IP_ENABLED)
+    }
+
+    /// The address receivers see, which DNS checks ask about:
+    /// `publicAddress`, else `address`.
+    pub fn seen_address(&self) -> &str {
+        self.public_address.as_deref().unwrap_or(&self.address)
+    }
+
+    /// Every address this IP holds cluster-wide, with its field name:
+    /// `address`, and `publicAddress` when set.
+    pub fn held_addresses(&self) -> impl Iterator<Item = (&'static str, &str)> {
+        std::iter::once(("address", self.address.as_str()))
+            .chain(self.public_address.as_deref().map(|a| ("publicAddress", a)))
+    }
 }
 
 /// How egress IPs are attached to pods.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[x_kube(crates(kube_core = ::kube_core))]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.mode) || self.mode != 'Multus' || has(self.networkAttachment)").message("required when egress.mode is Multus").field_path(".networkAttachment"))]
 pub struct Egress {
     /// `HostNetwork`: the pod uses the node's network and binds the egress
     /// address, which must be configured on that node. `Multus`: a secondary
@@ -199,7 +360,7 @@ pub struct QueueStorage {
     #[serde(default = "defaults::queue_size")]
     pub size: String,
     /// StorageClass of the claims; empty uses the cluster default.
-    #[schemars(length(max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"))]
+    #[schemars(length(max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage_class_name: Option<String>,
 }
@@ -214,24 +375,60 @@ impl Default for QueueStorage {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[x_kube(crates(kube_core = ::kube_core))]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new(cel_private_client_networks()).message("allowedCIDRs: each entry must lie inside a private, shared (100.64.0.0/10), loopback, unique-local or documentation network unless clientCertificates is set: without client authentication a public client network would make the pool an open relay").field_path(".allowedCIDRs"))]
 pub struct Submission {
     /// TCP port the instances accept mail on (and the Service exposes).
     #[schemars(range(min = 1, max = 65535))]
     #[serde(default = "defaults::submission_port")]
     pub port: u16,
-    /// Client networks allowed to submit (CIDRs). Everything else is refused.
-    /// Default: the pod network ranges are not known to sendfleet, so the
-    /// default is loopback only; list your cluster's pod CIDRs here.
+    /// Client networks allowed to submit (CIDRs); every other client is
+    /// refused when it connects. Without `clientCertificates`, each entry
+    /// must lie inside a network that is never routed on the Internet
+    /// (RFC 1918, 100.64.0.0/10, loopback, fc00::/7, ::1, the documentation
+    /// networks): `0.0.0.0/0`, `::/0` or any range containing public
+    /// addresses is refused. With `clientCertificates`, other entries are
+    /// accepted: a client from them may connect but relays only after
+    /// presenting a certificate the configured CAs signed. Default: the pod network ranges
+    /// are not known to sendfleet, so the default is loopback only; list
+    /// your cluster's pod CIDRs here. Never list the nodes' network with
+    /// hostNetwork egress: every process on a node would then relay.
     #[schemars(length(max = 64), inner(length(min = 1, max = 43)))]
     #[x_kube(validation = Rule::new("self.all(c, isCIDR(c) && cidr(c).ip() == cidr(c).masked().ip())").message("allowedCIDRs: each entry must be a CIDR with no host bits set, e.g. 10.0.0.0/8"))]
     #[serde(default = "defaults::allowed_cidrs", rename = "allowedCIDRs")]
     pub allowed_cidrs: Vec<String>,
+    /// Authenticate submission clients by TLS client certificate. When set,
+    /// the submission port requires STARTTLS (with `serverCertificate`),
+    /// asks every client for a certificate, and relays for a client outside
+    /// the private networks of `allowedCIDRs` only when its certificate was
+    /// signed by one of `trustedCA`'s certificates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificates: Option<ClientCertificates>,
 }
 
 impl Default for Submission {
     fn default() -> Self {
-        Self { port: defaults::submission_port(), allowed_cidrs: defaults::allowed_cidrs() }
+        Self { port: defaults::submission_port(), allowed_cidrs: defaults::allowed_cidrs(), client_certificates: None }
     }
+}
+
+/// TLS client-certificate authentication on the submission port.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(crates(kube_core = ::kube_core))]
+#[serde(rename_all = "camelCase")]
+pub struct ClientCertificates {
+    /// The CAs whose client certificates are accepted. Use a CA of your
+    /// own that issues only submission clients: every certificate it
+    /// signed may relay. A missing object, or a key with no PEM
+    /// certificate, makes the pool `Ready=False` with reason
+    /// `MissingReference`.
+    #[serde(rename = "trustedCA")]
+    pub trusted_ca: TrustedCa,
+    /// A `kubernetes.io/tls` Secret (keys `tls.crt`, `tls.key`, as
+    /// cert-manager writes them) in the pool's namespace: the certificate
+    /// the submission port presents in STARTTLS. Its name should be the
+    /// name clients connect to (the pool's Service).
+    #[schemars(length(min = 1, max = MAX_DNS_NAME), regex(pattern = OBJECT_NAME_PATTERN))]
+    pub server_certificate_secret_name: String,
 }
 
 /// Retry schedule, as Postfix queue-manager parameters. Durations are a
@@ -324,10 +521,12 @@ pub struct Tls {
 /// A PEM bundle of CA certificates in a Secret or a ConfigMap of the pool's
 /// namespace (as cert-manager writes `ca.crt` into a certificate's Secret,
 /// and trust-manager a bundle into ConfigMaps or Secrets). Name exactly one.
+/// Used by `tls.trustedCA` (outbound) and
+/// `submission.clientCertificates.trustedCA` (submission clients).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, KubeSchema)]
 #[x_kube(crates(kube_core = ::kube_core))]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.secretName) != has(self.configMapName)").message("tls.trustedCA: name exactly one of secretName and configMapName"))]
+#[x_kube(validation = Rule::new("has(self.secretName) != has(self.configMapName)").message("trustedCA: name exactly one of secretName and configMapName"))]
 pub struct TrustedCa {
     /// Secret holding the bundle.
     #[schemars(length(min = 1, max = MAX_DNS_NAME), regex(pattern = OBJECT_NAME_PATTERN))]
@@ -349,8 +548,9 @@ pub struct TrustedCa {
 #[x_kube(crates(kube_core = ::kube_core))]
 #[serde(rename_all = "camelCase")]
 pub struct Dkim {
-    /// Secret (same namespace) holding the private key under `private.key`.
-    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$"))]
+    /// Secret (same namespace) holding the private key of a selector `S`
+    /// under `S.key`, or under `private.key` (docs/DNS.md).
+    #[schemars(length(min = 1, max = 253), regex(pattern = OBJECT_NAME_PATTERN))]
     pub secret_name: String,
     /// DKIM selector (`<selector>._domainkey.<domain>`).
     #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"))]
@@ -359,6 +559,28 @@ pub struct Dkim {
     #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 253)))]
     #[x_kube(validation = Rule::new(cel_all_dns_names("d")).message("dkim.domains: each entry must be a lowercase DNS name"))]
     pub domains: Vec<String>,
+    /// What an instance does while the selector's key is missing or
+    /// unusable: `Hold` (default) refuses submissions with a 4xx, so the
+    /// client keeps the mail and retries, and nothing leaves unsigned;
+    /// `SendUnsigned` accepts and sends it unsigned (an explicit opt-out).
+    #[serde(default, skip_serializing_if = "DkimKeyErrorAction::is_default")]
+    pub on_key_error: DkimKeyErrorAction,
+}
+
+/// What an instance does without a usable DKIM key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub enum DkimKeyErrorAction {
+    /// Refuse submissions with a 4xx until the key is usable.
+    #[default]
+    Hold,
+    /// Accept and send unsigned.
+    SendUnsigned,
+}
+
+impl DkimKeyErrorAction {
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 /// DNSBL monitoring.
@@ -445,6 +667,52 @@ pub struct SpamRoute {
     pub value: String,
 }
 
+/// What a pool author may set on its instance pods. The operator's own
+/// settings win: its labels and annotations, the administrator's node
+/// selector (`--instance-node-selector`: a key the administrator set may
+/// not be given another value here, `Ready=False NodeNotAllowed`), and the
+/// pod's security context. `affinity` is ANDed with the node selector by
+/// the scheduler, so it can narrow placement, never widen it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(crates(kube_core = ::kube_core))]
+#[serde(rename_all = "camelCase")]
+pub struct InstancePod {
+    /// Labels added to every instance pod. The operator's own keys
+    /// (`app.kubernetes.io/name`, `/component`, `/managed-by`, and every
+    /// `sendfleet.io/` key) are refused: they select the pods.
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new(cel_no_reserved_keys(RESERVED_POD_LABELS)).message(RESERVED_POD_LABELS_MESSAGE))]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Annotations added to every instance pod. `sendfleet.io/` keys and
+    /// the Multus network annotation (the operator writes it) are refused.
+    #[schemars(length(max = 64))]
+    #[x_kube(validation = Rule::new(cel_no_reserved_keys(RESERVED_POD_ANNOTATIONS)).message(RESERVED_POD_ANNOTATIONS_MESSAGE))]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    /// Node labels the pods require, in addition to the administrator's.
+    #[schemars(length(max = 64))]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+    /// Node and pod (anti-)affinity of the pods, e.g. spreading a pool's
+    /// instances over zones. ANDed with the node selector.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+    /// Taints the pods tolerate (e.g. nodes dedicated to mail egress).
+    #[schemars(length(max = 64))]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+    /// PriorityClass of the pods: instances hold queued mail, so give them
+    /// one above batch workloads.
+    #[schemars(length(min = 1, max = MAX_DNS_NAME), regex(pattern = OBJECT_NAME_PATTERN))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+    /// Secrets (in the pool's namespace) to pull `spec.image` with.
+    #[schemars(length(max = 16))]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<LocalObjectReference>,
+}
+
 /// Observed state of a pool.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -474,6 +742,27 @@ pub struct SendingPoolStatus {
     /// Hash of the rendered configuration of each instance, by instance.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub instances: Vec<InstanceStatus>,
+    /// The DNS records the pool needs published, as `sendfleet render
+    /// --records` lists them: PTR for each address receivers see, then
+    /// SPF, DKIM and DMARC for each `dkim.domains` entry. A DKIM record's
+    /// value is absent until the operator could read the key's public half.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_records: Vec<DnsRecordStatus>,
+}
+
+/// One DNS record the pool needs (`status.dnsRecords[]`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DnsRecordStatus {
+    /// Absolute name without the trailing dot.
+    pub name: String,
+    /// `PTR` or `TXT`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// The record's data (a TXT record's text, unquoted; a PTR's target
+    /// name); absent when not known yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
 }
 
 /// Observed state of one instance (egress IP).
@@ -518,6 +807,20 @@ pub struct InstanceStatus {
     /// Delivery latency of the recipients the instance delivered recently.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delivery_latency: Option<DeliveryLatencySummary>,
+    /// RFC 3339 time of the first finished DNS check of this address. An
+    /// address is in rotation only once it has one (restored from here
+    /// after an operator restart, by address).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_since: Option<String>,
+    /// RFC 3339 time from which this address, quarantined for a listing,
+    /// has been seen clean: its cool-down runs from here. Kept in status so
+    /// an operator restart or a leader change continues the cool-down.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cool_down_since: Option<String>,
+    /// The DKIM signer as the agent last reported it (with `spec.dkim`):
+    /// `Signing (s1)`, `Held: <reason>`, `Unsigned: <reason>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dkim: Option<String>,
 }
 
 /// Total delivery latency (Postfix `delay=`, arrival to acceptance by the

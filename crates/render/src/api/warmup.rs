@@ -54,7 +54,7 @@ pub struct WarmupPlanSpec {
     /// first step on day 1.
     #[schemars(length(min = 1, max = 365))]
     #[x_kube(validation = Rule::new("self[0].day == 1").message("steps: the first step must be on day 1"))]
-    #[x_kube(validation = Rule::new("self.all(s, self.all(t, s.day != t.day || s == t))").message("steps: days must be unique"))]
+    #[x_kube(validation = Rule::new(CEL_STEPS_INCREASING).message("steps: days must be strictly increasing"))]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<WarmupStep>>,
 
