@@ -28,6 +28,8 @@
 #      leave through mta2, nothing bounces
 #  10. show pools, conditions, instances, the exclusion, and what the
 #      providers received and refused (their own logs)
+#  11. the alerts Prometheus raised and Alertmanager posted (mta3 listed,
+#      mta1 excluded by provider-a), and where to look further
 #
 # Expects the upstream binaries and the image to be built (`make demo` does
 # that first). A second run tears the previous lab down first.
@@ -91,13 +93,34 @@ echo "  imported $IMAGE into the node's containerd"
 # node's resolv.conf names: the instance pods resolve MX and A through it.
 lab dns start --dir "$LAB_DIR" --zones hack/demo/zones --demo-providers
 
+# Prometheus and Alertmanager as a cluster with the Prometheus Operator
+# would run them from the chart (its ServiceMonitors and rules file; the
+# rules' `for:` shortened to seconds for the demo), alerts posted to a
+# webhook that writes $LAB_DIR/monitoring/alerts.log (the chat channel).
+step "Prometheus and Alertmanager (the chart's ServiceMonitors and alert rules)"
+lab monitoring start --dir "$LAB_DIR"
+
 # Steps 4-9 are Rust (crates/lab/src/demo.rs), the code tests/e2e_chart.rs
 # runs too: egress addresses, providers, helm install, examples/, 500
 # messages through the pool's Service, the status.
 t_demo=$(date +%s.%N)
 lab demo --dir "$LAB_DIR" || die "the demo's steps failed (see above)"
 echo "  (lab up + image import + DNS $(span "$t_lab" "$t_demo") s; the demo's steps $(since "$t_demo") s)"
+
+step "alerts the demo raised (Alertmanager -> webhook -> $LAB_DIR/monitoring/alerts.log)"
+# mta3 is listed and mta1 excluded by provider-a: each alert names pool and IP.
+alerts=$LAB_DIR/monitoring/alerts.log
+for _ in $(seq 1 60); do
+  grep -q '^FIRING SendfleetIPListed ' "$alerts" 2>/dev/null &&
+    grep -q '^FIRING SendfleetIPExcludedByProvider ' "$alerts" 2>/dev/null && break
+  sleep 2
+done
+sort -u "$alerts" 2>/dev/null | sed 's/^/  /' || echo "  (no alert yet)"
 echo
 echo "The lab keeps running. Look around with"
 echo "  $LAB exec --dir $LAB_DIR -- kubectl get sendingpools -A"
+echo "  $LAB exec --dir $LAB_DIR -- curl -s http://127.0.0.1:9090/api/v1/alerts        # Prometheus"
+echo "  $LAB exec --dir $LAB_DIR -- curl -s 'http://127.0.0.1:9090/api/v1/query?query=sendfleet:delivery_ratio:1h'"
+echo "  $LAB exec --dir $LAB_DIR -- curl -s http://127.0.0.1:9093/api/v2/alerts        # Alertmanager"
+echo "  tail -f $alerts                                                                  # the alerts as posted"
 echo "Stop everything with: make demo-down   (this run took $(since) s)"

@@ -48,9 +48,9 @@ test-e2e: upstream deps image
 	SENDFLEET_IMAGE_ARCHIVE=$$(hack/build-image.sh --print | sed -n 's/^image=//p') \
 	  $(CARGO) test $(foreach t,$(E2E_TEST_BINS),--test $(t)) -- --nocapture --test-threads=1
 
-# The incidents wait on Postfix queue runs, not on the CPU: all eight run at
+# The incidents wait on Postfix queue runs, not on the CPU: all nine run at
 # once on the one lab (each in its own namespace, addresses and providers).
 # After test-e2e: two node-based binaries never run at the same time.
 test-incidents: upstream deps image test-e2e
 	SENDFLEET_IMAGE_ARCHIVE=$$(hack/build-image.sh --print | sed -n 's/^image=//p') \
-	  $(CARGO) test $(foreach t,$(INCIDENT_TEST_BINS),--test $(t)) -- --nocapture --test-threads=8
+	  $(CARGO) test $(foreach t,$(INCIDENT_TEST_BINS),--test $(t)) -- --nocapture --test-threads=9

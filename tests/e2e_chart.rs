@@ -9,6 +9,9 @@
 //! (incident 1), 500 messages submitted from a pod through the pool's
 //! Service, delivered from the other egress addresses with nothing bounced,
 //! and counted in the pool's status by the operator pod over the pod network.
+//! The demo's Prometheus and Alertmanager (`demo::Watch`, the chart's
+//! ServiceMonitors and rules) post the listing and the exclusion as alerts
+//! naming pool and IP.
 //!
 //! Everything stays inside the test's network namespace (documentation
 //! addresses on its `lo`). Never skips.
@@ -71,6 +74,11 @@ fn the_demo_runs_the_chart_operator_as_a_pod_and_delivers_through_the_pool() {
     let egress = demo::add_egress_addresses().expect("egress addresses");
     let providers = demo::start_providers(None).expect("providers");
     let _dns = Dns::serve(demo::DNS_SERVER, demo::zones().expect("the demo's zones"));
+    // The demo's Prometheus and Alertmanager (`sendfleet-lab monitoring
+    // start`), before the chart is installed, as hack/demo.sh starts them.
+    let watch_dir = std::env::temp_dir().join(format!("sendfleet-e2e-chart-watch-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&watch_dir);
+    let watch = demo::Watch::start(cp, &watch_dir, cp.kubeconfig()).unwrap_or_else(|e| panic!("{e}"));
     let t_lab = t0.elapsed();
 
     let report = demo::run(cp, &providers, &mut std::io::stderr())
@@ -115,6 +123,36 @@ fn the_demo_runs_the_chart_operator_as_a_pod_and_delivers_through_the_pool() {
     // a message relayed to a peer may count as sent at both instances.
     assert!(report.status_sent >= report.delivered, "{report:?}");
     assert_eq!(report.status_deferred, demo::N_BUSY, "{report:?}");
+    // The alerts the demo raised reached the webhook's log, each naming
+    // the pool and the IP: mta3 listed, mta1 excluded by provider-a.
+    assert!(watch.refresh_token(cp), "the pool's agent token");
+    let alerts = watch.dir.join("alerts.log");
+    let want = [
+        format!("FIRING SendfleetIPListed IP {} of {NS}/{} is listed in ", demo::LISTED, demo::POOL),
+        format!(
+            "FIRING SendfleetIPExcludedByProvider IP {} of {NS}/{} excluded for DomainPolicy {}",
+            demo::BLOCKED,
+            demo::POOL,
+            demo::BLOCKING_POLICY
+        ),
+    ];
+    let t_alerts = Instant::now();
+    loop {
+        let log = std::fs::read_to_string(&alerts).unwrap_or_default();
+        if want.iter().all(|w| log.lines().any(|l| l.starts_with(w.as_str()))) {
+            eprintln!("the demo's alerts:\n{log}");
+            break;
+        }
+        assert!(
+            t_alerts.elapsed().as_secs() < 120,
+            "alerts.log lacks {want:?}:\n{log}\ntargets: {:?}\nalerts: {:?}",
+            watch.prometheus.targets(),
+            watch.prometheus.alerts()
+        );
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    drop(watch);
+    let _ = std::fs::remove_dir_all(&watch_dir);
     eprintln!(
         "e2e chart (the demo): lab+node+import {:.1}s, submit -> delivered {:.1}s, total {:.1}s",
         t_lab.as_secs_f64(),

@@ -201,6 +201,22 @@ pub fn publish(metrics: &Metrics, changes: impl IntoIterator<Item = Change>) {
     }
 }
 
+/// A series at 0 for every rule of `policy` that can exclude or slow this
+/// instance, until it does: the dashboard's exclusion panel and an alert
+/// expression see "not excluded" rather than no data, and a first exclusion
+/// is a change of value Prometheus can see (`changes()`, `increase()`),
+/// not a series appearing. Never overwrites a value [`publish`] set.
+pub fn declare(metrics: &Metrics, policy: &AgentPolicy) {
+    for r in &policy.domains {
+        if r.auto_exclusion.is_some() {
+            let _ = metrics.adaptive_excluded.get_or_create(&RuleLabels { rule: r.name.clone() });
+        }
+        if r.slow_down.is_some() {
+            let _ = metrics.slow_down_level.get_or_create(&RuleLabels { rule: r.name.clone() });
+        }
+    }
+}
+
 /// Show the exclusions and slow-downs restored from the state dir: they
 /// are in force from the start, so the gauges say so from the start.
 pub fn publish_restored(metrics: &Metrics, adaptive: &Adaptive) {
@@ -307,6 +323,26 @@ mod tests {
         let (_, own, via_peer) = a.logged(&sent("dest.example", "smtp", ("198.51.100.7", 25)));
         assert!(own && !via_peer);
         assert_eq!((a.reserved(), a.d.day.counters.sent_total), (0, 1), "released, and sent today");
+    }
+
+    #[test]
+    fn rules_that_can_exclude_or_slow_show_zero_until_they_do() {
+        use sendfleet_render::policy::AutoExclusionRule;
+        let mut p = policy();
+        p.domains.push(DomainRule {
+            name: "big".into(),
+            patterns: vec!["big.example".into()],
+            auto_exclusion: Some(AutoExclusionRule { hard_blocks: 2, window_seconds: 60, duration_seconds: 600 }),
+            ..Default::default()
+        });
+        let m = Metrics::new();
+        declare(&m, &p);
+        let text = m.encode();
+        assert!(text.contains("sendfleet_agent_auto_excluded{rule=\"big\"} 0"), "{text}");
+        assert!(!text.contains("sendfleet_agent_auto_excluded{rule=\"partner\"}"), "only rules with autoExclusion");
+        publish(&m, [Change::Excluded { rule: "big".into(), reason: String::new(), until: 1 }]);
+        declare(&m, &p);
+        assert!(m.encode().contains("sendfleet_agent_auto_excluded{rule=\"big\"} 1"), "declare keeps the value");
     }
 
     #[test]

@@ -154,6 +154,9 @@ impl State {
         };
         gauges.publish(&self.metrics);
         decisions::publish(&self.metrics, changes);
+        if let Some(p) = policy.as_deref() {
+            decisions::declare(&self.metrics, p);
+        }
         saved
     }
 

@@ -17,12 +17,13 @@
 
 use std::collections::BTreeMap;
 use std::io::Write;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::dns::{merge_zones, mx_zones, MxProvider, Zones};
 use crate::kit::{examples_dir, repo_root};
+use crate::monitoring::{chart_servicemonitors, servicemonitor_job, shipped_rules, Alertmanager, Prometheus, Webhook};
 use crate::process::poll;
 use crate::receiver::{add_lo_address, Cue, Receiver};
 use crate::{ControlPlane, LabError};
@@ -255,6 +256,77 @@ pub fn install_operator(c: &dyn Cluster) -> Result<(), LabError> {
     checked(helm)?;
     c.kubectl(&["-n", OP_NS, "rollout", "status", "deployment/sendfleet", "--timeout=180s"])?;
     Ok(())
+}
+
+// ------------------------------------------------------------ monitoring
+
+/// Where the demo's Prometheus and Alertmanager listen: 127.0.0.1 inside
+/// the lab's network namespace (`sendfleet-lab exec -- curl ...`).
+pub const PROMETHEUS_PORT: u16 = 9090;
+pub const ALERTMANAGER_PORT: u16 = 9093;
+/// The `for:` of every shipped alert in the demo's copy of the rules: the
+/// demo lasts minutes, the production holds are 1-30 minutes.
+pub const DEMO_HOLD: &str = "10s";
+
+/// The demo's monitoring, as a cluster with the Prometheus Operator would
+/// run it from the chart: Prometheus discovers the operator and the demo
+/// pool's agents through the API server with the chart's ServiceMonitors
+/// (the agents with the pool's token from its `<pool>-agent-token`
+/// Secret) and evaluates the chart's rules file; Alertmanager posts every
+/// alert to a webhook that writes `alerts.log` in the directory (the chat
+/// channel). Stopped on drop.
+pub struct Watch {
+    pub prometheus: Prometheus,
+    pub alertmanager: Alertmanager,
+    pub webhook: Webhook,
+    pub dir: PathBuf,
+    token_file: PathBuf,
+}
+
+impl Watch {
+    /// Start everything in `dir` (kept; `alerts.log`, each binary's log and
+    /// data). The pool need not exist yet: targets appear as the operator
+    /// writes their EndpointSlices, and [`Watch::refresh_token`] fills the
+    /// token file Prometheus reads at every scrape.
+    pub fn start(c: &dyn Cluster, dir: &Path, kubeconfig: &Path) -> Result<Watch, LabError> {
+        std::fs::create_dir_all(dir).map_err(LabError::io(dir))?;
+        let version: serde_json::Value = serde_json::from_str(&c.kubectl(&["version", "-o", "json"])?)
+            .map_err(|e| LabError::Usage(format!("kubectl version: {e}")))?;
+        let kube_version = version["serverVersion"]["gitVersion"].as_str().unwrap_or("v1.37.0").to_string();
+        let monitors = chart_servicemonitors(c.helm(), OP_NS, &kube_version, &[(NS, POOL)])?;
+        let token_file = dir.join("agent-token");
+        let webhook = Webhook::start_logging(&dir.join("alerts.log"))?;
+        let alertmanager = Alertmanager::start_in(&webhook, &dir.join("alertmanager"), ALERTMANAGER_PORT)?;
+        let mut prom = Prometheus::builder()
+            .dir(dir.join("prometheus"))
+            .port(PROMETHEUS_PORT)
+            .interval(Duration::from_secs(2))
+            .rules("sendfleet.rules.yaml", &shipped_rules(DEMO_HOLD)?)
+            .alertmanager(&alertmanager);
+        for sm in &monitors {
+            let creds = sm["spec"]["endpoints"][0]["authorization"].is_object().then_some(token_file.as_path());
+            prom = prom.scrape(servicemonitor_job(sm, kubeconfig, creds)?);
+        }
+        let prometheus = prom.start()?;
+        Ok(Watch { prometheus, alertmanager, webhook, dir: dir.to_path_buf(), token_file })
+    }
+
+    /// Write the demo pool's agent token where Prometheus reads it, once
+    /// the operator has created its Secret. Returns whether it is there.
+    pub fn refresh_token(&self, c: &dyn Cluster) -> bool {
+        use base64::Engine;
+        if self.token_file.exists() {
+            return true;
+        }
+        let secret = format!("{POOL}-agent-token");
+        let Ok(b64) = c.kubectl(&["get", "secret", &secret, "-n", NS, "-o", "jsonpath={.data.token}"]) else {
+            return false;
+        };
+        let Ok(token) = base64::engine::general_purpose::STANDARD.decode(b64.trim()) else {
+            return false;
+        };
+        !token.is_empty() && std::fs::write(&self.token_file, token).is_ok()
+    }
 }
 
 /// Steps 5-9 of the demo, printing as they go (see the module doc for what

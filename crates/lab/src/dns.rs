@@ -219,33 +219,7 @@ pub const PID_FILE: &str = "pid";
 /// SIGTERM, then SIGKILL after 10 s. Returns whether one was running. A
 /// process left inside the lab's namespace would keep the namespace alive.
 pub fn stop(dir: &Path) -> Result<bool, DnsError> {
-    let pid_path = dir.join(PID_FILE);
-    let Ok(text) = std::fs::read_to_string(&pid_path) else {
-        return Ok(false);
-    };
-    let _ = std::fs::remove_file(&pid_path);
-    let Ok(pid) = text.trim().parse::<libc::pid_t>() else {
-        return Ok(false);
-    };
-    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
-    // Only a pid that is still our server: a recycled pid runs something else.
-    let ours = std::fs::read(proc_dir.join("cmdline"))
-        .map(|c| String::from_utf8_lossy(&c).contains("sendfleet-lab\0dns\0serve"))
-        .unwrap_or(false);
-    if !ours {
-        return Ok(false);
-    }
-    // SAFETY: signalling the pid our own `dns start` recorded, checked above.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
-    let t0 = std::time::Instant::now();
-    while proc_dir.exists() {
-        if t0.elapsed() > Duration::from_secs(10) {
-            // SAFETY: as above.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Ok(true)
+    Ok(crate::process::stop_recorded(&dir.join(PID_FILE), &["dns", "serve"]))
 }
 
 #[cfg(test)]

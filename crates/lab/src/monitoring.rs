@@ -169,12 +169,20 @@ pub struct PrometheusOptions {
     scrape_configs: Vec<Value>,
     rule_files: Vec<(String, String)>,
     alertmanagers: Vec<String>,
+    port: Option<u16>,
 }
 
 impl PrometheusOptions {
     /// Run in `dir` (created; kept after the stop) instead of a temp dir.
     pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.dir = Some(dir.into());
+        self
+    }
+
+    /// Listen on 127.0.0.1:`port` instead of a free port (the demo's,
+    /// whose instructions name it).
+    pub fn port(mut self, port: u16) -> Self {
+        self.port = Some(port);
         self
     }
 
@@ -248,7 +256,10 @@ impl PrometheusOptions {
         }
         let config = dir.join("prometheus.yml");
         write(&config, &self.config(&dir))?;
-        let port = free_port()?;
+        let port = match self.port {
+            Some(p) => p,
+            None => free_port()?,
+        };
         let args = vec![
             format!("--config.file={}", config.display()),
             format!("--storage.tsdb.path={}", dir.join("data").display()),
@@ -316,6 +327,7 @@ impl Prometheus {
             scrape_configs: vec![],
             rule_files: vec![],
             alertmanagers: vec![],
+            port: None,
         }
     }
 
@@ -347,6 +359,37 @@ impl Prometheus {
             Some("scalar") => Ok(vec![Sample { labels: BTreeMap::new(), value: value(&data["result"]) }]),
             _ => Err(LabError::Http { url: format!("{}/api/v1/query", self.url()), detail: format!("{expr}: {data}") }),
         }
+    }
+
+    /// A range query (`/api/v1/query_range`) over the last `span`, one
+    /// point per `step`: each series' labels and its number of points (what
+    /// a dashboard panel over that time range would draw).
+    pub fn query_range(
+        &self,
+        expr: &str,
+        span: Duration,
+        step: Duration,
+    ) -> Result<Vec<(BTreeMap<String, String>, usize)>, LabError> {
+        let end = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64())
+            .unwrap_or_default();
+        let start = end - span.as_secs_f64();
+        let path = format!(
+            "/api/v1/query_range?query={}&start={start:.3}&end={end:.3}&step={}",
+            url_encode(expr),
+            step.as_secs().max(1)
+        );
+        let data = self.api(&path)?;
+        Ok(data["result"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|s| {
+                let labels = serde_json::from_value(s["metric"].clone()).unwrap_or_default();
+                (labels, s["values"].as_array().map_or(0, Vec::len))
+            })
+            .collect())
     }
 
     /// The active targets (`/api/v1/targets`).
@@ -469,6 +512,115 @@ pub fn agent_job(job: &str, target: &str, token_file: &Path, pool: &str, egress_
     })
 }
 
+/// The ServiceMonitors the chart ships, rendered by `helm template` (with
+/// `helm`, a command ready for arguments) for a release in `release_ns` on
+/// Kubernetes `kube_version`: the operator's (`metrics.serviceMonitor`) and
+/// one per pool of `pools` (namespace, name) for its agents
+/// (`monitoring.agents`). What a cluster with the Prometheus Operator gets.
+pub fn chart_servicemonitors(
+    mut helm: Command,
+    release_ns: &str,
+    kube_version: &str,
+    pools: &[(&str, &str)],
+) -> Result<Vec<Value>, LabError> {
+    let chart = crate::binaries::repo_root().join("charts/sendfleet");
+    helm.args(["template", "sendfleet", "--kube-version", kube_version, "--namespace", release_ns]).arg(&chart).args([
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+        "--set",
+        "monitoring.agents.enabled=true",
+    ]);
+    for (i, (ns, name)) in pools.iter().enumerate() {
+        helm.args(["--set", &format!("monitoring.agents.pools[{i}].namespace={ns}")]);
+        helm.args(["--set", &format!("monitoring.agents.pools[{i}].name={name}")]);
+    }
+    let out = helm.output().map_err(LabError::io("helm"))?;
+    if !out.status.success() {
+        return Err(LabError::Command {
+            command: "helm template charts/sendfleet".into(),
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(serde_yaml::Deserializer::from_str(&text)
+        .filter_map(|d| serde_yaml::Value::deserialize(d).ok())
+        .filter_map(|v| serde_json::to_value(v).ok())
+        .filter(|v| v["kind"] == "ServiceMonitor")
+        .collect())
+}
+
+/// The scrape job the Prometheus Operator generates from a ServiceMonitor
+/// (`monitoring.coreos.com/v1`, as the chart renders it), for a lab
+/// Prometheus that discovers targets through the API server itself
+/// (`kubernetes_sd_configs`, role `endpointslice`, with `kubeconfig`): keep
+/// the Services matching `spec.selector.matchLabels` in the monitor's
+/// namespace and the endpoint port named in `endpoints[0].port`, set the
+/// target labels `namespace`, `service` and `endpoint` as the operator does,
+/// then apply the endpoint's `relabelings` unchanged. `credentials_file`
+/// holds the token of `authorization.credentials` (a Secret the operator
+/// would read; the test reads it). The scrape interval stays the lab's.
+///
+/// So a test scrapes through what the chart ships, not a job of its own:
+/// a wrong selector, port name or relabeling leaves the target out or its
+/// labels wrong.
+pub fn servicemonitor_job(sm: &Value, kubeconfig: &Path, credentials_file: Option<&Path>) -> Result<Value, LabError> {
+    let bad = |what: &str| LabError::Http { url: "ServiceMonitor".into(), detail: format!("{what}: {sm}") };
+    let name = sm["metadata"]["name"].as_str().ok_or_else(|| bad("no metadata.name"))?;
+    let namespace = sm["metadata"]["namespace"].as_str().ok_or_else(|| bad("no metadata.namespace"))?;
+    let endpoint = &sm["spec"]["endpoints"][0];
+    let port = endpoint["port"].as_str().ok_or_else(|| bad("no endpoints[0].port"))?;
+    let role = match sm["spec"]["serviceDiscoveryRole"].as_str() {
+        Some("Endpoints") => "endpoints",
+        _ => "endpointslice",
+    };
+    let meta = format!("__meta_kubernetes_{role}");
+    let mut relabel = Vec::new();
+    for (k, v) in sm["spec"]["selector"]["matchLabels"].as_object().into_iter().flatten() {
+        let label: String = k.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+        relabel.push(json!({
+            "source_labels": [format!("__meta_kubernetes_service_label_{label}")],
+            "regex": v.as_str().unwrap_or_default(),
+            "action": "keep",
+        }));
+    }
+    relabel.push(json!({"source_labels": [format!("{meta}_port_name")], "regex": port, "action": "keep"}));
+    relabel.push(json!({"source_labels": ["__meta_kubernetes_namespace"], "target_label": "namespace"}));
+    relabel.push(json!({"source_labels": ["__meta_kubernetes_service_name"], "target_label": "service"}));
+    relabel.push(json!({"target_label": "endpoint", "replacement": port}));
+    for r in endpoint["relabelings"].as_array().into_iter().flatten() {
+        let mut out = serde_json::Map::new();
+        for (k, v) in r.as_object().into_iter().flatten() {
+            let key = match k.as_str() {
+                "sourceLabels" => "source_labels",
+                "targetLabel" => "target_label",
+                "regex" | "replacement" | "action" | "separator" | "modulus" => k.as_str(),
+                other => return Err(bad(&format!("relabeling field {other} not translated"))),
+            };
+            out.insert(key.to_string(), v.clone());
+        }
+        relabel.push(Value::Object(out));
+    }
+    let mut job = json!({
+        "job_name": format!("serviceMonitor/{namespace}/{name}/0"),
+        "kubernetes_sd_configs": [{
+            "role": role,
+            "kubeconfig_file": kubeconfig,
+            "namespaces": {"names": [namespace]},
+        }],
+        "relabel_configs": relabel,
+    });
+    if let Some(path) = endpoint["path"].as_str() {
+        job["metrics_path"] = json!(path);
+    }
+    match (&endpoint["authorization"], credentials_file) {
+        (Value::Null, _) => {}
+        (_, Some(file)) => job["authorization"] = json!({"type": "Bearer", "credentials_file": file}),
+        (_, None) => return Err(bad("endpoints[0].authorization needs a credentials file")),
+    }
+    Ok(job)
+}
+
 // -------------------------------------------------------------- Alertmanager
 
 /// A running Alertmanager on 127.0.0.1 whose one receiver is a [`Webhook`]
@@ -487,17 +639,28 @@ impl Alertmanager {
     /// so each notification names one alert's labels), sent after 1 s,
     /// repeated every hour, resolutions sent too.
     pub fn start(hook: &Webhook) -> Result<Alertmanager, LabError> {
-        Self::start_with_route(
-            hook,
-            json!({"group_by": ["..."], "group_wait": "1s", "group_interval": "1s", "repeat_interval": "1h"}),
-        )
+        Self::start_with_route(hook, Self::one_group_per_alert())
+    }
+
+    fn one_group_per_alert() -> Value {
+        json!({"group_by": ["..."], "group_wait": "1s", "group_interval": "1s", "repeat_interval": "1h"})
     }
 
     /// Like [`Alertmanager::start`] with the given `route` (its `receiver`
     /// is set to the webhook).
-    pub fn start_with_route(hook: &Webhook, mut route: Value) -> Result<Alertmanager, LabError> {
+    pub fn start_with_route(hook: &Webhook, route: Value) -> Result<Alertmanager, LabError> {
+        Self::launch(hook, route, own_dir("alertmanager")?, free_port()?, true)
+    }
+
+    /// Like [`Alertmanager::start`], in `dir` (kept after the stop) on
+    /// 127.0.0.1:`port`: the demo's, whose instructions name the port.
+    pub fn start_in(hook: &Webhook, dir: &Path, port: u16) -> Result<Alertmanager, LabError> {
+        std::fs::create_dir_all(dir).map_err(LabError::io(dir))?;
+        Self::launch(hook, Self::one_group_per_alert(), dir.to_path_buf(), port, false)
+    }
+
+    fn launch(hook: &Webhook, mut route: Value, dir: PathBuf, port: u16, temp: bool) -> Result<Alertmanager, LabError> {
         let bins = Binaries::get()?;
-        let dir = own_dir("alertmanager")?;
         route["receiver"] = json!("webhook");
         let config = json!({
             "route": route,
@@ -508,7 +671,6 @@ impl Alertmanager {
         });
         let path = dir.join("alertmanager.yml");
         write(&path, &serde_json::to_string_pretty(&config).expect("a JSON value serialises"))?;
-        let port = free_port()?;
         let args = vec![
             format!("--config.file={}", path.display()),
             format!("--storage.path={}", dir.join("data").display()),
@@ -516,7 +678,7 @@ impl Alertmanager {
             // Empty: no gossip cluster (it would listen on 0.0.0.0:9094).
             "--cluster.listen-address=".to_string(),
         ];
-        Ok(Alertmanager(Running::start("alertmanager", &bins.alertmanager, &args, &dir, port, true)?))
+        Ok(Alertmanager(Running::start("alertmanager", &bins.alertmanager, &args, &dir, port, temp)?))
     }
 
     /// The alerts it holds (`/api/v2/alerts`), as JSON.
@@ -582,6 +744,17 @@ const MAX_BODY: usize = 4 << 20;
 
 impl Webhook {
     pub fn start() -> Result<Webhook, LabError> {
+        Self::launch(None)
+    }
+
+    /// Like [`Webhook::start`], also appending one line per alert of each
+    /// notification to `log` (`<status> <alertname> <summary>`): the
+    /// demo's chat channel, which a person reads with `tail -f`.
+    pub fn start_logging(log: &Path) -> Result<Webhook, LabError> {
+        Self::launch(Some(log.to_path_buf()))
+    }
+
+    fn launch(log: Option<PathBuf>) -> Result<Webhook, LabError> {
         let listener = TcpListener::bind("127.0.0.1:0").map_err(LabError::io("127.0.0.1:0"))?;
         let port = listener.local_addr().map_err(LabError::io("127.0.0.1:0"))?.port();
         let received = Arc::new(Mutex::new(Received::default()));
@@ -598,7 +771,12 @@ impl Webhook {
                     let outcome = serve_one(conn);
                     let Ok(mut r) = rec.lock() else { break };
                     match outcome {
-                        Ok(n) => r.notifications.push(n),
+                        Ok(n) => {
+                            if let Some(path) = &log {
+                                append_alerts(path, &n);
+                            }
+                            r.notifications.push(n)
+                        }
                         Err(e) => r.errors.push(e),
                     }
                 }
@@ -651,6 +829,19 @@ impl Drop for Webhook {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+/// One line per alert of `n`: `<status> <alertname> <summary>`.
+fn append_alerts(path: &Path, n: &Notification) {
+    let mut text = String::new();
+    for a in &n.alerts {
+        let name = a.labels.get("alertname").map(String::as_str).unwrap_or("?");
+        let summary = a.annotations.get("summary").map(String::as_str).unwrap_or("");
+        text.push_str(&format!("{} {name} {summary}\n", a.status.to_uppercase()));
+    }
+    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+        let _ = f.write_all(text.as_bytes());
     }
 }
 
@@ -708,6 +899,36 @@ mod tests {
         assert_eq!(url_encode("up{job=\"a b\"} == 1"), "up%7Bjob%3D%22a%20b%22%7D%20%3D%3D%201");
         assert_eq!(url_encode("rate(x_total[5m])"), "rate%28x_total%5B5m%5D%29");
         assert_eq!(url_encode("a-b_c.d~"), "a-b_c.d~");
+    }
+
+    #[test]
+    fn a_servicemonitor_becomes_the_job_the_prometheus_operator_would_generate() {
+        let sm = json!({
+            "metadata": {"name": "agents", "namespace": "mail"},
+            "spec": {
+                "serviceDiscoveryRole": "EndpointSlice",
+                "selector": {"matchLabels": {"sendfleet.io/metrics": "agent"}},
+                "endpoints": [{
+                    "port": "http",
+                    "authorization": {"type": "Bearer", "credentials": {"name": "t", "key": "token"}},
+                    "relabelings": [{"sourceLabels": ["__meta_kubernetes_namespace"], "targetLabel": "pool_namespace"}],
+                }],
+            },
+        });
+        let job = servicemonitor_job(&sm, Path::new("/k"), Some(Path::new("/t"))).unwrap();
+        assert_eq!(job["job_name"], "serviceMonitor/mail/agents/0");
+        assert_eq!(job["kubernetes_sd_configs"][0]["role"], "endpointslice");
+        assert_eq!(job["kubernetes_sd_configs"][0]["namespaces"]["names"], json!(["mail"]));
+        let r = job["relabel_configs"].as_array().unwrap();
+        assert_eq!(r[0]["source_labels"], json!(["__meta_kubernetes_service_label_sendfleet_io_metrics"]));
+        assert_eq!(r[0]["regex"], "agent");
+        assert_eq!(r[1]["source_labels"], json!(["__meta_kubernetes_endpointslice_port_name"]));
+        assert_eq!(
+            r.last().unwrap(),
+            &json!({"source_labels": ["__meta_kubernetes_namespace"], "target_label": "pool_namespace"})
+        );
+        assert_eq!(job["authorization"]["credentials_file"], "/t");
+        assert!(servicemonitor_job(&sm, Path::new("/k"), None).is_err(), "a token is required");
     }
 
     #[test]

@@ -293,3 +293,37 @@ pub fn add_lo_address(addr: &str) -> Result<(), LabError> {
         })
     }
 }
+
+/// Stop the background process whose pid `pid_file` records (a server the
+/// lab CLI started in its own session), if it still runs a
+/// `sendfleet-lab <subcommand...>`: SIGTERM, then SIGKILL after 10 s.
+/// Returns whether one was running. The pid file is removed. A process
+/// left inside the lab's namespace would keep the namespace alive.
+pub fn stop_recorded(pid_file: &Path, subcommand: &[&str]) -> bool {
+    let Ok(text) = std::fs::read_to_string(pid_file) else {
+        return false;
+    };
+    let _ = std::fs::remove_file(pid_file);
+    let Ok(pid) = text.trim().parse::<libc::pid_t>() else {
+        return false;
+    };
+    let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+    // Only a pid that is still ours: a recycled pid runs something else.
+    let marker = format!("sendfleet-lab\0{}", subcommand.join("\0"));
+    let ours =
+        std::fs::read(proc_dir.join("cmdline")).map(|c| String::from_utf8_lossy(&c).contains(&marker)).unwrap_or(false);
+    if !ours {
+        return false;
+    }
+    // SAFETY: signalling the pid the lab CLI recorded, checked above.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let t0 = std::time::Instant::now();
+    while proc_dir.exists() {
+        if t0.elapsed() > Duration::from_secs(10) {
+            // SAFETY: as above.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}

@@ -8,6 +8,7 @@
 //!   sendfleet-lab receiver status --dir out/lab   # what each simulated provider accepted and refused, per client address
 //!   sendfleet-lab receiver cue --dir out/lab --name provider-a --client 192.0.2.11 --cue blocked   # misbehave on cue
 //!   sendfleet-lab dns start --dir out/lab --zones hack/demo/zones --demo-providers   # test zones + the demo providers' MX on 198.51.100.53, what pods resolve through
+//!   sendfleet-lab monitoring start --dir out/lab   # Prometheus + Alertmanager for the demo's pool (chart ServiceMonitors and rules), alerts to DIR/monitoring/alerts.log
 //!   sendfleet-lab demo --dir out/lab   # the demo's steps (crates/lab/src/demo.rs), as tests/e2e_chart.rs runs them
 //!
 //! The control plane runs inside the network namespace `sendfleet-lab`
@@ -89,6 +90,12 @@ enum Cmd {
     Dns {
         #[command(subcommand)]
         action: DnsCmd,
+    },
+    /// Prometheus and Alertmanager for the demo's pool, inside the lab's
+    /// namespace, kept under DIR/monitoring and stopped by `down`.
+    Monitoring {
+        #[command(subcommand)]
+        action: MonitoringCmd,
     },
     /// The demo's steps (crates/lab/src/demo.rs) on a lab that is up with a
     /// node, the image imported and the DNS server started: egress
@@ -178,6 +185,29 @@ enum ReceiverCmd {
 }
 
 #[derive(Subcommand)]
+enum MonitoringCmd {
+    /// Start Prometheus (127.0.0.1:9090) and Alertmanager (127.0.0.1:9093)
+    /// inside the lab's namespace, in the background (demo::Watch):
+    /// the chart's ServiceMonitors and rules, alerts posted to
+    /// DIR/monitoring/alerts.log.
+    Start {
+        #[arg(long, default_value = "out/lab")]
+        dir: PathBuf,
+    },
+    /// Stop them.
+    Stop {
+        #[arg(long, default_value = "out/lab")]
+        dir: PathBuf,
+    },
+    /// Internal: run in the foreground (what `start` runs).
+    #[command(hide = true)]
+    Serve {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum DnsCmd {
     /// Start (or restart) the server on ADDR:53 (UDP and TCP) inside the
     /// lab's namespace, in the background.
@@ -225,6 +255,7 @@ fn main() -> ExitCode {
         Cmd::Import { dir, base_name, archive } => import(&dir, base_name.as_deref(), &archive),
         Cmd::Receiver { action } => receiver(action),
         Cmd::Dns { action } => dns(action),
+        Cmd::Monitoring { action } => monitoring(action),
         Cmd::Demo { dir } => demo(&dir),
         Cmd::Serve { dir, netns, parts: p } => serve(&dir, &netns, p.no_controller_manager, p.node.then_some(p.pvs)),
     };
@@ -409,6 +440,9 @@ fn down(dir: &Path, netns: &str, keep_netns: bool) -> Result<()> {
         // Go on: the control plane and the namespace must still go.
         Err(e) => eprintln!("sendfleet-lab: stopping receivers: {e}"),
     }
+    if sendfleet_lab::process::stop_recorded(&dir.join("monitoring").join("pid"), &["monitoring", "serve"]) {
+        println!("sendfleet-lab: Prometheus and Alertmanager stopped");
+    }
     match sendfleet_lab::dns::stop(&dir.join("dns")) {
         Ok(true) => println!("sendfleet-lab: DNS server stopped"),
         Ok(false) => {}
@@ -545,6 +579,71 @@ fn demo(dir: &Path) -> Result<()> {
         report.status_bounced
     );
     Ok(())
+}
+
+fn monitoring(action: MonitoringCmd) -> Result<()> {
+    match action {
+        MonitoringCmd::Start { dir } => {
+            require_root()?;
+            let state = dir.join("monitoring");
+            sendfleet_lab::process::stop_recorded(&state.join("pid"), &["monitoring", "serve"]);
+            std::fs::create_dir_all(&state)?;
+            let state = state.canonicalize()?;
+            let _ = std::fs::remove_file(state.join("ready"));
+            let log_path = state.join("log");
+            let log = std::fs::File::create(&log_path)?;
+            let mut cmd = Command::new(std::env::current_exe()?);
+            cmd.args(["monitoring", "serve", "--dir"]).arg(dir.canonicalize()?);
+            cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+            // Its own session: it outlives this command and the demo's shell,
+            // until `monitoring stop` or `down`.
+            // SAFETY: setsid is async-signal-safe.
+            unsafe {
+                std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                    libc::setsid();
+                    Ok(())
+                });
+            }
+            let child = cmd.spawn().context("starting Prometheus and Alertmanager")?;
+            std::fs::write(state.join("pid"), child.id().to_string())?;
+            let t0 = Instant::now();
+            while !state.join("ready").exists() {
+                if t0.elapsed() > Duration::from_secs(120) || !Path::new(&format!("/proc/{}", child.id())).exists() {
+                    let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
+                    bail!("Prometheus and Alertmanager did not come up; {}:\n{tail}", log_path.display());
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            print!("{}", std::fs::read_to_string(&log_path).unwrap_or_default());
+            Ok(())
+        }
+        MonitoringCmd::Stop { dir } => {
+            let stopped =
+                sendfleet_lab::process::stop_recorded(&dir.join("monitoring").join("pid"), &["monitoring", "serve"]);
+            println!("sendfleet-lab: monitoring {}", if stopped { "stopped" } else { "was not running" });
+            Ok(())
+        }
+        MonitoringCmd::Serve { dir } => {
+            let vars = read_env(&dir)?;
+            enter_netns(&dir)?;
+            let lab = sendfleet_lab::demo::LabEnv { vars: vars.into_iter().collect() };
+            let state = dir.join("monitoring");
+            let watch = sendfleet_lab::demo::Watch::start(&lab, &state, &dir.join("kubeconfig"))?;
+            println!(
+                "Prometheus on 127.0.0.1:{} and Alertmanager on 127.0.0.1:{} (lab namespace); alerts to {}",
+                watch.prometheus.port(),
+                watch.alertmanager.port(),
+                state.join("alerts.log").display()
+            );
+            std::fs::write(state.join("ready"), "")?;
+            // Until SIGTERM (`monitoring stop`, `down`): Prometheus and
+            // Alertmanager die with this process (PR_SET_PDEATHSIG).
+            loop {
+                watch.refresh_token(&lab);
+                std::thread::sleep(Duration::from_secs(2));
+            }
+        }
+    }
 }
 
 fn receiver(action: ReceiverCmd) -> Result<()> {
