@@ -914,11 +914,14 @@ fn incident_9_the_watched_fleet_alerts_on_expiry_and_listing_naming_pool_and_ip(
     let p = &providers(9)[0];
     let rx = p.start();
     let (expiring, fine) = (inc.domain("expiring"), inc.domain("fine"));
-    // Mail the provider defers is kept 15 s: it expires on its first retry.
+    // Mail the provider defers is kept a minute, retried every 30 s: three
+    // deferrals, then it expires (and its notice is sent to the sender), so
+    // a fifth of the attempts expire. The minute also spans two of the
+    // agents' 30 s queue scans (the backlog panel).
     inc.apply(&[
         inc.pool_on("pool", 1..=3)
             .warmup("warm")
-            .spec("retry: {queueRunDelay: 5s, minimalBackoff: 15s, maximalBackoff: 15s, maximalQueueLifetime: 15s, bounceQueueLifetime: 15s}")
+            .spec("retry: {queueRunDelay: 5s, minimalBackoff: 30s, maximalBackoff: 30s, maximalQueueLifetime: 1m, bounceQueueLifetime: 1m}")
             .yaml(),
         inc.policy("fine", &["fine"]).auto_exclusion(3, "5m", "10m").slow_down(5, "1m", 30, "1m").yaml(),
         Plan::named("warm").in_ns(&inc.ns).step(1, 100_000).yaml(),
@@ -982,7 +985,7 @@ fn incident_9_the_watched_fleet_alerts_on_expiry_and_listing_naming_pool_and_ip(
     rx.set_access(&[(&expiring, "450 4.7.0 try again later")]).unwrap();
     inc.submit(1, "first", &expiring, 2);
     let expired = r#"sendfleet_agent_deliveries_total{status="expired",egress_ip="mta1"}"#;
-    inc.wait("the first expiries scraped", 180, || prom.query(expired).ok().filter(|v| !v.is_empty()));
+    inc.wait("the first expiries scraped", 240, || prom.query(expired).ok().filter(|v| !v.is_empty()));
     inc.submit(1, "x", &expiring, 30);
     let alert = "SendfleetExpiredRatioJump";
     let fired = hook
@@ -1020,19 +1023,24 @@ fn incident_9_the_watched_fleet_alerts_on_expiry_and_listing_naming_pool_and_ip(
     let label = |k: &str| fired.labels.get(k).map(String::as_str).unwrap_or("");
     assert_eq!((label("pool_namespace"), label("pool"), label("egress_ip")), (inc.ns.as_str(), "pool", "mta2"));
     assert_eq!(label("zone"), bl_zone(9));
-    inc.wait("mta2 out of rotation", 120, || (inc.instance("pool", "mta2")["quarantine"].is_object()).then_some(()));
-    let at_fine = rx.deliveries().to_domain(&fine);
+    inc.wait("mta2 quarantined", 120, || {
+        inc.instance("pool", "mta2")["quarantine"].as_str().filter(|q| !q.is_empty()).map(String::from)
+    });
+    inc.wait_applied("pool");
+    let (at_fine, from_listed) = (rx.deliveries().to_domain(&fine), rx.deliveries().from_client(&listed));
     inc.submit(2, "listed", &fine, 10);
     inc.wait("mta2's mail delivered by its peers", 180, || {
         (rx.deliveries().to_domain(&fine) >= at_fine + 10).then_some(())
     });
-    assert_eq!(rx.deliveries().to_domain_from(&fine, &listed), 20, "nothing more left from the listed IP");
+    assert_eq!(rx.deliveries().from_client(&listed), from_listed, "nothing left from the listed IP");
     lab().dns.set_zone(&bl_zone(9), "");
     let resolved = hook.wait_alert(alert, "resolved", Duration::from_secs(120)).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(resolved.labels.get("egress_ip").map(String::as_str), Some("mta2"));
 
     // Every panel of the shipped dashboard draws data over the incident,
-    // as Grafana would ask for it with this pool selected.
+    // as Grafana would ask for it with this pool selected. (A panel's
+    // second series may be absent by design: the drain forecast is not
+    // exposed while a backlog is not draining.)
     let dashboard: Value = serde_json::from_str(
         &std::fs::read_to_string(
             sendfleet_lab::binaries::repo_root().join("charts/sendfleet/files/sendfleet-dashboard.json"),
@@ -1042,18 +1050,24 @@ fn incident_9_the_watched_fleet_alerts_on_expiry_and_listing_naming_pool_and_ip(
     .unwrap();
     let vars = |q: &str| q.replace("$pool_namespace", &inc.ns).replace("$pool", "pool");
     let span = t_watch.elapsed() + Duration::from_secs(10);
-    let mut empty = Vec::new();
-    let mut panels = 0;
+    let mut with_data: BTreeMap<String, bool> = BTreeMap::new();
+    let mut empty_queries = Vec::new();
     for (title, expr) in dashboard_queries(&dashboard) {
-        panels += 1;
         let got =
             prom.query_range(&vars(&expr), span, Duration::from_secs(5)).unwrap_or_else(|e| panic!("{title}: {e}"));
-        if got.iter().all(|(_, points)| *points == 0) {
-            empty.push(format!("{title}: {expr}"));
+        let data = got.iter().any(|(_, points)| *points > 0);
+        if !data {
+            empty_queries.push(format!("{title}: {expr}"));
         }
+        *with_data.entry(title).or_default() |= data;
     }
-    assert!(panels >= 10, "the dashboard's queries: {panels}");
-    assert!(empty.is_empty(), "panels without data:\n{}", empty.join("\n"));
+    let panels = with_data.len();
+    let empty: Vec<&String> = with_data.iter().filter(|(_, d)| !**d).map(|(t, _)| t).collect();
+    assert!(panels >= 10, "the dashboard's panels: {with_data:?}");
+    assert!(empty.is_empty(), "panels without data: {empty:?}\nqueries without data:\n{}", empty_queries.join("\n"));
+    if !empty_queries.is_empty() {
+        eprintln!("incident 9: queries without data (their panels have other series):\n{}", empty_queries.join("\n"));
+    }
     // The dashboard's variables list this pool.
     for var in dashboard["templating"]["list"].as_array().into_iter().flatten() {
         let Some(q) = var["query"]["query"].as_str().or(var["query"].as_str()) else { continue };
