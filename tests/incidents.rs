@@ -205,7 +205,10 @@ impl Incident {
             .image(IMAGE)
             .queue("256Mi", sendfleet_lab::STORAGE_CLASS)
             .submission(587, &[CLIENTS])
-            .spec(&format!("reputation: {{zones: [{}], coolDown: 40s}}", bl_zone(self.k)));
+            .spec(&format!("reputation: {{zones: [{}], coolDown: 40s}}", bl_zone(self.k)))
+            // Nine incidents' instances (~25) share the lab node's 2 CPUs:
+            // the default request (100m) would leave some unschedulable.
+            .spec("resources: {requests: {cpu: 20m, memory: 64Mi}}");
         for i in ips {
             // On a real node the egress addresses are the node's own.
             add_addr(&self.addr(i));
@@ -966,7 +969,9 @@ fn incident_9_the_watched_fleet_alerts_on_expiry_and_listing_naming_pool_and_ip(
             "{s:?}"
         );
     }
-    let operator_series = prom.query(r#"sendfleet_operator_instance_config_current{pool="pool"}"#).unwrap();
+    let operator_series = prom
+        .query(&format!(r#"sendfleet_operator_instance_config_current{{pool_namespace="{}",pool="pool"}}"#, inc.ns))
+        .unwrap();
     assert_eq!(operator_series.len(), 3, "the operator's series name pool and IP: {operator_series:?}");
     assert!(
         operator_series.iter().all(|s| !s.labels.keys().any(|k| k.starts_with("exported_"))),
