@@ -1085,7 +1085,7 @@ fn incident_9_the_watched_fleet_alerts_on_expiry_and_listing_naming_pool_and_ip(
         let want = if label == "pool" { "pool" } else { inc.ns.as_str() };
         assert!(values.iter().any(|s| s.labels.get(label).map(String::as_str) == Some(want)), "{q}: {values:?}");
     }
-    eprintln!("incident 9: {panels} panel queries with data, alerts fired and resolved ({:.0}s)", inc.elapsed());
+    eprintln!("incident 9: {panels} dashboard panels with data, alerts fired and resolved ({:.0}s)", inc.elapsed());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
