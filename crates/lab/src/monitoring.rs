@@ -292,6 +292,9 @@ pub struct Sample {
     pub value: f64,
 }
 
+/// One series of a range query: its labels and how many points it has.
+pub type RangeSeries = (BTreeMap<String, String>, usize);
+
 /// One active target of `/api/v1/targets`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -364,12 +367,7 @@ impl Prometheus {
     /// A range query (`/api/v1/query_range`) over the last `span`, one
     /// point per `step`: each series' labels and its number of points (what
     /// a dashboard panel over that time range would draw).
-    pub fn query_range(
-        &self,
-        expr: &str,
-        span: Duration,
-        step: Duration,
-    ) -> Result<Vec<(BTreeMap<String, String>, usize)>, LabError> {
+    pub fn query_range(&self, expr: &str, span: Duration, step: Duration) -> Result<Vec<RangeSeries>, LabError> {
         let end = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
