@@ -115,7 +115,7 @@ for _ in $(seq 1 60); do
     grep -q '^FIRING SendfleetIPExcludedByProvider ' "$alerts" 2>/dev/null && break
   sleep 2
 done
-sort -u "$alerts" 2>/dev/null | sed 's/^/  /' || echo "  (no alert yet)"
+awk '!seen[$0]++ { print "  " $0 }' "$alerts" 2>/dev/null || echo "  (no alert yet)"
 echo
 echo "The lab keeps running. Look around with"
 echo "  $LAB exec --dir $LAB_DIR -- kubectl get sendingpools -A"
