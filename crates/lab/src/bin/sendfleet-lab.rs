@@ -590,32 +590,13 @@ fn monitoring(action: MonitoringCmd) -> Result<()> {
             std::fs::create_dir_all(&state)?;
             let state = state.canonicalize()?;
             let _ = std::fs::remove_file(state.join("ready"));
-            let log_path = state.join("log");
-            let log = std::fs::File::create(&log_path)?;
             let mut cmd = Command::new(std::env::current_exe()?);
             cmd.args(["monitoring", "serve", "--dir"]).arg(dir.canonicalize()?);
-            cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
-            // Its own session: it outlives this command and the demo's shell,
-            // until `monitoring stop` or `down`.
-            // SAFETY: setsid is async-signal-safe.
-            unsafe {
-                std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-                    libc::setsid();
-                    Ok(())
-                });
-            }
-            let child = cmd.spawn().context("starting Prometheus and Alertmanager")?;
-            std::fs::write(state.join("pid"), child.id().to_string())?;
-            let t0 = Instant::now();
-            while !state.join("ready").exists() {
-                if t0.elapsed() > Duration::from_secs(120) || !Path::new(&format!("/proc/{}", child.id())).exists() {
-                    let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
-                    bail!("Prometheus and Alertmanager did not come up; {}:\n{tail}", log_path.display());
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            print!("{}", std::fs::read_to_string(&log_path).unwrap_or_default());
-            Ok(())
+            // Until `monitoring stop` or `down`.
+            let ready = state.join("ready");
+            spawn_detached(cmd, &state, "pid", "Prometheus and Alertmanager", Duration::from_secs(120), || {
+                ready.exists()
+            })
         }
         MonitoringCmd::Stop { dir } => {
             let stopped =
@@ -735,35 +716,15 @@ fn dns(action: DnsCmd) -> Result<()> {
             enter_netns(&dir)?;
             sendfleet_lab::receiver::add_lo_address(&addr.to_string())?;
             let sock = std::net::SocketAddr::new(addr, 53);
-            let log_path = state.join("log");
-            let log = std::fs::File::create(&log_path)?;
             let mut cmd = Command::new(std::env::current_exe()?);
             cmd.args(["dns", "serve", "--addr", &sock.to_string(), "--zones"]).arg(&zones);
             if demo_providers {
                 cmd.arg("--demo-providers");
             }
-            cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
-            // Its own session: it outlives this command and the demo's shell,
-            // until `dns stop` or `down`.
-            // SAFETY: setsid is async-signal-safe.
-            unsafe {
-                std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-                    libc::setsid();
-                    Ok(())
-                });
-            }
-            let child = cmd.spawn().context("starting the DNS server")?;
-            std::fs::write(state.join(sendfleet_lab::dns::PID_FILE), child.id().to_string())?;
-            let t0 = Instant::now();
-            while std::net::TcpStream::connect_timeout(&sock, Duration::from_millis(200)).is_err() {
-                if t0.elapsed() > Duration::from_secs(10) || !Path::new(&format!("/proc/{}", child.id())).exists() {
-                    let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
-                    bail!("the DNS server did not come up on {sock}; {}:\n{tail}", log_path.display());
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            print!("{}", std::fs::read_to_string(&log_path).unwrap_or_default());
-            Ok(())
+            // Until `dns stop` or `down`.
+            spawn_detached(cmd, &state, sendfleet_lab::dns::PID_FILE, "the DNS server", Duration::from_secs(10), || {
+                std::net::TcpStream::connect_timeout(&sock, Duration::from_millis(200)).is_ok()
+            })
         }
         DnsCmd::Stop { dir } => {
             let stopped = sendfleet_lab::dns::stop(&dir.join("dns"))?;
@@ -774,6 +735,42 @@ fn dns(action: DnsCmd) -> Result<()> {
             Ok(sendfleet_lab::dns::run(&zone_texts(&zones, demo_providers)?, addr)?)
         }
     }
+}
+
+/// Start `cmd` in a session of its own (it outlives this command and the
+/// demo's shell), its output in `state/log` and its pid in `state/pid_file`,
+/// and wait until `ready` says it serves (or it exits, or `timeout`
+/// passes: then its log's text is the error). Prints its log so far.
+fn spawn_detached(
+    mut cmd: Command,
+    state: &Path,
+    pid_file: &str,
+    what: &str,
+    timeout: Duration,
+    ready: impl Fn() -> bool,
+) -> Result<()> {
+    let log_path = state.join("log");
+    let log = std::fs::File::create(&log_path)?;
+    cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let child = cmd.spawn().with_context(|| format!("starting {what}"))?;
+    std::fs::write(state.join(pid_file), child.id().to_string())?;
+    let t0 = Instant::now();
+    while !ready() {
+        if t0.elapsed() > timeout || !Path::new(&format!("/proc/{}", child.id())).exists() {
+            let tail = std::fs::read_to_string(&log_path).unwrap_or_default();
+            bail!("{what} did not come up; {}:\n{tail}", log_path.display());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    print!("{}", std::fs::read_to_string(&log_path).unwrap_or_default());
+    Ok(())
 }
 
 /// The zones of `dir`, with the demo providers' MX zones if asked.
