@@ -37,6 +37,10 @@ pub struct Decisions {
     seq: u64,
 }
 
+/// The state dir's record of the egress address its warm-up ledger and
+/// adaptive state belong to ([`Decisions::follow_address`]).
+pub const ADDRESS_FILE: &str = "address.json";
+
 /// How one logged outcome relates to this instance's decisions (computed
 /// before the lock: one rule lookup per recipient line).
 pub struct OutcomeRoute<'p> {
@@ -80,6 +84,48 @@ impl Decisions {
             Adaptive::default()
         });
         Decisions { day, adaptive, seq: 0 }
+    }
+
+    /// Make the warm-up ledger and the adaptive state (exclusions,
+    /// slow-downs, learnt MX hosts) follow the egress address, not the
+    /// instance name whose volume holds them: `dir/address` records whose
+    /// they are. When this instance now sends from another address (a new
+    /// address given an old name), they are kept aside as
+    /// `<file>.address-<old address>` and start afresh: the new address has
+    /// sent nothing and no provider has judged it. No record yet (a new
+    /// volume, or one from before this file existed) is recorded, nothing
+    /// reset. Returns the previous address and the changes that clear the
+    /// gauges of what was in force, when it reset.
+    pub fn follow_address(&mut self, dir: &Path, address: &str) -> std::io::Result<Option<(String, Vec<Change>)>> {
+        let path = dir.join(ADDRESS_FILE);
+        let recorded = match std::fs::read_to_string(&path) {
+            Ok(text) => Some(text.trim().to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e),
+        };
+        if recorded.as_deref() == Some(address) {
+            return Ok(None);
+        }
+        let reset = match recorded.filter(|r| !r.is_empty()) {
+            Some(previous) => {
+                for file in [warmup::FILE, super::adaptive::FILE] {
+                    let from = dir.join(file);
+                    if from.exists() {
+                        std::fs::rename(&from, dir.join(format!("{file}.address-{previous}")))?;
+                    }
+                }
+                let (exclusions, slow_downs) = self.adaptive.status(None);
+                let mut cleared: Vec<Change> =
+                    exclusions.into_iter().map(|e| Change::ExclusionLifted { rule: e.rule }).collect();
+                cleared.extend(slow_downs.into_iter().map(|d| Change::SlowDownStepped { rule: d.rule, level: 0 }));
+                self.day.warmup = warmup::Warmup::new(dir);
+                self.adaptive = Adaptive::load(dir).unwrap_or_default();
+                Some((previous, cleared))
+            }
+            None => None,
+        };
+        super::state_file::save(dir, ADDRESS_FILE, &address)?;
+        Ok(reset)
     }
 
     /// Answer one socketmap lookup for `key` at `now`; an answer that has
@@ -343,6 +389,41 @@ mod tests {
         publish(&m, [Change::Excluded { rule: "big".into(), reason: String::new(), until: 1 }]);
         declare(&m, &p);
         assert!(m.encode().contains("sendfleet_agent_auto_excluded{rule=\"big\"} 1"), "declare keeps the value");
+    }
+
+    #[test]
+    fn warm_up_and_exclusions_follow_the_address_not_the_name() {
+        use sendfleet_render::policy::AutoExclusionRule;
+        let mut a = Agent::new();
+        let dir = a._dir.path().to_path_buf();
+        a.policy.domains.push(DomainRule {
+            name: "big".into(),
+            patterns: vec!["big.example".into()],
+            auto_exclusion: Some(AutoExclusionRule { hard_blocks: 1, window_seconds: 60, duration_seconds: 600 }),
+            ..Default::default()
+        });
+        // First sight of the volume: recorded, nothing reset.
+        assert!(a.d.follow_address(&dir, "192.0.2.1").unwrap().is_none());
+        let block = Outcome {
+            status: Status::Deferred,
+            category: ResponseCategory::IpBlock,
+            relay_host: Some("mx.big.example"),
+            ..sent("big.example", "smtp", ("198.51.100.7", 25))
+        };
+        a.logged(&block);
+        assert_eq!(a.d.adaptive.status(None).0.len(), 1, "excluded");
+        a.d.adaptive.save().unwrap();
+        // The same address again (a restart, a rename that kept it): kept.
+        assert!(a.d.follow_address(&dir, "192.0.2.1").unwrap().is_none());
+        assert_eq!(a.d.adaptive.status(None).0.len(), 1);
+        // Another address under the same name: afresh, the old state kept aside.
+        let (previous, cleared) = a.d.follow_address(&dir, "192.0.2.99").unwrap().expect("reset");
+        assert_eq!(previous, "192.0.2.1");
+        assert!(matches!(cleared.as_slice(), [Change::ExclusionLifted { rule }] if rule == "big"), "{cleared:?}");
+        assert!(a.d.adaptive.status(None).0.is_empty(), "no exclusion for the new address");
+        assert!(a.d.day.warmup.ledger().is_none(), "no warm-up step for the new address");
+        assert!(dir.join("adaptive.json.address-192.0.2.1").exists(), "the old state kept aside");
+        assert!(a.d.follow_address(&dir, "192.0.2.99").unwrap().is_none(), "recorded");
     }
 
     #[test]

@@ -128,6 +128,21 @@ impl State {
 
     /// Put a newly installed policy in force (its plan may move the day).
     pub fn set_policy(&self, policy: AgentPolicy) {
+        if let Some(me) = policy.this_instance() {
+            let followed = self.books().decisions.follow_address(&self.args.state_dir, &me.address);
+            match followed {
+                Ok(Some((previous, cleared))) => {
+                    tracing::warn!(
+                        previous,
+                        address = me.address,
+                        "the state dir held another address's warm-up ledger and exclusions: kept aside, this address starts afresh"
+                    );
+                    decisions::publish(&self.metrics, cleared);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "recording the address the state dir belongs to"),
+            }
+        }
         self.policy.set(policy);
         self.roll_day();
     }
