@@ -98,11 +98,7 @@ impl Decisions {
     /// gauges of what was in force, when it reset.
     pub fn follow_address(&mut self, dir: &Path, address: &str) -> std::io::Result<Option<(String, Vec<Change>)>> {
         let path = dir.join(ADDRESS_FILE);
-        let recorded = match std::fs::read_to_string(&path) {
-            Ok(text) => Some(text.trim().to_string()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e),
-        };
+        let recorded: Option<String> = super::state_file::load(&path, "the state dir's address record")?;
         if recorded.as_deref() == Some(address) {
             return Ok(None);
         }
