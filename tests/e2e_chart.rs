@@ -81,8 +81,20 @@ fn the_demo_runs_the_chart_operator_as_a_pod_and_delivers_through_the_pool() {
     let watch = demo::Watch::start(cp, &watch_dir, cp.kubeconfig()).unwrap_or_else(|e| panic!("{e}"));
     let t_lab = t0.elapsed();
 
-    let report = demo::run(cp, &providers, &mut std::io::stderr())
-        .unwrap_or_else(|e| panic!("the demo failed: {e}\n{}", diagnose(cp)));
+    // As `sendfleet-lab monitoring serve` does: hand Prometheus the pool's
+    // agent token as soon as the operator has created it.
+    let token_done = std::sync::atomic::AtomicBool::new(false);
+    let report = std::thread::scope(|s| {
+        s.spawn(|| {
+            while !token_done.load(std::sync::atomic::Ordering::Relaxed) && !watch.refresh_token(cp) {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+            }
+        });
+        let report = demo::run(cp, &providers, &mut std::io::stderr());
+        token_done.store(true, std::sync::atomic::Ordering::Relaxed);
+        report
+    })
+    .unwrap_or_else(|e| panic!("the demo failed: {e}\n{}", diagnose(cp)));
 
     // The chart's operator: the image under test, on the pod network.
     let op = ready_pod(cp, OP_NS, "app.kubernetes.io/component=operator").expect("operator pod Ready");
