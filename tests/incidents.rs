@@ -992,9 +992,11 @@ fn incident_9_the_watched_fleet_alerts_on_expiry_and_listing_naming_pool_and_ip(
     let expired = r#"sendfleet_agent_deliveries_total{status="expired",egress_ip="mta1"}"#;
     inc.wait("the first expiries scraped", 240, || prom.query(expired).ok().filter(|v| !v.is_empty()));
     inc.submit(1, "x", &expiring, 30);
+    // The lab's one operator serves every incident's pools: this pool's alerts only.
+    let mine = [("pool_namespace", inc.ns.as_str())];
     let alert = "SendfleetExpiredRatioJump";
     let fired = hook
-        .wait_alert(alert, "firing", Duration::from_secs(240))
+        .wait_alert_with(alert, "firing", &mine, Duration::from_secs(240))
         .unwrap_or_else(|e| panic!("{e}\nratios: {:?}\n{}", prom.query("sendfleet:delivery_ratio:1h"), inc.diagnose()));
     eprintln!("incident 9: the webhook got {alert}: {:?}", fired.annotations.get("summary"));
     let label = |k: &str| fired.labels.get(k).map(String::as_str).unwrap_or("");
@@ -1011,7 +1013,7 @@ fn incident_9_the_watched_fleet_alerts_on_expiry_and_listing_naming_pool_and_ip(
     inc.wait("400 messages delivered after the incident", 240, || {
         (rx.deliveries().to_domain(&expiring) >= before + 400).then_some(())
     });
-    let resolved = hook.wait_alert(alert, "resolved", Duration::from_secs(180)).unwrap_or_else(|e| {
+    let resolved = hook.wait_alert_with(alert, "resolved", &mine, Duration::from_secs(180)).unwrap_or_else(|e| {
         panic!("{e}\nratios: {:?}", prom.query(r#"sendfleet:delivery_ratio:1h{status="expired"}"#))
     });
     assert_eq!(resolved.labels.get("egress_ip").map(String::as_str), Some("mta1"));
@@ -1023,7 +1025,7 @@ fn incident_9_the_watched_fleet_alerts_on_expiry_and_listing_naming_pool_and_ip(
     lab().dns.set_zone(&bl_zone(9), &format!("{rev} IN A 127.0.0.2\n{rev} IN TXT \"listed by the incident-9 trap\"\n"));
     let alert = "SendfleetIPListed";
     let fired = hook
-        .wait_alert(alert, "firing", Duration::from_secs(120))
+        .wait_alert_with(alert, "firing", &mine, Duration::from_secs(120))
         .unwrap_or_else(|e| panic!("{e}\n{}", inc.diagnose()));
     let label = |k: &str| fired.labels.get(k).map(String::as_str).unwrap_or("");
     assert_eq!((label("pool_namespace"), label("pool"), label("egress_ip")), (inc.ns.as_str(), "pool", "mta2"));
@@ -1039,7 +1041,8 @@ fn incident_9_the_watched_fleet_alerts_on_expiry_and_listing_naming_pool_and_ip(
     });
     assert_eq!(rx.deliveries().from_client(&listed), from_listed, "nothing left from the listed IP");
     lab().dns.set_zone(&bl_zone(9), "");
-    let resolved = hook.wait_alert(alert, "resolved", Duration::from_secs(120)).unwrap_or_else(|e| panic!("{e}"));
+    let resolved =
+        hook.wait_alert_with(alert, "resolved", &mine, Duration::from_secs(120)).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(resolved.labels.get("egress_ip").map(String::as_str), Some("mta2"));
 
     // Every panel of the shipped dashboard draws data over the incident,

@@ -801,12 +801,29 @@ impl Webhook {
     /// Wait for a notification with `status` (`firing`/`resolved`) holding
     /// an alert named `alertname`; returns that alert.
     pub fn wait_alert(&self, alertname: &str, status: &str, timeout: Duration) -> Result<NotifiedAlert, LabError> {
-        poll(&format!("webhook: {alertname} {status}"), timeout, Duration::from_millis(200), || {
-            Ok(self.notifications().into_iter().filter(|n| n.status == status).find_map(|n| {
-                n.alerts
-                    .into_iter()
-                    .find(|a| a.status == status && a.labels.get("alertname").map(String::as_str) == Some(alertname))
-            }))
+        self.wait_alert_with(alertname, status, &[], timeout)
+    }
+
+    /// [`Webhook::wait_alert`] for an alert that also carries each label of
+    /// `labels` (a Prometheus that sees other pools' alerts too).
+    pub fn wait_alert_with(
+        &self,
+        alertname: &str,
+        status: &str,
+        labels: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Result<NotifiedAlert, LabError> {
+        let wanted = |a: &NotifiedAlert| {
+            a.status == status
+                && a.labels.get("alertname").map(String::as_str) == Some(alertname)
+                && labels.iter().all(|(k, v)| a.labels.get(*k).map(String::as_str) == Some(*v))
+        };
+        poll(&format!("webhook: {alertname} {status} {labels:?}"), timeout, Duration::from_millis(200), || {
+            Ok(self
+                .notifications()
+                .into_iter()
+                .filter(|n| n.status == status)
+                .find_map(|n| n.alerts.into_iter().find(|a| wanted(a))))
         })
         .map_err(|e| match e {
             LabError::Timeout { what, after, .. } => LabError::Timeout {
