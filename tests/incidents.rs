@@ -909,9 +909,7 @@ fn incident_8_a_relay_address_outside_spf_makes_authentication_invalid() {
 /// over the incident's time range, through the Prometheus HTTP API.
 #[test]
 fn incident_9_the_watched_fleet_alerts_on_expiry_and_listing_naming_pool_and_ip() {
-    use sendfleet_lab::monitoring::{
-        chart_servicemonitors, servicemonitor_job, shipped_rules, Alertmanager, Prometheus, Webhook,
-    };
+    use sendfleet_lab::monitoring::{chart_scrape_jobs, shipped_rules, Alertmanager, Prometheus, Webhook};
 
     let inc = Incident::new(9, "watched");
     let p = &providers(9)[0];
@@ -931,25 +929,23 @@ fn incident_9_the_watched_fleet_alerts_on_expiry_and_listing_naming_pool_and_ip(
     ]);
     inc.wait_ready("pool", 3);
 
-    // What the chart ships for a cluster with the Prometheus Operator,
-    // rendered for this cluster's version.
-    let version: Value = serde_json::from_str(&inc.cp.kubectl_run(&["version", "-o", "json"]).unwrap()).unwrap();
-    let kube_version = version["serverVersion"]["gitVersion"].as_str().expect("the server's version");
-    let monitors = chart_servicemonitors(inc.cp.helm(), OP_NS, kube_version, &[(&inc.ns, "pool")])
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(monitors.len(), 2, "the operator's and the pool's ServiceMonitors");
     let dir = std::env::temp_dir().join(format!("sendfleet-incident-9-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let token_file = dir.join("token");
     let token = inc.agent_tokens().pop().expect("the pool's agent token Secret");
     std::fs::write(&token_file, token).unwrap();
-    let kubeconfig = inc.cp.kubeconfig();
+    // What the chart ships for a cluster with the Prometheus Operator,
+    // rendered for this cluster's version.
+    let version = inc.cp.kubectl_run(&["version", "-o", "json"]).unwrap();
+    let jobs =
+        chart_scrape_jobs(inc.cp.helm(), &version, OP_NS, &[(&inc.ns, "pool")], inc.cp.kubeconfig(), &token_file)
+            .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(jobs.len(), 2, "the operator's and the pool's ServiceMonitors");
     let hook = Webhook::start().unwrap_or_else(|e| panic!("{e}"));
     let am = Alertmanager::start(&hook).unwrap_or_else(|e| panic!("{e}"));
     let mut prom = Prometheus::builder().rules("sendfleet.rules.yaml", &shipped_rules("2s").unwrap()).alertmanager(&am);
-    for sm in &monitors {
-        let creds = sm["spec"]["endpoints"][0]["authorization"].is_object().then_some(token_file.as_path());
-        prom = prom.scrape(servicemonitor_job(sm, kubeconfig, creds).unwrap_or_else(|e| panic!("{e}")));
+    for job in jobs {
+        prom = prom.scrape(job);
     }
     let prom = prom.start().unwrap_or_else(|e| panic!("{e}"));
     let t_watch = Instant::now();

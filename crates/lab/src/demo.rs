@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use crate::dns::{merge_zones, mx_zones, MxProvider, Zones};
 use crate::kit::{examples_dir, repo_root};
-use crate::monitoring::{chart_servicemonitors, servicemonitor_job, shipped_rules, Alertmanager, Prometheus, Webhook};
+use crate::monitoring::{chart_scrape_jobs, shipped_rules, Alertmanager, Prometheus, Webhook};
 use crate::process::poll;
 use crate::receiver::{add_lo_address, Cue, Receiver};
 use crate::{ControlPlane, LabError};
@@ -291,11 +291,9 @@ impl Watch {
     /// token file Prometheus reads at every scrape.
     pub fn start(c: &dyn Cluster, dir: &Path, kubeconfig: &Path) -> Result<Watch, LabError> {
         std::fs::create_dir_all(dir).map_err(LabError::io(dir))?;
-        let version: serde_json::Value = serde_json::from_str(&c.kubectl(&["version", "-o", "json"])?)
-            .map_err(|e| LabError::Usage(format!("kubectl version: {e}")))?;
-        let kube_version = version["serverVersion"]["gitVersion"].as_str().unwrap_or("v1.37.0").to_string();
-        let monitors = chart_servicemonitors(c.helm(), OP_NS, &kube_version, &[(NS, POOL)])?;
         let token_file = dir.join("agent-token");
+        let version = c.kubectl(&["version", "-o", "json"])?;
+        let jobs = chart_scrape_jobs(c.helm(), &version, OP_NS, &[(NS, POOL)], kubeconfig, &token_file)?;
         let webhook = Webhook::start_logging(&dir.join("alerts.log"))?;
         let alertmanager = Alertmanager::start_in(&webhook, &dir.join("alertmanager"), ALERTMANAGER_PORT)?;
         let mut prom = Prometheus::builder()
@@ -304,9 +302,8 @@ impl Watch {
             .interval(Duration::from_secs(2))
             .rules("sendfleet.rules.yaml", &shipped_rules(DEMO_HOLD)?)
             .alertmanager(&alertmanager);
-        for sm in &monitors {
-            let creds = sm["spec"]["endpoints"][0]["authorization"].is_object().then_some(token_file.as_path());
-            prom = prom.scrape(servicemonitor_job(sm, kubeconfig, creds)?);
+        for job in jobs {
+            prom = prom.scrape(job);
         }
         let prometheus = prom.start()?;
         Ok(Watch { prometheus, alertmanager, webhook, dir: dir.to_path_buf(), token_file })

@@ -548,6 +548,33 @@ pub fn chart_servicemonitors(
         .collect())
 }
 
+/// The scrape jobs of the chart's ServiceMonitors ([`chart_servicemonitors`]
+/// rendered for the server `kubectl version -o json` printed as
+/// `version_json`, each through [`servicemonitor_job`]): the operator's, and
+/// the agents' of each pool of `pools` with the bearer token in
+/// `token_file`. What a lab Prometheus scrapes to scrape as the chart would.
+pub fn chart_scrape_jobs(
+    helm: Command,
+    version_json: &str,
+    release_ns: &str,
+    pools: &[(&str, &str)],
+    kubeconfig: &Path,
+    token_file: &Path,
+) -> Result<Vec<Value>, LabError> {
+    let bad = |detail: String| LabError::Http { url: "kubectl version -o json".into(), detail };
+    let version: Value = serde_json::from_str(version_json).map_err(|e| bad(format!("{e}: {version_json}")))?;
+    let kube_version = version["serverVersion"]["gitVersion"]
+        .as_str()
+        .ok_or_else(|| bad(format!("no serverVersion.gitVersion: {version_json}")))?;
+    chart_servicemonitors(helm, release_ns, kube_version, pools)?
+        .iter()
+        .map(|sm| {
+            let creds = sm["spec"]["endpoints"][0]["authorization"].is_object().then_some(token_file);
+            servicemonitor_job(sm, kubeconfig, creds)
+        })
+        .collect()
+}
+
 /// The scrape job the Prometheus Operator generates from a ServiceMonitor
 /// (`monitoring.coreos.com/v1`, as the chart renders it), for a lab
 /// Prometheus that discovers targets through the API server itself
