@@ -228,6 +228,16 @@ fn main() {
     let log = dir.join("maillog");
     let sent = generate(&log);
     let policy = example_policy();
+    if let Some(n) = std::env::var("AGENT_LOG_ONLY").ok().and_then(|n| n.parse::<usize>().ok()) {
+        // For a profiler (`AGENT_LOG_ONLY=8 perf record ...`): n rounds of
+        // the agent alone, no pflogsumm, no grep.
+        for round in 0..n {
+            let t = agent_once(&log, &dir.join(format!("state-{round}")), &policy);
+            println!("agent {:.3}/{:.3}", t.wall, t.cpu);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+        return;
+    }
     let bytes = std::fs::read(&log).unwrap();
     let lines = bytes.split(|&b| b == b'\n').filter(|l| !l.is_empty()).count();
     assert_eq!(lines, LINES);

@@ -42,7 +42,7 @@ fn main() {
     // The pool's default retry schedule: nothing is retried during the run.
     let pool = Pool::named("bench").in_ns("bench").with_ip("bench-queue", ADDR);
     let held = Policy::named("held").in_ns("bench").for_domains(&domains).paused("benchmark queue");
-    let inst = fleet(pool.build(), &dns).policy(held.build()).start("bench-queue");
+    let inst = fleet(pool.build(), &dns).production_clock().policy(held.build()).start("bench-queue");
     let dir = inst.postfix_dir();
 
     let t = Instant::now();

@@ -194,6 +194,8 @@ pub struct Fleet {
     submission_tls: Option<(ClientCert, String)>,
     /// The pool's DKIM Secret (`spec.dkim.secretName`): key -> PEM.
     dkim_keys: BTreeMap<String, String>,
+    /// Start agents with the test clock file (see [`Instance::set_clock_offset`]).
+    test_clock: bool,
 }
 
 impl Fleet {
@@ -223,7 +225,18 @@ impl Fleet {
             trusted_ca: None,
             submission_tls: None,
             dkim_keys: BTreeMap::new(),
+            test_clock: true,
         }
+    }
+
+    /// Agents read the wall clock only, as in production: no
+    /// `--test-clock-file`, so [`Instance::set_clock_offset`] has no effect.
+    /// For benchmarks: the test clock re-reads its file every time the
+    /// agent reads the time (every socketmap lookup), a cost production
+    /// never pays.
+    pub fn production_clock(mut self) -> Fleet {
+        self.test_clock = false;
+        self
     }
 
     pub fn policy(mut self, p: DomainPolicy) -> Fleet {
@@ -375,6 +388,7 @@ pub struct Instance {
     pub pod: PodConfig,
     bin: PathBuf,
     supervise: bool,
+    test_clock: bool,
     proc: Option<Proc>,
 }
 
@@ -422,6 +436,7 @@ impl Instance {
             pod,
             bin: fleet.bin.clone(),
             supervise,
+            test_clock: fleet.test_clock,
             proc: None,
         };
         inst.spawn();
@@ -443,7 +458,7 @@ impl Instance {
             .args(&self.pod.args)
             .arg(format!("--postfix-dir={}", self.postfix_dir().display()))
             .args(["--queue-interval=1", "--config-poll-ms=200"])
-            .arg(format!("--test-clock-file={}", self.base.join("clock").display()))
+            .args(self.test_clock.then(|| format!("--test-clock-file={}", self.base.join("clock").display())))
             .envs(self.pod.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -492,6 +507,7 @@ impl Instance {
     /// Move the agent's clock to wall time + `seconds` (re-read whenever
     /// the agent reads the time).
     pub fn set_clock_offset(&self, seconds: i64) {
+        assert!(self.test_clock, "instance {} runs with the production clock (Fleet::production_clock)", self.name);
         let tmp = self.base.join(".clock.tmp");
         write(&tmp, &seconds.to_string());
         std::fs::rename(&tmp, self.base.join("clock")).unwrap();
