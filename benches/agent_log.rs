@@ -195,6 +195,33 @@ fn pflogsumm_once(log: &Path) -> Took {
     took
 }
 
+/// The log through the pipe alone: `cat` into a pipe grown as the agent
+/// grows the master's (1 MiB), read in 1 MiB reads and dropped. What any
+/// reader of Postfix's log pipe pays before it looks at a byte: the cost of
+/// the agent's input path on this machine.
+fn pipe_once(log: &Path) -> Took {
+    use std::io::Read;
+    let (t, c) = (Instant::now(), cpu_seconds(libc::RUSAGE_SELF) + cpu_seconds(libc::RUSAGE_CHILDREN));
+    let mut cat = Command::new("cat").arg(log).stdout(Stdio::piped()).spawn().expect("cat");
+    let mut out = cat.stdout.take().unwrap();
+    sendfleet::agent::pipe::grow_pipe(&out);
+    let mut buf = vec![0u8; sendfleet::agent::pipe::PIPE_BUFFER];
+    let mut n = 0;
+    loop {
+        match out.read(&mut buf).unwrap() {
+            0 => break,
+            k => n += k,
+        }
+    }
+    assert!(cat.wait().unwrap().success());
+    let took = Took {
+        wall: t.elapsed().as_secs_f64(),
+        cpu: cpu_seconds(libc::RUSAGE_SELF) + cpu_seconds(libc::RUSAGE_CHILDREN) - c,
+    };
+    assert_eq!(n as u64, std::fs::metadata(log).unwrap().len());
+    took
+}
+
 /// `grep -c status=sent` on the same file: reading it once with a
 /// vectorised search, the floor any log reader stands on.
 fn grep_once(log: &Path, sent: usize) -> Took {
@@ -268,8 +295,10 @@ fn main() {
     let mut agent_runs = Vec::new();
     let mut pfl_runs = Vec::new();
     let mut grep_runs = Vec::new();
+    let mut pipe_runs = Vec::new();
     for round in 0..ROUNDS {
         grep_runs.push(grep_once(&log, sent));
+        pipe_runs.push(pipe_once(&log));
         agent_runs.push(agent_once(&log, &dir.join(format!("state-{round}")), &policy));
         pfl_runs.push(pflogsumm_once(&log));
     }
@@ -277,6 +306,7 @@ fn main() {
     let (aw, ac) = (median(&agent_runs, |t| t.wall), median(&agent_runs, |t| t.cpu));
     let (pw, pc) = (median(&pfl_runs, |t| t.wall), median(&pfl_runs, |t| t.cpu));
     let (gw, gc) = (median(&grep_runs, |t| t.wall), median(&grep_runs, |t| t.cpu));
+    let (iw, ic) = (median(&pipe_runs, |t| t.wall), median(&pipe_runs, |t| t.cpu));
     let n = LINES as f64;
     println!(
         "agent log pipeline: {LINES} lines, median of {ROUNDS}: wall {aw:.3} s = {:.0} lines/s, CPU {ac:.3} s = {:.0} lines/CPU-s (pipe read+parse+join+classify+count+redact+write; redaction on a second thread; runs wall/CPU: {})",
@@ -297,6 +327,12 @@ fn main() {
         "grep -c status=sent: {LINES} lines, median of {ROUNDS}: wall {gw:.3} s = {:.0} lines/s, CPU {gc:.3} s (runs wall/CPU: {})",
         n / gw,
         fmt(&grep_runs)
+    );
+    println!(
+        "the pipe alone (cat -> 1 MiB pipe -> 1 MiB reads, dropped): median of {ROUNDS}: wall {iw:.3} s, CPU {ic:.3} s (cat's and the reader's; runs wall/CPU: {}); the agent takes {:.2}x its wall time; 50x pflogsumm would be {:.2}x it",
+        fmt(&pipe_runs),
+        aw / iw,
+        pw / PFLOGSUMM_TARGET / iw
     );
     let met = |ok: bool| if ok { "met" } else { "MISSED" };
     let (pfl_wall, pfl_cpu) = (pw / aw, pc / ac);

@@ -55,7 +55,8 @@ fn per_minute(a: &BTreeMap<String, f64>, b: &BTreeMap<String, f64>, secs: f64) -
 const WRITE_VERBS: &[&str] = &["POST", "PUT", "PATCH", "APPLY", "DELETE", "DELETECOLLECTION"];
 
 fn writes(m: &BTreeMap<String, f64>) -> f64 {
-    m.iter().filter(|(k, _)| WRITE_VERBS.contains(&k.as_str())).map(|(_, v)| v).sum()
+    // `+ 0.0`: a sum of nothing is -0.0, printed "-0".
+    m.iter().filter(|(k, _)| WRITE_VERBS.contains(&k.as_str())).map(|(_, v)| v).sum::<f64>() + 0.0
 }
 
 fn reads(m: &BTreeMap<String, f64>) -> f64 {
