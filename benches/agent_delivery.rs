@@ -73,7 +73,7 @@ fn main() {
     let dns = Dns::start("127.0.0.53", &[(DOMAIN, SINK), ("client.test", SINK)]);
     let pool = Pool::named("bench").in_ns("bench").with_ip("bench-deliv", ADDR);
     let policy = Policy::named("sink").in_ns("bench").for_domains(&[DOMAIN]).auto_exclusion(3, "10m", "1h");
-    let mut inst = fleet(pool.build(), &dns).production_clock().policy(policy.build()).start("bench-deliv");
+    let mut inst = fleet(pool.build(), &dns).as_in_production().policy(policy.build()).start("bench-deliv");
 
     let with_agent = inst.pod.files.clone();
     let mut static_only = with_agent.clone();

@@ -42,7 +42,7 @@ fn main() {
     // The pool's default retry schedule: nothing is retried during the run.
     let pool = Pool::named("bench").in_ns("bench").with_ip("bench-queue", ADDR);
     let held = Policy::named("held").in_ns("bench").for_domains(&domains).paused("benchmark queue");
-    let inst = fleet(pool.build(), &dns).production_clock().policy(held.build()).start("bench-queue");
+    let inst = fleet(pool.build(), &dns).as_in_production().policy(held.build()).start("bench-queue");
     let dir = inst.postfix_dir();
 
     let t = Instant::now();
@@ -62,6 +62,20 @@ fn main() {
     let deferred_dir = inst.base.join("queue/deferred");
     wait_until("100k messages deferred", Duration::from_secs(600), || count_files(&deferred_dir) >= MESSAGES);
     println!("built a {MESSAGES}-message deferred queue in {:.1} s", t.elapsed().as_secs_f64());
+    // The agent's own memory with this queue: its log pipeline has joined
+    // every deferral (each message is tracked until it leaves the queue)
+    // and its own scan, at the rendered interval, has folded the queue.
+    let (rss_before, _) = inst.agent_memory_kib();
+    inst.wait_for(Duration::from_secs(120), "the agent's own scan counted the whole queue", |s| {
+        s.queue.messages.get("deferred").copied() == Some(MESSAGES as u64)
+    });
+    let (rss, peak) = inst.agent_memory_kib();
+    println!(
+        "agent memory with the {MESSAGES}-message deferred queue scanned and every deferral joined: RSS {:.1} MiB, peak {:.1} MiB (RSS {:.1} MiB before its scan)",
+        rss as f64 / 1024.0,
+        peak as f64 / 1024.0,
+        rss_before as f64 / 1024.0
+    );
 
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let mut pq = Vec::new();

@@ -191,7 +191,7 @@ fn main() {
     let pool =
         Pool::named("bench").in_ns("bench").with_ip("bench-sm", "198.51.100.15").with_ip("peer", "198.51.100.16");
     let mut fleet = fleet(pool.build(), &dns)
-        .production_clock()
+        .as_in_production()
         .policy(Policy::named("gmail").in_ns("bench").for_domains(&["gmail.com", "*.gmail.com"]).build())
         .policy(Policy::named("paused").in_ns("bench").for_domains(&["paused.test"]).paused("maintenance").build())
         .policy(

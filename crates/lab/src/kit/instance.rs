@@ -194,8 +194,9 @@ pub struct Fleet {
     submission_tls: Option<(ClientCert, String)>,
     /// The pool's DKIM Secret (`spec.dkim.secretName`): key -> PEM.
     dkim_keys: BTreeMap<String, String>,
-    /// Start agents with the test clock file (see [`Instance::set_clock_offset`]).
-    test_clock: bool,
+    /// Start agents with the test clock file (see [`Instance::set_clock_offset`])
+    /// and the tests' short queue-scan and config-poll intervals.
+    test_timing: bool,
 }
 
 impl Fleet {
@@ -225,17 +226,18 @@ impl Fleet {
             trusted_ca: None,
             submission_tls: None,
             dkim_keys: BTreeMap::new(),
-            test_clock: true,
+            test_timing: true,
         }
     }
 
-    /// Agents read the wall clock only, as in production: no
-    /// `--test-clock-file`, so [`Instance::set_clock_offset`] has no effect.
-    /// For benchmarks: the test clock re-reads its file every time the
-    /// agent reads the time (every socketmap lookup), a cost production
-    /// never pays.
-    pub fn production_clock(mut self) -> Fleet {
-        self.test_clock = false;
+    /// Agents run on the rendered arguments alone, as in production: the
+    /// wall clock (no `--test-clock-file`; [`Instance::set_clock_offset`]
+    /// refuses), the rendered queue-scan and config-poll intervals (not the
+    /// tests' 1 s and 200 ms). For benchmarks: the test clock re-reads its
+    /// file every time the agent reads the time (every socketmap lookup),
+    /// and a scan a second of a large queue competes with what is measured.
+    pub fn as_in_production(mut self) -> Fleet {
+        self.test_timing = false;
         self
     }
 
@@ -388,7 +390,7 @@ pub struct Instance {
     pub pod: PodConfig,
     bin: PathBuf,
     supervise: bool,
-    test_clock: bool,
+    test_timing: bool,
     proc: Option<Proc>,
 }
 
@@ -436,7 +438,7 @@ impl Instance {
             pod,
             bin: fleet.bin.clone(),
             supervise,
-            test_clock: fleet.test_clock,
+            test_timing: fleet.test_timing,
             proc: None,
         };
         inst.spawn();
@@ -457,8 +459,15 @@ impl Instance {
             .arg("agent")
             .args(&self.pod.args)
             .arg(format!("--postfix-dir={}", self.postfix_dir().display()))
-            .args(["--queue-interval=1", "--config-poll-ms=200"])
-            .args(self.test_clock.then(|| format!("--test-clock-file={}", self.base.join("clock").display())))
+            .args(if self.test_timing {
+                vec![
+                    "--queue-interval=1".to_string(),
+                    "--config-poll-ms=200".to_string(),
+                    format!("--test-clock-file={}", self.base.join("clock").display()),
+                ]
+            } else {
+                vec![]
+            })
             .envs(self.pod.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -491,6 +500,21 @@ impl Instance {
         }
     }
 
+    /// The agent's resident memory now and at its peak (`VmRSS`, `VmHWM`
+    /// of /proc/<pid>/status), in KiB.
+    pub fn agent_memory_kib(&self) -> (u64, u64) {
+        let pid = self.proc.as_ref().expect("the agent runs").child.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("the agent's /proc status");
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                .unwrap_or_else(|| panic!("{name} in /proc/{pid}/status"))
+        };
+        (field("VmRSS:"), field("VmHWM:"))
+    }
+
     pub fn postfix_dir(&self) -> PathBuf {
         self.base.join("postfix/current")
     }
@@ -507,7 +531,7 @@ impl Instance {
     /// Move the agent's clock to wall time + `seconds` (re-read whenever
     /// the agent reads the time).
     pub fn set_clock_offset(&self, seconds: i64) {
-        assert!(self.test_clock, "instance {} runs with the production clock (Fleet::production_clock)", self.name);
+        assert!(self.test_timing, "instance {} runs with the production clock (Fleet::as_in_production)", self.name);
         let tmp = self.base.join(".clock.tmp");
         write(&tmp, &seconds.to_string());
         std::fs::rename(&tmp, self.base.join("clock")).unwrap();
