@@ -29,7 +29,7 @@ use sendfleet::agent::socketmap::codec::{decode, encode_into, Decoded, Reply};
 
 const PER_CONN: usize = 100_000;
 /// Rounds of the agent and of the peer, alternated.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 /// Target (issue 19): the agent at least this share of the peer's rate.
 const PEER_TARGET: f64 = 0.9;
 

@@ -25,7 +25,8 @@
 //! - name resolution: the agent runs in a private mount namespace with the
 //!   test's resolv.conf over /etc/resolv.conf ([`super::Dns`]);
 //! - test speed: queue scans every second, config polls every 200 ms, and
-//!   the agent's hidden test clock file.
+//!   the agent's hidden test clock file (benchmarks turn all three off with
+//!   [`Fleet::as_in_production`]).
 //!
 //! Never: write or edit a line of main.cf or master.cf (a test that needs
 //! another Postfix setting changes the resources, as a user would), or leave
