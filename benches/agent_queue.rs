@@ -7,11 +7,18 @@
 //! paused DomainPolicy for every destination accepts mail from 10 parallel
 //! smtp-source clients, and its agent answers each lookup `retry:`, which
 //! moves every message to the deferred queue; no delivery is attempted.
+//!
+//! Then the agent's memory with what a million-message backlog makes it
+//! remember: an agent whose log pipeline reads 1,000,000 deferrals to
+//! 100,000 recipient domains (the log Postfix would write for them; no test
+//! could make Postfix defer a million messages in time) reports its RSS,
+//! with the bounds that hold it (docs/AGENT.md).
 
 #[path = "../tests/agent_support/mod.rs"]
 #[allow(dead_code)]
 mod agent_support;
 
+use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,6 +27,13 @@ use agent_support::*;
 const MESSAGES: usize = 100_000;
 const CLIENTS: usize = 10;
 const ADDR: &str = "198.51.100.16";
+const MEM_ADDR: &str = "198.51.100.18";
+/// Deferred messages in the log the memory measurement feeds the agent ...
+const LOG_MESSAGES: usize = 1_000_000;
+/// ... to this many recipient domains.
+const LOG_DOMAINS: usize = 100_000;
+/// As long as an instance pod's name, as on every line of a pod's log.
+const HOST: &str = "outbound-transactional-mta1-0";
 
 fn count_files(dir: &std::path::Path) -> usize {
     let mut n = 0;
@@ -37,6 +51,11 @@ fn count_files(dir: &std::path::Path) -> usize {
 fn main() {
     require_postfix();
     let dns = Dns::start("127.0.0.53", &[]);
+    if std::env::var_os("AGENT_MEMORY_ONLY").is_some() {
+        // The memory measurement alone (it needs no queue).
+        log_memory(&dns);
+        return;
+    }
     let domains: Vec<String> = (0..7).map(|i| format!("provider{i}.example")).collect();
     let domains: Vec<&str> = domains.iter().map(String::as_str).collect();
     // The pool's default retry schedule: nothing is retried during the run.
@@ -108,5 +127,49 @@ fn main() {
     println!(
         "agent overhead vs postqueue alone: {overhead:+.1}% (target < 10%: {}); top deferred domains: {top:?}",
         if overhead < 10.0 { "met" } else { "MISSED" }
+    );
+    log_memory(&dns);
+}
+
+/// An agent's memory after its log pipeline read [`LOG_MESSAGES`]
+/// deferrals to [`LOG_DOMAINS`] domains: the qmgr and smtp lines Postfix
+/// logs for each, one recipient a message, every message still queued.
+fn log_memory(dns: &Dns) {
+    let pool = Pool::named("mem").in_ns("bench").with_ip("bench-mem", MEM_ADDR);
+    let mut inst = fleet(pool.build(), dns).as_in_production().start_reading_log("bench-mem");
+    let (rss_start, _) = inst.agent_memory_kib();
+    let input = inst.log_input();
+    let t = Instant::now();
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, input);
+    for i in 0..LOG_MESSAGES {
+        let qid = format!("{:011X}", 0x1000_0000 + i * 7);
+        let dom = i % LOG_DOMAINS;
+        writeln!(
+            w,
+            "Dec  2 10:{:02}:{:02} {HOST} postfix/qmgr[900]: {qid}: from=<app@client.test>, size=1200, nrcpt=1 (queue active)\n\
+             Dec  2 10:{:02}:{:02} {HOST} postfix/smtp[901]: {qid}: to=<user{i}@d{dom}.example>, relay=mx.d{dom}.example[192.0.2.{}]:25, delay=1.2, delays=0.01/0/0.6/0.6, dsn=4.2.0, status=deferred (host mx.d{dom}.example[192.0.2.{}] said: 450 4.2.0 Try again later (in reply to RCPT TO command))",
+            (i / 60) % 60,
+            i % 60,
+            (i / 60) % 60,
+            i % 60,
+            dom % 250,
+            dom % 250,
+        )
+        .unwrap();
+    }
+    w.flush().unwrap();
+    let lines = 2 * LOG_MESSAGES as u64;
+    let st = inst.wait_for(Duration::from_secs(600), "every log line read", |s| s.log.lines >= lines);
+    let took = t.elapsed().as_secs_f64();
+    let (rss, peak) = inst.agent_memory_kib();
+    // The pipe stays open until now: its end would end the pipeline.
+    drop(w);
+    assert_eq!(st.counters.since_start.deferred, LOG_MESSAGES as u64, "every deferral counted");
+    assert_eq!(st.log.malformed, 0);
+    println!(
+        "agent memory after its log pipeline read {LOG_MESSAGES} deferrals to {LOG_DOMAINS} domains ({lines} lines in {took:.1} s): RSS {:.1} MiB, peak {:.1} MiB (RSS {:.1} MiB at start)",
+        rss as f64 / 1024.0,
+        peak as f64 / 1024.0,
+        rss_start as f64 / 1024.0
     );
 }

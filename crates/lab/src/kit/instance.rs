@@ -376,6 +376,19 @@ impl Fleet {
     pub fn start_unsupervised(&self, name: &str) -> Instance {
         Instance::start(self, name, false)
     }
+
+    /// Start instance `name`'s agent with `--no-supervise`, its log
+    /// pipeline reading its stdin as Postfix's log stream (as that mode
+    /// does), a pipe [`Instance::log_input`] hands out. For measuring what
+    /// the agent keeps from a log no test could make Postfix write in time
+    /// (a million deferrals). The log's end ends the pipeline, and the
+    /// agent then reports itself not live: keep the pipe open while asking.
+    pub fn start_reading_log(&self, name: &str) -> Instance {
+        let mut inst = Instance::prepare(self, name, false);
+        inst.log_pipe = true;
+        inst.spawn();
+        inst
+    }
 }
 
 /// One sending instance: `sendfleet agent` on its rendered config.
@@ -393,10 +406,19 @@ pub struct Instance {
     supervise: bool,
     test_timing: bool,
     proc: Option<Proc>,
+    /// The agent's stdin is a pipe for a mail log ([`Fleet::start_reading_log`]).
+    log_pipe: bool,
 }
 
 impl Instance {
     fn start(fleet: &Fleet, name: &str, supervise: bool) -> Instance {
+        let mut inst = Instance::prepare(fleet, name, supervise);
+        inst.spawn();
+        inst
+    }
+
+    /// The instance's files, rendered, with the agent not yet started.
+    fn prepare(fleet: &Fleet, name: &str, supervise: bool) -> Instance {
         let base = test_dir(&format!("inst-{name}"));
         let pod = fleet.render(name, &base);
         let addr = pod.rendered.address.clone();
@@ -428,7 +450,7 @@ impl Instance {
         let mut source = ConfigSource::new(base.join("config"));
         source.write(&pod.files);
         let settings = Fleet::settings(&base);
-        let mut inst = Instance {
+        Instance {
             name: name.into(),
             addr,
             base,
@@ -441,9 +463,8 @@ impl Instance {
             supervise,
             test_timing: fleet.test_timing,
             proc: None,
-        };
-        inst.spawn();
-        inst
+            log_pipe: false,
+        }
     }
 
     /// Run the agent with the pod's args (appending to its logs, so a
@@ -471,7 +492,7 @@ impl Instance {
             })
             .envs(self.pod.env.iter().map(|(k, v)| (k, v)))
             .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
+            .stdin(if self.log_pipe { Stdio::piped() } else { Stdio::null() })
             .stdout(append("agent.stdout"))
             .stderr(append("agent.stderr"));
         if !self.supervise {
@@ -499,6 +520,11 @@ impl Instance {
         if let Err(e) = ready {
             panic!("{e}\n/status: {}\nstdout:\n{}", self.status_raw(), self.stdout());
         }
+    }
+
+    /// The write end of the agent's log pipe ([`Fleet::start_reading_log`]).
+    pub fn log_input(&mut self) -> std::process::ChildStdin {
+        self.proc.as_mut().and_then(|p| p.child.stdin.take()).expect("an agent started with start_reading_log")
     }
 
     /// The agent's resident memory now and at its peak (`VmRSS`, `VmHWM`
