@@ -24,8 +24,12 @@ use super::classify::classify;
 use super::parse::{domain_of, Delivery, Event, Line, Status};
 use crate::agent::redact::Fnv;
 
-/// Queue ids remembered at most (a deferred queue of this size is already an incident).
-pub const MAX_TRACKED: usize = 500_000;
+/// Queue ids remembered at most (a deferred queue of this size is already
+/// an incident). Just under what a table of 2^19 buckets holds before it
+/// doubles (7/8 of them), so the table never grows to 2^20 buckets for the
+/// last tenth of its entries (the agent's memory at the bound:
+/// docs/AGENT.md).
+pub const MAX_TRACKED: usize = 458_000;
 
 /// The domain recorded when the recipients of an expired message are unknown.
 pub const UNKNOWN_DOMAIN: &str = "unknown";
@@ -54,16 +58,24 @@ pub struct Outcome<'a> {
 #[derive(Default)]
 struct Pending {
     /// (domain, keyed hash of the address) of recipients still deferred.
-    rcpts: Vec<(String, u64)>,
+    rcpts: Vec<(Box<str>, u64)>,
     seq: u64,
     /// qmgr announced the expiry and no failed return undid it yet.
     expired: bool,
 }
 
-/// Queue ids are Postfix's own (not chosen by a sender) and the map is
-/// bounded, so a fast non-keyed hash is enough; `removed` looks one up for
-/// every message.
-type QidMap = HashMap<Box<[u8]>, Pending, BuildHasherDefault<Fnv>>;
+/// Keyed by a 64-bit hash of the queue id ([`qid_key`]), not the id
+/// itself: no allocation per message. Queue ids are Postfix's own (not
+/// chosen by a sender) and the map is bounded, so a fast non-keyed hash is
+/// enough; two of at most [`MAX_TRACKED`] ids sharing a key (odds about
+/// 1 in 10^8 for a full map) would only mix their deferred recipients'
+/// domains in an expiry count. `removed` looks one up for every message.
+type QidMap = HashMap<u64, Pending, BuildHasherDefault<Fnv>>;
+
+/// The map key of a queue id: FNV-1a over its bytes.
+fn qid_key(qid: &[u8]) -> u64 {
+    qid.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+}
 
 /// The join state.
 #[derive(Default)]
@@ -95,11 +107,11 @@ impl Tracker {
                     let key = rcpt_key(d.to);
                     let p = self.entry(qid);
                     if !p.rcpts.iter().any(|(_, k)| *k == key) {
-                        p.rcpts.push((domain.to_string(), key));
+                        p.rcpts.push((domain.as_ref().into(), key));
                     }
                 } else if self.by_qid.is_empty() {
                     // Nothing deferred anywhere: the common case.
-                } else if let Some(p) = self.by_qid.get_mut(qid) {
+                } else if let Some(p) = self.by_qid.get_mut(&qid_key(qid)) {
                     let key = rcpt_key(d.to);
                     p.rcpts.retain(|(_, k)| *k != key);
                 }
@@ -107,12 +119,12 @@ impl Tracker {
             }
             Event::Expired => self.entry(qid).expired = true,
             Event::ReturnFailed => {
-                if let Some(p) = self.by_qid.get_mut(qid) {
+                if let Some(p) = self.by_qid.get_mut(&qid_key(qid)) {
                     p.expired = false;
                 }
             }
             Event::Removed if !self.by_qid.is_empty() => {
-                let Some(p) = self.by_qid.remove(qid) else {
+                let Some(p) = self.by_qid.remove(&qid_key(qid)) else {
                     return;
                 };
                 if !p.expired {
@@ -136,7 +148,7 @@ impl Tracker {
                     emit_one(UNKNOWN_DOMAIN.to_string());
                 }
                 for (domain, _) in p.rcpts {
-                    emit_one(domain);
+                    emit_one(domain.into());
                 }
             }
             Event::Received | Event::PickedUp => {
@@ -147,7 +159,8 @@ impl Tracker {
     }
 
     fn entry(&mut self, qid: &[u8]) -> &mut Pending {
-        if self.by_qid.len() >= MAX_TRACKED && !self.by_qid.contains_key(qid) {
+        let key = qid_key(qid);
+        if self.by_qid.len() >= MAX_TRACKED && !self.by_qid.contains_key(&key) {
             // Forget the oldest half (by first-deferral sequence).
             let mut seqs: Vec<u64> = self.by_qid.values().map(|p| p.seq).collect();
             let mid = seqs.len() / 2;
@@ -157,7 +170,7 @@ impl Tracker {
         }
         self.seq += 1;
         let seq = self.seq;
-        self.by_qid.entry(qid.into()).or_insert_with(|| Pending { rcpts: Vec::new(), seq, expired: false })
+        self.by_qid.entry(key).or_insert_with(|| Pending { rcpts: Vec::new(), seq, expired: false })
     }
 }
 
