@@ -102,7 +102,7 @@ fn main() {
     println!(
         "  ratio {:.3} (target >= {TARGET}: {}); load average at the end: {}",
         a / p,
-        if a / p >= TARGET { "met" } else { "MISSED" },
+        met(a / p >= TARGET),
         std::fs::read_to_string("/proc/loadavg").unwrap_or_default().split(' ').take(3).collect::<Vec<_>>().join(" ")
     );
     drop(sink);

@@ -25,7 +25,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
-use agent_support::example;
+use agent_support::{example, met};
 use clap::Parser;
 use sendfleet::agent::counters::Counters;
 use sendfleet::agent::log::pipeline::run;
@@ -334,7 +334,6 @@ fn main() {
         aw / iw,
         pw / PFLOGSUMM_TARGET / iw
     );
-    let met = |ok: bool| if ok { "met" } else { "MISSED" };
     let (pfl_wall, pfl_cpu) = (pw / aw, pc / ac);
     let (grep_wall, grep_cpu) = (aw / gw, ac / gc.max(1e-6));
     println!(

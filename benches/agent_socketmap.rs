@@ -33,14 +33,6 @@ const ROUNDS: usize = 5;
 /// Target (issue 19): the agent at least this share of the peer's rate.
 const PEER_TARGET: f64 = 0.9;
 
-fn met(ok: bool) -> &'static str {
-    if ok {
-        "met"
-    } else {
-        "MISSED"
-    }
-}
-
 /// The round with the median rate.
 fn median_round(mut rounds: Vec<(f64, Vec<u64>)>) -> (f64, Vec<u64>) {
     rounds.sort_by(|a, b| a.0.partial_cmp(&b.0).unwrap());

@@ -24,6 +24,15 @@ use sendfleet::core::api::SendingPool;
 pub const SENDFLEET: &str = env!("CARGO_BIN_EXE_sendfleet");
 
 /// `pool`'s instances, rendered and run by this test's `sendfleet`.
+/// How a benchmark prints a target's verdict.
+pub fn met(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "MISSED"
+    }
+}
+
 pub fn fleet(pool: SendingPool, dns: &Dns) -> Fleet {
     Fleet::new(SENDFLEET, pool, dns)
 }

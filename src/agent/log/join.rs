@@ -16,7 +16,7 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::hash::BuildHasherDefault;
+use std::hash::{BuildHasherDefault, Hasher};
 
 use sendfleet_render::contract::ResponseCategory;
 
@@ -72,9 +72,11 @@ struct Pending {
 /// domains in an expiry count. `removed` looks one up for every message.
 type QidMap = HashMap<u64, Pending, BuildHasherDefault<Fnv>>;
 
-/// The map key of a queue id: FNV-1a over its bytes.
+/// The map key of a queue id: FNV-1a over its bytes (the redactor's [`Fnv`]).
 fn qid_key(qid: &[u8]) -> u64 {
-    qid.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+    let mut h = Fnv::default();
+    h.write(qid);
+    h.finish()
 }
 
 /// The join state.
